@@ -1,0 +1,156 @@
+//! Frequency caps and quiet hours.
+
+use crate::config::CapPolicy;
+use crate::state::SendRecord;
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use chrono_tz::Tz;
+
+/// Why the caps stop a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapBlock {
+    /// Local time is within quiet hours.
+    QuietHours {
+        /// Local time, `HH:MM`.
+        local: String,
+    },
+    /// Daily cap reached.
+    Daily {
+        /// Pushes today.
+        sent: u32,
+        /// Limit.
+        limit: u32,
+    },
+    /// Weekly cap reached.
+    Weekly {
+        /// Pushes in the last 7 days.
+        sent: u32,
+        /// Limit.
+        limit: u32,
+    },
+    /// Too soon after the previous push.
+    MinGap {
+        /// Minutes since the last push.
+        minutes: i64,
+        /// Required gap.
+        limit: u32,
+    },
+}
+
+impl std::fmt::Display for CapBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CapBlock::QuietHours { local } => write!(f, "quiet hours ({local} local)"),
+            CapBlock::Daily { sent, limit } => write!(f, "capped: {sent}/{limit} today"),
+            CapBlock::Weekly { sent, limit } => write!(f, "capped: {sent}/{limit} this week"),
+            CapBlock::MinGap { minutes, limit } => write!(f, "capped: {minutes} min since last push (gap {limit} min)"),
+        }
+    }
+}
+
+/// Whether `t` falls in the quiet window `[start, end)`, which may wrap midnight.
+pub fn in_quiet_hours(t: NaiveTime, start: NaiveTime, end: NaiveTime) -> bool {
+    if start == end {
+        false
+    } else if start < end {
+        t >= start && t < end
+    } else {
+        t >= start || t < end
+    }
+}
+
+/// Checks the caps for a push to a user at `now`, given their recent sends (held-out
+/// records do not count) and the store's time zone for the local day and quiet hours.
+///
+/// # Errors
+/// The first [`CapBlock`] that applies.
+pub fn check(policy: &CapPolicy, sends: &[SendRecord], now: DateTime<Utc>, tz: Tz) -> Result<(), CapBlock> {
+    let local = now.with_timezone(&tz);
+    if in_quiet_hours(local.time(), policy.quiet_start, policy.quiet_end) {
+        return Err(CapBlock::QuietHours { local: local.format("%H:%M").to_string() });
+    }
+    let sent: Vec<&SendRecord> = sends.iter().filter(|s| !s.held_out && s.at <= now).collect();
+    if let Some(last) = sent.iter().map(|s| s.at).max() {
+        let minutes = (now - last).num_minutes();
+        if minutes < i64::from(policy.min_gap_minutes) {
+            return Err(CapBlock::MinGap { minutes, limit: policy.min_gap_minutes });
+        }
+    }
+    let today = local.date_naive();
+    let day = sent.iter().filter(|s| s.at.with_timezone(&tz).date_naive() == today).count() as u32;
+    if day >= policy.per_day {
+        return Err(CapBlock::Daily { sent: day, limit: policy.per_day });
+    }
+    let week = sent.iter().filter(|s| now - s.at < Duration::days(7)).count() as u32;
+    if week >= policy.per_week {
+        return Err(CapBlock::Weekly { sent: week, limit: policy.per_week });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Id;
+    use proptest::prelude::*;
+
+    fn rec(at: DateTime<Utc>) -> SendRecord {
+        SendRecord { at, offer_id: Id::parse("o").unwrap(), delivery_id: "d".into(), held_out: false }
+    }
+
+    fn noon() -> DateTime<Utc> {
+        "2026-11-20T10:00:00Z".parse().unwrap() // 12:00 in Helsinki
+    }
+
+    #[test]
+    fn quiet_hours_wrap_midnight() {
+        let p = CapPolicy::default();
+        let late: DateTime<Utc> = "2026-11-20T20:30:00Z".parse().unwrap(); // 22:30 local
+        assert!(matches!(check(&p, &[], late, chrono_tz::Europe::Helsinki), Err(CapBlock::QuietHours { .. })));
+        let early: DateTime<Utc> = "2026-11-20T05:30:00Z".parse().unwrap(); // 07:30 local
+        assert!(matches!(check(&p, &[], early, chrono_tz::Europe::Helsinki), Err(CapBlock::QuietHours { .. })));
+        assert!(check(&p, &[], noon(), chrono_tz::Europe::Helsinki).is_ok());
+    }
+
+    #[test]
+    fn daily_weekly_and_gap_caps_block() {
+        let p = CapPolicy { per_day: 2, per_week: 3, min_gap_minutes: 60, ..CapPolicy::default() };
+        let tz = chrono_tz::Europe::Helsinki;
+        let gap = [rec(noon() - Duration::minutes(30))];
+        assert!(matches!(check(&p, &gap, noon(), tz), Err(CapBlock::MinGap { minutes: 30, .. })));
+        let day = [rec(noon() - Duration::hours(2)), rec(noon() - Duration::hours(1))];
+        assert_eq!(check(&p, &day, noon(), tz), Err(CapBlock::Daily { sent: 2, limit: 2 }));
+        let week = [rec(noon() - Duration::days(3)), rec(noon() - Duration::days(2)), rec(noon() - Duration::days(1))];
+        assert_eq!(check(&p, &week, noon(), tz), Err(CapBlock::Weekly { sent: 3, limit: 3 }));
+    }
+
+    proptest! {
+        /// Invariant 3 at the rule level: if sends are only ever added when `check` passes,
+        /// no local day ever holds more than `per_day`, no 7-day window more than
+        /// `per_week`, and no two sends are closer than the gap.
+        #[test]
+        fn caps_hold_over_any_sequence(
+            per_day in 1u32..5, extra_week in 0u32..6, gap in 0u32..120,
+            steps in prop::collection::vec(1i64..400, 1..300),
+        ) {
+            let p = CapPolicy { per_day, per_week: per_day + extra_week, min_gap_minutes: gap, ..CapPolicy::default() };
+            let tz = chrono_tz::Europe::Helsinki;
+            let mut now = noon();
+            let mut sends: Vec<SendRecord> = Vec::new();
+            for s in steps {
+                now += Duration::minutes(s);
+                if check(&p, &sends, now, tz).is_ok() {
+                    sends.push(rec(now));
+                }
+            }
+            for (i, a) in sends.iter().enumerate() {
+                let same_day = sends.iter().filter(|b| b.at.with_timezone(&tz).date_naive() == a.at.with_timezone(&tz).date_naive()).count();
+                prop_assert!(same_day as u32 <= p.per_day);
+                let window = sends.iter().filter(|b| b.at <= a.at && a.at - b.at < Duration::days(7)).count();
+                prop_assert!(window as u32 <= p.per_week);
+                if i > 0 {
+                    prop_assert!((a.at - sends[i - 1].at).num_minutes() >= i64::from(gap));
+                }
+            }
+        }
+    }
+}

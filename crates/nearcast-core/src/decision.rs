@@ -1,0 +1,600 @@
+//! The decision for one event: a pure function of the catalog, the model, the user's state
+//! and the event. It returns the user's next state, the explained decision and, at most,
+//! one push. The engine persists and delivers; nothing here does I/O.
+
+use crate::caps::{self, CapBlock};
+use crate::catalog::Catalog;
+use crate::config::{Offer, Trigger};
+use crate::consent::{ConsentRecord, Purpose};
+use crate::context::Context;
+use crate::event::{Action, Event, EventKind, Fix, Platform};
+use crate::features::{self, Input, N_FEATURES};
+use crate::holdout::{self, stable_hash};
+use crate::ids::Id;
+use crate::ranker::Ranker;
+use crate::state::{Purchase, PushTarget, SendRecord, UserState};
+use crate::trigger::{self, Transition};
+use crate::weather::Weather;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A location fix older than this when it arrives moves presence but sends nothing: an
+/// offer for where someone was a while ago is spam.
+pub const MAX_FIX_AGE: Duration = Duration::minutes(15);
+
+/// Why an offer was not sent. `code()` is stable (metrics, summaries); `Display` explains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+#[allow(missing_docs, reason = "each variant's Display says what it means")]
+pub enum Reason {
+    NoConsentLocation,
+    NoConsentPush,
+    NoPushTarget,
+    StaleFix { minutes: i64 },
+    NoTrigger,
+    OutsideSchedule,
+    Weekday { needs: Vec<String> },
+    Daypart { needs: Vec<String> },
+    WeatherUnknown,
+    Weather { needs: Vec<String>, got: String },
+    Temperature { got: f64 },
+    AudienceNeedsPersonalisation,
+    Affinity { got: f64, needs: f64 },
+    NotNewToCategory,
+    AlreadyBought { product: Option<String>, category: String },
+    NotYetReeligible { hours: i64 },
+    BelowThreshold { score: f64, threshold: f64 },
+    Capped { detail: String },
+    QuietHours { local: String },
+    HeldOut { campaign: String },
+}
+
+impl Reason {
+    /// A short stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::NoConsentLocation => "no_consent_location",
+            Reason::NoConsentPush => "no_consent_push",
+            Reason::NoPushTarget => "no_push_target",
+            Reason::StaleFix { .. } => "stale_fix",
+            Reason::NoTrigger => "no_trigger",
+            Reason::OutsideSchedule => "outside_schedule",
+            Reason::Weekday { .. } => "weekday",
+            Reason::Daypart { .. } => "daypart",
+            Reason::WeatherUnknown => "weather_unknown",
+            Reason::Weather { .. } => "weather",
+            Reason::Temperature { .. } => "temperature",
+            Reason::AudienceNeedsPersonalisation => "audience_needs_personalisation",
+            Reason::Affinity { .. } => "affinity",
+            Reason::NotNewToCategory => "not_new_to_category",
+            Reason::AlreadyBought { .. } => "already_bought",
+            Reason::NotYetReeligible { .. } => "not_yet_reeligible",
+            Reason::BelowThreshold { .. } => "below_threshold",
+            Reason::Capped { .. } => "capped",
+            Reason::QuietHours { .. } => "quiet_hours",
+            Reason::HeldOut { .. } => "held_out",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::NoConsentLocation => write!(f, "no consent: location"),
+            Reason::NoConsentPush => write!(f, "no consent: push"),
+            Reason::NoPushTarget => write!(f, "no push token"),
+            Reason::StaleFix { minutes } => write!(f, "stale fix ({minutes} min old)"),
+            Reason::NoTrigger => write!(f, "no enter or dwell trigger"),
+            Reason::OutsideSchedule => write!(f, "outside schedule"),
+            Reason::Weekday { needs } => write!(f, "weekday: needs {}", needs.join("/")),
+            Reason::Daypart { needs } => write!(f, "daypart: needs {}", needs.join("/")),
+            Reason::WeatherUnknown => write!(f, "weather unknown"),
+            Reason::Weather { needs, got } => write!(f, "weather: needs {}, is {got}", needs.join("/")),
+            Reason::Temperature { got } => write!(f, "temperature {got:.0} °C out of range"),
+            Reason::AudienceNeedsPersonalisation => write!(f, "audience rule needs personalisation consent"),
+            Reason::Affinity { got, needs } => write!(f, "affinity {got:.2} < {needs:.2}"),
+            Reason::NotNewToCategory => write!(f, "audience: already a customer in category"),
+            Reason::AlreadyBought { product: Some(p), .. } => write!(f, "already bought {p}"),
+            Reason::AlreadyBought { product: None, category } => write!(f, "already bought {category}"),
+            Reason::NotYetReeligible { hours } => write!(f, "offer re-eligible in {hours} h"),
+            Reason::BelowThreshold { score, threshold } => write!(f, "score {score:.2} below threshold {threshold:.2}"),
+            Reason::Capped { detail } => f.write_str(detail),
+            Reason::QuietHours { local } => write!(f, "quiet hours ({local} local)"),
+            Reason::HeldOut { campaign } => write!(f, "held out (campaign {campaign})"),
+        }
+    }
+}
+
+/// What became of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// A push was sent.
+    Sent,
+    /// The user is in the campaign's holdout group: recorded, not sent.
+    HeldOut,
+    /// An offer was triggered but not sent.
+    Suppressed,
+    /// Nothing was triggered.
+    None,
+}
+
+/// One scored or rejected candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Store.
+    pub store_id: Id,
+    /// Offer.
+    pub offer_id: Id,
+    /// Offer category.
+    pub category: String,
+    /// Distance from the fix to the fence centre, metres.
+    pub distance_m: f64,
+    /// Model score, when it was eligible and scored.
+    pub score: Option<f64>,
+    /// Why it was dropped, if it was.
+    pub reason: Option<Reason>,
+}
+
+/// The context recorded with a decision (for explanations and training exports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionContext {
+    /// Local time at the store, RFC 3339 with offset.
+    pub local_time: String,
+    /// Daypart.
+    pub daypart: String,
+    /// Weekday (`Mon`..`Sun`).
+    pub weekday: String,
+    /// Weather, if known.
+    pub weather: Option<Weather>,
+    /// H3 cell (resolution 9) of the fix: coarse place, not a trail.
+    pub cell: String,
+}
+
+/// An explained decision for one location event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Event.
+    pub event_id: Id,
+    /// User.
+    pub user_id: Id,
+    /// Event time.
+    pub at: DateTime<Utc>,
+    /// Outcome.
+    pub verdict: Verdict,
+    /// Store of the chosen (or best rejected) candidate.
+    pub store_id: Option<Id>,
+    /// Offer of the chosen (or best rejected) candidate.
+    pub offer_id: Option<Id>,
+    /// Its score.
+    pub score: Option<f64>,
+    /// Why not sent (absent when sent).
+    pub reason: Option<Reason>,
+    /// Context at the store.
+    pub context: Option<DecisionContext>,
+    /// Every candidate considered.
+    pub candidates: Vec<Candidate>,
+    /// Model version that scored.
+    pub model_version: String,
+    /// Delivery id when sent or held out.
+    pub delivery_id: Option<String>,
+}
+
+/// A push to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    /// Deterministic id (user, event): a retried event yields the same id.
+    pub delivery_id: String,
+    /// Recipient.
+    pub user_id: Id,
+    /// Platform.
+    pub platform: Platform,
+    /// Token (never logged).
+    #[serde(skip_serializing)]
+    pub token: String,
+    /// Platform endpoint, once known.
+    pub endpoint: Option<String>,
+    /// Offer.
+    pub offer_id: Id,
+    /// Campaign.
+    pub campaign_id: Id,
+    /// Store.
+    pub store_id: Id,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Coupon code.
+    pub coupon: Option<String>,
+    /// Score.
+    pub score: f64,
+    /// Model version.
+    pub model_version: String,
+    /// Event time.
+    pub at: DateTime<Utc>,
+}
+
+/// What processing one event produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The user's next state.
+    pub state: UserState,
+    /// The decision, for location events.
+    pub decision: Option<Decision>,
+    /// The push to deliver, if any.
+    pub push: Option<Push>,
+}
+
+/// Everything a decision reads besides the user's state.
+pub struct Inputs<'a> {
+    /// Stores, offers, policy.
+    pub catalog: &'a Catalog,
+    /// The model.
+    pub ranker: &'a dyn Ranker,
+    /// The weather at a place and time.
+    pub weather: &'a dyn Fn(f64, f64, DateTime<Utc>) -> Option<Weather>,
+    /// Now, by the host's clock.
+    pub now: DateTime<Utc>,
+}
+
+/// The deterministic delivery id of a user's event.
+pub fn delivery_id(user: &Id, event: &Id) -> String {
+    format!("d-{:016x}", stable_hash(&["delivery", user.as_str(), event.as_str()]))
+}
+
+/// Processes one validated event against the user's current state.
+pub fn decide(inputs: &Inputs<'_>, state: &UserState, event: &Event) -> Outcome {
+    let mut state = state.clone();
+    state.prune(inputs.now);
+    match &event.kind {
+        EventKind::Location(fix) => location(inputs, state, event, fix),
+        EventKind::Consent { purpose, granted, policy_version } => {
+            state.consents.set(
+                *purpose,
+                ConsentRecord { granted: *granted, at: event.at, source: "event".into(), policy_version: policy_version.clone() },
+            );
+            apply_consent_effects(&mut state);
+            Outcome { state, decision: None, push: None }
+        }
+        EventKind::PushToken { platform, token } => {
+            let same = state.push.as_ref().is_some_and(|p| p.platform == *platform && &p.token == token);
+            if !same {
+                state.push = Some(PushTarget { platform: *platform, token: token.clone(), endpoint: None, disabled: false });
+            }
+            Outcome { state, decision: None, push: None }
+        }
+        EventKind::Behaviour(b) => {
+            let personal = state.consents.granted(Purpose::Personalisation);
+            let offer_category = b
+                .offer_id
+                .as_ref()
+                .and_then(|o| inputs.catalog.offer_pos.get(o))
+                .map(|&k| inputs.catalog.offers[k as usize].category.clone());
+            let category = b.category.clone().or(offer_category);
+            if b.action == Action::Purchase {
+                // Purchases are kept without personalisation consent too: they only ever
+                // suppress offers (never again an offer for what was bought).
+                state.add_purchase(Purchase { product_id: b.product_id.clone(), category: category.clone(), at: event.at });
+            }
+            if personal {
+                if let Some(c) = &category {
+                    let w = match b.action {
+                        Action::View => 0.05,
+                        Action::AddToCart => 0.15,
+                        Action::Purchase => 0.3,
+                        Action::NotificationOpened => 0.1,
+                        Action::CouponRedeemed => 0.3,
+                    };
+                    state.learn(c, w);
+                }
+            }
+            Outcome { state, decision: None, push: None }
+        }
+    }
+}
+
+/// Consequences of a consent change that must hold from the very next event.
+pub fn apply_consent_effects(state: &mut UserState) {
+    if !state.consents.granted(Purpose::Location) {
+        // Without location consent nothing about presence is kept.
+        state.fences.clear();
+    }
+    if !state.consents.granted(Purpose::Personalisation) {
+        state.affinities.clear();
+    }
+}
+
+fn blank(event: &Event, reason: Option<Reason>, verdict: Verdict, model: &str) -> Decision {
+    Decision {
+        event_id: event.event_id.clone(),
+        user_id: event.user_id.clone(),
+        at: event.at,
+        verdict,
+        store_id: None,
+        offer_id: None,
+        score: None,
+        reason,
+        context: None,
+        candidates: Vec::new(),
+        model_version: model.to_string(),
+        delivery_id: None,
+    }
+}
+
+fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix) -> Outcome {
+    let cat = inputs.catalog;
+    let model = inputs.ranker.version();
+    if !state.consents.granted(Purpose::Location) {
+        state.fences.clear();
+        let d = blank(event, Some(Reason::NoConsentLocation), Verdict::Suppressed, model);
+        return Outcome { state, decision: Some(d), push: None };
+    }
+
+    // 1. Presence: fences hit by the fix, plus fences the user was inside (to see them leave).
+    let mut hits = Vec::new();
+    cat.index.lookup_into(fix.lat, fix.lon, &mut hits);
+    let mut touched: Vec<u32> = hits.clone();
+    for sid in state.fences.keys() {
+        if let Some(&p) = cat.store_pos.get(sid) {
+            touched.push(p);
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    // Presence of stores that no longer exist is dropped.
+    state.fences.retain(|sid, _| cat.store_pos.contains_key(sid));
+
+    let mut moments: Vec<(u32, Transition)> = Vec::new();
+    for &p in &touched {
+        let store = &cat.stores[p as usize];
+        let out = if hits.binary_search(&p).is_ok() {
+            0.0
+        } else {
+            cat.index.shapes()[p as usize].distance_outside_m(fix.lat, fix.lon).max(f64::MIN_POSITIVE)
+        };
+        let (tr, next) = trigger::step(state.fences.get(&store.id), out, fix.accuracy_m, event.at);
+        match next {
+            Some(s) => {
+                state.fences.insert(store.id.clone(), s);
+            }
+            None => {
+                state.fences.remove(&store.id);
+            }
+        }
+        if matches!(tr, Transition::Enter | Transition::Inside { .. }) {
+            moments.push((p, tr));
+        }
+    }
+
+    let age = inputs.now - event.at;
+    if age > MAX_FIX_AGE {
+        let d = blank(event, Some(Reason::StaleFix { minutes: age.num_minutes() }), Verdict::Suppressed, model);
+        return Outcome { state, decision: Some(d), push: None };
+    }
+
+    // 2. Triggered (store, offer) pairs, each offer once per visit.
+    let personal = state.consents.granted(Purpose::Personalisation);
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut scored: Vec<(usize, f64, u32, u32)> = Vec::new(); // (candidate idx, score, store, offer)
+    let mut first_ctx: Option<(Context, u32)> = None;
+    let mut x = [0.0; N_FEATURES];
+    for (p, tr) in moments {
+        let store = &cat.stores[p as usize];
+        let minutes_inside = match tr {
+            Transition::Inside { minutes } => minutes,
+            _ => 0,
+        };
+        let triggered: Vec<u32> = cat.offers_at[p as usize]
+            .iter()
+            .copied()
+            .filter(|&k| {
+                let o = &cat.offers[k as usize];
+                let fired = match o.trigger {
+                    Trigger::Enter => tr == Transition::Enter,
+                    Trigger::Dwell { minutes } => minutes_inside >= i64::from(minutes),
+                };
+                fired && !state.fences.get(&store.id).is_some_and(|f| f.decided.contains(&o.id))
+            })
+            .collect();
+        if triggered.is_empty() {
+            continue;
+        }
+        let (clat, clon) = centre(&cat.index.shapes()[p as usize]);
+        let distance_m = crate::geofence::haversine_m(fix.lat, fix.lon, clat, clon);
+        let weather = (inputs.weather)(clat, clon, event.at);
+        let ctx = Context::new(event.at, cat.tzs[p as usize], weather);
+        for k in triggered {
+            let o = &cat.offers[k as usize];
+            if let Some(f) = state.fences.get_mut(&store.id) {
+                f.decided.push(o.id.clone());
+            }
+            let mut c = Candidate {
+                store_id: store.id.clone(),
+                offer_id: o.id.clone(),
+                category: o.category.clone(),
+                distance_m: (distance_m * 10.0).round() / 10.0,
+                score: None,
+                reason: None,
+            };
+            match eligible(o, &ctx, &state, personal, event.at) {
+                Err(r) => c.reason = Some(r),
+                Ok(()) => {
+                    let affinity = personal.then(|| state.affinities.get(&o.category).copied().unwrap_or(0.0));
+                    let input = Input::new(&o.category, &ctx, distance_m, affinity, state.bought_category(&o.category));
+                    features::encode(&input, &mut x);
+                    let s = inputs.ranker.score(&x);
+                    c.score = Some((s * 10_000.0).round() / 10_000.0);
+                    if s < o.threshold {
+                        c.reason = Some(Reason::BelowThreshold { score: s, threshold: o.threshold });
+                    } else {
+                        scored.push((candidates.len(), s, p, k));
+                    }
+                }
+            }
+            candidates.push(c);
+        }
+        if first_ctx.is_none() {
+            first_ctx = Some((ctx, p));
+        }
+    }
+
+    let cell = h3o::LatLng::new(fix.lat, fix.lon)
+        .map(|ll| ll.to_cell(h3o::Resolution::Nine).to_string())
+        .unwrap_or_default();
+    let context_of = |ctx: &Context| DecisionContext {
+        local_time: ctx.local.to_rfc3339(),
+        daypart: ctx.daypart.as_str().to_string(),
+        weekday: ctx.weekday.to_string(),
+        weather: ctx.weather,
+        cell: cell.clone(),
+    };
+    let mut d = blank(event, None, Verdict::None, model);
+    if candidates.is_empty() {
+        d.reason = Some(Reason::NoTrigger);
+        return Outcome { state, decision: Some(d), push: None };
+    }
+
+    // 3. Best eligible candidate above its threshold; otherwise explain the best rejection.
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let Some(&(ci, score, p, k)) = scored.first() else {
+        let best = candidates
+            .iter()
+            .max_by(|a, b| a.score.unwrap_or(-1.0).total_cmp(&b.score.unwrap_or(-1.0)))
+            .expect("non-empty");
+        d.verdict = Verdict::Suppressed;
+        d.store_id = Some(best.store_id.clone());
+        d.offer_id = Some(best.offer_id.clone());
+        d.score = best.score;
+        d.reason = best.reason.clone();
+        d.context = first_ctx.as_ref().map(|(c, _)| context_of(c));
+        d.candidates = candidates;
+        return Outcome { state, decision: Some(d), push: None };
+    };
+    let store = &cat.stores[p as usize];
+    let offer = &cat.offers[k as usize];
+    let tz = cat.tzs[p as usize];
+    let weather = (inputs.weather)(centre(&cat.index.shapes()[p as usize]).0, centre(&cat.index.shapes()[p as usize]).1, event.at);
+    let ctx = Context::new(event.at, tz, weather);
+    d.store_id = Some(store.id.clone());
+    d.offer_id = Some(offer.id.clone());
+    d.score = candidates[ci].score;
+    d.context = Some(context_of(&ctx));
+
+    // 4. Consent, push target, caps, holdout: in that order, so the holdout group is drawn
+    // only among users who would otherwise have been sent the push (a fair comparison).
+    let block = if !state.consents.granted(Purpose::Push) {
+        Some(Reason::NoConsentPush)
+    } else if state.push.as_ref().is_none_or(|t| t.disabled) {
+        Some(Reason::NoPushTarget)
+    } else {
+        match caps::check(&cat.policy, &state.sends, event.at, tz) {
+            Ok(()) => None,
+            Err(CapBlock::QuietHours { local }) => Some(Reason::QuietHours { local }),
+            Err(b) => Some(Reason::Capped { detail: b.to_string() }),
+        }
+    };
+    if let Some(r) = block {
+        candidates[ci].reason = Some(r.clone());
+        d.verdict = Verdict::Suppressed;
+        d.reason = Some(r);
+        d.candidates = candidates;
+        return Outcome { state, decision: Some(d), push: None };
+    }
+    let did = delivery_id(&event.user_id, &event.event_id);
+    d.delivery_id = Some(did.clone());
+    if holdout::held_out(&event.user_id, &offer.campaign_id, offer.holdout) {
+        let r = Reason::HeldOut { campaign: offer.campaign_id.to_string() };
+        state.sends.push(SendRecord { at: event.at, offer_id: offer.id.clone(), delivery_id: did, held_out: true });
+        candidates[ci].reason = Some(r.clone());
+        d.verdict = Verdict::HeldOut;
+        d.reason = Some(r);
+        d.candidates = candidates;
+        return Outcome { state, decision: Some(d), push: None };
+    }
+    state.sends.push(SendRecord { at: event.at, offer_id: offer.id.clone(), delivery_id: did.clone(), held_out: false });
+    let target = state.push.as_ref().expect("checked above");
+    let push = Push {
+        delivery_id: did,
+        user_id: event.user_id.clone(),
+        platform: target.platform,
+        token: target.token.clone(),
+        endpoint: target.endpoint.clone(),
+        offer_id: offer.id.clone(),
+        campaign_id: offer.campaign_id.clone(),
+        store_id: store.id.clone(),
+        title: offer.title.clone(),
+        body: offer.body.clone(),
+        coupon: offer.coupon.clone(),
+        score,
+        model_version: model.to_string(),
+        at: event.at,
+    };
+    d.verdict = Verdict::Sent;
+    d.candidates = candidates;
+    Outcome { state, decision: Some(d), push: Some(push) }
+}
+
+fn centre(shape: &crate::geofence::Shape) -> (f64, f64) {
+    match shape {
+        crate::geofence::Shape::Circle { lat, lon, .. } => (*lat, *lon),
+        crate::geofence::Shape::Polygon { bbox, .. } => {
+            let c = bbox.center();
+            (c.y, c.x)
+        }
+    }
+}
+
+/// The offer's rules for this user, here and now.
+///
+/// # Errors
+/// The first rule not met, as a [`Reason`].
+pub fn eligible(o: &Offer, ctx: &Context, state: &UserState, personal: bool, at: DateTime<Utc>) -> Result<(), Reason> {
+    if o.starts_at.is_some_and(|s| at < s) || o.ends_at.is_some_and(|e| at >= e) {
+        return Err(Reason::OutsideSchedule);
+    }
+    if !o.weekdays.is_empty() && !o.weekdays.iter().any(|w| w.weekday() == ctx.weekday) {
+        return Err(Reason::Weekday { needs: o.weekdays.iter().map(|w| w.weekday().to_string()).collect() });
+    }
+    if !o.dayparts.is_empty() && !o.dayparts.contains(&ctx.daypart) {
+        return Err(Reason::Daypart { needs: o.dayparts.iter().map(|d| d.as_str().to_string()).collect() });
+    }
+    if let Some(rule) = &o.weather {
+        let Some(w) = ctx.weather else { return Err(Reason::WeatherUnknown) };
+        if !rule.conditions.is_empty() && !rule.conditions.contains(&w.condition) {
+            return Err(Reason::Weather {
+                needs: rule.conditions.iter().map(|c| c.as_str().to_string()).collect(),
+                got: w.condition.as_str().to_string(),
+            });
+        }
+        if rule.min_temp_c.is_some_and(|t| w.temp_c < t) || rule.max_temp_c.is_some_and(|t| w.temp_c > t) {
+            return Err(Reason::Temperature { got: w.temp_c });
+        }
+    }
+    if state.bought(o.product_id.as_ref(), &o.category) && o.product_id.is_some() {
+        return Err(Reason::AlreadyBought {
+            product: o.product_id.as_ref().map(|p| p.to_string()),
+            category: o.category.clone(),
+        });
+    }
+    if let Some(a) = &o.audience {
+        if a.new_to_category && state.bought_category(&o.category) {
+            return Err(Reason::NotNewToCategory);
+        }
+        if let Some(min) = a.min_affinity {
+            if !personal {
+                return Err(Reason::AudienceNeedsPersonalisation);
+            }
+            let got = state.affinities.get(&o.category).copied().unwrap_or(0.0);
+            if got < min {
+                return Err(Reason::Affinity { got, needs: min });
+            }
+        }
+    }
+    let window = Duration::hours(i64::from(o.reeligible_after_hours));
+    if let Some(last) = state.sends.iter().filter(|s| s.offer_id == o.id).map(|s| s.at).max() {
+        if at - last < window {
+            return Err(Reason::NotYetReeligible { hours: (window - (at - last)).num_hours().max(1) });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! The engine: runs the pure [`decision`](crate::decision) over the ports. Load the user,
+//! decide, commit atomically (idempotency key + version check + state + decision + pending
+//! delivery), then deliver. A conflicting concurrent commit makes it re-read and decide
+//! again, so caps hold however many events race for one user (invariant 3), and the
+//! idempotency key makes a retried event answer "duplicate" without a second push
+//! (invariant 4).
+
+use crate::FieldError;
+use crate::catalog::Catalog;
+use crate::config::{CapPolicy, Offer, Store};
+use crate::consent::{ConsentRecord, Consents, Purpose};
+use crate::decision::{self, Decision, Inputs, Outcome, Push, apply_consent_effects};
+use crate::event::{Batch, Event, EventKind};
+use crate::ids::Id;
+use crate::ports::{
+    Clock, Commit, CommitOutcome, DeliveryStatus, Erasure, EventResult, Notifier, NotifyError, StateStore, StoreError,
+    WeatherSource,
+};
+use crate::ranker::Ranker;
+use serde::Serialize;
+use std::sync::{Arc, RwLock};
+
+/// Attempts before a contended user's event gives up with a retryable error.
+const MAX_ATTEMPTS: usize = 16;
+
+/// Engine failures, mapped to HTTP statuses by the API.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bad input (4xx).
+    #[error("{0}")]
+    Invalid(FieldError),
+    /// Not found (404).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Storage failed; nothing was half-written; retry (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Too much contention on one user; retry (503).
+    #[error("too many concurrent updates for one user; retry")]
+    Contention,
+}
+
+/// One event's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventReport {
+    /// Position in the batch.
+    pub index: usize,
+    /// Event id.
+    pub event_id: Id,
+    /// `accepted` or `duplicate`.
+    pub status: &'static str,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Decision of a location event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// The engine and its ports.
+pub struct Engine {
+    store: Arc<dyn StateStore>,
+    notifier: Arc<dyn Notifier>,
+    weather: Arc<dyn WeatherSource>,
+    clock: Arc<dyn Clock>,
+    catalog: RwLock<Arc<Catalog>>,
+    ranker: RwLock<Arc<dyn Ranker>>,
+    /// Serialises configuration changes (read, validate, write, rebuild).
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl Engine {
+    /// Builds an engine and loads the catalog from the store.
+    ///
+    /// # Errors
+    /// When the store fails or holds an invalid configuration.
+    pub async fn new(
+        store: Arc<dyn StateStore>,
+        notifier: Arc<dyn Notifier>,
+        weather: Arc<dyn WeatherSource>,
+        clock: Arc<dyn Clock>,
+        ranker: Arc<dyn Ranker>,
+    ) -> Result<Self, EngineError> {
+        let e = Engine {
+            store,
+            notifier,
+            weather,
+            clock,
+            catalog: RwLock::new(Arc::new(Catalog::empty())),
+            ranker: RwLock::new(ranker),
+            admin: tokio::sync::Mutex::new(()),
+        };
+        e.reload().await?;
+        Ok(e)
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+
+    /// The current ranker.
+    pub fn ranker(&self) -> Arc<dyn Ranker> {
+        self.ranker.read().expect("ranker lock").clone()
+    }
+
+    /// Replaces the model (the previous one stays in service if the caller's load failed).
+    pub fn set_ranker(&self, r: Arc<dyn Ranker>) {
+        *self.ranker.write().expect("ranker lock") = r;
+    }
+
+    /// The clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// Rebuilds the catalog from the stored configuration.
+    ///
+    /// # Errors
+    /// When the store fails or its configuration is invalid.
+    pub async fn reload(&self) -> Result<(), EngineError> {
+        let stores = self.store.list_stores().await?;
+        let offers = self.store.list_offers().await?;
+        let policy = self.store.get_policy().await?.unwrap_or_default();
+        let c = Catalog::build(stores, offers, policy).map_err(EngineError::Invalid)?;
+        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        Ok(())
+    }
+
+    /// Processes a validated batch, event by event in order.
+    ///
+    /// # Errors
+    /// A store failure. Events before the failing one are durably applied and answer
+    /// "duplicate" when the client resends the batch.
+    pub async fn process_batch(&self, batch: &Batch) -> Result<Vec<EventReport>, EngineError> {
+        let mut out = Vec::with_capacity(batch.events.len());
+        for (i, e) in batch.events.iter().enumerate() {
+            let mut r = self.process(e).await?;
+            r.index = i;
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Processes one validated event.
+    ///
+    /// # Errors
+    /// A store failure or persistent contention; nothing of the event was written.
+    pub async fn process(&self, event: &Event) -> Result<EventReport, EngineError> {
+        let catalog = self.catalog();
+        let ranker = self.ranker();
+        for _ in 0..MAX_ATTEMPTS {
+            let rec = self.store.load_user(&event.user_id).await?;
+            let weather = match &event.kind {
+                EventKind::Location(fix)
+                    if !rec.state.fences.is_empty() || !catalog.index.lookup(fix.lat, fix.lon).is_empty() =>
+                {
+                    self.weather.weather(fix.lat, fix.lon, event.at).await
+                }
+                _ => None,
+            };
+            let wf = move |_: f64, _: f64, _: chrono::DateTime<chrono::Utc>| weather;
+            let inputs = Inputs { catalog: &catalog, ranker: ranker.as_ref(), weather: &wf, now: self.clock.now() };
+            let Outcome { state, decision, push } = decision::decide(&inputs, &rec.state, event);
+            let result = EventResult { kind: event.kind.type_name().to_string(), decision: decision.clone() };
+            let commit = Commit {
+                user_id: event.user_id.clone(),
+                event_id: Some(event.event_id.clone()),
+                expected_version: rec.version,
+                state,
+                result: Some(result),
+                decision,
+                push,
+            };
+            match self.store.commit(&commit).await? {
+                CommitOutcome::Applied => {
+                    if let Some(p) = &commit.push {
+                        self.deliver(p).await?;
+                    }
+                    return Ok(EventReport {
+                        index: 0,
+                        event_id: event.event_id.clone(),
+                        status: "accepted",
+                        kind: event.kind.type_name().to_string(),
+                        decision: commit.decision,
+                    });
+                }
+                CommitOutcome::Duplicate(prev) => {
+                    return Ok(EventReport {
+                        index: 0,
+                        event_id: event.event_id.clone(),
+                        status: "duplicate",
+                        kind: prev.kind,
+                        decision: prev.decision,
+                    });
+                }
+                CommitOutcome::Conflict => continue,
+            }
+        }
+        Err(EngineError::Contention)
+    }
+
+    /// Sends a recorded push; on failure releases its cap reservation (removes the send
+    /// record) and marks the delivery failed, so a later event may send again.
+    async fn deliver(&self, push: &Push) -> Result<(), EngineError> {
+        match self.notifier.send(push).await {
+            Ok(()) => Ok(self.store.set_delivery_status(&push.delivery_id, DeliveryStatus::Sent).await?),
+            Err(e) => {
+                tracing::warn!(delivery = %push.delivery_id, error = %e, "push not delivered; releasing cap");
+                let disabled = e == NotifyError::EndpointDisabled;
+                self.update_user(&push.user_id, |s| {
+                    s.sends.retain(|r| r.delivery_id != push.delivery_id);
+                    if disabled {
+                        if let Some(t) = s.push.as_mut() {
+                            t.disabled = true;
+                        }
+                    }
+                })
+                .await?;
+                Ok(self.store.set_delivery_status(&push.delivery_id, DeliveryStatus::Failed).await?)
+            }
+        }
+    }
+
+    /// Read-modify-write of a user's state outside any device event.
+    async fn update_user(&self, user: &Id, f: impl Fn(&mut crate::state::UserState)) -> Result<(), EngineError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let rec = self.store.load_user(user).await?;
+            let mut state = rec.state.clone();
+            f(&mut state);
+            let c = Commit {
+                user_id: user.clone(),
+                event_id: None,
+                expected_version: rec.version,
+                state,
+                result: None,
+                decision: None,
+                push: None,
+            };
+            match self.store.commit(&c).await? {
+                CommitOutcome::Conflict => continue,
+                _ => return Ok(()),
+            }
+        }
+        Err(EngineError::Contention)
+    }
+
+    /// A user's consents.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn consents(&self, user: &Id) -> Result<Consents, EngineError> {
+        Ok(self.store.load_user(user).await?.state.consents)
+    }
+
+    /// Records consent decisions from the consent API; effective from the next event.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn set_consents(
+        &self,
+        user: &Id,
+        changes: &[(Purpose, bool)],
+        policy_version: Option<String>,
+    ) -> Result<Consents, EngineError> {
+        let now = self.clock.now();
+        self.update_user(user, |s| {
+            for (p, g) in changes {
+                s.consents.set(
+                    *p,
+                    ConsentRecord { granted: *g, at: now, source: "api".into(), policy_version: policy_version.clone() },
+                );
+            }
+            apply_consent_effects(s);
+        })
+        .await?;
+        self.consents(user).await
+    }
+
+    /// Erases everything about a user.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn erase(&self, user: &Id) -> Result<Erasure, EngineError> {
+        Ok(self.store.erase_user(user).await?)
+    }
+
+    /// Validates and saves a store, then rebuilds the catalog.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field; the configuration is unchanged.
+    pub async fn put_store(&self, store: Store) -> Result<(), EngineError> {
+        let _g = self.admin.lock().await;
+        store.validate().map_err(EngineError::Invalid)?;
+        // Build the would-be catalog first: nothing is saved unless it compiles.
+        let mut stores: Vec<Store> = self.store.list_stores().await?.into_iter().filter(|s| s.id != store.id).collect();
+        stores.push(store.clone());
+        let c = Catalog::build(stores, self.store.list_offers().await?, self.catalog().policy.clone())
+            .map_err(EngineError::Invalid)?;
+        self.store.put_store(&store).await?;
+        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        Ok(())
+    }
+
+    /// Validates and saves an offer, then rebuilds the catalog.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field (e.g. an unknown store id); nothing saved.
+    pub async fn put_offer(&self, offer: Offer) -> Result<(), EngineError> {
+        let _g = self.admin.lock().await;
+        offer.validate().map_err(EngineError::Invalid)?;
+        let mut offers: Vec<Offer> = self.store.list_offers().await?.into_iter().filter(|o| o.id != offer.id).collect();
+        let at = offers.len();
+        offers.push(offer.clone());
+        let c = Catalog::build(self.store.list_stores().await?, offers, self.catalog().policy.clone()).map_err(|e| {
+            let prefix = format!("offers[{at}].");
+            EngineError::Invalid(FieldError::new(e.field.strip_prefix(&prefix).unwrap_or(&e.field), e.reason))
+        })?;
+        self.store.put_offer(&offer).await?;
+        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        Ok(())
+    }
+
+    /// Deletes a store (offers naming it by id must be changed first).
+    ///
+    /// # Errors
+    /// Not found, or an offer still names it.
+    pub async fn delete_store(&self, id: &Id) -> Result<(), EngineError> {
+        let _g = self.admin.lock().await;
+        let stores: Vec<Store> = self.store.list_stores().await?.into_iter().filter(|s| &s.id != id).collect();
+        let c = Catalog::build(stores, self.store.list_offers().await?, self.catalog().policy.clone())
+            .map_err(EngineError::Invalid)?;
+        if !self.store.delete_store(id).await? {
+            return Err(EngineError::NotFound(format!("store {id}")));
+        }
+        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        Ok(())
+    }
+
+    /// Deletes an offer.
+    ///
+    /// # Errors
+    /// Not found.
+    pub async fn delete_offer(&self, id: &Id) -> Result<(), EngineError> {
+        let _g = self.admin.lock().await;
+        if !self.store.delete_offer(id).await? {
+            return Err(EngineError::NotFound(format!("offer {id}")));
+        }
+        drop(_g);
+        self.reload().await
+    }
+
+    /// Validates and saves the cap policy.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field.
+    pub async fn put_policy(&self, policy: CapPolicy) -> Result<(), EngineError> {
+        let _g = self.admin.lock().await;
+        policy.validate().map_err(EngineError::Invalid)?;
+        self.store.put_policy(&policy).await?;
+        drop(_g);
+        self.reload().await
+    }
+
+    /// Replaces the whole configuration at once (demo and seeding): validated as a whole
+    /// before anything is written.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field.
+    pub async fn load_config(&self, stores: Vec<Store>, offers: Vec<Offer>, policy: CapPolicy) -> Result<(), EngineError> {
+        let _g = self.admin.lock().await;
+        let c = Catalog::build(stores.clone(), offers.clone(), policy.clone()).map_err(EngineError::Invalid)?;
+        for s in &stores {
+            self.store.put_store(s).await?;
+        }
+        for o in &offers {
+            self.store.put_offer(o).await?;
+        }
+        self.store.put_policy(&policy).await?;
+        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        Ok(())
+    }
+}

@@ -1,0 +1,422 @@
+//! The H3 geofence index: which fences contain a point.
+//!
+//! # How it works
+//! Every fence is compiled once into the set of H3 cells (at one resolution, 9 by default)
+//! that *may* hold a point of the fence, each flagged "fully inside" or "partial":
+//!
+//! * **Circles** are covered by a flood fill from the centre's cell. A cell joins when the
+//!   haversine distance from the circle's centre to the cell's centre is at most the radius
+//!   plus the cell's circumradius (the farthest boundary vertex from its centre). A point of
+//!   the cell is never farther from the cell's centre than that vertex (a spherical cap
+//!   smaller than a hemisphere is convex), so no cell holding a point of the circle is
+//!   missed. A cell whose vertices are all inside the circle is fully inside. The flood fill
+//!   walks H3 neighbours, so it is indifferent to the antimeridian and the poles.
+//! * **Polygons** go through h3o's tiler in `Covers` mode (every cell whose boundary touches
+//!   the polygon, or that holds it whole), then every partial cell is dilated by one ring.
+//!   The ring absorbs the difference between H3's geodesic cell edges and the planar edges
+//!   in which the tiler and the GeoJSON containment test work.
+//!
+//! A lookup computes the point's cell once, finds the cell's entries in a hash map (one
+//! probe, a precomputed hash), accepts fully-inside entries at once and runs the exact test
+//! (haversine distance, or point-in-polygon with geo after a bounding-box pre-test) on the
+//! partial ones. Recall is exact by construction and checked against a brute-force oracle
+//! by property tests (`tests` below).
+//!
+//! # Resolution
+//! Resolution 9 cells have a mean edge of about 174 m (0.1 km²). Retail fences are 30 m to a
+//! few hundred metres across, so a fence covers a handful of cells, most fences' interior
+//! cells are "fully inside" (no exact test), and a cell's candidate list stays short even in
+//! a dense downtown. Finer resolutions cost memory per fence with little gain in the lookup,
+//! whose time is dominated by the point-to-cell conversion (see docs/performance.md).
+
+use crate::FieldError;
+use crate::config::{Fence, MAX_VERTICES};
+use geo::{BoundingRect, Coord, Intersects, LineString, MultiPolygon, Point, Polygon, Rect};
+use h3o::geom::{ContainmentMode, TilerBuilder};
+use h3o::{CellIndex, LatLng, Resolution};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Mean Earth radius (IUGG R1), metres; the same sphere geo's `Haversine` uses.
+pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// Default index resolution.
+pub const DEFAULT_RESOLUTION: Resolution = Resolution::Nine;
+
+/// Haversine distance in metres between two points given in degrees.
+#[inline]
+pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp * 0.5).sin().powi(2) + p1.cos() * p2.cos() * (dl * 0.5).sin().powi(2);
+    2.0 * EARTH_RADIUS_M * a.sqrt().min(1.0).asin()
+}
+
+/// A compiled fence shape.
+#[derive(Debug, Clone)]
+pub enum Shape {
+    /// A circle.
+    Circle {
+        /// Centre latitude, degrees.
+        lat: f64,
+        /// Centre longitude, degrees.
+        lon: f64,
+        /// Radius, metres.
+        radius_m: f64,
+    },
+    /// A (multi)polygon in `[lon, lat]` degrees with its bounding box.
+    Polygon {
+        /// The geometry.
+        geom: MultiPolygon<f64>,
+        /// Its bounding box, for a cheap pre-test.
+        bbox: Rect<f64>,
+    },
+}
+
+impl Shape {
+    /// Compiles a validated fence configuration.
+    ///
+    /// # Errors
+    /// When the polygon geometry is invalid.
+    pub fn from_fence(fence: &Fence) -> Result<Shape, FieldError> {
+        match fence {
+            Fence::Circle { lat, lon, radius_m } => Ok(Shape::Circle { lat: *lat, lon: *lon, radius_m: *radius_m }),
+            Fence::Polygon { geometry } => {
+                let geom = parse_geojson(geometry)?;
+                let bbox = geom.bounding_rect().ok_or_else(|| FieldError::new("", "polygon is empty"))?;
+                Ok(Shape::Polygon { geom, bbox })
+            }
+        }
+    }
+
+    /// Whether the shape holds the point (boundary included).
+    #[inline]
+    pub fn contains(&self, lat: f64, lon: f64) -> bool {
+        match self {
+            Shape::Circle { lat: clat, lon: clon, radius_m } => haversine_m(*clat, *clon, lat, lon) <= *radius_m,
+            Shape::Polygon { geom, bbox } => {
+                let c = Coord { x: lon, y: lat };
+                bbox.intersects(&c) && geom.intersects(&c)
+            }
+        }
+    }
+
+    /// How far outside the shape the point is, in metres (0 inside).
+    pub fn distance_outside_m(&self, lat: f64, lon: f64) -> f64 {
+        match self {
+            Shape::Circle { lat: clat, lon: clon, radius_m } => (haversine_m(*clat, *clon, lat, lon) - radius_m).max(0.0),
+            Shape::Polygon { geom, .. } => {
+                if self.contains(lat, lon) {
+                    return 0.0;
+                }
+                use geo::{Closest, HaversineClosestPoint};
+                match geom.haversine_closest_point(&Point::new(lon, lat)) {
+                    Closest::Intersection(_) => 0.0,
+                    Closest::SinglePoint(p) => haversine_m(lat, lon, p.y(), p.x()),
+                    Closest::Indeterminate => f64::INFINITY,
+                }
+            }
+        }
+    }
+}
+
+/// Parses a GeoJSON `Polygon` or `MultiPolygon` geometry object (RFC 7946).
+///
+/// Positions are `[lon, lat]` (an optional third element, altitude, is ignored). Rings must
+/// be closed with at least four positions; polygons must be valid (no self-intersection,
+/// holes inside the shell) and must not cross the antimeridian: RFC 7946 §3.1.9 asks for
+/// such shapes to be cut in two, which a `MultiPolygon` expresses.
+///
+/// # Errors
+/// A [`FieldError`] whose field is the path inside the geometry (`coordinates[0][3][1]`).
+pub fn parse_geojson(v: &Value) -> Result<MultiPolygon<f64>, FieldError> {
+    let mut f = crate::event::Fields::of(v)?;
+    let ty = f.str("type", 32)?;
+    let coords = f.req("coordinates")?;
+    f.finish()?;
+    let mut budget = MAX_VERTICES;
+    let polys = match ty {
+        "Polygon" => vec![parse_polygon(coords, &mut budget).map_err(|e| e.within("coordinates"))?],
+        "MultiPolygon" => {
+            let arr = array(coords).map_err(|e| e.within("coordinates"))?;
+            if arr.is_empty() {
+                return Err(FieldError::new("coordinates", "must hold at least one polygon"));
+            }
+            arr.iter()
+                .enumerate()
+                .map(|(i, p)| parse_polygon(p, &mut budget).map_err(|e| e.within(&format!("coordinates[{i}]"))))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        other => {
+            return Err(FieldError::new("type", format!("must be \"Polygon\" or \"MultiPolygon\", got {other:?}")));
+        }
+    };
+    let mp = MultiPolygon::new(polys);
+    use geo::Validation;
+    if let Err(e) = mp.check_validation() {
+        return Err(FieldError::new("coordinates", format!("invalid polygon: {e}")));
+    }
+    Ok(mp)
+}
+
+fn array(v: &Value) -> Result<&Vec<Value>, FieldError> {
+    v.as_array().ok_or_else(|| FieldError::new("", format!("must be an array, got {}", crate::event::kind_of(v))))
+}
+
+fn parse_polygon(v: &Value, budget: &mut usize) -> Result<Polygon<f64>, FieldError> {
+    let rings = array(v)?;
+    if rings.is_empty() {
+        return Err(FieldError::new("", "a polygon needs an exterior ring"));
+    }
+    let mut parsed = Vec::with_capacity(rings.len());
+    for (ri, ring) in rings.iter().enumerate() {
+        let at = format!("[{ri}]");
+        let pts = array(ring).map_err(|e| e.within(&at))?;
+        if pts.len() < 4 {
+            return Err(FieldError::new(at, format!("a ring needs at least 4 positions, got {}", pts.len())));
+        }
+        if pts.len() > *budget {
+            return Err(FieldError::new(at, format!("polygons may have at most {MAX_VERTICES} positions in all")));
+        }
+        *budget -= pts.len();
+        let mut coords = Vec::with_capacity(pts.len());
+        for (pi, p) in pts.iter().enumerate() {
+            let at = format!("[{ri}][{pi}]");
+            let pos = array(p).map_err(|e| e.within(&at))?;
+            if pos.len() < 2 || pos.len() > 3 {
+                return Err(FieldError::new(at, "a position is [lon, lat] or [lon, lat, altitude]"));
+            }
+            let lon = crate::event::number(&pos[0], -180.0, 180.0).map_err(|e| e.within(&format!("{at}[0]")))?;
+            let lat = crate::event::number(&pos[1], -90.0, 90.0).map_err(|e| e.within(&format!("{at}[1]")))?;
+            if let Some(prev) = coords.last() {
+                let prev: &Coord<f64> = prev;
+                if (prev.x - lon).abs() > 180.0 {
+                    return Err(FieldError::new(
+                        at,
+                        "an edge crosses the antimeridian; cut the polygon in two (RFC 7946 §3.1.9)",
+                    ));
+                }
+            }
+            coords.push(Coord { x: lon, y: lat });
+        }
+        if coords.first() != coords.last() {
+            return Err(FieldError::new(at, "a ring must be closed (first position equal to the last)"));
+        }
+        parsed.push(LineString::new(coords));
+    }
+    let exterior = parsed.remove(0);
+    Ok(Polygon::new(exterior, parsed))
+}
+
+/// A hasher for H3 cell indexes: one multiply, since the keys are already well spread.
+#[derive(Default, Clone, Copy)]
+pub struct CellHasher(u64);
+
+impl Hasher for CellHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; the high bits feed hashbrown's control bytes, so fold them down.
+        let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type CellMap<V> = HashMap<u64, V, BuildHasherDefault<CellHasher>>;
+
+/// One fence's claim on a cell: the fence's position and whether the cell is wholly inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry(u32);
+
+impl Entry {
+    const FULL: u32 = 1 << 31;
+    fn new(fence: u32, full: bool) -> Self {
+        Entry(fence | if full { Self::FULL } else { 0 })
+    }
+    fn fence(self) -> u32 {
+        self.0 & !Self::FULL
+    }
+    fn full(self) -> bool {
+        self.0 & Self::FULL != 0
+    }
+}
+
+/// The geofence index over a set of shapes.
+#[derive(Debug, Clone)]
+pub struct GeofenceIndex {
+    resolution: Resolution,
+    shapes: Vec<Shape>,
+    /// Cell -> range in `entries`.
+    cells: CellMap<(u32, u32)>,
+    entries: Vec<Entry>,
+}
+
+impl GeofenceIndex {
+    /// Compiles `shapes` at `resolution`. Fence positions in lookups are indexes into `shapes`.
+    ///
+    /// # Errors
+    /// When h3o rejects a polygon's geometry.
+    ///
+    /// # Example
+    /// ```
+    /// use nearcast_core::geofence::{GeofenceIndex, Shape, DEFAULT_RESOLUTION};
+    /// let idx = GeofenceIndex::build(vec![Shape::Circle { lat: 60.17, lon: 24.94, radius_m: 100.0 }],
+    ///     DEFAULT_RESOLUTION).unwrap();
+    /// assert_eq!(idx.lookup(60.1701, 24.9401), vec![0]);
+    /// assert!(idx.lookup(60.18, 24.94).is_empty());
+    /// ```
+    pub fn build(shapes: Vec<Shape>, resolution: Resolution) -> Result<Self, FieldError> {
+        let mut by_cell: CellMap<Vec<Entry>> = CellMap::default();
+        for (i, shape) in shapes.iter().enumerate() {
+            let fence = u32::try_from(i).map_err(|_| FieldError::new("stores", "too many fences"))?;
+            let cover = match shape {
+                Shape::Circle { lat, lon, radius_m } => cover_circle(*lat, *lon, *radius_m, resolution),
+                Shape::Polygon { geom, .. } => cover_polygon(geom, resolution)?,
+            };
+            for (cell, full) in cover {
+                by_cell.entry(u64::from(cell)).or_default().push(Entry::new(fence, full));
+            }
+        }
+        let mut cells = CellMap::default();
+        cells.reserve(by_cell.len());
+        let mut entries = Vec::with_capacity(by_cell.values().map(Vec::len).sum());
+        for (cell, mut list) in by_cell {
+            // Fully-inside entries first: they need no exact test.
+            list.sort_by_key(|e| (!e.full(), e.fence()));
+            let start = entries.len() as u32;
+            entries.extend_from_slice(&list);
+            cells.insert(cell, (start, list.len() as u32));
+        }
+        Ok(GeofenceIndex { resolution, shapes, cells, entries })
+    }
+
+    /// The shapes, in fence order.
+    pub fn shapes(&self) -> &[Shape] {
+        &self.shapes
+    }
+
+    /// Number of (cell, fence) entries, a measure of the index's memory.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Fences containing the point, appended to `out` in ascending fence order.
+    /// Coordinates must be finite and in range (validated events are).
+    #[inline]
+    pub fn lookup_into(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
+        let Ok(ll) = LatLng::new(lat, lon) else { return };
+        let cell = u64::from(ll.to_cell(self.resolution));
+        let Some(&(start, len)) = self.cells.get(&cell) else { return };
+        let first = out.len();
+        for e in &self.entries[start as usize..(start + len) as usize] {
+            if e.full() || self.shapes[e.fence() as usize].contains(lat, lon) {
+                out.push(e.fence());
+            }
+        }
+        out[first..].sort_unstable();
+    }
+
+    /// Fences containing the point, in ascending order.
+    pub fn lookup(&self, lat: f64, lon: f64) -> Vec<u32> {
+        let mut v = Vec::new();
+        self.lookup_into(lat, lon, &mut v);
+        v
+    }
+
+    /// Brute force: every fence tested exactly. The oracle of the property tests and the
+    /// baseline of the benchmark.
+    pub fn scan(&self, lat: f64, lon: f64) -> Vec<u32> {
+        (0..self.shapes.len() as u32).filter(|&i| self.shapes[i as usize].contains(lat, lon)).collect()
+    }
+}
+
+fn cell_center(cell: CellIndex) -> (f64, f64) {
+    let ll = LatLng::from(cell);
+    (ll.lat(), ll.lng())
+}
+
+/// Circle cover by flood fill (see the module docs for why it misses nothing).
+fn cover_circle(lat: f64, lon: f64, radius_m: f64, res: Resolution) -> Vec<(CellIndex, bool)> {
+    // One metre of slack for floating-point error in the distances.
+    const SLACK_M: f64 = 1.0;
+    let start = LatLng::new(lat, lon).expect("validated").to_cell(res);
+    let mut seen = std::collections::HashSet::new();
+    let mut queue = vec![start];
+    let mut out = Vec::new();
+    seen.insert(start);
+    while let Some(cell) = queue.pop() {
+        let (clat, clon) = cell_center(cell);
+        let mut circum: f64 = 0.0;
+        let mut all_inside = true;
+        for v in cell.boundary().iter() {
+            circum = circum.max(haversine_m(clat, clon, v.lat(), v.lng()));
+            if haversine_m(lat, lon, v.lat(), v.lng()) > radius_m - SLACK_M {
+                all_inside = false;
+            }
+        }
+        if haversine_m(lat, lon, clat, clon) > radius_m + circum + SLACK_M {
+            continue;
+        }
+        out.push((cell, all_inside));
+        for n in cell.grid_disk::<Vec<_>>(1) {
+            if seen.insert(n) {
+                queue.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// Polygon cover: h3o's tiler in `Covers` mode, partial cells dilated by one ring.
+fn cover_polygon(geom: &MultiPolygon<f64>, res: Resolution) -> Result<Vec<(CellIndex, bool)>, FieldError> {
+    let mut tiler = TilerBuilder::new(res)
+        .containment_mode(ContainmentMode::Covers)
+        .disable_transmeridian_heuristic()
+        .build();
+    for p in geom {
+        tiler.add(p.clone()).map_err(|e| FieldError::new("coordinates", format!("invalid polygon: {e}")))?;
+    }
+    let mut cells: HashMap<CellIndex, bool> = HashMap::new();
+    let annotated: Vec<_> = tiler.into_annotated_coverage().collect();
+    for a in &annotated {
+        cells.insert(a.cell, a.is_fully_contained);
+    }
+    for a in annotated.iter().filter(|a| !a.is_fully_contained) {
+        for n in a.cell.grid_disk::<Vec<_>>(1) {
+            cells.entry(n).or_insert(false);
+        }
+    }
+    // If the tiler found nothing (a sliver thinner than its tests resolve), fall back to
+    // the cells of the vertices and their rings.
+    if cells.is_empty() {
+        for c in geom.iter().flat_map(|p| p.exterior().coords()) {
+            if let Ok(ll) = LatLng::new(c.y, c.x) {
+                for n in ll.to_cell(res).grid_disk::<Vec<_>>(1) {
+                    cells.entry(n).or_insert(false);
+                }
+            }
+        }
+    }
+    // Trust "fully inside" only for cells whose neighbours are all fully inside too: the
+    // tiler decides in planar coordinates, and a cell next to the boundary could bulge past
+    // it by the small difference between planar and geodesic edges.
+    let strict: Vec<(CellIndex, bool)> = cells
+        .iter()
+        .map(|(&c, &full)| {
+            let deep = full && c.grid_disk::<Vec<_>>(1).iter().all(|n| cells.get(n) == Some(&true));
+            (c, deep)
+        })
+        .collect();
+    Ok(strict)
+}
+
+#[cfg(test)]
+mod tests;

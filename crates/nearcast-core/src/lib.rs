@@ -1,0 +1,37 @@
+//! Nearcast's core: everything that turns a device event into an explained push decision,
+//! with no I/O and no cloud dependency.
+//!
+//! The pipeline for one location fix (see `docs/architecture.md`):
+//!
+//! ```text
+//! validate -> idempotency -> consent -> H3 cell -> geofence index -> enter/dwell state
+//!          -> eligibility (schedule, daypart, weather, audience, already bought)
+//!          -> features -> ranker -> threshold -> holdout -> caps -> notifier
+//! ```
+//!
+//! I/O happens behind the small traits in [`ports`]: the state store, the notifier, the
+//! weather source and the clock. The embedded host (`nearcast`) and the AWS functions
+//! implement them; this crate only decides.
+#![deny(missing_docs)]
+
+pub mod caps;
+pub mod catalog;
+pub mod config;
+pub mod consent;
+pub mod context;
+pub mod decision;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod features;
+pub mod geofence;
+pub mod holdout;
+pub mod ids;
+pub mod memory;
+pub mod ports;
+pub mod ranker;
+pub mod state;
+pub mod trigger;
+pub mod weather;
+
+pub use error::FieldError;

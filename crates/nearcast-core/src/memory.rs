@@ -1,0 +1,182 @@
+//! In-memory port implementations: the reference the store contract suite runs against,
+//! and fakes for tests (`InMemoryStateStore`, `RecordingNotifier`).
+
+use crate::config::{CapPolicy, Offer, Store};
+use crate::decision::{Decision, Push};
+use crate::ids::Id;
+use crate::ports::{
+    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult, Notifier, NotifyError,
+    StateStore, StoreError, UserRecord,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<Id, UserRecord>,
+    seen: HashMap<(Id, Id), EventResult>,
+    deliveries: Vec<DeliveryRecord>,
+    decisions: Vec<Decision>,
+    stores: BTreeMap<Id, Store>,
+    offers: BTreeMap<Id, Offer>,
+    policy: Option<CapPolicy>,
+}
+
+/// A state store in memory, with the same atomicity as the durable ones (one lock).
+#[derive(Default)]
+pub struct InMemoryStateStore {
+    inner: Mutex<Inner>,
+}
+
+impl InMemoryStateStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().expect("store lock"))
+    }
+}
+
+fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(v))
+}
+
+impl StateStore for InMemoryStateStore {
+    fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
+        ready(Ok(self.with(|i| i.users.get(user).cloned().unwrap_or_default())))
+    }
+
+    fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+        ready(Ok(self.with(|i| {
+            if let Some(e) = &c.event_id {
+                if let Some(prev) = i.seen.get(&(c.user_id.clone(), e.clone())) {
+                    return CommitOutcome::Duplicate(prev.clone());
+                }
+            }
+            let current = i.users.get(&c.user_id).map_or(0, |r| r.version);
+            if current != c.expected_version {
+                return CommitOutcome::Conflict;
+            }
+            i.users.insert(c.user_id.clone(), UserRecord { state: c.state.clone(), version: current + 1 });
+            if let (Some(e), Some(r)) = (&c.event_id, &c.result) {
+                i.seen.insert((c.user_id.clone(), e.clone()), r.clone());
+            }
+            if let Some(d) = &c.decision {
+                i.decisions.push(d.clone());
+            }
+            if let Some(p) = &c.push {
+                i.deliveries.push(DeliveryRecord { push: p.clone(), status: DeliveryStatus::Pending });
+            }
+            CommitOutcome::Applied
+        })))
+    }
+
+    fn set_delivery_status<'a>(&'a self, id: &'a str, status: DeliveryStatus) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|i| {
+            for d in i.deliveries.iter_mut().filter(|d| d.push.delivery_id == id) {
+                d.status = status;
+            }
+        });
+        ready(Ok(()))
+    }
+
+    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let mut n = 0u64;
+            let endpoint = i.users.remove(user).and_then(|r| {
+                n += 1;
+                r.state.push.and_then(|p| p.endpoint)
+            });
+            let before = i.seen.len();
+            i.seen.retain(|(u, _), _| u != user);
+            n += (before - i.seen.len()) as u64;
+            let before = i.deliveries.len();
+            i.deliveries.retain(|d| &d.push.user_id != user);
+            n += (before - i.deliveries.len()) as u64;
+            let before = i.decisions.len();
+            i.decisions.retain(|d| &d.user_id != user);
+            n += (before - i.decisions.len()) as u64;
+            Erasure { records: n, endpoint }
+        })))
+    }
+
+    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>> {
+        ready(Ok(self.with(|i| i.stores.values().cloned().collect())))
+    }
+
+    fn put_store<'a>(&'a self, s: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|i| i.stores.insert(s.id.clone(), s.clone()));
+        ready(Ok(()))
+    }
+
+    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(self.with(|i| i.stores.remove(id).is_some())))
+    }
+
+    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>> {
+        ready(Ok(self.with(|i| i.offers.values().cloned().collect())))
+    }
+
+    fn put_offer<'a>(&'a self, o: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|i| i.offers.insert(o.id.clone(), o.clone()));
+        ready(Ok(()))
+    }
+
+    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(self.with(|i| i.offers.remove(id).is_some())))
+    }
+
+    fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
+        ready(Ok(self.with(|i| i.policy.clone())))
+    }
+
+    fn put_policy<'a>(&'a self, p: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|i| i.policy = Some(p.clone()));
+        ready(Ok(()))
+    }
+
+    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
+        ready(Ok(self.with(|i| i.deliveries.clone())))
+    }
+
+    fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
+        ready(Ok(self.with(|i| i.decisions.clone())))
+    }
+}
+
+/// A notifier that records what it was asked to send, and can be told to fail.
+#[derive(Default)]
+pub struct RecordingNotifier {
+    sent: Mutex<Vec<Push>>,
+    fail: Mutex<Option<NotifyError>>,
+}
+
+impl RecordingNotifier {
+    /// A notifier that succeeds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Pushes sent so far.
+    pub fn sent(&self) -> Vec<Push> {
+        self.sent.lock().expect("lock").clone()
+    }
+    /// Makes every later send fail with `e` (or succeed again with `None`).
+    pub fn fail_with(&self, e: Option<NotifyError>) {
+        *self.fail.lock().expect("lock") = e;
+    }
+}
+
+impl Notifier for RecordingNotifier {
+    fn send<'a>(&'a self, push: &'a Push) -> BoxFuture<'a, Result<(), NotifyError>> {
+        let r = match self.fail.lock().expect("lock").clone() {
+            Some(e) => Err(e),
+            None => {
+                self.sent.lock().expect("lock").push(push.clone());
+                Ok(())
+            }
+        };
+        ready(r)
+    }
+}

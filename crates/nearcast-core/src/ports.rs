@@ -1,0 +1,205 @@
+//! The ports: small traits through which the core reaches storage, delivery, weather and
+//! time. The embedded host implements them with SQLite and an outbox file, the AWS host with
+//! DynamoDB and SNS. Futures are boxed so the traits stay object-safe (`Arc<dyn StateStore>`):
+//! one allocation per call, negligible next to any real I/O.
+
+use crate::config::{CapPolicy, Offer, Store};
+use crate::decision::{Decision, Push};
+use crate::ids::Id;
+use crate::state::UserState;
+use crate::weather::Weather;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A storage failure. All are worth retrying by the caller (the write did not happen).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// A user's state with its version, for optimistic concurrency.
+#[derive(Debug, Clone, Default)]
+pub struct UserRecord {
+    /// The state.
+    pub state: UserState,
+    /// Version; 0 when the user has no record yet.
+    pub version: u64,
+}
+
+/// What an accepted event answered, kept with its idempotency key so a retry gets the same
+/// answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventResult {
+    /// Event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The decision, for location events.
+    pub decision: Option<Decision>,
+}
+
+/// A delivery's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Recorded, being sent.
+    Pending,
+    /// The notifier accepted it.
+    Sent,
+    /// The notifier refused it; the cap reservation was released.
+    Failed,
+}
+
+/// Everything one event changes, written atomically or not at all.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The user.
+    pub user_id: Id,
+    /// Idempotency key; `None` for changes not caused by a device event (consent API).
+    pub event_id: Option<Id>,
+    /// Version read; the commit fails with [`CommitOutcome::Conflict`] if it changed.
+    pub expected_version: u64,
+    /// The user's next state.
+    pub state: UserState,
+    /// The answer to store with the idempotency key.
+    pub result: Option<EventResult>,
+    /// The decision to log (for results and training exports).
+    pub decision: Option<Decision>,
+    /// A push to record as pending delivery.
+    pub push: Option<Push>,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitOutcome {
+    /// Written.
+    Applied,
+    /// The event id was already applied; here is what it answered then. Nothing written.
+    Duplicate(EventResult),
+    /// Someone else changed the user since the read. Nothing written; re-read and retry.
+    Conflict,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Erasure {
+    /// Records deleted.
+    pub records: u64,
+    /// Push endpoint to delete at the platform, if one existed.
+    pub endpoint: Option<String>,
+}
+
+/// A logged delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// The push.
+    pub push: Push,
+    /// Its status.
+    pub status: DeliveryStatus,
+}
+
+/// Durable state: users, idempotency keys, deliveries, decisions and configuration.
+pub trait StateStore: Send + Sync {
+    /// The user's state, or a default record with version 0.
+    fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>>;
+    /// Applies a commit atomically: idempotency key, version check, state, decision, delivery.
+    fn commit<'a>(&'a self, commit: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
+    /// Moves a delivery to a new status.
+    fn set_delivery_status<'a>(&'a self, delivery_id: &'a str, status: DeliveryStatus)
+    -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Deletes everything about a user: state, idempotency keys, decisions, deliveries.
+    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>>;
+    /// All stores.
+    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>>;
+    /// Creates or replaces a store.
+    fn put_store<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Deletes a store; false if it did not exist.
+    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// All offers.
+    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>>;
+    /// Creates or replaces an offer.
+    fn put_offer<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Deletes an offer; false if it did not exist.
+    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// The cap policy, if one was saved.
+    fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>>;
+    /// Saves the cap policy.
+    fn put_policy<'a>(&'a self, policy: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Deliveries, oldest first (results, tests and the outbox relay).
+    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>>;
+    /// Logged decisions, oldest first (exports).
+    fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>>;
+}
+
+/// Why a push was not delivered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth retrying later (throttling, network).
+    #[error("delivery failed, retryable: {0}")]
+    Retryable(String),
+    /// The platform says the endpoint is gone; never use it again.
+    #[error("push endpoint disabled")]
+    EndpointDisabled,
+    /// Refused for good (payload, configuration).
+    #[error("delivery refused: {0}")]
+    Permanent(String),
+}
+
+/// Delivers pushes.
+pub trait Notifier: Send + Sync {
+    /// Sends one push. Must be idempotent on `push.delivery_id` where the channel allows.
+    fn send<'a>(&'a self, push: &'a Push) -> BoxFuture<'a, Result<(), NotifyError>>;
+}
+
+/// Weather at a place and time.
+pub trait WeatherSource: Send + Sync {
+    /// The weather, or `None` when unknown (offers with weather rules then do not run).
+    fn weather(&self, lat: f64, lon: f64, at: DateTime<Utc>) -> BoxFuture<'_, Option<Weather>>;
+}
+
+/// The time.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock set by hand (replays, tests). Cloning shares the time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(std::sync::Arc<std::sync::Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    /// A clock at `t`.
+    pub fn new(t: DateTime<Utc>) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(t)))
+    }
+    /// Sets the time.
+    pub fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
+impl WeatherSource for crate::weather::TableWeather {
+    fn weather(&self, _lat: f64, _lon: f64, at: DateTime<Utc>) -> BoxFuture<'_, Option<Weather>> {
+        let w = self.at(at);
+        Box::pin(async move { w })
+    }
+}

@@ -1,0 +1,130 @@
+//! What Nearcast keeps about a user: consents, push target, tastes, purchases, fence
+//! presence and recent sends. No location trail: a fence state keeps only which store,
+//! since when, and when last confirmed.
+
+use crate::consent::Consents;
+use crate::event::Platform;
+use crate::ids::Id;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most categories whose affinity is kept per user.
+pub const MAX_AFFINITIES: usize = 32;
+/// Most purchases remembered per user (oldest forgotten first).
+pub const MAX_PURCHASES: usize = 200;
+/// How long sends are remembered (the weekly cap's window plus slack).
+pub const SEND_MEMORY: Duration = Duration::days(8);
+
+/// A user's state, stored as one record and replaced as a whole under a version check.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserState {
+    /// Consents per purpose.
+    pub consents: Consents,
+    /// Where pushes go.
+    pub push: Option<PushTarget>,
+    /// Category -> affinity in [0, 1], learnt from behaviour (only with personalisation consent).
+    pub affinities: BTreeMap<String, f64>,
+    /// What the user bought (product ids and categories), newest last.
+    pub purchases: Vec<Purchase>,
+    /// Store id -> presence, for stores the user is inside.
+    pub fences: BTreeMap<Id, FenceState>,
+    /// Recent sends and holdouts, newest last.
+    pub sends: Vec<SendRecord>,
+}
+
+/// A device push target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushTarget {
+    /// Platform.
+    pub platform: Platform,
+    /// Device token (never logged).
+    pub token: String,
+    /// Platform endpoint (SNS) once created.
+    pub endpoint: Option<String>,
+    /// Set when the platform reported the endpoint disabled; never used again.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A purchase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Purchase {
+    /// Product id, if given.
+    pub product_id: Option<Id>,
+    /// Category, if given.
+    pub category: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Presence in one store's fence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FenceState {
+    /// When the user entered.
+    pub since: DateTime<Utc>,
+    /// Last fix that confirmed presence.
+    pub last_seen: DateTime<Utc>,
+    /// Offers already decided during this visit (each offer is decided once per visit).
+    pub decided: Vec<Id>,
+}
+
+/// One push sent (or held out) to the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendRecord {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Offer.
+    pub offer_id: Id,
+    /// Delivery id.
+    pub delivery_id: String,
+    /// Held out rather than sent: counts for the offer's re-eligibility, not for the caps.
+    pub held_out: bool,
+}
+
+impl UserState {
+    /// Whether the user bought `product` or, when `product` is `None`, anything in `category`.
+    pub fn bought(&self, product: Option<&Id>, category: &str) -> bool {
+        self.purchases.iter().any(|p| match product {
+            Some(id) => p.product_id.as_ref() == Some(id),
+            None => p.category.as_deref() == Some(category),
+        })
+    }
+
+    /// Whether the user bought anything in `category`.
+    pub fn bought_category(&self, category: &str) -> bool {
+        self.purchases.iter().any(|p| p.category.as_deref() == Some(category))
+    }
+
+    /// Records a purchase, forgetting the oldest beyond [`MAX_PURCHASES`].
+    pub fn add_purchase(&mut self, p: Purchase) {
+        self.purchases.push(p);
+        if self.purchases.len() > MAX_PURCHASES {
+            let excess = self.purchases.len() - MAX_PURCHASES;
+            self.purchases.drain(..excess);
+        }
+    }
+
+    /// Moves a category's affinity towards 1 by `weight` (0..1), keeping the strongest
+    /// [`MAX_AFFINITIES`] categories.
+    pub fn learn(&mut self, category: &str, weight: f64) {
+        let a = self.affinities.entry(category.to_string()).or_insert(0.0);
+        *a += weight * (1.0 - *a);
+        if self.affinities.len() > MAX_AFFINITIES {
+            if let Some(weakest) = self
+                .affinities
+                .iter()
+                .filter(|(k, _)| k.as_str() != category)
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(k, _)| k.clone())
+            {
+                self.affinities.remove(&weakest);
+            }
+        }
+    }
+
+    /// Forgets sends older than [`SEND_MEMORY`].
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        self.sends.retain(|s| now - s.at <= SEND_MEMORY);
+    }
+}
