@@ -189,8 +189,8 @@ pub struct Push {
     pub user_id: Id,
     /// Platform.
     pub platform: Platform,
-    /// Token (never logged).
-    #[serde(skip_serializing)]
+    /// Token (never logged, never written to logs or exports).
+    #[serde(skip_serializing, default)]
     pub token: String,
     /// Platform endpoint, once known.
     pub endpoint: Option<String>,
@@ -232,7 +232,7 @@ pub struct Inputs<'a> {
     /// The model.
     pub ranker: &'a dyn Ranker,
     /// The weather at a place and time.
-    pub weather: &'a dyn Fn(f64, f64, DateTime<Utc>) -> Option<Weather>,
+    pub weather: &'a (dyn Fn(f64, f64, DateTime<Utc>) -> Option<Weather> + Sync),
     /// Now, by the host's clock.
     pub now: DateTime<Utc>,
 }

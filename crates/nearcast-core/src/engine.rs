@@ -114,6 +114,11 @@ impl Engine {
         self.clock.now()
     }
 
+    /// The weather source.
+    pub fn weather(&self) -> Arc<dyn WeatherSource> {
+        self.weather.clone()
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
@@ -164,9 +169,11 @@ impl Engine {
                 }
                 _ => None,
             };
-            let wf = move |_: f64, _: f64, _: chrono::DateTime<chrono::Utc>| weather;
-            let inputs = Inputs { catalog: &catalog, ranker: ranker.as_ref(), weather: &wf, now: self.clock.now() };
-            let Outcome { state, decision, push } = decision::decide(&inputs, &rec.state, event);
+            let Outcome { state, decision, push } = {
+                let wf = move |_: f64, _: f64, _: chrono::DateTime<chrono::Utc>| weather;
+                let inputs = Inputs { catalog: &catalog, ranker: ranker.as_ref(), weather: &wf, now: self.clock.now() };
+                decision::decide(&inputs, &rec.state, event)
+            };
             let result = EventResult { kind: event.kind.type_name().to_string(), decision: decision.clone() };
             let commit = Commit {
                 user_id: event.user_id.clone(),

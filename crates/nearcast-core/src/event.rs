@@ -149,14 +149,18 @@ pub const EVENT_TYPES: &[&str] = &[
     "consent",
 ];
 
-/// A JSON object being taken apart field by field; rejects fields nobody asked for.
-pub(crate) struct Fields<'a> {
+/// A JSON object taken apart field by field; rejects fields nobody asked for.
+pub struct Fields<'a> {
     map: &'a Map<String, Value>,
     taken: Vec<&'static str>,
 }
 
 impl<'a> Fields<'a> {
-    pub(crate) fn of(v: &'a Value) -> Result<Self, FieldError> {
+    /// Starts on `v`, which must be an object.
+    ///
+    /// # Errors
+    /// When `v` is not an object.
+    pub fn of(v: &'a Value) -> Result<Self, FieldError> {
         match v {
             Value::Object(map) => Ok(Self { map, taken: Vec::new() }),
             other => Err(FieldError::new("", format!("must be a JSON object, got {}", kind_of(other)))),
@@ -171,51 +175,84 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn req(&mut self, name: &'static str) -> Result<&'a Value, FieldError> {
+    /// A required field (null counts as missing).
+    ///
+    /// # Errors
+    /// When missing.
+    pub fn req(&mut self, name: &'static str) -> Result<&'a Value, FieldError> {
         self.get(name).ok_or_else(|| FieldError::new(name, "is required"))
     }
 
-    pub(crate) fn opt(&mut self, name: &'static str) -> Option<&'a Value> {
+    /// An optional field.
+    pub fn opt(&mut self, name: &'static str) -> Option<&'a Value> {
         self.get(name)
     }
 
-    pub(crate) fn str(&mut self, name: &'static str, max: usize) -> Result<&'a str, FieldError> {
+    /// A required string of at most `max` bytes, without control characters.
+    ///
+    /// # Errors
+    /// Missing, wrong type, empty or too long.
+    pub fn str(&mut self, name: &'static str, max: usize) -> Result<&'a str, FieldError> {
         let v = self.req(name)?;
         text(v, max).map_err(|e| e.within(name))
     }
 
-    pub(crate) fn opt_str(&mut self, name: &'static str, max: usize) -> Result<Option<&'a str>, FieldError> {
+    /// An optional string.
+    ///
+    /// # Errors
+    /// Wrong type, empty or too long.
+    pub fn opt_str(&mut self, name: &'static str, max: usize) -> Result<Option<&'a str>, FieldError> {
         match self.opt(name) {
             None => Ok(None),
             Some(v) => text(v, max).map(Some).map_err(|e| e.within(name)),
         }
     }
 
-    pub(crate) fn id(&mut self, name: &'static str) -> Result<Id, FieldError> {
+    /// A required identifier.
+    ///
+    /// # Errors
+    /// Missing or not a valid [`Id`].
+    pub fn id(&mut self, name: &'static str) -> Result<Id, FieldError> {
         let s = self.str(name, usize::MAX)?;
         Id::parse(s).map_err(|e| e.within(name))
     }
 
-    pub(crate) fn opt_id(&mut self, name: &'static str) -> Result<Option<Id>, FieldError> {
+    /// An optional identifier.
+    ///
+    /// # Errors
+    /// Not a valid [`Id`].
+    pub fn opt_id(&mut self, name: &'static str) -> Result<Option<Id>, FieldError> {
         match self.opt_str(name, usize::MAX)? {
             None => Ok(None),
             Some(s) => Id::parse(s).map(Some).map_err(|e| e.within(name)),
         }
     }
 
-    pub(crate) fn num(&mut self, name: &'static str, lo: f64, hi: f64) -> Result<f64, FieldError> {
+    /// A required finite number in `[lo, hi]`.
+    ///
+    /// # Errors
+    /// Missing, wrong type, not finite or out of range.
+    pub fn num(&mut self, name: &'static str, lo: f64, hi: f64) -> Result<f64, FieldError> {
         let v = self.req(name)?;
         number(v, lo, hi).map_err(|e| e.within(name))
     }
 
-    pub(crate) fn bool(&mut self, name: &'static str) -> Result<bool, FieldError> {
+    /// A required boolean.
+    ///
+    /// # Errors
+    /// Missing or wrong type.
+    pub fn bool(&mut self, name: &'static str) -> Result<bool, FieldError> {
         match self.req(name)? {
             Value::Bool(b) => Ok(*b),
             other => Err(FieldError::new(name, format!("must be true or false, got {}", kind_of(other)))),
         }
     }
 
-    pub(crate) fn time(&mut self, name: &'static str) -> Result<DateTime<Utc>, FieldError> {
+    /// A required RFC 3339 timestamp with offset.
+    ///
+    /// # Errors
+    /// Missing or unparseable.
+    pub fn time(&mut self, name: &'static str) -> Result<DateTime<Utc>, FieldError> {
         let s = self.str(name, 64)?;
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
@@ -223,7 +260,10 @@ impl<'a> Fields<'a> {
     }
 
     /// Rejects any field not taken so far.
-    pub(crate) fn finish(self) -> Result<(), FieldError> {
+    ///
+    /// # Errors
+    /// The first unknown field, alphabetically.
+    pub fn finish(self) -> Result<(), FieldError> {
         let mut unknown: Vec<&String> = self.map.keys().filter(|k| !self.taken.contains(&k.as_str())).collect();
         unknown.sort();
         match unknown.first() {
@@ -233,7 +273,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-pub(crate) fn kind_of(v: &Value) -> &'static str {
+/// How a JSON value's type is named in messages.
+pub fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -244,7 +285,11 @@ pub(crate) fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-pub(crate) fn text(v: &Value, max: usize) -> Result<&str, FieldError> {
+/// A string value of at most `max` bytes without control characters.
+///
+/// # Errors
+/// Wrong type, empty, too long, or control characters.
+pub fn text(v: &Value, max: usize) -> Result<&str, FieldError> {
     match v {
         Value::String(s) if s.is_empty() => Err(FieldError::new("", "must not be empty")),
         Value::String(s) if s.len() > max => {
@@ -258,7 +303,11 @@ pub(crate) fn text(v: &Value, max: usize) -> Result<&str, FieldError> {
     }
 }
 
-pub(crate) fn number(v: &Value, lo: f64, hi: f64) -> Result<f64, FieldError> {
+/// A finite number in `[lo, hi]`.
+///
+/// # Errors
+/// Wrong type, not finite, or out of range.
+pub fn number(v: &Value, lo: f64, hi: f64) -> Result<f64, FieldError> {
     // serde_json never yields NaN or infinity from JSON text, but a NaN written as the
     // string "NaN" or an out-of-range literal is caught here.
     let x = match v {

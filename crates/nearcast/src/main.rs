@@ -1,1 +1,159 @@
-fn main() {}
+//! `nearcast`: the whole service on one machine.
+
+use clap::{Parser, Subcommand};
+use nearcast::demo::{DemoOptions, embedded_engine, load_config_dir, print_report, replay, run_demo};
+use nearcast::store::Sync;
+use nearcast::{HostError, load_weather};
+use nearcast_core::ports::{Clock, ManualClock, SystemClock, WeatherSource};
+use nearcast_core::weather::TableWeather;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "nearcast", version, about = "Geo-contextual push offers, on one machine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replays a day in Helsinki through the pipeline and prints every decision.
+    Demo {
+        /// Folder with stores.json, offers.json, weather.json, demo-day.jsonl.
+        #[arg(long, default_value = "events")]
+        data: PathBuf,
+        /// Working folder for the database and the outbox (recreated).
+        #[arg(long, default_value = "target/demo")]
+        work: PathBuf,
+        /// Model artifact (default: the bundled models/ranker.json).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Serves the HTTP API on loopback.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        addr: String,
+        /// Database file.
+        #[arg(long, default_value = "nearcast.db")]
+        db: PathBuf,
+        /// Outbox file for pushes.
+        #[arg(long, default_value = "outbox.jsonl")]
+        outbox: PathBuf,
+        /// Model artifact (default: the bundled one).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Weather table (JSON spans) for the deterministic weather source.
+        #[arg(long)]
+        weather: Option<PathBuf>,
+        /// Load stores.json / offers.json from this folder when the database has no stores.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Durability: normal survives a killed process, full survives power loss too.
+        #[arg(long, value_enum, default_value = "normal")]
+        sync: Sync,
+    },
+    /// Feeds a JSON-lines file of events through the pipeline and prints the decisions.
+    Replay {
+        /// The events, one JSON object per line.
+        file: PathBuf,
+        /// Database file.
+        #[arg(long, default_value = "nearcast.db")]
+        db: PathBuf,
+        /// Outbox file.
+        #[arg(long, default_value = "outbox.jsonl")]
+        outbox: PathBuf,
+        /// Configuration folder to load first (stores.json, offers.json).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Weather table.
+        #[arg(long)]
+        weather: Option<PathBuf>,
+        /// Model artifact.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+}
+
+fn weather_from(path: Option<&PathBuf>) -> Result<Arc<dyn WeatherSource>, HostError> {
+    Ok(match path {
+        Some(p) => Arc::new(load_weather(p)?),
+        None => Arc::new(TableWeather::default()),
+    })
+}
+
+async fn run(cli: Cli) -> Result<(), HostError> {
+    match cli.command {
+        Command::Demo { data, work, model } => {
+            let (engine, report, outbox) = run_demo(&DemoOptions { data, work, model }).await?;
+            let mut out = std::io::stdout().lock();
+            print_report(&engine, &report, &mut out).map_err(|source| HostError::Io { path: "stdout".into(), source })?;
+            println!("  outbox          {} ({} pushes)", outbox.display(), report.sent);
+            Ok(())
+        }
+        Command::Serve { addr, db, outbox, model, weather, config, sync } => {
+            let (engine, store) =
+                embedded_engine(&db, sync, &outbox, model.as_deref(), weather_from(weather.as_ref())?, Arc::new(SystemClock))
+                    .await?;
+            if let Some(dir) = config {
+                if engine.catalog().stores.is_empty() {
+                    load_config_dir(&engine, &dir).await?;
+                }
+            }
+            // Idempotency keys are kept for 7 days: clients retry well within that.
+            let pruned = store.prune_seen(chrono::Utc::now() - chrono::Duration::days(7))?;
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|source| HostError::Io { path: addr.clone(), source })?;
+            let local = listener.local_addr().map_err(|source| HostError::Io { path: addr.clone(), source })?;
+            tracing::info!(%local, stores = engine.catalog().stores.len(), pruned, "nearcast serving");
+            println!("nearcast listening on http://{local}");
+            axum::serve(listener, nearcast_api::router(engine))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(|source| HostError::Io { path: addr, source })?;
+            Ok(())
+        }
+        Command::Replay { file, db, outbox, config, weather, model } => {
+            let clock = ManualClock::new(chrono::Utc::now());
+            let (engine, _) = embedded_engine(
+                &db,
+                Sync::Normal,
+                &outbox,
+                model.as_deref(),
+                weather_from(weather.as_ref())?,
+                Arc::new(clock.clone()) as Arc<dyn Clock>,
+            )
+            .await?;
+            if let Some(dir) = config {
+                load_config_dir(&engine, &dir).await?;
+            }
+            let report = replay(&engine, &clock, &file).await?;
+            print_report(&engine, &report, &mut std::io::stdout().lock())
+                .map_err(|source| HostError::Io { path: "stdout".into(), source })?;
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NEARCAST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

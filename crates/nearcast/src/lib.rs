@@ -1,0 +1,89 @@
+//! Nearcast on one machine: the embedded SQLite state store, the outbox notifier, and the
+//! `nearcast` command (demo, serve, replay).
+
+pub mod demo;
+pub mod outbox;
+pub mod store;
+
+use nearcast_core::config::{Offer, Store, parse_json};
+use nearcast_core::ranker::LogisticRanker;
+use nearcast_core::weather::{TableWeather, WeatherSpan};
+use std::path::Path;
+
+/// The model shipped in models/ranker.json, built into the binary so the demo and the
+/// service run without any file; `--model` loads another.
+pub const BUNDLED_MODEL: &str = include_str!("../../../models/ranker.json");
+
+/// Errors of the command-line host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A file's content is invalid.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] nearcast_core::engine::EngineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] nearcast_core::ports::StoreError),
+}
+
+fn read(path: &Path) -> Result<String, HostError> {
+    std::fs::read_to_string(path).map_err(|source| HostError::Io { path: path.display().to_string(), source })
+}
+
+pub(crate) fn parse_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HostError> {
+    let text = read(path)?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| HostError::Invalid { path: path.display().to_string(), reason: e.to_string() })?;
+    parse_json(&v).map_err(|e| HostError::Invalid { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// Reads stores.json.
+///
+/// # Errors
+/// Unreadable or invalid file.
+pub fn load_stores(path: &Path) -> Result<Vec<Store>, HostError> {
+    parse_file(path)
+}
+
+/// Reads offers.json.
+///
+/// # Errors
+/// Unreadable or invalid file.
+pub fn load_offers(path: &Path) -> Result<Vec<Offer>, HostError> {
+    parse_file(path)
+}
+
+/// Reads weather.json.
+///
+/// # Errors
+/// Unreadable or invalid file.
+pub fn load_weather(path: &Path) -> Result<TableWeather, HostError> {
+    Ok(TableWeather::new(parse_file::<Vec<WeatherSpan>>(path)?))
+}
+
+/// Loads a model artifact from a file, or the bundled one.
+///
+/// # Errors
+/// Unreadable file, or an artifact the serving code refuses (schema mismatch...).
+pub fn load_model(path: Option<&Path>) -> Result<LogisticRanker, HostError> {
+    let (text, name) = match path {
+        Some(p) => (read(p)?, p.display().to_string()),
+        None => (BUNDLED_MODEL.to_string(), "bundled models/ranker.json".to_string()),
+    };
+    LogisticRanker::from_json(&text).map_err(|e| HostError::Invalid { path: name, reason: e.to_string() })
+}

@@ -1,0 +1,323 @@
+//! The embedded state store: one SQLite file.
+//!
+//! Why SQLite (through rusqlite, bundled): it is the most widely deployed and tested
+//! embedded database, a single file that any `sqlite3` shell can inspect, with atomic
+//! multi-row transactions. In WAL mode with `synchronous=NORMAL` a committed transaction
+//! survives the process being killed (the WAL is in the OS page cache); `--sync full` adds
+//! an fsync per commit to survive power loss too. redb was the alternative: pure Rust, but
+//! younger, with no standard tooling to inspect a file in the field.
+//!
+//! Every commit is one `BEGIN IMMEDIATE` transaction: idempotency key check, version check,
+//! user state, decision log and pending delivery, all or nothing.
+
+use nearcast_core::config::{CapPolicy, Offer, Store};
+use nearcast_core::decision::{Decision, Push};
+use nearcast_core::ids::Id;
+use nearcast_core::ports::{
+    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult, StateStore, StoreError,
+    UserRecord,
+};
+use nearcast_core::state::UserState;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// How hard commits are pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sync {
+    /// Survives a killed process (WAL, synchronous=NORMAL).
+    Normal,
+    /// Survives power loss too (fsync on every commit).
+    Full,
+}
+
+/// The SQLite-backed state store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    state   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen (
+    user_id  TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    result   TEXT NOT NULL,
+    PRIMARY KEY (user_id, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq     INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    body    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_user ON decisions(user_id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq         INTEGER PRIMARY KEY,
+    delivery_id TEXT NOT NULL UNIQUE,
+    user_id     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries(user_id);
+CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+";
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn status_str(s: DeliveryStatus) -> &'static str {
+    match s {
+        DeliveryStatus::Pending => "pending",
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Failed => "failed",
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or the schema cannot be created.
+    pub fn open(path: &Path, sync: Sync) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", if sync == Sync::Full { "FULL" } else { "NORMAL" }).map_err(err)?;
+        conn.pragma_update(None, "busy_timeout", 5000).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let mut c = self.conn.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
+        f(&mut c).map_err(err)
+    }
+
+    /// Forgets idempotency keys older than `before` (the idempotency window).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn prune_seen(&self, before: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        self.with(|c| c.execute("DELETE FROM seen WHERE at < ?1", params![before.timestamp()]))
+    }
+
+    /// Number of rows in a table (tests and the health endpoint).
+    ///
+    /// # Errors
+    /// A database failure or an unknown table.
+    pub fn count(&self, table: &str) -> Result<u64, StoreError> {
+        if !["users", "seen", "decisions", "deliveries", "stores", "offers"].contains(&table) {
+            return Err(StoreError(format!("unknown table {table}")));
+        }
+        self.with(|c| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+    }
+
+    /// Rows mentioning a user anywhere (erasure tests).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn rows_about(&self, user: &Id) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let mut n = 0i64;
+            for t in ["users", "seen", "decisions", "deliveries"] {
+                n += c.query_row(&format!("SELECT COUNT(*) FROM {t} WHERE user_id = ?1"), [user.as_str()], |r| r.get::<_, i64>(0))?;
+            }
+            Ok(n as u64)
+        })
+    }
+
+    fn commit_sync(&self, cm: &Commit) -> Result<CommitOutcome, StoreError> {
+        let state = serde_json::to_string(&cm.state).map_err(err)?;
+        let result = cm.result.as_ref().map(serde_json::to_string).transpose().map_err(err)?;
+        let decision = cm.decision.as_ref().filter(|d| !d.candidates.is_empty()).map(serde_json::to_string).transpose().map_err(err)?;
+        let push = cm.push.as_ref().map(serde_json::to_string).transpose().map_err(err)?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let user = cm.user_id.as_str();
+            if let Some(e) = &cm.event_id {
+                let prev: Option<String> = tx
+                    .prepare_cached("SELECT result FROM seen WHERE user_id = ?1 AND event_id = ?2")?
+                    .query_row(params![user, e.as_str()], |r| r.get(0))
+                    .optional()?;
+                if let Some(p) = prev {
+                    let r: EventResult = serde_json::from_str(&p)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    return Ok(CommitOutcome::Duplicate(r));
+                }
+            }
+            let version: i64 = tx
+                .prepare_cached("SELECT version FROM users WHERE user_id = ?1")?
+                .query_row([user], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            if version as u64 != cm.expected_version {
+                return Ok(CommitOutcome::Conflict);
+            }
+            tx.prepare_cached(
+                "INSERT INTO users (user_id, version, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user_id) DO UPDATE SET version = excluded.version, state = excluded.state",
+            )?
+            .execute(params![user, version + 1, state])?;
+            if let (Some(e), Some(r)) = (&cm.event_id, &result) {
+                tx.prepare_cached("INSERT INTO seen (user_id, event_id, at, result) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![user, e.as_str(), chrono::Utc::now().timestamp(), r])?;
+            }
+            if let Some(d) = &decision {
+                tx.prepare_cached("INSERT INTO decisions (user_id, body) VALUES (?1, ?2)")?.execute(params![user, d])?;
+            }
+            if let (Some(p), Some(body)) = (&cm.push, &push) {
+                tx.prepare_cached("INSERT INTO deliveries (delivery_id, user_id, status, body) VALUES (?1, ?2, 'pending', ?3)")?
+                    .execute(params![p.delivery_id, user, body])?;
+            }
+            tx.commit()?;
+            Ok(CommitOutcome::Applied)
+        })
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<String> = self.with(|c| {
+            let mut st = c.prepare_cached(sql)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })?;
+        rows.iter().map(|b| serde_json::from_str(b).map_err(err)).collect()
+    }
+}
+
+fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(v))
+}
+
+impl StateStore for SqliteStore {
+    fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
+        let r = self
+            .with(|c| {
+                c.prepare_cached("SELECT version, state FROM users WHERE user_id = ?1")?
+                    .query_row([user.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .optional()
+            })
+            .and_then(|row| match row {
+                None => Ok(UserRecord::default()),
+                Some((v, s)) => {
+                    let state: UserState = serde_json::from_str(&s).map_err(err)?;
+                    Ok(UserRecord { state, version: v as u64 })
+                }
+            });
+        ready(r)
+    }
+
+    fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+        ready(self.commit_sync(c))
+    }
+
+    fn set_delivery_status<'a>(&'a self, id: &'a str, status: DeliveryStatus) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(self.with(|c| {
+            c.prepare_cached("UPDATE deliveries SET status = ?2 WHERE delivery_id = ?1")?.execute(params![id, status_str(status)])?;
+            Ok(())
+        }))
+    }
+
+    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
+        ready(self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let endpoint: Option<String> = tx
+                .query_row("SELECT state FROM users WHERE user_id = ?1", [user.as_str()], |r| r.get::<_, String>(0))
+                .optional()?
+                .and_then(|s| serde_json::from_str::<UserState>(&s).ok())
+                .and_then(|s| s.push.and_then(|p| p.endpoint));
+            let mut n = 0usize;
+            for t in ["users", "seen", "decisions", "deliveries"] {
+                n += tx.execute(&format!("DELETE FROM {t} WHERE user_id = ?1"), [user.as_str()])?;
+            }
+            tx.commit()?;
+            Ok(Erasure { records: n as u64, endpoint })
+        }))
+    }
+
+    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>> {
+        ready(self.list("SELECT body FROM stores ORDER BY id"))
+    }
+
+    fn put_store<'a>(&'a self, s: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+        let body = serde_json::to_string(s).map_err(err);
+        ready(body.and_then(|b| {
+            self.with(|c| {
+                c.execute("INSERT INTO stores (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body", params![s.id.as_str(), b])?;
+                Ok(())
+            })
+        }))
+    }
+
+    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(self.with(|c| Ok(c.execute("DELETE FROM stores WHERE id = ?1", [id.as_str()])? > 0)))
+    }
+
+    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>> {
+        ready(self.list("SELECT body FROM offers ORDER BY id"))
+    }
+
+    fn put_offer<'a>(&'a self, o: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
+        let body = serde_json::to_string(o).map_err(err);
+        ready(body.and_then(|b| {
+            self.with(|c| {
+                c.execute("INSERT INTO offers (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body", params![o.id.as_str(), b])?;
+                Ok(())
+            })
+        }))
+    }
+
+    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(self.with(|c| Ok(c.execute("DELETE FROM offers WHERE id = ?1", [id.as_str()])? > 0)))
+    }
+
+    fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
+        let r = self
+            .with(|c| c.query_row("SELECT value FROM meta WHERE key = 'policy'", [], |r| r.get::<_, String>(0)).optional())
+            .and_then(|v| v.map(|s| serde_json::from_str(&s).map_err(err)).transpose());
+        ready(r)
+    }
+
+    fn put_policy<'a>(&'a self, p: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
+        let body = serde_json::to_string(p).map_err(err);
+        ready(body.and_then(|b| {
+            self.with(|c| {
+                c.execute("INSERT INTO meta (key, value) VALUES ('policy', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [b])?;
+                Ok(())
+            })
+        }))
+    }
+
+    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
+        let rows: Result<Vec<(String, String)>, StoreError> = self.with(|c| {
+            let mut st = c.prepare_cached("SELECT status, body FROM deliveries ORDER BY seq")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        });
+        ready(rows.and_then(|rows| {
+            rows.into_iter()
+                .map(|(s, b)| {
+                    let push: Push = serde_json::from_str(&b).map_err(err)?;
+                    let status = match s.as_str() {
+                        "sent" => DeliveryStatus::Sent,
+                        "failed" => DeliveryStatus::Failed,
+                        _ => DeliveryStatus::Pending,
+                    };
+                    Ok(DeliveryRecord { push, status })
+                })
+                .collect()
+        }))
+    }
+
+    fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
+        ready(self.list("SELECT body FROM decisions ORDER BY seq"))
+    }
+}
