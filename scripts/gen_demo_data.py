@@ -123,11 +123,18 @@ class Fence:
         return min(seg_dist_m(0.0, 0.0, *pts[i], *pts[i + 1]) for i in range(len(pts) - 1))
 
 
-def polygon_ring(lat: float, lon: float, shape: str, rng: random.Random) -> list[list[float]]:
+def polygon_ring(lat: float, lon: float, shape: str, rng: random.Random,
+                 size: tuple[float, ...] = ()) -> list[list[float]]:
     """A convex counter-clockwise ring around (lat, lon), closed, 6 decimals."""
     theta = math.radians(rng.uniform(0, 90))
-    if shape == "rect_large":  # department stores: 90-110 m x 60-80 m
-        a, b = rng.uniform(45, 55), rng.uniform(30, 40)
+    if size and shape.startswith("rect"):  # fixed half-sides
+        a, b = size
+        local = [(-a, -b), (a, -b), (a, b), (-a, b)]
+    elif size:  # fixed hexagon radius
+        R = size[0]
+        local = [(R * math.cos(k * math.pi / 3), R * math.sin(k * math.pi / 3)) for k in range(6)]
+    elif shape == "rect_large":  # department stores: 76-90 m x 50-64 m
+        a, b = rng.uniform(38, 45), rng.uniform(25, 32)
         local = [(-a, -b), (a, -b), (a, b), (-a, b)]
     elif shape == "rect":  # supermarkets: 50-70 m x 40-54 m
         a, b = rng.uniform(25, 35), rng.uniform(20, 27)
@@ -150,11 +157,11 @@ def polygon_ring(lat: float, lon: float, shape: str, rng: random.Random) -> list
 # --------------------------------------------------------------------------------------
 
 # Category -> how many stores (forced story stores count towards it).
-QUOTAS = {
-    "cafe": 12, "restaurant": 9, "fast_food": 4, "pub": 3, "bar": 2,
-    "supermarket": 4, "convenience": 3, "clothes": 8, "shoes": 4, "department_store": 2,
-    "outdoor": 2, "sports": 3, "bakery": 2, "books": 3, "deli": 2, "confectionery": 2,
-    "tea": 2, "jewelry": 2, "gift": 2, "toys": 1, "cosmetics": 1, "florist": 1, "optician": 1,
+QUOTAS = {  # rare categories first: the fill below goes round robin in this order
+    "shoes": 4, "sports": 3, "outdoor": 2, "department_store": 2, "supermarket": 4, "bakery": 2,
+    "tea": 2, "toys": 1, "cosmetics": 1, "florist": 1, "deli": 2, "confectionery": 2,
+    "books": 3, "gift": 2, "jewelry": 2, "optician": 1, "convenience": 3, "bar": 2, "pub": 4,
+    "fast_food": 5, "clothes": 9, "restaurant": 12, "cafe": 14,
 }
 CIRCLE_RADIUS = {  # metres, all within 25-80
     "cafe": (25, 40), "restaurant": (30, 55), "fast_food": (25, 35), "pub": (30, 50),
@@ -163,7 +170,7 @@ CIRCLE_RADIUS = {  # metres, all within 25-80
 }
 POLYGON_SHAPE = {"department_store": "rect_large", "supermarket": "rect", "books": "hex",
                  "sports": "hex", "outdoor": "hex"}
-SPACING_SLACK_M = 8.0  # fences never overlap: centre distance >= r1 + r2 + slack
+SPACING_SLACK_M = 5.0  # fences never overlap: centre distance >= r1 + r2 + slack
 
 # Stores the users' stories go to, by role. All are real OSM objects in the extract.
 STORY_STORES = {
@@ -171,7 +178,7 @@ STORY_STORES = {
     "cafe_fazer_espa": "node/606996912",    # Karl Fazer Café, Kluuvikatu (Anna's coffee)
     "cafe_engel": "node/307465178",         # Cafe Engel, Senate Square
     "cafe_portaali": "node/2859663933",     # Cafe Portaali, Fabianinkatu
-    "cafe_espresso_mikonk": "node/5566807323",  # Espresso House, Mikonkatu
+    "cafe_roberts_asema": "node/317766538", # Robert's Coffee, Railway Station
     "cafe_lasipalatsi": "node/1381017801",  # Cafe Lasipalatsi
     "cafe_ben_jerry": "node/903302005",     # Ben & Jerry's, Esplanadi (summer offer)
     "rest_kaisaniemi": "node/59631978",     # Ravintola Kaisaniemi, in the park (Eeva)
@@ -190,16 +197,21 @@ STORY_STORES = {
     "books_akateeminen": "node/1369465537", # Akateeminen Kirjakauppa
     "clothes_cos": "node/6385560504",       # COS, Pohjoisesplanadi (Carla's dwell)
     "clothes_aleksi13": "node/1985596744",  # Aleksi 13, Aleksanterinkatu
-    "shoes_minna": "node/4754875481",       # Minna Parikka, Aleksanterinkatu
     "sports_xxl": "node/319517902",         # XXL Kluuvi
 }
 # Fixed fence choices for story stores (otherwise drawn from the category's range).
 STORY_FENCE = {"rest_kaisaniemi": ("circle", 40), "cafe_fazer_espa": ("circle", 30),
-               "bakery_kannisto": ("circle", 30), "clothes_cos": ("circle", 28)}
+               "bakery_kannisto": ("circle", 30), "clothes_cos": ("circle", 28),
+               "cafe_lasipalatsi": ("circle", 30), "dept_stockmann": ("rect", 40, 28),
+               "books_akateeminen": ("hex", 24), "rest_teatteri": ("circle", 35),
+               "cafe_ben_jerry": ("circle", 30), "cafe_portaali": ("circle", 30),
+               "super_kaisaniemi": ("rect", 30, 22)}
 
 
 def store_category(row: dict) -> str:
-    return row["shop"] or row["amenity"]
+    # A few POIs carry both tags (a tea room tagged shop=tea + amenity=cafe); the amenity
+    # is what a visitor sees, so it wins.
+    return row["amenity"] or row["shop"]
 
 
 def load_pois(path: Path) -> dict[str, dict]:
@@ -215,8 +227,11 @@ def load_pois(path: Path) -> dict[str, dict]:
 
 def make_fence(role: str | None, cat: str, lat: float, lon: float, rng: random.Random) -> dict:
     forced = STORY_FENCE.get(role or "")
-    if forced:
+    if forced and forced[0] == "circle":
         return {"type": "circle", "lat": round(lat, 6), "lon": round(lon, 6), "radius_m": forced[1]}
+    if forced:
+        ring = polygon_ring(lat, lon, forced[0], rng, forced[1:])
+        return {"type": "polygon", "geometry": {"type": "Polygon", "coordinates": [ring]}}
     if cat in POLYGON_SHAPE:
         ring = polygon_ring(lat, lon, POLYGON_SHAPE[cat], rng)
         return {"type": "polygon", "geometry": {"type": "Polygon", "coordinates": [ring]}}
@@ -244,17 +259,20 @@ def pick_stores(pois: dict[str, dict]) -> tuple[list[dict], dict[str, str]]:
         other = conflicts(f)
         if other:
             if role:
-                raise SystemExit(f"story store {role} ({poi['name']}) overlaps story store {other}")
+                problems.append(f"story store {role} ({poi['name']}) overlaps story store {other}")
             return False
         chosen.append((poi, store, f))
         return True
 
+    problems: list[str] = []
     for role in sorted(STORY_STORES):
         ref = STORY_STORES[role]
         if ref not in pois or not pois[ref]["name"]:
             raise SystemExit(f"story store {role}: {ref} not in the extract")
         add(pois[ref], role)
         role_ids[role] = f"osm-{ref.replace('/', '-')}"
+    if problems:
+        raise SystemExit("\n".join(problems))
     counts: dict[str, int] = {}
     for _, s, _ in chosen:
         counts[s["category"]] = counts.get(s["category"], 0) + 1
@@ -263,14 +281,21 @@ def pick_stores(pois: dict[str, dict]) -> tuple[list[dict], dict[str, str]]:
         p = pois[ref]
         if p["name"] and store_category(p) in QUOTAS and ref not in STORY_STORES.values():
             by_cat.setdefault(store_category(p), []).append(p)
-    for cat in QUOTAS:  # dict order is the fill order
+    # Round robin over the categories, so rare ones are not crowded out by common ones.
+    queues = {}
+    for cat in QUOTAS:
         cands = by_cat.get(cat, [])
         rng.shuffle(cands)
-        for p in cands:
-            if counts.get(cat, 0) >= QUOTAS[cat]:
-                break
-            if add(p, None):
-                counts[cat] = counts.get(cat, 0) + 1
+        queues[cat] = cands
+    progress = True
+    while progress:
+        progress = False
+        for cat in QUOTAS:
+            while counts.get(cat, 0) < QUOTAS[cat] and queues[cat]:
+                if add(queues[cat].pop(0), None):
+                    counts[cat] = counts.get(cat, 0) + 1
+                    progress = True
+                    break
     stores = sorted((s for _, s, _ in chosen), key=lambda s: s["id"])
     return stores, role_ids
 
@@ -350,7 +375,7 @@ def make_offers(r: dict[str, str]) -> list[dict]:
         {"id": "off-cold-snap", "campaign_id": "cmp-winter",
          "title": "Cold snap: gloves and beanies -20 %",
          "body": "Temperatures are dropping. Merino beanies, gloves and wool socks are 20 % off today.",
-         "coupon": "COLD20", "category": "clothing", "store_categories": ["sports", "shoes"],
+         "coupon": "COLD20", "category": "clothing", "store_categories": ["sports"],
          "weather": {"max_temp_c": 5}, "trigger": {"type": "enter"}, "threshold": 0.1,
          "holdout": 0.1, "reeligible_after_hours": 72},
         {"id": "off-afterwork", "campaign_id": "cmp-afterwork",
@@ -369,7 +394,7 @@ def make_offers(r: dict[str, str]) -> list[dict]:
         {"id": "off-christmas-gifts", "campaign_id": "cmp-christmas",
          "title": "Christmas gifts, wrapped for free",
          "body": "Start your Christmas shopping early: 10 % off gifts and free gift wrapping until 24 December.",
-         "coupon": "JOULU10", "category": "gifts", "store_categories": ["gift", "toys", "jewelry"],
+         "coupon": "JOULU10", "category": "gifts", "store_categories": ["gift", "jewelry"],
          "starts_at": "2026-11-15T00:00:00Z", "ends_at": "2026-12-24T22:00:00Z",
          "trigger": {"type": "enter"}, "threshold": 0.1, "holdout": 0.1, "reeligible_after_hours": 168},
         {"id": "off-stockmann-coffee-beans", "campaign_id": "cmp-grocery",
@@ -432,8 +457,9 @@ def local_hm(t: datetime) -> str:
 
 # Places that are not stores (homes, offices, street corners), as (lat, lon).
 PLACES = {
-    "anna_home": (60.16450, 24.93620),     # Bulevardi / Albertinkatu
-    "anna_office": (60.16990, 24.93590),   # Kamppi, Simonkatu
+    "anna_home": (60.16520, 24.93700),     # Bulevardi / Albertinkatu
+    "anna_office": (60.16985, 24.93680),   # Kamppi, Simonkatu
+    "anna_tram": (60.16790, 24.94800),     # tram stop, Esplanadi / Kluuvikatu
     "anna_corner": (60.16560, 24.94080),   # Bulevardi / Erottaja
     "espa_west": (60.16700, 24.94310),     # Esplanadi park, west end
     "espa_mid": (60.16750, 24.94700),      # Esplanadi park, middle
@@ -441,7 +467,7 @@ PLACES = {
     "ben_home": (60.17280, 24.93650),      # Töölönlahti side of Kamppi
     "senaatintori": (60.16930, 24.95210),  # Senate Square
     "rautatientori": (60.17080, 24.94380), # Railway Square
-    "carla_work": (60.17290, 24.94750),    # Kaisaniemenkatu north
+    "carla_work": (60.17330, 24.94600),    # Kaisaniemenkatu north
     "kluuvi_corner": (60.16980, 24.94610), # Kluuvikatu / Aleksanterinkatu
     "dmitri_home": (60.16480, 24.93590),   # Punavuori
     "kamppi_sq": (60.16890, 24.93430),     # Narinkkatori
@@ -551,6 +577,7 @@ class Day:
         fe = s["fence"]
         assert fe["type"] == "circle"
         c_lat, c_lon, r = fe["lat"], fe["lon"], fe["radius_m"]
+        self.t += timedelta(seconds=self.rng.uniform(40, 60))
         end = self.t + timedelta(minutes=minutes)
         inside = True
         while self.t < end:
@@ -599,19 +626,17 @@ def make_days(roles: dict[str, dict]) -> dict[str, Day]:
     d.go("cafe_ekberg", 1)
     d.go("anna_corner")
     d.go("anna_home")
-    d.wait_until("06:41:00")
-    d.start("06:41:00", "anna_home")                 # 08:41 local: off to work via coffee
-    d.go("espa_west")
-    d.go("espa_mid")
-    d.go("cafe_fazer_espa", 18)                      # push at ~06:58; stays as the rain starts
-    d.emit(utc("07:00:40"), "notification_opened", offer_id="off-morning-coffee")
-    d.emit(utc("07:04:15"), "coupon_redeemed", offer_id="off-morning-coffee")
-    d.emit(utc("07:04:20"), "purchase", product_id="sku-latte-m", category="coffee")
+    d.wait_until("06:49:00")                         # takes the tram; the app is silent
+    d.start("06:49:00", "anna_tram")                 # 08:49 local: off the tram on Esplanadi
+    d.go("cafe_fazer_espa", 18)                      # push at ~06:50; stays as the rain starts
+    d.emit(utc("06:52:40"), "notification_opened", offer_id="off-morning-coffee")
+    d.emit(utc("06:56:15"), "coupon_redeemed", offer_id="off-morning-coffee")
+    d.emit(utc("06:56:20"), "purchase", product_id="sku-latte-m", category="coffee")
     d.go("cafe_engel", 2)
     d.go("senaatintori")
     d.go("cafe_portaali", 2)
-    d.go("books_akateeminen", 14)
-    d.go("cafe_espresso_mikonk", 2)
+    d.go("books_akateeminen", 8)
+    d.go("cafe_roberts_asema", 2)
     d.go("cafe_lasipalatsi", 1)
     d.go("anna_office")
     d.wait_until("10:02:00")                         # 12:02 local: lunch
@@ -619,11 +644,11 @@ def make_days(roles: dict[str, dict]) -> dict[str, Day]:
     d.go("kamppi_sq")
     d.go("rest_kosmos", 35, (240, 320))
     d.go("anna_office")
-    d.wait_until("16:35:00")                         # 18:35 local: evening walk
-    d.start("16:35:00", "anna_office")
+    d.wait_until("17:02:00")                         # 19:02 local: evening walk
+    d.start("17:02:00", "anna_office")
     d.go("rest_teatteri", 2)
     d.go("espa_mid")
-    d.go("rest_savoy", 75, (300, 400))               # dinner, sparse fixes indoors
+    d.go("rest_savoy", 100, (300, 420))              # dinner, sparse fixes indoors
     d.go("rest_kappeli", 2)
     d.go("kauppatori", 3)
     d.go("espa_mid")
@@ -648,7 +673,7 @@ def make_days(roles: dict[str, dict]) -> dict[str, Day]:
     d.go("senaatintori")
     d.wait_until("15:20:00")
     d.start("15:20:00", "senaatintori")
-    d.go("shoes_minna", 2)
+    d.go("kluuvi_corner")
     d.go("super_kaisaniemi", 7)
     d.go("rautatientori")
     d.go("ben_home")
@@ -662,8 +687,9 @@ def make_days(roles: dict[str, dict]) -> dict[str, Day]:
     d.go("rest_vapiano", 30, (240, 300))            # lunch from ~11:05 local
     d.go("carla_work")
     d.emit(utc("11:00:30"), "consent", purpose="push", granted=False, policy_version="2026-10")
-    d.wait_until("12:35:00")                         # 14:35 local: afternoon shopping
-    d.start("12:35:00", "carla_work")
+    d.coarse("12:10:00", "carla_work")
+    d.wait_until("13:36:00")                         # 15:36 local: afternoon shopping
+    d.start("13:36:00", "carla_work")
     d.go("cafe_portaali", 2)
     d.go("kluuvi_corner")
     d.go("clothes_aleksi13", 4)
@@ -688,9 +714,8 @@ def make_days(roles: dict[str, dict]) -> dict[str, Day]:
     d.go("kamppi_sq")
     d.go("outdoor_partioaitta", 6)                   # rain jacket: already bought
     d.go("outdoor_scandinavian", 3)
-    d.go("dept_sokos", 4)
     d.go("dept_stockmann", 8)                        # umbrella
-    d.go("kluuvi_corner")
+    d.go("cafe_portaali", 50, (180, 300))            # coffee while it rains
     d.go("super_kaisaniemi", 9)                      # grocery dwell, 5 min
     d.go("carla_work")
     days["dmitri"] = d
@@ -787,8 +812,6 @@ def validate_stores(stores: list[dict]) -> None:
                 a, b, c = pts[i], pts[(i + 1) % n], pts[(i + 2) % n]
                 cross = (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0])
                 check(cross > 0, f"{w}: ring not convex")
-            angle = sum(math.atan2(pts[(i + 1) % n][1] - pts[i][1], pts[(i + 1) % n][0] - pts[i][0]) for i in range(0))
-            del angle
             diam = max(haversine_m(p[1], p[0], q[1], q[0]) for p in pts for q in pts)
             check(40 <= diam <= 120, f"{w}: polygon {diam:.0f} m across, not 40-120")
     # Non-overlapping fences, so passing one store never enters its neighbour.
@@ -888,6 +911,15 @@ EVENT_FIELDS = {
 }
 
 
+def validate_places(stores: list[dict]) -> None:
+    """Homes, offices and stops are outside every fence (by 10 m at least)."""
+    fences = [(s["name"], Fence(s["fence"])) for s in stores]
+    for name, (lat, lon) in PLACES.items():
+        if name.endswith(("_home", "_office", "_work", "_tram", "_metro")):
+            for sname, f in fences:
+                check(f.outside_m(lat, lon) >= 10, f"place {name} is within 10 m of {sname}'s fence")
+
+
 def validate_events(events: list[dict], offers: list[dict]) -> None:
     offer_ids = {o["id"] for o in offers}
     ids = [e["event_id"] for e in events]
@@ -923,6 +955,10 @@ def validate_events(events: list[dict], offers: list[dict]) -> None:
             check(e["offer_id"] in offer_ids, f"{w}: unknown offer {e['offer_id']}")
     for u, n in fixes.items():
         check(n <= 300, f"user {u}: {n} fixes (max 300)")
+    last: dict[str, str] = {}
+    for e in events:
+        check(e["at"] > last.get(e["user_id"], ""), f"{e['event_id']}: same second as the user's previous event")
+        last[e["user_id"]] = e["at"]
 
 
 # --------------------------------------------------------------------------------------
@@ -1001,7 +1037,7 @@ def rule_failure(o: dict, at: datetime, user: dict) -> str | None:
     return None
 
 
-def simulate(events: list[dict], stores: list[dict], offers: list[dict]) -> dict[str, list[str]]:
+def simulate(events: list[dict], stores: list[dict], offers: list[dict]) -> tuple[dict[str, list[str]], dict]:
     fences = {s["id"]: Fence(s["fence"]) for s in stores}
     by_id = {s["id"]: s for s in stores}
     offer_by_id = {o["id"]: o for o in offers}
@@ -1146,9 +1182,21 @@ def story_checks(events: list[dict], users: dict, roles: dict[str, dict]) -> Non
 # Main
 # --------------------------------------------------------------------------------------
 
-def readme(stores, offers, events, roles, log, counts_by_user) -> str:
+def readme(stores, offers, events, roles, log, users, counts_by_user) -> str:
     n_poly = sum(s["fence"]["type"] == "polygon" for s in stores)
-    r = lambda k: f"{roles[k]['name']} (`{roles[k]['id']}`)"  # noqa: E731
+
+    def r(role: str) -> str:
+        return f"{roles[role]['name']} (`{roles[role]['id']}`)"
+
+    def at(user: str, role: str) -> str:
+        """Local time of the user's first enter into the store."""
+        return local_hm(min(t for t, sid in users[user]["enters"] if sid == roles[role]["id"]))
+
+    def span(user: str, utc_from: str, utc_to: str) -> str:
+        """Local times of the user's first and last fix (accuracy < 300 m) in a UTC window."""
+        ts_ = [e["at"] for e in events if e["user_id"] == user and e["type"] == "location"
+               and e["accuracy_m"] < 300 and utc_from <= e["at"][11:16] < utc_to]
+        return f"{local_hm(parse_ts(min(ts_)))}-{local_hm(parse_ts(max(ts_)))}"
     lines = [
         "# Demo data: one rainy Friday in central Helsinki",
         "",
@@ -1205,29 +1253,38 @@ def readme(stores, offers, events, roles, log, counts_by_user) -> str:
         "Every user starts with a push token and consent events in the early morning. Times are",
         "local (UTC+2).",
         "",
-        f"- **anna** (all consents): an early walk at 06:38 past {r('cafe_ekberg')} in quiet hours;",
-        f"  at 08:5x she walks into {r('cafe_fazer_espa')}, the first café after quiet hours, before",
-        "  the rain: `off-morning-coffee` is the only eligible offer. She opens the notification,",
-        "  redeems the coupon and stays as the rain starts, then walks in the rain past Cafe Engel,",
-        "  Cafe Portaali, Akateeminen Kirjakauppa, Espresso House and Cafe Lasipalatsi to work;",
-        f"  lunch at {r('rest_kosmos')}; in the evening past Ravintola Teatteri, dinner at",
-        "  Ravintola Savoy, then Kappeli and the Market Square after 21:00 (quiet hours).",
-        "- **ben** (push and personalisation, location refused with `granted: false`): walks",
-        "  Kamppi - Stockmann - Esplanadi - Senate Square in the morning and Kaisaniemi in the",
-        "  afternoon. Every fix must be suppressed for lack of location consent.",
-        f"- **carla** (all consents): lunch at {r('rest_vapiano')} from 11:0x; withdraws push",
-        "  consent at 13:00; from 14:35 shops Marimekko, Samuji (12 min, the fitting-room dwell),",
-        "  Stockmann in the rain and Lidl: offers may match but nothing may be pushed.",
-        f"- **dmitri** (all consents): bought `sku-rain-jacket-01` (rainwear) online at 07:18; at",
-        f"  16:1x, in the rain, walks into {r('outdoor_partioaitta')}, where `off-rain-jacket` runs:",
-        "  it must be suppressed as already bought. Then Scandinavian Outdoor, Sokos and",
-        f"  Stockmann (umbrellas) and a 9-minute shop at {r('super_kaisaniemi')} (grocery dwell).",
-        f"- **eeva** (all consents): 13:4x-14:0x lingers at the edge of {r('rest_kaisaniemi')}'s",
-        "  40 m circle: fixes alternate 2-8 m inside and 5-20 m outside, accuracy 10-20 m. One",
-        "  enter (lunch offer), never a second one.",
-        "- **farid** (all consents): views pastries six times and adds one to the cart during the",
-        f"  morning (affinity for `pastry` reaches about 0.37), then at 14:4x passes",
-        f"  {r('bakery_kannisto')}: `off-pastry-lovers` (min affinity 0.3) applies.",
+        f"- **anna** (all consents, apns): an early walk at {at('anna', 'cafe_ekberg')} past",
+        f"  {r('cafe_ekberg')} in quiet hours. At {at('anna', 'cafe_fazer_espa')}, off the tram, she walks",
+        f"  into {r('cafe_fazer_espa')}, the first store she enters after quiet hours, before the",
+        "  rain: `off-morning-coffee` is the only eligible offer. She opens that notification,",
+        "  redeems its coupon (`MORNING50`) and buys a latte, stays 18 minutes as the rain starts,",
+        f"  then walks in the rain past Cafe Engel ({at('anna', 'cafe_engel')}), Cafe Portaali",
+        f"  ({at('anna', 'cafe_portaali')}), Akateeminen Kirjakauppa ({at('anna', 'books_akateeminen')}, 8 min),",
+        f"  Robert's Coffee ({at('anna', 'cafe_roberts_asema')}) and Cafe Lasipalatsi ({at('anna', 'cafe_lasipalatsi')}) to work",
+        "  (within 60 min of the first push). Lunch at",
+        f"  {r('rest_kosmos')} from {at('anna', 'rest_kosmos')}. Evening: Ravintola Teatteri",
+        f"  ({at('anna', 'rest_teatteri')}), dinner at Ravintola Savoy ({at('anna', 'rest_savoy')}), then Kappeli",
+        f"  ({at('anna', 'rest_kappeli')}), the Market Square and home after 21:00 (quiet hours).",
+        "- **ben** (push and personalisation; location refused with `granted: false`): walks",
+        f"  Lasipalatsi - Partioaitta - Stockmann - Esplanadi - Senate Square ({span('ben', '00:00', '12:00')})",
+        f"  and Kaisaniemi ({span('ben', '12:00', '24:00')}). Every fix must be suppressed",
+        "  (`no_consent_location`) and no presence kept.",
+        f"- **carla** (all consents, fcm): lunch at {r('rest_vapiano')} from {at('carla', 'rest_vapiano')};",
+        f"  withdraws push consent at 13:00; from {span('carla', '13:00', '24:00')[:5]} walks past Cafe Portaali, Aleksi 13, COS (12 min: the",
+        f"  fitting-room dwell), Stockmann ({at('carla', 'dept_stockmann')}, in the rain: umbrellas) and Lidl.",
+        "  Offers match but nothing may be pushed (`no_consent_push`).",
+        "- **dmitri** (all consents, apns): bought `sku-rain-jacket-01` (rainwear) online at 07:18.",
+        f"  At {at('dmitri', 'outdoor_partioaitta')}, in the rain, he walks into {r('outdoor_partioaitta')},",
+        "  where `off-rain-jacket` runs: it must be suppressed as already bought. Then Scandinavian",
+        f"  Outdoor ({at('dmitri', 'outdoor_scandinavian')}), Stockmann ({at('dmitri', 'dept_stockmann')}: umbrella offer), coffee at",
+        f"  Cafe Portaali and a 9-minute shop at {r('super_kaisaniemi')} ({at('dmitri', 'super_kaisaniemi')}: grocery",
+        "  dwell after 5 minutes).",
+        f"- **eeva** (all consents, fcm): from {at('eeva', 'rest_kaisaniemi')} lingers 20 minutes at the edge of",
+        f"  {r('rest_kaisaniemi')}'s 40 m circle: fixes alternate 2-8 m inside and 5-20 m",
+        "  outside, accuracy 10-20 m. One enter (lunch offer), never a second one.",
+        "- **farid** (all consents, apns): views pastries six times and adds one to the cart in the",
+        f"  morning (affinity for `pastry` reaches {users['farid']['affinity'].get('pastry', 0):.2f} under the engine's update rule), then at",
+        f"  {at('farid', 'bakery_kannisto')} passes {r('bakery_kannisto')}: `off-pastry-lovers` (min affinity 0.3).",
         "",
         "## Expected outcomes",
         "",
@@ -1259,9 +1316,17 @@ def main() -> int:
         validate_stores(stores)
         validate_offers(offers, stores)
         validate_weather(weather)
+        validate_places(stores)
         validate_events(events, offers)
         log, users = simulate(events, stores, offers)
-        story_checks(events, users, roles)
+        try:
+            story_checks(events, users, roles)
+        except Invalid:
+            for user in sorted(log):
+                print(f"== {user}", file=sys.stderr)
+                for line in log[user]:
+                    print("  " + line, file=sys.stderr)
+            raise
     except Invalid as err:
         print(f"invalid demo data: {err}", file=sys.stderr)
         return 1
@@ -1274,13 +1339,15 @@ def main() -> int:
     def dump(name: str, value) -> None:
         (OUT / name).write_text(json.dumps(value, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
-    dump("stores.json", stores)
+    text = json.dumps(stores, ensure_ascii=False, indent=2)
+    text = re.sub(r"\[\s+(-?[0-9.]+),\s+(-?[0-9.]+)\s+\]", r"[\1, \2]", text)
+    (OUT / "stores.json").write_text(text + "\n", encoding="utf-8")
     dump("offers.json", offers)
     dump("weather.json", weather)
     jsonl = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in events)
     check(len(jsonl.encode("utf-8")) < 2_000_000, "demo-day.jsonl too large")
     (OUT / "demo-day.jsonl").write_text(jsonl, encoding="utf-8")
-    (OUT / "README.md").write_text(readme(stores, offers, events, roles, log, counts), encoding="utf-8")
+    (OUT / "README.md").write_text(readme(stores, offers, events, roles, log, users, counts), encoding="utf-8")
 
     n_poly = sum(s["fence"]["type"] == "polygon" for s in stores)
     print(f"stores: {len(stores)} ({n_poly} polygons), offers: {len(offers)}, events: {len(events)}")

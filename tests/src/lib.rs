@@ -1,1 +1,149 @@
-//! Cross-crate tests live in tests/.
+//! Fixtures shared by the cross-crate tests: a small catalog around real Helsinki
+//! coordinates, engines on each state store, and helpers to build events.
+
+use nearcast::outbox::OutboxNotifier;
+use nearcast::store::{SqliteStore, Sync};
+use nearcast_core::config::{CapPolicy, Offer, Store, parse_json};
+use nearcast_core::engine::Engine;
+use nearcast_core::event::Event;
+use nearcast_core::ids::Id;
+use nearcast_core::memory::{InMemoryStateStore, RecordingNotifier};
+use nearcast_core::ports::{ManualClock, StateStore};
+use nearcast_core::ranker::LogisticRanker;
+use nearcast_core::weather::{Condition, TableWeather, Weather, WeatherSpan};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// A fixed instant: Friday 2026-11-20 12:00 in Helsinki.
+pub fn noon() -> chrono::DateTime<chrono::Utc> {
+    "2026-11-20T10:00:00Z".parse().expect("valid time")
+}
+
+/// `n` circular stores 200 m apart along a line in central Helsinki, each with an
+/// enter-triggered offer that always scores above its threshold (threshold 0).
+pub fn catalog(n: usize) -> (Vec<Store>, Vec<Offer>) {
+    let mut stores = Vec::new();
+    let mut offers = Vec::new();
+    for i in 0..n {
+        let (lat, lon) = store_point(i);
+        stores.push(
+            parse_json::<Store>(&json!({"id": format!("s{i}"), "name": format!("Store {i}"), "category": "cafe",
+                "time_zone": "Europe/Helsinki", "fence": {"type": "circle", "lat": lat, "lon": lon, "radius_m": 50}}))
+            .expect("valid store"),
+        );
+        offers.push(
+            parse_json::<Offer>(&json!({"id": format!("o{i}"), "campaign_id": "c1", "title": "Coffee", "body": "Half price",
+                "category": "coffee", "store_ids": [format!("s{i}")], "trigger": {"type": "enter"}, "threshold": 0.0}))
+            .expect("valid offer"),
+        );
+    }
+    (stores, offers)
+}
+
+/// Where store `i` of [`catalog`] is.
+pub fn store_point(i: usize) -> (f64, f64) {
+    (60.1600 + 0.0018 * (i / 40) as f64, 24.9000 + 0.0036 * (i % 40) as f64)
+}
+
+/// A policy without gap or quiet hours, `per_day` pushes a day.
+pub fn policy(per_day: u32) -> CapPolicy {
+    CapPolicy {
+        per_day,
+        per_week: per_day.max(1) * 7,
+        min_gap_minutes: 0,
+        quiet_start: chrono::NaiveTime::from_hms_opt(0, 0, 0).expect("valid"),
+        quiet_end: chrono::NaiveTime::from_hms_opt(0, 0, 0).expect("valid"),
+    }
+}
+
+/// Rainy weather all day.
+pub fn weather() -> TableWeather {
+    TableWeather::new(vec![WeatherSpan {
+        from: "2026-11-01T00:00:00Z".parse().expect("valid"),
+        to: "2026-12-01T00:00:00Z".parse().expect("valid"),
+        weather: Weather { condition: Condition::Rain, temp_c: 4.0 },
+    }])
+}
+
+/// The bundled model.
+pub fn model() -> Arc<LogisticRanker> {
+    Arc::new(nearcast::load_model(None).expect("bundled model loads"))
+}
+
+/// A test engine: its store, its notifier's record, its clock.
+pub struct Harness {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The store (for inspection).
+    pub store: Arc<dyn StateStore>,
+    /// The SQLite store, when that is the backend.
+    pub sqlite: Option<Arc<SqliteStore>>,
+    /// Pushes delivered.
+    pub notifier: Arc<RecordingNotifier>,
+    /// The clock.
+    pub clock: ManualClock,
+    /// Keeps the temporary folder alive.
+    pub dir: tempfile::TempDir,
+}
+
+/// Which state store backs a harness.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    /// In memory.
+    Memory,
+    /// SQLite file.
+    Sqlite,
+}
+
+/// A harness with `n` stores and the given policy.
+pub async fn harness(backend: Backend, n: usize, policy: CapPolicy) -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, sqlite): (Arc<dyn StateStore>, Option<Arc<SqliteStore>>) = match backend {
+        Backend::Memory => (Arc::new(InMemoryStateStore::new()), None),
+        Backend::Sqlite => {
+            let s = Arc::new(SqliteStore::open(&dir.path().join("t.db"), Sync::Normal).expect("open db"));
+            (s.clone(), Some(s))
+        }
+    };
+    let notifier = Arc::new(RecordingNotifier::new());
+    let clock = ManualClock::new(noon());
+    let engine = Engine::new(store.clone(), notifier.clone(), Arc::new(weather()), Arc::new(clock.clone()), model())
+        .await
+        .expect("engine");
+    let (stores, offers) = catalog(n);
+    engine.load_config(stores, offers, policy).await.expect("config");
+    Harness { engine: Arc::new(engine), store, sqlite, notifier, clock, dir }
+}
+
+/// An outbox notifier in the harness folder (for tests that read the file).
+pub fn outbox(h: &Harness) -> OutboxNotifier {
+    OutboxNotifier::open(&h.dir.path().join("outbox.jsonl")).expect("outbox")
+}
+
+/// Parses an event for `user`.
+pub fn event(user: &str, v: Value) -> Event {
+    let mut v = v;
+    v["user_id"] = json!(user);
+    Event::from_json(&v, None, noon() + chrono::Duration::hours(1)).expect("valid test event")
+}
+
+/// The events that set a user up: push token and all three consents.
+pub fn onboarding(user: &str, at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
+    let t = (at - chrono::Duration::minutes(5)).to_rfc3339();
+    let mut v = vec![event(user, json!({"event_id": format!("{user}-tok"), "type": "push_token", "at": t, "platform": "fcm", "token": "tok-123"}))];
+    for p in ["push", "location", "personalisation"] {
+        v.push(event(user, json!({"event_id": format!("{user}-c-{p}"), "type": "consent", "at": t, "purpose": p, "granted": true})));
+    }
+    v
+}
+
+/// A location fix at store `i` of [`catalog`].
+pub fn fix_at(user: &str, id: &str, i: usize, at: chrono::DateTime<chrono::Utc>) -> Event {
+    let (lat, lon) = store_point(i);
+    event(user, json!({"event_id": id, "type": "location", "at": at.to_rfc3339(), "lat": lat, "lon": lon, "accuracy_m": 8}))
+}
+
+/// An id.
+pub fn id(s: &str) -> Id {
+    Id::parse(s).expect("valid id")
+}

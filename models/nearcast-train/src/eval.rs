@@ -244,7 +244,7 @@ mod tests {
         for _ in 0..300 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             s.push(((x >> 33) % 17) as f64 / 16.0);
-            l.push((x >> 20) % 3 == 0);
+            l.push((x >> 20).is_multiple_of(3));
         }
         let mut num = 0.0;
         let mut den = 0.0;

@@ -1,1 +1,147 @@
-fn main() {}
+//! `nearcast-train`: generates logged decisions and trains Nearcast's ranking model.
+//!
+//! ```text
+//! nearcast-train generate --seed 7 --decisions 200000 --out models/data/decisions.jsonl
+//! nearcast-train train --data models/data/decisions.jsonl --out models/ranker.json
+//! ```
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use nearcast_train::{data, generate, train};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "nearcast-train", about = "Generates logged decisions and trains Nearcast's ranking model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes seeded synthetic logged decisions as JSON lines (see models/README.md).
+    Generate {
+        /// RNG seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Number of decisions.
+        #[arg(long, default_value_t = 200_000)]
+        decisions: usize,
+        /// Number of users.
+        #[arg(long, default_value_t = 2_000)]
+        users: usize,
+        /// First local day (Europe/Helsinki).
+        #[arg(long, default_value = "2026-09-28")]
+        start: NaiveDate,
+        /// Number of days.
+        #[arg(long, default_value_t = 56)]
+        days: u32,
+        /// Output file (JSON lines).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Trains the logistic ranker and writes the `nearcast-ranker/1` artifact.
+    Train {
+        /// Logged decisions (JSON lines).
+        #[arg(long)]
+        data: PathBuf,
+        /// Artifact to write.
+        #[arg(long, default_value = "models/ranker.json")]
+        out: PathBuf,
+        /// Model version label (default: today's date, `YYYY-MM-DD.1`).
+        #[arg(long)]
+        version: Option<String>,
+        /// L2 penalty on the summed log loss.
+        #[arg(long, default_value_t = 1.0)]
+        alpha: f64,
+        /// L-BFGS iterations at most.
+        #[arg(long, default_value_t = 300)]
+        max_iterations: u64,
+        /// Earliest share of decisions to train on; the latest rest is held out.
+        #[arg(long, default_value_t = 0.8)]
+        train_fraction: f64,
+    },
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn bytes_bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {bytes}/{total_bytes} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn spinner() -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+    pb
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nearcast-train: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), train::BoxError> {
+    match cli.command {
+        Command::Generate { seed, decisions, users, start, days, out } => {
+            let cfg = generate::Config { seed, decisions, users, start, days };
+            let pb = bar(decisions as u64, "generate");
+            let ds = generate::generate(&cfg, |n| pb.inc(n));
+            pb.finish();
+            if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut w = BufWriter::new(std::fs::File::create(&out)?);
+            data::write(&mut w, &ds)?;
+            w.flush()?;
+            let candidates: usize = ds.iter().map(|d| d.candidates.len()).sum();
+            let opened = ds.iter().flat_map(|d| &d.candidates).filter(|c| c.opened).count();
+            eprintln!(
+                "wrote {} decisions, {candidates} candidates (open rate {:.4}) to {}",
+                ds.len(),
+                opened as f64 / candidates.max(1) as f64,
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Train { data: path, out, version, alpha, max_iterations, train_fraction } => {
+            let len = std::fs::metadata(&path)?.len();
+            let pb = bytes_bar(len, "read");
+            let loaded = data::read(&path, |n| pb.inc(n as u64))?;
+            pb.finish();
+            eprintln!("read {} decisions ({})", loaded.decisions.len(), loaded.fingerprint);
+            let version = version.unwrap_or_else(|| format!("{}.1", chrono::Utc::now().format("%Y-%m-%d")));
+            let cfg = train::Config { alpha, max_iterations, train_fraction };
+            let bars = train::Bars { encode: bar(0, "encode"), fit: spinner() };
+            let t = train::run(loaded.decisions, &loaded.fingerprint, &version, &cfg, &bars)?;
+            train::write_artifact(&out, &t.artifact)?;
+            println!("trained on {} decisions ({} candidates), version {version}", t.train_decisions, t.train_rows);
+            print!("{}", t.report);
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! A seeded generator of realistic logged decisions, for training and testing the ranker
+//! before real exports exist. Its assumptions are listed in models/README.md; the numbers
+//! are the constants below.
+//!
+//! The world: users with category tastes and daily routines walk past stores in Helsinki
+//! over some weeks; hourly weather follows a Markov chain with a seasonal and daily
+//! temperature; each decision scores 1 to 4 candidate offers and each candidate is opened
+//! with the probability of a *true* response model ([`true_logit`]) that the trainer never
+//! sees. Everything is drawn from one `StdRng` seeded with the configured seed, so a seed
+//! gives the same file (with the locked `rand` version).
+
+use crate::data::{Candidate, Decision};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use nearcast_core::context::{Context, Daypart};
+use nearcast_core::features::{GROUPS, group_of};
+use nearcast_core::weather::{Condition, Weather};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Time zone of the simulated city.
+pub const TZ: Tz = chrono_tz::Europe::Helsinki;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// RNG seed.
+    pub seed: u64,
+    /// Number of decisions.
+    pub decisions: usize,
+    /// Number of users.
+    pub users: usize,
+    /// First local day.
+    pub start: NaiveDate,
+    /// Number of days.
+    pub days: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 7,
+            decisions: 200_000,
+            users: 2_000,
+            start: NaiveDate::from_ymd_opt(2026, 9, 28).expect("valid date"),
+            days: 56,
+        }
+    }
+}
+
+/// Offer categories per product group (index of `features::GROUPS`): the names stores use.
+pub const CATEGORIES: [&[&str]; GROUPS.len()] = [
+    &["coffee", "cafe", "bakery"],
+    &["restaurant", "lunch", "fast_food", "pub"],
+    &["rainwear", "outdoor", "umbrella"],
+    &["clothing", "shoes", "fashion"],
+    &["grocery", "supermarket", "convenience"],
+    &["pharmacy", "books", "electronics", "florist"],
+];
+
+/// Share of candidate stores per group.
+pub const STORE_MIX: [f64; GROUPS.len()] = [0.22, 0.24, 0.07, 0.15, 0.20, 0.12];
+
+/// Probability that a user likes a group (taste drawn from [0.5, 1]; otherwise [0, 0.35]).
+pub const LIKE: [f64; GROUPS.len()] = [0.45, 0.50, 0.15, 0.30, 0.40, 0.20];
+
+/// Share of users with personalisation consent.
+pub const CONSENT: f64 = 0.8;
+
+/// Share of decisions whose weather was unknown to the decider (the outcome still depends on
+/// the real weather).
+pub const WEATHER_MISSING: f64 = 0.02;
+
+/// Number of candidates: P(1), P(2), P(3), P(4).
+pub const N_CANDIDATES: [f64; 4] = [0.35, 0.30, 0.20, 0.15];
+
+/// The true response model's terms (logit scale), per group where they are arrays.
+pub mod truth {
+    /// Base logit per group.
+    pub const BASE: [f64; 6] = [-4.1, -4.1, -4.5, -4.3, -4.0, -4.4];
+    /// Per unit of true taste (taste in [0, 1]).
+    pub const AFFINITY: f64 = 2.8;
+    /// When the user bought in the group before.
+    pub const BOUGHT: f64 = 0.35;
+    /// Per km of distance (candidates are 0-300 m away).
+    pub const DISTANCE_PER_KM: f64 = -1.2;
+    /// Rain, snow or storm.
+    pub const WET: [f64; 6] = [0.5, 0.0, 1.6, -0.2, 0.1, 0.0];
+    /// Morning (06-11).
+    pub const MORNING: [f64; 6] = [0.9, -0.3, 0.0, 0.0, 0.0, 0.0];
+    /// Midday (11-14).
+    pub const MIDDAY: [f64; 6] = [0.0, 0.9, 0.0, 0.0, 0.1, 0.0];
+    /// Evening (17-21): dining out, groceries on the way home.
+    pub const EVENING: [f64; 6] = [-0.2, 0.6, 0.0, 0.0, 0.3, 0.0];
+    /// Night (21-06), all groups.
+    pub const NIGHT: f64 = -0.6;
+    /// Saturday or Sunday.
+    pub const WEEKEND: [f64; 6] = [0.0, 0.2, 0.0, 0.7, 0.2, 0.1];
+    /// Cold raises coffee: `COLD_COFFEE * sigmoid((4 - temp_c) / 1.5)`, a smooth step at 4 °C.
+    pub const COLD_COFFEE: f64 = 0.6;
+    /// Standard deviation of a hidden per-user responsiveness.
+    pub const USER_SD: f64 = 0.4;
+}
+
+/// The true logit of a candidate being opened.
+#[allow(clippy::too_many_arguments, reason = "the terms of the model")]
+pub fn true_logit(group: usize, daypart: Daypart, weekend: bool, weather: Weather, taste: f64, bought: bool, distance_m: f64, user: f64) -> f64 {
+    use truth::*;
+    let mut z = BASE[group] + AFFINITY * taste + DISTANCE_PER_KM * distance_m / 1000.0 + user;
+    if bought {
+        z += BOUGHT;
+    }
+    if weather.condition.is_wet() {
+        z += WET[group];
+    }
+    z += match daypart {
+        Daypart::Morning => MORNING[group],
+        Daypart::Midday => MIDDAY[group],
+        Daypart::Afternoon => 0.0,
+        Daypart::Evening => EVENING[group],
+        Daypart::Night => NIGHT,
+    };
+    if weekend {
+        z += WEEKEND[group];
+    }
+    if group == 0 {
+        z += COLD_COFFEE * sigmoid((4.0 - weather.temp_c) / 1.5);
+    }
+    z
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Routines: hourly activity weights (local hours 0-23) on weekdays and at weekends.
+struct Routine {
+    weekday: [f64; 24],
+    weekend: [f64; 24],
+}
+
+fn profile(spans: &[(std::ops::RangeInclusive<usize>, f64)], rest: f64) -> [f64; 24] {
+    let mut w = [rest; 24];
+    for (r, v) in spans {
+        for h in r.clone() {
+            w[h] = *v;
+        }
+    }
+    w
+}
+
+fn routines() -> [Routine; 3] {
+    let weekend = profile(&[(10..=18, 2.0), (19..=22, 1.0), (8..=9, 0.7)], 0.1);
+    [
+        // Commuters: morning and evening peaks, lunch.
+        Routine { weekday: profile(&[(7..=8, 3.0), (9..=9, 1.5), (11..=13, 2.0), (16..=18, 3.0), (19..=21, 1.0), (6..=6, 0.8)], 0.1), weekend },
+        // Daytime people (students, parents, remote workers).
+        Routine { weekday: profile(&[(8..=16, 2.0), (17..=20, 1.2), (21..=22, 0.4), (7..=7, 0.6)], 0.05), weekend },
+        // Evening people (night owls, shift workers).
+        Routine {
+            weekday: profile(&[(11..=14, 1.0), (15..=23, 2.5), (0..=1, 0.8), (2..=3, 0.2)], 0.05),
+            weekend: profile(&[(12..=23, 2.0), (0..=2, 1.0), (10..=11, 0.8)], 0.1),
+        },
+    ]
+}
+
+/// Share of users per routine.
+const ROUTINE_MIX: [f64; 3] = [0.45, 0.30, 0.25];
+
+struct User {
+    taste: [f64; GROUPS.len()],
+    bought: [bool; GROUPS.len()],
+    consent: bool,
+    routine: usize,
+    shift: i64,
+    responsiveness: f64,
+}
+
+/// Draws an index with probability proportional to `weights`.
+fn pick(rng: &mut StdRng, weights: &[f64]) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if u < *w {
+            return i;
+        }
+        u -= w;
+    }
+    weights.len() - 1
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut StdRng) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+fn round_to(v: f64, step: f64) -> f64 {
+    (v / step).round() * step
+}
+
+fn user(rng: &mut StdRng) -> User {
+    let mut taste = [0.0; GROUPS.len()];
+    let mut bought = [false; GROUPS.len()];
+    for g in 0..GROUPS.len() {
+        taste[g] = if rng.random_bool(LIKE[g]) { 0.5 + 0.5 * rng.random::<f64>() } else { 0.35 * rng.random::<f64>() };
+        bought[g] = rng.random_bool(0.05 + 0.6 * taste[g]);
+    }
+    User {
+        taste,
+        bought,
+        consent: rng.random_bool(CONSENT),
+        routine: pick(rng, &ROUTINE_MIX),
+        shift: rng.random_range(-1..=1),
+        responsiveness: truth::USER_SD * normal(rng),
+    }
+}
+
+/// Mean air temperature of a day of the year in Helsinki, °C (coldest around 20 January).
+pub fn seasonal_temp(day_of_year: u32) -> f64 {
+    6.0 - 11.5 * (std::f64::consts::TAU * (f64::from(day_of_year) - 20.0) / 365.0).cos()
+}
+
+/// Hourly weather over `days` local days from `start`: a Markov chain over clear, cloudy and
+/// precipitation (snow below 0.5 °C, else rain); temperature = seasonal mean + a daily cycle
+/// peaking at 15:00 (damped under clouds) + an AR(1) anomaly.
+fn weather_series(rng: &mut StdRng, start: NaiveDate, days: u32) -> Vec<Weather> {
+    // States: 0 clear, 1 cloudy, 2 precipitation.
+    const P: [[f64; 3]; 3] = [[0.92, 0.07, 0.01], [0.05, 0.88, 0.07], [0.02, 0.13, 0.85]];
+    let mut state = 1usize;
+    let mut anomaly = 0.0;
+    let mut out = Vec::with_capacity(days as usize * 24);
+    for d in 0..days {
+        let date = start + Duration::days(i64::from(d));
+        let mean = seasonal_temp(date.ordinal());
+        for h in 0..24u32 {
+            state = pick(rng, &P[state]);
+            anomaly = 0.97 * anomaly + 0.6 * normal(rng);
+            let amplitude = if state == 0 { 3.0 } else { 1.5 };
+            let daily = amplitude * (std::f64::consts::TAU * (f64::from(h) - 9.0) / 24.0).sin();
+            let temp_c = round_to(mean + daily + anomaly - if state == 2 { 0.5 } else { 0.0 }, 0.1);
+            let condition = match state {
+                0 => Condition::Clear,
+                1 => Condition::Cloudy,
+                _ if temp_c < 0.5 => Condition::Snow,
+                _ => Condition::Rain,
+            };
+            out.push(Weather { condition, temp_c });
+        }
+    }
+    out
+}
+
+fn local_to_utc(naive: NaiveDateTime) -> chrono::DateTime<Utc> {
+    use chrono::LocalResult;
+    match TZ.from_local_datetime(&naive) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        // A spring-forward gap: the same wall time an hour later exists.
+        LocalResult::None => local_to_utc(naive + Duration::hours(1)),
+    }
+}
+
+/// Generates `cfg.decisions` decisions sorted by time; `progress` is told of each batch.
+pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
+    assert!(cfg.days > 0 && cfg.users > 0, "need at least one day and one user");
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let routines = routines();
+    let users: Vec<User> = (0..cfg.users).map(|_| user(&mut rng)).collect();
+    // How often each user is near stores with offers: log-normal activity.
+    let activity: Vec<f64> = (0..cfg.users).map(|_| (0.6 * normal(&mut rng)).exp()).collect();
+    let mut cumulative = Vec::with_capacity(cfg.users);
+    let mut acc = 0.0;
+    for a in &activity {
+        acc += a;
+        cumulative.push(acc);
+    }
+    let weather = weather_series(&mut rng, cfg.start, cfg.days);
+
+    let mut out = Vec::with_capacity(cfg.decisions);
+    for i in 0..cfg.decisions {
+        let r = rng.random::<f64>() * acc;
+        let u = &users[cumulative.partition_point(|c| *c <= r).min(cfg.users - 1)];
+        let day = rng.random_range(0..cfg.days);
+        let date = cfg.start + Duration::days(i64::from(day));
+        let weekend_day = date.weekday().number_from_monday() >= 6;
+        let routine = &routines[u.routine];
+        let weights = if weekend_day { &routine.weekend } else { &routine.weekday };
+        let hour = (pick(&mut rng, weights) as i64 + u.shift).rem_euclid(24) as u32;
+        let (minute, second) = (rng.random_range(0..60), rng.random_range(0..60));
+        let naive = date.and_hms_opt(hour, minute, second).expect("valid time");
+        let at = local_to_utc(naive);
+        let real_weather = weather[day as usize * 24 + hour as usize];
+        let logged_weather = (!rng.random_bool(WEATHER_MISSING)).then_some(real_weather);
+        let ctx = Context::new(at, TZ, logged_weather);
+
+        let n = 1 + pick(&mut rng, &N_CANDIDATES);
+        let mut candidates = Vec::with_capacity(n);
+        for _ in 0..n {
+            let g = pick(&mut rng, &STORE_MIX);
+            let names = CATEGORIES[g];
+            let category = names[rng.random_range(0..names.len())];
+            debug_assert_eq!(group_of(category), g);
+            let distance_m = round_to(300.0 * rng.random::<f64>(), 0.1);
+            let z = true_logit(g, ctx.daypart, ctx.weekend, real_weather, u.taste[g], u.bought[g], distance_m, u.responsiveness);
+            let opened = rng.random_bool(sigmoid(z));
+            // The logged affinity is the system's estimate: the taste plus noise.
+            let affinity = u.consent.then(|| round_to((u.taste[g] + 0.08 * normal(&mut rng)).clamp(0.0, 1.0), 0.01));
+            candidates.push(Candidate {
+                category: category.to_string(),
+                distance_m,
+                affinity,
+                bought_category: u.consent && u.bought[g],
+                opened,
+            });
+        }
+        out.push(Decision {
+            at,
+            daypart: ctx.daypart,
+            weekend: ctx.weekend,
+            weather: ctx.weather,
+            personalised: u.consent,
+            candidates,
+        });
+        if (i + 1) % 4096 == 0 {
+            progress(4096);
+        }
+    }
+    progress((cfg.decisions % 4096) as u64);
+    out.sort_by_key(|d| d.at);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(seed: u64) -> Vec<Decision> {
+        generate(&Config { seed, decisions: 3_000, users: 200, ..Config::default() }, |_| {})
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_data_and_another_seed_other_data() {
+        assert_eq!(small(7), small(7));
+        assert_ne!(small(7), small(8));
+    }
+
+    #[test]
+    fn categories_map_onto_their_groups() {
+        for (g, names) in CATEGORIES.iter().enumerate() {
+            for n in *names {
+                assert_eq!(group_of(n), g, "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn decisions_are_sorted_in_range_and_plausible() {
+        let ds = small(7);
+        assert!(ds.windows(2).all(|w| w[0].at <= w[1].at));
+        let cfg = Config::default();
+        for d in &ds {
+            let local = d.at.with_timezone(&TZ).date_naive();
+            assert!(local >= cfg.start && local < cfg.start + Duration::days(i64::from(cfg.days)));
+            assert!((1..=4).contains(&d.candidates.len()));
+            for c in &d.candidates {
+                assert!((0.0..=300.0).contains(&c.distance_m));
+                assert_eq!(c.affinity.is_some(), d.personalised);
+                assert!(d.personalised || !c.bought_category);
+            }
+        }
+        let n = ds.iter().map(|d| d.candidates.len()).sum::<usize>() as f64;
+        let rate = ds.iter().flat_map(|d| &d.candidates).filter(|c| c.opened).count() as f64 / n;
+        assert!((0.03..0.15).contains(&rate), "open rate {rate}");
+        let personalised = ds.iter().filter(|d| d.personalised).count() as f64 / ds.len() as f64;
+        assert!((0.7..0.9).contains(&personalised), "{personalised}");
+    }
+}

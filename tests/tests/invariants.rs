@@ -1,0 +1,196 @@
+//! The invariants of docs/architecture.md, end to end through the engine on both state
+//! stores. (Invariant 1, geofence recall, is property-tested in nearcast-core's geofence
+//! module against a brute-force oracle; invariant 6, feature parity, in nearcast-train.)
+
+use nearcast_core::decision::Verdict;
+use nearcast_core::ports::DeliveryStatus;
+use nearcast_tests::*;
+use serde_json::json;
+
+async fn onboard(h: &Harness, user: &str) {
+    for e in onboarding(user, noon()) {
+        h.engine.process(&e).await.expect("onboarding");
+    }
+}
+
+fn verdict(r: &nearcast_core::engine::EventReport) -> (Verdict, String) {
+    let d = r.decision.as_ref().expect("a location event has a decision");
+    (d.verdict, d.reason.as_ref().map_or(String::new(), |r| r.code().to_string()))
+}
+
+// Invariant 2: no consent, no push; a withdrawal takes effect on the very next event.
+async fn withdrawn_consent_blocks_the_next_push(b: Backend) {
+    let h = harness(b, 3, policy(10)).await;
+    onboard(&h, "ann").await;
+    let r = h.engine.process(&fix_at("ann", "f1", 0, noon())).await.unwrap();
+    assert_eq!(verdict(&r).0, Verdict::Sent);
+    let withdraw = event("ann", json!({"event_id": "w1", "type": "consent", "at": noon().to_rfc3339(), "purpose": "push", "granted": false}));
+    h.engine.process(&withdraw).await.unwrap();
+    let r = h.engine.process(&fix_at("ann", "f2", 1, noon())).await.unwrap();
+    assert_eq!(verdict(&r), (Verdict::Suppressed, "no_consent_push".into()));
+    assert_eq!(h.notifier.sent().len(), 1);
+    // The same through the consent API path, for location.
+    h.engine.set_consents(&id("ann"), &[(nearcast_core::consent::Purpose::Push, true)], None).await.unwrap();
+    h.engine.set_consents(&id("ann"), &[(nearcast_core::consent::Purpose::Location, false)], None).await.unwrap();
+    let r = h.engine.process(&fix_at("ann", "f3", 2, noon())).await.unwrap();
+    assert_eq!(verdict(&r), (Verdict::Suppressed, "no_consent_location".into()));
+    assert_eq!(h.notifier.sent().len(), 1);
+    // Nothing about presence is kept without location consent.
+    assert!(h.store.load_user(&id("ann")).await.unwrap().state.fences.is_empty());
+}
+
+#[tokio::test]
+async fn withdrawn_consent_blocks_the_next_push_in_memory() {
+    withdrawn_consent_blocks_the_next_push(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn withdrawn_consent_blocks_the_next_push_on_sqlite() {
+    withdrawn_consent_blocks_the_next_push(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_user_who_never_consented_gets_nothing() {
+    let h = harness(Backend::Sqlite, 1, policy(10)).await;
+    let r = h.engine.process(&fix_at("zed", "f1", 0, noon())).await.unwrap();
+    assert_eq!(verdict(&r), (Verdict::Suppressed, "no_consent_location".into()));
+    assert!(h.notifier.sent().is_empty());
+}
+
+// Invariant 3: caps hold with many concurrent events for one user.
+async fn caps_hold_under_concurrency(b: Backend) {
+    let h = harness(b, 50, policy(2)).await;
+    onboard(&h, "cap").await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let engine = h.engine.clone();
+        let e = fix_at("cap", &format!("c{i}"), i, noon());
+        tasks.push(tokio::spawn(async move { engine.process(&e).await }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        let r = t.await.unwrap().expect("processed");
+        if verdict(&r).0 == Verdict::Sent {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 2, "per_day cap is 2");
+    assert_eq!(h.notifier.sent().len(), 2);
+    assert_eq!(h.store.deliveries().await.unwrap().len(), 2);
+    assert_eq!(h.store.load_user(&id("cap")).await.unwrap().state.sends.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_hold_under_concurrency_in_memory() {
+    caps_hold_under_concurrency(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_hold_under_concurrency_on_sqlite() {
+    caps_hold_under_concurrency(Backend::Sqlite).await;
+}
+
+// Invariant 4: one event, at most one push, however often it is retried.
+async fn one_event_pushes_once(b: Backend) {
+    let h = harness(b, 1, policy(10)).await;
+    onboard(&h, "dup").await;
+    let e = fix_at("dup", "same-id", 0, noon());
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let engine = h.engine.clone();
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move { engine.process(&e).await }));
+    }
+    let mut accepted = 0;
+    let mut duplicates = 0;
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        match r.status {
+            "accepted" => accepted += 1,
+            "duplicate" => {
+                duplicates += 1;
+                // A duplicate answers with the original decision.
+                assert_eq!(verdict(&r).0, Verdict::Sent);
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((accepted, duplicates), (1, 9));
+    assert_eq!(h.notifier.sent().len(), 1);
+    // And sequential retries later too.
+    let r = h.engine.process(&e).await.unwrap();
+    assert_eq!(r.status, "duplicate");
+    assert_eq!(h.notifier.sent().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_event_pushes_once_in_memory() {
+    one_event_pushes_once(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_event_pushes_once_on_sqlite() {
+    one_event_pushes_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_failed_delivery_releases_the_cap_and_never_sends_twice() {
+    let h = harness(Backend::Sqlite, 3, policy(1)).await;
+    onboard(&h, "fay").await;
+    h.notifier.fail_with(Some(nearcast_core::ports::NotifyError::Retryable("throttled".into())));
+    let r = h.engine.process(&fix_at("fay", "f1", 0, noon())).await.unwrap();
+    assert_eq!(verdict(&r).0, Verdict::Sent, "decided to send");
+    assert!(h.notifier.sent().is_empty());
+    let d = h.store.deliveries().await.unwrap();
+    assert_eq!(d[0].status, DeliveryStatus::Failed);
+    // The cap (1 a day) was released: the next store's offer goes out.
+    h.notifier.fail_with(None);
+    let r = h.engine.process(&fix_at("fay", "f2", 1, noon())).await.unwrap();
+    assert_eq!(verdict(&r).0, Verdict::Sent);
+    assert_eq!(h.notifier.sent().len(), 1);
+    // Retrying the first event is a duplicate: no second push for it.
+    let r = h.engine.process(&fix_at("fay", "f1", 0, noon())).await.unwrap();
+    assert_eq!(r.status, "duplicate");
+    assert_eq!(h.notifier.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn jitter_at_the_fence_edge_never_enters_twice() {
+    let h = harness(Backend::Sqlite, 1, policy(10)).await;
+    onboard(&h, "eve").await;
+    let (lat, lon) = store_point(0);
+    let mut sent = 0;
+    for k in 0..40 {
+        // Alternate 45 m (inside the 50 m fence) and 65 m (outside, within the exit band).
+        let d = if k % 2 == 0 { 45.0 } else { 65.0 };
+        let dlat = d / 111_195.0;
+        let at = noon() + chrono::Duration::seconds(30 * k);
+        h.clock.set(at);
+        let e = event("eve", json!({"event_id": format!("j{k}"), "type": "location", "at": at.to_rfc3339(),
+            "lat": lat + dlat, "lon": lon, "accuracy_m": 12}));
+        let r = h.engine.process(&e).await.unwrap();
+        if verdict(&r).0 == Verdict::Sent {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 1);
+}
+
+#[tokio::test]
+async fn erasure_removes_everything_about_the_user() {
+    let h = harness(Backend::Sqlite, 2, policy(10)).await;
+    onboard(&h, "era").await;
+    onboard(&h, "other").await;
+    h.engine.process(&fix_at("era", "f1", 0, noon())).await.unwrap();
+    h.engine.process(&fix_at("other", "o1", 0, noon())).await.unwrap();
+    let db = h.sqlite.as_ref().unwrap();
+    assert!(db.rows_about(&id("era")).unwrap() > 0);
+    let before_other = db.rows_about(&id("other")).unwrap();
+    let e = h.engine.erase(&id("era")).await.unwrap();
+    assert!(e.records > 0);
+    assert_eq!(db.rows_about(&id("era")).unwrap(), 0);
+    assert_eq!(db.rows_about(&id("other")).unwrap(), before_other, "other users untouched");
+    // A deleted user starts from nothing: no consent, so no push.
+    let r = h.engine.process(&fix_at("era", "f2", 1, noon())).await.unwrap();
+    assert_eq!(verdict(&r), (Verdict::Suppressed, "no_consent_location".into()));
+}
