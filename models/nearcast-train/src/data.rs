@@ -48,7 +48,7 @@ pub struct Candidate {
     /// Distance from the fix to the store's fence centre, metres.
     pub distance_m: f64,
     /// The user's affinity for the category; absent without personalisation consent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<f64>,
     /// Whether the user bought in the category before (only meaningful with consent).
     #[serde(default)]

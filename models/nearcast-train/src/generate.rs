@@ -77,7 +77,7 @@ pub const N_CANDIDATES: [f64; 4] = [0.35, 0.30, 0.20, 0.15];
 /// The true response model's terms (logit scale), per group where they are arrays.
 pub mod truth {
     /// Base logit per group.
-    pub const BASE: [f64; 6] = [-4.1, -4.1, -4.5, -4.3, -4.0, -4.4];
+    pub const BASE: [f64; 6] = [-4.2, -4.2, -4.5, -4.3, -4.0, -4.4];
     /// Per unit of true taste (taste in [0, 1]).
     pub const AFFINITY: f64 = 2.8;
     /// When the user bought in the group before.
@@ -196,8 +196,10 @@ fn normal(rng: &mut StdRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-fn round_to(v: f64, step: f64) -> f64 {
-    (v / step).round() * step
+/// Rounds to `decimals` decimal places (so that the JSON shows `8.2`, not `8.200000000000001`).
+fn round_to(v: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (v * scale).round() / scale
 }
 
 fn user(rng: &mut StdRng) -> User {
@@ -239,7 +241,7 @@ fn weather_series(rng: &mut StdRng, start: NaiveDate, days: u32) -> Vec<Weather>
             anomaly = 0.97 * anomaly + 0.6 * normal(rng);
             let amplitude = if state == 0 { 3.0 } else { 1.5 };
             let daily = amplitude * (std::f64::consts::TAU * (f64::from(h) - 9.0) / 24.0).sin();
-            let temp_c = round_to(mean + daily + anomaly - if state == 2 { 0.5 } else { 0.0 }, 0.1);
+            let temp_c = round_to(mean + daily + anomaly - if state == 2 { 0.5 } else { 0.0 }, 1);
             let condition = match state {
                 0 => Condition::Clear,
                 1 => Condition::Cloudy,
@@ -301,11 +303,11 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
             let names = CATEGORIES[g];
             let category = names[rng.random_range(0..names.len())];
             debug_assert_eq!(group_of(category), g);
-            let distance_m = round_to(300.0 * rng.random::<f64>(), 0.1);
+            let distance_m = round_to(300.0 * rng.random::<f64>(), 1);
             let z = true_logit(g, ctx.daypart, ctx.weekend, real_weather, u.taste[g], u.bought[g], distance_m, u.responsiveness);
             let opened = rng.random_bool(sigmoid(z));
             // The logged affinity is the system's estimate: the taste plus noise.
-            let affinity = u.consent.then(|| round_to((u.taste[g] + 0.08 * normal(&mut rng)).clamp(0.0, 1.0), 0.01));
+            let affinity = u.consent.then(|| round_to((u.taste[g] + 0.08 * normal(&mut rng)).clamp(0.0, 1.0), 2));
             candidates.push(Candidate {
                 category: category.to_string(),
                 distance_m,

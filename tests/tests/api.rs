@@ -1,0 +1,190 @@
+//! The HTTP API through the router (`oneshot`, no socket): happy paths for every route, and
+//! invariant 5: every malformed request gets a 4xx naming the field and changes no state.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use nearcast_tests::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn call(h: &Harness, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let app = nearcast_api::router(h.engine.clone());
+    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(body.into()).unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    (status, v)
+}
+
+fn fix(id: &str) -> Value {
+    json!({"event_id": id, "type": "location", "at": noon().to_rfc3339(), "lat": store_point(0).0, "lon": store_point(0).1, "accuracy_m": 10})
+}
+
+fn batch(events: Vec<Value>) -> String {
+    json!({"user_id": "u1", "events": events}).to_string()
+}
+
+/// Everything a request could have changed.
+async fn snapshot(h: &Harness) -> String {
+    let db = h.sqlite.as_ref().unwrap();
+    let counts: Vec<u64> = ["users", "seen", "decisions", "deliveries", "stores", "offers"].iter().map(|t| db.count(t).unwrap()).collect();
+    let user = h.store.load_user(&id("u1")).await.unwrap();
+    let c = h.engine.catalog();
+    format!("{counts:?} {} {:?} {} {}", user.version, user.state, serde_json::to_string(&c.stores).unwrap(), serde_json::to_string(&c.offers).unwrap())
+}
+
+fn with(mut v: Value, k: &str, x: Value) -> Value {
+    v[k] = x;
+    v
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_4xx_naming_the_field_and_change_nothing() {
+    let h = harness(Backend::Sqlite, 2, policy(5)).await;
+    // Some state first, so "unchanged" means something.
+    let onboard: Vec<Value> = ["push", "location", "personalisation"]
+        .iter()
+        .map(|p| json!({"event_id": format!("c-{p}"), "type": "consent", "at": noon().to_rfc3339(), "purpose": p, "granted": true}))
+        .collect();
+    let (s, _) = call(&h, "POST", "/v1/events", batch(onboard)).await;
+    assert_eq!(s, StatusCode::OK);
+    let store_ok = json!({"id": "s9", "name": "New", "category": "cafe", "time_zone": "Europe/Helsinki",
+        "fence": {"type": "circle", "lat": 60.17, "lon": 24.94, "radius_m": 50}});
+    let offer_ok = json!({"id": "o9", "campaign_id": "c9", "title": "T", "body": "B", "category": "coffee",
+        "store_ids": ["s0"], "trigger": {"type": "enter"}});
+    let too_many: Vec<Value> = (0..101).map(|i| fix(&format!("e{i}"))).collect();
+    let big = format!("{{\"user_id\": \"u1\", \"events\": [{}]}}", vec![fix("x").to_string(); 1].join(",")) + &" ".repeat(10 * 1024 * 1024);
+    let polygon = |coords: Value| with(store_ok.clone(), "fence", json!({"type": "polygon", "geometry": {"type": "Polygon", "coordinates": coords}}));
+
+    let cases: Vec<(&str, &str, &str, Body, u16, &str)> = vec![
+        ("empty body", "POST", "/v1/events", Body::empty(), 400, "body"),
+        ("not json", "POST", "/v1/events", Body::from("{\"user_id\": "), 400, "body"),
+        ("bad utf-8", "POST", "/v1/events", Body::from(vec![b'{', 0xff, 0xfe, b'}']), 400, "body"),
+        ("json array", "POST", "/v1/events", Body::from("[]"), 400, ""),
+        ("10 MB body", "POST", "/v1/events", Body::from(big), 413, "body"),
+        ("missing user", "POST", "/v1/events", Body::from(json!({"events": [fix("a")]}).to_string()), 400, "user_id"),
+        ("bad user id", "POST", "/v1/events", Body::from(json!({"user_id": "a b", "events": [fix("a")]}).to_string()), 400, "user_id"),
+        ("unknown batch field", "POST", "/v1/events", Body::from(json!({"user_id": "u1", "events": [fix("a")], "x": 1}).to_string()), 400, "x"),
+        ("events not array", "POST", "/v1/events", Body::from(json!({"user_id": "u1", "events": {}}).to_string()), 400, "events"),
+        ("empty batch", "POST", "/v1/events", Body::from(batch(vec![])), 400, "events"),
+        ("batch of 101", "POST", "/v1/events", Body::from(batch(too_many)), 400, "events"),
+        ("lat out of range", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "lat", json!(91))])), 400, "events[0].lat"),
+        ("lon out of range", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "lon", json!(-181))])), 400, "events[0].lon"),
+        ("NaN lat", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "lat", json!("NaN"))])), 400, "events[0].lat"),
+        ("lat as string", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "lat", json!("60.1"))])), 400, "events[0].lat"),
+        ("negative accuracy", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "accuracy_m", json!(-3))])), 400, "events[0].accuracy_m"),
+        ("far future", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "at", json!("2099-01-01T00:00:00Z"))])), 400, "events[0].at"),
+        ("bad timestamp", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "at", json!("noon"))])), 400, "events[0].at"),
+        ("unknown event type", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "type", json!("teleport"))])), 400, "events[0].type"),
+        ("unknown event field", "POST", "/v1/events", Body::from(batch(vec![with(fix("a"), "speed", json!(3))])), 400, "events[0].speed"),
+        ("missing lat", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "location", "at": noon().to_rfc3339(), "lon": 24.9, "accuracy_m": 5})])), 400, "events[0].lat"),
+        ("good then bad: nothing applied", "POST", "/v1/events", Body::from(batch(vec![fix("good"), with(fix("bad"), "lat", json!(1e9))])), 400, "events[1].lat"),
+        ("duplicate ids in batch", "POST", "/v1/events", Body::from(batch(vec![fix("a"), fix("a")])), 400, "events[1].event_id"),
+        ("bad consent purpose", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "consent", "at": noon().to_rfc3339(), "purpose": "marketing", "granted": true})])), 400, "events[0].purpose"),
+        ("bad platform", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "push_token", "at": noon().to_rfc3339(), "platform": "sms", "token": "x"})])), 400, "events[0].platform"),
+        ("purchase without product", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339()})])), 400, "events[0].product_id"),
+        ("consent not bool", "PUT", "/v1/users/u1/consent", Body::from(json!({"push": "yes"}).to_string()), 400, "push"),
+        ("consent unknown purpose", "PUT", "/v1/users/u1/consent", Body::from(json!({"ads": true}).to_string()), 400, "ads"),
+        ("consent empty", "PUT", "/v1/users/u1/consent", Body::from("{}"), 400, "body"),
+        ("bad user id in path", "DELETE", "/v1/users/a%20b", Body::empty(), 400, "user_id"),
+        ("store bad time zone", "POST", "/v1/admin/stores", Body::from(with(store_ok.clone(), "time_zone", json!("Europe/Atlantis")).to_string()), 400, "time_zone"),
+        ("store negative radius", "POST", "/v1/admin/stores", Body::from(with(store_ok.clone(), "fence", json!({"type": "circle", "lat": 60.17, "lon": 24.94, "radius_m": -1})).to_string()), 400, "fence.radius_m"),
+        ("store NaN-ish lat", "POST", "/v1/admin/stores", Body::from(with(store_ok.clone(), "fence", json!({"type": "circle", "lat": "NaN", "lon": 24.94, "radius_m": 10})).to_string()), 400, "fence.lat"),
+        ("store unknown field", "POST", "/v1/admin/stores", Body::from(with(store_ok.clone(), "colour", json!("red")).to_string()), 400, "colour"),
+        ("geojson open ring", "POST", "/v1/admin/stores", Body::from(polygon(json!([[[24.9, 60.1], [24.91, 60.1], [24.91, 60.11]]])).to_string()), 400, "fence.geometry.coordinates[0]"),
+        ("geojson self-intersecting", "POST", "/v1/admin/stores", Body::from(polygon(json!([[[24.9, 60.1], [24.91, 60.11], [24.91, 60.1], [24.9, 60.11], [24.9, 60.1]]])).to_string()), 400, "fence.geometry.coordinates"),
+        ("geojson wrong type", "POST", "/v1/admin/stores", Body::from(with(store_ok.clone(), "fence", json!({"type": "polygon", "geometry": {"type": "Point", "coordinates": [24.9, 60.1]}})).to_string()), 400, "fence.geometry.type"),
+        ("offer unknown store", "POST", "/v1/admin/offers", Body::from(with(offer_ok.clone(), "store_ids", json!(["nope"])).to_string()), 400, "store_ids[0]"),
+        ("offer threshold > 1", "POST", "/v1/admin/offers", Body::from(with(offer_ok.clone(), "threshold", json!(1.5)).to_string()), 400, "threshold"),
+        ("offer bad daypart", "POST", "/v1/admin/offers", Body::from(with(offer_ok.clone(), "dayparts", json!(["brunch"])).to_string()), 400, "dayparts[0]"),
+        ("offer dwell 0 min", "POST", "/v1/admin/offers", Body::from(with(offer_ok.clone(), "trigger", json!({"type": "dwell", "minutes": 0})).to_string()), 400, "trigger.minutes"),
+        ("policy zero cap", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 0, "per_week": 5, "min_gap_minutes": 0, "quiet_start": "21:00:00", "quiet_end": "08:00:00"}).to_string()), 400, "per_day"),
+        ("path id mismatch", "PUT", "/v1/admin/stores/s1", Body::from(store_ok.to_string()), 400, "id"),
+        ("simulate no events", "POST", "/v1/admin/simulate", Body::from(json!({"events": []}).to_string()), 400, "events"),
+    ];
+    assert!(cases.len() >= 25);
+    let before = snapshot(&h).await;
+    for (name, method, uri, body, want, field) in cases {
+        let (status, v) = call(&h, method, uri, body).await;
+        assert_eq!(status.as_u16(), want, "{name}: {v}");
+        if !field.is_empty() {
+            assert_eq!(v["error"]["field"], json!(field), "{name}: {v}");
+        }
+        assert!(v["error"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{name}: a reason is given: {v}");
+        assert_eq!(snapshot(&h).await, before, "{name}: state changed");
+    }
+}
+
+#[tokio::test]
+async fn a_location_batch_answers_each_event_with_its_decision() {
+    let h = harness(Backend::Sqlite, 2, policy(5)).await;
+    let mut events: Vec<Value> = ["push", "location", "personalisation"]
+        .iter()
+        .map(|p| json!({"event_id": format!("c-{p}"), "type": "consent", "at": noon().to_rfc3339(), "purpose": p, "granted": true}))
+        .collect();
+    events.push(json!({"event_id": "t", "type": "push_token", "at": noon().to_rfc3339(), "platform": "apns", "token": "ab12"}));
+    events.push(fix("f1"));
+    let (s, v) = call(&h, "POST", "/v1/events", batch(events.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    assert!(results.iter().all(|r| r["status"] == "accepted"));
+    assert_eq!(results[4]["decision"]["verdict"], "sent");
+    assert_eq!(results[4]["decision"]["offer_id"], "o0");
+    // Resending the same batch: all duplicates, same decision, no second push.
+    let (_, v2) = call(&h, "POST", "/v1/events", batch(events)).await;
+    assert!(v2["results"].as_array().unwrap().iter().all(|r| r["status"] == "duplicate"));
+    assert_eq!(v2["results"][4]["decision"]["verdict"], "sent");
+    assert_eq!(h.notifier.sent().len(), 1);
+    // The token never appears in an answer.
+    assert!(!v.to_string().contains("ab12"));
+}
+
+#[tokio::test]
+async fn consent_erasure_admin_and_simulation_routes_work() {
+    let h = harness(Backend::Sqlite, 2, policy(5)).await;
+    let (s, v) = call(&h, "GET", "/v1/users/u7/consent", Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["consents"]["push"]["granted"], false, "unknown means no");
+    let (s, v) = call(&h, "PUT", "/v1/users/u7/consent", Body::from(json!({"push": true, "location": true, "policy_version": "2026-10"}).to_string())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["consents"]["push"]["granted"], true);
+    assert_eq!(v["consents"]["personalisation"]["granted"], false);
+    let (s, v) = call(&h, "DELETE", "/v1/users/u7", Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["erased_records"].as_u64().unwrap() >= 1);
+    assert_eq!(h.sqlite.as_ref().unwrap().rows_about(&id("u7")).unwrap(), 0);
+
+    let store = json!({"name": "Kiosk", "category": "kiosk", "time_zone": "Europe/Helsinki",
+        "fence": {"type": "polygon", "geometry": {"type": "Polygon", "coordinates": [[[24.95, 60.17], [24.951, 60.17], [24.951, 60.1705], [24.95, 60.1705], [24.95, 60.17]]]}}});
+    let (s, _) = call(&h, "PUT", "/v1/admin/stores/k1", Body::from(store.to_string())).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(&h, "GET", "/v1/admin/stores/k1", Body::empty()).await;
+    assert_eq!((s, v["name"].clone()), (StatusCode::OK, json!("Kiosk")));
+    let offer = json!({"id": "ko", "campaign_id": "kc", "title": "Rain?", "body": "Umbrellas at the kiosk", "category": "umbrella",
+        "store_ids": ["k1"], "trigger": {"type": "enter"}, "threshold": 0.0, "weather": {"conditions": ["rain"]}});
+    let (s, _) = call(&h, "POST", "/v1/admin/offers", Body::from(offer.to_string())).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = call(&h, "POST", "/v1/admin/offers", Body::from(offer.to_string())).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, v) = call(&h, "POST", "/v1/admin/simulate", Body::from(json!({"events": [
+        {"type": "location", "at": noon().to_rfc3339(), "lat": 60.17025, "lon": 24.9505, "accuracy_m": 5}]}).to_string())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["decisions"][0]["offer_id"], "ko");
+    assert_eq!(v["summary"]["sent"], 1);
+    let (s, v) = call(&h, "POST", "/v1/admin/simulate", Body::from(json!({"weather": {"condition": "clear", "temp_c": 10},
+        "events": [{"type": "location", "at": noon().to_rfc3339(), "lat": 60.17025, "lon": 24.9505, "accuracy_m": 5}]}).to_string())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["decisions"][0]["reason"]["code"], "weather");
+    assert_eq!(h.store.deliveries().await.unwrap().len(), 0, "simulation touches nothing live");
+    let (s, _) = call(&h, "DELETE", "/v1/admin/offers/ko", Body::empty()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(&h, "DELETE", "/v1/admin/offers/ko", Body::empty()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = call(&h, "GET", "/healthz", Body::empty()).await;
+    assert_eq!((s, v["stores"].clone()), (StatusCode::OK, json!(3)));
+    let (s, _) = call(&h, "GET", "/nope", Body::empty()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
