@@ -257,6 +257,46 @@ pub struct GeofenceIndex {
     /// Cell -> range in `entries`.
     cells: CellMap<(u32, u32)>,
     entries: Vec<Entry>,
+    /// Pre-filter: the squares of a 1/1024° lat/lon grid (about 110 m north-south) that overlap some fence's bounding
+    /// box. Most fixes are near no fence; for them a lookup costs two float-to-int
+    /// conversions and one hash probe instead of the point-to-cell conversion (about 0.4 µs).
+    near: CellMap<()>,
+    /// The same at 1° for fences too large to list finely (and near the poles).
+    near_coarse: CellMap<()>,
+}
+
+/// Grid squares per degree of the pre-filter.
+const GRID: f64 = 1024.0;
+/// Squares around the globe in longitude.
+const GRID_LON: i64 = 360 * GRID as i64;
+/// Most fine squares one fence may mark before it is marked at 1° instead.
+const MAX_FINE_SQUARES: i64 = 1024;
+
+#[inline]
+fn grid_key(lat_idx: i64, lon_idx: i64, lon_wrap: i64) -> u64 {
+    ((lat_idx as u64) << 32) | (lon_idx.rem_euclid(lon_wrap) as u64)
+}
+
+/// The fence's bounding box in degrees, as a latitude range and a longitude range that may
+/// run past ±180 (wrapped when marking) or cover every longitude near a pole.
+fn bounds(shape: &Shape) -> (f64, f64, f64, f64) {
+    match shape {
+        Shape::Circle { lat, lon, radius_m } => {
+            // 1 % and a metre of slack against rounding.
+            let dlat = (radius_m * 1.01 + 1.0) / EARTH_RADIUS_M * 180.0 / std::f64::consts::PI;
+            let (lo, hi) = (lat - dlat, lat + dlat);
+            let far = lo.abs().max(hi.abs());
+            if far >= 89.0 {
+                return (lo.max(-90.0), hi.min(90.0), -180.0, 180.0);
+            }
+            let dlon = dlat / far.to_radians().cos();
+            (lo, hi, lon - dlon, lon + dlon)
+        }
+        Shape::Polygon { bbox, .. } => {
+            let e = 1e-7;
+            (bbox.min().y - e, bbox.max().y + e, bbox.min().x - e, bbox.max().x + e)
+        }
+    }
 }
 
 impl GeofenceIndex {
@@ -285,6 +325,30 @@ impl GeofenceIndex {
                 by_cell.entry(u64::from(cell)).or_default().push(Entry::new(fence, full));
             }
         }
+        let mut near = CellMap::default();
+        let mut near_coarse = CellMap::default();
+        for shape in &shapes {
+            let (la0, la1, lo0, lo1) = bounds(shape);
+            // Every square the bounding box touches; longitudes past ±180 wrap (`grid_key`).
+            let (a0, a1) = (((la0 + 90.0) * GRID).floor() as i64, ((la1 + 90.0) * GRID).floor() as i64);
+            let (b0, b1) = (((lo0 + 180.0) * GRID).floor() as i64, ((lo1 + 180.0) * GRID).floor() as i64);
+            let polar = lo1 - lo0 >= 360.0;
+            if !polar && (a1 - a0 + 1) * (b1 - b0 + 1) <= MAX_FINE_SQUARES {
+                for a in a0..=a1 {
+                    for b in b0..=b1 {
+                        near.insert(grid_key(a, b, GRID_LON), ());
+                    }
+                }
+            } else {
+                let (a0, a1) = ((la0 + 90.0).floor() as i64 - 1, (la1 + 90.0).floor() as i64 + 1);
+                let (b0, b1) = if polar { (0, 359) } else { ((lo0 + 180.0).floor() as i64 - 1, (lo1 + 180.0).floor() as i64 + 1) };
+                for a in a0..=a1 {
+                    for b in b0..=b1 {
+                        near_coarse.insert(grid_key(a, b, 360), ());
+                    }
+                }
+            }
+        }
         let mut cells = CellMap::default();
         cells.reserve(by_cell.len());
         let mut entries = Vec::with_capacity(by_cell.values().map(Vec::len).sum());
@@ -295,7 +359,7 @@ impl GeofenceIndex {
             entries.extend_from_slice(&list);
             cells.insert(cell, (start, list.len() as u32));
         }
-        Ok(GeofenceIndex { resolution, shapes, cells, entries })
+        Ok(GeofenceIndex { resolution, shapes, cells, entries, near, near_coarse })
     }
 
     /// The shapes, in fence order.
@@ -312,6 +376,9 @@ impl GeofenceIndex {
     /// Coordinates must be finite and in range (validated events are).
     #[inline]
     pub fn lookup_into(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
+        if !self.maybe_near(lat, lon) {
+            return;
+        }
         let Ok(ll) = LatLng::new(lat, lon) else { return };
         let cell = u64::from(ll.to_cell(self.resolution));
         let Some(&(start, len)) = self.cells.get(&cell) else { return };
@@ -322,6 +389,17 @@ impl GeofenceIndex {
             }
         }
         out[first..].sort_unstable();
+    }
+
+    /// Whether any fence's bounding box may hold the point (the pre-filter).
+    #[inline]
+    fn maybe_near(&self, lat: f64, lon: f64) -> bool {
+        let fine = grid_key(((lat + 90.0) * GRID).floor() as i64, ((lon + 180.0) * GRID).floor() as i64, GRID_LON);
+        if self.near.contains_key(&fine) {
+            return true;
+        }
+        !self.near_coarse.is_empty()
+            && self.near_coarse.contains_key(&grid_key((lat + 90.0).floor() as i64, (lon + 180.0).floor() as i64, 360))
     }
 
     /// Fences containing the point, in ascending order.

@@ -105,7 +105,9 @@ impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DataError::Io(e) => write!(f, "reading decisions: {e}"),
-            DataError::Parse { line, message } => write!(f, "line {line}: not a decision record: {message}"),
+            DataError::Parse { line, message } => {
+                write!(f, "line {line}: not a decision record: {message}")
+            }
             DataError::Invalid { line, message } => write!(f, "line {line}: {message}"),
         }
     }
@@ -141,7 +143,11 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 /// The fingerprint stored as the artifact's `training_data`.
 pub fn fingerprint(bytes: &[u8], decisions: &[Decision]) -> String {
     let candidates: usize = decisions.iter().map(|d| d.candidates.len()).sum();
-    format!("fnv1a64:{:016x};decisions={};candidates={candidates}", fnv1a64(bytes), decisions.len())
+    format!(
+        "fnv1a64:{:016x};decisions={};candidates={candidates}",
+        fnv1a64(bytes),
+        decisions.len()
+    )
 }
 
 /// Parses JSON lines (blank lines are skipped) and checks each record.
@@ -157,9 +163,14 @@ pub fn parse(bytes: &[u8], mut on_line: impl FnMut(usize)) -> Result<Vec<Decisio
         if line.trim().is_empty() {
             continue;
         }
-        let d: Decision =
-            serde_json::from_str(&line).map_err(|e| DataError::Parse { line: line_no, message: e.to_string() })?;
-        check(&d).map_err(|message| DataError::Invalid { line: line_no, message })?;
+        let d: Decision = serde_json::from_str(&line).map_err(|e| DataError::Parse {
+            line: line_no,
+            message: e.to_string(),
+        })?;
+        check(&d).map_err(|message| DataError::Invalid {
+            line: line_no,
+            message,
+        })?;
         out.push(d);
     }
     Ok(out)
@@ -196,7 +207,10 @@ pub fn read(path: &Path, on_bytes: impl FnMut(usize)) -> Result<Loaded, DataErro
     let bytes = std::fs::read(path)?;
     let decisions = parse(&bytes, on_bytes)?;
     let fingerprint = fingerprint(&bytes, &decisions);
-    Ok(Loaded { decisions, fingerprint })
+    Ok(Loaded {
+        decisions,
+        fingerprint,
+    })
 }
 
 /// Writes decisions as JSON lines.

@@ -117,13 +117,22 @@ pub struct Metrics {
 
 /// Scores per decision (same shape as the decisions' candidates) and their metrics.
 pub fn metrics(decisions: &[Decision], scores: &[Vec<f64>]) -> Metrics {
-    let labels: Vec<Vec<bool>> = decisions.iter().map(|d| d.candidates.iter().map(|c| c.opened).collect()).collect();
+    let labels: Vec<Vec<bool>> = decisions
+        .iter()
+        .map(|d| d.candidates.iter().map(|c| c.opened).collect())
+        .collect();
     let flat_s: Vec<f64> = scores.iter().flatten().copied().collect();
     let flat_l: Vec<bool> = labels.iter().flatten().copied().collect();
     Metrics {
         auc: auc(&flat_s, &flat_l).unwrap_or(f64::NAN),
         log_loss: log_loss(&flat_s, &flat_l),
-        hit_at_1: hit_at_1(scores.iter().zip(&labels).map(|(s, l)| (s.as_slice(), l.as_slice()))).unwrap_or(f64::NAN),
+        hit_at_1: hit_at_1(
+            scores
+                .iter()
+                .zip(&labels)
+                .map(|(s, l)| (s.as_slice(), l.as_slice())),
+        )
+        .unwrap_or(f64::NAN),
     }
 }
 
@@ -151,13 +160,30 @@ pub struct Report {
 impl Report {
     /// Evaluates `model` (scores in [0, 1]) and the popularity baseline on `test`.
     pub fn new(test: &[Decision], model: &[Vec<f64>], popularity: &Popularity) -> Report {
-        let pop: Vec<Vec<f64>> = test.iter().map(|d| d.candidates.iter().map(|c| popularity.score(&c.category)).collect()).collect();
+        let pop: Vec<Vec<f64>> = test
+            .iter()
+            .map(|d| {
+                d.candidates
+                    .iter()
+                    .map(|c| popularity.score(&c.category))
+                    .collect()
+            })
+            .collect();
         let candidates: usize = test.iter().map(|d| d.candidates.len()).sum();
-        let opened = test.iter().flat_map(|d| &d.candidates).filter(|c| c.opened).count();
-        let with_open: Vec<&Decision> = test.iter().filter(|d| d.candidates.iter().any(|c| c.opened)).collect();
+        let opened = test
+            .iter()
+            .flat_map(|d| &d.candidates)
+            .filter(|c| c.opened)
+            .count();
+        let with_open: Vec<&Decision> = test
+            .iter()
+            .filter(|d| d.candidates.iter().any(|c| c.opened))
+            .collect();
         let random_hit_at_1 = with_open
             .iter()
-            .map(|d| d.candidates.iter().filter(|c| c.opened).count() as f64 / d.candidates.len() as f64)
+            .map(|d| {
+                d.candidates.iter().filter(|c| c.opened).count() as f64 / d.candidates.len() as f64
+            })
             .sum::<f64>()
             / with_open.len().max(1) as f64;
         Report {
@@ -188,7 +214,11 @@ impl Report {
             ("test_candidates", self.candidates as f64),
             ("test_decisions_with_open", self.decisions_with_open as f64),
         ];
-        entries.into_iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.to_string(), round6(v))).collect()
+        entries
+            .into_iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.to_string(), round6(v)))
+            .collect()
     }
 }
 
@@ -201,13 +231,29 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "held-out: {} decisions, {} candidates, base rate {:.4}, mean score {:.4}, {} decisions with an open",
-            self.decisions, self.candidates, self.base_rate, self.mean_score, self.decisions_with_open
+            self.decisions,
+            self.candidates,
+            self.base_rate,
+            self.mean_score,
+            self.decisions_with_open
         )?;
-        writeln!(f, "{:<12} {:>8} {:>9} {:>8}", "scorer", "AUC", "log loss", "hit@1")?;
+        writeln!(
+            f,
+            "{:<12} {:>8} {:>9} {:>8}",
+            "scorer", "AUC", "log loss", "hit@1"
+        )?;
         for (name, m) in [("model", self.model), ("popularity", self.popularity)] {
-            writeln!(f, "{name:<12} {:>8.4} {:>9.4} {:>8.4}", m.auc, m.log_loss, m.hit_at_1)?;
+            writeln!(
+                f,
+                "{name:<12} {:>8.4} {:>9.4} {:>8.4}",
+                m.auc, m.log_loss, m.hit_at_1
+            )?;
         }
-        writeln!(f, "{:<12} {:>8.4} {:>9} {:>8.4}", "random", 0.5, "-", self.random_hit_at_1)
+        writeln!(
+            f,
+            "{:<12} {:>8.4} {:>9} {:>8.4}",
+            "random", 0.5, "-", self.random_hit_at_1
+        )
     }
 }
 
@@ -222,15 +268,33 @@ mod tests {
     #[test]
     fn auc_of_known_examples() {
         // Perfect, reversed, and the classic 0.75 example.
-        assert!(close(auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]).unwrap(), 1.0));
-        assert!(close(auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]).unwrap(), 0.0));
-        assert!(close(auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap(), 0.75));
+        assert!(close(
+            auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]).unwrap(),
+            1.0
+        ));
+        assert!(close(
+            auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]).unwrap(),
+            0.0
+        ));
+        assert!(close(
+            auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap(),
+            0.75
+        ));
         // All tied: one half; a tie between one positive and one negative counts one half.
-        assert!(close(auc(&[0.5; 6], &[true, false, true, false, false, false]).unwrap(), 0.5));
+        assert!(close(
+            auc(&[0.5; 6], &[true, false, true, false, false, false]).unwrap(),
+            0.5
+        ));
         // pos {0.3, 0.5}, neg {0.3, 0.1}: pairs (0.3>0.1)=1, (0.3=0.3)=0.5, (0.5>0.3)=1, (0.5>0.1)=1 -> 3.5/4
-        assert!(close(auc(&[0.3, 0.5, 0.3, 0.1], &[true, true, false, false]).unwrap(), 0.875));
+        assert!(close(
+            auc(&[0.3, 0.5, 0.3, 0.1], &[true, true, false, false]).unwrap(),
+            0.875
+        ));
         // Order of the input doesn't matter.
-        assert!(close(auc(&[0.1, 0.3, 0.3, 0.5], &[false, false, true, true]).unwrap(), 0.875));
+        assert!(close(
+            auc(&[0.1, 0.3, 0.3, 0.5], &[false, false, true, true]).unwrap(),
+            0.875
+        ));
         assert_eq!(auc(&[0.1, 0.2], &[true, true]), None);
         assert_eq!(auc(&[], &[]), None);
     }
@@ -242,7 +306,9 @@ mod tests {
         let mut l = Vec::new();
         let mut x: u64 = 12345;
         for _ in 0..300 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             s.push(((x >> 33) % 17) as f64 / 16.0);
             l.push((x >> 20).is_multiple_of(3));
         }
@@ -252,7 +318,13 @@ mod tests {
             for j in 0..s.len() {
                 if l[i] && !l[j] {
                     den += 1.0;
-                    num += if s[i] > s[j] { 1.0 } else if s[i] == s[j] { 0.5 } else { 0.0 };
+                    num += if s[i] > s[j] {
+                        1.0
+                    } else if s[i] == s[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -261,7 +333,10 @@ mod tests {
 
     #[test]
     fn log_loss_of_known_examples() {
-        assert!(close(log_loss(&[0.5, 0.5], &[true, false]), std::f64::consts::LN_2));
+        assert!(close(
+            log_loss(&[0.5, 0.5], &[true, false]),
+            std::f64::consts::LN_2
+        ));
         assert!(close(log_loss(&[0.9], &[true]), -(0.9f64).ln()));
         assert!(close(log_loss(&[0.9], &[false]), -(0.1f64).ln()));
         assert!(log_loss(&[1.0], &[false]).is_finite());
@@ -270,11 +345,11 @@ mod tests {
     #[test]
     fn hit_at_1_skips_decisions_without_opens_and_splits_ties() {
         let d: Vec<(Vec<f64>, Vec<bool>)> = vec![
-            (vec![0.9, 0.1], vec![true, false]),        // hit
-            (vec![0.9, 0.1], vec![false, true]),        // miss
-            (vec![0.5, 0.5], vec![true, false]),        // tie: 1/2
+            (vec![0.9, 0.1], vec![true, false]),              // hit
+            (vec![0.9, 0.1], vec![false, true]),              // miss
+            (vec![0.5, 0.5], vec![true, false]),              // tie: 1/2
             (vec![0.2, 0.3, 0.1], vec![false, false, false]), // skipped
-            (vec![0.7], vec![true]),                    // hit
+            (vec![0.7], vec![true]),                          // hit
         ];
         let h = hit_at_1(d.iter().map(|(s, l)| (s.as_slice(), l.as_slice()))).unwrap();
         assert!(close(h, 2.5 / 4.0));

@@ -104,7 +104,16 @@ pub mod truth {
 
 /// The true logit of a candidate being opened.
 #[allow(clippy::too_many_arguments, reason = "the terms of the model")]
-pub fn true_logit(group: usize, daypart: Daypart, weekend: bool, weather: Weather, taste: f64, bought: bool, distance_m: f64, user: f64) -> f64 {
+pub fn true_logit(
+    group: usize,
+    daypart: Daypart,
+    weekend: bool,
+    weather: Weather,
+    taste: f64,
+    bought: bool,
+    distance_m: f64,
+    user: f64,
+) -> f64 {
     use truth::*;
     let mut z = BASE[group] + AFFINITY * taste + DISTANCE_PER_KM * distance_m / 1000.0 + user;
     if bought {
@@ -153,12 +162,34 @@ fn routines() -> [Routine; 3] {
     let weekend = profile(&[(10..=18, 2.0), (19..=22, 1.0), (8..=9, 0.7)], 0.1);
     [
         // Commuters: morning and evening peaks, lunch.
-        Routine { weekday: profile(&[(7..=8, 3.0), (9..=9, 1.5), (11..=13, 2.0), (16..=18, 3.0), (19..=21, 1.0), (6..=6, 0.8)], 0.1), weekend },
+        Routine {
+            weekday: profile(
+                &[
+                    (7..=8, 3.0),
+                    (9..=9, 1.5),
+                    (11..=13, 2.0),
+                    (16..=18, 3.0),
+                    (19..=21, 1.0),
+                    (6..=6, 0.8),
+                ],
+                0.1,
+            ),
+            weekend,
+        },
         // Daytime people (students, parents, remote workers).
-        Routine { weekday: profile(&[(8..=16, 2.0), (17..=20, 1.2), (21..=22, 0.4), (7..=7, 0.6)], 0.05), weekend },
+        Routine {
+            weekday: profile(
+                &[(8..=16, 2.0), (17..=20, 1.2), (21..=22, 0.4), (7..=7, 0.6)],
+                0.05,
+            ),
+            weekend,
+        },
         // Evening people (night owls, shift workers).
         Routine {
-            weekday: profile(&[(11..=14, 1.0), (15..=23, 2.5), (0..=1, 0.8), (2..=3, 0.2)], 0.05),
+            weekday: profile(
+                &[(11..=14, 1.0), (15..=23, 2.5), (0..=1, 0.8), (2..=3, 0.2)],
+                0.05,
+            ),
             weekend: profile(&[(12..=23, 2.0), (0..=2, 1.0), (10..=11, 0.8)], 0.1),
         },
     ]
@@ -206,7 +237,11 @@ fn user(rng: &mut StdRng) -> User {
     let mut taste = [0.0; GROUPS.len()];
     let mut bought = [false; GROUPS.len()];
     for g in 0..GROUPS.len() {
-        taste[g] = if rng.random_bool(LIKE[g]) { 0.5 + 0.5 * rng.random::<f64>() } else { 0.35 * rng.random::<f64>() };
+        taste[g] = if rng.random_bool(LIKE[g]) {
+            0.5 + 0.5 * rng.random::<f64>()
+        } else {
+            0.35 * rng.random::<f64>()
+        };
         bought[g] = rng.random_bool(0.05 + 0.6 * taste[g]);
     }
     User {
@@ -241,7 +276,10 @@ fn weather_series(rng: &mut StdRng, start: NaiveDate, days: u32) -> Vec<Weather>
             anomaly = 0.97 * anomaly + 0.6 * normal(rng);
             let amplitude = if state == 0 { 3.0 } else { 1.5 };
             let daily = amplitude * (std::f64::consts::TAU * (f64::from(h) - 9.0) / 24.0).sin();
-            let temp_c = round_to(mean + daily + anomaly - if state == 2 { 0.5 } else { 0.0 }, 1);
+            let temp_c = round_to(
+                mean + daily + anomaly - if state == 2 { 0.5 } else { 0.0 },
+                1,
+            );
             let condition = match state {
                 0 => Condition::Clear,
                 1 => Condition::Cloudy,
@@ -265,12 +303,17 @@ fn local_to_utc(naive: NaiveDateTime) -> chrono::DateTime<Utc> {
 
 /// Generates `cfg.decisions` decisions sorted by time; `progress` is told of each batch.
 pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
-    assert!(cfg.days > 0 && cfg.users > 0, "need at least one day and one user");
+    assert!(
+        cfg.days > 0 && cfg.users > 0,
+        "need at least one day and one user"
+    );
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let routines = routines();
     let users: Vec<User> = (0..cfg.users).map(|_| user(&mut rng)).collect();
     // How often each user is near stores with offers: log-normal activity.
-    let activity: Vec<f64> = (0..cfg.users).map(|_| (0.6 * normal(&mut rng)).exp()).collect();
+    let activity: Vec<f64> = (0..cfg.users)
+        .map(|_| (0.6 * normal(&mut rng)).exp())
+        .collect();
     let mut cumulative = Vec::with_capacity(cfg.users);
     let mut acc = 0.0;
     for a in &activity {
@@ -287,7 +330,11 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
         let date = cfg.start + Duration::days(i64::from(day));
         let weekend_day = date.weekday().number_from_monday() >= 6;
         let routine = &routines[u.routine];
-        let weights = if weekend_day { &routine.weekend } else { &routine.weekday };
+        let weights = if weekend_day {
+            &routine.weekend
+        } else {
+            &routine.weekday
+        };
         let hour = (pick(&mut rng, weights) as i64 + u.shift).rem_euclid(24) as u32;
         let (minute, second) = (rng.random_range(0..60), rng.random_range(0..60));
         let naive = date.and_hms_opt(hour, minute, second).expect("valid time");
@@ -304,10 +351,21 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
             let category = names[rng.random_range(0..names.len())];
             debug_assert_eq!(group_of(category), g);
             let distance_m = round_to(300.0 * rng.random::<f64>(), 1);
-            let z = true_logit(g, ctx.daypart, ctx.weekend, real_weather, u.taste[g], u.bought[g], distance_m, u.responsiveness);
+            let z = true_logit(
+                g,
+                ctx.daypart,
+                ctx.weekend,
+                real_weather,
+                u.taste[g],
+                u.bought[g],
+                distance_m,
+                u.responsiveness,
+            );
             let opened = rng.random_bool(sigmoid(z));
             // The logged affinity is the system's estimate: the taste plus noise.
-            let affinity = u.consent.then(|| round_to((u.taste[g] + 0.08 * normal(&mut rng)).clamp(0.0, 1.0), 2));
+            let affinity = u
+                .consent
+                .then(|| round_to((u.taste[g] + 0.08 * normal(&mut rng)).clamp(0.0, 1.0), 2));
             candidates.push(Candidate {
                 category: category.to_string(),
                 distance_m,
@@ -338,7 +396,15 @@ mod tests {
     use super::*;
 
     fn small(seed: u64) -> Vec<Decision> {
-        generate(&Config { seed, decisions: 3_000, users: 200, ..Config::default() }, |_| {})
+        generate(
+            &Config {
+                seed,
+                decisions: 3_000,
+                users: 200,
+                ..Config::default()
+            },
+            |_| {},
+        )
     }
 
     #[test]
@@ -372,7 +438,12 @@ mod tests {
             }
         }
         let n = ds.iter().map(|d| d.candidates.len()).sum::<usize>() as f64;
-        let rate = ds.iter().flat_map(|d| &d.candidates).filter(|c| c.opened).count() as f64 / n;
+        let rate = ds
+            .iter()
+            .flat_map(|d| &d.candidates)
+            .filter(|c| c.opened)
+            .count() as f64
+            / n;
         assert!((0.03..0.15).contains(&rate), "open rate {rate}");
         let personalised = ds.iter().filter(|d| d.personalised).count() as f64 / ds.len() as f64;
         assert!((0.7..0.9).contains(&personalised), "{personalised}");

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "nearcast-train", about = "Generates logged decisions and trains Nearcast's ranking model")]
+#[command(
+    name = "nearcast-train",
+    about = "Generates logged decisions and trains Nearcast's ranking model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,11 +58,14 @@ enum Command {
         #[arg(long)]
         version: Option<String>,
         /// L2 penalty on the summed log loss.
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 50.0)]
         alpha: f64,
         /// L-BFGS iterations at most.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 100)]
         max_iterations: u64,
+        /// Gradient tolerance per training row (on the mean log loss).
+        #[arg(long, default_value_t = 1e-6)]
+        gradient_tolerance: f64,
         /// Earliest share of decisions to train on; the latest rest is held out.
         #[arg(long, default_value_t = 0.8)]
         train_fraction: f64,
@@ -90,7 +96,9 @@ fn bytes_bar(len: u64, what: &str) -> ProgressBar {
 
 fn spinner() -> ProgressBar {
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
     pb
 }
 
@@ -106,8 +114,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), train::BoxError> {
     match cli.command {
-        Command::Generate { seed, decisions, users, start, days, out } => {
-            let cfg = generate::Config { seed, decisions, users, start, days };
+        Command::Generate {
+            seed,
+            decisions,
+            users,
+            start,
+            days,
+            out,
+        } => {
+            let cfg = generate::Config {
+                seed,
+                decisions,
+                users,
+                start,
+                days,
+            };
             let pb = bar(decisions as u64, "generate");
             let ds = generate::generate(&cfg, |n| pb.inc(n));
             pb.finish();
@@ -118,7 +139,11 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             data::write(&mut w, &ds)?;
             w.flush()?;
             let candidates: usize = ds.iter().map(|d| d.candidates.len()).sum();
-            let opened = ds.iter().flat_map(|d| &d.candidates).filter(|c| c.opened).count();
+            let opened = ds
+                .iter()
+                .flat_map(|d| &d.candidates)
+                .filter(|c| c.opened)
+                .count();
             eprintln!(
                 "wrote {} decisions, {candidates} candidates (open rate {:.4}) to {}",
                 ds.len(),
@@ -127,18 +152,42 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             );
             Ok(())
         }
-        Command::Train { data: path, out, version, alpha, max_iterations, train_fraction } => {
+        Command::Train {
+            data: path,
+            out,
+            version,
+            alpha,
+            max_iterations,
+            gradient_tolerance,
+            train_fraction,
+        } => {
             let len = std::fs::metadata(&path)?.len();
             let pb = bytes_bar(len, "read");
             let loaded = data::read(&path, |n| pb.inc(n as u64))?;
             pb.finish();
-            eprintln!("read {} decisions ({})", loaded.decisions.len(), loaded.fingerprint);
-            let version = version.unwrap_or_else(|| format!("{}.1", chrono::Utc::now().format("%Y-%m-%d")));
-            let cfg = train::Config { alpha, max_iterations, train_fraction };
-            let bars = train::Bars { encode: bar(0, "encode"), fit: spinner() };
+            eprintln!(
+                "read {} decisions ({})",
+                loaded.decisions.len(),
+                loaded.fingerprint
+            );
+            let version =
+                version.unwrap_or_else(|| format!("{}.1", chrono::Utc::now().format("%Y-%m-%d")));
+            let cfg = train::Config {
+                alpha,
+                max_iterations,
+                gradient_tolerance_per_row: gradient_tolerance,
+                train_fraction,
+            };
+            let bars = train::Bars {
+                encode: bar(0, "encode"),
+                fit: spinner(),
+            };
             let t = train::run(loaded.decisions, &loaded.fingerprint, &version, &cfg, &bars)?;
             train::write_artifact(&out, &t.artifact)?;
-            println!("trained on {} decisions ({} candidates), version {version}", t.train_decisions, t.train_rows);
+            println!(
+                "trained on {} decisions ({} candidates), version {version}",
+                t.train_decisions, t.train_rows
+            );
             print!("{}", t.report);
             println!("wrote {}", out.display());
             Ok(())

@@ -21,17 +21,27 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 /// Hyper-parameters and split.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// L2 penalty (linfa's `alpha`, on the *summed* log loss, so it is weak for large data).
+    /// L2 penalty (linfa's `alpha`, on the *summed* log loss, so it is weak for large data;
+    /// it mostly pins the directions the one-hot groups and dayparts leave free, which makes
+    /// L-BFGS converge in few iterations).
     pub alpha: f64,
     /// L-BFGS iterations at most.
     pub max_iterations: u64,
+    /// Stop when the gradient norm of the summed loss falls below this times the number of
+    /// rows (a tolerance on the *mean* loss, so it means the same for any data size).
+    pub gradient_tolerance_per_row: f64,
     /// Earliest share of decisions (by time) to train on; the rest is held out.
     pub train_fraction: f64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { alpha: 1.0, max_iterations: 300, train_fraction: 0.8 }
+        Config {
+            alpha: 50.0,
+            max_iterations: 100,
+            gradient_tolerance_per_row: 1e-6,
+            train_fraction: 0.8,
+        }
     }
 }
 
@@ -84,13 +94,18 @@ pub struct Coefficients {
 /// When linfa fails (e.g. a single class) or the fitted model ranks opened candidates lower
 /// than the rest on average (a wrong sign).
 pub fn fit(x: Array2<f64>, y: Array1<bool>, cfg: &Config) -> Result<Coefficients, BoxError> {
+    let rows = x.nrows() as f64;
     let dataset = Dataset::new(x, y);
     let model = LogisticRegression::<f64>::default()
         .alpha(cfg.alpha)
         .max_iterations(cfg.max_iterations)
+        .gradient_tolerance(cfg.gradient_tolerance_per_row * rows)
         .fit(&dataset)?;
     let sign = if model.labels().pos.class { 1.0 } else { -1.0 };
-    let c = Coefficients { intercept: sign * model.intercept(), weights: model.params().iter().map(|w| sign * w).collect() };
+    let c = Coefficients {
+        intercept: sign * model.intercept(),
+        weights: model.params().iter().map(|w| sign * w).collect(),
+    };
     check_sign(&c, dataset.records(), dataset.targets())?;
     Ok(c)
 }
@@ -115,7 +130,11 @@ fn check_sign(c: &Coefficients, x: &Array2<f64>, y: &Array1<bool>) -> Result<(),
 }
 
 fn ranker(c: &Coefficients, version: &str) -> Result<LogisticRanker, BoxError> {
-    let w: [f64; N_FEATURES] = c.weights.as_slice().try_into().map_err(|_| format!("{} weights for {N_FEATURES} features", c.weights.len()))?;
+    let w: [f64; N_FEATURES] = c
+        .weights
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("{} weights for {N_FEATURES} features", c.weights.len()))?;
     Ok(LogisticRanker::new(version, c.intercept, w))
 }
 
@@ -160,7 +179,10 @@ pub struct Bars {
 impl Bars {
     /// Bars that draw nothing.
     pub fn hidden() -> Self {
-        Bars { encode: ProgressBar::hidden(), fit: ProgressBar::hidden() }
+        Bars {
+            encode: ProgressBar::hidden(),
+            fit: ProgressBar::hidden(),
+        }
     }
 }
 
@@ -168,20 +190,39 @@ impl Bars {
 ///
 /// # Errors
 /// When there is too little data, the fit fails or the artifact does not load.
-pub fn run(mut decisions: Vec<Decision>, training_data: &str, version: &str, cfg: &Config, bars: &Bars) -> Result<Trained, BoxError> {
+pub fn run(
+    mut decisions: Vec<Decision>,
+    training_data: &str,
+    version: &str,
+    cfg: &Config,
+    bars: &Bars,
+) -> Result<Trained, BoxError> {
     let cut = split_by_time(&mut decisions, cfg.train_fraction);
     let (train, test) = decisions.split_at(cut);
     if train.is_empty() || test.is_empty() {
-        return Err(format!("{} decisions are too few to split {}/{}", decisions.len(), cfg.train_fraction, 1.0 - cfg.train_fraction).into());
+        return Err(format!(
+            "{} decisions are too few to split {}/{}",
+            decisions.len(),
+            cfg.train_fraction,
+            1.0 - cfg.train_fraction
+        )
+        .into());
     }
     bars.encode.set_length(train.len() as u64);
     let (x, y) = design(train, &bars.encode);
     bars.encode.finish();
     let train_rows = x.nrows();
-    bars.fit.enable_steady_tick(std::time::Duration::from_millis(120));
-    bars.fit.set_message(format!("fitting logistic regression on {train_rows} candidates x {N_FEATURES} features"));
+    bars.fit
+        .enable_steady_tick(std::time::Duration::from_millis(120));
+    bars.fit.set_message(format!(
+        "fitting logistic regression on {train_rows} candidates x {N_FEATURES} features"
+    ));
+    let started = std::time::Instant::now();
     let coefficients = fit(x, y, cfg)?;
-    bars.fit.finish_with_message("fitted");
+    bars.fit.finish_with_message(format!(
+        "fitted in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
 
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut artifact = Artifact {
@@ -200,9 +241,18 @@ pub fn run(mut decisions: Vec<Decision>, training_data: &str, version: &str, cfg
     let served = LogisticRanker::from_artifact(&artifact)?;
     let report = Report::new(test, &score(&served, test), &Popularity::fit(train));
     artifact.metrics = report.to_map();
-    artifact.metrics.insert("train_decisions".into(), train.len() as f64);
-    artifact.metrics.insert("train_candidates".into(), train_rows as f64);
-    Ok(Trained { artifact, report, train_decisions: train.len(), train_rows })
+    artifact
+        .metrics
+        .insert("train_decisions".into(), train.len() as f64);
+    artifact
+        .metrics
+        .insert("train_candidates".into(), train_rows as f64);
+    Ok(Trained {
+        artifact,
+        report,
+        train_decisions: train.len(),
+        train_rows,
+    })
 }
 
 /// Writes the artifact as pretty JSON, atomically (a temporary file renamed over `path`),
@@ -226,13 +276,27 @@ mod tests {
     use crate::generate;
 
     fn trained(decisions: usize, seed: u64) -> Trained {
-        let ds = generate::generate(&generate::Config { seed, decisions, ..generate::Config::default() }, |_| {});
+        let ds = generate::generate(
+            &generate::Config {
+                seed,
+                decisions,
+                ..generate::Config::default()
+            },
+            |_| {},
+        );
         run(ds, "test", "test-1", &Config::default(), &Bars::hidden()).unwrap()
     }
 
     #[test]
     fn the_split_is_by_time_and_the_held_out_part_is_the_latest() {
-        let mut ds = generate::generate(&generate::Config { decisions: 1_000, users: 100, ..generate::Config::default() }, |_| {});
+        let mut ds = generate::generate(
+            &generate::Config {
+                decisions: 1_000,
+                users: 100,
+                ..generate::Config::default()
+            },
+            |_| {},
+        );
         ds.reverse();
         let cut = split_by_time(&mut ds, 0.8);
         assert_eq!(cut, 800);
@@ -245,16 +309,38 @@ mod tests {
         let t = trained(20_000, 11);
         let r = &t.report;
         eprintln!("{r}");
-        assert!(r.model.auc >= r.popularity.auc + 0.03, "AUC {} vs popularity {}", r.model.auc, r.popularity.auc);
-        assert!(r.model.hit_at_1 > r.popularity.hit_at_1, "hit@1 {} vs popularity {}", r.model.hit_at_1, r.popularity.hit_at_1);
+        assert!(
+            r.model.auc >= r.popularity.auc + 0.03,
+            "AUC {} vs popularity {}",
+            r.model.auc,
+            r.popularity.auc
+        );
+        assert!(
+            r.model.hit_at_1 > r.popularity.hit_at_1,
+            "hit@1 {} vs popularity {}",
+            r.model.hit_at_1,
+            r.popularity.hit_at_1
+        );
         assert!(r.popularity.hit_at_1 > r.random_hit_at_1);
         // Roughly calibrated: the mean score is near the held-out open rate.
-        assert!((r.mean_score / r.base_rate - 1.0).abs() < 0.3, "mean score {} vs base rate {}", r.mean_score, r.base_rate);
+        assert!(
+            (r.mean_score / r.base_rate - 1.0).abs() < 0.3,
+            "mean score {} vs base rate {}",
+            r.mean_score,
+            r.base_rate
+        );
 
         // The artifact loads in serving and scores opened candidates higher on average.
         let text = serde_json::to_string(&t.artifact).unwrap();
         let served = LogisticRanker::from_json(&text).unwrap();
-        let ds = generate::generate(&generate::Config { seed: 12, decisions: 5_000, ..generate::Config::default() }, |_| {});
+        let ds = generate::generate(
+            &generate::Config {
+                seed: 12,
+                decisions: 5_000,
+                ..generate::Config::default()
+            },
+            |_| {},
+        );
         let scores = score(&served, &ds);
         let (mut pos, mut neg) = (Vec::new(), Vec::new());
         for (d, s) in ds.iter().zip(&scores) {
@@ -263,10 +349,17 @@ mod tests {
             }
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        assert!(mean(&pos) > 1.5 * mean(&neg), "{} vs {}", mean(&pos), mean(&neg));
+        assert!(
+            mean(&pos) > 1.5 * mean(&neg),
+            "{} vs {}",
+            mean(&pos),
+            mean(&neg)
+        );
 
         // The weights have the signs of the true model where it is clear.
-        let w = |name: &str| t.artifact.weights[t.artifact.features.iter().position(|f| f == name).unwrap()];
+        let w = |name: &str| {
+            t.artifact.weights[t.artifact.features.iter().position(|f| f == name).unwrap()]
+        };
         assert!(w("affinity") > 1.0);
         assert!(w("rainwear_x_wet") > 0.5);
         assert!(w("coffee_x_morning") > 0.3);
@@ -276,7 +369,14 @@ mod tests {
     #[test]
     fn the_label_mapping_is_fixed_whichever_class_linfa_calls_positive() {
         // Mostly-opened data: linfa's positive class is `true` here, unlike in real data.
-        let mut ds = generate::generate(&generate::Config { decisions: 3_000, users: 200, ..generate::Config::default() }, |_| {});
+        let mut ds = generate::generate(
+            &generate::Config {
+                decisions: 3_000,
+                users: 200,
+                ..generate::Config::default()
+            },
+            |_| {},
+        );
         for d in &mut ds {
             for c in &mut d.candidates {
                 c.opened = !c.opened;
@@ -285,7 +385,10 @@ mod tests {
         let (x, y) = design(&ds, &ProgressBar::hidden());
         let c = fit(x, y, &Config::default()).unwrap();
         let affinity = c.weights[0];
-        assert!(affinity < 0.0, "inverted labels must give a negative affinity weight, got {affinity}");
+        assert!(
+            affinity < 0.0,
+            "inverted labels must give a negative affinity weight, got {affinity}"
+        );
     }
 
     #[test]
@@ -297,8 +400,19 @@ mod tests {
         assert_eq!(a.schema_hash, schema_hash());
         assert_eq!(a.features, schema());
         assert_eq!(a.kind, "logistic");
-        assert!(a.training_data.starts_with("fnv1a64:"), "{}", a.training_data);
-        for m in ["auc", "log_loss", "hit_at_1", "base_rate", "popularity_auc", "popularity_hit_at_1"] {
+        assert!(
+            a.training_data.starts_with("fnv1a64:"),
+            "{}",
+            a.training_data
+        );
+        for m in [
+            "auc",
+            "log_loss",
+            "hit_at_1",
+            "base_rate",
+            "popularity_auc",
+            "popularity_hit_at_1",
+        ] {
             assert!(a.metrics.contains_key(m), "{m}");
         }
         assert!(a.metrics["auc"] > a.metrics["popularity_auc"]);
@@ -307,12 +421,21 @@ mod tests {
         let ctx = nearcast_core::context::Context::new(
             "2026-11-20T06:30:00Z".parse().unwrap(),
             chrono_tz::Europe::Helsinki,
-            Some(nearcast_core::weather::Weather { condition: nearcast_core::weather::Condition::Rain, temp_c: 2.0 }),
+            Some(nearcast_core::weather::Weather {
+                condition: nearcast_core::weather::Condition::Rain,
+                temp_c: 2.0,
+            }),
         );
         let mut x = [0.0; N_FEATURES];
-        nearcast_core::features::encode(&nearcast_core::features::Input::new("coffee", &ctx, 40.0, Some(0.9), true), &mut x);
+        nearcast_core::features::encode(
+            &nearcast_core::features::Input::new("coffee", &ctx, 40.0, Some(0.9), true),
+            &mut x,
+        );
         let keen = ranker.score(&x);
-        nearcast_core::features::encode(&nearcast_core::features::Input::new("coffee", &ctx, 40.0, Some(0.05), false), &mut x);
+        nearcast_core::features::encode(
+            &nearcast_core::features::Input::new("coffee", &ctx, 40.0, Some(0.05), false),
+            &mut x,
+        );
         let cool = ranker.score(&x);
         assert!(keen > cool && keen < 1.0 && cool > 0.0, "{keen} {cool}");
     }

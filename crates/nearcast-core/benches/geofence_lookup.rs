@@ -1,0 +1,116 @@
+//! Geofence lookup with 10,000 and 100,000 stores in a 50 x 25 km box around Helsinki:
+//! the H3 index, side by side with a brute-force scan and an R-tree (rstar) of the fences'
+//! bounding boxes followed by the same exact test.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use nearcast_core::geofence::{DEFAULT_RESOLUTION, GeofenceIndex, Shape};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rstar::primitives::{GeomWithData, Rectangle};
+use rstar::{AABB, RTree};
+use std::hint::black_box;
+
+const LAT: (f64, f64) = (60.10, 60.32);
+const LON: (f64, f64) = (24.60, 25.40);
+
+fn shapes(n: usize, rng: &mut StdRng) -> Vec<Shape> {
+    (0..n)
+        .map(|_| Shape::Circle {
+            lat: rng.random_range(LAT.0..LAT.1),
+            lon: rng.random_range(LON.0..LON.1),
+            radius_m: rng.random_range(30.0..300.0),
+        })
+        .collect()
+}
+
+fn bbox(s: &Shape) -> Rectangle<[f64; 2]> {
+    match s {
+        Shape::Circle { lat, lon, radius_m } => {
+            let dlat = radius_m / 111_195.0;
+            let dlon = dlat / lat.to_radians().cos();
+            Rectangle::from_corners([lon - dlon, lat - dlat], [lon + dlon, lat + dlat])
+        }
+        Shape::Polygon { bbox, .. } => Rectangle::from_corners([bbox.min().x, bbox.min().y], [bbox.max().x, bbox.max().y]),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("geofence_lookup");
+    for n in [10_000usize, 100_000] {
+        let mut rng = StdRng::seed_from_u64(42);
+        let index = GeofenceIndex::build(shapes(n, &mut rng), DEFAULT_RESOLUTION).unwrap();
+        let tree: RTree<GeomWithData<Rectangle<[f64; 2]>, u32>> =
+            RTree::bulk_load(index.shapes().iter().enumerate().map(|(i, s)| GeomWithData::new(bbox(s), i as u32)).collect());
+        // Half the probes uniformly in the box (mostly misses), half at store centres (hits).
+        let points: Vec<(f64, f64)> = (0..4096)
+            .map(|k| {
+                if k % 2 == 0 {
+                    (rng.random_range(LAT.0..LAT.1), rng.random_range(LON.0..LON.1))
+                } else {
+                    match &index.shapes()[rng.random_range(0..n)] {
+                        Shape::Circle { lat, lon, .. } => (*lat + 0.0002, *lon),
+                        Shape::Polygon { .. } => unreachable!(),
+                    }
+                }
+            })
+            .collect();
+        // Same answers from all three before timing anything.
+        for &(lat, lon) in &points[..512] {
+            let mut r: Vec<u32> = tree
+                .locate_all_at_point(&[lon, lat])
+                .map(|g| g.data)
+                .filter(|&i| index.shapes()[i as usize].contains(lat, lon))
+                .collect();
+            r.sort_unstable();
+            assert_eq!(index.lookup(lat, lon), r);
+            assert_eq!(index.lookup(lat, lon), index.scan(lat, lon));
+        }
+        // Misses (uniform in the box, where most fixes of a city are) and hits (near
+        // store centres) timed separately, then the 50/50 mix.
+        let (hits, misses): (Vec<(f64, f64)>, Vec<(f64, f64)>) = points.iter().partition(|p| !index.lookup(p.0, p.1).is_empty());
+        let sets: [(&str, &[(f64, f64)]); 3] = [("mixed", &points), ("hits", &hits), ("misses", &misses)];
+        for (label, pts) in sets {
+            let m = pts.len();
+            let mut out = Vec::with_capacity(16);
+            let mut k = 0usize;
+            g.bench_with_input(BenchmarkId::new(format!("h3_index/{label}"), n), &n, |b, _| {
+                b.iter(|| {
+                    let (lat, lon) = pts[k % m];
+                    k += 1;
+                    out.clear();
+                    index.lookup_into(black_box(lat), black_box(lon), &mut out);
+                    black_box(out.len())
+                })
+            });
+            let mut k = 0usize;
+            g.bench_with_input(BenchmarkId::new(format!("rstar_rtree/{label}"), n), &n, |b, _| {
+                b.iter(|| {
+                    let (lat, lon) = pts[k % m];
+                    k += 1;
+                    out.clear();
+                    for gd in tree.locate_all_at_point(&[black_box(lon), black_box(lat)]) {
+                        if index.shapes()[gd.data as usize].contains(lat, lon) {
+                            out.push(gd.data);
+                        }
+                    }
+                    black_box(out.len())
+                })
+            });
+        }
+        if n <= 10_000 {
+            let mut k = 0usize;
+            g.bench_with_input(BenchmarkId::new("brute_force/mixed", n), &n, |b, _| {
+                b.iter(|| {
+                    let (lat, lon) = points[k & 4095];
+                    k += 1;
+                    black_box(index.scan(black_box(lat), black_box(lon)).len())
+                })
+            });
+        }
+        let _ = AABB::<[f64; 2]>::from_point([0.0, 0.0]);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
