@@ -45,18 +45,36 @@ impl Conn {
     pub async fn connect(addr: &str) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, host: addr.to_string(), buf: Vec::with_capacity(64 * 1024), closed: false })
+        Ok(Self {
+            stream,
+            host: addr.to_string(),
+            buf: Vec::with_capacity(64 * 1024),
+            closed: false,
+        })
     }
 
     /// Sends one request and reads its response.
     ///
     /// # Errors
     /// I/O failures and malformed responses; the connection is then unusable.
-    pub async fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> std::io::Result<Response> {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> std::io::Result<Response> {
         let mut req = Vec::with_capacity(256 + body.map_or(0, <[u8]>::len));
-        req.extend_from_slice(format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host).as_bytes());
+        req.extend_from_slice(
+            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host).as_bytes(),
+        );
         if let Some(b) = body {
-            req.extend_from_slice(format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()).as_bytes());
+            req.extend_from_slice(
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    b.len()
+                )
+                .as_bytes(),
+            );
         }
         req.extend_from_slice(b"\r\n");
         if let Some(b) = body {
@@ -81,10 +99,14 @@ impl Conn {
                 return Err(bad("response head too large"));
             }
             if self.fill().await? == 0 {
-                return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed before the response head"));
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "connection closed before the response head",
+                ));
             }
         };
-        let head = std::str::from_utf8(&self.buf[..head_end]).map_err(|_| bad("response head is not UTF-8"))?;
+        let head = std::str::from_utf8(&self.buf[..head_end])
+            .map_err(|_| bad("response head is not UTF-8"))?;
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
@@ -92,15 +114,23 @@ impl Conn {
         if !version.starts_with("HTTP/1.") {
             return Err(bad(format!("bad status line {status_line:?}")));
         }
-        let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
         let mut length: Option<usize> = None;
         let mut chunked = false;
         let mut close = version == "HTTP/1.0";
         for line in lines {
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             let v = v.trim();
             if k.eq_ignore_ascii_case("content-length") {
-                length = Some(v.parse().map_err(|_| bad(format!("bad Content-Length {v:?}")))?);
+                length = Some(
+                    v.parse()
+                        .map_err(|_| bad(format!("bad Content-Length {v:?}")))?,
+                );
             } else if k.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = v.to_ascii_lowercase().contains("chunked");
             } else if k.eq_ignore_ascii_case("connection") {
@@ -119,7 +149,10 @@ impl Conn {
             }
             while self.buf.len() < n {
                 if self.fill().await? == 0 {
-                    return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed inside the body"));
+                    return Err(Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "connection closed inside the body",
+                    ));
                 }
             }
             self.buf.drain(..n).collect()
@@ -145,12 +178,17 @@ impl Conn {
                     break p;
                 }
                 if self.fill().await? == 0 {
-                    return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed inside a chunk"));
+                    return Err(Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "connection closed inside a chunk",
+                    ));
                 }
             };
-            let line = std::str::from_utf8(&self.buf[..line_end]).map_err(|_| bad("bad chunk size"))?;
+            let line =
+                std::str::from_utf8(&self.buf[..line_end]).map_err(|_| bad("bad chunk size"))?;
             let size_hex = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size_hex, 16).map_err(|_| bad(format!("bad chunk size {size_hex:?}")))?;
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| bad(format!("bad chunk size {size_hex:?}")))?;
             self.buf.drain(..line_end + 2);
             if size == 0 {
                 // Trailers (none expected) end with an empty line.
@@ -160,7 +198,10 @@ impl Conn {
                             break p;
                         }
                         if self.fill().await? == 0 {
-                            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed inside trailers"));
+                            return Err(Error::new(
+                                ErrorKind::UnexpectedEof,
+                                "connection closed inside trailers",
+                            ));
                         }
                     };
                     self.buf.drain(..p + 2);
@@ -174,7 +215,10 @@ impl Conn {
             }
             while self.buf.len() < size + 2 {
                 if self.fill().await? == 0 {
-                    return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed inside a chunk"));
+                    return Err(Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "connection closed inside a chunk",
+                    ));
                 }
             }
             body.extend_from_slice(&self.buf[..size]);
@@ -206,7 +250,10 @@ mod tests {
                         let head = String::from_utf8_lossy(&got[..p]).to_ascii_lowercase();
                         let len = head
                             .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
                             .unwrap_or(0);
                         if got.len() >= p + 4 + len {
                             break;

@@ -9,7 +9,7 @@
 //!    points of the box stamped now, POST, check every result is `accepted`) until the
 //!    duration is over or `max_events` have been reserved, whichever comes first.
 
-use crate::gen::uniform_point;
+use crate::config::uniform_point;
 use crate::http::Conn;
 use crate::rng::Rng;
 use serde_json::{Value, json};
@@ -88,7 +88,9 @@ impl Tally {
 
 /// A unique id for this run: event ids embed it so reruns never collide.
 fn run_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     format!("r{:x}{:x}", nanos as u64, std::process::id())
 }
 
@@ -111,16 +113,26 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
 pub fn memory_kib(pid: &str) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let get = |k: &str| {
-        s.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     };
     Some((get("VmRSS:")?, get("VmHWM:")?))
 }
 
-/// Checks a 200 answer: as many results as events, each `accepted`. Returns the number of
-/// bad results and counts the decisions' verdicts.
-fn check_results(body: &[u8], n: usize, verdicts: &mut BTreeMap<String, u64>) -> Result<(), String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("response is not JSON: {e}"))?;
-    let results = v.get("results").and_then(Value::as_array).ok_or("response has no results array")?;
+/// Checks a 200 answer: as many results as events, each `accepted`; counts the decisions'
+/// verdicts.
+fn check_results(
+    body: &[u8],
+    n: usize,
+    verdicts: &mut BTreeMap<String, u64>,
+) -> Result<(), String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("response is not JSON: {e}"))?;
+    let results = v
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or("response has no results array")?;
     if results.len() != n {
         return Err(format!("{} results for {n} events", results.len()));
     }
@@ -130,14 +142,24 @@ fn check_results(body: &[u8], n: usize, verdicts: &mut BTreeMap<String, u64>) ->
             Some("accepted") => {}
             other => bad = bad.or(Some(format!("result status {other:?}"))),
         }
-        if let Some(verdict) = r.get("decision").and_then(|d| d.get("verdict")).and_then(Value::as_str) {
+        if let Some(verdict) = r
+            .get("decision")
+            .and_then(|d| d.get("verdict"))
+            .and_then(Value::as_str)
+        {
             *verdicts.entry(verdict.to_string()).or_default() += 1;
         }
     }
     bad.map_or(Ok(()), Err)
 }
 
-async fn post(conn: &mut Option<Conn>, addr: &str, path: &str, body: &[u8], timeout: Duration) -> Result<crate::http::Response, String> {
+async fn post(
+    conn: &mut Option<Conn>,
+    addr: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<crate::http::Response, String> {
     if conn.as_ref().is_none_or(|c| c.closed) {
         *conn = Some(
             tokio::time::timeout(timeout, Conn::connect(addr))
@@ -231,7 +253,14 @@ async fn warmup(p: Arc<Params>, run: Arc<String>) -> Tally {
     all
 }
 
-fn location_batch(p: &Params, rng: &mut Rng, run: &str, conn: usize, seq: u64, n: usize) -> Vec<u8> {
+fn location_batch(
+    p: &Params,
+    rng: &mut Rng,
+    run: &str,
+    conn: usize,
+    seq: u64,
+    n: usize,
+) -> Vec<u8> {
     let u = rng.below(p.users);
     let at = now_rfc3339();
     let mut s = String::with_capacity(64 + n * 150);
@@ -250,8 +279,17 @@ fn location_batch(p: &Params, rng: &mut Rng, run: &str, conn: usize, seq: u64, n
     s.into_bytes()
 }
 
-async fn load_conn(p: Arc<Params>, run: Arc<String>, ci: usize, reserved: Arc<AtomicU64>, deadline: Instant) -> Tally {
-    let mut t = Tally { lat_us: Vec::with_capacity(1 << 14), ..Tally::default() };
+async fn load_conn(
+    p: Arc<Params>,
+    run: Arc<String>,
+    ci: usize,
+    reserved: Arc<AtomicU64>,
+    deadline: Instant,
+) -> Tally {
+    let mut t = Tally {
+        lat_us: Vec::with_capacity(1 << 14),
+        ..Tally::default()
+    };
     let mut rng = Rng::new(p.seed.wrapping_mul(0x9E37_79B9).wrapping_add(ci as u64));
     let mut conn = None;
     let mut seq = 0u64;
@@ -285,7 +323,11 @@ async fn load_conn(p: Arc<Params>, run: Arc<String>, ci: usize, reserved: Arc<At
                 t.lat_us.push(us);
                 t.http_errors += 1;
                 let body = String::from_utf8_lossy(&r.body);
-                t.note(format!("HTTP {}: {}", r.status, body.chars().take(300).collect::<String>()));
+                t.note(format!(
+                    "HTTP {}: {}",
+                    r.status,
+                    body.chars().take(300).collect::<String>()
+                ));
             }
             Err(e) => {
                 t.io_errors += 1;
@@ -358,7 +400,13 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
     let deadline = t0 + p.duration;
     let mut tasks = Vec::with_capacity(p.connections);
     for ci in 0..p.connections {
-        tasks.push(tokio::spawn(load_conn(p.clone(), run.clone(), ci, reserved.clone(), deadline)));
+        tasks.push(tokio::spawn(load_conn(
+            p.clone(),
+            run.clone(),
+            ci,
+            reserved.clone(),
+            deadline,
+        )));
     }
     let mut t = Tally::default();
     for task in tasks {
@@ -366,17 +414,32 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let client_cpu = client_cpu0.zip(cpu_seconds("self")).map(|(a, b)| b - a);
-    let server_cpu = server_cpu0.zip(server.as_deref().and_then(cpu_seconds)).map(|(a, b)| b - a);
+    let server_cpu = server_cpu0
+        .zip(server.as_deref().and_then(cpu_seconds))
+        .map(|(a, b)| b - a);
     let server_mem = server.as_deref().and_then(memory_kib);
 
     t.lat_us.sort_unstable();
     let lat = &t.lat_us;
-    let mean = if lat.is_empty() { 0.0 } else { lat.iter().map(|&x| f64::from(x)).sum::<f64>() / lat.len() as f64 / 1000.0 };
-    let (p50, p90, p99, max) = (percentile(lat, 0.50), percentile(lat, 0.90), percentile(lat, 0.99), percentile(lat, 1.0));
+    let mean = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().map(|&x| f64::from(x)).sum::<f64>() / lat.len() as f64 / 1000.0
+    };
+    let (p50, p90, p99, max) = (
+        percentile(lat, 0.50),
+        percentile(lat, 0.90),
+        percentile(lat, 0.99),
+        percentile(lat, 1.0),
+    );
     let eps = t.events as f64 / elapsed;
     let rps = t.requests as f64 / elapsed;
 
-    let _ = writeln!(out, "load: {} connections, {} users, batch {}, {:.1} s", p.connections, p.users, p.batch, elapsed);
+    let _ = writeln!(
+        out,
+        "load: {} connections, {} users, batch {}, {:.1} s",
+        p.connections, p.users, p.batch, elapsed
+    );
     let _ = writeln!(out, "  {:<22}{:>12}", "requests", t.requests);
     let _ = writeln!(out, "  {:<22}{:>12}", "events accepted", t.events);
     let _ = writeln!(out, "  {:<22}{:>12.0}", "events/s", eps);
@@ -398,13 +461,29 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
     let verdicts: Vec<String> = t.verdicts.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(out, "  {:<22}{}", "verdicts", verdicts.join(", "));
     if let Some(c) = client_cpu {
-        let _ = writeln!(out, "  {:<22}{:>12.2}   ({:.1} us/event)", "driver cpu s", c, c * 1e6 / t.events.max(1) as f64);
+        let _ = writeln!(
+            out,
+            "  {:<22}{:>12.2}   ({:.1} us/event)",
+            "driver cpu s",
+            c,
+            c * 1e6 / t.events.max(1) as f64
+        );
     }
     if let Some(c) = server_cpu {
-        let _ = writeln!(out, "  {:<22}{:>12.2}   ({:.1} us/event)", "server cpu s", c, c * 1e6 / t.events.max(1) as f64);
+        let _ = writeln!(
+            out,
+            "  {:<22}{:>12.2}   ({:.1} us/event)",
+            "server cpu s",
+            c,
+            c * 1e6 / t.events.max(1) as f64
+        );
     }
     if let Some((rss, hwm)) = server_mem {
-        let _ = writeln!(out, "  {:<22}{:>12}   (VmHWM {} KiB)", "server VmRSS KiB", rss, hwm);
+        let _ = writeln!(
+            out,
+            "  {:<22}{:>12}   (VmHWM {} KiB)",
+            "server VmRSS KiB", rss, hwm
+        );
     }
     if let Some(e) = &t.first_error {
         let _ = writeln!(out, "  first error: {e}");
@@ -434,7 +513,10 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
         }
         if let Some(c) = server_cpu {
             o.insert("server_cpu_s".into(), json!(r2(c)));
-            o.insert("server_cpu_us_per_event".into(), json!(r2(c * 1e6 / t.events.max(1) as f64)));
+            o.insert(
+                "server_cpu_us_per_event".into(),
+                json!(r2(c * 1e6 / t.events.max(1) as f64)),
+            );
         }
         if let Some((rss, hwm)) = server_mem {
             o.insert("server_vmrss_kib".into(), json!(rss));
@@ -471,7 +553,10 @@ mod tests {
         let v: Value = serde_json::from_slice(&b).unwrap();
         let evs = v["events"].as_array().unwrap();
         assert_eq!(evs.len(), 50);
-        let ids: std::collections::HashSet<&str> = evs.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+        let ids: std::collections::HashSet<&str> = evs
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids.len(), 50);
         assert!(evs.iter().all(|e| e["at"].as_str().unwrap().ends_with('Z')));
     }

@@ -71,6 +71,9 @@ fn bench(c: &mut Criterion) {
         let sets: [(&str, &[(f64, f64)]); 3] = [("mixed", &points), ("hits", &hits), ("misses", &misses)];
         for (label, pts) in sets {
             let m = pts.len();
+            if m == 0 {
+                continue;
+            }
             let mut out = Vec::with_capacity(16);
             let mut k = 0usize;
             g.bench_with_input(BenchmarkId::new(format!("h3_index/{label}"), n), &n, |b, _| {

@@ -263,6 +263,66 @@ pub struct GeofenceIndex {
     near: CellMap<()>,
     /// The same at 1° for fences too large to list finely (and near the poles).
     near_coarse: CellMap<()>,
+    /// Per fence, a cheap planar pre-test that settles most exact tests without trigonometry.
+    quick: Vec<Quick>,
+}
+
+/// A circle's planar pre-test: on a local equirectangular projection, points well inside
+/// (distance below 0.95 r) or well outside (above 1.05 r) are settled with a few
+/// multiplications; only the thin band between them, and every polygon, gets the exact
+/// test. It is used only where the projection's error stays under 2 % (see `usable`).
+#[derive(Debug, Clone, Copy)]
+struct Quick {
+    lat: f64,
+    lon: f64,
+    cos_lat: f64,
+    in2: f64,
+    out2: f64,
+    usable: bool,
+}
+
+impl Quick {
+    fn of(shape: &Shape) -> Quick {
+        match shape {
+            Shape::Circle { lat, lon, radius_m } => {
+                let r_deg = radius_m / EARTH_RADIUS_M * 180.0 / std::f64::consts::PI;
+                Quick {
+                    lat: *lat,
+                    lon: *lon,
+                    cos_lat: lat.to_radians().cos(),
+                    in2: (0.95 * r_deg).powi(2),
+                    out2: (1.05 * r_deg).powi(2),
+                    // The projection's relative error grows like r·tan(lat); keep it under 2 %.
+                    usable: lat.abs() < 85.0 && r_deg < 0.5 && r_deg.to_radians() * lat.abs().to_radians().tan() < 0.02,
+                }
+            }
+            Shape::Polygon { .. } => Quick { lat: 0.0, lon: 0.0, cos_lat: 0.0, in2: 0.0, out2: 0.0, usable: false },
+        }
+    }
+
+    /// `Some(inside)` when the pre-test settles it.
+    #[inline]
+    fn test(&self, lat: f64, lon: f64) -> Option<bool> {
+        if !self.usable {
+            return None;
+        }
+        let mut dlon = lon - self.lon;
+        if dlon > 180.0 {
+            dlon -= 360.0;
+        } else if dlon < -180.0 {
+            dlon += 360.0;
+        }
+        let dx = dlon * self.cos_lat;
+        let dy = lat - self.lat;
+        let d2 = dx * dx + dy * dy;
+        if d2 < self.in2 {
+            Some(true)
+        } else if d2 > self.out2 {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 /// Grid squares per degree of the pre-filter.
@@ -359,7 +419,8 @@ impl GeofenceIndex {
             entries.extend_from_slice(&list);
             cells.insert(cell, (start, list.len() as u32));
         }
-        Ok(GeofenceIndex { resolution, shapes, cells, entries, near, near_coarse })
+        let quick = shapes.iter().map(Quick::of).collect();
+        Ok(GeofenceIndex { resolution, shapes, cells, entries, near, near_coarse, quick })
     }
 
     /// The shapes, in fence order.
@@ -384,7 +445,8 @@ impl GeofenceIndex {
         let Some(&(start, len)) = self.cells.get(&cell) else { return };
         let first = out.len();
         for e in &self.entries[start as usize..(start + len) as usize] {
-            if e.full() || self.shapes[e.fence() as usize].contains(lat, lon) {
+            let f = e.fence() as usize;
+            if e.full() || self.quick[f].test(lat, lon).unwrap_or_else(|| self.shapes[f].contains(lat, lon)) {
                 out.push(e.fence());
             }
         }

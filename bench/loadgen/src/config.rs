@@ -1,7 +1,7 @@
 //! `gen-config`: a large, deterministic store and offer configuration around Helsinki.
 //!
 //! Stores: 90 % circles (radius 30-300 m, log-uniform, so small fences dominate as in real
-//! retail) and 10 % rotated rectangles (polygons, 15-120 m half-sides). 55 % of them sit in
+//! retail) and 10 % rotated rectangles (polygons, 15-120 m half-sides). 75 % of them sit in
 //! a dozen Gaussian "town centres", the rest are spread uniformly over the box, so a
 //! uniformly random fix is inside some fence now and then but mostly inside none.
 //!
@@ -42,9 +42,19 @@ const CONDITIONS: &[&str] = &["clear", "cloudy", "fog", "rain", "snow", "storm"]
 
 /// A generated fence, kept for the hit-rate estimate.
 enum Shape {
-    Circle { lat: f64, lon: f64, r: f64 },
+    Circle {
+        lat: f64,
+        lon: f64,
+        r: f64,
+    },
     /// Rectangle centred at (lat, lon), half-sides `a` (along `theta`) and `b`, metres.
-    Rect { lat: f64, lon: f64, a: f64, b: f64, theta: f64 },
+    Rect {
+        lat: f64,
+        lon: f64,
+        a: f64,
+        b: f64,
+        theta: f64,
+    },
 }
 
 fn m_per_deg_lon(lat: f64) -> f64 {
@@ -60,7 +70,13 @@ impl Shape {
                 let dx = (plon - lon) * m_per_deg_lon(lat);
                 dx * dx + dy * dy <= r * r
             }
-            Shape::Rect { lat, lon, a, b, theta } => {
+            Shape::Rect {
+                lat,
+                lon,
+                a,
+                b,
+                theta,
+            } => {
                 let dy = (plat - lat) * M_PER_DEG_LAT;
                 let dx = (plon - lon) * m_per_deg_lon(lat);
                 let (s, c) = theta.sin_cos();
@@ -108,14 +124,19 @@ pub struct Summary {
 ///
 /// # Errors
 /// When the folder or the files cannot be written.
-pub fn gen_config(n_stores: usize, n_offers: usize, seed: u64, out: &Path) -> std::io::Result<Summary> {
+pub fn gen_config(
+    n_stores: usize,
+    n_offers: usize,
+    seed: u64,
+    out: &Path,
+) -> std::io::Result<Summary> {
     assert!(n_stores >= 20, "need at least 20 stores");
     let mut rng = Rng::new(seed);
-    // Town centres: a dozen clusters with sigma 0.4-1.5 km.
+    // Town centres: a dozen clusters with sigma 0.3-1.2 km.
     let centres: Vec<(f64, f64, f64)> = (0..12)
         .map(|_| {
             let (lat, lon) = (rng.range(60.15, 60.28), rng.range(24.70, 25.30));
-            (lat, lon, rng.range(400.0, 1500.0))
+            (lat, lon, rng.range(300.0, 1200.0))
         })
         .collect();
     let mut shapes = Vec::with_capacity(n_stores);
@@ -123,7 +144,7 @@ pub fn gen_config(n_stores: usize, n_offers: usize, seed: u64, out: &Path) -> st
     let mut store_cats = Vec::with_capacity(n_stores);
     let mut polygons = 0;
     for i in 0..n_stores {
-        let (lat, lon) = if rng.chance(0.55) {
+        let (lat, lon) = if rng.chance(0.75) {
             let &(clat, clon, sigma) = rng.pick(&centres);
             loop {
                 let lat = clat + rng.gauss() * sigma / M_PER_DEG_LAT;
@@ -141,12 +162,28 @@ pub fn gen_config(n_stores: usize, n_offers: usize, seed: u64, out: &Path) -> st
         let name = format!("{} {i:05}", capitalise(cat));
         let (shape, fence) = if rng.chance(0.10) {
             polygons += 1;
-            let (a, b, theta) = (rng.range(15.0, 120.0), rng.range(15.0, 120.0), rng.range(0.0, std::f64::consts::PI));
-            (Shape::Rect { lat, lon, a, b, theta }, rect_fence(lat, lon, a, b, theta))
+            let (a, b, theta) = (
+                rng.range(15.0, 120.0),
+                rng.range(15.0, 120.0),
+                rng.range(0.0, std::f64::consts::PI),
+            );
+            (
+                Shape::Rect {
+                    lat,
+                    lon,
+                    a,
+                    b,
+                    theta,
+                },
+                rect_fence(lat, lon, a, b, theta),
+            )
         } else {
             // Log-uniform in [30, 300] m.
             let r = (30.0f64.ln() + rng.f64() * (10.0f64).ln()).exp().round();
-            (Shape::Circle { lat, lon, r }, json!({"type": "circle", "lat": lat, "lon": lon, "radius_m": r}))
+            (
+                Shape::Circle { lat, lon, r },
+                json!({"type": "circle", "lat": lat, "lon": lon, "radius_m": r}),
+            )
         };
         stores.push(json!({
             "id": id, "name": name, "category": cat, "time_zone": "Europe/Helsinki", "fence": fence,
@@ -165,7 +202,12 @@ pub fn gen_config(n_stores: usize, n_offers: usize, seed: u64, out: &Path) -> st
     write_json(&out.join("offers.json"), &Value::Array(offers))?;
 
     let hit_fraction = estimate_hits(&shapes, seed ^ 0xABCD, 4000);
-    Ok(Summary { stores: n_stores, polygons, offers: n_offers, hit_fraction })
+    Ok(Summary {
+        stores: n_stores,
+        polygons,
+        offers: n_offers,
+        hit_fraction,
+    })
 }
 
 fn capitalise(s: &str) -> String {
@@ -182,9 +224,18 @@ fn rect_fence(lat: f64, lon: f64, a: f64, b: f64, theta: f64) -> Value {
     let corner = |u: f64, v: f64| {
         let dx = u * c - v * s;
         let dy = u * s + v * c;
-        json!([round6(lon + dx / m_per_deg_lon(lat)), round6(lat + dy / M_PER_DEG_LAT)])
+        json!([
+            round6(lon + dx / m_per_deg_lon(lat)),
+            round6(lat + dy / M_PER_DEG_LAT)
+        ])
     };
-    let ring = vec![corner(-a, -b), corner(a, -b), corner(a, b), corner(-a, b), corner(-a, -b)];
+    let ring = vec![
+        corner(-a, -b),
+        corner(a, -b),
+        corner(a, b),
+        corner(-a, b),
+        corner(-a, -b),
+    ];
     json!({"type": "polygon", "geometry": {"type": "Polygon", "coordinates": [ring]}})
 }
 
@@ -196,7 +247,14 @@ fn offer(rng: &mut Rng, k: usize, stores: &[Value], store_cats: &[&str]) -> Valu
         let ids: Vec<Value> = idx.iter().map(|&i| stores[i]["id"].clone()).collect();
         o.insert("store_ids".into(), Value::Array(ids));
         let cat = store_cats[idx[0]];
-        (cat, CATEGORIES.iter().find(|c| c.0 == cat).map(|c| c.1).unwrap_or(&["general"]))
+        (
+            cat,
+            CATEGORIES
+                .iter()
+                .find(|c| c.0 == cat)
+                .map(|c| c.1)
+                .unwrap_or(&["general"]),
+        )
     } else {
         let &(cat, products) = rng.pick(CATEGORIES);
         o.insert("store_categories".into(), json!([cat]));
@@ -216,24 +274,43 @@ fn offer(rng: &mut Rng, k: usize, stores: &[Value], store_cats: &[&str]) -> Valu
         o.insert("coupon".into(), json!(format!("LG{k:04}")));
     }
     if rng.chance(0.1) {
-        o.insert("product_id".into(), json!(format!("p-{product}-{}", rng.below(50))));
+        o.insert(
+            "product_id".into(),
+            json!(format!("p-{product}-{}", rng.below(50))),
+        );
     }
-    let trigger = if rng.chance(0.75) { json!({"type": "enter"}) } else { json!({"type": "dwell", "minutes": rng.between(2, 30)}) };
+    let trigger = if rng.chance(0.75) {
+        json!({"type": "enter"})
+    } else {
+        json!({"type": "dwell", "minutes": rng.between(2, 30)})
+    };
     o.insert("trigger".into(), trigger);
     if rng.chance(0.3) {
         let n = rng.between(1, 3);
-        let parts: Vec<&str> = rng.distinct(n, DAYPARTS.len()).into_iter().map(|i| DAYPARTS[i]).collect();
+        let parts: Vec<&str> = rng
+            .distinct(n, DAYPARTS.len())
+            .into_iter()
+            .map(|i| DAYPARTS[i])
+            .collect();
         o.insert("dayparts".into(), json!(parts));
     }
     if rng.chance(0.2) {
         let n = rng.between(2, 5);
-        let days: Vec<&str> = rng.distinct(n, WEEKDAYS.len()).into_iter().map(|i| WEEKDAYS[i]).collect();
+        let days: Vec<&str> = rng
+            .distinct(n, WEEKDAYS.len())
+            .into_iter()
+            .map(|i| WEEKDAYS[i])
+            .collect();
         o.insert("weekdays".into(), json!(days));
     }
     if rng.chance(0.15) {
         let w = if rng.chance(0.5) {
             let n = rng.between(1, 3);
-            let conds: Vec<&str> = rng.distinct(n, CONDITIONS.len()).into_iter().map(|i| CONDITIONS[i]).collect();
+            let conds: Vec<&str> = rng
+                .distinct(n, CONDITIONS.len())
+                .into_iter()
+                .map(|i| CONDITIONS[i])
+                .collect();
             json!({"conditions": conds})
         } else {
             json!({"max_temp_c": rng.between(0, 15)})
@@ -241,16 +318,29 @@ fn offer(rng: &mut Rng, k: usize, stores: &[Value], store_cats: &[&str]) -> Valu
         o.insert("weather".into(), w);
     }
     if rng.chance(0.15) {
-        let a = if rng.chance(0.5) { json!({"new_to_category": true}) } else { json!({"min_affinity": 0.2}) };
+        let a = if rng.chance(0.5) {
+            json!({"new_to_category": true})
+        } else {
+            json!({"min_affinity": 0.2})
+        };
         o.insert("audience".into(), a);
     }
     if rng.chance(0.1) {
         o.insert("starts_at".into(), json!("2020-01-01T00:00:00Z"));
         o.insert("ends_at".into(), json!("2099-12-31T00:00:00Z"));
     }
-    o.insert("threshold".into(), json!((rng.range(0.02, 0.3) * 100.0).round() / 100.0));
-    o.insert("holdout".into(), json!(if rng.chance(0.5) { 0.05 } else { 0.0 }));
-    o.insert("reeligible_after_hours".into(), json!(*rng.pick(&[24u32, 72, 168])));
+    o.insert(
+        "threshold".into(),
+        json!((rng.range(0.02, 0.3) * 100.0).round() / 100.0),
+    );
+    o.insert(
+        "holdout".into(),
+        json!(if rng.chance(0.5) { 0.05 } else { 0.0 }),
+    );
+    o.insert(
+        "reeligible_after_hours".into(),
+        json!(*rng.pick(&[24u32, 72, 168])),
+    );
     Value::Object(o)
 }
 
@@ -264,8 +354,14 @@ fn write_json(path: &Path, v: &Value) -> std::io::Result<()> {
 fn estimate_hits(shapes: &[Shape], seed: u64, samples: usize) -> f64 {
     // Bucket fences by a 0.01° grid cell of their centre; no fence is wider than 300 m, so
     // the 3 x 3 neighbourhood of a point's cell holds every fence that may contain it.
-    let cell = |lat: f64, lon: f64| (((lat - LAT.0) / 0.01).floor() as i64, ((lon - LON.0) / 0.01).floor() as i64);
-    let mut grid: std::collections::HashMap<(i64, i64), Vec<usize>> = std::collections::HashMap::new();
+    let cell = |lat: f64, lon: f64| {
+        (
+            ((lat - LAT.0) / 0.01).floor() as i64,
+            ((lon - LON.0) / 0.01).floor() as i64,
+        )
+    };
+    let mut grid: std::collections::HashMap<(i64, i64), Vec<usize>> =
+        std::collections::HashMap::new();
     for (i, s) in shapes.iter().enumerate() {
         let (lat, lon) = s.centre();
         grid.entry(cell(lat, lon)).or_default().push(i);
@@ -277,7 +373,8 @@ fn estimate_hits(shapes: &[Shape], seed: u64, samples: usize) -> f64 {
         let (cy, cx) = cell(lat, lon);
         let inside = (-1..=1).any(|dy| {
             (-1..=1).any(|dx| {
-                grid.get(&(cy + dy, cx + dx)).is_some_and(|v| v.iter().any(|&i| shapes[i].contains(lat, lon)))
+                grid.get(&(cy + dy, cx + dx))
+                    .is_some_and(|v| v.iter().any(|&i| shapes[i].contains(lat, lon)))
             })
         });
         hits += usize::from(inside);
@@ -291,12 +388,16 @@ mod tests {
 
     #[test]
     fn config_is_deterministic_and_well_formed() {
-        let dir = std::env::temp_dir().join(format!("nearcast-loadgen-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("nearcast-loadgen-test-{}", std::process::id()));
         let a = gen_config(200, 30, 1, &dir.join("a")).unwrap();
         gen_config(200, 30, 1, &dir.join("b")).unwrap();
         let sa = std::fs::read(dir.join("a/stores.json")).unwrap();
         assert_eq!(sa, std::fs::read(dir.join("b/stores.json")).unwrap());
-        assert_eq!(std::fs::read(dir.join("a/offers.json")).unwrap(), std::fs::read(dir.join("b/offers.json")).unwrap());
+        assert_eq!(
+            std::fs::read(dir.join("a/offers.json")).unwrap(),
+            std::fs::read(dir.join("b/offers.json")).unwrap()
+        );
         let stores: Vec<Value> = serde_json::from_slice(&sa).unwrap();
         assert_eq!(stores.len(), 200);
         assert!(a.polygons > 0 && a.polygons < 60);
