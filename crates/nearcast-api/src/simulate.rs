@@ -74,7 +74,7 @@ pub(crate) async fn simulate(State(live): State<AppState>, body: Bytes) -> Resul
     }
     store.put_policy(&catalog.policy).await.map_err(nearcast_core::engine::EngineError::from)?;
     store
-        .commit(&Commit { user_id: sim_user.clone(), event_id: None, expected_version: 0, state, result: None, decision: None, push: None })
+        .commit(&Commit { state: Some(state), ..Commit::new(sim_user.clone(), 0) })
         .await
         .map_err(nearcast_core::engine::EngineError::from)?;
     let engine =

@@ -18,6 +18,7 @@ use crate::ports::{
 };
 use crate::ranker::Ranker;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// Attempts before a contended user's event gives up with a retryable error.
@@ -137,76 +138,90 @@ impl Engine {
         Ok(())
     }
 
-    /// Processes a validated batch, event by event in order.
+    /// Processes a validated batch of one user's events, in order, with one read of the
+    /// user and one atomic commit for the whole batch; then delivers its pushes.
+    ///
+    /// Events seen before answer "duplicate" with their first answer and are skipped. A
+    /// concurrent change to the user (version conflict) makes the whole batch be decided
+    /// again from the fresh state, so caps hold under any concurrency.
     ///
     /// # Errors
-    /// A store failure. Events before the failing one are durably applied and answer
-    /// "duplicate" when the client resends the batch.
+    /// A store failure or persistent contention: then nothing of the batch was written,
+    /// and the client may resend it.
     pub async fn process_batch(&self, batch: &Batch) -> Result<Vec<EventReport>, EngineError> {
-        let mut out = Vec::with_capacity(batch.events.len());
-        for (i, e) in batch.events.iter().enumerate() {
-            let mut r = self.process(e).await?;
-            r.index = i;
-            out.push(r);
-        }
-        Ok(out)
+        self.process_events(&batch.user_id, &batch.events).await
     }
 
-    /// Processes one validated event.
+    /// Processes one validated event (a batch of one).
     ///
     /// # Errors
-    /// A store failure or persistent contention; nothing of the event was written.
+    /// As [`Engine::process_batch`].
     pub async fn process(&self, event: &Event) -> Result<EventReport, EngineError> {
+        let mut r = self.process_events(&event.user_id, std::slice::from_ref(event)).await?;
+        Ok(r.remove(0))
+    }
+
+    async fn process_events(&self, user: &Id, events: &[Event]) -> Result<Vec<EventReport>, EngineError> {
         let catalog = self.catalog();
         let ranker = self.ranker();
+        let mut known: HashMap<Id, EventResult> = HashMap::new();
         for _ in 0..MAX_ATTEMPTS {
-            let rec = self.store.load_user(&event.user_id).await?;
-            let weather = match &event.kind {
-                EventKind::Location(fix)
-                    if !rec.state.fences.is_empty() || !catalog.index.lookup(fix.lat, fix.lon).is_empty() =>
-                {
-                    self.weather.weather(fix.lat, fix.lon, event.at).await
-                }
-                _ => None,
-            };
-            let Outcome { state, decision, push } = {
-                let wf = move |_: f64, _: f64, _: chrono::DateTime<chrono::Utc>| weather;
-                let inputs = Inputs { catalog: &catalog, ranker: ranker.as_ref(), weather: &wf, now: self.clock.now() };
-                decision::decide(&inputs, &rec.state, event)
-            };
-            let result = EventResult { kind: event.kind.type_name().to_string(), decision: decision.clone() };
-            let commit = Commit {
-                user_id: event.user_id.clone(),
-                event_id: Some(event.event_id.clone()),
-                expected_version: rec.version,
-                state,
-                result: Some(result),
-                decision,
-                push,
-            };
-            match self.store.commit(&commit).await? {
-                CommitOutcome::Applied => {
-                    if let Some(p) = &commit.push {
-                        self.deliver(p).await?;
-                    }
-                    return Ok(EventReport {
-                        index: 0,
-                        event_id: event.event_id.clone(),
-                        status: "accepted",
-                        kind: event.kind.type_name().to_string(),
-                        decision: commit.decision,
-                    });
-                }
-                CommitOutcome::Duplicate(prev) => {
-                    return Ok(EventReport {
-                        index: 0,
+            let rec = self.store.load_user(user).await?;
+            let mut state = rec.state.clone();
+            let mut reports = Vec::with_capacity(events.len());
+            let mut commit = Commit::new(user.clone(), rec.version);
+            for (i, event) in events.iter().enumerate() {
+                if let Some(prev) = known.get(&event.event_id) {
+                    reports.push(EventReport {
+                        index: i,
                         event_id: event.event_id.clone(),
                         status: "duplicate",
-                        kind: prev.kind,
-                        decision: prev.decision,
+                        kind: prev.kind.clone(),
+                        decision: prev.decision.clone(),
                     });
+                    continue;
                 }
-                CommitOutcome::Conflict => continue,
+                // Weather is fetched only when the fix is near a fence or the user is
+                // inside one: most fixes need none.
+                let weather = match &event.kind {
+                    EventKind::Location(fix)
+                        if !state.fences.is_empty() || !catalog.index.lookup(fix.lat, fix.lon).is_empty() =>
+                    {
+                        self.weather.weather(fix.lat, fix.lon, event.at).await
+                    }
+                    _ => None,
+                };
+                let Outcome { state: next, decision, push } = {
+                    let wf = move |_: f64, _: f64, _: chrono::DateTime<chrono::Utc>| weather;
+                    let inputs = Inputs { catalog: &catalog, ranker: ranker.as_ref(), weather: &wf, now: self.clock.now() };
+                    decision::decide(&inputs, &state, event)
+                };
+                state = next;
+                let kind = event.kind.type_name().to_string();
+                commit.events.push((event.event_id.clone(), EventResult { kind: kind.clone(), decision: decision.clone() }));
+                if let Some(d) = &decision {
+                    if !d.candidates.is_empty() {
+                        commit.decisions.push(d.clone());
+                    }
+                }
+                commit.pushes.extend(push);
+                reports.push(EventReport { index: i, event_id: event.event_id.clone(), status: "accepted", kind, decision });
+            }
+            if commit.events.is_empty() {
+                return Ok(reports);
+            }
+            if state != rec.state {
+                commit.state = Some(state);
+            }
+            match self.store.commit(&commit).await? {
+                CommitOutcome::Applied => {
+                    for p in &commit.pushes {
+                        self.deliver(p).await?;
+                    }
+                    return Ok(reports);
+                }
+                CommitOutcome::Duplicates(d) => known.extend(d),
+                CommitOutcome::Conflict => {}
             }
         }
         Err(EngineError::Contention)
@@ -240,15 +255,7 @@ impl Engine {
             let rec = self.store.load_user(user).await?;
             let mut state = rec.state.clone();
             f(&mut state);
-            let c = Commit {
-                user_id: user.clone(),
-                event_id: None,
-                expected_version: rec.version,
-                state,
-                result: None,
-                decision: None,
-                push: None,
-            };
+            let c = Commit { state: Some(state), ..Commit::new(user.clone(), rec.version) };
             match self.store.commit(&c).await? {
                 CommitOutcome::Conflict => continue,
                 _ => return Ok(()),

@@ -50,23 +50,26 @@ impl StateStore for InMemoryStateStore {
 
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         ready(Ok(self.with(|i| {
-            if let Some(e) = &c.event_id {
-                if let Some(prev) = i.seen.get(&(c.user_id.clone(), e.clone())) {
-                    return CommitOutcome::Duplicate(prev.clone());
+            let dups: Vec<(Id, EventResult)> = c
+                .events
+                .iter()
+                .filter_map(|(e, _)| i.seen.get(&(c.user_id.clone(), e.clone())).map(|r| (e.clone(), r.clone())))
+                .collect();
+            if !dups.is_empty() {
+                return CommitOutcome::Duplicates(dups);
+            }
+            if let Some(state) = &c.state {
+                let current = i.users.get(&c.user_id).map_or(0, |r| r.version);
+                if current != c.expected_version {
+                    return CommitOutcome::Conflict;
                 }
+                i.users.insert(c.user_id.clone(), UserRecord { state: state.clone(), version: current + 1 });
             }
-            let current = i.users.get(&c.user_id).map_or(0, |r| r.version);
-            if current != c.expected_version {
-                return CommitOutcome::Conflict;
-            }
-            i.users.insert(c.user_id.clone(), UserRecord { state: c.state.clone(), version: current + 1 });
-            if let (Some(e), Some(r)) = (&c.event_id, &c.result) {
+            for (e, r) in &c.events {
                 i.seen.insert((c.user_id.clone(), e.clone()), r.clone());
             }
-            if let Some(d) = &c.decision {
-                i.decisions.push(d.clone());
-            }
-            if let Some(p) = &c.push {
+            i.decisions.extend(c.decisions.iter().cloned());
+            for p in &c.pushes {
                 i.deliveries.push(DeliveryRecord { push: p.clone(), status: DeliveryStatus::Pending });
             }
             CommitOutcome::Applied

@@ -53,23 +53,33 @@ pub enum DeliveryStatus {
     Failed,
 }
 
-/// Everything one event changes, written atomically or not at all.
+/// Everything a batch of one user's events changes, written atomically or not at all.
+///
+/// A batch costs one read (the user's record) and one atomic write, whatever its size.
 #[derive(Debug, Clone)]
 pub struct Commit {
     /// The user.
     pub user_id: Id,
-    /// Idempotency key; `None` for changes not caused by a device event (consent API).
-    pub event_id: Option<Id>,
-    /// Version read; the commit fails with [`CommitOutcome::Conflict`] if it changed.
+    /// Version read; with a new `state`, the commit fails with
+    /// [`CommitOutcome::Conflict`] if it changed since.
     pub expected_version: u64,
-    /// The user's next state.
-    pub state: UserState,
-    /// The answer to store with the idempotency key.
-    pub result: Option<EventResult>,
-    /// The decision to log (for results and training exports).
-    pub decision: Option<Decision>,
-    /// A push to record as pending delivery.
-    pub push: Option<Push>,
+    /// The user's next state; `None` when the events left it unchanged (then no version
+    /// check is needed: the decisions were valid at the time of the read).
+    pub state: Option<UserState>,
+    /// Idempotency keys to record, each with the answer given; the commit fails with
+    /// [`CommitOutcome::Duplicates`] if any was recorded before.
+    pub events: Vec<(Id, EventResult)>,
+    /// Decisions to log (results and training exports).
+    pub decisions: Vec<Decision>,
+    /// Pushes to record as pending deliveries.
+    pub pushes: Vec<Push>,
+}
+
+impl Commit {
+    /// An empty commit for `user` read at `expected_version`.
+    pub fn new(user_id: Id, expected_version: u64) -> Self {
+        Commit { user_id, expected_version, state: None, events: Vec::new(), decisions: Vec::new(), pushes: Vec::new() }
+    }
 }
 
 /// How a commit ended.
@@ -77,8 +87,8 @@ pub struct Commit {
 pub enum CommitOutcome {
     /// Written.
     Applied,
-    /// The event id was already applied; here is what it answered then. Nothing written.
-    Duplicate(EventResult),
+    /// Some event ids were applied before; here is what each answered then. Nothing written.
+    Duplicates(Vec<(Id, EventResult)>),
     /// Someone else changed the user since the read. Nothing written; re-read and retry.
     Conflict,
 }
@@ -105,7 +115,8 @@ pub struct DeliveryRecord {
 pub trait StateStore: Send + Sync {
     /// The user's state, or a default record with version 0.
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>>;
-    /// Applies a commit atomically: idempotency key, version check, state, decision, delivery.
+    /// Applies a commit atomically: idempotency keys, version check, state, decisions,
+    /// deliveries.
     fn commit<'a>(&'a self, commit: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
     /// Moves a delivery to a new status.
     fn set_delivery_status<'a>(&'a self, delivery_id: &'a str, status: DeliveryStatus)

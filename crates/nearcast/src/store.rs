@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS seen (
     result   TEXT NOT NULL,
     PRIMARY KEY (user_id, event_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
 CREATE TABLE IF NOT EXISTS decisions (
     seq     INTEGER PRIMARY KEY,
     user_id TEXT NOT NULL,
@@ -136,45 +135,53 @@ impl SqliteStore {
     }
 
     fn commit_sync(&self, cm: &Commit) -> Result<CommitOutcome, StoreError> {
-        let state = serde_json::to_string(&cm.state).map_err(err)?;
-        let result = cm.result.as_ref().map(serde_json::to_string).transpose().map_err(err)?;
-        let decision = cm.decision.as_ref().filter(|d| !d.candidates.is_empty()).map(serde_json::to_string).transpose().map_err(err)?;
-        let push = cm.push.as_ref().map(serde_json::to_string).transpose().map_err(err)?;
+        let state = cm.state.as_ref().map(serde_json::to_string).transpose().map_err(err)?;
+        let results: Vec<String> = cm.events.iter().map(|(_, r)| serde_json::to_string(r)).collect::<Result<_, _>>().map_err(err)?;
+        let decisions: Vec<String> = cm.decisions.iter().map(serde_json::to_string).collect::<Result<_, _>>().map_err(err)?;
+        let pushes: Vec<String> = cm.pushes.iter().map(serde_json::to_string).collect::<Result<_, _>>().map_err(err)?;
+        let now = chrono::Utc::now().timestamp();
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let user = cm.user_id.as_str();
-            if let Some(e) = &cm.event_id {
-                let prev: Option<String> = tx
-                    .prepare_cached("SELECT result FROM seen WHERE user_id = ?1 AND event_id = ?2")?
-                    .query_row(params![user, e.as_str()], |r| r.get(0))
-                    .optional()?;
-                if let Some(p) = prev {
-                    let r: EventResult = serde_json::from_str(&p)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                    return Ok(CommitOutcome::Duplicate(r));
+            let mut dups = Vec::new();
+            {
+                let mut seen = tx.prepare_cached("SELECT result FROM seen WHERE user_id = ?1 AND event_id = ?2")?;
+                for (e, _) in &cm.events {
+                    if let Some(p) = seen.query_row(params![user, e.as_str()], |r| r.get::<_, String>(0)).optional()? {
+                        let r: EventResult = serde_json::from_str(&p)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                        dups.push((e.clone(), r));
+                    }
                 }
             }
-            let version: i64 = tx
-                .prepare_cached("SELECT version FROM users WHERE user_id = ?1")?
-                .query_row([user], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0);
-            if version as u64 != cm.expected_version {
-                return Ok(CommitOutcome::Conflict);
+            if !dups.is_empty() {
+                return Ok(CommitOutcome::Duplicates(dups));
             }
-            tx.prepare_cached(
-                "INSERT INTO users (user_id, version, state) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(user_id) DO UPDATE SET version = excluded.version, state = excluded.state",
-            )?
-            .execute(params![user, version + 1, state])?;
-            if let (Some(e), Some(r)) = (&cm.event_id, &result) {
-                tx.prepare_cached("INSERT INTO seen (user_id, event_id, at, result) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![user, e.as_str(), chrono::Utc::now().timestamp(), r])?;
+            if let Some(state) = &state {
+                let version: i64 = tx
+                    .prepare_cached("SELECT version FROM users WHERE user_id = ?1")?
+                    .query_row([user], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                if version as u64 != cm.expected_version {
+                    return Ok(CommitOutcome::Conflict);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO users (user_id, version, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(user_id) DO UPDATE SET version = excluded.version, state = excluded.state",
+                )?
+                .execute(params![user, version + 1, state])?;
             }
-            if let Some(d) = &decision {
+            {
+                let mut ins = tx.prepare_cached("INSERT INTO seen (user_id, event_id, at, result) VALUES (?1, ?2, ?3, ?4)")?;
+                for ((e, _), r) in cm.events.iter().zip(&results) {
+                    ins.execute(params![user, e.as_str(), now, r])?;
+                }
+            }
+            for d in &decisions {
                 tx.prepare_cached("INSERT INTO decisions (user_id, body) VALUES (?1, ?2)")?.execute(params![user, d])?;
             }
-            if let (Some(p), Some(body)) = (&cm.push, &push) {
+            for (p, body) in cm.pushes.iter().zip(&pushes) {
                 tx.prepare_cached("INSERT INTO deliveries (delivery_id, user_id, status, body) VALUES (?1, ?2, 'pending', ?3)")?
                     .execute(params![p.delivery_id, user, body])?;
             }
