@@ -82,12 +82,12 @@ async fn caps_hold_under_concurrency(b: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn caps_hold_under_concurrency_in_memory() {
-    caps_hold_under_concurrency(Backend::Memory).await;
+    caps_hold_under_concurrency(Backend::InterleavedMemory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn caps_hold_under_concurrency_on_sqlite() {
-    caps_hold_under_concurrency(Backend::Sqlite).await;
+    caps_hold_under_concurrency(Backend::InterleavedSqlite).await;
 }
 
 // Invariant 4: one event, at most one push, however often it is retried.
@@ -125,12 +125,12 @@ async fn one_event_pushes_once(b: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_event_pushes_once_in_memory() {
-    one_event_pushes_once(Backend::Memory).await;
+    one_event_pushes_once(Backend::InterleavedMemory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_event_pushes_once_on_sqlite() {
-    one_event_pushes_once(Backend::Sqlite).await;
+    one_event_pushes_once(Backend::InterleavedSqlite).await;
 }
 
 #[tokio::test]

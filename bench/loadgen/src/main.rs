@@ -74,6 +74,10 @@ enum Command {
         /// PID of the server, to report its CPU time and memory over the run (Linux).
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Let every connection pick any user (by default connections use disjoint users, so
+        /// one user's batches never race each other).
+        #[arg(long)]
+        shared_users: bool,
         /// Driver threads (1: a current-thread runtime, leaving the CPUs to the server).
         #[arg(long, default_value_t = 1)]
         threads: usize,
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             server_pid,
             threads,
             json,
+            shared_users,
         } => {
             if connections == 0
                 || users == 0
@@ -146,6 +151,7 @@ fn main() -> ExitCode {
                 timeout: Duration::from_secs_f64(timeout),
                 seed,
                 server_pid,
+                shared_users,
             };
             let rt = if threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()

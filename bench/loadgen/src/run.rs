@@ -44,6 +44,8 @@ pub struct Params {
     pub seed: u64,
     /// Server process to sample CPU time and memory of (Linux /proc).
     pub server_pid: Option<u32>,
+    /// Let connections pick any user (concurrent batches of one user may race).
+    pub shared_users: bool,
 }
 
 /// Per-connection tallies.
@@ -107,6 +109,32 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let ut: f64 = f.get(11)?.parse().ok()?;
     let st: f64 = f.get(12)?.parse().ok()?;
     Some((ut + st) / 100.0)
+}
+
+/// Machine-wide CPU seconds from /proc/stat: (busy, iowait), all cores summed.
+pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: f64 = f.iter().take(8).sum();
+    let idle = *f.get(3)?;
+    let iowait = *f.get(4)?;
+    Some(((total - idle - iowait) / 100.0, iowait / 100.0))
+}
+
+/// Bytes a process wrote: (to storage, through write calls), from /proc/PID/io.
+pub fn io_bytes(pid: &str) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let get = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((get("write_bytes:")?, get("wchar:")?))
 }
 
 /// VmRSS and VmHWM in KiB, from /proc/PID/status.
@@ -253,6 +281,18 @@ async fn warmup(p: Arc<Params>, run: Arc<String>) -> Tally {
     all
 }
 
+/// The user of a connection's next batch. By default connection `c` of `C` only uses
+/// users `u` with `u % C == c`, so no two requests for one user are in flight at once (a
+/// device posts its batches one after the other); `shared_users` lifts that.
+fn pick_user(p: &Params, rng: &mut Rng, conn: usize) -> usize {
+    let c = p.connections;
+    if p.shared_users || p.users < c {
+        return rng.below(p.users);
+    }
+    let mine = (p.users - conn).div_ceil(c);
+    conn + c * rng.below(mine)
+}
+
 fn location_batch(
     p: &Params,
     rng: &mut Rng,
@@ -261,7 +301,7 @@ fn location_batch(
     seq: u64,
     n: usize,
 ) -> Vec<u8> {
-    let u = rng.below(p.users);
+    let u = pick_user(p, rng, conn);
     let at = now_rfc3339();
     let mut s = String::with_capacity(64 + n * 150);
     let _ = write!(s, r#"{{"user_id":"{}","events":["#, user_id(p, u));
@@ -394,7 +434,9 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
 
     let server = p.server_pid.map(|x| x.to_string());
     let server_cpu0 = server.as_deref().and_then(cpu_seconds);
+    let server_io0 = server.as_deref().and_then(io_bytes);
     let client_cpu0 = cpu_seconds("self");
+    let machine0 = machine_cpu_seconds();
     let reserved = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let deadline = t0 + p.duration;
@@ -418,6 +460,12 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
         .zip(server.as_deref().and_then(cpu_seconds))
         .map(|(a, b)| b - a);
     let server_mem = server.as_deref().and_then(memory_kib);
+    let server_io = server_io0
+        .zip(server.as_deref().and_then(io_bytes))
+        .map(|(a, b)| (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1)));
+    let machine = machine0
+        .zip(machine_cpu_seconds())
+        .map(|(a, b)| (b.0 - a.0, b.1 - a.1));
 
     t.lat_us.sort_unstable();
     let lat = &t.lat_us;
@@ -472,10 +520,38 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
     if let Some(c) = server_cpu {
         let _ = writeln!(
             out,
-            "  {:<22}{:>12.2}   ({:.1} us/event)",
+            "  {:<22}{:>12.2}   ({:.1} us/event, {:.2} cores)",
             "server cpu s",
             c,
-            c * 1e6 / t.events.max(1) as f64
+            c * 1e6 / t.events.max(1) as f64,
+            c / elapsed
+        );
+    }
+    if let Some((busy, iowait)) = machine {
+        let others = busy - server_cpu.unwrap_or(0.0) - client_cpu.unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "  {:<22}{:>12.2}   (iowait {:.2}; other processes ~{:.2}{})",
+            "machine busy cores",
+            busy / elapsed,
+            iowait / elapsed,
+            others / elapsed,
+            if server_cpu.is_none() {
+                ", incl. the server"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some((disk, wchar)) = server_io {
+        let ev = t.events.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "  {:<22}{:>12.1}   ({:.1} KiB/event written by write calls; {:.0} MiB/s to storage)",
+            "server disk KiB/event",
+            disk as f64 / 1024.0 / ev,
+            wchar as f64 / 1024.0 / ev,
+            disk as f64 / 1048576.0 / elapsed
         );
     }
     if let Some((rss, hwm)) = server_mem {
@@ -513,9 +589,29 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
         }
         if let Some(c) = server_cpu {
             o.insert("server_cpu_s".into(), json!(r2(c)));
+            o.insert("server_cores".into(), json!(r2(c / elapsed)));
             o.insert(
                 "server_cpu_us_per_event".into(),
                 json!(r2(c * 1e6 / t.events.max(1) as f64)),
+            );
+        }
+        if let Some((busy, iowait)) = machine {
+            o.insert("machine_busy_cores".into(), json!(r2(busy / elapsed)));
+            o.insert("machine_iowait_cores".into(), json!(r2(iowait / elapsed)));
+            if let Some(c) = server_cpu {
+                let others = busy - c - client_cpu.unwrap_or(0.0);
+                o.insert("other_busy_cores".into(), json!(r2(others / elapsed)));
+            }
+        }
+        if let Some((disk, wchar)) = server_io {
+            let ev = t.events.max(1) as f64;
+            o.insert(
+                "server_disk_kib_per_event".into(),
+                json!(r2(disk as f64 / 1024.0 / ev)),
+            );
+            o.insert(
+                "server_wchar_kib_per_event".into(),
+                json!(r2(wchar as f64 / 1024.0 / ev)),
             );
         }
         if let Some((rss, hwm)) = server_mem {
@@ -547,6 +643,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             seed: 1,
             server_pid: None,
+            shared_users: false,
         };
         let mut rng = Rng::new(1);
         let b = location_batch(&p, &mut rng, "rtest", 3, 7, 50);
@@ -559,6 +656,36 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 50);
         assert!(evs.iter().all(|e| e["at"].as_str().unwrap().ends_with('Z')));
+    }
+
+    #[test]
+    fn connections_use_disjoint_users() {
+        let mut p = Params {
+            addr: String::new(),
+            connections: 7,
+            users: 100,
+            batch: 1,
+            duration: Duration::from_secs(1),
+            max_events: 1,
+            user_prefix: "u".into(),
+            no_warmup: true,
+            timeout: Duration::from_secs(1),
+            seed: 1,
+            server_pid: None,
+            shared_users: false,
+        };
+        let mut rng = Rng::new(3);
+        let mut seen = std::collections::HashSet::new();
+        for c in 0..7 {
+            for _ in 0..2000 {
+                let u = pick_user(&p, &mut rng, c);
+                assert!(u < 100 && u % 7 == c);
+                seen.insert(u);
+            }
+        }
+        assert_eq!(seen.len(), 100);
+        p.shared_users = true;
+        assert!((0..200).any(|_| !pick_user(&p, &mut rng, 0).is_multiple_of(7)));
     }
 
     #[test]

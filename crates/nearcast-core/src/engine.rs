@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// Attempts before a contended user's event gives up with a retryable error.
-const MAX_ATTEMPTS: usize = 16;
+const MAX_ATTEMPTS: u32 = 32;
 
 /// Engine failures, mapped to HTTP statuses by the API.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,16 @@ pub enum EngineError {
     /// Too much contention on one user; retry (503).
     #[error("too many concurrent updates for one user; retry")]
     Contention,
+}
+
+/// Waits before retrying after a version conflict: a random delay that grows with the
+/// attempt (full jitter), so events racing for one user spread out instead of colliding
+/// again in lockstep.
+async fn backoff(attempt: u32) {
+    use std::hash::{BuildHasher, RandomState};
+    let cap_us: u64 = (50u64 << attempt.min(8)).min(10_000);
+    let r = RandomState::new().hash_one((attempt, std::time::SystemTime::now()));
+    tokio::time::sleep(std::time::Duration::from_micros(r % (cap_us + 1))).await;
 }
 
 /// One event's answer.
@@ -165,7 +175,7 @@ impl Engine {
         let catalog = self.catalog();
         let ranker = self.ranker();
         let mut known: HashMap<Id, EventResult> = HashMap::new();
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let rec = self.store.load_user(user).await?;
             let mut state = rec.state.clone();
             let mut reports = Vec::with_capacity(events.len());
@@ -221,7 +231,7 @@ impl Engine {
                     return Ok(reports);
                 }
                 CommitOutcome::Duplicates(d) => known.extend(d),
-                CommitOutcome::Conflict => {}
+                CommitOutcome::Conflict => backoff(attempt).await,
             }
         }
         Err(EngineError::Contention)
@@ -251,13 +261,13 @@ impl Engine {
 
     /// Read-modify-write of a user's state outside any device event.
     async fn update_user(&self, user: &Id, f: impl Fn(&mut crate::state::UserState)) -> Result<(), EngineError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let rec = self.store.load_user(user).await?;
             let mut state = rec.state.clone();
             f(&mut state);
             let c = Commit { state: Some(state), ..Commit::new(user.clone(), rec.version) };
             match self.store.commit(&c).await? {
-                CommitOutcome::Conflict => continue,
+                CommitOutcome::Conflict => backoff(attempt).await,
                 _ => return Ok(()),
             }
         }

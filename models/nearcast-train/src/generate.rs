@@ -199,12 +199,24 @@ fn routines() -> [Routine; 3] {
 const ROUTINE_MIX: [f64; 3] = [0.45, 0.30, 0.25];
 
 struct User {
+    /// True taste per group, in [0, 1]: drives responses; never logged.
     taste: [f64; GROUPS.len()],
-    bought: [bool; GROUPS.len()],
+    /// Per group, per category name of [`CATEGORIES`]: in-app behaviour history.
+    history: Vec<Vec<History>>,
     consent: bool,
     routine: usize,
     shift: i64,
     responsiveness: f64,
+}
+
+/// What the app learnt about a user and one category name before the simulated weeks.
+#[derive(Clone, Copy)]
+struct History {
+    /// The engine's affinity after the user's views, add-to-carts and purchases
+    /// (`UserState::learn`: each moves it towards 1 by 0.05, 0.15 and 0.3); 0 without any.
+    affinity: f64,
+    /// At least one purchase in the category.
+    bought: bool,
 }
 
 /// Draws an index with probability proportional to `weights`.
@@ -233,20 +245,63 @@ fn round_to(v: f64, decimals: i32) -> f64 {
     (v * scale).round() / scale
 }
 
+/// A Poisson draw (Knuth; fine for the small means used here).
+fn poisson(rng: &mut StdRng, mean: f64) -> u32 {
+    let limit = (-mean).exp();
+    let (mut k, mut p) = (0, rng.random::<f64>());
+    while p > limit {
+        k += 1;
+        p *= rng.random::<f64>();
+    }
+    k
+}
+
+/// In-app behaviour before the simulated weeks: per category name, counts of views,
+/// add-to-carts and purchases with means proportional to the user's app engagement and to
+/// `taste^1.5` of the category's group; the affinity follows the engine's update rule.
+fn history(rng: &mut StdRng, taste: f64, engagement: f64) -> History {
+    let rate = engagement * taste.powf(1.5) * rng.random_range(0.5..1.5);
+    let (views, carts, purchases) = (
+        poisson(rng, 6.0 * rate),
+        poisson(rng, 1.2 * rate),
+        poisson(rng, 0.5 * rate),
+    );
+    let mut affinity = 0.0;
+    for (n, w) in [(views, 0.05), (carts, 0.15), (purchases, 0.3)] {
+        for _ in 0..n {
+            affinity += w * (1.0 - affinity);
+        }
+    }
+    History {
+        affinity: round_to(affinity, 2),
+        bought: purchases > 0,
+    }
+}
+
 fn user(rng: &mut StdRng) -> User {
     let mut taste = [0.0; GROUPS.len()];
-    let mut bought = [false; GROUPS.len()];
-    for g in 0..GROUPS.len() {
-        taste[g] = if rng.random_bool(LIKE[g]) {
+    for (g, t) in taste.iter_mut().enumerate() {
+        *t = if rng.random_bool(LIKE[g]) {
             0.5 + 0.5 * rng.random::<f64>()
         } else {
             0.35 * rng.random::<f64>()
         };
-        bought[g] = rng.random_bool(0.05 + 0.6 * taste[g]);
     }
+    // App engagement: log-normal, mean about 1.
+    let engagement = (0.7 * normal(rng) - 0.25).exp();
+    let history = CATEGORIES
+        .iter()
+        .enumerate()
+        .map(|(g, names)| {
+            names
+                .iter()
+                .map(|_| history(rng, taste[g], engagement))
+                .collect()
+        })
+        .collect();
     User {
         taste,
-        bought,
+        history,
         consent: rng.random_bool(CONSENT),
         routine: pick(rng, &ROUTINE_MIX),
         shift: rng.random_range(-1..=1),
@@ -348,7 +403,8 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
         for _ in 0..n {
             let g = pick(&mut rng, &STORE_MIX);
             let names = CATEGORIES[g];
-            let category = names[rng.random_range(0..names.len())];
+            let j = rng.random_range(0..names.len());
+            let (category, h) = (names[j], u.history[g][j]);
             debug_assert_eq!(group_of(category), g);
             let distance_m = round_to(300.0 * rng.random::<f64>(), 1);
             let z = true_logit(
@@ -357,20 +413,19 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
                 ctx.weekend,
                 real_weather,
                 u.taste[g],
-                u.bought[g],
+                h.bought,
                 distance_m,
                 u.responsiveness,
             );
             let opened = rng.random_bool(sigmoid(z));
-            // The logged affinity is the system's estimate: the taste plus noise.
-            let affinity = u
-                .consent
-                .then(|| round_to((u.taste[g] + 0.08 * normal(&mut rng)).clamp(0.0, 1.0), 2));
+            // Logged as serving sees it: the learnt affinity (0 without behaviour), only
+            // with personalisation consent.
+            let affinity = u.consent.then_some(h.affinity);
             candidates.push(Candidate {
                 category: category.to_string(),
                 distance_m,
                 affinity,
-                bought_category: u.consent && u.bought[g],
+                bought_category: u.consent && h.bought,
                 opened,
             });
         }

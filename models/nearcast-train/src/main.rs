@@ -58,10 +58,10 @@ enum Command {
         #[arg(long)]
         version: Option<String>,
         /// L2 penalty on the summed log loss.
-        #[arg(long, default_value_t = 50.0)]
+        #[arg(long, default_value_t = 5.0)]
         alpha: f64,
         /// L-BFGS iterations at most.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 200)]
         max_iterations: u64,
         /// Gradient tolerance per training row (on the mean log loss).
         #[arg(long, default_value_t = 1e-6)]

@@ -37,8 +37,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            alpha: 50.0,
-            max_iterations: 100,
+            alpha: 5.0,
+            max_iterations: 200,
             gradient_tolerance_per_row: 1e-6,
             train_fraction: 0.8,
         }
