@@ -412,7 +412,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
                 store_id: store.id.clone(),
                 offer_id: o.id.clone(),
                 category: o.category.clone(),
-                distance_m: (distance_m * 10.0).round() / 10.0,
+                distance_m,
                 score: None,
                 reason: None,
             };
@@ -423,7 +423,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
                     let input = Input::new(&o.category, &ctx, distance_m, affinity, state.bought_category(&o.category));
                     features::encode(&input, &mut x);
                     let s = inputs.ranker.score(&x);
-                    c.score = Some((s * 10_000.0).round() / 10_000.0);
+                    c.score = Some(s);
                     if s < o.threshold {
                         c.reason = Some(Reason::BelowThreshold { score: s, threshold: o.threshold });
                     } else {
