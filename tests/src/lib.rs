@@ -9,8 +9,8 @@ use nearcast_core::event::Event;
 use nearcast_core::ids::Id;
 use nearcast_core::memory::{InMemoryStateStore, RecordingNotifier};
 use nearcast_core::ports::{
-    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, ManualClock, StateStore, StoreError,
-    UserRecord,
+    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, ManualClock,
+    StateStore, StoreError, UserRecord,
 };
 use nearcast_core::ranker::LogisticRanker;
 use nearcast_core::weather::{Condition, TableWeather, Weather, WeatherSpan};
@@ -45,7 +45,10 @@ pub fn catalog(n: usize) -> (Vec<Store>, Vec<Offer>) {
 
 /// Where store `i` of [`catalog`] is.
 pub fn store_point(i: usize) -> (f64, f64) {
-    (60.1600 + 0.0018 * (i / 40) as f64, 24.9000 + 0.0036 * (i % 40) as f64)
+    (
+        60.1600 + 0.0018 * (i / 40) as f64,
+        24.9000 + 0.0036 * (i % 40) as f64,
+    )
 }
 
 /// A policy without gap or quiet hours, `per_day` pushes a day.
@@ -64,7 +67,10 @@ pub fn weather() -> TableWeather {
     TableWeather::new(vec![WeatherSpan {
         from: "2026-11-01T00:00:00Z".parse().expect("valid"),
         to: "2026-12-01T00:00:00Z".parse().expect("valid"),
-        weather: Weather { condition: Condition::Rain, temp_c: 4.0 },
+        weather: Weather {
+            condition: Condition::Rain,
+            temp_c: 4.0,
+        },
     }])
 }
 
@@ -118,7 +124,11 @@ impl StateStore for Interleaving {
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         self.0.commit(c)
     }
-    fn set_delivery_status<'a>(&'a self, id: &'a str, s: DeliveryStatus) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn set_delivery_status<'a>(
+        &'a self,
+        id: &'a str,
+        s: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.0.set_delivery_status(id, s)
     }
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
@@ -151,7 +161,9 @@ impl StateStore for Interleaving {
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
         self.0.deliveries()
     }
-    fn decisions(&self) -> BoxFuture<'_, Result<Vec<nearcast_core::decision::Decision>, StoreError>> {
+    fn decisions(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<nearcast_core::decision::Decision>, StoreError>> {
         self.0.decisions()
     }
 }
@@ -162,23 +174,46 @@ pub async fn harness(backend: Backend, n: usize, policy: CapPolicy) -> Harness {
     let (store, sqlite): (Arc<dyn StateStore>, Option<Arc<SqliteStore>>) = match backend {
         Backend::Memory => (Arc::new(InMemoryStateStore::new()), None),
         Backend::Sqlite => {
-            let s = Arc::new(SqliteStore::open(&dir.path().join("t.db"), Sync::Normal).expect("open db"));
+            let s = Arc::new(
+                SqliteStore::open(&dir.path().join("t.db"), Sync::Normal).expect("open db"),
+            );
             (s.clone(), Some(s))
         }
-        Backend::InterleavedMemory => (Arc::new(Interleaving(Arc::new(InMemoryStateStore::new()))), None),
+        Backend::InterleavedMemory => (
+            Arc::new(Interleaving(Arc::new(InMemoryStateStore::new()))),
+            None,
+        ),
         Backend::InterleavedSqlite => {
-            let s = Arc::new(SqliteStore::open(&dir.path().join("t.db"), Sync::Normal).expect("open db"));
+            let s = Arc::new(
+                SqliteStore::open(&dir.path().join("t.db"), Sync::Normal).expect("open db"),
+            );
             (Arc::new(Interleaving(s.clone())), Some(s))
         }
     };
     let notifier = Arc::new(RecordingNotifier::new());
     let clock = ManualClock::new(noon());
-    let engine = Engine::new(store.clone(), notifier.clone(), Arc::new(weather()), Arc::new(clock.clone()), model())
-        .await
-        .expect("engine");
+    let engine = Engine::new(
+        store.clone(),
+        notifier.clone(),
+        Arc::new(weather()),
+        Arc::new(clock.clone()),
+        model(),
+    )
+    .await
+    .expect("engine");
     let (stores, offers) = catalog(n);
-    engine.load_config(stores, offers, policy).await.expect("config");
-    Harness { engine: Arc::new(engine), store, sqlite, notifier, clock, dir }
+    engine
+        .load_config(stores, offers, policy)
+        .await
+        .expect("config");
+    Harness {
+        engine: Arc::new(engine),
+        store,
+        sqlite,
+        notifier,
+        clock,
+        dir,
+    }
 }
 
 /// An outbox notifier in the harness folder (for tests that read the file).
@@ -196,7 +231,10 @@ pub fn event(user: &str, v: Value) -> Event {
 /// The events that set a user up: push token and all three consents.
 pub fn onboarding(user: &str, at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
     let t = (at - chrono::Duration::minutes(5)).to_rfc3339();
-    let mut v = vec![event(user, json!({"event_id": format!("{user}-tok"), "type": "push_token", "at": t, "platform": "fcm", "token": "tok-123"}))];
+    let mut v = vec![event(
+        user,
+        json!({"event_id": format!("{user}-tok"), "type": "push_token", "at": t, "platform": "fcm", "token": "tok-123"}),
+    )];
     for p in ["push", "location", "personalisation"] {
         v.push(event(user, json!({"event_id": format!("{user}-c-{p}"), "type": "consent", "at": t, "purpose": p, "granted": true})));
     }
@@ -206,7 +244,10 @@ pub fn onboarding(user: &str, at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
 /// A location fix at store `i` of [`catalog`].
 pub fn fix_at(user: &str, id: &str, i: usize, at: chrono::DateTime<chrono::Utc>) -> Event {
     let (lat, lon) = store_point(i);
-    event(user, json!({"event_id": id, "type": "location", "at": at.to_rfc3339(), "lat": lat, "lon": lon, "accuracy_m": 8}))
+    event(
+        user,
+        json!({"event_id": id, "type": "location", "at": at.to_rfc3339(), "lat": lat, "lon": lon, "accuracy_m": 8}),
+    )
 }
 
 /// An id.

@@ -10,11 +10,20 @@ use tower::ServiceExt;
 
 async fn call(h: &Harness, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
     let app = nearcast_api::router(h.engine.clone());
-    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(body.into()).unwrap();
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
     (status, v)
 }
 
@@ -29,10 +38,26 @@ fn batch(events: Vec<Value>) -> String {
 /// Everything a request could have changed.
 async fn snapshot(h: &Harness) -> String {
     let db = h.sqlite.as_ref().unwrap();
-    let counts: Vec<u64> = ["users", "seen", "decisions", "deliveries", "stores", "offers"].iter().map(|t| db.count(t).unwrap()).collect();
+    let counts: Vec<u64> = [
+        "users",
+        "seen",
+        "decisions",
+        "deliveries",
+        "stores",
+        "offers",
+    ]
+    .iter()
+    .map(|t| db.count(t).unwrap())
+    .collect();
     let user = h.store.load_user(&id("u1")).await.unwrap();
     let c = h.engine.catalog();
-    format!("{counts:?} {} {:?} {} {}", user.version, user.state, serde_json::to_string(&c.stores).unwrap(), serde_json::to_string(&c.offers).unwrap())
+    format!(
+        "{counts:?} {} {:?} {} {}",
+        user.version,
+        user.state,
+        serde_json::to_string(&c.stores).unwrap(),
+        serde_json::to_string(&c.offers).unwrap()
+    )
 }
 
 fn with(mut v: Value, k: &str, x: Value) -> Value {
@@ -55,8 +80,17 @@ async fn malformed_requests_get_a_4xx_naming_the_field_and_change_nothing() {
     let offer_ok = json!({"id": "o9", "campaign_id": "c9", "title": "T", "body": "B", "category": "coffee",
         "store_ids": ["s0"], "trigger": {"type": "enter"}});
     let too_many: Vec<Value> = (0..101).map(|i| fix(&format!("e{i}"))).collect();
-    let big = format!("{{\"user_id\": \"u1\", \"events\": [{}]}}", vec![fix("x").to_string(); 1].join(",")) + &" ".repeat(10 * 1024 * 1024);
-    let polygon = |coords: Value| with(store_ok.clone(), "fence", json!({"type": "polygon", "geometry": {"type": "Polygon", "coordinates": coords}}));
+    let big = format!(
+        "{{\"user_id\": \"u1\", \"events\": [{}]}}",
+        vec![fix("x").to_string(); 1].join(",")
+    ) + &" ".repeat(10 * 1024 * 1024);
+    let polygon = |coords: Value| {
+        with(
+            store_ok.clone(),
+            "fence",
+            json!({"type": "polygon", "geometry": {"type": "Polygon", "coordinates": coords}}),
+        )
+    };
 
     let cases: Vec<(&str, &str, &str, Body, u16, &str)> = vec![
         ("empty body", "POST", "/v1/events", Body::empty(), 400, "body"),
@@ -112,7 +146,10 @@ async fn malformed_requests_get_a_4xx_naming_the_field_and_change_nothing() {
         if !field.is_empty() {
             assert_eq!(v["error"]["field"], json!(field), "{name}: {v}");
         }
-        assert!(v["error"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{name}: a reason is given: {v}");
+        assert!(
+            v["error"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{name}: a reason is given: {v}"
+        );
         assert_eq!(snapshot(&h).await, before, "{name}: state changed");
     }
 }
@@ -135,7 +172,13 @@ async fn a_location_batch_answers_each_event_with_its_decision() {
     assert_eq!(results[4]["decision"]["offer_id"], "o0");
     // Resending the same batch: all duplicates, same decision, no second push.
     let (_, v2) = call(&h, "POST", "/v1/events", batch(events)).await;
-    assert!(v2["results"].as_array().unwrap().iter().all(|r| r["status"] == "duplicate"));
+    assert!(
+        v2["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "duplicate")
+    );
     assert_eq!(v2["results"][4]["decision"]["verdict"], "sent");
     assert_eq!(h.notifier.sent().len(), 1);
     // The token never appears in an answer.
@@ -148,7 +191,15 @@ async fn consent_erasure_admin_and_simulation_routes_work() {
     let (s, v) = call(&h, "GET", "/v1/users/u7/consent", Body::empty()).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["consents"]["push"]["granted"], false, "unknown means no");
-    let (s, v) = call(&h, "PUT", "/v1/users/u7/consent", Body::from(json!({"push": true, "location": true, "policy_version": "2026-10"}).to_string())).await;
+    let (s, v) = call(
+        &h,
+        "PUT",
+        "/v1/users/u7/consent",
+        Body::from(
+            json!({"push": true, "location": true, "policy_version": "2026-10"}).to_string(),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["consents"]["push"]["granted"], true);
     assert_eq!(v["consents"]["personalisation"]["granted"], false);
@@ -159,15 +210,33 @@ async fn consent_erasure_admin_and_simulation_routes_work() {
 
     let store = json!({"name": "Kiosk", "category": "kiosk", "time_zone": "Europe/Helsinki",
         "fence": {"type": "polygon", "geometry": {"type": "Polygon", "coordinates": [[[24.95, 60.17], [24.951, 60.17], [24.951, 60.1705], [24.95, 60.1705], [24.95, 60.17]]]}}});
-    let (s, _) = call(&h, "PUT", "/v1/admin/stores/k1", Body::from(store.to_string())).await;
+    let (s, _) = call(
+        &h,
+        "PUT",
+        "/v1/admin/stores/k1",
+        Body::from(store.to_string()),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = call(&h, "GET", "/v1/admin/stores/k1", Body::empty()).await;
     assert_eq!((s, v["name"].clone()), (StatusCode::OK, json!("Kiosk")));
     let offer = json!({"id": "ko", "campaign_id": "kc", "title": "Rain?", "body": "Umbrellas at the kiosk", "category": "umbrella",
         "store_ids": ["k1"], "trigger": {"type": "enter"}, "threshold": 0.0, "weather": {"conditions": ["rain"]}});
-    let (s, _) = call(&h, "POST", "/v1/admin/offers", Body::from(offer.to_string())).await;
+    let (s, _) = call(
+        &h,
+        "POST",
+        "/v1/admin/offers",
+        Body::from(offer.to_string()),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = call(&h, "POST", "/v1/admin/offers", Body::from(offer.to_string())).await;
+    let (s, _) = call(
+        &h,
+        "POST",
+        "/v1/admin/offers",
+        Body::from(offer.to_string()),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
     let (s, v) = call(&h, "POST", "/v1/admin/simulate", Body::from(json!({"events": [
         {"type": "location", "at": noon().to_rfc3339(), "lat": 60.17025, "lon": 24.9505, "accuracy_m": 5}]}).to_string())).await;
@@ -178,7 +247,11 @@ async fn consent_erasure_admin_and_simulation_routes_work() {
         "events": [{"type": "location", "at": noon().to_rfc3339(), "lat": 60.17025, "lon": 24.9505, "accuracy_m": 5}]}).to_string())).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["decisions"][0]["reason"]["code"], "weather");
-    assert_eq!(h.store.deliveries().await.unwrap().len(), 0, "simulation touches nothing live");
+    assert_eq!(
+        h.store.deliveries().await.unwrap().len(),
+        0,
+        "simulation touches nothing live"
+    );
     let (s, _) = call(&h, "DELETE", "/v1/admin/offers/ko", Body::empty()).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = call(&h, "DELETE", "/v1/admin/offers/ko", Body::empty()).await;

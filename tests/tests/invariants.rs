@@ -14,29 +14,77 @@ async fn onboard(h: &Harness, user: &str) {
 }
 
 fn verdict(r: &nearcast_core::engine::EventReport) -> (Verdict, String) {
-    let d = r.decision.as_ref().expect("a location event has a decision");
-    (d.verdict, d.reason.as_ref().map_or(String::new(), |r| r.code().to_string()))
+    let d = r
+        .decision
+        .as_ref()
+        .expect("a location event has a decision");
+    (
+        d.verdict,
+        d.reason
+            .as_ref()
+            .map_or(String::new(), |r| r.code().to_string()),
+    )
 }
 
 // Invariant 2: no consent, no push; a withdrawal takes effect on the very next event.
 async fn withdrawn_consent_blocks_the_next_push(b: Backend) {
     let h = harness(b, 3, policy(10)).await;
     onboard(&h, "ann").await;
-    let r = h.engine.process(&fix_at("ann", "f1", 0, noon())).await.unwrap();
+    let r = h
+        .engine
+        .process(&fix_at("ann", "f1", 0, noon()))
+        .await
+        .unwrap();
     assert_eq!(verdict(&r).0, Verdict::Sent);
-    let withdraw = event("ann", json!({"event_id": "w1", "type": "consent", "at": noon().to_rfc3339(), "purpose": "push", "granted": false}));
+    let withdraw = event(
+        "ann",
+        json!({"event_id": "w1", "type": "consent", "at": noon().to_rfc3339(), "purpose": "push", "granted": false}),
+    );
     h.engine.process(&withdraw).await.unwrap();
-    let r = h.engine.process(&fix_at("ann", "f2", 1, noon())).await.unwrap();
+    let r = h
+        .engine
+        .process(&fix_at("ann", "f2", 1, noon()))
+        .await
+        .unwrap();
     assert_eq!(verdict(&r), (Verdict::Suppressed, "no_consent_push".into()));
     assert_eq!(h.notifier.sent().len(), 1);
     // The same through the consent API path, for location.
-    h.engine.set_consents(&id("ann"), &[(nearcast_core::consent::Purpose::Push, true)], None).await.unwrap();
-    h.engine.set_consents(&id("ann"), &[(nearcast_core::consent::Purpose::Location, false)], None).await.unwrap();
-    let r = h.engine.process(&fix_at("ann", "f3", 2, noon())).await.unwrap();
-    assert_eq!(verdict(&r), (Verdict::Suppressed, "no_consent_location".into()));
+    h.engine
+        .set_consents(
+            &id("ann"),
+            &[(nearcast_core::consent::Purpose::Push, true)],
+            None,
+        )
+        .await
+        .unwrap();
+    h.engine
+        .set_consents(
+            &id("ann"),
+            &[(nearcast_core::consent::Purpose::Location, false)],
+            None,
+        )
+        .await
+        .unwrap();
+    let r = h
+        .engine
+        .process(&fix_at("ann", "f3", 2, noon()))
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Suppressed, "no_consent_location".into())
+    );
     assert_eq!(h.notifier.sent().len(), 1);
     // Nothing about presence is kept without location consent.
-    assert!(h.store.load_user(&id("ann")).await.unwrap().state.fences.is_empty());
+    assert!(
+        h.store
+            .load_user(&id("ann"))
+            .await
+            .unwrap()
+            .state
+            .fences
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -52,8 +100,15 @@ async fn withdrawn_consent_blocks_the_next_push_on_sqlite() {
 #[tokio::test]
 async fn a_user_who_never_consented_gets_nothing() {
     let h = harness(Backend::Sqlite, 1, policy(10)).await;
-    let r = h.engine.process(&fix_at("zed", "f1", 0, noon())).await.unwrap();
-    assert_eq!(verdict(&r), (Verdict::Suppressed, "no_consent_location".into()));
+    let r = h
+        .engine
+        .process(&fix_at("zed", "f1", 0, noon()))
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Suppressed, "no_consent_location".into())
+    );
     assert!(h.notifier.sent().is_empty());
 }
 
@@ -77,7 +132,16 @@ async fn caps_hold_under_concurrency(b: Backend) {
     assert_eq!(sent, 2, "per_day cap is 2");
     assert_eq!(h.notifier.sent().len(), 2);
     assert_eq!(h.store.deliveries().await.unwrap().len(), 2);
-    assert_eq!(h.store.load_user(&id("cap")).await.unwrap().state.sends.len(), 2);
+    assert_eq!(
+        h.store
+            .load_user(&id("cap"))
+            .await
+            .unwrap()
+            .state
+            .sends
+            .len(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -137,19 +201,34 @@ async fn one_event_pushes_once_on_sqlite() {
 async fn a_failed_delivery_releases_the_cap_and_never_sends_twice() {
     let h = harness(Backend::Sqlite, 3, policy(1)).await;
     onboard(&h, "fay").await;
-    h.notifier.fail_with(Some(nearcast_core::ports::NotifyError::Retryable("throttled".into())));
-    let r = h.engine.process(&fix_at("fay", "f1", 0, noon())).await.unwrap();
+    h.notifier
+        .fail_with(Some(nearcast_core::ports::NotifyError::Retryable(
+            "throttled".into(),
+        )));
+    let r = h
+        .engine
+        .process(&fix_at("fay", "f1", 0, noon()))
+        .await
+        .unwrap();
     assert_eq!(verdict(&r).0, Verdict::Sent, "decided to send");
     assert!(h.notifier.sent().is_empty());
     let d = h.store.deliveries().await.unwrap();
     assert_eq!(d[0].status, DeliveryStatus::Failed);
     // The cap (1 a day) was released: the next store's offer goes out.
     h.notifier.fail_with(None);
-    let r = h.engine.process(&fix_at("fay", "f2", 1, noon())).await.unwrap();
+    let r = h
+        .engine
+        .process(&fix_at("fay", "f2", 1, noon()))
+        .await
+        .unwrap();
     assert_eq!(verdict(&r).0, Verdict::Sent);
     assert_eq!(h.notifier.sent().len(), 1);
     // Retrying the first event is a duplicate: no second push for it.
-    let r = h.engine.process(&fix_at("fay", "f1", 0, noon())).await.unwrap();
+    let r = h
+        .engine
+        .process(&fix_at("fay", "f1", 0, noon()))
+        .await
+        .unwrap();
     assert_eq!(r.status, "duplicate");
     assert_eq!(h.notifier.sent().len(), 1);
 }
@@ -166,8 +245,11 @@ async fn jitter_at_the_fence_edge_never_enters_twice() {
         let dlat = d / 111_195.0;
         let at = noon() + chrono::Duration::seconds(30 * k);
         h.clock.set(at);
-        let e = event("eve", json!({"event_id": format!("j{k}"), "type": "location", "at": at.to_rfc3339(),
-            "lat": lat + dlat, "lon": lon, "accuracy_m": 12}));
+        let e = event(
+            "eve",
+            json!({"event_id": format!("j{k}"), "type": "location", "at": at.to_rfc3339(),
+            "lat": lat + dlat, "lon": lon, "accuracy_m": 12}),
+        );
         let r = h.engine.process(&e).await.unwrap();
         if verdict(&r).0 == Verdict::Sent {
             sent += 1;
@@ -181,16 +263,33 @@ async fn erasure_removes_everything_about_the_user() {
     let h = harness(Backend::Sqlite, 2, policy(10)).await;
     onboard(&h, "era").await;
     onboard(&h, "other").await;
-    h.engine.process(&fix_at("era", "f1", 0, noon())).await.unwrap();
-    h.engine.process(&fix_at("other", "o1", 0, noon())).await.unwrap();
+    h.engine
+        .process(&fix_at("era", "f1", 0, noon()))
+        .await
+        .unwrap();
+    h.engine
+        .process(&fix_at("other", "o1", 0, noon()))
+        .await
+        .unwrap();
     let db = h.sqlite.as_ref().unwrap();
     assert!(db.rows_about(&id("era")).unwrap() > 0);
     let before_other = db.rows_about(&id("other")).unwrap();
     let e = h.engine.erase(&id("era")).await.unwrap();
     assert!(e.records > 0);
     assert_eq!(db.rows_about(&id("era")).unwrap(), 0);
-    assert_eq!(db.rows_about(&id("other")).unwrap(), before_other, "other users untouched");
+    assert_eq!(
+        db.rows_about(&id("other")).unwrap(),
+        before_other,
+        "other users untouched"
+    );
     // A deleted user starts from nothing: no consent, so no push.
-    let r = h.engine.process(&fix_at("era", "f2", 1, noon())).await.unwrap();
-    assert_eq!(verdict(&r), (Verdict::Suppressed, "no_consent_location".into()));
+    let r = h
+        .engine
+        .process(&fix_at("era", "f2", 1, noon()))
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Suppressed, "no_consent_location".into())
+    );
 }

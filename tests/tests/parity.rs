@@ -16,9 +16,16 @@ async fn the_trainer_scores_a_served_candidate_exactly_as_serving_did() {
         h.engine.process(&e).await.unwrap();
     }
     // Some taste, so the user features are not all zero.
-    let view = event("pia", json!({"event_id": "v1", "type": "view", "at": noon().to_rfc3339(), "category": "coffee", "product_id": "p1"}));
+    let view = event(
+        "pia",
+        json!({"event_id": "v1", "type": "view", "at": noon().to_rfc3339(), "category": "coffee", "product_id": "p1"}),
+    );
     h.engine.process(&view).await.unwrap();
-    let r = h.engine.process(&fix_at("pia", "f1", 1, noon())).await.unwrap();
+    let r = h
+        .engine
+        .process(&fix_at("pia", "f1", 1, noon()))
+        .await
+        .unwrap();
     let d = r.decision.unwrap();
     assert_eq!(d.verdict, Verdict::Sent);
     let state = h.store.load_user(&id("pia")).await.unwrap().state;
@@ -41,12 +48,20 @@ async fn the_trainer_scores_a_served_candidate_exactly_as_serving_did() {
             })
             .collect(),
     };
-    assert!(record.weather.is_some() && record.candidates[0].affinity.is_some(), "context and tastes are exercised");
+    assert!(
+        record.weather.is_some() && record.candidates[0].affinity.is_some(),
+        "context and tastes are exercised"
+    );
     let ranker = model();
     for (served, c) in d.candidates.iter().zip(&record.candidates) {
         let mut x = [0.0; N_FEATURES];
         record.encode(c, &mut x);
         let trained = ranker.score(&x);
-        assert_eq!(served.score.unwrap(), trained, "candidate {}", served.offer_id);
+        assert_eq!(
+            served.score.unwrap(),
+            trained,
+            "candidate {}",
+            served.offer_id
+        );
     }
 }

@@ -44,7 +44,9 @@ impl From<EngineError> for ApiError {
                 tracing::error!(error = %s, "state store failure");
                 ApiError::Unavailable("state store unavailable".into())
             }
-            EngineError::Contention => ApiError::Unavailable("too many concurrent updates for one user".into()),
+            EngineError::Contention => {
+                ApiError::Unavailable("too many concurrent updates for one user".into())
+            }
         }
     }
 }
@@ -66,13 +68,18 @@ impl IntoResponse for ApiError {
                             "field": x.error.field, "reason": x.error.reason})).collect::<Vec<_>>()}}),
                 )
             }
-            ApiError::NotFound(what) => {
-                (StatusCode::NOT_FOUND, json!({"error": {"code": "not_found", "reason": format!("{what} not found")}}))
-            }
-            ApiError::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, json!({"error": {"code": "method_not_allowed", "reason": "method not allowed"}}))
-            }
-            ApiError::Conflict(r) => (StatusCode::CONFLICT, json!({"error": {"code": "conflict", "reason": r}})),
+            ApiError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": "not_found", "reason": format!("{what} not found")}}),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": {"code": "method_not_allowed", "reason": "method not allowed"}}),
+            ),
+            ApiError::Conflict(r) => (
+                StatusCode::CONFLICT,
+                json!({"error": {"code": "conflict", "reason": r}}),
+            ),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": {"code": "too_large", "field": "body", "reason": format!("must be at most {} bytes", crate::MAX_BODY)}}),
@@ -83,7 +90,8 @@ impl IntoResponse for ApiError {
                     Json(json!({"error": {"code": "unavailable", "reason": r, "retryable": true}})),
                 )
                     .into_response();
-                resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
                 return resp;
             }
         };

@@ -43,9 +43,15 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/users/{id}/consent", get(get_consent).put(put_consent))
         .route("/v1/users/{id}", axum::routing::delete(erase))
         .route("/v1/admin/stores", get(list_stores).post(create_store))
-        .route("/v1/admin/stores/{id}", get(get_store).put(put_store).delete(delete_store))
+        .route(
+            "/v1/admin/stores/{id}",
+            get(get_store).put(put_store).delete(delete_store),
+        )
         .route("/v1/admin/offers", get(list_offers).post(create_offer))
-        .route("/v1/admin/offers/{id}", get(get_offer).put(put_offer).delete(delete_offer))
+        .route(
+            "/v1/admin/offers/{id}",
+            get(get_offer).put(put_offer).delete(delete_offer),
+        )
         .route("/v1/admin/policy", get(get_policy).put(put_policy))
         .route("/v1/admin/simulate", post(simulate::simulate))
         .fallback(|| async { ApiError::NotFound("route".into()) })
@@ -58,7 +64,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
 /// Parses a JSON body: bad UTF-8, malformed JSON and empty bodies name the field `body`.
 pub(crate) fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::invalid("body", "must be a JSON object, got an empty body"));
+        return Err(ApiError::invalid(
+            "body",
+            "must be a JSON object, got an empty body",
+        ));
     }
     if bytes.len() > MAX_BODY {
         return Err(ApiError::TooLarge);
@@ -66,7 +75,8 @@ pub(crate) fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(ApiError::invalid("body", "is not valid UTF-8"));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("body", format!("is not valid JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("body", format!("is not valid JSON: {e}")))
 }
 
 fn path_id(name: &str, raw: &str) -> Result<Id, ApiError> {
@@ -75,10 +85,15 @@ fn path_id(name: &str, raw: &str) -> Result<Id, ApiError> {
 
 async fn health(State(engine): State<AppState>) -> Json<Value> {
     let c = engine.catalog();
-    Json(json!({"status": "ok", "stores": c.stores.len(), "offers": c.offers.len(), "model": engine.ranker().version()}))
+    Json(
+        json!({"status": "ok", "stores": c.stores.len(), "offers": c.offers.len(), "model": engine.ranker().version()}),
+    )
 }
 
-async fn post_events(State(engine): State<AppState>, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Response, ApiError> {
+async fn post_events(
+    State(engine): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
     let bytes = body.map_err(|_| ApiError::TooLarge)?;
     let v = json_body(&bytes)?;
     let batch = match Batch::from_json(&v, engine.now()) {
@@ -87,7 +102,11 @@ async fn post_events(State(engine): State<AppState>, body: Result<Bytes, axum::e
         Err(BatchError::Events(rejected)) => return Err(ApiError::Events(rejected)),
     };
     let results = engine.process_batch(&batch).await?;
-    Ok((StatusCode::OK, Json(json!({"user_id": batch.user_id, "results": results}))).into_response())
+    Ok((
+        StatusCode::OK,
+        Json(json!({"user_id": batch.user_id, "results": results})),
+    )
+        .into_response())
 }
 
 fn consent_json(user: &Id, c: &Consents) -> Value {
@@ -95,51 +114,85 @@ fn consent_json(user: &Id, c: &Consents) -> Value {
     for p in Purpose::ALL {
         let v = match c.get(p) {
             None => json!({"granted": false, "recorded": false}),
-            Some(r) => json!({"granted": r.granted, "recorded": true, "at": r.at, "source": r.source, "policy_version": r.policy_version}),
+            Some(r) => {
+                json!({"granted": r.granted, "recorded": true, "at": r.at, "source": r.source, "policy_version": r.policy_version})
+            }
         };
         m.insert(p.as_str().to_string(), v);
     }
     json!({"user_id": user, "consents": m})
 }
 
-async fn get_consent(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_consent(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let user = path_id("user_id", &id)?;
     let c = engine.consents(&user).await?;
     Ok(Json(consent_json(&user, &c)))
 }
 
-async fn put_consent(State(engine): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn put_consent(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let user = path_id("user_id", &id)?;
     let v = json_body(&body)?;
-    let obj = v.as_object().ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
     let mut changes = Vec::new();
     let mut policy_version = None;
     for (k, val) in obj {
         if k == "policy_version" {
             match val {
-                Value::String(s) if !s.is_empty() && s.len() <= 64 => policy_version = Some(s.clone()),
-                _ => return Err(ApiError::invalid("policy_version", "must be a string of 1 to 64 bytes")),
+                Value::String(s) if !s.is_empty() && s.len() <= 64 => {
+                    policy_version = Some(s.clone())
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        "policy_version",
+                        "must be a string of 1 to 64 bytes",
+                    ));
+                }
             }
             continue;
         }
-        let p = Purpose::parse(k).map_err(|_| ApiError::invalid(k, "is not a known field (push, location, personalisation, policy_version)"))?;
-        let g = val.as_bool().ok_or_else(|| ApiError::invalid(k, "must be true or false"))?;
+        let p = Purpose::parse(k).map_err(|_| {
+            ApiError::invalid(
+                k,
+                "is not a known field (push, location, personalisation, policy_version)",
+            )
+        })?;
+        let g = val
+            .as_bool()
+            .ok_or_else(|| ApiError::invalid(k, "must be true or false"))?;
         changes.push((p, g));
     }
     if changes.is_empty() {
-        return Err(ApiError::invalid("body", "must set at least one of push, location, personalisation"));
+        return Err(ApiError::invalid(
+            "body",
+            "must set at least one of push, location, personalisation",
+        ));
     }
     let c = engine.set_consents(&user, &changes, policy_version).await?;
     Ok(Json(consent_json(&user, &c)))
 }
 
-async fn erase(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn erase(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let user = path_id("user_id", &id)?;
     let e = engine.erase(&user).await?;
     Ok(Json(json!({"user_id": user, "erased_records": e.records})))
 }
 
-fn parse_with_id<T: serde::de::DeserializeOwned>(bytes: &Bytes, path_id: Option<&str>) -> Result<T, ApiError> {
+fn parse_with_id<T: serde::de::DeserializeOwned>(
+    bytes: &Bytes,
+    path_id: Option<&str>,
+) -> Result<T, ApiError> {
     let mut v = json_body(bytes)?;
     if let (Some(id), Some(obj)) = (path_id, v.as_object_mut()) {
         match obj.get("id") {
@@ -157,29 +210,45 @@ async fn list_stores(State(engine): State<AppState>) -> Json<Value> {
     Json(json!({"stores": engine.catalog().stores}))
 }
 
-async fn get_store(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<Store>, ApiError> {
+async fn get_store(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Store>, ApiError> {
     let id = path_id("id", &id)?;
     let c = engine.catalog();
-    c.store_pos.get(&id).map(|&p| Json(c.stores[p as usize].clone())).ok_or_else(|| ApiError::NotFound(format!("store {id}")))
+    c.store_pos
+        .get(&id)
+        .map(|&p| Json(c.stores[p as usize].clone()))
+        .ok_or_else(|| ApiError::NotFound(format!("store {id}")))
 }
 
 async fn create_store(State(engine): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let s: Store = parse_with_id(&body, None)?;
     if engine.catalog().store_pos.contains_key(&s.id) {
-        return Err(ApiError::Conflict(format!("store {} exists; use PUT to replace it", s.id)));
+        return Err(ApiError::Conflict(format!(
+            "store {} exists; use PUT to replace it",
+            s.id
+        )));
     }
     engine.put_store(s.clone()).await?;
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
-async fn put_store(State(engine): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Store>, ApiError> {
+async fn put_store(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Store>, ApiError> {
     let id = path_id("id", &id)?;
     let s: Store = parse_with_id(&body, Some(id.as_str()))?;
     engine.put_store(s.clone()).await?;
     Ok(Json(s))
 }
 
-async fn delete_store(State(engine): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_store(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = path_id("id", &id)?;
     engine.delete_store(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -189,29 +258,45 @@ async fn list_offers(State(engine): State<AppState>) -> Json<Value> {
     Json(json!({"offers": engine.catalog().offers}))
 }
 
-async fn get_offer(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<Offer>, ApiError> {
+async fn get_offer(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Offer>, ApiError> {
     let id = path_id("id", &id)?;
     let c = engine.catalog();
-    c.offer_pos.get(&id).map(|&p| Json(c.offers[p as usize].clone())).ok_or_else(|| ApiError::NotFound(format!("offer {id}")))
+    c.offer_pos
+        .get(&id)
+        .map(|&p| Json(c.offers[p as usize].clone()))
+        .ok_or_else(|| ApiError::NotFound(format!("offer {id}")))
 }
 
 async fn create_offer(State(engine): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let o: Offer = parse_with_id(&body, None)?;
     if engine.catalog().offer_pos.contains_key(&o.id) {
-        return Err(ApiError::Conflict(format!("offer {} exists; use PUT to replace it", o.id)));
+        return Err(ApiError::Conflict(format!(
+            "offer {} exists; use PUT to replace it",
+            o.id
+        )));
     }
     engine.put_offer(o.clone()).await?;
     Ok((StatusCode::CREATED, Json(o)).into_response())
 }
 
-async fn put_offer(State(engine): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Offer>, ApiError> {
+async fn put_offer(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Offer>, ApiError> {
     let id = path_id("id", &id)?;
     let o: Offer = parse_with_id(&body, Some(id.as_str()))?;
     engine.put_offer(o.clone()).await?;
     Ok(Json(o))
 }
 
-async fn delete_offer(State(engine): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_offer(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = path_id("id", &id)?;
     engine.delete_offer(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -221,13 +306,19 @@ async fn get_policy(State(engine): State<AppState>) -> Json<CapPolicy> {
     Json(engine.catalog().policy.clone())
 }
 
-async fn put_policy(State(engine): State<AppState>, body: Bytes) -> Result<Json<CapPolicy>, ApiError> {
+async fn put_policy(
+    State(engine): State<AppState>,
+    body: Bytes,
+) -> Result<Json<CapPolicy>, ApiError> {
     let p: CapPolicy = parse_with_id(&body, None)?;
     engine.put_policy(p.clone()).await?;
     Ok(Json(p))
 }
 
-#[allow(dead_code, reason = "kept for handlers that build field errors directly")]
+#[allow(
+    dead_code,
+    reason = "kept for handlers that build field errors directly"
+)]
 fn field(f: &str, r: &str) -> FieldError {
     FieldError::new(f, r)
 }

@@ -27,26 +27,42 @@ use std::sync::Arc;
 struct Fixed(Weather);
 
 impl WeatherSource for Fixed {
-    fn weather(&self, _: f64, _: f64, _: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Option<Weather>> {
+    fn weather(
+        &self,
+        _: f64,
+        _: f64,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Option<Weather>> {
         let w = self.0;
         Box::pin(async move { Some(w) })
     }
 }
 
-pub(crate) async fn simulate(State(live): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn simulate(
+    State(live): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let v = json_body(&body)?;
     let mut f = Fields::of(&v).map_err(ApiError::Invalid)?;
-    let events = f.req("events").map_err(ApiError::Invalid)?.as_array().ok_or_else(|| ApiError::invalid("events", "must be an array"))?;
+    let events = f
+        .req("events")
+        .map_err(ApiError::Invalid)?
+        .as_array()
+        .ok_or_else(|| ApiError::invalid("events", "must be an array"))?;
     let user_v = f.opt("user").cloned();
     let weather_v = f.opt("weather").cloned();
     f.finish().map_err(ApiError::Invalid)?;
     if events.is_empty() || events.len() > MAX_BATCH * 10 {
-        return Err(ApiError::invalid("events", format!("must hold 1 to {} events", MAX_BATCH * 10)));
+        return Err(ApiError::invalid(
+            "events",
+            format!("must hold 1 to {} events", MAX_BATCH * 10),
+        ));
     }
     let weather: Arc<dyn WeatherSource> = match weather_v {
         None => live.weather(),
         Some(w) => Arc::new(Fixed(
-            nearcast_core::config::parse_json::<Weather>(&w).map_err(|e| ApiError::Invalid(e.within("weather")))?,
+            nearcast_core::config::parse_json::<Weather>(&w)
+                .map_err(|e| ApiError::Invalid(e.within("weather")))?,
         )),
     };
     let sim_user = Id::parse("simulated-user").expect("valid id");
@@ -54,10 +70,14 @@ pub(crate) async fn simulate(State(live): State<AppState>, body: Bytes) -> Resul
     for (i, e) in events.iter().enumerate() {
         let mut e = e.clone();
         if let Some(o) = e.as_object_mut() {
-            o.entry("event_id").or_insert_with(|| Value::String(format!("sim-{i}")));
+            o.entry("event_id")
+                .or_insert_with(|| Value::String(format!("sim-{i}")));
         }
         let far = chrono::DateTime::<chrono::Utc>::MAX_UTC - chrono::Duration::days(2);
-        parsed.push(Event::from_json(&e, Some(&sim_user), far).map_err(|err| ApiError::Invalid(err.within(&format!("events[{i}]"))))?);
+        parsed.push(
+            Event::from_json(&e, Some(&sim_user), far)
+                .map_err(|err| ApiError::Invalid(err.within(&format!("events[{i}]"))))?,
+        );
     }
     parsed.sort_by_key(|e| e.at);
     let start = parsed.first().map(|e| e.at).expect("non-empty");
@@ -67,19 +87,36 @@ pub(crate) async fn simulate(State(live): State<AppState>, body: Bytes) -> Resul
     let store = Arc::new(InMemoryStateStore::new());
     let clock = ManualClock::new(start);
     for s in &catalog.stores {
-        store.put_store(s).await.map_err(nearcast_core::engine::EngineError::from)?;
+        store
+            .put_store(s)
+            .await
+            .map_err(nearcast_core::engine::EngineError::from)?;
     }
     for o in &catalog.offers {
-        store.put_offer(o).await.map_err(nearcast_core::engine::EngineError::from)?;
+        store
+            .put_offer(o)
+            .await
+            .map_err(nearcast_core::engine::EngineError::from)?;
     }
-    store.put_policy(&catalog.policy).await.map_err(nearcast_core::engine::EngineError::from)?;
     store
-        .commit(&Commit { state: Some(state), ..Commit::new(sim_user.clone(), 0) })
+        .put_policy(&catalog.policy)
         .await
         .map_err(nearcast_core::engine::EngineError::from)?;
-    let engine =
-        Engine::new(store, Arc::new(RecordingNotifier::new()), weather, Arc::new(clock.clone()) as Arc<dyn Clock>, live.ranker())
-            .await?;
+    store
+        .commit(&Commit {
+            state: Some(state),
+            ..Commit::new(sim_user.clone(), 0)
+        })
+        .await
+        .map_err(nearcast_core::engine::EngineError::from)?;
+    let engine = Engine::new(
+        store,
+        Arc::new(RecordingNotifier::new()),
+        weather,
+        Arc::new(clock.clone()) as Arc<dyn Clock>,
+        live.ranker(),
+    )
+    .await?;
     let mut decisions = Vec::new();
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     let mut sent = 0u64;
@@ -95,16 +132,31 @@ pub(crate) async fn simulate(State(live): State<AppState>, body: Bytes) -> Resul
             decisions.push(d);
         }
     }
-    Ok(Json(json!({"decisions": decisions, "summary": {"events": parsed.len(), "sent": sent, "not_sent_by_reason": by_reason}})))
+    Ok(Json(
+        json!({"decisions": decisions, "summary": {"events": parsed.len(), "sent": sent, "not_sent_by_reason": by_reason}}),
+    ))
 }
 
 fn user_state(v: Option<&Value>, at: chrono::DateTime<chrono::Utc>) -> Result<UserState, ApiError> {
     let mut s = UserState {
-        push: Some(PushTarget { platform: Platform::Fcm, token: "simulated".into(), endpoint: None, disabled: false }),
+        push: Some(PushTarget {
+            platform: Platform::Fcm,
+            token: "simulated".into(),
+            endpoint: None,
+            disabled: false,
+        }),
         ..UserState::default()
     };
     let grant = |s: &mut UserState, p: Purpose, g: bool| {
-        s.consents.set(p, ConsentRecord { granted: g, at: at - chrono::Duration::seconds(1), source: "simulation".into(), policy_version: None });
+        s.consents.set(
+            p,
+            ConsentRecord {
+                granted: g,
+                at: at - chrono::Duration::seconds(1),
+                source: "simulation".into(),
+                policy_version: None,
+            },
+        );
     };
     for p in Purpose::ALL {
         grant(&mut s, p, true);
@@ -112,31 +164,56 @@ fn user_state(v: Option<&Value>, at: chrono::DateTime<chrono::Utc>) -> Result<Us
     let Some(v) = v else { return Ok(s) };
     let mut f = Fields::of(v).map_err(|e| ApiError::Invalid(e.within("user")))?;
     if let Some(c) = f.opt("consents") {
-        let obj = c.as_object().ok_or_else(|| ApiError::invalid("user.consents", "must be an object"))?;
+        let obj = c
+            .as_object()
+            .ok_or_else(|| ApiError::invalid("user.consents", "must be an object"))?;
         for (k, g) in obj {
-            let p = Purpose::parse(k).map_err(|e| ApiError::Invalid(e.within(&format!("user.consents.{k}"))))?;
-            let g = g.as_bool().ok_or_else(|| ApiError::invalid(format!("user.consents.{k}"), "must be true or false"))?;
+            let p = Purpose::parse(k)
+                .map_err(|e| ApiError::Invalid(e.within(&format!("user.consents.{k}"))))?;
+            let g = g.as_bool().ok_or_else(|| {
+                ApiError::invalid(format!("user.consents.{k}"), "must be true or false")
+            })?;
             grant(&mut s, p, g);
         }
     }
     if let Some(a) = f.opt("affinities") {
-        let obj = a.as_object().ok_or_else(|| ApiError::invalid("user.affinities", "must be an object"))?;
+        let obj = a
+            .as_object()
+            .ok_or_else(|| ApiError::invalid("user.affinities", "must be an object"))?;
         for (k, x) in obj {
-            let x = x.as_f64().filter(|x| (0.0..=1.0).contains(x)).ok_or_else(|| ApiError::invalid(format!("user.affinities.{k}"), "must be a number in [0, 1]"))?;
+            let x = x
+                .as_f64()
+                .filter(|x| (0.0..=1.0).contains(x))
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("user.affinities.{k}"), "must be a number in [0, 1]")
+                })?;
             s.affinities.insert(k.clone(), x);
         }
     }
     if let Some(p) = f.opt("purchases") {
-        let arr = p.as_array().ok_or_else(|| ApiError::invalid("user.purchases", "must be an array"))?;
+        let arr = p
+            .as_array()
+            .ok_or_else(|| ApiError::invalid("user.purchases", "must be an array"))?;
         for (i, item) in arr.iter().enumerate() {
             let at_field = format!("user.purchases[{i}]");
             let mut pf = Fields::of(item).map_err(|e| ApiError::Invalid(e.within(&at_field)))?;
-            let product_id = pf.opt_id("product_id").map_err(|e| ApiError::Invalid(e.within(&at_field)))?;
-            let category = pf.opt_str("category", 64).map_err(|e| ApiError::Invalid(e.within(&at_field)))?.map(str::to_string);
-            pf.finish().map_err(|e| ApiError::Invalid(e.within(&at_field)))?;
-            s.add_purchase(Purchase { product_id, category, at });
+            let product_id = pf
+                .opt_id("product_id")
+                .map_err(|e| ApiError::Invalid(e.within(&at_field)))?;
+            let category = pf
+                .opt_str("category", 64)
+                .map_err(|e| ApiError::Invalid(e.within(&at_field)))?
+                .map(str::to_string);
+            pf.finish()
+                .map_err(|e| ApiError::Invalid(e.within(&at_field)))?;
+            s.add_purchase(Purchase {
+                product_id,
+                category,
+                at,
+            });
         }
     }
-    f.finish().map_err(|e| ApiError::Invalid(e.within("user")))?;
+    f.finish()
+        .map_err(|e| ApiError::Invalid(e.within("user")))?;
     Ok(s)
 }

@@ -30,7 +30,9 @@ fn bbox(s: &Shape) -> Rectangle<[f64; 2]> {
             let dlon = dlat / lat.to_radians().cos();
             Rectangle::from_corners([lon - dlon, lat - dlat], [lon + dlon, lat + dlat])
         }
-        Shape::Polygon { bbox, .. } => Rectangle::from_corners([bbox.min().x, bbox.min().y], [bbox.max().x, bbox.max().y]),
+        Shape::Polygon { bbox, .. } => {
+            Rectangle::from_corners([bbox.min().x, bbox.min().y], [bbox.max().x, bbox.max().y])
+        }
     }
 }
 
@@ -39,13 +41,22 @@ fn bench(c: &mut Criterion) {
     for n in [10_000usize, 100_000] {
         let mut rng = StdRng::seed_from_u64(42);
         let index = GeofenceIndex::build(shapes(n, &mut rng), DEFAULT_RESOLUTION).unwrap();
-        let tree: RTree<GeomWithData<Rectangle<[f64; 2]>, u32>> =
-            RTree::bulk_load(index.shapes().iter().enumerate().map(|(i, s)| GeomWithData::new(bbox(s), i as u32)).collect());
+        let tree: RTree<GeomWithData<Rectangle<[f64; 2]>, u32>> = RTree::bulk_load(
+            index
+                .shapes()
+                .iter()
+                .enumerate()
+                .map(|(i, s)| GeomWithData::new(bbox(s), i as u32))
+                .collect(),
+        );
         // Half the probes uniformly in the box (mostly misses), half at store centres (hits).
         let points: Vec<(f64, f64)> = (0..4096)
             .map(|k| {
                 if k % 2 == 0 {
-                    (rng.random_range(LAT.0..LAT.1), rng.random_range(LON.0..LON.1))
+                    (
+                        rng.random_range(LAT.0..LAT.1),
+                        rng.random_range(LON.0..LON.1),
+                    )
                 } else {
                     match &index.shapes()[rng.random_range(0..n)] {
                         Shape::Circle { lat, lon, .. } => (*lat + 0.0002, *lon),
@@ -67,8 +78,11 @@ fn bench(c: &mut Criterion) {
         }
         // Misses (uniform in the box, where most fixes of a city are) and hits (near
         // store centres) timed separately, then the 50/50 mix.
-        let (hits, misses): (Vec<(f64, f64)>, Vec<(f64, f64)>) = points.iter().partition(|p| !index.lookup(p.0, p.1).is_empty());
-        let sets: [(&str, &[(f64, f64)]); 3] = [("mixed", &points), ("hits", &hits), ("misses", &misses)];
+        let (hits, misses): (Vec<(f64, f64)>, Vec<(f64, f64)>) = points
+            .iter()
+            .partition(|p| !index.lookup(p.0, p.1).is_empty());
+        let sets: [(&str, &[(f64, f64)]); 3] =
+            [("mixed", &points), ("hits", &hits), ("misses", &misses)];
         for (label, pts) in sets {
             let m = pts.len();
             if m == 0 {
@@ -76,29 +90,37 @@ fn bench(c: &mut Criterion) {
             }
             let mut out = Vec::with_capacity(16);
             let mut k = 0usize;
-            g.bench_with_input(BenchmarkId::new(format!("h3_index/{label}"), n), &n, |b, _| {
-                b.iter(|| {
-                    let (lat, lon) = pts[k % m];
-                    k += 1;
-                    out.clear();
-                    index.lookup_into(black_box(lat), black_box(lon), &mut out);
-                    black_box(out.len())
-                })
-            });
+            g.bench_with_input(
+                BenchmarkId::new(format!("h3_index/{label}"), n),
+                &n,
+                |b, _| {
+                    b.iter(|| {
+                        let (lat, lon) = pts[k % m];
+                        k += 1;
+                        out.clear();
+                        index.lookup_into(black_box(lat), black_box(lon), &mut out);
+                        black_box(out.len())
+                    })
+                },
+            );
             let mut k = 0usize;
-            g.bench_with_input(BenchmarkId::new(format!("rstar_rtree/{label}"), n), &n, |b, _| {
-                b.iter(|| {
-                    let (lat, lon) = pts[k % m];
-                    k += 1;
-                    out.clear();
-                    for gd in tree.locate_all_at_point(&[black_box(lon), black_box(lat)]) {
-                        if index.shapes()[gd.data as usize].contains(lat, lon) {
-                            out.push(gd.data);
+            g.bench_with_input(
+                BenchmarkId::new(format!("rstar_rtree/{label}"), n),
+                &n,
+                |b, _| {
+                    b.iter(|| {
+                        let (lat, lon) = pts[k % m];
+                        k += 1;
+                        out.clear();
+                        for gd in tree.locate_all_at_point(&[black_box(lon), black_box(lat)]) {
+                            if index.shapes()[gd.data as usize].contains(lat, lon) {
+                                out.push(gd.data);
+                            }
                         }
-                    }
-                    black_box(out.len())
-                })
-            });
+                        black_box(out.len())
+                    })
+                },
+            );
         }
         if n <= 10_000 {
             let mut k = 0usize;

@@ -14,7 +14,10 @@ fn bench(c: &mut Criterion) {
     let ctx = Context::new(
         "2026-11-20T07:30:00Z".parse().unwrap(),
         chrono_tz::Europe::Helsinki,
-        Some(Weather { condition: Condition::Rain, temp_c: 4.0 }),
+        Some(Weather {
+            condition: Condition::Rain,
+            temp_c: 4.0,
+        }),
     );
     c.bench_function("score_one_candidate", |b| {
         let mut x = [0.0; N_FEATURES];
@@ -24,7 +27,9 @@ fn bench(c: &mut Criterion) {
             black_box(ranker.score(&x))
         })
     });
-    c.bench_function("load_model_artifact", |b| b.iter(|| black_box(LogisticRanker::from_json(black_box(MODEL)).unwrap())));
+    c.bench_function("load_model_artifact", |b| {
+        b.iter(|| black_box(LogisticRanker::from_json(black_box(MODEL)).unwrap()))
+    });
 }
 
 criterion_group!(benches, bench);

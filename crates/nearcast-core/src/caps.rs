@@ -42,7 +42,9 @@ impl std::fmt::Display for CapBlock {
             CapBlock::QuietHours { local } => write!(f, "quiet hours ({local} local)"),
             CapBlock::Daily { sent, limit } => write!(f, "capped: {sent}/{limit} today"),
             CapBlock::Weekly { sent, limit } => write!(f, "capped: {sent}/{limit} this week"),
-            CapBlock::MinGap { minutes, limit } => write!(f, "capped: {minutes} min since last push (gap {limit} min)"),
+            CapBlock::MinGap { minutes, limit } => {
+                write!(f, "capped: {minutes} min since last push (gap {limit} min)")
+            }
         }
     }
 }
@@ -63,26 +65,51 @@ pub fn in_quiet_hours(t: NaiveTime, start: NaiveTime, end: NaiveTime) -> bool {
 ///
 /// # Errors
 /// The first [`CapBlock`] that applies.
-pub fn check(policy: &CapPolicy, sends: &[SendRecord], now: DateTime<Utc>, tz: Tz) -> Result<(), CapBlock> {
+pub fn check(
+    policy: &CapPolicy,
+    sends: &[SendRecord],
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Result<(), CapBlock> {
     let local = now.with_timezone(&tz);
     if in_quiet_hours(local.time(), policy.quiet_start, policy.quiet_end) {
-        return Err(CapBlock::QuietHours { local: local.format("%H:%M").to_string() });
+        return Err(CapBlock::QuietHours {
+            local: local.format("%H:%M").to_string(),
+        });
     }
-    let sent: Vec<&SendRecord> = sends.iter().filter(|s| !s.held_out && s.at <= now).collect();
+    let sent: Vec<&SendRecord> = sends
+        .iter()
+        .filter(|s| !s.held_out && s.at <= now)
+        .collect();
     if let Some(last) = sent.iter().map(|s| s.at).max() {
         let minutes = (now - last).num_minutes();
         if minutes < i64::from(policy.min_gap_minutes) {
-            return Err(CapBlock::MinGap { minutes, limit: policy.min_gap_minutes });
+            return Err(CapBlock::MinGap {
+                minutes,
+                limit: policy.min_gap_minutes,
+            });
         }
     }
     let today = local.date_naive();
-    let day = sent.iter().filter(|s| s.at.with_timezone(&tz).date_naive() == today).count() as u32;
+    let day = sent
+        .iter()
+        .filter(|s| s.at.with_timezone(&tz).date_naive() == today)
+        .count() as u32;
     if day >= policy.per_day {
-        return Err(CapBlock::Daily { sent: day, limit: policy.per_day });
+        return Err(CapBlock::Daily {
+            sent: day,
+            limit: policy.per_day,
+        });
     }
-    let week = sent.iter().filter(|s| now - s.at < Duration::days(7)).count() as u32;
+    let week = sent
+        .iter()
+        .filter(|s| now - s.at < Duration::days(7))
+        .count() as u32;
     if week >= policy.per_week {
-        return Err(CapBlock::Weekly { sent: week, limit: policy.per_week });
+        return Err(CapBlock::Weekly {
+            sent: week,
+            limit: policy.per_week,
+        });
     }
     Ok(())
 }
@@ -94,7 +121,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn rec(at: DateTime<Utc>) -> SendRecord {
-        SendRecord { at, offer_id: Id::parse("o").unwrap(), delivery_id: "d".into(), held_out: false }
+        SendRecord {
+            at,
+            offer_id: Id::parse("o").unwrap(),
+            delivery_id: "d".into(),
+            held_out: false,
+        }
     }
 
     fn noon() -> DateTime<Utc> {
@@ -105,22 +137,49 @@ mod tests {
     fn quiet_hours_wrap_midnight() {
         let p = CapPolicy::default();
         let late: DateTime<Utc> = "2026-11-20T20:30:00Z".parse().unwrap(); // 22:30 local
-        assert!(matches!(check(&p, &[], late, chrono_tz::Europe::Helsinki), Err(CapBlock::QuietHours { .. })));
+        assert!(matches!(
+            check(&p, &[], late, chrono_tz::Europe::Helsinki),
+            Err(CapBlock::QuietHours { .. })
+        ));
         let early: DateTime<Utc> = "2026-11-20T05:30:00Z".parse().unwrap(); // 07:30 local
-        assert!(matches!(check(&p, &[], early, chrono_tz::Europe::Helsinki), Err(CapBlock::QuietHours { .. })));
+        assert!(matches!(
+            check(&p, &[], early, chrono_tz::Europe::Helsinki),
+            Err(CapBlock::QuietHours { .. })
+        ));
         assert!(check(&p, &[], noon(), chrono_tz::Europe::Helsinki).is_ok());
     }
 
     #[test]
     fn daily_weekly_and_gap_caps_block() {
-        let p = CapPolicy { per_day: 2, per_week: 3, min_gap_minutes: 60, ..CapPolicy::default() };
+        let p = CapPolicy {
+            per_day: 2,
+            per_week: 3,
+            min_gap_minutes: 60,
+            ..CapPolicy::default()
+        };
         let tz = chrono_tz::Europe::Helsinki;
         let gap = [rec(noon() - Duration::minutes(30))];
-        assert!(matches!(check(&p, &gap, noon(), tz), Err(CapBlock::MinGap { minutes: 30, .. })));
-        let day = [rec(noon() - Duration::hours(2)), rec(noon() - Duration::hours(1))];
-        assert_eq!(check(&p, &day, noon(), tz), Err(CapBlock::Daily { sent: 2, limit: 2 }));
-        let week = [rec(noon() - Duration::days(3)), rec(noon() - Duration::days(2)), rec(noon() - Duration::days(1))];
-        assert_eq!(check(&p, &week, noon(), tz), Err(CapBlock::Weekly { sent: 3, limit: 3 }));
+        assert!(matches!(
+            check(&p, &gap, noon(), tz),
+            Err(CapBlock::MinGap { minutes: 30, .. })
+        ));
+        let day = [
+            rec(noon() - Duration::hours(2)),
+            rec(noon() - Duration::hours(1)),
+        ];
+        assert_eq!(
+            check(&p, &day, noon(), tz),
+            Err(CapBlock::Daily { sent: 2, limit: 2 })
+        );
+        let week = [
+            rec(noon() - Duration::days(3)),
+            rec(noon() - Duration::days(2)),
+            rec(noon() - Duration::days(1)),
+        ];
+        assert_eq!(
+            check(&p, &week, noon(), tz),
+            Err(CapBlock::Weekly { sent: 3, limit: 3 })
+        );
     }
 
     proptest! {

@@ -37,14 +37,18 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, FieldE
         }
         if let Some(rest) = inner.strip_prefix("missing field `") {
             let name = rest.split('`').next().unwrap_or_default();
-            let field = if path == "." { name.to_string() } else { format!("{path}.{name}") };
+            let field = if path == "." {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            };
             return FieldError::new(field, "is required");
         }
         let path = if path == "." { String::new() } else { path };
-        if let Some(rest) = inner.strip_prefix(FIELD_MARK) {
-            if let Some((field, reason)) = rest.split_once(FIELD_MARK) {
-                return FieldError::new(field, reason).within(&path);
-            }
+        if let Some(rest) = inner.strip_prefix(FIELD_MARK)
+            && let Some((field, reason)) = rest.split_once(FIELD_MARK)
+        {
+            return FieldError::new(field, reason).within(&path);
         }
         FieldError::new(path, inner)
     })
@@ -97,17 +101,26 @@ const FIELD_MARK: char = '\u{1}';
 impl<'de> Deserialize<'de> for Fence {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
-        let err = |e: FieldError| serde::de::Error::custom(format!("{FIELD_MARK}{}{FIELD_MARK}{}", e.field, e.reason));
+        let err = |e: FieldError| {
+            serde::de::Error::custom(format!("{FIELD_MARK}{}{FIELD_MARK}{}", e.field, e.reason))
+        };
         let mut f = crate::event::Fields::of(&v).map_err(err)?;
         let fence = match f.str("type", 16).map_err(err)? {
             "circle" => Fence::Circle {
                 lat: f.num("lat", -90.0, 90.0).map_err(err)?,
                 lon: f.num("lon", -180.0, 180.0).map_err(err)?,
-                radius_m: f.num("radius_m", f64::MIN_POSITIVE, MAX_RADIUS_M).map_err(err)?,
+                radius_m: f
+                    .num("radius_m", f64::MIN_POSITIVE, MAX_RADIUS_M)
+                    .map_err(err)?,
             },
-            "polygon" => Fence::Polygon { geometry: f.req("geometry").map_err(err)?.clone() },
+            "polygon" => Fence::Polygon {
+                geometry: f.req("geometry").map_err(err)?.clone(),
+            },
             other => {
-                return Err(err(FieldError::new("type", format!("must be \"circle\" or \"polygon\", got {other:?}"))));
+                return Err(err(FieldError::new(
+                    "type",
+                    format!("must be \"circle\" or \"polygon\", got {other:?}"),
+                )));
             }
         };
         f.finish().map_err(err)?;
@@ -157,10 +170,16 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "must not be empty"));
     }
     if s.len() > max {
-        return Err(FieldError::new(field, format!("must be at most {max} bytes, got {}", s.len())));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} bytes, got {}", s.len()),
+        ));
     }
     if s.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -169,7 +188,10 @@ fn check_range(field: &str, x: f64, lo: f64, hi: f64) -> Result<(), FieldError> 
     if x.is_finite() && x >= lo && x <= hi {
         Ok(())
     } else {
-        Err(FieldError::new(field, format!("must be a finite number in [{lo}, {hi}], got {x}")))
+        Err(FieldError::new(
+            field,
+            format!("must be a finite number in [{lo}, {hi}], got {x}"),
+        ))
     }
 }
 
@@ -311,15 +333,18 @@ impl Offer {
             check_text("coupon", c, 64)?;
         }
         if self.store_ids.is_empty() && self.store_categories.is_empty() {
-            return Err(FieldError::new("store_ids", "give store_ids or store_categories (or both)"));
+            return Err(FieldError::new(
+                "store_ids",
+                "give store_ids or store_categories (or both)",
+            ));
         }
         for (i, c) in self.store_categories.iter().enumerate() {
             check_text(&format!("store_categories[{i}]"), c, 64)?;
         }
-        if let (Some(s), Some(e)) = (self.starts_at, self.ends_at) {
-            if e <= s {
-                return Err(FieldError::new("ends_at", "must be after starts_at"));
-            }
+        if let (Some(s), Some(e)) = (self.starts_at, self.ends_at)
+            && e <= s
+        {
+            return Err(FieldError::new("ends_at", "must be after starts_at"));
         }
         if let Some(w) = &self.weather {
             if let Some(t) = w.min_temp_c {
@@ -328,26 +353,35 @@ impl Offer {
             if let Some(t) = w.max_temp_c {
                 check_range("weather.max_temp_c", t, -90.0, 60.0)?;
             }
-            if let (Some(lo), Some(hi)) = (w.min_temp_c, w.max_temp_c) {
-                if hi < lo {
-                    return Err(FieldError::new("weather.max_temp_c", "must not be below min_temp_c"));
-                }
+            if let (Some(lo), Some(hi)) = (w.min_temp_c, w.max_temp_c)
+                && hi < lo
+            {
+                return Err(FieldError::new(
+                    "weather.max_temp_c",
+                    "must not be below min_temp_c",
+                ));
             }
         }
-        if let Some(a) = &self.audience {
-            if let Some(m) = a.min_affinity {
-                check_range("audience.min_affinity", m, 0.0, 1.0)?;
-            }
+        if let Some(a) = &self.audience
+            && let Some(m) = a.min_affinity
+        {
+            check_range("audience.min_affinity", m, 0.0, 1.0)?;
         }
-        if let Trigger::Dwell { minutes } = self.trigger {
-            if !(1..=240).contains(&minutes) {
-                return Err(FieldError::new("trigger.minutes", format!("must be in [1, 240], got {minutes}")));
-            }
+        if let Trigger::Dwell { minutes } = self.trigger
+            && !(1..=240).contains(&minutes)
+        {
+            return Err(FieldError::new(
+                "trigger.minutes",
+                format!("must be in [1, 240], got {minutes}"),
+            ));
         }
         check_range("threshold", self.threshold, 0.0, 1.0)?;
         check_range("holdout", self.holdout, 0.0, 0.5)?;
         if self.reeligible_after_hours > 24 * 365 {
-            return Err(FieldError::new("reeligible_after_hours", "must be at most 8760"));
+            return Err(FieldError::new(
+                "reeligible_after_hours",
+                "must be at most 8760",
+            ));
         }
         Ok(())
     }
@@ -388,7 +422,10 @@ impl CapPolicy {
     /// The first [`FieldError`].
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.per_day == 0 || self.per_day > 50 {
-            return Err(FieldError::new("per_day", format!("must be in [1, 50], got {}", self.per_day)));
+            return Err(FieldError::new(
+                "per_day",
+                format!("must be in [1, 50], got {}", self.per_day),
+            ));
         }
         if self.per_week < self.per_day || self.per_week > 200 {
             return Err(FieldError::new("per_week", "must be in [per_day, 200]"));

@@ -104,7 +104,12 @@ mod tests {
     use super::*;
 
     fn rec(granted: bool, t: &str) -> ConsentRecord {
-        ConsentRecord { granted, at: t.parse().unwrap(), source: "event".into(), policy_version: None }
+        ConsentRecord {
+            granted,
+            at: t.parse().unwrap(),
+            source: "event".into(),
+            policy_version: None,
+        }
     }
 
     #[test]

@@ -45,7 +45,13 @@ impl Daypart {
     }
 
     /// All dayparts in order.
-    pub const ALL: [Daypart; 5] = [Daypart::Morning, Daypart::Midday, Daypart::Afternoon, Daypart::Evening, Daypart::Night];
+    pub const ALL: [Daypart; 5] = [
+        Daypart::Morning,
+        Daypart::Midday,
+        Daypart::Afternoon,
+        Daypart::Evening,
+        Daypart::Night,
+    ];
 }
 
 /// The context of one decision at one store.

@@ -30,23 +30,51 @@ pub enum Reason {
     NoConsentLocation,
     NoConsentPush,
     NoPushTarget,
-    StaleFix { minutes: i64 },
+    StaleFix {
+        minutes: i64,
+    },
     NoTrigger,
     OutsideSchedule,
-    Weekday { needs: Vec<String> },
-    Daypart { needs: Vec<String> },
+    Weekday {
+        needs: Vec<String>,
+    },
+    Daypart {
+        needs: Vec<String>,
+    },
     WeatherUnknown,
-    Weather { needs: Vec<String>, got: String },
-    Temperature { got: f64 },
+    Weather {
+        needs: Vec<String>,
+        got: String,
+    },
+    Temperature {
+        got: f64,
+    },
     AudienceNeedsPersonalisation,
-    Affinity { got: f64, needs: f64 },
+    Affinity {
+        got: f64,
+        needs: f64,
+    },
     NotNewToCategory,
-    AlreadyBought { product: Option<String>, category: String },
-    NotYetReeligible { hours: i64 },
-    BelowThreshold { score: f64, threshold: f64 },
-    Capped { detail: String },
-    QuietHours { local: String },
-    HeldOut { campaign: String },
+    AlreadyBought {
+        product: Option<String>,
+        category: String,
+    },
+    NotYetReeligible {
+        hours: i64,
+    },
+    BelowThreshold {
+        score: f64,
+        threshold: f64,
+    },
+    Capped {
+        detail: String,
+    },
+    QuietHours {
+        local: String,
+    },
+    HeldOut {
+        campaign: String,
+    },
 }
 
 impl Reason {
@@ -89,15 +117,26 @@ impl std::fmt::Display for Reason {
             Reason::Weekday { needs } => write!(f, "weekday: needs {}", needs.join("/")),
             Reason::Daypart { needs } => write!(f, "daypart: needs {}", needs.join("/")),
             Reason::WeatherUnknown => write!(f, "weather unknown"),
-            Reason::Weather { needs, got } => write!(f, "weather: needs {}, is {got}", needs.join("/")),
+            Reason::Weather { needs, got } => {
+                write!(f, "weather: needs {}, is {got}", needs.join("/"))
+            }
             Reason::Temperature { got } => write!(f, "temperature {got:.0} °C out of range"),
-            Reason::AudienceNeedsPersonalisation => write!(f, "audience rule needs personalisation consent"),
+            Reason::AudienceNeedsPersonalisation => {
+                write!(f, "audience rule needs personalisation consent")
+            }
             Reason::Affinity { got, needs } => write!(f, "affinity {got:.2} < {needs:.2}"),
             Reason::NotNewToCategory => write!(f, "audience: already a customer in category"),
-            Reason::AlreadyBought { product: Some(p), .. } => write!(f, "already bought {p}"),
-            Reason::AlreadyBought { product: None, category } => write!(f, "already bought {category}"),
+            Reason::AlreadyBought {
+                product: Some(p), ..
+            } => write!(f, "already bought {p}"),
+            Reason::AlreadyBought {
+                product: None,
+                category,
+            } => write!(f, "already bought {category}"),
             Reason::NotYetReeligible { hours } => write!(f, "offer re-eligible in {hours} h"),
-            Reason::BelowThreshold { score, threshold } => write!(f, "score {score:.2} below threshold {threshold:.2}"),
+            Reason::BelowThreshold { score, threshold } => {
+                write!(f, "score {score:.2} below threshold {threshold:.2}")
+            }
             Reason::Capped { detail } => f.write_str(detail),
             Reason::QuietHours { local } => write!(f, "quiet hours ({local} local)"),
             Reason::HeldOut { campaign } => write!(f, "held out (campaign {campaign})"),
@@ -239,7 +278,10 @@ pub struct Inputs<'a> {
 
 /// The deterministic delivery id of a user's event.
 pub fn delivery_id(user: &Id, event: &Id) -> String {
-    format!("d-{:016x}", stable_hash(&["delivery", user.as_str(), event.as_str()]))
+    format!(
+        "d-{:016x}",
+        stable_hash(&["delivery", user.as_str(), event.as_str()])
+    )
 }
 
 /// Processes one validated event against the user's current state.
@@ -248,20 +290,45 @@ pub fn decide(inputs: &Inputs<'_>, state: &UserState, event: &Event) -> Outcome 
     state.prune(inputs.now);
     match &event.kind {
         EventKind::Location(fix) => location(inputs, state, event, fix),
-        EventKind::Consent { purpose, granted, policy_version } => {
+        EventKind::Consent {
+            purpose,
+            granted,
+            policy_version,
+        } => {
             state.consents.set(
                 *purpose,
-                ConsentRecord { granted: *granted, at: event.at, source: "event".into(), policy_version: policy_version.clone() },
+                ConsentRecord {
+                    granted: *granted,
+                    at: event.at,
+                    source: "event".into(),
+                    policy_version: policy_version.clone(),
+                },
             );
             apply_consent_effects(&mut state);
-            Outcome { state, decision: None, push: None }
+            Outcome {
+                state,
+                decision: None,
+                push: None,
+            }
         }
         EventKind::PushToken { platform, token } => {
-            let same = state.push.as_ref().is_some_and(|p| p.platform == *platform && &p.token == token);
+            let same = state
+                .push
+                .as_ref()
+                .is_some_and(|p| p.platform == *platform && &p.token == token);
             if !same {
-                state.push = Some(PushTarget { platform: *platform, token: token.clone(), endpoint: None, disabled: false });
+                state.push = Some(PushTarget {
+                    platform: *platform,
+                    token: token.clone(),
+                    endpoint: None,
+                    disabled: false,
+                });
             }
-            Outcome { state, decision: None, push: None }
+            Outcome {
+                state,
+                decision: None,
+                push: None,
+            }
         }
         EventKind::Behaviour(b) => {
             let personal = state.consents.granted(Purpose::Personalisation);
@@ -274,21 +341,27 @@ pub fn decide(inputs: &Inputs<'_>, state: &UserState, event: &Event) -> Outcome 
             if b.action == Action::Purchase {
                 // Purchases are kept without personalisation consent too: they only ever
                 // suppress offers (never again an offer for what was bought).
-                state.add_purchase(Purchase { product_id: b.product_id.clone(), category: category.clone(), at: event.at });
+                state.add_purchase(Purchase {
+                    product_id: b.product_id.clone(),
+                    category: category.clone(),
+                    at: event.at,
+                });
             }
-            if personal {
-                if let Some(c) = &category {
-                    let w = match b.action {
-                        Action::View => 0.05,
-                        Action::AddToCart => 0.15,
-                        Action::Purchase => 0.3,
-                        Action::NotificationOpened => 0.1,
-                        Action::CouponRedeemed => 0.3,
-                    };
-                    state.learn(c, w);
-                }
+            if personal && let Some(c) = &category {
+                let w = match b.action {
+                    Action::View => 0.05,
+                    Action::AddToCart => 0.15,
+                    Action::Purchase => 0.3,
+                    Action::NotificationOpened => 0.1,
+                    Action::CouponRedeemed => 0.3,
+                };
+                state.learn(c, w);
             }
-            Outcome { state, decision: None, push: None }
+            Outcome {
+                state,
+                decision: None,
+                push: None,
+            }
         }
     }
 }
@@ -326,8 +399,17 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     let model = inputs.ranker.version();
     if !state.consents.granted(Purpose::Location) {
         state.fences.clear();
-        let d = blank(event, Some(Reason::NoConsentLocation), Verdict::Suppressed, model);
-        return Outcome { state, decision: Some(d), push: None };
+        let d = blank(
+            event,
+            Some(Reason::NoConsentLocation),
+            Verdict::Suppressed,
+            model,
+        );
+        return Outcome {
+            state,
+            decision: Some(d),
+            push: None,
+        };
     }
 
     // 1. Presence: fences hit by the fix, plus fences the user was inside (to see them leave).
@@ -342,7 +424,9 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     touched.sort_unstable();
     touched.dedup();
     // Presence of stores that no longer exist is dropped.
-    state.fences.retain(|sid, _| cat.store_pos.contains_key(sid));
+    state
+        .fences
+        .retain(|sid, _| cat.store_pos.contains_key(sid));
 
     let mut moments: Vec<(u32, Transition)> = Vec::new();
     for &p in &touched {
@@ -350,7 +434,9 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         let out = if hits.binary_search(&p).is_ok() {
             0.0
         } else {
-            cat.index.shapes()[p as usize].distance_outside_m(fix.lat, fix.lon).max(f64::MIN_POSITIVE)
+            cat.index.shapes()[p as usize]
+                .distance_outside_m(fix.lat, fix.lon)
+                .max(f64::MIN_POSITIVE)
         };
         let (tr, next) = trigger::step(state.fences.get(&store.id), out, fix.accuracy_m, event.at);
         match next {
@@ -368,8 +454,19 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
 
     let age = inputs.now - event.at;
     if age > MAX_FIX_AGE {
-        let d = blank(event, Some(Reason::StaleFix { minutes: age.num_minutes() }), Verdict::Suppressed, model);
-        return Outcome { state, decision: Some(d), push: None };
+        let d = blank(
+            event,
+            Some(Reason::StaleFix {
+                minutes: age.num_minutes(),
+            }),
+            Verdict::Suppressed,
+            model,
+        );
+        return Outcome {
+            state,
+            decision: Some(d),
+            push: None,
+        };
     }
 
     // 2. Triggered (store, offer) pairs, each offer once per visit.
@@ -393,7 +490,11 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
                     Trigger::Enter => tr == Transition::Enter,
                     Trigger::Dwell { minutes } => minutes_inside >= i64::from(minutes),
                 };
-                fired && !state.fences.get(&store.id).is_some_and(|f| f.decided.contains(&o.id))
+                fired
+                    && !state
+                        .fences
+                        .get(&store.id)
+                        .is_some_and(|f| f.decided.contains(&o.id))
             })
             .collect();
         if triggered.is_empty() {
@@ -419,13 +520,23 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
             match eligible(o, &ctx, &state, personal, event.at) {
                 Err(r) => c.reason = Some(r),
                 Ok(()) => {
-                    let affinity = personal.then(|| state.affinities.get(&o.category).copied().unwrap_or(0.0));
-                    let input = Input::new(&o.category, &ctx, distance_m, affinity, state.bought_category(&o.category));
+                    let affinity =
+                        personal.then(|| state.affinities.get(&o.category).copied().unwrap_or(0.0));
+                    let input = Input::new(
+                        &o.category,
+                        &ctx,
+                        distance_m,
+                        affinity,
+                        state.bought_category(&o.category),
+                    );
                     features::encode(&input, &mut x);
                     let s = inputs.ranker.score(&x);
                     c.score = Some(s);
                     if s < o.threshold {
-                        c.reason = Some(Reason::BelowThreshold { score: s, threshold: o.threshold });
+                        c.reason = Some(Reason::BelowThreshold {
+                            score: s,
+                            threshold: o.threshold,
+                        });
                     } else {
                         scored.push((candidates.len(), s, p, k));
                     }
@@ -451,7 +562,11 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     let mut d = blank(event, None, Verdict::None, model);
     if candidates.is_empty() {
         d.reason = Some(Reason::NoTrigger);
-        return Outcome { state, decision: Some(d), push: None };
+        return Outcome {
+            state,
+            decision: Some(d),
+            push: None,
+        };
     }
 
     // 3. Best eligible candidate above its threshold; otherwise explain the best rejection.
@@ -468,12 +583,20 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         d.reason = best.reason.clone();
         d.context = first_ctx.as_ref().map(|(c, _)| context_of(c));
         d.candidates = candidates;
-        return Outcome { state, decision: Some(d), push: None };
+        return Outcome {
+            state,
+            decision: Some(d),
+            push: None,
+        };
     };
     let store = &cat.stores[p as usize];
     let offer = &cat.offers[k as usize];
     let tz = cat.tzs[p as usize];
-    let weather = (inputs.weather)(centre(&cat.index.shapes()[p as usize]).0, centre(&cat.index.shapes()[p as usize]).1, event.at);
+    let weather = (inputs.weather)(
+        centre(&cat.index.shapes()[p as usize]).0,
+        centre(&cat.index.shapes()[p as usize]).1,
+        event.at,
+    );
     let ctx = Context::new(event.at, tz, weather);
     d.store_id = Some(store.id.clone());
     d.offer_id = Some(offer.id.clone());
@@ -490,7 +613,9 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         match caps::check(&cat.policy, &state.sends, event.at, tz) {
             Ok(()) => None,
             Err(CapBlock::QuietHours { local }) => Some(Reason::QuietHours { local }),
-            Err(b) => Some(Reason::Capped { detail: b.to_string() }),
+            Err(b) => Some(Reason::Capped {
+                detail: b.to_string(),
+            }),
         }
     };
     if let Some(r) = block {
@@ -498,20 +623,40 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         d.verdict = Verdict::Suppressed;
         d.reason = Some(r);
         d.candidates = candidates;
-        return Outcome { state, decision: Some(d), push: None };
+        return Outcome {
+            state,
+            decision: Some(d),
+            push: None,
+        };
     }
     let did = delivery_id(&event.user_id, &event.event_id);
     d.delivery_id = Some(did.clone());
     if holdout::held_out(&event.user_id, &offer.campaign_id, offer.holdout) {
-        let r = Reason::HeldOut { campaign: offer.campaign_id.to_string() };
-        state.sends.push(SendRecord { at: event.at, offer_id: offer.id.clone(), delivery_id: did, held_out: true });
+        let r = Reason::HeldOut {
+            campaign: offer.campaign_id.to_string(),
+        };
+        state.sends.push(SendRecord {
+            at: event.at,
+            offer_id: offer.id.clone(),
+            delivery_id: did,
+            held_out: true,
+        });
         candidates[ci].reason = Some(r.clone());
         d.verdict = Verdict::HeldOut;
         d.reason = Some(r);
         d.candidates = candidates;
-        return Outcome { state, decision: Some(d), push: None };
+        return Outcome {
+            state,
+            decision: Some(d),
+            push: None,
+        };
     }
-    state.sends.push(SendRecord { at: event.at, offer_id: offer.id.clone(), delivery_id: did.clone(), held_out: false });
+    state.sends.push(SendRecord {
+        at: event.at,
+        offer_id: offer.id.clone(),
+        delivery_id: did.clone(),
+        held_out: false,
+    });
     let target = state.push.as_ref().expect("checked above");
     let push = Push {
         delivery_id: did,
@@ -531,7 +676,11 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     };
     d.verdict = Verdict::Sent;
     d.candidates = candidates;
-    Outcome { state, decision: Some(d), push: Some(push) }
+    Outcome {
+        state,
+        decision: Some(d),
+        push: Some(push),
+    }
 }
 
 fn centre(shape: &crate::geofence::Shape) -> (f64, f64) {
@@ -548,25 +697,43 @@ fn centre(shape: &crate::geofence::Shape) -> (f64, f64) {
 ///
 /// # Errors
 /// The first rule not met, as a [`Reason`].
-pub fn eligible(o: &Offer, ctx: &Context, state: &UserState, personal: bool, at: DateTime<Utc>) -> Result<(), Reason> {
+pub fn eligible(
+    o: &Offer,
+    ctx: &Context,
+    state: &UserState,
+    personal: bool,
+    at: DateTime<Utc>,
+) -> Result<(), Reason> {
     if o.starts_at.is_some_and(|s| at < s) || o.ends_at.is_some_and(|e| at >= e) {
         return Err(Reason::OutsideSchedule);
     }
     if !o.weekdays.is_empty() && !o.weekdays.iter().any(|w| w.weekday() == ctx.weekday) {
-        return Err(Reason::Weekday { needs: o.weekdays.iter().map(|w| w.weekday().to_string()).collect() });
+        return Err(Reason::Weekday {
+            needs: o.weekdays.iter().map(|w| w.weekday().to_string()).collect(),
+        });
     }
     if !o.dayparts.is_empty() && !o.dayparts.contains(&ctx.daypart) {
-        return Err(Reason::Daypart { needs: o.dayparts.iter().map(|d| d.as_str().to_string()).collect() });
+        return Err(Reason::Daypart {
+            needs: o.dayparts.iter().map(|d| d.as_str().to_string()).collect(),
+        });
     }
     if let Some(rule) = &o.weather {
-        let Some(w) = ctx.weather else { return Err(Reason::WeatherUnknown) };
+        let Some(w) = ctx.weather else {
+            return Err(Reason::WeatherUnknown);
+        };
         if !rule.conditions.is_empty() && !rule.conditions.contains(&w.condition) {
             return Err(Reason::Weather {
-                needs: rule.conditions.iter().map(|c| c.as_str().to_string()).collect(),
+                needs: rule
+                    .conditions
+                    .iter()
+                    .map(|c| c.as_str().to_string())
+                    .collect(),
                 got: w.condition.as_str().to_string(),
             });
         }
-        if rule.min_temp_c.is_some_and(|t| w.temp_c < t) || rule.max_temp_c.is_some_and(|t| w.temp_c > t) {
+        if rule.min_temp_c.is_some_and(|t| w.temp_c < t)
+            || rule.max_temp_c.is_some_and(|t| w.temp_c > t)
+        {
             return Err(Reason::Temperature { got: w.temp_c });
         }
     }
@@ -591,10 +758,17 @@ pub fn eligible(o: &Offer, ctx: &Context, state: &UserState, personal: bool, at:
         }
     }
     let window = Duration::hours(i64::from(o.reeligible_after_hours));
-    if let Some(last) = state.sends.iter().filter(|s| s.offer_id == o.id).map(|s| s.at).max() {
-        if at - last < window {
-            return Err(Reason::NotYetReeligible { hours: (window - (at - last)).num_hours().max(1) });
-        }
+    if let Some(last) = state
+        .sends
+        .iter()
+        .filter(|s| s.offer_id == o.id)
+        .map(|s| s.at)
+        .max()
+        && at - last < window
+    {
+        return Err(Reason::NotYetReeligible {
+            hours: (window - (at - last)).num_hours().max(1),
+        });
     }
     Ok(())
 }

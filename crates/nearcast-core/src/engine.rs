@@ -13,8 +13,8 @@ use crate::decision::{self, Decision, Inputs, Outcome, Push, apply_consent_effec
 use crate::event::{Batch, Event, EventKind};
 use crate::ids::Id;
 use crate::ports::{
-    Clock, Commit, CommitOutcome, DeliveryStatus, Erasure, EventResult, Notifier, NotifyError, StateStore, StoreError,
-    WeatherSource,
+    Clock, Commit, CommitOutcome, DeliveryStatus, Erasure, EventResult, Notifier, NotifyError,
+    StateStore, StoreError, WeatherSource,
 };
 use crate::ranker::Ranker;
 use serde::Serialize;
@@ -167,11 +167,17 @@ impl Engine {
     /// # Errors
     /// As [`Engine::process_batch`].
     pub async fn process(&self, event: &Event) -> Result<EventReport, EngineError> {
-        let mut r = self.process_events(&event.user_id, std::slice::from_ref(event)).await?;
+        let mut r = self
+            .process_events(&event.user_id, std::slice::from_ref(event))
+            .await?;
         Ok(r.remove(0))
     }
 
-    async fn process_events(&self, user: &Id, events: &[Event]) -> Result<Vec<EventReport>, EngineError> {
+    async fn process_events(
+        &self,
+        user: &Id,
+        events: &[Event],
+    ) -> Result<Vec<EventReport>, EngineError> {
         let catalog = self.catalog();
         let ranker = self.ranker();
         let mut known: HashMap<Id, EventResult> = HashMap::new();
@@ -195,27 +201,49 @@ impl Engine {
                 // inside one: most fixes need none.
                 let weather = match &event.kind {
                     EventKind::Location(fix)
-                        if !state.fences.is_empty() || !catalog.index.lookup(fix.lat, fix.lon).is_empty() =>
+                        if !state.fences.is_empty()
+                            || !catalog.index.lookup(fix.lat, fix.lon).is_empty() =>
                     {
                         self.weather.weather(fix.lat, fix.lon, event.at).await
                     }
                     _ => None,
                 };
-                let Outcome { state: next, decision, push } = {
+                let Outcome {
+                    state: next,
+                    decision,
+                    push,
+                } = {
                     let wf = move |_: f64, _: f64, _: chrono::DateTime<chrono::Utc>| weather;
-                    let inputs = Inputs { catalog: &catalog, ranker: ranker.as_ref(), weather: &wf, now: self.clock.now() };
+                    let inputs = Inputs {
+                        catalog: &catalog,
+                        ranker: ranker.as_ref(),
+                        weather: &wf,
+                        now: self.clock.now(),
+                    };
                     decision::decide(&inputs, &state, event)
                 };
                 state = next;
                 let kind = event.kind.type_name().to_string();
-                commit.events.push((event.event_id.clone(), EventResult { kind: kind.clone(), decision: decision.clone() }));
-                if let Some(d) = &decision {
-                    if !d.candidates.is_empty() {
-                        commit.decisions.push(d.clone());
-                    }
+                commit.events.push((
+                    event.event_id.clone(),
+                    EventResult {
+                        kind: kind.clone(),
+                        decision: decision.clone(),
+                    },
+                ));
+                if let Some(d) = &decision
+                    && !d.candidates.is_empty()
+                {
+                    commit.decisions.push(d.clone());
                 }
                 commit.pushes.extend(push);
-                reports.push(EventReport { index: i, event_id: event.event_id.clone(), status: "accepted", kind, decision });
+                reports.push(EventReport {
+                    index: i,
+                    event_id: event.event_id.clone(),
+                    status: "accepted",
+                    kind,
+                    decision,
+                });
             }
             if commit.events.is_empty() {
                 return Ok(reports);
@@ -241,31 +269,42 @@ impl Engine {
     /// record) and marks the delivery failed, so a later event may send again.
     async fn deliver(&self, push: &Push) -> Result<(), EngineError> {
         match self.notifier.send(push).await {
-            Ok(()) => Ok(self.store.set_delivery_status(&push.delivery_id, DeliveryStatus::Sent).await?),
+            Ok(()) => Ok(self
+                .store
+                .set_delivery_status(&push.delivery_id, DeliveryStatus::Sent)
+                .await?),
             Err(e) => {
                 tracing::warn!(delivery = %push.delivery_id, error = %e, "push not delivered; releasing cap");
                 let disabled = e == NotifyError::EndpointDisabled;
                 self.update_user(&push.user_id, |s| {
                     s.sends.retain(|r| r.delivery_id != push.delivery_id);
-                    if disabled {
-                        if let Some(t) = s.push.as_mut() {
-                            t.disabled = true;
-                        }
+                    if disabled && let Some(t) = s.push.as_mut() {
+                        t.disabled = true;
                     }
                 })
                 .await?;
-                Ok(self.store.set_delivery_status(&push.delivery_id, DeliveryStatus::Failed).await?)
+                Ok(self
+                    .store
+                    .set_delivery_status(&push.delivery_id, DeliveryStatus::Failed)
+                    .await?)
             }
         }
     }
 
     /// Read-modify-write of a user's state outside any device event.
-    async fn update_user(&self, user: &Id, f: impl Fn(&mut crate::state::UserState)) -> Result<(), EngineError> {
+    async fn update_user(
+        &self,
+        user: &Id,
+        f: impl Fn(&mut crate::state::UserState),
+    ) -> Result<(), EngineError> {
         for attempt in 0..MAX_ATTEMPTS {
             let rec = self.store.load_user(user).await?;
             let mut state = rec.state.clone();
             f(&mut state);
-            let c = Commit { state: Some(state), ..Commit::new(user.clone(), rec.version) };
+            let c = Commit {
+                state: Some(state),
+                ..Commit::new(user.clone(), rec.version)
+            };
             match self.store.commit(&c).await? {
                 CommitOutcome::Conflict => backoff(attempt).await,
                 _ => return Ok(()),
@@ -297,7 +336,12 @@ impl Engine {
             for (p, g) in changes {
                 s.consents.set(
                     *p,
-                    ConsentRecord { granted: *g, at: now, source: "api".into(), policy_version: policy_version.clone() },
+                    ConsentRecord {
+                        granted: *g,
+                        at: now,
+                        source: "api".into(),
+                        policy_version: policy_version.clone(),
+                    },
                 );
             }
             apply_consent_effects(s);
@@ -322,10 +366,20 @@ impl Engine {
         let _g = self.admin.lock().await;
         store.validate().map_err(EngineError::Invalid)?;
         // Build the would-be catalog first: nothing is saved unless it compiles.
-        let mut stores: Vec<Store> = self.store.list_stores().await?.into_iter().filter(|s| s.id != store.id).collect();
+        let mut stores: Vec<Store> = self
+            .store
+            .list_stores()
+            .await?
+            .into_iter()
+            .filter(|s| s.id != store.id)
+            .collect();
         stores.push(store.clone());
-        let c = Catalog::build(stores, self.store.list_offers().await?, self.catalog().policy.clone())
-            .map_err(EngineError::Invalid)?;
+        let c = Catalog::build(
+            stores,
+            self.store.list_offers().await?,
+            self.catalog().policy.clone(),
+        )
+        .map_err(EngineError::Invalid)?;
         self.store.put_store(&store).await?;
         *self.catalog.write().expect("catalog lock") = Arc::new(c);
         Ok(())
@@ -338,12 +392,26 @@ impl Engine {
     pub async fn put_offer(&self, offer: Offer) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
         offer.validate().map_err(EngineError::Invalid)?;
-        let mut offers: Vec<Offer> = self.store.list_offers().await?.into_iter().filter(|o| o.id != offer.id).collect();
+        let mut offers: Vec<Offer> = self
+            .store
+            .list_offers()
+            .await?
+            .into_iter()
+            .filter(|o| o.id != offer.id)
+            .collect();
         let at = offers.len();
         offers.push(offer.clone());
-        let c = Catalog::build(self.store.list_stores().await?, offers, self.catalog().policy.clone()).map_err(|e| {
+        let c = Catalog::build(
+            self.store.list_stores().await?,
+            offers,
+            self.catalog().policy.clone(),
+        )
+        .map_err(|e| {
             let prefix = format!("offers[{at}].");
-            EngineError::Invalid(FieldError::new(e.field.strip_prefix(&prefix).unwrap_or(&e.field), e.reason))
+            EngineError::Invalid(FieldError::new(
+                e.field.strip_prefix(&prefix).unwrap_or(&e.field),
+                e.reason,
+            ))
         })?;
         self.store.put_offer(&offer).await?;
         *self.catalog.write().expect("catalog lock") = Arc::new(c);
@@ -356,9 +424,19 @@ impl Engine {
     /// Not found, or an offer still names it.
     pub async fn delete_store(&self, id: &Id) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
-        let stores: Vec<Store> = self.store.list_stores().await?.into_iter().filter(|s| &s.id != id).collect();
-        let c = Catalog::build(stores, self.store.list_offers().await?, self.catalog().policy.clone())
-            .map_err(EngineError::Invalid)?;
+        let stores: Vec<Store> = self
+            .store
+            .list_stores()
+            .await?
+            .into_iter()
+            .filter(|s| &s.id != id)
+            .collect();
+        let c = Catalog::build(
+            stores,
+            self.store.list_offers().await?,
+            self.catalog().policy.clone(),
+        )
+        .map_err(EngineError::Invalid)?;
         if !self.store.delete_store(id).await? {
             return Err(EngineError::NotFound(format!("store {id}")));
         }
@@ -396,9 +474,15 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::Invalid`] naming the field.
-    pub async fn load_config(&self, stores: Vec<Store>, offers: Vec<Offer>, policy: CapPolicy) -> Result<(), EngineError> {
+    pub async fn load_config(
+        &self,
+        stores: Vec<Store>,
+        offers: Vec<Offer>,
+        policy: CapPolicy,
+    ) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
-        let c = Catalog::build(stores.clone(), offers.clone(), policy.clone()).map_err(EngineError::Invalid)?;
+        let c = Catalog::build(stores.clone(), offers.clone(), policy.clone())
+            .map_err(EngineError::Invalid)?;
         for s in &stores {
             self.store.put_store(s).await?;
         }

@@ -17,7 +17,10 @@ pub struct FieldError {
 impl FieldError {
     /// Builds an error for `field` with `reason`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Prefixes the field path with `prefix` (`lat` becomes `events[2].lat`).

@@ -162,8 +162,14 @@ impl<'a> Fields<'a> {
     /// When `v` is not an object.
     pub fn of(v: &'a Value) -> Result<Self, FieldError> {
         match v {
-            Value::Object(map) => Ok(Self { map, taken: Vec::new() }),
-            other => Err(FieldError::new("", format!("must be a JSON object, got {}", kind_of(other)))),
+            Value::Object(map) => Ok(Self {
+                map,
+                taken: Vec::new(),
+            }),
+            other => Err(FieldError::new(
+                "",
+                format!("must be a JSON object, got {}", kind_of(other)),
+            )),
         }
     }
 
@@ -180,7 +186,8 @@ impl<'a> Fields<'a> {
     /// # Errors
     /// When missing.
     pub fn req(&mut self, name: &'static str) -> Result<&'a Value, FieldError> {
-        self.get(name).ok_or_else(|| FieldError::new(name, "is required"))
+        self.get(name)
+            .ok_or_else(|| FieldError::new(name, "is required"))
     }
 
     /// An optional field.
@@ -201,7 +208,11 @@ impl<'a> Fields<'a> {
     ///
     /// # Errors
     /// Wrong type, empty or too long.
-    pub fn opt_str(&mut self, name: &'static str, max: usize) -> Result<Option<&'a str>, FieldError> {
+    pub fn opt_str(
+        &mut self,
+        name: &'static str,
+        max: usize,
+    ) -> Result<Option<&'a str>, FieldError> {
         match self.opt(name) {
             None => Ok(None),
             Some(v) => text(v, max).map(Some).map_err(|e| e.within(name)),
@@ -244,7 +255,10 @@ impl<'a> Fields<'a> {
     pub fn bool(&mut self, name: &'static str) -> Result<bool, FieldError> {
         match self.req(name)? {
             Value::Bool(b) => Ok(*b),
-            other => Err(FieldError::new(name, format!("must be true or false, got {}", kind_of(other)))),
+            other => Err(FieldError::new(
+                name,
+                format!("must be true or false, got {}", kind_of(other)),
+            )),
         }
     }
 
@@ -256,7 +270,12 @@ impl<'a> Fields<'a> {
         let s = self.str(name, 64)?;
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| FieldError::new(name, format!("must be an RFC 3339 timestamp with offset, got {s:?}")))
+            .map_err(|_| {
+                FieldError::new(
+                    name,
+                    format!("must be an RFC 3339 timestamp with offset, got {s:?}"),
+                )
+            })
     }
 
     /// Rejects any field not taken so far.
@@ -264,7 +283,11 @@ impl<'a> Fields<'a> {
     /// # Errors
     /// The first unknown field, alphabetically.
     pub fn finish(self) -> Result<(), FieldError> {
-        let mut unknown: Vec<&String> = self.map.keys().filter(|k| !self.taken.contains(&k.as_str())).collect();
+        let mut unknown: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| !self.taken.contains(&k.as_str()))
+            .collect();
         unknown.sort();
         match unknown.first() {
             None => Ok(()),
@@ -292,14 +315,18 @@ pub fn kind_of(v: &Value) -> &'static str {
 pub fn text(v: &Value, max: usize) -> Result<&str, FieldError> {
     match v {
         Value::String(s) if s.is_empty() => Err(FieldError::new("", "must not be empty")),
-        Value::String(s) if s.len() > max => {
-            Err(FieldError::new("", format!("must be at most {max} bytes, got {}", s.len())))
-        }
+        Value::String(s) if s.len() > max => Err(FieldError::new(
+            "",
+            format!("must be at most {max} bytes, got {}", s.len()),
+        )),
         Value::String(s) if s.chars().any(char::is_control) => {
             Err(FieldError::new("", "must not contain control characters"))
         }
         Value::String(s) => Ok(s),
-        other => Err(FieldError::new("", format!("must be a string, got {}", kind_of(other)))),
+        other => Err(FieldError::new(
+            "",
+            format!("must be a string, got {}", kind_of(other)),
+        )),
     }
 }
 
@@ -311,14 +338,24 @@ pub fn number(v: &Value, lo: f64, hi: f64) -> Result<f64, FieldError> {
     // serde_json never yields NaN or infinity from JSON text, but a NaN written as the
     // string "NaN" or an out-of-range literal is caught here.
     let x = match v {
-        Value::Number(n) => n.as_f64().ok_or_else(|| FieldError::new("", "must be a finite number"))?,
-        other => return Err(FieldError::new("", format!("must be a number, got {}", kind_of(other)))),
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| FieldError::new("", "must be a finite number"))?,
+        other => {
+            return Err(FieldError::new(
+                "",
+                format!("must be a number, got {}", kind_of(other)),
+            ));
+        }
     };
     if !x.is_finite() {
         return Err(FieldError::new("", "must be a finite number"));
     }
     if x < lo || x > hi {
-        return Err(FieldError::new("", format!("must be in [{lo}, {hi}], got {x}")));
+        return Err(FieldError::new(
+            "",
+            format!("must be in [{lo}, {hi}], got {x}"),
+        ));
     }
     Ok(x)
 }
@@ -342,13 +379,20 @@ impl Event {
     ///     "at": now.to_rfc3339(), "lat": 91.0, "lon": 24.94, "accuracy_m": 12.0});
     /// assert_eq!(Event::from_json(&bad, None, now).unwrap_err().field, "lat");
     /// ```
-    pub fn from_json(v: &Value, default_user: Option<&Id>, now: DateTime<Utc>) -> Result<Event, FieldError> {
+    pub fn from_json(
+        v: &Value,
+        default_user: Option<&Id>,
+        now: DateTime<Utc>,
+    ) -> Result<Event, FieldError> {
         let mut f = Fields::of(v)?;
         let ty = f.str("type", 64)?;
         if !EVENT_TYPES.contains(&ty) {
             return Err(FieldError::new(
                 "type",
-                format!("unknown event type {ty:?}; expected one of {}", EVENT_TYPES.join(", ")),
+                format!(
+                    "unknown event type {ty:?}; expected one of {}",
+                    EVENT_TYPES.join(", ")
+                ),
             ));
         }
         let event_id = f.id("event_id")?;
@@ -362,7 +406,13 @@ impl Event {
         };
         let at = f.time("at")?;
         if at > now + MAX_FUTURE {
-            return Err(FieldError::new("at", format!("must not be more than 24 h in the future, got {}", at.to_rfc3339())));
+            return Err(FieldError::new(
+                "at",
+                format!(
+                    "must not be more than 24 h in the future, got {}",
+                    at.to_rfc3339()
+                ),
+            ));
         }
         let kind = match ty {
             "location" => EventKind::Location(Fix {
@@ -375,7 +425,12 @@ impl Event {
                 let platform = match p {
                     "apns" => Platform::Apns,
                     "fcm" => Platform::Fcm,
-                    other => return Err(FieldError::new("platform", format!("must be \"apns\" or \"fcm\", got {other:?}"))),
+                    other => {
+                        return Err(FieldError::new(
+                            "platform",
+                            format!("must be \"apns\" or \"fcm\", got {other:?}"),
+                        ));
+                    }
                 };
                 let token = f.str("token", MAX_TOKEN)?.to_string();
                 EventKind::PushToken { platform, token }
@@ -385,7 +440,11 @@ impl Event {
                 let purpose = crate::consent::Purpose::parse(p).map_err(|e| e.within("purpose"))?;
                 let granted = f.bool("granted")?;
                 let policy_version = f.opt_str("policy_version", 64)?.map(str::to_string);
-                EventKind::Consent { purpose, granted, policy_version }
+                EventKind::Consent {
+                    purpose,
+                    granted,
+                    policy_version,
+                }
             }
             action => {
                 let action = match action {
@@ -399,19 +458,37 @@ impl Event {
                 let category = f.opt_str("category", MAX_TEXT)?.map(str::to_string);
                 let offer_id = f.opt_id("offer_id")?;
                 match action {
-                    Action::View | Action::AddToCart | Action::Purchase if product_id.is_none() && category.is_none() => {
-                        return Err(FieldError::new("product_id", format!("is required for {} (or give category)", action.as_str())));
+                    Action::View | Action::AddToCart | Action::Purchase
+                        if product_id.is_none() && category.is_none() =>
+                    {
+                        return Err(FieldError::new(
+                            "product_id",
+                            format!("is required for {} (or give category)", action.as_str()),
+                        ));
                     }
                     Action::NotificationOpened | Action::CouponRedeemed if offer_id.is_none() => {
-                        return Err(FieldError::new("offer_id", format!("is required for {}", action.as_str())));
+                        return Err(FieldError::new(
+                            "offer_id",
+                            format!("is required for {}", action.as_str()),
+                        ));
                     }
                     _ => {}
                 }
-                EventKind::Behaviour(Behaviour { action, product_id, category, offer_id })
+                EventKind::Behaviour(Behaviour {
+                    action,
+                    product_id,
+                    category,
+                    offer_id,
+                })
             }
         };
         f.finish()?;
-        Ok(Event { event_id, user_id, at, kind })
+        Ok(Event {
+            event_id,
+            user_id,
+            at,
+            kind,
+        })
     }
 }
 
@@ -460,12 +537,18 @@ impl Batch {
         let events = match f.req("events").map_err(BatchError::Body)? {
             Value::Array(a) => a,
             other => {
-                return Err(BatchError::Body(FieldError::new("events", format!("must be an array, got {}", kind_of(other)))));
+                return Err(BatchError::Body(FieldError::new(
+                    "events",
+                    format!("must be an array, got {}", kind_of(other)),
+                )));
             }
         };
         f.finish().map_err(BatchError::Body)?;
         if events.is_empty() {
-            return Err(BatchError::Body(FieldError::new("events", "must hold at least 1 event")));
+            return Err(BatchError::Body(FieldError::new(
+                "events",
+                "must hold at least 1 event",
+            )));
         }
         if events.len() > MAX_BATCH {
             return Err(BatchError::Body(FieldError::new(
@@ -478,18 +561,35 @@ impl Batch {
         let mut ids = std::collections::HashSet::new();
         for (i, ev) in events.iter().enumerate() {
             let prefix = format!("events[{i}]");
-            let event_id = ev.get("event_id").and_then(Value::as_str).map(str::to_string);
+            let event_id = ev
+                .get("event_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             match Event::from_json(ev, Some(&user_id), now) {
                 Ok(e) if !ids.insert(e.event_id.clone()) => rejections.push(Rejection {
                     index: i,
                     event_id,
-                    error: FieldError::new(format!("{prefix}.event_id"), "appears twice in this batch"),
+                    error: FieldError::new(
+                        format!("{prefix}.event_id"),
+                        "appears twice in this batch",
+                    ),
                 }),
                 Ok(e) => parsed.push(e),
-                Err(e) => rejections.push(Rejection { index: i, event_id, error: e.within(&prefix) }),
+                Err(e) => rejections.push(Rejection {
+                    index: i,
+                    event_id,
+                    error: e.within(&prefix),
+                }),
             }
         }
-        if rejections.is_empty() { Ok(Batch { user_id, events: parsed }) } else { Err(BatchError::Events(rejections)) }
+        if rejections.is_empty() {
+            Ok(Batch {
+                user_id,
+                events: parsed,
+            })
+        } else {
+            Err(BatchError::Events(rejections))
+        }
     }
 }
 
@@ -512,7 +612,9 @@ mod tests {
     }
 
     fn field_of(v: Value) -> String {
-        Event::from_json(&v, Some(&Id::parse("u1").unwrap()), now()).unwrap_err().field
+        Event::from_json(&v, Some(&Id::parse("u1").unwrap()), now())
+            .unwrap_err()
+            .field
     }
 
     #[test]
@@ -543,12 +645,20 @@ mod tests {
 
     #[test]
     fn batch_bounds_are_enforced() {
-        let many: Vec<Value> = (0..101).map(|i| fix(json!({"event_id": format!("e{i}")}))).collect();
+        let many: Vec<Value> = (0..101)
+            .map(|i| fix(json!({"event_id": format!("e{i}")})))
+            .collect();
         let body = json!({"user_id": "u1", "events": many});
-        assert!(matches!(Batch::from_json(&body, now()), Err(BatchError::Body(e)) if e.field == "events"));
+        assert!(
+            matches!(Batch::from_json(&body, now()), Err(BatchError::Body(e)) if e.field == "events")
+        );
         let body = json!({"user_id": "u1", "events": []});
-        assert!(matches!(Batch::from_json(&body, now()), Err(BatchError::Body(e)) if e.field == "events"));
+        assert!(
+            matches!(Batch::from_json(&body, now()), Err(BatchError::Body(e)) if e.field == "events")
+        );
         let body = json!({"user_id": "u1", "events": [fix(json!({})), fix(json!({}))]});
-        assert!(matches!(Batch::from_json(&body, now()), Err(BatchError::Events(r)) if r[0].error.field == "events[1].event_id"));
+        assert!(
+            matches!(Batch::from_json(&body, now()), Err(BatchError::Events(r)) if r[0].error.field == "events[1].event_id")
+        );
     }
 }

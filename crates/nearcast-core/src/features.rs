@@ -29,11 +29,23 @@ pub const N_FEATURES: usize = 3 + 4 + 5 + 1 + 1 + GROUPS.len() + GROUPS.len() * 
 
 /// Feature names, in vector order: the schema the model artifact must match.
 pub fn schema() -> Vec<String> {
-    let mut v: Vec<String> = ["affinity", "personalised", "bought_category", "wet", "cold", "warm", "weather_known"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    v.extend(Daypart::ALL.iter().map(|d| format!("daypart_{}", d.as_str())));
+    let mut v: Vec<String> = [
+        "affinity",
+        "personalised",
+        "bought_category",
+        "wet",
+        "cold",
+        "warm",
+        "weather_known",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(
+        Daypart::ALL
+            .iter()
+            .map(|d| format!("daypart_{}", d.as_str())),
+    );
     v.push("weekend".into());
     v.push("distance_km".into());
     v.extend(GROUPS.iter().map(|g| format!("group_{g}")));
@@ -74,8 +86,22 @@ pub struct Input<'a> {
 
 impl<'a> Input<'a> {
     /// The input for a candidate in a context.
-    pub fn new(category: &'a str, ctx: &Context, distance_m: f64, affinity: Option<f64>, bought_category: bool) -> Self {
-        Input { category, daypart: ctx.daypart, weekend: ctx.weekend, weather: ctx.weather, distance_m, affinity, bought_category }
+    pub fn new(
+        category: &'a str,
+        ctx: &Context,
+        distance_m: f64,
+        affinity: Option<f64>,
+        bought_category: bool,
+    ) -> Self {
+        Input {
+            category,
+            daypart: ctx.daypart,
+            weekend: ctx.weekend,
+            weather: ctx.weather,
+            distance_m,
+            affinity,
+            bought_category,
+        }
     }
 }
 
@@ -91,7 +117,10 @@ pub fn encode(input: &Input<'_>, out: &mut [f64; N_FEATURES]) {
     out[4] = f64::from(u8::from(cold));
     out[5] = f64::from(u8::from(input.weather.is_some_and(|w| w.temp_c > 18.0)));
     out[6] = f64::from(u8::from(input.weather.is_some()));
-    let dp = Daypart::ALL.iter().position(|d| *d == input.daypart).unwrap_or(0);
+    let dp = Daypart::ALL
+        .iter()
+        .position(|d| *d == input.daypart)
+        .unwrap_or(0);
     out[7 + dp] = 1.0;
     out[12] = f64::from(u8::from(input.weekend));
     out[13] = (input.distance_m.max(0.0) / 1000.0).min(1.0);
@@ -126,7 +155,11 @@ mod tests {
 
     #[test]
     fn without_personalisation_user_features_are_zero() {
-        let ctx = Context::new("2026-11-20T07:00:00Z".parse().unwrap(), chrono_tz::Europe::Helsinki, None);
+        let ctx = Context::new(
+            "2026-11-20T07:00:00Z".parse().unwrap(),
+            chrono_tz::Europe::Helsinki,
+            None,
+        );
         let mut x = [0.0; N_FEATURES];
         encode(&Input::new("coffee", &ctx, 40.0, None, true), &mut x);
         assert_eq!(&x[0..3], &[0.0, 0.0, 0.0]);

@@ -82,10 +82,16 @@ impl Shape {
     /// When the polygon geometry is invalid.
     pub fn from_fence(fence: &Fence) -> Result<Shape, FieldError> {
         match fence {
-            Fence::Circle { lat, lon, radius_m } => Ok(Shape::Circle { lat: *lat, lon: *lon, radius_m: *radius_m }),
+            Fence::Circle { lat, lon, radius_m } => Ok(Shape::Circle {
+                lat: *lat,
+                lon: *lon,
+                radius_m: *radius_m,
+            }),
             Fence::Polygon { geometry } => {
                 let geom = parse_geojson(geometry)?;
-                let bbox = geom.bounding_rect().ok_or_else(|| FieldError::new("", "polygon is empty"))?;
+                let bbox = geom
+                    .bounding_rect()
+                    .ok_or_else(|| FieldError::new("", "polygon is empty"))?;
                 Ok(Shape::Polygon { geom, bbox })
             }
         }
@@ -95,7 +101,11 @@ impl Shape {
     #[inline]
     pub fn contains(&self, lat: f64, lon: f64) -> bool {
         match self {
-            Shape::Circle { lat: clat, lon: clon, radius_m } => haversine_m(*clat, *clon, lat, lon) <= *radius_m,
+            Shape::Circle {
+                lat: clat,
+                lon: clon,
+                radius_m,
+            } => haversine_m(*clat, *clon, lat, lon) <= *radius_m,
             Shape::Polygon { geom, bbox } => {
                 let c = Coord { x: lon, y: lat };
                 bbox.intersects(&c) && geom.intersects(&c)
@@ -106,7 +116,11 @@ impl Shape {
     /// How far outside the shape the point is, in metres (0 inside).
     pub fn distance_outside_m(&self, lat: f64, lon: f64) -> f64 {
         match self {
-            Shape::Circle { lat: clat, lon: clon, radius_m } => (haversine_m(*clat, *clon, lat, lon) - radius_m).max(0.0),
+            Shape::Circle {
+                lat: clat,
+                lon: clon,
+                radius_m,
+            } => (haversine_m(*clat, *clon, lat, lon) - radius_m).max(0.0),
             Shape::Polygon { geom, .. } => {
                 if self.contains(lat, lon) {
                     return 0.0;
@@ -142,27 +156,44 @@ pub fn parse_geojson(v: &Value) -> Result<MultiPolygon<f64>, FieldError> {
         "MultiPolygon" => {
             let arr = array(coords).map_err(|e| e.within("coordinates"))?;
             if arr.is_empty() {
-                return Err(FieldError::new("coordinates", "must hold at least one polygon"));
+                return Err(FieldError::new(
+                    "coordinates",
+                    "must hold at least one polygon",
+                ));
             }
             arr.iter()
                 .enumerate()
-                .map(|(i, p)| parse_polygon(p, &mut budget).map_err(|e| e.within(&format!("coordinates[{i}]"))))
+                .map(|(i, p)| {
+                    parse_polygon(p, &mut budget)
+                        .map_err(|e| e.within(&format!("coordinates[{i}]")))
+                })
                 .collect::<Result<Vec<_>, _>>()?
         }
         other => {
-            return Err(FieldError::new("type", format!("must be \"Polygon\" or \"MultiPolygon\", got {other:?}")));
+            return Err(FieldError::new(
+                "type",
+                format!("must be \"Polygon\" or \"MultiPolygon\", got {other:?}"),
+            ));
         }
     };
     let mp = MultiPolygon::new(polys);
     use geo::Validation;
     if let Err(e) = mp.check_validation() {
-        return Err(FieldError::new("coordinates", format!("invalid polygon: {e}")));
+        return Err(FieldError::new(
+            "coordinates",
+            format!("invalid polygon: {e}"),
+        ));
     }
     Ok(mp)
 }
 
 fn array(v: &Value) -> Result<&Vec<Value>, FieldError> {
-    v.as_array().ok_or_else(|| FieldError::new("", format!("must be an array, got {}", crate::event::kind_of(v))))
+    v.as_array().ok_or_else(|| {
+        FieldError::new(
+            "",
+            format!("must be an array, got {}", crate::event::kind_of(v)),
+        )
+    })
 }
 
 fn parse_polygon(v: &Value, budget: &mut usize) -> Result<Polygon<f64>, FieldError> {
@@ -175,10 +206,16 @@ fn parse_polygon(v: &Value, budget: &mut usize) -> Result<Polygon<f64>, FieldErr
         let at = format!("[{ri}]");
         let pts = array(ring).map_err(|e| e.within(&at))?;
         if pts.len() < 4 {
-            return Err(FieldError::new(at, format!("a ring needs at least 4 positions, got {}", pts.len())));
+            return Err(FieldError::new(
+                at,
+                format!("a ring needs at least 4 positions, got {}", pts.len()),
+            ));
         }
         if pts.len() > *budget {
-            return Err(FieldError::new(at, format!("polygons may have at most {MAX_VERTICES} positions in all")));
+            return Err(FieldError::new(
+                at,
+                format!("polygons may have at most {MAX_VERTICES} positions in all"),
+            ));
         }
         *budget -= pts.len();
         let mut coords = Vec::with_capacity(pts.len());
@@ -186,10 +223,15 @@ fn parse_polygon(v: &Value, budget: &mut usize) -> Result<Polygon<f64>, FieldErr
             let at = format!("[{ri}][{pi}]");
             let pos = array(p).map_err(|e| e.within(&at))?;
             if pos.len() < 2 || pos.len() > 3 {
-                return Err(FieldError::new(at, "a position is [lon, lat] or [lon, lat, altitude]"));
+                return Err(FieldError::new(
+                    at,
+                    "a position is [lon, lat] or [lon, lat, altitude]",
+                ));
             }
-            let lon = crate::event::number(&pos[0], -180.0, 180.0).map_err(|e| e.within(&format!("{at}[0]")))?;
-            let lat = crate::event::number(&pos[1], -90.0, 90.0).map_err(|e| e.within(&format!("{at}[1]")))?;
+            let lon = crate::event::number(&pos[0], -180.0, 180.0)
+                .map_err(|e| e.within(&format!("{at}[0]")))?;
+            let lat = crate::event::number(&pos[1], -90.0, 90.0)
+                .map_err(|e| e.within(&format!("{at}[1]")))?;
             if let Some(prev) = coords.last() {
                 let prev: &Coord<f64> = prev;
                 if (prev.x - lon).abs() > 180.0 {
@@ -202,7 +244,10 @@ fn parse_polygon(v: &Value, budget: &mut usize) -> Result<Polygon<f64>, FieldErr
             coords.push(Coord { x: lon, y: lat });
         }
         if coords.first() != coords.last() {
-            return Err(FieldError::new(at, "a ring must be closed (first position equal to the last)"));
+            return Err(FieldError::new(
+                at,
+                "a ring must be closed (first position equal to the last)",
+            ));
         }
         parsed.push(LineString::new(coords));
     }
@@ -220,7 +265,8 @@ impl Hasher for CellHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
     fn write_u64(&mut self, n: u64) {
@@ -293,10 +339,19 @@ impl Quick {
                     in2: (0.95 * r_deg).powi(2),
                     out2: (1.05 * r_deg).powi(2),
                     // The projection's relative error grows like r·tan(lat); keep it under 2 %.
-                    usable: lat.abs() < 85.0 && r_deg < 0.5 && r_deg.to_radians() * lat.abs().to_radians().tan() < 0.02,
+                    usable: lat.abs() < 85.0
+                        && r_deg < 0.5
+                        && r_deg.to_radians() * lat.abs().to_radians().tan() < 0.02,
                 }
             }
-            Shape::Polygon { .. } => Quick { lat: 0.0, lon: 0.0, cos_lat: 0.0, in2: 0.0, out2: 0.0, usable: false },
+            Shape::Polygon { .. } => Quick {
+                lat: 0.0,
+                lon: 0.0,
+                cos_lat: 0.0,
+                in2: 0.0,
+                out2: 0.0,
+                usable: false,
+            },
         }
     }
 
@@ -354,7 +409,12 @@ fn bounds(shape: &Shape) -> (f64, f64, f64, f64) {
         }
         Shape::Polygon { bbox, .. } => {
             let e = 1e-7;
-            (bbox.min().y - e, bbox.max().y + e, bbox.min().x - e, bbox.max().x + e)
+            (
+                bbox.min().y - e,
+                bbox.max().y + e,
+                bbox.min().x - e,
+                bbox.max().x + e,
+            )
         }
     }
 }
@@ -376,13 +436,19 @@ impl GeofenceIndex {
     pub fn build(shapes: Vec<Shape>, resolution: Resolution) -> Result<Self, FieldError> {
         let mut by_cell: CellMap<Vec<Entry>> = CellMap::default();
         for (i, shape) in shapes.iter().enumerate() {
-            let fence = u32::try_from(i).map_err(|_| FieldError::new("stores", "too many fences"))?;
+            let fence =
+                u32::try_from(i).map_err(|_| FieldError::new("stores", "too many fences"))?;
             let cover = match shape {
-                Shape::Circle { lat, lon, radius_m } => cover_circle(*lat, *lon, *radius_m, resolution),
+                Shape::Circle { lat, lon, radius_m } => {
+                    cover_circle(*lat, *lon, *radius_m, resolution)
+                }
                 Shape::Polygon { geom, .. } => cover_polygon(geom, resolution)?,
             };
             for (cell, full) in cover {
-                by_cell.entry(u64::from(cell)).or_default().push(Entry::new(fence, full));
+                by_cell
+                    .entry(u64::from(cell))
+                    .or_default()
+                    .push(Entry::new(fence, full));
             }
         }
         let mut near = CellMap::default();
@@ -390,8 +456,14 @@ impl GeofenceIndex {
         for shape in &shapes {
             let (la0, la1, lo0, lo1) = bounds(shape);
             // Every square the bounding box touches; longitudes past ±180 wrap (`grid_key`).
-            let (a0, a1) = (((la0 + 90.0) * GRID).floor() as i64, ((la1 + 90.0) * GRID).floor() as i64);
-            let (b0, b1) = (((lo0 + 180.0) * GRID).floor() as i64, ((lo1 + 180.0) * GRID).floor() as i64);
+            let (a0, a1) = (
+                ((la0 + 90.0) * GRID).floor() as i64,
+                ((la1 + 90.0) * GRID).floor() as i64,
+            );
+            let (b0, b1) = (
+                ((lo0 + 180.0) * GRID).floor() as i64,
+                ((lo1 + 180.0) * GRID).floor() as i64,
+            );
             let polar = lo1 - lo0 >= 360.0;
             if !polar && (a1 - a0 + 1) * (b1 - b0 + 1) <= MAX_FINE_SQUARES {
                 for a in a0..=a1 {
@@ -400,8 +472,18 @@ impl GeofenceIndex {
                     }
                 }
             } else {
-                let (a0, a1) = ((la0 + 90.0).floor() as i64 - 1, (la1 + 90.0).floor() as i64 + 1);
-                let (b0, b1) = if polar { (0, 359) } else { ((lo0 + 180.0).floor() as i64 - 1, (lo1 + 180.0).floor() as i64 + 1) };
+                let (a0, a1) = (
+                    (la0 + 90.0).floor() as i64 - 1,
+                    (la1 + 90.0).floor() as i64 + 1,
+                );
+                let (b0, b1) = if polar {
+                    (0, 359)
+                } else {
+                    (
+                        (lo0 + 180.0).floor() as i64 - 1,
+                        (lo1 + 180.0).floor() as i64 + 1,
+                    )
+                };
                 for a in a0..=a1 {
                     for b in b0..=b1 {
                         near_coarse.insert(grid_key(a, b, 360), ());
@@ -420,7 +502,15 @@ impl GeofenceIndex {
             cells.insert(cell, (start, list.len() as u32));
         }
         let quick = shapes.iter().map(Quick::of).collect();
-        Ok(GeofenceIndex { resolution, shapes, cells, entries, near, near_coarse, quick })
+        Ok(GeofenceIndex {
+            resolution,
+            shapes,
+            cells,
+            entries,
+            near,
+            near_coarse,
+            quick,
+        })
     }
 
     /// The shapes, in fence order.
@@ -440,13 +530,21 @@ impl GeofenceIndex {
         if !self.maybe_near(lat, lon) {
             return;
         }
-        let Ok(ll) = LatLng::new(lat, lon) else { return };
+        let Ok(ll) = LatLng::new(lat, lon) else {
+            return;
+        };
         let cell = u64::from(ll.to_cell(self.resolution));
-        let Some(&(start, len)) = self.cells.get(&cell) else { return };
+        let Some(&(start, len)) = self.cells.get(&cell) else {
+            return;
+        };
         let first = out.len();
         for e in &self.entries[start as usize..(start + len) as usize] {
             let f = e.fence() as usize;
-            if e.full() || self.quick[f].test(lat, lon).unwrap_or_else(|| self.shapes[f].contains(lat, lon)) {
+            if e.full()
+                || self.quick[f]
+                    .test(lat, lon)
+                    .unwrap_or_else(|| self.shapes[f].contains(lat, lon))
+            {
                 out.push(e.fence());
             }
         }
@@ -456,12 +554,20 @@ impl GeofenceIndex {
     /// Whether any fence's bounding box may hold the point (the pre-filter).
     #[inline]
     fn maybe_near(&self, lat: f64, lon: f64) -> bool {
-        let fine = grid_key(((lat + 90.0) * GRID).floor() as i64, ((lon + 180.0) * GRID).floor() as i64, GRID_LON);
+        let fine = grid_key(
+            ((lat + 90.0) * GRID).floor() as i64,
+            ((lon + 180.0) * GRID).floor() as i64,
+            GRID_LON,
+        );
         if self.near.contains_key(&fine) {
             return true;
         }
         !self.near_coarse.is_empty()
-            && self.near_coarse.contains_key(&grid_key((lat + 90.0).floor() as i64, (lon + 180.0).floor() as i64, 360))
+            && self.near_coarse.contains_key(&grid_key(
+                (lat + 90.0).floor() as i64,
+                (lon + 180.0).floor() as i64,
+                360,
+            ))
     }
 
     /// Fences containing the point, in ascending order.
@@ -474,7 +580,9 @@ impl GeofenceIndex {
     /// Brute force: every fence tested exactly. The oracle of the property tests and the
     /// baseline of the benchmark.
     pub fn scan(&self, lat: f64, lon: f64) -> Vec<u32> {
-        (0..self.shapes.len() as u32).filter(|&i| self.shapes[i as usize].contains(lat, lon)).collect()
+        (0..self.shapes.len() as u32)
+            .filter(|&i| self.shapes[i as usize].contains(lat, lon))
+            .collect()
     }
 }
 
@@ -516,13 +624,18 @@ fn cover_circle(lat: f64, lon: f64, radius_m: f64, res: Resolution) -> Vec<(Cell
 }
 
 /// Polygon cover: h3o's tiler in `Covers` mode, partial cells dilated by one ring.
-fn cover_polygon(geom: &MultiPolygon<f64>, res: Resolution) -> Result<Vec<(CellIndex, bool)>, FieldError> {
+fn cover_polygon(
+    geom: &MultiPolygon<f64>,
+    res: Resolution,
+) -> Result<Vec<(CellIndex, bool)>, FieldError> {
     let mut tiler = TilerBuilder::new(res)
         .containment_mode(ContainmentMode::Covers)
         .disable_transmeridian_heuristic()
         .build();
     for p in geom {
-        tiler.add(p.clone()).map_err(|e| FieldError::new("coordinates", format!("invalid polygon: {e}")))?;
+        tiler
+            .add(p.clone())
+            .map_err(|e| FieldError::new("coordinates", format!("invalid polygon: {e}")))?;
     }
     let mut cells: HashMap<CellIndex, bool> = HashMap::new();
     let annotated: Vec<_> = tiler.into_annotated_coverage().collect();
@@ -551,7 +664,10 @@ fn cover_polygon(geom: &MultiPolygon<f64>, res: Resolution) -> Result<Vec<(CellI
     let strict: Vec<(CellIndex, bool)> = cells
         .iter()
         .map(|(&c, &full)| {
-            let deep = full && c.grid_disk::<Vec<_>>(1).iter().all(|n| cells.get(n) == Some(&true));
+            let deep = full
+                && c.grid_disk::<Vec<_>>(1)
+                    .iter()
+                    .all(|n| cells.get(n) == Some(&true));
             (c, deep)
         })
         .collect();

@@ -39,9 +39,14 @@ mod tests {
     #[test]
     fn holdout_is_stable_and_close_to_its_share() {
         let c = Id::parse("rainy-days").unwrap();
-        let users: Vec<Id> = (0..20_000).map(|i| Id::parse(&format!("u{i}")).unwrap()).collect();
+        let users: Vec<Id> = (0..20_000)
+            .map(|i| Id::parse(&format!("u{i}")).unwrap())
+            .collect();
         let held = users.iter().filter(|u| held_out(u, &c, 0.1)).count();
-        assert!((1_800..=2_200).contains(&held), "held {held} of 20000 at 10 %");
+        assert!(
+            (1_800..=2_200).contains(&held),
+            "held {held} of 20000 at 10 %"
+        );
         // Same answer every time, and a fixed value pinned so a change of hash is noticed.
         assert_eq!(held_out(&users[7], &c, 0.1), held_out(&users[7], &c, 0.1));
         assert_eq!(stable_hash(&["a", "b"]), stable_hash(&["a", "b"]));

@@ -32,10 +32,19 @@ impl Id {
             return Err(FieldError::new("", "must not be empty"));
         }
         if s.len() > MAX_ID_LEN {
-            return Err(FieldError::new("", format!("must be at most {MAX_ID_LEN} characters, got {}", s.len())));
+            return Err(FieldError::new(
+                "",
+                format!("must be at most {MAX_ID_LEN} characters, got {}", s.len()),
+            ));
         }
-        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
-            return Err(FieldError::new("", format!("character {c:?} is not allowed (use A-Z a-z 0-9 . _ : -)")));
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+        {
+            return Err(FieldError::new(
+                "",
+                format!("character {c:?} is not allowed (use A-Z a-z 0-9 . _ : -)"),
+            ));
         }
         Ok(Self(s.to_string()))
     }

@@ -5,8 +5,8 @@ use crate::config::{CapPolicy, Offer, Store};
 use crate::decision::{Decision, Push};
 use crate::ids::Id;
 use crate::ports::{
-    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult, Notifier, NotifyError,
-    StateStore, StoreError, UserRecord,
+    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
+    Notifier, NotifyError, StateStore, StoreError, UserRecord,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -45,7 +45,9 @@ fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
 
 impl StateStore for InMemoryStateStore {
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
-        ready(Ok(self.with(|i| i.users.get(user).cloned().unwrap_or_default())))
+        ready(Ok(
+            self.with(|i| i.users.get(user).cloned().unwrap_or_default())
+        ))
     }
 
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
@@ -53,7 +55,11 @@ impl StateStore for InMemoryStateStore {
             let dups: Vec<(Id, EventResult)> = c
                 .events
                 .iter()
-                .filter_map(|(e, _)| i.seen.get(&(c.user_id.clone(), e.clone())).map(|r| (e.clone(), r.clone())))
+                .filter_map(|(e, _)| {
+                    i.seen
+                        .get(&(c.user_id.clone(), e.clone()))
+                        .map(|r| (e.clone(), r.clone()))
+                })
                 .collect();
             if !dups.is_empty() {
                 return CommitOutcome::Duplicates(dups);
@@ -63,20 +69,33 @@ impl StateStore for InMemoryStateStore {
                 if current != c.expected_version {
                     return CommitOutcome::Conflict;
                 }
-                i.users.insert(c.user_id.clone(), UserRecord { state: state.clone(), version: current + 1 });
+                i.users.insert(
+                    c.user_id.clone(),
+                    UserRecord {
+                        state: state.clone(),
+                        version: current + 1,
+                    },
+                );
             }
             for (e, r) in &c.events {
                 i.seen.insert((c.user_id.clone(), e.clone()), r.clone());
             }
             i.decisions.extend(c.decisions.iter().cloned());
             for p in &c.pushes {
-                i.deliveries.push(DeliveryRecord { push: p.clone(), status: DeliveryStatus::Pending });
+                i.deliveries.push(DeliveryRecord {
+                    push: p.clone(),
+                    status: DeliveryStatus::Pending,
+                });
             }
             CommitOutcome::Applied
         })))
     }
 
-    fn set_delivery_status<'a>(&'a self, id: &'a str, status: DeliveryStatus) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn set_delivery_status<'a>(
+        &'a self,
+        id: &'a str,
+        status: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with(|i| {
             for d in i.deliveries.iter_mut().filter(|d| d.push.delivery_id == id) {
                 d.status = status;
@@ -101,7 +120,10 @@ impl StateStore for InMemoryStateStore {
             let before = i.decisions.len();
             i.decisions.retain(|d| &d.user_id != user);
             n += (before - i.decisions.len()) as u64;
-            Erasure { records: n, endpoint }
+            Erasure {
+                records: n,
+                endpoint,
+            }
         })))
     }
 

@@ -78,7 +78,14 @@ pub struct Commit {
 impl Commit {
     /// An empty commit for `user` read at `expected_version`.
     pub fn new(user_id: Id, expected_version: u64) -> Self {
-        Commit { user_id, expected_version, state: None, events: Vec::new(), decisions: Vec::new(), pushes: Vec::new() }
+        Commit {
+            user_id,
+            expected_version,
+            state: None,
+            events: Vec::new(),
+            decisions: Vec::new(),
+            pushes: Vec::new(),
+        }
     }
 }
 
@@ -117,10 +124,14 @@ pub trait StateStore: Send + Sync {
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>>;
     /// Applies a commit atomically: idempotency keys, version check, state, decisions,
     /// deliveries.
-    fn commit<'a>(&'a self, commit: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
+    fn commit<'a>(&'a self, commit: &'a Commit)
+    -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
     /// Moves a delivery to a new status.
-    fn set_delivery_status<'a>(&'a self, delivery_id: &'a str, status: DeliveryStatus)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    fn set_delivery_status<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        status: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Deletes everything about a user: state, idempotency keys, decisions, deliveries.
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>>;
     /// All stores.

@@ -32,7 +32,9 @@ pub enum ModelError {
         got: String,
     },
     /// Trained on other features.
-    #[error("model feature schema {got} does not match serving schema {want}: retrain with this version")]
+    #[error(
+        "model feature schema {got} does not match serving schema {want}: retrain with this version"
+    )]
     Schema {
         /// Hash in the artifact.
         got: String,
@@ -85,7 +87,8 @@ impl LogisticRanker {
     /// # Errors
     /// [`ModelError`] when the JSON, format, schema or weights are wrong.
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let a: Artifact = serde_json::from_str(text).map_err(|e| ModelError::Parse(e.to_string()))?;
+        let a: Artifact =
+            serde_json::from_str(text).map_err(|e| ModelError::Parse(e.to_string()))?;
         Self::from_artifact(&a)
     }
 
@@ -95,25 +98,41 @@ impl LogisticRanker {
     /// [`ModelError`] when the format, schema or weights are wrong.
     pub fn from_artifact(a: &Artifact) -> Result<Self, ModelError> {
         if a.format != FORMAT {
-            return Err(ModelError::Format { got: a.format.clone() });
+            return Err(ModelError::Format {
+                got: a.format.clone(),
+            });
         }
         if a.schema_hash != schema_hash() || a.features != schema() {
-            return Err(ModelError::Schema { got: a.schema_hash.clone(), want: schema_hash() });
+            return Err(ModelError::Schema {
+                got: a.schema_hash.clone(),
+                want: schema_hash(),
+            });
         }
         if a.weights.len() != N_FEATURES {
-            return Err(ModelError::Weights(format!("{} weights for {N_FEATURES} features", a.weights.len())));
+            return Err(ModelError::Weights(format!(
+                "{} weights for {N_FEATURES} features",
+                a.weights.len()
+            )));
         }
         if !a.intercept.is_finite() || a.weights.iter().any(|w| !w.is_finite()) {
             return Err(ModelError::Weights("a weight is not finite".into()));
         }
         let mut weights = [0.0; N_FEATURES];
         weights.copy_from_slice(&a.weights);
-        Ok(LogisticRanker { version: a.version.clone(), intercept: a.intercept, weights })
+        Ok(LogisticRanker {
+            version: a.version.clone(),
+            intercept: a.intercept,
+            weights,
+        })
     }
 
     /// A ranker with the given weights (tests and the trainer).
     pub fn new(version: &str, intercept: f64, weights: [f64; N_FEATURES]) -> Self {
-        LogisticRanker { version: version.into(), intercept, weights }
+        LogisticRanker {
+            version: version.into(),
+            intercept,
+            weights,
+        }
     }
 }
 
@@ -160,13 +179,25 @@ mod tests {
     fn mismatched_or_corrupt_artifacts_are_refused() {
         let mut a = artifact();
         a.features.swap(0, 1);
-        assert!(matches!(LogisticRanker::from_artifact(&a), Err(ModelError::Schema { .. })));
+        assert!(matches!(
+            LogisticRanker::from_artifact(&a),
+            Err(ModelError::Schema { .. })
+        ));
         let mut a = artifact();
         a.weights.pop();
-        assert!(matches!(LogisticRanker::from_artifact(&a), Err(ModelError::Weights(_))));
+        assert!(matches!(
+            LogisticRanker::from_artifact(&a),
+            Err(ModelError::Weights(_))
+        ));
         let mut a = artifact();
         a.format = "other/9".into();
-        assert!(matches!(LogisticRanker::from_artifact(&a), Err(ModelError::Format { .. })));
-        assert!(matches!(LogisticRanker::from_json("{not json"), Err(ModelError::Parse(_))));
+        assert!(matches!(
+            LogisticRanker::from_artifact(&a),
+            Err(ModelError::Format { .. })
+        ));
+        assert!(matches!(
+            LogisticRanker::from_json("{not json"),
+            Err(ModelError::Parse(_))
+        ));
     }
 }

@@ -93,7 +93,9 @@ impl UserState {
 
     /// Whether the user bought anything in `category`.
     pub fn bought_category(&self, category: &str) -> bool {
-        self.purchases.iter().any(|p| p.category.as_deref() == Some(category))
+        self.purchases
+            .iter()
+            .any(|p| p.category.as_deref() == Some(category))
     }
 
     /// Records a purchase, forgetting the oldest beyond [`MAX_PURCHASES`].
@@ -110,16 +112,15 @@ impl UserState {
     pub fn learn(&mut self, category: &str, weight: f64) {
         let a = self.affinities.entry(category.to_string()).or_insert(0.0);
         *a += weight * (1.0 - *a);
-        if self.affinities.len() > MAX_AFFINITIES {
-            if let Some(weakest) = self
+        if self.affinities.len() > MAX_AFFINITIES
+            && let Some(weakest) = self
                 .affinities
                 .iter()
                 .filter(|(k, _)| k.as_str() != category)
                 .min_by(|a, b| a.1.total_cmp(b.1))
                 .map(|(k, _)| k.clone())
-            {
-                self.affinities.remove(&weakest);
-            }
+        {
+            self.affinities.remove(&weakest);
         }
     }
 

@@ -56,7 +56,14 @@ pub fn step(
         Some(p) if at - p.last_seen > PRESENCE_TTL => {
             // The visit ended while the app was silent; this fix may start a new one.
             if inside && accuracy_m <= MAX_ENTER_ACCURACY_M {
-                (Transition::Enter, Some(FenceState { since: at, last_seen: at, decided: Vec::new() }))
+                (
+                    Transition::Enter,
+                    Some(FenceState {
+                        since: at,
+                        last_seen: at,
+                        decided: Vec::new(),
+                    }),
+                )
             } else {
                 (Transition::Exit, None)
             }
@@ -69,12 +76,22 @@ pub fn step(
                 if inside && at > s.last_seen {
                     s.last_seen = at;
                 }
-                (Transition::Inside { minutes: (at - s.since).num_minutes() }, Some(s))
+                (
+                    Transition::Inside {
+                        minutes: (at - s.since).num_minutes(),
+                    },
+                    Some(s),
+                )
             }
         }
-        None if inside && accuracy_m <= MAX_ENTER_ACCURACY_M => {
-            (Transition::Enter, Some(FenceState { since: at, last_seen: at, decided: Vec::new() }))
-        }
+        None if inside && accuracy_m <= MAX_ENTER_ACCURACY_M => (
+            Transition::Enter,
+            Some(FenceState {
+                since: at,
+                last_seen: at,
+                decided: Vec::new(),
+            }),
+        ),
         None => (Transition::Outside, None),
     }
 }

@@ -85,13 +85,34 @@ mod tests {
 
     #[test]
     fn table_answers_by_span() {
-        let w = |c| Weather { condition: c, temp_c: 5.0 };
+        let w = |c| Weather {
+            condition: c,
+            temp_c: 5.0,
+        };
         let t = TableWeather::new(vec![
-            WeatherSpan { from: "2026-11-20T10:00:00Z".parse().unwrap(), to: "2026-11-20T12:00:00Z".parse().unwrap(), weather: w(Condition::Rain) },
-            WeatherSpan { from: "2026-11-20T08:00:00Z".parse().unwrap(), to: "2026-11-20T10:00:00Z".parse().unwrap(), weather: w(Condition::Clear) },
+            WeatherSpan {
+                from: "2026-11-20T10:00:00Z".parse().unwrap(),
+                to: "2026-11-20T12:00:00Z".parse().unwrap(),
+                weather: w(Condition::Rain),
+            },
+            WeatherSpan {
+                from: "2026-11-20T08:00:00Z".parse().unwrap(),
+                to: "2026-11-20T10:00:00Z".parse().unwrap(),
+                weather: w(Condition::Clear),
+            },
         ]);
-        assert_eq!(t.at("2026-11-20T09:59:59Z".parse().unwrap()).unwrap().condition, Condition::Clear);
-        assert_eq!(t.at("2026-11-20T10:00:00Z".parse().unwrap()).unwrap().condition, Condition::Rain);
+        assert_eq!(
+            t.at("2026-11-20T09:59:59Z".parse().unwrap())
+                .unwrap()
+                .condition,
+            Condition::Clear
+        );
+        assert_eq!(
+            t.at("2026-11-20T10:00:00Z".parse().unwrap())
+                .unwrap()
+                .condition,
+            Condition::Rain
+        );
         assert!(t.at("2026-11-20T12:00:00Z".parse().unwrap()).is_none());
         assert!(t.at("2026-11-20T07:00:00Z".parse().unwrap()).is_none());
     }

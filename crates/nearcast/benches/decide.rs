@@ -35,10 +35,14 @@ fn config() -> (Vec<Store>, Vec<Offer>) {
         );
     }
     for k in 0..1_000 {
-        let ids: Vec<String> = (0..10).map(|j| format!("s{}", (k * 10 + j) % 10_000)).collect();
+        let ids: Vec<String> = (0..10)
+            .map(|j| format!("s{}", (k * 10 + j) % 10_000))
+            .collect();
         offers.push(
-            parse_json::<Offer>(&json!({"id": format!("o{k}"), "campaign_id": "c", "title": "T", "body": "B",
-                "category": "coffee", "store_ids": ids, "trigger": {"type": "enter"}}))
+            parse_json::<Offer>(
+                &json!({"id": format!("o{k}"), "campaign_id": "c", "title": "T", "body": "B",
+                "category": "coffee", "store_ids": ids, "trigger": {"type": "enter"}}),
+            )
             .unwrap(),
         );
     }
@@ -46,7 +50,10 @@ fn config() -> (Vec<Store>, Vec<Offer>) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (stores, offers) = config();
     let now: chrono::DateTime<chrono::Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
@@ -67,13 +74,16 @@ fn bench(c: &mut Criterion) {
             )
             .await
             .unwrap();
-            e.load_config(stores.clone(), offers.clone(), CapPolicy::default()).await.unwrap();
+            e.load_config(stores.clone(), offers.clone(), CapPolicy::default())
+                .await
+                .unwrap();
             e
         });
         let user = Id::parse("bench-user").unwrap();
         for p in ["push", "location", "personalisation"] {
             let v = json!({"event_id": format!("c-{p}"), "user_id": "bench-user", "type": "consent", "at": now.to_rfc3339(), "purpose": p, "granted": true});
-            rt.block_on(engine.process(&Event::from_json(&v, None, now).unwrap())).unwrap();
+            rt.block_on(engine.process(&Event::from_json(&v, None, now).unwrap()))
+                .unwrap();
         }
         let mut n = 0u64;
         g.bench_function(backend, |b| {
@@ -84,7 +94,11 @@ fn bench(c: &mut Criterion) {
                     user_id: user.clone(),
                     at: now,
                     // North of the box: near no fence.
-                    kind: EventKind::Location(Fix { lat: 60.40, lon: 24.9, accuracy_m: 10.0 }),
+                    kind: EventKind::Location(Fix {
+                        lat: 60.40,
+                        lon: 24.9,
+                        accuracy_m: 10.0,
+                    }),
                 };
                 black_box(rt.block_on(engine.process(black_box(&e))).unwrap())
             })

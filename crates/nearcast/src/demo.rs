@@ -61,13 +61,25 @@ pub async fn embedded_engine(
     clock: Arc<dyn Clock>,
 ) -> Result<(Arc<Engine>, Arc<SqliteStore>), HostError> {
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| HostError::Io { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let store = Arc::new(SqliteStore::open(db, sync)?);
-    let notifier =
-        OutboxNotifier::open(outbox).map_err(|source| HostError::Io { path: outbox.display().to_string(), source })?;
+    let notifier = OutboxNotifier::open(outbox).map_err(|source| HostError::Io {
+        path: outbox.display().to_string(),
+        source,
+    })?;
     let ranker = load_model(model)?;
-    let engine = Engine::new(store.clone(), Arc::new(notifier), weather, clock, Arc::new(ranker)).await?;
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(notifier),
+        weather,
+        clock,
+        Arc::new(ranker),
+    )
+    .await?;
     Ok((Arc::new(engine), store))
 }
 
@@ -79,8 +91,11 @@ pub async fn load_config_dir(engine: &Engine, dir: &Path) -> Result<(), HostErro
     let stores = load_stores(&dir.join("stores.json"))?;
     let offers = load_offers(&dir.join("offers.json"))?;
     let policy_path = dir.join("policy.json");
-    let policy: CapPolicy =
-        if policy_path.exists() { crate::parse_file(&policy_path)? } else { CapPolicy::default() };
+    let policy: CapPolicy = if policy_path.exists() {
+        crate::parse_file(&policy_path)?
+    } else {
+        CapPolicy::default()
+    };
     engine.load_config(stores, offers, policy).await?;
     Ok(())
 }
@@ -89,12 +104,22 @@ pub async fn load_config_dir(engine: &Engine, dir: &Path) -> Result<(), HostErro
 ///
 /// # Errors
 /// An unreadable file or a store failure. Invalid lines are reported, not fatal.
-pub async fn replay(engine: &Engine, clock: &ManualClock, file: &Path) -> Result<Report, HostError> {
-    let f = std::fs::File::open(file).map_err(|source| HostError::Io { path: file.display().to_string(), source })?;
+pub async fn replay(
+    engine: &Engine,
+    clock: &ManualClock,
+    file: &Path,
+) -> Result<Report, HostError> {
+    let f = std::fs::File::open(file).map_err(|source| HostError::Io {
+        path: file.display().to_string(),
+        source,
+    })?;
     let mut report = Report::default();
     let mut times = Vec::new();
     for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|source| HostError::Io { path: file.display().to_string(), source })?;
+        let line = line.map_err(|source| HostError::Io {
+            path: file.display().to_string(),
+            source,
+        })?;
         if line.trim().is_empty() {
             continue;
         }
@@ -106,7 +131,11 @@ pub async fn replay(engine: &Engine, clock: &ManualClock, file: &Path) -> Result
                 continue;
             }
         };
-        if let Some(at) = v.get("at").and_then(|a| a.as_str()).and_then(|a| a.parse::<chrono::DateTime<chrono::Utc>>().ok()) {
+        if let Some(at) = v
+            .get("at")
+            .and_then(|a| a.as_str())
+            .and_then(|a| a.parse::<chrono::DateTime<chrono::Utc>>().ok())
+        {
             clock.set(at + chrono::Duration::seconds(ARRIVAL_DELAY_S));
         }
         let event = match Event::from_json(&v, None, clock.now()) {
@@ -116,7 +145,10 @@ pub async fn replay(engine: &Engine, clock: &ManualClock, file: &Path) -> Result
                 continue;
             }
         };
-        *report.by_type.entry(event.kind.type_name().to_string()).or_default() += 1;
+        *report
+            .by_type
+            .entry(event.kind.type_name().to_string())
+            .or_default() += 1;
         let t = Instant::now();
         let r = engine.process(&event).await?;
         let elapsed = t.elapsed();
@@ -140,7 +172,12 @@ pub async fn replay(engine: &Engine, clock: &ManualClock, file: &Path) -> Result
         }
     }
     times.sort_by(f64::total_cmp);
-    let pct = |p: f64| times.get(((times.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let pct = |p: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     report.p50_us = pct(0.50);
     report.p99_us = pct(0.99);
     Ok(report)
@@ -159,7 +196,11 @@ pub fn print_report(engine: &Engine, report: &Report, out: &mut impl Write) -> s
             .map(|&p| catalog.stores[p as usize].name.clone())
             .unwrap_or_else(|| "-".into())
     };
-    writeln!(out, "{:<6} {:<8} {:<26} {:<22} {:>5}  {:<10} why", "local", "user", "store", "offer", "score", "decision")?;
+    writeln!(
+        out,
+        "{:<6} {:<8} {:<26} {:<22} {:>5}  {:<10} why",
+        "local", "user", "store", "offer", "score", "decision"
+    )?;
     writeln!(out, "{}", "-".repeat(110))?;
     let mut shown_once: HashSet<(String, String)> = HashSet::new();
     for d in &report.decisions {
@@ -200,18 +241,39 @@ pub fn print_report(engine: &Engine, report: &Report, out: &mut impl Write) -> s
     }
     writeln!(out)?;
     writeln!(out, "Summary")?;
-    let types: Vec<String> = report.by_type.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    writeln!(out, "  events          {} ({})", report.events, types.join(", "))?;
+    let types: Vec<String> = report
+        .by_type
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    writeln!(
+        out,
+        "  events          {} ({})",
+        report.events,
+        types.join(", ")
+    )?;
     writeln!(out, "  rejected        {}", report.rejected.len())?;
     writeln!(out, "  duplicates      {}", report.duplicates)?;
     writeln!(out, "  pushes sent     {}", report.sent)?;
     writeln!(out, "  held out        {}", report.held_out)?;
-    writeln!(out, "  no trigger      {} location events", report.no_trigger)?;
-    writeln!(out, "  suppressed      {}", report.suppressed.values().sum::<u64>())?;
+    writeln!(
+        out,
+        "  no trigger      {} location events",
+        report.no_trigger
+    )?;
+    writeln!(
+        out,
+        "  suppressed      {}",
+        report.suppressed.values().sum::<u64>()
+    )?;
     for (k, v) in &report.suppressed {
         writeln!(out, "    {k:<28} {v}")?;
     }
-    writeln!(out, "  decision time   p50 {:.1} µs, p99 {:.1} µs (per location event, store included)", report.p50_us, report.p99_us)?;
+    writeln!(
+        out,
+        "  decision time   p50 {:.1} µs, p99 {:.1} µs (per location event, store included)",
+        report.p50_us, report.p99_us
+    )?;
     for r in report.rejected.iter().take(10) {
         writeln!(out, "  rejected: {r}")?;
     }
@@ -238,7 +300,12 @@ pub struct DemoOptions {
 /// # Errors
 /// Missing or invalid demo files, or a store failure.
 pub async fn run_demo(opts: &DemoOptions) -> Result<(Arc<Engine>, Report, PathBuf), HostError> {
-    for f in ["nearcast.db", "nearcast.db-wal", "nearcast.db-shm", "outbox.jsonl"] {
+    for f in [
+        "nearcast.db",
+        "nearcast.db-wal",
+        "nearcast.db-shm",
+        "outbox.jsonl",
+    ] {
         let _ = std::fs::remove_file(opts.work.join(f));
     }
     let weather: TableWeather = load_weather(&opts.data.join("weather.json"))?;

@@ -42,14 +42,22 @@ pub enum HostError {
 }
 
 fn read(path: &Path) -> Result<String, HostError> {
-    std::fs::read_to_string(path).map_err(|source| HostError::Io { path: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| HostError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 pub(crate) fn parse_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HostError> {
     let text = read(path)?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| HostError::Invalid { path: path.display().to_string(), reason: e.to_string() })?;
-    parse_json(&v).map_err(|e| HostError::Invalid { path: path.display().to_string(), reason: e.to_string() })
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| HostError::Invalid {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    parse_json(&v).map_err(|e| HostError::Invalid {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Reads stores.json.
@@ -83,7 +91,13 @@ pub fn load_weather(path: &Path) -> Result<TableWeather, HostError> {
 pub fn load_model(path: Option<&Path>) -> Result<LogisticRanker, HostError> {
     let (text, name) = match path {
         Some(p) => (read(p)?, p.display().to_string()),
-        None => (BUNDLED_MODEL.to_string(), "bundled models/ranker.json".to_string()),
+        None => (
+            BUNDLED_MODEL.to_string(),
+            "bundled models/ranker.json".to_string(),
+        ),
     };
-    LogisticRanker::from_json(&text).map_err(|e| HostError::Invalid { path: name, reason: e.to_string() })
+    LogisticRanker::from_json(&text).map_err(|e| HostError::Invalid {
+        path: name,
+        reason: e.to_string(),
+    })
 }

@@ -1,7 +1,9 @@
 //! `nearcast`: the whole service on one machine.
 
 use clap::{Parser, Subcommand};
-use nearcast::demo::{DemoOptions, embedded_engine, load_config_dir, print_report, replay, run_demo};
+use nearcast::demo::{
+    DemoOptions, embedded_engine, load_config_dir, print_report, replay, run_demo,
+};
 use nearcast::store::Sync;
 use nearcast::{HostError, load_weather};
 use nearcast_core::ports::{Clock, ManualClock, SystemClock, WeatherSource};
@@ -11,7 +13,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "nearcast", version, about = "Geo-contextual push offers, on one machine")]
+#[command(
+    name = "nearcast",
+    version,
+    about = "Geo-contextual push offers, on one machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,25 +95,52 @@ async fn run(cli: Cli) -> Result<(), HostError> {
         Command::Demo { data, work, model } => {
             let (engine, report, outbox) = run_demo(&DemoOptions { data, work, model }).await?;
             let mut out = std::io::stdout().lock();
-            print_report(&engine, &report, &mut out).map_err(|source| HostError::Io { path: "stdout".into(), source })?;
-            println!("  outbox          {} ({} pushes)", outbox.display(), report.sent);
+            print_report(&engine, &report, &mut out).map_err(|source| HostError::Io {
+                path: "stdout".into(),
+                source,
+            })?;
+            println!(
+                "  outbox          {} ({} pushes)",
+                outbox.display(),
+                report.sent
+            );
             Ok(())
         }
-        Command::Serve { addr, db, outbox, model, weather, config, sync } => {
-            let (engine, store) =
-                embedded_engine(&db, sync, &outbox, model.as_deref(), weather_from(weather.as_ref())?, Arc::new(SystemClock))
-                    .await?;
-            if let Some(dir) = config {
-                if engine.catalog().stores.is_empty() {
-                    load_config_dir(&engine, &dir).await?;
-                }
+        Command::Serve {
+            addr,
+            db,
+            outbox,
+            model,
+            weather,
+            config,
+            sync,
+        } => {
+            let (engine, store) = embedded_engine(
+                &db,
+                sync,
+                &outbox,
+                model.as_deref(),
+                weather_from(weather.as_ref())?,
+                Arc::new(SystemClock),
+            )
+            .await?;
+            if let Some(dir) = config
+                && engine.catalog().stores.is_empty()
+            {
+                load_config_dir(&engine, &dir).await?;
             }
             // Idempotency keys are kept for 7 days: clients retry well within that.
             let pruned = store.prune_seen(chrono::Utc::now() - chrono::Duration::days(7))?;
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
-                .map_err(|source| HostError::Io { path: addr.clone(), source })?;
-            let local = listener.local_addr().map_err(|source| HostError::Io { path: addr.clone(), source })?;
+                .map_err(|source| HostError::Io {
+                    path: addr.clone(),
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| HostError::Io {
+                path: addr.clone(),
+                source,
+            })?;
             tracing::info!(%local, stores = engine.catalog().stores.len(), pruned, "nearcast serving");
             println!("nearcast listening on http://{local}");
             axum::serve(listener, nearcast_api::router(engine))
@@ -118,7 +151,14 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 .map_err(|source| HostError::Io { path: addr, source })?;
             Ok(())
         }
-        Command::Replay { file, db, outbox, config, weather, model } => {
+        Command::Replay {
+            file,
+            db,
+            outbox,
+            config,
+            weather,
+            model,
+        } => {
             let clock = ManualClock::new(chrono::Utc::now());
             let (engine, _) = embedded_engine(
                 &db,
@@ -133,8 +173,12 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 load_config_dir(&engine, &dir).await?;
             }
             let report = replay(&engine, &clock, &file).await?;
-            print_report(&engine, &report, &mut std::io::stdout().lock())
-                .map_err(|source| HostError::Io { path: "stdout".into(), source })?;
+            print_report(&engine, &report, &mut std::io::stdout().lock()).map_err(|source| {
+                HostError::Io {
+                    path: "stdout".into(),
+                    source,
+                }
+            })?;
             Ok(())
         }
     }
@@ -143,12 +187,16 @@ async fn run(cli: Cli) -> Result<(), HostError> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NEARCAST_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("NEARCAST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -26,7 +26,10 @@ impl OutboxNotifier {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { path: path.to_path_buf(), file: Mutex::new(file) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
     }
 
     /// The file's path.
@@ -38,10 +41,15 @@ impl OutboxNotifier {
 impl Notifier for OutboxNotifier {
     fn send<'a>(&'a self, push: &'a Push) -> BoxFuture<'a, Result<(), NotifyError>> {
         let r = (|| {
-            let mut line = serde_json::to_vec(push).map_err(|e| NotifyError::Permanent(e.to_string()))?;
+            let mut line =
+                serde_json::to_vec(push).map_err(|e| NotifyError::Permanent(e.to_string()))?;
             line.push(b'\n');
-            let mut f = self.file.lock().map_err(|_| NotifyError::Retryable("outbox lock poisoned".into()))?;
-            f.write_all(&line).map_err(|e| NotifyError::Retryable(e.to_string()))?;
+            let mut f = self
+                .file
+                .lock()
+                .map_err(|_| NotifyError::Retryable("outbox lock poisoned".into()))?;
+            f.write_all(&line)
+                .map_err(|e| NotifyError::Retryable(e.to_string()))?;
             tracing::info!(delivery = %push.delivery_id, offer = %push.offer_id, store = %push.store_id, "push written to outbox");
             Ok(())
         })();

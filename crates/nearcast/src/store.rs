@@ -14,8 +14,8 @@ use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
-    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult, StateStore, StoreError,
-    UserRecord,
+    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
+    StateStore, StoreError, UserRecord,
 };
 use nearcast_core::state::UserState;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -87,16 +87,31 @@ impl SqliteStore {
     /// When the file cannot be opened or the schema cannot be created.
     pub fn open(path: &Path, sync: Sync) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", if sync == Sync::Full { "FULL" } else { "NORMAL" }).map_err(err)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if sync == Sync::Full { "FULL" } else { "NORMAL" },
+        )
+        .map_err(err)?;
+        conn.pragma_update(None, "busy_timeout", 5000)
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.set_prepared_statement_cache_capacity(64);
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let mut c = self.conn.lock().map_err(|_| StoreError("store lock poisoned".into()))?;
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut c = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError("store lock poisoned".into()))?;
         f(&mut c).map_err(err)
     }
 
@@ -105,7 +120,12 @@ impl SqliteStore {
     /// # Errors
     /// A database failure.
     pub fn prune_seen(&self, before: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
-        self.with(|c| c.execute("DELETE FROM seen WHERE at < ?1", params![before.timestamp()]))
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM seen WHERE at < ?1",
+                params![before.timestamp()],
+            )
+        })
     }
 
     /// Number of rows in a table (tests and the health endpoint).
@@ -113,11 +133,24 @@ impl SqliteStore {
     /// # Errors
     /// A database failure or an unknown table.
     pub fn count(&self, table: &str) -> Result<u64, StoreError> {
-        if !["users", "seen", "decisions", "deliveries", "stores", "offers"].contains(&table) {
+        if ![
+            "users",
+            "seen",
+            "decisions",
+            "deliveries",
+            "stores",
+            "offers",
+        ]
+        .contains(&table)
+        {
             return Err(StoreError(format!("unknown table {table}")));
         }
-        self.with(|c| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)))
-            .map(|n| n as u64)
+        self.with(|c| {
+            c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|n| n as u64)
     }
 
     /// Rows mentioning a user anywhere (erasure tests).
@@ -128,17 +161,41 @@ impl SqliteStore {
         self.with(|c| {
             let mut n = 0i64;
             for t in ["users", "seen", "decisions", "deliveries"] {
-                n += c.query_row(&format!("SELECT COUNT(*) FROM {t} WHERE user_id = ?1"), [user.as_str()], |r| r.get::<_, i64>(0))?;
+                n += c.query_row(
+                    &format!("SELECT COUNT(*) FROM {t} WHERE user_id = ?1"),
+                    [user.as_str()],
+                    |r| r.get::<_, i64>(0),
+                )?;
             }
             Ok(n as u64)
         })
     }
 
     fn commit_sync(&self, cm: &Commit) -> Result<CommitOutcome, StoreError> {
-        let state = cm.state.as_ref().map(serde_json::to_string).transpose().map_err(err)?;
-        let results: Vec<String> = cm.events.iter().map(|(_, r)| serde_json::to_string(r)).collect::<Result<_, _>>().map_err(err)?;
-        let decisions: Vec<String> = cm.decisions.iter().map(serde_json::to_string).collect::<Result<_, _>>().map_err(err)?;
-        let pushes: Vec<String> = cm.pushes.iter().map(serde_json::to_string).collect::<Result<_, _>>().map_err(err)?;
+        let state = cm
+            .state
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(err)?;
+        let results: Vec<String> = cm
+            .events
+            .iter()
+            .map(|(_, r)| serde_json::to_string(r))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let decisions: Vec<String> = cm
+            .decisions
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let pushes: Vec<String> = cm
+            .pushes
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
         let now = chrono::Utc::now().timestamp();
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -196,7 +253,9 @@ impl SqliteStore {
             let rows = st.query_map([], |r| r.get::<_, String>(0))?;
             rows.collect()
         })?;
-        rows.iter().map(|b| serde_json::from_str(b).map_err(err)).collect()
+        rows.iter()
+            .map(|b| serde_json::from_str(b).map_err(err))
+            .collect()
     }
 }
 
@@ -209,14 +268,19 @@ impl StateStore for SqliteStore {
         let r = self
             .with(|c| {
                 c.prepare_cached("SELECT version, state FROM users WHERE user_id = ?1")?
-                    .query_row([user.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .query_row([user.as_str()], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    })
                     .optional()
             })
             .and_then(|row| match row {
                 None => Ok(UserRecord::default()),
                 Some((v, s)) => {
                     let state: UserState = serde_json::from_str(&s).map_err(err)?;
-                    Ok(UserRecord { state, version: v as u64 })
+                    Ok(UserRecord {
+                        state,
+                        version: v as u64,
+                    })
                 }
             });
         ready(r)
@@ -226,9 +290,14 @@ impl StateStore for SqliteStore {
         ready(self.commit_sync(c))
     }
 
-    fn set_delivery_status<'a>(&'a self, id: &'a str, status: DeliveryStatus) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn set_delivery_status<'a>(
+        &'a self,
+        id: &'a str,
+        status: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         ready(self.with(|c| {
-            c.prepare_cached("UPDATE deliveries SET status = ?2 WHERE delivery_id = ?1")?.execute(params![id, status_str(status)])?;
+            c.prepare_cached("UPDATE deliveries SET status = ?2 WHERE delivery_id = ?1")?
+                .execute(params![id, status_str(status)])?;
             Ok(())
         }))
     }
@@ -237,16 +306,26 @@ impl StateStore for SqliteStore {
         ready(self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let endpoint: Option<String> = tx
-                .query_row("SELECT state FROM users WHERE user_id = ?1", [user.as_str()], |r| r.get::<_, String>(0))
+                .query_row(
+                    "SELECT state FROM users WHERE user_id = ?1",
+                    [user.as_str()],
+                    |r| r.get::<_, String>(0),
+                )
                 .optional()?
                 .and_then(|s| serde_json::from_str::<UserState>(&s).ok())
                 .and_then(|s| s.push.and_then(|p| p.endpoint));
             let mut n = 0usize;
             for t in ["users", "seen", "decisions", "deliveries"] {
-                n += tx.execute(&format!("DELETE FROM {t} WHERE user_id = ?1"), [user.as_str()])?;
+                n += tx.execute(
+                    &format!("DELETE FROM {t} WHERE user_id = ?1"),
+                    [user.as_str()],
+                )?;
             }
             tx.commit()?;
-            Ok(Erasure { records: n as u64, endpoint })
+            Ok(Erasure {
+                records: n as u64,
+                endpoint,
+            })
         }))
     }
 
@@ -288,7 +367,12 @@ impl StateStore for SqliteStore {
 
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
         let r = self
-            .with(|c| c.query_row("SELECT value FROM meta WHERE key = 'policy'", [], |r| r.get::<_, String>(0)).optional())
+            .with(|c| {
+                c.query_row("SELECT value FROM meta WHERE key = 'policy'", [], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+            })
             .and_then(|v| v.map(|s| serde_json::from_str(&s).map_err(err)).transpose());
         ready(r)
     }

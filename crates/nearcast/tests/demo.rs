@@ -24,8 +24,13 @@ fn code(d: &Decision) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_day_tells_its_stories() {
     let work = tempfile::tempdir().unwrap();
-    let (_engine, report, outbox) =
-        run_demo(&DemoOptions { data: data(), work: work.path().to_path_buf(), model: None }).await.unwrap();
+    let (_engine, report, outbox) = run_demo(&DemoOptions {
+        data: data(),
+        work: work.path().to_path_buf(),
+        model: None,
+    })
+    .await
+    .unwrap();
     let ds = &report.decisions;
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     assert!(report.events >= 400);
@@ -34,25 +39,49 @@ async fn the_demo_day_tells_its_stories() {
     // Ben never gave location consent: every fix suppressed, nothing kept, nothing sent.
     let ben = of(ds, "ben");
     assert!(ben.len() >= 50);
-    assert!(ben.iter().all(|d| code(d) == "no_consent_location" && d.candidates.is_empty()));
+    assert!(
+        ben.iter()
+            .all(|d| code(d) == "no_consent_location" && d.candidates.is_empty())
+    );
     assert_eq!(report.suppressed["no_consent_location"] as usize, ben.len());
 
     // Carla withdrew push consent at 13:00 local (11:00Z): nothing after, and the
     // suppressions say why.
     let withdrawn: chrono::DateTime<chrono::Utc> = "2026-11-20T11:00:00Z".parse().unwrap();
     let carla = of(ds, "carla");
-    assert!(carla.iter().filter(|d| d.at > withdrawn).all(|d| d.verdict != Verdict::Sent));
-    assert!(carla.iter().any(|d| d.at > withdrawn && code(d) == "no_consent_push"));
+    assert!(
+        carla
+            .iter()
+            .filter(|d| d.at > withdrawn)
+            .all(|d| d.verdict != Verdict::Sent)
+    );
+    assert!(
+        carla
+            .iter()
+            .any(|d| d.at > withdrawn && code(d) == "no_consent_push")
+    );
     assert_eq!(sent(&carla), 1, "her lunch push before the withdrawal");
 
     // Dmitri bought the rain jacket: never offered it again.
     let dmitri = of(ds, "dmitri");
     assert!(dmitri.iter().any(|d| code(d) == "already_bought"));
-    assert!(!dmitri.iter().any(|d| d.verdict == Verdict::Sent && d.offer_id.as_ref().is_some_and(|o| o.as_str() == "off-rain-jacket")));
+    assert!(!dmitri.iter().any(|d| {
+        d.verdict == Verdict::Sent
+            && d.offer_id
+                .as_ref()
+                .is_some_and(|o| o.as_str() == "off-rain-jacket")
+    }));
 
     // Eeva lingers at a fence edge for 20 minutes: one decision there, not a second enter.
     let eeva = of(ds, "eeva");
-    let kaisaniemi: Vec<_> = eeva.iter().filter(|d| d.store_id.as_ref().is_some_and(|s| s.as_str() == "osm-node-59631978")).collect();
+    let kaisaniemi: Vec<_> = eeva
+        .iter()
+        .filter(|d| {
+            d.store_id
+                .as_ref()
+                .is_some_and(|s| s.as_str() == "osm-node-59631978")
+        })
+        .collect();
     assert_eq!(kaisaniemi.len(), 1, "{kaisaniemi:?}");
 
     // Anna walks past many cafés: caps hold (2 a day, an hour apart), and quiet hours are kept.
@@ -63,7 +92,8 @@ async fn the_demo_day_tells_its_stories() {
 
     // No push in quiet hours (21:00-08:00 local) for anyone; caps per user per day hold.
     for d in ds.iter().filter(|d| d.verdict == Verdict::Sent) {
-        let local = chrono::DateTime::parse_from_rfc3339(&d.context.as_ref().unwrap().local_time).unwrap();
+        let local =
+            chrono::DateTime::parse_from_rfc3339(&d.context.as_ref().unwrap().local_time).unwrap();
         let h = chrono::Timelike::hour(&local);
         assert!((8..21).contains(&h), "push at {local}");
     }
@@ -72,11 +102,20 @@ async fn the_demo_day_tells_its_stories() {
     }
 
     // Every push is in the outbox exactly once, without its token.
-    let lines: Vec<String> = std::fs::read_to_string(&outbox).unwrap().lines().map(str::to_string).collect();
+    let lines: Vec<String> = std::fs::read_to_string(&outbox)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(lines.len() as u64, report.sent);
     let ids: HashSet<String> = lines
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["delivery_id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["delivery_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ids.len(), lines.len());
     assert!(lines.iter().all(|l| !l.contains("token")));
@@ -92,9 +131,22 @@ fn the_demo_command_exits_zero_and_prints_the_table_and_summary() {
         .arg(work.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["SENT", "SUPPRESSED", "no consent: location", "no consent: push", "already bought", "Summary", "decision time", "p99"] {
+    for needle in [
+        "SENT",
+        "SUPPRESSED",
+        "no consent: location",
+        "no consent: push",
+        "already bought",
+        "Summary",
+        "decision time",
+        "p99",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
     assert!(work.path().join("outbox.jsonl").exists());

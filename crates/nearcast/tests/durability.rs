@@ -20,7 +20,9 @@ fn start(db: &Path, outbox: &Path) -> (Child, String) {
         .spawn()
         .expect("start nearcast serve");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_string();
     assert!(addr.starts_with("127.0.0.1:"), "unexpected banner {line:?}");
     (child, addr)
@@ -34,7 +36,10 @@ fn post(addr: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     s.read_to_string(&mut resp).unwrap();
     let status: u16 = resp[9..12].parse().unwrap();
     let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn batch(user: &str, k: usize) -> String {
@@ -65,7 +70,13 @@ fn sigkill_between_acknowledged_batches_loses_nothing() {
             let body = batch(&user, if round == 0 { 0 } else { k });
             let (status, v) = post(&addr, "/v1/events", &body);
             assert_eq!(status, 200, "{v}");
-            assert!(v["results"].as_array().unwrap().iter().all(|r| r["status"] == "accepted"));
+            assert!(
+                v["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["status"] == "accepted")
+            );
             acknowledged.push((user, body));
         }
         // No graceful shutdown: SIGKILL right after the last acknowledgement.
@@ -77,7 +88,10 @@ fn sigkill_between_acknowledged_batches_loses_nothing() {
         let (status, v) = post(&addr, "/v1/events", body);
         assert_eq!(status, 200);
         let results = v["results"].as_array().unwrap();
-        assert!(results.iter().all(|r| r["status"] == "duplicate"), "{user}: an acknowledged event was lost: {v}");
+        assert!(
+            results.iter().all(|r| r["status"] == "duplicate"),
+            "{user}: an acknowledged event was lost: {v}"
+        );
     }
     child.kill().unwrap();
     child.wait().unwrap();

@@ -15,7 +15,11 @@ fn oracle(shapes: &[Shape], lat: f64, lon: f64) -> (Vec<u32>, Vec<u32>) {
     let mut borderline = Vec::new();
     for (i, s) in shapes.iter().enumerate() {
         match s {
-            Shape::Circle { lat: clat, lon: clon, radius_m } => {
+            Shape::Circle {
+                lat: clat,
+                lon: clon,
+                radius_m,
+            } => {
                 let d = Haversine.distance(Point::new(*clon, *clat), Point::new(lon, lat));
                 if (d - radius_m).abs() < 1e-3 {
                     borderline.push(i as u32);
@@ -38,7 +42,11 @@ fn check(shapes: Vec<Shape>, points: &[(f64, f64)]) -> Result<(), TestCaseError>
     for &(lat, lon) in points {
         let got = idx.lookup(lat, lon);
         let (want, borderline) = oracle(idx.shapes(), lat, lon);
-        let got_clear: Vec<u32> = got.iter().copied().filter(|f| !borderline.contains(f)).collect();
+        let got_clear: Vec<u32> = got
+            .iter()
+            .copied()
+            .filter(|f| !borderline.contains(f))
+            .collect();
         prop_assert_eq!(&got_clear, &want, "point ({}, {})", lat, lon);
     }
     Ok(())
@@ -48,7 +56,8 @@ fn check(shapes: Vec<Shape>, points: &[(f64, f64)]) -> Result<(), TestCaseError>
 fn offset(lat: f64, lon: f64, d_north: f64, d_east: f64) -> (f64, f64) {
     let dlat = d_north / EARTH_RADIUS_M * 180.0 / std::f64::consts::PI;
     let nlat = (lat + dlat).clamp(-89.9999, 89.9999);
-    let dlon = d_east / (EARTH_RADIUS_M * nlat.to_radians().cos().max(1e-6)) * 180.0 / std::f64::consts::PI;
+    let dlon = d_east / (EARTH_RADIUS_M * nlat.to_radians().cos().max(1e-6)) * 180.0
+        / std::f64::consts::PI;
     let mut nlon = lon + dlon;
     while nlon > 180.0 {
         nlon -= 360.0;
@@ -81,7 +90,9 @@ fn polygon_around(lat: f64, lon: f64, radii: &[f64]) -> Option<Shape> {
         let (plat, plon) = offset(lat, lon, r * a.cos(), r * a.sin());
         coords.push(Coord { x: plon, y: plat });
     }
-    if coords.windows(2).any(|w| (w[0].x - w[1].x).abs() > 180.0) || (coords[0].x - coords[n - 1].x).abs() > 180.0 {
+    if coords.windows(2).any(|w| (w[0].x - w[1].x).abs() > 180.0)
+        || (coords[0].x - coords[n - 1].x).abs() > 180.0
+    {
         return None;
     }
     coords.push(coords[0]);
@@ -137,8 +148,15 @@ proptest! {
 
 #[test]
 fn a_circle_across_the_antimeridian_is_found_on_both_sides() {
-    let idx = GeofenceIndex::build(vec![Shape::Circle { lat: 10.0, lon: 179.9995, radius_m: 300.0 }], DEFAULT_RESOLUTION)
-        .unwrap();
+    let idx = GeofenceIndex::build(
+        vec![Shape::Circle {
+            lat: 10.0,
+            lon: 179.9995,
+            radius_m: 300.0,
+        }],
+        DEFAULT_RESOLUTION,
+    )
+    .unwrap();
     assert_eq!(idx.lookup(10.0, -179.999), vec![0]);
     assert_eq!(idx.lookup(10.0, 179.998), vec![0]);
     assert!(idx.lookup(10.0, -179.99).is_empty());
@@ -146,8 +164,15 @@ fn a_circle_across_the_antimeridian_is_found_on_both_sides() {
 
 #[test]
 fn a_circle_around_the_pole_is_found() {
-    let idx = GeofenceIndex::build(vec![Shape::Circle { lat: 89.999, lon: 0.0, radius_m: 500.0 }], DEFAULT_RESOLUTION)
-        .unwrap();
+    let idx = GeofenceIndex::build(
+        vec![Shape::Circle {
+            lat: 89.999,
+            lon: 0.0,
+            radius_m: 500.0,
+        }],
+        DEFAULT_RESOLUTION,
+    )
+    .unwrap();
     assert_eq!(idx.lookup(90.0, 123.0), vec![0]);
     assert_eq!(idx.lookup(89.998, 180.0), vec![0]);
 }
@@ -157,14 +182,27 @@ fn lookup_matches_scan_on_a_dense_grid_of_real_sized_fences() {
     // 400 fences of 30-300 m in a 2 x 2 km downtown, probed on a 25 m grid.
     let mut shapes = Vec::new();
     for i in 0..400 {
-        let (lat, lon) = offset(60.16, 24.93, (i % 20) as f64 * 100.0, (i / 20) as f64 * 100.0);
-        shapes.push(Shape::Circle { lat, lon, radius_m: 30.0 + (i * 37 % 270) as f64 });
+        let (lat, lon) = offset(
+            60.16,
+            24.93,
+            (i % 20) as f64 * 100.0,
+            (i / 20) as f64 * 100.0,
+        );
+        shapes.push(Shape::Circle {
+            lat,
+            lon,
+            radius_m: 30.0 + (i * 37 % 270) as f64,
+        });
     }
     let idx = GeofenceIndex::build(shapes, DEFAULT_RESOLUTION).unwrap();
     for a in 0..80 {
         for b in 0..80 {
             let (lat, lon) = offset(60.16, 24.93, a as f64 * 25.0 - 50.0, b as f64 * 25.0 - 50.0);
-            assert_eq!(idx.lookup(lat, lon), idx.scan(lat, lon), "at ({lat}, {lon})");
+            assert_eq!(
+                idx.lookup(lat, lon),
+                idx.scan(lat, lon),
+                "at ({lat}, {lon})"
+            );
         }
     }
 }
@@ -172,7 +210,10 @@ fn lookup_matches_scan_on_a_dense_grid_of_real_sized_fences() {
 #[test]
 fn geojson_errors_name_the_position() {
     let bad = serde_json::json!({"type": "Polygon", "coordinates": [[[24.9, 60.1], [24.91, 60.1], [24.91, 95.0], [24.9, 60.1]]]});
-    assert_eq!(parse_geojson(&bad).unwrap_err().field, "coordinates[0][2][1]");
+    assert_eq!(
+        parse_geojson(&bad).unwrap_err().field,
+        "coordinates[0][2][1]"
+    );
     let open = serde_json::json!({"type": "Polygon", "coordinates": [[[24.9, 60.1], [24.91, 60.1], [24.91, 60.11], [24.9, 60.2]]]});
     assert_eq!(parse_geojson(&open).unwrap_err().field, "coordinates[0]");
     let bowtie = serde_json::json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]});
@@ -180,5 +221,8 @@ fn geojson_errors_name_the_position() {
     let point = serde_json::json!({"type": "Point", "coordinates": [0, 0]});
     assert_eq!(parse_geojson(&point).unwrap_err().field, "type");
     let across = serde_json::json!({"type": "Polygon", "coordinates": [[[179.9, 0], [-179.9, 0], [-179.9, 1], [179.9, 1], [179.9, 0]]]});
-    assert_eq!(parse_geojson(&across).unwrap_err().field, "coordinates[0][1]");
+    assert_eq!(
+        parse_geojson(&across).unwrap_err().field,
+        "coordinates[0][1]"
+    );
 }
