@@ -300,14 +300,16 @@ impl Entry {
 pub struct GeofenceIndex {
     resolution: Resolution,
     shapes: Vec<Shape>,
-    /// Cell -> range in `entries`.
+    /// Square -> range in `square_fences`: for every square of a 1/1024° lat/lon grid
+    /// (about 110 × 55 m here) that a small fence's bounding box touches, the small fences
+    /// whose H3 cover meets one of the H3 cells overlapping the square.
+    squares: CellMap<(u32, u32)>,
+    square_fences: Vec<u32>,
+    /// Large fences (more than [`MAX_FINE_SQUARES`] squares, or around a pole): H3 cell ->
+    /// range in `entries`, looked up from the fix's own cell.
     cells: CellMap<(u32, u32)>,
     entries: Vec<Entry>,
-    /// Pre-filter: the squares of a 1/1024° lat/lon grid (about 110 m north-south) that overlap some fence's bounding
-    /// box. Most fixes are near no fence; for them a lookup costs two float-to-int
-    /// conversions and one hash probe instead of the point-to-cell conversion (about 0.4 µs).
-    near: CellMap<()>,
-    /// The same at 1° for fences too large to list finely (and near the poles).
+    /// 1° squares near some large fence: only fixes there pay the point-to-cell conversion.
     near_coarse: CellMap<()>,
     /// Per fence, a cheap planar pre-test that settles most exact tests without trigonometry.
     quick: Vec<Quick>,
@@ -434,7 +436,10 @@ impl GeofenceIndex {
     /// assert!(idx.lookup(60.18, 24.94).is_empty());
     /// ```
     pub fn build(shapes: Vec<Shape>, resolution: Resolution) -> Result<Self, FieldError> {
-        let mut by_cell: CellMap<Vec<Entry>> = CellMap::default();
+        let mut small_by_cell: CellMap<Vec<u32>> = CellMap::default();
+        let mut big_by_cell: CellMap<Vec<Entry>> = CellMap::default();
+        let mut near_coarse = CellMap::default();
+        let mut marked: Vec<u64> = Vec::new();
         for (i, shape) in shapes.iter().enumerate() {
             let fence =
                 u32::try_from(i).map_err(|_| FieldError::new("stores", "too many fences"))?;
@@ -444,16 +449,6 @@ impl GeofenceIndex {
                 }
                 Shape::Polygon { geom, .. } => cover_polygon(geom, resolution)?,
             };
-            for (cell, full) in cover {
-                by_cell
-                    .entry(u64::from(cell))
-                    .or_default()
-                    .push(Entry::new(fence, full));
-            }
-        }
-        let mut near = CellMap::default();
-        let mut near_coarse = CellMap::default();
-        for shape in &shapes {
             let (la0, la1, lo0, lo1) = bounds(shape);
             // Every square the bounding box touches; longitudes past ±180 wrap (`grid_key`).
             let (a0, a1) = (
@@ -468,8 +463,14 @@ impl GeofenceIndex {
             if !polar && (a1 - a0 + 1) * (b1 - b0 + 1) <= MAX_FINE_SQUARES {
                 for a in a0..=a1 {
                     for b in b0..=b1 {
-                        near.insert(grid_key(a, b, GRID_LON), ());
+                        marked.push(grid_key(a, b, GRID_LON));
                     }
+                }
+                for (cell, _) in cover {
+                    small_by_cell
+                        .entry(u64::from(cell))
+                        .or_default()
+                        .push(fence);
                 }
             } else {
                 let (a0, a1) = (
@@ -489,12 +490,66 @@ impl GeofenceIndex {
                         near_coarse.insert(grid_key(a, b, 360), ());
                     }
                 }
+                for (cell, full) in cover {
+                    big_by_cell
+                        .entry(u64::from(cell))
+                        .or_default()
+                        .push(Entry::new(fence, full));
+                }
             }
         }
+
+        // Each marked square gets the small fences of every H3 cell that may overlap it:
+        // the cells of its four corners and their neighbours. A square is smaller than a
+        // cell's inner radius, so a cell crossing the square's edge between two corners
+        // borders a corner's cell; this finds every cell that holds a point of the square,
+        // hence (by the cover property) every fence that does.
+        marked.sort_unstable();
+        marked.dedup();
+        let mut corner_cells: HashMap<(i64, i64), CellIndex> = HashMap::new();
+        let mut corner = |a: i64, b: i64| -> CellIndex {
+            *corner_cells.entry((a, b)).or_insert_with(|| {
+                let lat = (a as f64 / GRID - 90.0).clamp(-90.0, 90.0);
+                let lon = b.rem_euclid(GRID_LON) as f64 / GRID - 180.0;
+                LatLng::new(lat, lon)
+                    .expect("finite corner")
+                    .to_cell(resolution)
+            })
+        };
+        let mut squares = CellMap::default();
+        squares.reserve(marked.len());
+        let mut square_fences = Vec::new();
+        let mut near_cells: Vec<CellIndex> = Vec::with_capacity(32);
+        let mut fences: Vec<u32> = Vec::with_capacity(64);
+        for key in marked {
+            let (a, b) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
+            near_cells.clear();
+            for (da, db) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let c = corner(a + da, b + db);
+                near_cells.extend(c.grid_disk::<Vec<_>>(1));
+            }
+            near_cells.sort_unstable();
+            near_cells.dedup();
+            fences.clear();
+            for c in &near_cells {
+                if let Some(list) = small_by_cell.get(&u64::from(*c)) {
+                    fences.extend_from_slice(list);
+                }
+            }
+            fences.sort_unstable();
+            fences.dedup();
+            if fences.is_empty() {
+                continue;
+            }
+            let start = square_fences.len() as u32;
+            square_fences.extend_from_slice(&fences);
+            squares.insert(key, (start, fences.len() as u32));
+        }
+
         let mut cells = CellMap::default();
-        cells.reserve(by_cell.len());
-        let mut entries = Vec::with_capacity(by_cell.values().map(Vec::len).sum());
-        for (cell, mut list) in by_cell {
+        cells.reserve(big_by_cell.len());
+        let mut entries = Vec::with_capacity(big_by_cell.values().map(Vec::len).sum());
+        for (cell, mut list) in big_by_cell {
             // Fully-inside entries first: they need no exact test.
             list.sort_by_key(|e| (!e.full(), e.fence()));
             let start = entries.len() as u32;
@@ -505,9 +560,10 @@ impl GeofenceIndex {
         Ok(GeofenceIndex {
             resolution,
             shapes,
+            squares,
+            square_fences,
             cells,
             entries,
-            near,
             near_coarse,
             quick,
         })
@@ -518,18 +574,46 @@ impl GeofenceIndex {
         &self.shapes
     }
 
-    /// Number of (cell, fence) entries, a measure of the index's memory.
+    /// Number of (square or cell, fence) entries, a measure of the index's memory.
     pub fn entry_count(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.square_fences.len()
     }
 
     /// Fences containing the point, appended to `out` in ascending fence order.
     /// Coordinates must be finite and in range (validated events are).
     #[inline]
     pub fn lookup_into(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
-        if !self.maybe_near(lat, lon) {
-            return;
+        let first = out.len();
+        let key = grid_key(
+            ((lat + 90.0) * GRID).floor() as i64,
+            ((lon + 180.0) * GRID).floor() as i64,
+            GRID_LON,
+        );
+        if let Some(&(start, len)) = self.squares.get(&key) {
+            for &f in &self.square_fences[start as usize..(start + len) as usize] {
+                let fi = f as usize;
+                if self.quick[fi]
+                    .test(lat, lon)
+                    .unwrap_or_else(|| self.shapes[fi].contains(lat, lon))
+                {
+                    out.push(f);
+                }
+            }
         }
+        if !self.near_coarse.is_empty()
+            && self.near_coarse.contains_key(&grid_key(
+                (lat + 90.0).floor() as i64,
+                (lon + 180.0).floor() as i64,
+                360,
+            ))
+        {
+            self.lookup_cells(lat, lon, out);
+        }
+        out[first..].sort_unstable();
+    }
+
+    /// The H3 path, for large fences: the fix's cell, its entries, exact tests.
+    fn lookup_cells(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
         let Ok(ll) = LatLng::new(lat, lon) else {
             return;
         };
@@ -537,37 +621,12 @@ impl GeofenceIndex {
         let Some(&(start, len)) = self.cells.get(&cell) else {
             return;
         };
-        let first = out.len();
         for e in &self.entries[start as usize..(start + len) as usize] {
             let f = e.fence() as usize;
-            if e.full()
-                || self.quick[f]
-                    .test(lat, lon)
-                    .unwrap_or_else(|| self.shapes[f].contains(lat, lon))
-            {
+            if e.full() || self.shapes[f].contains(lat, lon) {
                 out.push(e.fence());
             }
         }
-        out[first..].sort_unstable();
-    }
-
-    /// Whether any fence's bounding box may hold the point (the pre-filter).
-    #[inline]
-    fn maybe_near(&self, lat: f64, lon: f64) -> bool {
-        let fine = grid_key(
-            ((lat + 90.0) * GRID).floor() as i64,
-            ((lon + 180.0) * GRID).floor() as i64,
-            GRID_LON,
-        );
-        if self.near.contains_key(&fine) {
-            return true;
-        }
-        !self.near_coarse.is_empty()
-            && self.near_coarse.contains_key(&grid_key(
-                (lat + 90.0).floor() as i64,
-                (lon + 180.0).floor() as i64,
-                360,
-            ))
     }
 
     /// Fences containing the point, in ascending order.

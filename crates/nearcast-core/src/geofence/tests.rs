@@ -106,7 +106,7 @@ fn polygon_around(lat: f64, lon: f64, radii: &[f64]) -> Option<Shape> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn circles_are_found_wherever_they_are(
