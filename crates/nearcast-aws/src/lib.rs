@@ -1,1 +1,730 @@
-//! placeholder
+//! Nearcast on AWS: [`DynamoStateStore`], the [`StateStore`] port on one DynamoDB table.
+//!
+//! # Item layout
+//!
+//! One table, string keys `pk` (partition) and `sk` (sort), on-demand billing, TTL on the
+//! numeric attribute `ttl` (epoch seconds). Everything about a user lives in the user's
+//! partition, so one Query finds it all (erasure):
+//!
+//! | pk | sk | attributes |
+//! |---|---|---|
+//! | `USER#<user>` | `PROFILE` | `state` (UserState JSON), `version` (N) |
+//! | `USER#<user>` | `EVENT#<event>` | `result` (EventResult JSON), `at`, `ttl` (7 days): idempotency key |
+//! | `USER#<user>` | `DECISION#<rfc3339 at>#<event>` | `body` (Decision JSON), `seq`, `ttl` (90 days) |
+//! | `USER#<user>` | `DELIVERY#<delivery id>` | `status`, `body` (Push JSON), `seq`, `ttl` (90 days) |
+//! | `DELIVERY#<delivery id>` | `META` | `user`, `ttl` (90 days): pointer for `set_delivery_status` |
+//! | `STORE#<id>` / `OFFER#<id>` | `META` | `body` (JSON) |
+//! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
+//!
+//! The idempotency key is kept as `USER#<user> / EVENT#<event>` rather than a partition of
+//! its own (`EVENT#<user>#<event> / SEEN`) so that erasure finds it with the rest of the
+//! user's items. Delivery ids are opaque hashes, so a small pointer item maps a delivery id
+//! to its user. `seq` (commit time in microseconds × 1000 + position, monotonic per
+//! process) orders `decisions()` and `deliveries()` oldest first, as the other stores do.
+//!
+//! # Requests per path
+//!
+//! - `load_user`: 1 GetItem (consistent read).
+//! - `commit`: 1 TransactWriteItems: a Put per idempotency key conditioned on
+//!   `attribute_not_exists(pk)` (returning the old item on failure, so a duplicate needs no
+//!   extra read), the profile Put conditioned on `version = :expected` (or
+//!   `attribute_not_exists(pk)` for version 0) when the state changed, a Put per decision,
+//!   and two Puts per push (the delivery and its pointer). At most 100 items: a larger
+//!   commit is refused with a [`StoreError`].
+//! - A location fix that sends nothing: 2 round trips (GetItem + TransactWriteItems).
+//! - `set_delivery_status`: 2 (GetItem on the pointer, UpdateItem).
+//! - `erase_user`: 1 Query per page of the user's partition, then BatchWriteItem deletes in
+//!   groups of 25. Unlike SQLite this is not one transaction; it is idempotent, so a failed
+//!   erasure is retried as a whole.
+//! - Configuration, `deliveries()` and `decisions()`: a Scan (small or export-only data).
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, TransactWriteItem, WriteRequest,
+};
+use nearcast_core::config::{CapPolicy, Offer, Store};
+use nearcast_core::decision::{Decision, Push};
+use nearcast_core::ids::Id;
+use nearcast_core::ports::{
+    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
+    StateStore, StoreError, UserRecord,
+};
+use nearcast_core::state::UserState;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// DynamoDB's limit on the items of one TransactWriteItems.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+/// How long an idempotency key is kept.
+pub const SEEN_TTL_SECS: i64 = 7 * 24 * 3600;
+/// How long decisions and deliveries are kept.
+pub const LOG_TTL_SECS: i64 = 90 * 24 * 3600;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The DynamoDB single-table state store.
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+    last_seq: AtomicI64,
+}
+
+fn err(op: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("DynamoDB {op}: {e}"))
+}
+
+fn sdk_err<E, R>(op: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError(format!("DynamoDB {op}: {}", DisplayErrorContext(&e)))
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn user_pk(user: &Id) -> String {
+    format!("USER#{user}")
+}
+
+fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn body<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<T, StoreError> {
+    let text = get_s(item, name).ok_or_else(|| {
+        StoreError(format!(
+            "DynamoDB item {} / {} has no attribute {name}",
+            get_s(item, "pk").unwrap_or("?"),
+            get_s(item, "sk").unwrap_or("?")
+        ))
+    })?;
+    serde_json::from_str(text).map_err(|e| err("decode", e))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| err("encode", e))
+}
+
+fn status_str(s: DeliveryStatus) -> &'static str {
+    match s {
+        DeliveryStatus::Pending => "pending",
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Failed => "failed",
+    }
+}
+
+fn status_of(s: &str) -> DeliveryStatus {
+    match s {
+        "sent" => DeliveryStatus::Sent,
+        "failed" => DeliveryStatus::Failed,
+        _ => DeliveryStatus::Pending,
+    }
+}
+
+/// What each item of a commit's transaction is, to read its cancellation reason.
+enum Slot {
+    Event(usize),
+    Profile,
+    Other,
+}
+
+impl DynamoStateStore {
+    /// A store on `table` through `client`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            last_seq: AtomicI64::new(0),
+        }
+    }
+
+    /// A client from the standard AWS configuration (environment, profile, instance role;
+    /// `AWS_ENDPOINT_URL` is honoured), with `endpoint` overriding the endpoint if given.
+    pub async fn client(endpoint: Option<&str>) -> Client {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(url) = endpoint {
+            loader = loader.endpoint_url(url);
+        }
+        Client::new(&loader.load().await)
+    }
+
+    /// A store on `table` with a client from the standard AWS configuration.
+    pub async fn from_env(table: impl Into<String>) -> Self {
+        Self::new(Self::client(None).await, table)
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table (pk/sk strings, on-demand), waits until it is active, and enables
+    /// TTL on `ttl` (a failure to enable TTL is ignored: local emulators may lack it).
+    ///
+    /// # Errors
+    /// When the table cannot be created or does not become active within a minute.
+    pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| err("CreateTable", e))
+        };
+        let key = |n: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+                .map_err(|e| err("CreateTable", e))
+        };
+        client
+            .create_table()
+            .table_name(name)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| sdk_err("CreateTable", e))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let d = client
+                .describe_table()
+                .table_name(name)
+                .send()
+                .await
+                .map_err(|e| sdk_err("DescribeTable", e))?;
+            if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError(format!(
+                    "DynamoDB table {name} not active after 60 s"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        if let Ok(spec) = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name("ttl")
+            .build()
+        {
+            let _ = client
+                .update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(spec)
+                .send()
+                .await;
+        }
+        Ok(())
+    }
+
+    /// A sequence number later than any this store handed out before.
+    fn next_seq(&self, count: usize) -> i64 {
+        let now = chrono::Utc::now().timestamp_micros().saturating_mul(1000);
+        let count = count as i64;
+        let mut prev = self.last_seq.load(Ordering::Relaxed);
+        loop {
+            let start = now.max(prev + 1);
+            match self.last_seq.compare_exchange(
+                prev,
+                start + count,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return start,
+                Err(p) => prev = p,
+            }
+        }
+    }
+
+    fn put(&self, item: Item) -> PutBuilderExt {
+        PutBuilderExt(Put::builder().table_name(&self.table).set_item(Some(item)))
+    }
+
+    async fn load(&self, user: &Id) -> Result<UserRecord, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user), "PROFILE")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem", e))?;
+        match out.item() {
+            None => Ok(UserRecord::default()),
+            Some(item) => Ok(UserRecord {
+                state: body::<UserState>(item, "state")?,
+                version: get_n(item, "version").unwrap_or(0) as u64,
+            }),
+        }
+    }
+
+    async fn commit_async(&self, c: &Commit) -> Result<CommitOutcome, StoreError> {
+        let count = c.events.len()
+            + usize::from(c.state.is_some())
+            + c.decisions.len()
+            + 2 * c.pushes.len();
+        if count == 0 {
+            return Ok(CommitOutcome::Applied);
+        }
+        if count > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError(format!(
+                "DynamoDB TransactWriteItems: commit needs {count} items, the limit is {MAX_TRANSACTION_ITEMS}"
+            )));
+        }
+        let now = chrono::Utc::now().timestamp();
+        let pk = user_pk(&c.user_id);
+        let mut items = Vec::with_capacity(count);
+        let mut slots = Vec::with_capacity(count);
+        for (i, (event, result)) in c.events.iter().enumerate() {
+            let mut item = key(&pk, format!("EVENT#{event}"));
+            item.insert("result".into(), s(json(result)?));
+            item.insert("at".into(), n(now));
+            item.insert("ttl".into(), n(now + SEEN_TTL_SECS));
+            let put = self
+                .put(item)
+                .0
+                .condition_expression("attribute_not_exists(pk)")
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            items.push(PutBuilderExt(put).build()?);
+            slots.push(Slot::Event(i));
+        }
+        if let Some(state) = &c.state {
+            let mut item = key(&pk, "PROFILE");
+            item.insert("state".into(), s(json(state)?));
+            item.insert("version".into(), n(c.expected_version as i64 + 1));
+            let put = self.put(item).0;
+            let put = if c.expected_version == 0 {
+                put.condition_expression("attribute_not_exists(pk)")
+            } else {
+                put.condition_expression("version = :expected")
+                    .expression_attribute_values(":expected", n(c.expected_version as i64))
+            };
+            items.push(PutBuilderExt(put).build()?);
+            slots.push(Slot::Profile);
+        }
+        let seq = self.next_seq(c.decisions.len() + c.pushes.len());
+        let mut k = 0;
+        for d in &c.decisions {
+            let sk = format!(
+                "DECISION#{}#{}",
+                d.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                d.event_id
+            );
+            let mut item = key(&pk, sk);
+            item.insert("body".into(), s(json(d)?));
+            item.insert("seq".into(), n(seq + k));
+            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            k += 1;
+            items.push(self.put(item).build()?);
+            slots.push(Slot::Other);
+        }
+        for p in &c.pushes {
+            let mut item = key(&pk, format!("DELIVERY#{}", p.delivery_id));
+            item.insert("status".into(), s(status_str(DeliveryStatus::Pending)));
+            item.insert("body".into(), s(json(p)?));
+            item.insert("seq".into(), n(seq + k));
+            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            k += 1;
+            items.push(self.put(item).build()?);
+            let mut pointer = key(format!("DELIVERY#{}", p.delivery_id), "META");
+            pointer.insert("user".into(), s(c.user_id.as_str()));
+            pointer.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            items.push(self.put(pointer).build()?);
+            slots.push(Slot::Other);
+            slots.push(Slot::Other);
+        }
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let e = match res {
+            Ok(_) => return Ok(CommitOutcome::Applied),
+            Err(e) => e,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(tc)) = e.as_service_error()
+        else {
+            return Err(sdk_err("TransactWriteItems", e));
+        };
+        let reasons = tc.cancellation_reasons();
+        let mut dups = Vec::new();
+        let mut conflict = false;
+        for (slot, reason) in slots.iter().zip(reasons) {
+            let code = reason.code().unwrap_or("None");
+            match (slot, code) {
+                (_, "None") => {}
+                (Slot::Event(i), "ConditionalCheckFailed") => {
+                    let event = &c.events[*i].0;
+                    let result = match reason.item() {
+                        Some(item) if item.contains_key("result") => body(item, "result")?,
+                        _ => match self.seen(&c.user_id, event).await? {
+                            Some(r) => r,
+                            // Erased since: the caller re-reads and retries.
+                            None => {
+                                conflict = true;
+                                continue;
+                            }
+                        },
+                    };
+                    dups.push((event.clone(), result));
+                }
+                (Slot::Profile, "ConditionalCheckFailed") => conflict = true,
+                // A concurrent transaction on the same items: nothing was written; retry.
+                (_, "TransactionConflict") => conflict = true,
+                (_, other) => {
+                    return Err(StoreError(format!(
+                        "DynamoDB TransactWriteItems: transaction cancelled ({other})"
+                    )));
+                }
+            }
+        }
+        if !dups.is_empty() {
+            Ok(CommitOutcome::Duplicates(dups))
+        } else if conflict {
+            Ok(CommitOutcome::Conflict)
+        } else {
+            Err(sdk_err("TransactWriteItems", e))
+        }
+    }
+
+    async fn seen(&self, user: &Id, event: &Id) -> Result<Option<EventResult>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user), format!("EVENT#{event}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem", e))?;
+        out.item().map(|i| body(i, "result")).transpose()
+    }
+
+    async fn set_status(
+        &self,
+        delivery_id: &str,
+        status: DeliveryStatus,
+    ) -> Result<(), StoreError> {
+        let pointer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("DELIVERY#{delivery_id}"), "META")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem", e))?;
+        let Some(user) = pointer.item().and_then(|i| get_s(i, "user")) else {
+            return Ok(());
+        };
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                format!("USER#{user}"),
+                format!("DELIVERY#{delivery_id}"),
+            )))
+            .update_expression("SET #s = :s")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":s", s(status_str(status)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_err("UpdateItem", e)),
+        }
+    }
+
+    async fn erase(&self, user: &Id) -> Result<Erasure, StoreError> {
+        let pk = user_pk(user);
+        let mut start: Option<Item> = None;
+        let mut keys: Vec<Item> = Vec::new();
+        let mut records = 0u64;
+        let mut endpoint = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("Query", e))?;
+            for item in out.items() {
+                let Some(sk) = get_s(item, "sk") else {
+                    continue;
+                };
+                records += 1;
+                if sk == "PROFILE" {
+                    endpoint = body::<UserState>(item, "state")
+                        .ok()
+                        .and_then(|s| s.push.and_then(|p| p.endpoint));
+                } else if let Some(id) = sk.strip_prefix("DELIVERY#") {
+                    keys.push(key(format!("DELIVERY#{id}"), "META"));
+                }
+                keys.push(key(&pk, sk));
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        for chunk in keys.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|k| {
+                    DeleteRequest::builder()
+                        .set_key(Some(k.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(|e| err("BatchWriteItem", e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut attempt = 0u32;
+            while !requests.is_empty() {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("BatchWriteItem", e))?;
+                requests = out
+                    .unprocessed_items()
+                    .and_then(|u| u.get(&self.table))
+                    .cloned()
+                    .unwrap_or_default();
+                if !requests.is_empty() {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(StoreError(
+                            "DynamoDB BatchWriteItem: items left unprocessed after 8 retries"
+                                .into(),
+                        ));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+        Ok(Erasure { records, endpoint })
+    }
+
+    /// Every item whose `pk` starts with `pk_prefix` and `sk` with `sk_prefix`.
+    async fn scan(&self, pk_prefix: &str, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let mut start: Option<Item> = None;
+        let mut items = Vec::new();
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :pk) AND begins_with(sk, :sk)")
+                .expression_attribute_values(":pk", s(pk_prefix))
+                .expression_attribute_values(":sk", s(sk_prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("Scan", e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
+    /// Configuration bodies under `prefix` (`STORE#`, `OFFER#`), by id.
+    async fn list_config<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut items = self.scan(prefix, "META").await?;
+        items.sort_by(|a, b| get_s(a, "pk").cmp(&get_s(b, "pk")));
+        items.iter().map(|i| body(i, "body")).collect()
+    }
+
+    /// Items under the users' partitions with `sk` starting with `prefix`, oldest first.
+    async fn log(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = self.scan("USER#", prefix).await?;
+        items.sort_by_key(|i| get_n(i, "seq").unwrap_or(0));
+        Ok(items)
+    }
+
+    async fn put_body<T: serde::Serialize>(
+        &self,
+        pk: String,
+        sk: &str,
+        v: &T,
+    ) -> Result<(), StoreError> {
+        let mut item = key(pk, sk);
+        item.insert("body".into(), s(json(v)?));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_err("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, pk: String, sk: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| sdk_err("DeleteItem", e))?;
+        Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn policy(&self) -> Result<Option<CapPolicy>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key("CONFIG", "POLICY")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem", e))?;
+        out.item().map(|i| body(i, "body")).transpose()
+    }
+}
+
+/// A Put under construction, finished into a transaction item.
+struct PutBuilderExt(aws_sdk_dynamodb::types::builders::PutBuilder);
+
+impl PutBuilderExt {
+    fn build(self) -> Result<TransactWriteItem, StoreError> {
+        let put = self.0.build().map_err(|e| err("TransactWriteItems", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+impl StateStore for DynamoStateStore {
+    fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
+        Box::pin(self.load(user))
+    }
+
+    fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+        Box::pin(self.commit_async(c))
+    }
+
+    fn set_delivery_status<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        status: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.set_status(delivery_id, status))
+    }
+
+    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
+        Box::pin(self.erase(user))
+    }
+
+    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>> {
+        Box::pin(self.list_config("STORE#"))
+    }
+
+    fn put_store<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.put_body(format!("STORE#{}", store.id), "META", store))
+    }
+
+    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.delete(format!("STORE#{id}"), "META"))
+    }
+
+    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>> {
+        Box::pin(self.list_config("OFFER#"))
+    }
+
+    fn put_offer<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.put_body(format!("OFFER#{}", offer.id), "META", offer))
+    }
+
+    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.delete(format!("OFFER#{id}"), "META"))
+    }
+
+    fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
+        Box::pin(self.policy())
+    }
+
+    fn put_policy<'a>(&'a self, policy: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.put_body("CONFIG".into(), "POLICY", policy))
+    }
+
+    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
+        Box::pin(async move {
+            self.log("DELIVERY#")
+                .await?
+                .iter()
+                .map(|i| {
+                    Ok(DeliveryRecord {
+                        push: body::<Push>(i, "body")?,
+                        status: status_of(get_s(i, "status").unwrap_or("pending")),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
+        Box::pin(async move {
+            self.log("DECISION#")
+                .await?
+                .iter()
+                .map(|i| body::<Decision>(i, "body"))
+                .collect()
+        })
+    }
+}

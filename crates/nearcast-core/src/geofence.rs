@@ -16,18 +16,33 @@
 //!   The ring absorbs the difference between H3's geodesic cell edges and the planar edges
 //!   in which the tiler and the GeoJSON containment test work.
 //!
-//! A lookup computes the point's cell once, finds the cell's entries in a hash map (one
-//! probe, a precomputed hash), accepts fully-inside entries at once and runs the exact test
-//! (haversine distance, or point-in-polygon with geo after a bounding-box pre-test) on the
-//! partial ones. Recall is exact by construction and checked against a brute-force oracle
-//! by property tests (`tests` below).
+//! Lookups then go through one of two paths:
+//!
+//! * **Small fences** (the retail case; their bounding box spans at most
+//!   [`MAX_FINE_SQUARES`] squares of a 1/1024° latitude/longitude grid, about 110 × 55 m in
+//!   Helsinki) are answered from per-square candidate lists compiled from the H3 covers: a
+//!   square lists the fences whose cover holds any H3 cell that may overlap the square (the
+//!   cells of its corners and their neighbours). A lookup is two float-to-integer
+//!   conversions, one hash probe, and an exact test per candidate. Most fixes are near no
+//!   fence and stop at the probe.
+//! * **Large fences** (and fences around a pole) are looked up from the fix's own H3 cell:
+//!   one point-to-cell conversion (about 0.4 µs), a hash probe, fully-inside entries
+//!   accepted at once, exact tests on the partial ones. A 1° pre-filter keeps fixes far
+//!   from any large fence off this path.
+//!
+//! The exact test is the haversine distance for circles, after a planar pre-test that
+//! settles points well inside or well outside without trigonometry, and point-in-polygon
+//! with geo after a bounding-box test for polygons. Recall is exact by construction and is
+//! checked against a brute-force oracle by property tests (`tests` below). The benchmark
+//! (`benches/geofence_lookup.rs`) compares the index with an rstar R-tree and a brute-force
+//! scan.
 //!
 //! # Resolution
 //! Resolution 9 cells have a mean edge of about 174 m (0.1 km²). Retail fences are 30 m to a
 //! few hundred metres across, so a fence covers a handful of cells, most fences' interior
 //! cells are "fully inside" (no exact test), and a cell's candidate list stays short even in
-//! a dense downtown. Finer resolutions cost memory per fence with little gain in the lookup,
-//! whose time is dominated by the point-to-cell conversion (see docs/performance.md).
+//! a dense downtown. Finer resolutions cost memory per fence and make the square lists
+//! longer, with little gain.
 
 use crate::FieldError;
 use crate::config::{Fence, MAX_VERTICES};
@@ -500,10 +515,12 @@ impl GeofenceIndex {
         }
 
         // Each marked square gets the small fences of every H3 cell that may overlap it:
-        // the cells of its four corners and their neighbours. A square is smaller than a
-        // cell's inner radius, so a cell crossing the square's edge between two corners
-        // borders a corner's cell; this finds every cell that holds a point of the square,
-        // hence (by the cover property) every fence that does.
+        // the cells of its four corners and their neighbours. Why that is every such cell:
+        // a cell overlapping the square (smaller than any resolution-9 cell) meets its
+        // boundary, so it holds a point within half an edge (at most 54 m) of a corner; a
+        // cell that close to a corner's cell borders it, since a cell between them would
+        // put at least its width (over 200 m at resolution 9) in the way. With every cell
+        // that holds a point of the square, the cover property gives every fence that does.
         marked.sort_unstable();
         marked.dedup();
         let mut corner_cells: HashMap<(i64, i64), CellIndex> = HashMap::new();
