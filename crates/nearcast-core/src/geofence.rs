@@ -475,7 +475,11 @@ impl GeofenceIndex {
                 ((lo1 + 180.0) * GRID).floor() as i64,
             );
             let polar = lo1 - lo0 >= 360.0;
-            if !polar && (a1 - a0 + 1) * (b1 - b0 + 1) <= MAX_FINE_SQUARES {
+            // The square lists rely on cells being wider than 200 m (resolution 9 or coarser).
+            if resolution <= Resolution::Nine
+                && !polar
+                && (a1 - a0 + 1) * (b1 - b0 + 1) <= MAX_FINE_SQUARES
+            {
                 for a in a0..=a1 {
                     for b in b0..=b1 {
                         marked.push(grid_key(a, b, GRID_LON));
