@@ -87,6 +87,12 @@ impl SqliteStore {
     /// When the file cannot be opened or the schema cannot be created.
     pub fn open(path: &Path, sync: Sync) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(err)?;
+        // One process owns the file (a second `nearcast serve` on it fails fast instead of
+        // sharing it), so SQLite keeps its page cache across transactions instead of
+        // re-validating it against a shared WAL index on every one (set before WAL mode, the
+        // index lives in process memory, not in a -shm file).
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(
@@ -96,6 +102,8 @@ impl SqliteStore {
         )
         .map_err(err)?;
         conn.pragma_update(None, "busy_timeout", 5000)
+            .map_err(err)?;
+        conn.pragma_update(None, "temp_store", "memory")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.set_prepared_statement_cache_capacity(64);
