@@ -137,5 +137,18 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Building the index for 10,000 stores: what a catalog rebuild after a marketer's change
+/// costs.
+fn build(c: &mut Criterion) {
+    let mut g = c.benchmark_group("geofence_build");
+    g.sample_size(10);
+    let mut rng = StdRng::seed_from_u64(42);
+    let s = shapes(10_000, &mut rng);
+    g.bench_function("10000", |b| {
+        b.iter(|| GeofenceIndex::build(black_box(s.clone()), DEFAULT_RESOLUTION).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, build);
 criterion_main!(benches);
