@@ -45,8 +45,8 @@ for b in nearcast nearcast-loadgen; do
     [[ -x "$BIN/$b" ]] || { log "missing $BIN/$b (run with BUILD=1)"; exit 1; }
 done
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/nearcast-load.XXXXXX")
-DBDIR=$(mktemp -d "$DB_PARENT/nearcast-load-db.XXXXXX")
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/serve_load.XXXXXX")
+DBDIR=$(mktemp -d "$DB_PARENT/serve_load-db.XXXXXX")
 SERVER_PID=
 
 cleanup() {
@@ -91,6 +91,7 @@ log "generating $STORES stores and $OFFERS offers"
 timeout 300 "$BIN/nearcast-loadgen" gen-config --stores "$STORES" --offers "$OFFERS" --out "$WORK/config" >&2
 
 log "starting nearcast serve (database in $DBDIR, --sync $SYNC)"
+: >"$WORK/server.out" # created here: the background job opens its redirections only once it runs
 t0=$(date +%s.%N)
 "$BIN/nearcast" serve --addr 127.0.0.1:0 --db "$DBDIR/nearcast.db" --outbox "$DBDIR/outbox.jsonl" \
     --config "$WORK/config" --sync "$SYNC" >"$WORK/server.out" 2>"$WORK/server.err" &

@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/nearcast-target}"
-cargo test --workspace --release --locked "$@"
+# moto's server (pinned, in .venv) on loopback for the DynamoDB tests; see scripts/moto.sh.
+bash scripts/moto.sh cargo test --workspace --release --locked "$@"

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs a command with moto's AWS mock server on a free loopback port, so the DynamoDB
+# store is tested through the real AWS SDK without an AWS account or any network but PyPI.
+#
+#   bash scripts/moto.sh cargo test --workspace --release
+#
+# Creates (once) the project-local virtualenv .venv with a pinned moto; re-runs reuse it.
+# Exports AWS_ENDPOINT_URL, test credentials, AWS_REGION and NEARCAST_MOTO=1 for the
+# command, and stops the server when the command ends, whatever its exit status.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOTO_VERSION=5.2.5
+VENV=.venv
+STAMP="$VENV/.moto-$MOTO_VERSION"
+
+if [ "$#" -eq 0 ]; then
+    echo "usage: bash scripts/moto.sh COMMAND [ARGS...]" >&2
+    exit 2
+fi
+
+if [ ! -f "$STAMP" ] || [ ! -x "$VENV/bin/moto_server" ]; then
+    echo "moto.sh: installing moto[server]==$MOTO_VERSION into $VENV" >&2
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "moto[server]==$MOTO_VERSION"
+    touch "$STAMP"
+fi
+
+PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+LOG="$(mktemp -t moto.XXXXXX.log)"
+
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
+MOTO_PID=$!
+
+stop_moto() {
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+    rm -f "$LOG"
+}
+trap stop_moto EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Wait until the server answers HTTP (any status), at most 30 s.
+if ! "$VENV/bin/python" - "$PORT" "$MOTO_PID" <<'EOF'; then
+import os, sys, time, urllib.error, urllib.request
+port, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
+        sys.exit(0)
+    except urllib.error.HTTPError:
+        sys.exit(0)
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            sys.exit(1)
+        time.sleep(0.1)
+sys.exit(1)
+EOF
+    echo "moto.sh: moto_server did not start on 127.0.0.1:$PORT; its log:" >&2
+    cat "$LOG" >&2
+    exit 1
+fi
+echo "moto.sh: moto $MOTO_VERSION listening on 127.0.0.1:$PORT" >&2
+
+export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT"
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+export NEARCAST_MOTO=1
+
+# Not exec: the EXIT trap must stop the server after the command.
+"$@"

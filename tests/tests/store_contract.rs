@@ -1,0 +1,525 @@
+//! The state store contract: one suite of cases, each run against the in-memory store (the
+//! reference), the SQLite store and the DynamoDB store (through the real AWS SDK against
+//! moto's server; run via `bash scripts/moto.sh cargo test ...`). Same cases, same results.
+
+use nearcast::store::{SqliteStore, Sync};
+use nearcast_aws::DynamoStateStore;
+use nearcast_core::decision::{Decision, Push, Verdict};
+use nearcast_core::event::Platform;
+use nearcast_core::memory::InMemoryStateStore;
+use nearcast_core::ports::{
+    Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult, StateStore,
+    UserRecord,
+};
+use nearcast_core::state::{PushTarget, UserState};
+use nearcast_tests::{catalog, id, noon, policy};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A store under test, with whatever must outlive it (the SQLite file's folder).
+struct Subject {
+    store: Arc<dyn StateStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn in_memory() -> Subject {
+    Subject {
+        store: Arc::new(InMemoryStateStore::new()),
+        _dir: None,
+    }
+}
+
+fn on_sqlite() -> Subject {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("contract.db"), Sync::Normal).expect("open db");
+    Subject {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+/// A DynamoDB store on a fresh table, or `None` (with a loud message) outside moto.
+async fn on_dynamodb(case: &str) -> Option<Subject> {
+    if std::env::var_os("NEARCAST_MOTO").is_none() {
+        // Straight to the process's stderr, past the test harness's output capture, so the
+        // skip shows even when the test passes.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! SKIPPED: DynamoDB contract tests need moto; run via scripts/moto.sh ({case})\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+        );
+        return None;
+    }
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let table = format!(
+        "contract-{}-{}-{}-{}",
+        case.replace('_', "-"),
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let client = DynamoStateStore::client(None).await;
+    DynamoStateStore::create_table(&client, &table)
+        .await
+        .expect("create table on moto");
+    Some(Subject {
+        store: Arc::new(DynamoStateStore::new(client, table)),
+        _dir: None,
+    })
+}
+
+/// `contract!(case)` runs `case(store)` on each of the three stores.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test]
+            async fn in_memory() {
+                super::$case(super::in_memory().store).await;
+            }
+            #[tokio::test]
+            async fn on_sqlite() {
+                let s = super::on_sqlite();
+                super::$case(s.store.clone()).await;
+            }
+            #[tokio::test]
+            async fn on_dynamodb() {
+                if let Some(s) = super::on_dynamodb(stringify!($case)).await {
+                    super::$case(s.store.clone()).await;
+                }
+            }
+        }
+    )*};
+}
+
+contract!(
+    unknown_user_loads_as_default_with_version_0,
+    commit_applies_state_and_version_and_records_events,
+    duplicate_event_answers_the_first_result_and_writes_nothing,
+    stale_version_conflicts_and_writes_nothing,
+    stateless_commit_records_events_without_version_check,
+    concurrent_commits_at_one_version_apply_once,
+    decisions_and_deliveries_are_recorded_and_statuses_move,
+    erasure_removes_everything_about_the_user_only,
+    configuration_round_trips,
+);
+
+// ---------------------------------------------------------------- fixtures
+
+fn state(tag: &str) -> UserState {
+    let mut s = UserState::default();
+    s.affinities.insert(tag.to_string(), 0.5);
+    s
+}
+
+fn state_with_endpoint(endpoint: &str) -> UserState {
+    let mut s = state("coffee");
+    s.push = Some(PushTarget {
+        platform: Platform::Fcm,
+        token: "tok-1".into(),
+        endpoint: Some(endpoint.into()),
+        disabled: false,
+    });
+    s
+}
+
+fn result(kind: &str) -> EventResult {
+    EventResult {
+        kind: kind.into(),
+        decision: None,
+    }
+}
+
+fn decision(user: &str, event: &str, minute: i64) -> Decision {
+    Decision {
+        event_id: id(event),
+        user_id: id(user),
+        at: noon() + chrono::Duration::minutes(minute),
+        verdict: Verdict::Sent,
+        store_id: Some(id("s1")),
+        offer_id: Some(id("o1")),
+        score: Some(0.75),
+        reason: None,
+        context: None,
+        candidates: Vec::new(),
+        model_version: "test".into(),
+        delivery_id: Some(format!("d-{user}-{event}")),
+    }
+}
+
+fn push(user: &str, event: &str, minute: i64) -> Push {
+    Push {
+        delivery_id: format!("d-{user}-{event}"),
+        user_id: id(user),
+        platform: Platform::Fcm,
+        // Not stored (never written anywhere); empty so records compare equal everywhere.
+        token: String::new(),
+        endpoint: None,
+        offer_id: id("o1"),
+        campaign_id: id("c1"),
+        store_id: id("s1"),
+        title: "Coffee".into(),
+        body: "Half price".into(),
+        coupon: Some("HALF".into()),
+        score: 0.75,
+        model_version: "test".into(),
+        at: noon() + chrono::Duration::minutes(minute),
+    }
+}
+
+/// A commit of `state` at `expected` with the given events (each answering `kind`).
+fn commit(user: &str, expected: u64, state: Option<UserState>, events: &[&str]) -> Commit {
+    let mut c = Commit::new(id(user), expected);
+    c.state = state;
+    c.events = events.iter().map(|e| (id(e), result(e))).collect();
+    c
+}
+
+/// A commit with a decision and a pending push per event, as a sent location fix makes.
+fn sent(user: &str, expected: u64, state: Option<UserState>, events: &[&str]) -> Commit {
+    let mut c = commit(user, expected, state, events);
+    for (i, e) in events.iter().enumerate() {
+        c.decisions.push(decision(user, e, i as i64));
+        c.pushes.push(push(user, e, i as i64));
+    }
+    c
+}
+
+async fn apply(store: &dyn StateStore, c: &Commit) {
+    assert_eq!(store.commit(c).await.unwrap(), CommitOutcome::Applied);
+}
+
+async fn load(store: &dyn StateStore, user: &str) -> UserRecord {
+    store.load_user(&id(user)).await.unwrap()
+}
+
+/// Whether `event` of `user` is recorded (probed with a commit that writes it if not).
+async fn is_recorded(store: &dyn StateStore, user: &str, event: &str) -> bool {
+    match store
+        .commit(&commit(user, 0, None, &[event]))
+        .await
+        .unwrap()
+    {
+        CommitOutcome::Applied => false,
+        CommitOutcome::Duplicates(d) => {
+            assert_eq!(d.len(), 1);
+            true
+        }
+        CommitOutcome::Conflict => panic!("a stateless commit cannot conflict"),
+    }
+}
+
+fn status(records: &[DeliveryRecord], delivery: &str) -> Option<DeliveryStatus> {
+    records
+        .iter()
+        .find(|r| r.push.delivery_id == delivery)
+        .map(|r| r.status)
+}
+
+// ---------------------------------------------------------------- cases
+
+async fn unknown_user_loads_as_default_with_version_0(store: Arc<dyn StateStore>) {
+    let r = load(&*store, "nobody").await;
+    assert_eq!(r.version, 0);
+    assert_eq!(r.state, UserState::default());
+    assert!(store.deliveries().await.unwrap().is_empty());
+    assert!(store.decisions().await.unwrap().is_empty());
+}
+
+async fn commit_applies_state_and_version_and_records_events(store: Arc<dyn StateStore>) {
+    apply(&*store, &commit("ann", 0, Some(state("a")), &["e1"])).await;
+    let r = load(&*store, "ann").await;
+    assert_eq!((r.version, r.state), (1, state("a")));
+    apply(&*store, &commit("ann", 1, Some(state("b")), &["e2", "e3"])).await;
+    let r = load(&*store, "ann").await;
+    assert_eq!((r.version, r.state), (2, state("b")));
+    // Events are keyed per user: another user's e1 is new.
+    assert!(!is_recorded(&*store, "bob", "e1").await);
+    for e in ["e1", "e2", "e3"] {
+        assert!(is_recorded(&*store, "ann", e).await, "{e} recorded");
+    }
+}
+
+async fn duplicate_event_answers_the_first_result_and_writes_nothing(store: Arc<dyn StateStore>) {
+    apply(&*store, &commit("ann", 0, Some(state("a")), &["e1"])).await;
+    // A retry of e1, with a new event e9, a new state, a decision and a push.
+    let mut retry = sent("ann", 1, Some(state("b")), &["e1", "e9"]);
+    retry.events[0].1 = result("something else");
+    assert_eq!(
+        store.commit(&retry).await.unwrap(),
+        CommitOutcome::Duplicates(vec![(id("e1"), result("e1"))])
+    );
+    let r = load(&*store, "ann").await;
+    assert_eq!((r.version, r.state), (1, state("a")));
+    assert!(store.decisions().await.unwrap().is_empty());
+    assert!(store.deliveries().await.unwrap().is_empty());
+    assert!(!is_recorded(&*store, "ann", "e9").await);
+    // A duplicate is found even when the state is unchanged and the version stale.
+    assert_eq!(
+        store
+            .commit(&commit("ann", 0, None, &["e1"]))
+            .await
+            .unwrap(),
+        CommitOutcome::Duplicates(vec![(id("e1"), result("e1"))])
+    );
+}
+
+async fn stale_version_conflicts_and_writes_nothing(store: Arc<dyn StateStore>) {
+    apply(&*store, &commit("ann", 0, Some(state("a")), &["e1"])).await;
+    for expected in [0, 2, 7] {
+        let stale = sent("ann", expected, Some(state("b")), &["e2"]);
+        assert_eq!(
+            store.commit(&stale).await.unwrap(),
+            CommitOutcome::Conflict,
+            "expected_version {expected}"
+        );
+    }
+    // A user without a record is at version 0.
+    assert_eq!(
+        store
+            .commit(&commit("bob", 1, Some(state("b")), &["e1"]))
+            .await
+            .unwrap(),
+        CommitOutcome::Conflict
+    );
+    let r = load(&*store, "ann").await;
+    assert_eq!((r.version, r.state), (1, state("a")));
+    assert_eq!(load(&*store, "bob").await.version, 0);
+    assert!(store.decisions().await.unwrap().is_empty());
+    assert!(store.deliveries().await.unwrap().is_empty());
+    assert!(!is_recorded(&*store, "ann", "e2").await);
+    assert!(!is_recorded(&*store, "bob", "e1").await);
+}
+
+async fn stateless_commit_records_events_without_version_check(store: Arc<dyn StateStore>) {
+    apply(&*store, &commit("ann", 0, Some(state("a")), &["e1"])).await;
+    apply(&*store, &commit("ann", 1, Some(state("b")), &["e2"])).await;
+    // Read at version 0, nothing changed in the state: applied, version untouched.
+    apply(&*store, &sent("ann", 0, None, &["e3"])).await;
+    let r = load(&*store, "ann").await;
+    assert_eq!((r.version, r.state), (2, state("b")));
+    assert!(is_recorded(&*store, "ann", "e3").await);
+    assert_eq!(store.decisions().await.unwrap().len(), 1);
+    assert_eq!(store.deliveries().await.unwrap().len(), 1);
+    // Also for a user who has no record at all.
+    apply(&*store, &commit("new", 0, None, &["e1"])).await;
+    assert_eq!(load(&*store, "new").await.version, 0);
+    // An empty commit is applied and changes nothing.
+    apply(&*store, &Commit::new(id("ann"), 9)).await;
+    assert_eq!(load(&*store, "ann").await.version, 2);
+}
+
+async fn concurrent_commits_at_one_version_apply_once(store: Arc<dyn StateStore>) {
+    apply(&*store, &commit("ann", 0, Some(state("a")), &["e0"])).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let e = format!("c{i}");
+                let c = commit("ann", 1, Some(state(&e)), &[e.as_str()]);
+                store.commit(&c).await.unwrap()
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            CommitOutcome::Applied => applied += 1,
+            CommitOutcome::Conflict => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(load(&*store, "ann").await.version, 2);
+}
+
+async fn decisions_and_deliveries_are_recorded_and_statuses_move(store: Arc<dyn StateStore>) {
+    apply(&*store, &sent("ann", 0, Some(state("a")), &["e1", "e2"])).await;
+    apply(&*store, &sent("bob", 0, None, &["e1"])).await;
+    // Logged later, though earlier in event time: logs are oldest-commit first.
+    let mut late = sent("ann", 1, Some(state("b")), &["e0"]);
+    late.decisions[0].at = noon() - chrono::Duration::hours(1);
+    apply(&*store, &late).await;
+    let want_decisions = vec![
+        decision("ann", "e1", 0),
+        decision("ann", "e2", 1),
+        decision("bob", "e1", 0),
+        late.decisions[0].clone(),
+    ];
+    assert_eq!(store.decisions().await.unwrap(), want_decisions);
+    let want_pushes = vec![
+        push("ann", "e1", 0),
+        push("ann", "e2", 1),
+        push("bob", "e1", 0),
+        push("ann", "e0", 0),
+    ];
+    let got = store.deliveries().await.unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.push.clone()).collect::<Vec<_>>(),
+        want_pushes
+    );
+    assert!(got.iter().all(|r| r.status == DeliveryStatus::Pending));
+
+    store
+        .set_delivery_status("d-ann-e1", DeliveryStatus::Sent)
+        .await
+        .unwrap();
+    store
+        .set_delivery_status("d-bob-e1", DeliveryStatus::Failed)
+        .await
+        .unwrap();
+    // An unknown delivery is no error and changes nothing.
+    store
+        .set_delivery_status("d-nobody", DeliveryStatus::Sent)
+        .await
+        .unwrap();
+    let got = store.deliveries().await.unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!(status(&got, "d-ann-e1"), Some(DeliveryStatus::Sent));
+    assert_eq!(status(&got, "d-ann-e2"), Some(DeliveryStatus::Pending));
+    assert_eq!(status(&got, "d-bob-e1"), Some(DeliveryStatus::Failed));
+    assert_eq!(status(&got, "d-ann-e0"), Some(DeliveryStatus::Pending));
+    store
+        .set_delivery_status("d-ann-e1", DeliveryStatus::Failed)
+        .await
+        .unwrap();
+    let got = store.deliveries().await.unwrap();
+    assert_eq!(status(&got, "d-ann-e1"), Some(DeliveryStatus::Failed));
+    // Order is kept through status changes.
+    assert_eq!(
+        got.iter().map(|r| r.push.clone()).collect::<Vec<_>>(),
+        want_pushes
+    );
+}
+
+async fn erasure_removes_everything_about_the_user_only(store: Arc<dyn StateStore>) {
+    let endpoint = "arn:aws:sns:us-east-1:000000000000:endpoint/GCM/app/ann";
+    apply(
+        &*store,
+        &sent("ann", 0, Some(state_with_endpoint(endpoint)), &["e1"]),
+    )
+    .await;
+    apply(&*store, &commit("ann", 1, None, &["e2"])).await;
+    apply(&*store, &sent("bob", 0, Some(state("b")), &["e1"])).await;
+
+    assert_eq!(
+        store.erase_user(&id("ann")).await.unwrap(),
+        Erasure {
+            // profile, two idempotency keys, one decision, one delivery
+            records: 5,
+            endpoint: Some(endpoint.into()),
+        }
+    );
+    let r = load(&*store, "ann").await;
+    assert_eq!((r.version, r.state), (0, UserState::default()));
+    assert_eq!(
+        store.decisions().await.unwrap(),
+        vec![decision("bob", "e1", 0)]
+    );
+    let deliveries = store.deliveries().await.unwrap();
+    assert_eq!(
+        deliveries
+            .iter()
+            .map(|r| r.push.clone())
+            .collect::<Vec<_>>(),
+        vec![push("bob", "e1", 0)]
+    );
+    // An erased delivery's status cannot come back.
+    store
+        .set_delivery_status("d-ann-e1", DeliveryStatus::Sent)
+        .await
+        .unwrap();
+    assert_eq!(store.deliveries().await.unwrap(), deliveries);
+    // Bob is untouched.
+    let b = load(&*store, "bob").await;
+    assert_eq!((b.version, b.state), (1, state("b")));
+    assert!(is_recorded(&*store, "bob", "e1").await);
+    // Ann's events are no longer duplicates, and she starts again from version 0.
+    assert!(!is_recorded(&*store, "ann", "e2").await);
+    apply(&*store, &commit("ann", 0, Some(state("again")), &["e1"])).await;
+    assert_eq!(load(&*store, "ann").await.version, 1);
+    // Erasing someone unknown removes nothing.
+    assert_eq!(
+        store.erase_user(&id("nobody")).await.unwrap(),
+        Erasure::default()
+    );
+    // Erasure without a push endpoint.
+    let e = store.erase_user(&id("bob")).await.unwrap();
+    assert_eq!((e.records, e.endpoint), (4, None));
+    assert!(store.deliveries().await.unwrap().is_empty());
+}
+
+async fn configuration_round_trips(store: Arc<dyn StateStore>) {
+    let (stores, offers) = catalog(3);
+    assert!(store.list_stores().await.unwrap().is_empty());
+    assert!(store.list_offers().await.unwrap().is_empty());
+    assert_eq!(store.get_policy().await.unwrap(), None);
+
+    for s in stores.iter().rev() {
+        store.put_store(s).await.unwrap();
+    }
+    for o in offers.iter().rev() {
+        store.put_offer(o).await.unwrap();
+    }
+    assert_eq!(store.list_stores().await.unwrap(), stores);
+    assert_eq!(store.list_offers().await.unwrap(), offers);
+
+    let mut renamed = stores[1].clone();
+    renamed.name = "Renamed".into();
+    store.put_store(&renamed).await.unwrap();
+    let mut retitled = offers[2].clone();
+    retitled.title = "Tea".into();
+    store.put_offer(&retitled).await.unwrap();
+    assert!(store.delete_store(&id("s0")).await.unwrap());
+    assert!(!store.delete_store(&id("s0")).await.unwrap());
+    assert!(!store.delete_store(&id("nope")).await.unwrap());
+    assert!(store.delete_offer(&id("o1")).await.unwrap());
+    assert!(!store.delete_offer(&id("o1")).await.unwrap());
+    assert_eq!(
+        store.list_stores().await.unwrap(),
+        vec![renamed, stores[2].clone()]
+    );
+    assert_eq!(
+        store.list_offers().await.unwrap(),
+        vec![offers[0].clone(), retitled]
+    );
+
+    store.put_policy(&policy(3)).await.unwrap();
+    assert_eq!(store.get_policy().await.unwrap(), Some(policy(3)));
+    let mut p = policy(5);
+    p.min_gap_minutes = 30;
+    store.put_policy(&p).await.unwrap();
+    assert_eq!(store.get_policy().await.unwrap(), Some(p));
+    // Configuration is not mistaken for user data.
+    assert!(store.deliveries().await.unwrap().is_empty());
+    assert!(store.decisions().await.unwrap().is_empty());
+    assert_eq!(load(&*store, "s1").await.version, 0);
+}
+
+// ---------------------------------------------------------------- DynamoDB only
+
+/// DynamoDB takes at most 100 items per transaction; a larger commit is refused whole
+/// (the engine will chunk batches later).
+#[tokio::test]
+async fn dynamodb_refuses_a_commit_over_100_items_and_writes_nothing() {
+    let Some(s) = on_dynamodb("too_big").await else {
+        return;
+    };
+    let events: Vec<String> = (0..40).map(|i| format!("e{i}")).collect();
+    let events: Vec<&str> = events.iter().map(String::as_str).collect();
+    // 40 idempotency keys + 40 decisions + 2 × 40 deliveries (item and pointer) + profile.
+    let big = sent("ann", 0, Some(state("a")), &events);
+    let e = s.store.commit(&big).await.unwrap_err();
+    assert!(e.0.contains("161 items, the limit is 100"), "{e}");
+    assert_eq!(load(&*s.store, "ann").await.version, 0);
+    assert!(s.store.deliveries().await.unwrap().is_empty());
+    // Exactly 100 is fine: 24 sent events (4 items each) + 3 more events + profile.
+    let mut fits = sent("ann", 0, Some(state("a")), &events[..24]);
+    fits.events
+        .extend(events[24..27].iter().map(|e| (id(e), result(e))));
+    assert_eq!(s.store.commit(&fits).await.unwrap(), CommitOutcome::Applied);
+    assert_eq!(s.store.deliveries().await.unwrap().len(), 24);
+    assert_eq!(s.store.decisions().await.unwrap().len(), 24);
+    assert!(is_recorded(&*s.store, "ann", "e26").await);
+}
