@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 
 MOTO_VERSION=5.2.5
 VENV=.venv
-STAMP="$VENV/.moto-$MOTO_VERSION"
+# Every package pinned (moto and all it pulls in), so a fresh machine gets the same server.
+REQUIREMENTS=scripts/requirements-moto.txt
+STAMP="$VENV/.moto-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
 
 if [ "$#" -eq 0 ]; then
     echo "usage: bash scripts/moto.sh COMMAND [ARGS...]" >&2
@@ -22,8 +24,7 @@ fi
 if [ ! -f "$STAMP" ] || [ ! -x "$VENV/bin/moto_server" ]; then
     echo "moto.sh: installing moto[server]==$MOTO_VERSION into $VENV" >&2
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "moto[server]==$MOTO_VERSION"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
     touch "$STAMP"
 fi
 
