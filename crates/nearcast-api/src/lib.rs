@@ -102,9 +102,18 @@ async fn post_events(
         Err(BatchError::Events(rejected)) => return Err(ApiError::Events(rejected)),
     };
     let results = engine.process_batch(&batch).await?;
+    // Serialised once, straight from the reports.
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        user_id: &'a Id,
+        results: &'a [nearcast_core::engine::EventReport],
+    }
     Ok((
         StatusCode::OK,
-        Json(json!({"user_id": batch.user_id, "results": results})),
+        Json(Answer {
+            user_id: &batch.user_id,
+            results: &results,
+        }),
     )
         .into_response())
 }

@@ -208,18 +208,32 @@ impl SqliteStore {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let user = cm.user_id.as_str();
-            let mut dups = Vec::new();
+            // Insert the idempotency keys first: a key that was already there inserts
+            // nothing, which is the duplicate check without a separate lookup. On a
+            // duplicate the transaction is dropped, so nothing of this commit stays.
+            let mut dup_ids = Vec::new();
             {
-                let mut seen = tx.prepare_cached("SELECT result FROM seen WHERE user_id = ?1 AND event_id = ?2")?;
-                for (e, _) in &cm.events {
-                    if let Some(p) = seen.query_row(params![user, e.as_str()], |r| r.get::<_, String>(0)).optional()? {
-                        let r: EventResult = serde_json::from_str(&p)
-                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                        dups.push((e.clone(), r));
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO seen (user_id, event_id, at, result) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(user_id, event_id) DO NOTHING",
+                )?;
+                for ((e, _), r) in cm.events.iter().zip(&results) {
+                    if ins.execute(params![user, e.as_str(), now, r])? == 0 {
+                        dup_ids.push(e);
                     }
                 }
             }
-            if !dups.is_empty() {
+            if !dup_ids.is_empty() {
+                let mut seen = tx.prepare_cached(
+                    "SELECT result FROM seen WHERE user_id = ?1 AND event_id = ?2",
+                )?;
+                let mut dups = Vec::with_capacity(dup_ids.len());
+                for e in dup_ids {
+                    let p: String = seen.query_row(params![user, e.as_str()], |r| r.get(0))?;
+                    let r: EventResult = serde_json::from_str(&p)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    dups.push((e.clone(), r));
+                }
                 return Ok(CommitOutcome::Duplicates(dups));
             }
             if let Some(state) = &state {
@@ -236,12 +250,6 @@ impl SqliteStore {
                      ON CONFLICT(user_id) DO UPDATE SET version = excluded.version, state = excluded.state",
                 )?
                 .execute(params![user, version + 1, state])?;
-            }
-            {
-                let mut ins = tx.prepare_cached("INSERT INTO seen (user_id, event_id, at, result) VALUES (?1, ?2, ?3, ?4)")?;
-                for ((e, _), r) in cm.events.iter().zip(&results) {
-                    ins.execute(params![user, e.as_str(), now, r])?;
-                }
             }
             for d in &decisions {
                 tx.prepare_cached("INSERT INTO decisions (user_id, body) VALUES (?1, ?2)")?.execute(params![user, d])?;
