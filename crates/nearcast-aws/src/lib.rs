@@ -38,6 +38,8 @@
 //!   erasure is retried as a whole.
 //! - Configuration, `deliveries()` and `decisions()`: a Scan (small or export-only data).
 
+pub mod sns;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;

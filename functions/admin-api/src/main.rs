@@ -1,0 +1,15 @@
+//! The `admin-api` Lambda function: `/v1/admin/*` (stores, offers, policy, simulate) behind
+//! an API Gateway HTTP API (payload format 2.0) with its own authorizer. It serves the same
+//! router as `events-api` and `nearcast serve`; which routes reach it is decided by API
+//! Gateway's route table (only `/v1/admin/{proxy+}` and `/healthz` are mapped to it), not
+//! here.
+//!
+//! A configuration change is written to DynamoDB and rebuilds this instance's catalog at
+//! once; other warm instances of the functions keep their catalog until their next cold
+//! start.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    let engine = nearcast_functions::start("admin-api").await?;
+    lambda_http::run(nearcast_api::router(engine)).await
+}

@@ -1,0 +1,111 @@
+//! The `events-queue` Lambda function's handler: event batches arriving through SQS
+//! (devices or a gateway that buffer instead of calling `POST /v1/events`).
+//!
+//! Each record's body is one batch, exactly as posted to `/v1/events`:
+//! `{"user_id": "...", "events": [...]}`. Records are processed in order, each as its own
+//! all-or-nothing batch. The answer is a partial batch response (the event source mapping
+//! needs `FunctionResponseTypes: [ReportBatchItemFailures]`):
+//!
+//! - processed: deleted from the queue;
+//! - a retryable failure (the state store failed, or too much contention on one user):
+//!   listed in `batchItemFailures`, so SQS redelivers that record alone. Nothing of it was
+//!   written, and event ids are idempotency keys, so the retry is safe;
+//! - poison (no body, not JSON, or a batch that fails validation): logged with the field
+//!   at fault and dropped, never retried, since retrying cannot fix it and it must not
+//!   block or take the others with it.
+//!
+//! Logs carry message ids and field names, never bodies, user ids or positions.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use nearcast_core::engine::{Engine, EngineError};
+use nearcast_core::event::{Batch, BatchError};
+
+/// What became of the records of one invocation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Processed (including events answered as duplicates).
+    pub processed: usize,
+    /// Dropped as poison.
+    pub poison: usize,
+    /// Handed back to SQS for a retry.
+    pub retry: usize,
+}
+
+/// One record's fate.
+enum Fate {
+    Processed { events: usize },
+    Poison { field: String, reason: String },
+    Retry(EngineError),
+}
+
+async fn process_record(engine: &Engine, record: &SqsMessage) -> Fate {
+    let poison = |field: &str, reason: String| Fate::Poison {
+        field: field.to_string(),
+        reason,
+    };
+    let Some(body) = record.body.as_deref() else {
+        return poison("body", "is missing".into());
+    };
+    let value: serde_json::Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        // serde_json's message names the line and column only, never the content.
+        Err(e) => return poison("body", format!("is not valid JSON: {e}")),
+    };
+    let batch = match Batch::from_json(&value, engine.now()) {
+        Ok(b) => b,
+        Err(BatchError::Body(e)) => return poison(&e.field, e.reason),
+        Err(BatchError::Events(rejected)) => {
+            let fields: Vec<&str> = rejected.iter().map(|r| r.error.field.as_str()).collect();
+            return poison(
+                &fields.join(","),
+                format!("{} invalid event(s)", rejected.len()),
+            );
+        }
+    };
+    match engine.process_batch(&batch).await {
+        Ok(reports) => Fate::Processed {
+            events: reports.len(),
+        },
+        Err(e @ (EngineError::Store(_) | EngineError::Contention)) => Fate::Retry(e),
+        // Validation the engine does itself: as poison as a bad body.
+        Err(EngineError::Invalid(e)) => poison(&e.field, e.reason),
+        Err(e @ EngineError::NotFound(_)) => poison("body", e.to_string()),
+    }
+}
+
+/// Processes every record of `event`; returns the partial batch response and the tally.
+pub async fn process(engine: &Engine, event: SqsEvent) -> (SqsBatchResponse, Tally) {
+    let mut response = SqsBatchResponse::default();
+    let mut tally = Tally::default();
+    for record in &event.records {
+        let message_id = record.message_id.as_deref().unwrap_or("");
+        match process_record(engine, record).await {
+            Fate::Processed { events } => {
+                tracing::debug!(message_id, events, "record processed");
+                tally.processed += 1;
+            }
+            Fate::Poison { field, reason } => {
+                tracing::warn!(message_id, field = %field, reason = %reason, "poison record dropped");
+                tally.poison += 1;
+            }
+            Fate::Retry(e) => {
+                tracing::warn!(message_id, error = %e, "record failed, SQS will retry it");
+                tally.retry += 1;
+                response.add_failure(message_id);
+            }
+        }
+    }
+    tracing::info!(
+        records = event.records.len(),
+        processed = tally.processed,
+        poison = tally.poison,
+        retry = tally.retry,
+        "sqs batch handled"
+    );
+    (response, tally)
+}
+
+/// The handler: processes every record of `event` and lists the ones to retry.
+pub async fn handle(engine: &Engine, event: SqsEvent) -> SqsBatchResponse {
+    process(engine, event).await.0
+}
