@@ -390,11 +390,11 @@ async fn sdk_throttling_twice_then_ok_is_sent() {
 }
 
 #[tokio::test]
-async fn sdk_5xx_and_429_three_times_is_retryable() {
+async fn sdk_429_three_times_is_retryable() {
     let (result, requests) = scripted_send(vec![
-        (503, String::new()),
         (429, String::new()),
-        (500, sns_error("InternalError")),
+        (429, String::new()),
+        (400, sns_error("Throttling")),
         (200, published("m-1")),
     ])
     .await;
@@ -403,6 +403,21 @@ async fn sdk_5xx_and_429_three_times_is_retryable() {
         "{result:?}"
     );
     assert_eq!(requests, 3);
+}
+
+/// A 5xx after Publish is ambiguous (SNS may have accepted the message): it is reported
+/// as retryable to the engine, which releases the cap, but never re-published here, so
+/// one delivery can never reach the device twice.
+#[tokio::test]
+async fn sdk_5xx_on_publish_is_not_republished() {
+    for (status, body) in [(503, String::new()), (500, sns_error("InternalError"))] {
+        let (result, requests) = scripted_send(vec![(status, body), (200, published("m-1"))]).await;
+        assert!(
+            matches!(result, Err(NotifyError::Retryable(_))),
+            "{result:?}"
+        );
+        assert_eq!(requests, 1, "HTTP {status}");
+    }
 }
 
 #[tokio::test]

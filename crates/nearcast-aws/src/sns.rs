@@ -20,19 +20,22 @@
 //!
 //! # Errors and retries
 //!
-//! Each request is retried by [`RetryPolicy`] (3 attempts, exponential backoff with full
-//! jitter, tens of milliseconds) when it failed for a transient reason: throttling
-//! (`Throttled`, `Throttling`, `KMSThrottling`), SNS internal errors, HTTP 429 or 5xx,
-//! timeouts and dispatch (network) failures. It then ends as [`NotifyError::Retryable`].
+//! CreatePlatformEndpoint (idempotent) is retried by [`RetryPolicy`] (3 attempts,
+//! exponential backoff with full jitter, tens of milliseconds) when it failed for a
+//! transient reason: throttling (`Throttled`, `Throttling`, `KMSThrottling`), SNS internal
+//! errors, HTTP 429 or 5xx, timeouts and dispatch (network) failures. Publish is retried
+//! only when SNS refused it (throttling, HTTP 429, see [`is_refusal`]): after a timeout or a
+//! 5xx SNS may have accepted the message, and publishing again could push twice. Both end
+//! as [`NotifyError::Retryable`]; the engine then releases the cap reservation.
 //! `EndpointDisabled` (and `NotFound` on Publish: the endpoint was deleted) end as
 //! [`NotifyError::EndpointDisabled`]; everything else (invalid parameters, authorisation,
 //! KMS configuration, a missing platform application) as [`NotifyError::Permanent`].
 //! Clients built here ([`SnsNotifier::client`], [`SnsNotifier::from_sdk_config`]) turn the
 //! SDK's own retries off so that the policy above is the only one.
 //!
-//! SNS cannot deduplicate publishes to platform endpoints, so a Publish that timed out
-//! after SNS accepted it may be delivered twice when retried; the app deduplicates on the
-//! `delivery_id` carried in the payload.
+//! SNS cannot deduplicate publishes to platform endpoints, which is why an ambiguous
+//! Publish failure is never retried here; the payload carries the `delivery_id` so that an
+//! app can also drop a repeat.
 //!
 //! # Privacy
 //!
@@ -110,12 +113,30 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, NotifyError>>,
     {
+        self.run_if(delivery_id, what, |_| true, &mut op).await
+    }
+
+    /// As [`RetryPolicy::run`], but a [`NotifyError::Retryable`] failure is retried only
+    /// when `again` says so. Publish uses it to retry only failures where SNS refused the
+    /// request (throttling), never ambiguous ones (a timeout, a 5xx) after which SNS may
+    /// have accepted the message: re-publishing then could push twice.
+    pub async fn run_if<T, F, Fut>(
+        &self,
+        delivery_id: &str,
+        what: &str,
+        again: impl Fn(&NotifyError) -> bool,
+        mut op: F,
+    ) -> Result<T, NotifyError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, NotifyError>>,
+    {
         let attempts = self.attempts.max(1);
         let mut attempt = 1;
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e @ NotifyError::Retryable(_)) if attempt < attempts => {
+                Err(e @ NotifyError::Retryable(_)) if attempt < attempts && again(&e) => {
                     tracing::debug!(
                         delivery_id,
                         op = what,
@@ -138,6 +159,20 @@ impl RetryPolicy {
                 }
             }
         }
+    }
+}
+
+/// Whether a retryable failure means SNS refused the request (throttling, HTTP 429), so
+/// sending it again cannot deliver the message twice.
+pub fn is_refusal(e: &NotifyError) -> bool {
+    match e {
+        NotifyError::Retryable(what) => {
+            what.contains("Throttl")
+                || what.contains("TooManyRequests")
+                || what.contains("RequestLimitExceeded")
+                || what.contains("HTTP 429")
+        }
+        _ => false,
     }
 }
 
@@ -455,7 +490,7 @@ impl SnsNotifier {
         };
         let message_id = self
             .retry
-            .run(id, "Publish", || async {
+            .run_if(id, "Publish", is_refusal, || async {
                 let out = self
                     .client
                     .publish()
