@@ -161,6 +161,9 @@ impl StateStore for Interleaving {
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
         self.0.deliveries()
     }
+    fn max_commit_events(&self) -> usize {
+        self.0.max_commit_events()
+    }
     fn decisions(
         &self,
     ) -> BoxFuture<'_, Result<Vec<nearcast_core::decision::Decision>, StoreError>> {

@@ -523,3 +523,53 @@ async fn dynamodb_refuses_a_commit_over_100_items_and_writes_nothing() {
     assert_eq!(s.store.decisions().await.unwrap().len(), 24);
     assert!(is_recorded(&*s.store, "ann", "e26").await);
 }
+
+/// DynamoDB caps a transaction at 100 items; the engine commits a batch of 100 events, most
+/// of which log a decision and many of which send, in chunks that each fit.
+#[tokio::test]
+async fn the_engine_commits_a_full_batch_on_dynamodb_in_chunks_that_fit() {
+    let Some(subject) = on_dynamodb("engine-chunks").await else {
+        return;
+    };
+    use nearcast_core::engine::Engine;
+    use nearcast_core::event::Batch;
+    use nearcast_core::memory::RecordingNotifier;
+    use nearcast_tests::{catalog, fix_at, model, noon, onboarding, policy, weather};
+    let notifier = Arc::new(RecordingNotifier::new());
+    let engine = Engine::new(
+        subject.store.clone(),
+        notifier.clone(),
+        Arc::new(weather()),
+        Arc::new(nearcast_core::ports::ManualClock::new(noon())),
+        model(),
+    )
+    .await
+    .unwrap();
+    let (stores, offers) = catalog(100);
+    engine
+        .load_config(stores, offers, policy(28))
+        .await
+        .unwrap();
+    let user = nearcast_tests::id("bulk");
+    let mut events = onboarding("bulk", noon());
+    events.extend((0..96).map(|i| fix_at("bulk", &format!("b{i}"), i, noon())));
+    assert_eq!(events.len(), 100);
+    let batch = Batch {
+        user_id: user.clone(),
+        events,
+    };
+    assert!(subject.store.max_commit_events() < 100);
+    let reports = engine.process_batch(&batch).await.expect("fits in chunks");
+    assert_eq!(reports.len(), 100);
+    assert!(
+        reports
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.index == i && r.status == "accepted")
+    );
+    assert_eq!(notifier.sent().len(), 28, "the daily cap");
+    // Resent whole: every event is a duplicate, nothing more is sent.
+    let again = engine.process_batch(&batch).await.unwrap();
+    assert!(again.iter().all(|r| r.status == "duplicate"));
+    assert_eq!(notifier.sent().len(), 28);
+}

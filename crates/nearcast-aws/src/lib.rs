@@ -657,6 +657,12 @@ impl StateStore for DynamoStateStore {
         Box::pin(self.load(user))
     }
 
+    fn max_commit_events(&self) -> usize {
+        // Worst case per event: its idempotency key, a decision, a delivery and its
+        // pointer (4 items); plus the user's profile once.
+        (MAX_TRANSACTION_ITEMS - 1) / 4
+    }
+
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         Box::pin(self.commit_async(c))
     }

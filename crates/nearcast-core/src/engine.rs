@@ -155,11 +155,22 @@ impl Engine {
     /// concurrent change to the user (version conflict) makes the whole batch be decided
     /// again from the fresh state, so caps hold under any concurrency.
     ///
+    /// A store with a transaction size limit ([`StateStore::max_commit_events`]) gets the
+    /// batch in consecutive chunks, each committed atomically.
+    ///
     /// # Errors
-    /// A store failure or persistent contention: then nothing of the batch was written,
-    /// and the client may resend it.
+    /// A store failure or persistent contention: then nothing of the failing chunk was
+    /// written (earlier chunks were, and answer "duplicate" when the client resends).
     pub async fn process_batch(&self, batch: &Batch) -> Result<Vec<EventReport>, EngineError> {
-        self.process_events(&batch.user_id, &batch.events).await
+        let chunk = self.store.max_commit_events().max(1);
+        let mut out = Vec::with_capacity(batch.events.len());
+        for (k, events) in batch.events.chunks(chunk).enumerate() {
+            for mut r in self.process_events(&batch.user_id, events).await? {
+                r.index += k * chunk;
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
 
     /// Processes one validated event (a batch of one).

@@ -154,6 +154,11 @@ pub trait StateStore: Send + Sync {
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>>;
     /// Logged decisions, oldest first (exports).
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>>;
+    /// Most events one commit may carry. A store with a transaction size limit (DynamoDB:
+    /// 100 items) says so, and the engine commits a larger batch in several chunks.
+    fn max_commit_events(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Why a push was not delivered.
