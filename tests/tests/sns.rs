@@ -655,3 +655,67 @@ async fn an_unknown_platform_application_is_permanent() {
     let r = wrong.send(&push(Platform::Fcm, "fcm-token-2")).await;
     assert!(matches!(r, Err(NotifyError::Permanent(_))), "{r:?}");
 }
+
+/// The engine on SNS: a registered token gets its platform endpoint at once, a push is
+/// published to it, and erasing the user deletes the endpoint at SNS.
+#[tokio::test]
+async fn the_engine_registers_publishes_and_erases_the_endpoint() {
+    moto!(
+        notifier,
+        the_engine_registers_publishes_and_erases_the_endpoint
+    );
+    use nearcast_core::engine::Engine;
+    use nearcast_core::memory::InMemoryStateStore;
+    use nearcast_core::ports::StateStore;
+    use nearcast_tests::{catalog, fix_at, id, model, noon, onboarding, policy, weather};
+    let sns = notifier.sns().clone();
+    let store = Arc::new(InMemoryStateStore::new());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(notifier),
+        Arc::new(weather()),
+        Arc::new(nearcast_core::ports::ManualClock::new(noon())),
+        model(),
+    )
+    .await
+    .unwrap();
+    let (stores, offers) = catalog(1);
+    engine.load_config(stores, offers, policy(5)).await.unwrap();
+    for e in onboarding("sam", noon()) {
+        engine.process(&e).await.unwrap();
+    }
+    let endpoint = store
+        .load_user(&id("sam"))
+        .await
+        .unwrap()
+        .state
+        .push
+        .unwrap()
+        .endpoint;
+    let endpoint = endpoint.expect("the endpoint is saved at registration");
+    let r = engine
+        .process(&fix_at("sam", "f1", 0, noon()))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.decision.unwrap().verdict,
+        nearcast_core::decision::Verdict::Sent
+    );
+    assert_eq!(moto_messages(&endpoint).len(), 1);
+    engine.erase(&id("sam")).await.unwrap();
+    let gone = sns
+        .get_endpoint_attributes()
+        .endpoint_arn(&endpoint)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the endpoint was deleted at SNS");
+    assert!(
+        store
+            .load_user(&id("sam"))
+            .await
+            .unwrap()
+            .state
+            .push
+            .is_none()
+    );
+}

@@ -518,4 +518,29 @@ impl Notifier for SnsNotifier {
     fn send<'a>(&'a self, push: &'a Push) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move { self.publish(push).await.map(|_| ()) })
     }
+
+    fn register<'a>(
+        &'a self,
+        platform: Platform,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, NotifyError>> {
+        Box::pin(async move { self.ensure_endpoint(platform, token).await.map(Some) })
+    }
+
+    fn forget<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(async move {
+            self.retry
+                .run("-", "DeleteEndpoint", || async {
+                    // DeleteEndpoint succeeds for an endpoint that no longer exists.
+                    self.client
+                        .delete_endpoint()
+                        .endpoint_arn(endpoint)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| from_sdk("DeleteEndpoint", &e))
+                })
+                .await
+        })
+    }
 }

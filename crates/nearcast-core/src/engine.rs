@@ -264,6 +264,11 @@ impl Engine {
             }
             match self.store.commit(&commit).await? {
                 CommitOutcome::Applied => {
+                    if let Some(t) = commit.state.as_ref().and_then(|s| s.push.as_ref()) {
+                        if t.endpoint.is_none() && !t.disabled {
+                            self.register(user, t.platform, &t.token).await;
+                        }
+                    }
                     for p in &commit.pushes {
                         self.deliver(p).await?;
                     }
@@ -274,6 +279,28 @@ impl Engine {
             }
         }
         Err(EngineError::Contention)
+    }
+
+    /// Registers a new push token with the notifier and keeps the endpoint it returns (if
+    /// the token is still the user's). A failure only logs: the notifier creates the
+    /// endpoint at the first send instead.
+    async fn register(&self, user: &Id, platform: crate::event::Platform, token: &str) {
+        match self.notifier.register(platform, token).await {
+            Ok(Some(endpoint)) => {
+                let r = self
+                    .update_user(user, |s| {
+                        if let Some(t) = s.push.as_mut().filter(|t| t.token == token) {
+                            t.endpoint = Some(endpoint.clone());
+                        }
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "push endpoint not saved; created again at send");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "push token not registered; registered at send"),
+        }
     }
 
     /// Sends a recorded push; on failure releases its cap reservation (removes the send
@@ -366,6 +393,15 @@ impl Engine {
     /// # Errors
     /// A store failure.
     pub async fn erase(&self, user: &Id) -> Result<Erasure, EngineError> {
+        // The push endpoint goes first: if the platform cannot be reached, nothing is
+        // erased yet and the caller retries; the other way round the endpoint would leak.
+        let rec = self.store.load_user(user).await?;
+        if let Some(endpoint) = rec.state.push.as_ref().and_then(|p| p.endpoint.as_ref()) {
+            self.notifier.forget(endpoint).await.map_err(|e| {
+                tracing::warn!(error = %e, "push endpoint not deleted; erasure not started");
+                EngineError::Store(StoreError(format!("push platform unavailable: {e}")))
+            })?;
+        }
         Ok(self.store.erase_user(user).await?)
     }
 

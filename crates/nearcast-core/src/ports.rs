@@ -179,6 +179,21 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync {
     /// Sends one push. Must be idempotent on `push.delivery_id` where the channel allows.
     fn send<'a>(&'a self, push: &'a Push) -> BoxFuture<'a, Result<(), NotifyError>>;
+
+    /// Registers a device token with the channel, returning its endpoint id where the
+    /// channel has one (an SNS platform endpoint ARN). The default has none.
+    fn register<'a>(
+        &'a self,
+        _platform: crate::event::Platform,
+        _token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, NotifyError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Deletes an endpoint at the channel (erasure). The default has nothing to delete.
+    fn forget<'a>(&'a self, _endpoint: &'a str) -> BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Weather at a place and time.
