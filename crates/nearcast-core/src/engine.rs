@@ -264,10 +264,11 @@ impl Engine {
             }
             match self.store.commit(&commit).await? {
                 CommitOutcome::Applied => {
-                    if let Some(t) = commit.state.as_ref().and_then(|s| s.push.as_ref()) {
-                        if t.endpoint.is_none() && !t.disabled {
-                            self.register(user, t.platform, &t.token).await;
-                        }
+                    if let Some(t) = commit.state.as_ref().and_then(|s| s.push.as_ref())
+                        && t.endpoint.is_none()
+                        && !t.disabled
+                    {
+                        self.register(user, t.platform, &t.token).await;
                     }
                     for p in &commit.pushes {
                         self.deliver(p).await?;
