@@ -394,22 +394,21 @@ fn blank(event: &Event, reason: Option<Reason>, verdict: Verdict, model: &str) -
     }
 }
 
+/// A decision suppressed before any candidate was considered.
+fn suppressed(state: UserState, event: &Event, reason: Reason, model: &str) -> Outcome {
+    Outcome {
+        state,
+        decision: Some(blank(event, Some(reason), Verdict::Suppressed, model)),
+        push: None,
+    }
+}
+
 fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix) -> Outcome {
     let cat = inputs.catalog;
     let model = inputs.ranker.version();
     if !state.consents.granted(Purpose::Location) {
         state.fences.clear();
-        let d = blank(
-            event,
-            Some(Reason::NoConsentLocation),
-            Verdict::Suppressed,
-            model,
-        );
-        return Outcome {
-            state,
-            decision: Some(d),
-            push: None,
-        };
+        return suppressed(state, event, Reason::NoConsentLocation, model);
     }
 
     // 1. Presence: fences hit by the fix, plus fences the user was inside (to see them leave).
@@ -454,26 +453,18 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
 
     let age = inputs.now - event.at;
     if age > MAX_FIX_AGE {
-        let d = blank(
-            event,
-            Some(Reason::StaleFix {
-                minutes: age.num_minutes(),
-            }),
-            Verdict::Suppressed,
-            model,
-        );
-        return Outcome {
-            state,
-            decision: Some(d),
-            push: None,
+        let reason = Reason::StaleFix {
+            minutes: age.num_minutes(),
         };
+        return suppressed(state, event, reason, model);
     }
 
     // 2. Triggered (store, offer) pairs, each offer once per visit.
     let personal = state.consents.granted(Purpose::Personalisation);
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut scored: Vec<(usize, f64, u32, u32)> = Vec::new(); // (candidate idx, score, store, offer)
-    let mut first_ctx: Option<(Context, u32)> = None;
+    // The context at each store that had candidates, for the decision's explanation.
+    let mut contexts: Vec<(u32, Context)> = Vec::new();
     let mut x = [0.0; N_FEATURES];
     for (p, tr) in moments {
         let store = &cat.stores[p as usize];
@@ -544,20 +535,23 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
             }
             candidates.push(c);
         }
-        if first_ctx.is_none() {
-            first_ctx = Some((ctx, p));
-        }
+        contexts.push((p, ctx));
     }
 
     let cell = h3o::LatLng::new(fix.lat, fix.lon)
         .map(|ll| ll.to_cell(h3o::Resolution::Nine).to_string())
         .unwrap_or_default();
-    let context_of = |ctx: &Context| DecisionContext {
-        local_time: ctx.local.to_rfc3339(),
-        daypart: ctx.daypart.as_str().to_string(),
-        weekday: ctx.weekday.to_string(),
-        weather: ctx.weather,
-        cell: cell.clone(),
+    let context_at = |store: u32| {
+        contexts
+            .iter()
+            .find(|(q, _)| *q == store)
+            .map(|(_, ctx)| DecisionContext {
+                local_time: ctx.local.to_rfc3339(),
+                daypart: ctx.daypart.as_str().to_string(),
+                weekday: ctx.weekday.to_string(),
+                weather: ctx.weather,
+                cell: cell.clone(),
+            })
     };
     let mut d = blank(event, None, Verdict::None, model);
     if candidates.is_empty() {
@@ -581,7 +575,10 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         d.offer_id = Some(best.offer_id.clone());
         d.score = best.score;
         d.reason = best.reason.clone();
-        d.context = first_ctx.as_ref().map(|(c, _)| context_of(c));
+        d.context = cat
+            .store_pos
+            .get(&best.store_id)
+            .and_then(|&q| context_at(q));
         d.candidates = candidates;
         return Outcome {
             state,
@@ -592,16 +589,10 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     let store = &cat.stores[p as usize];
     let offer = &cat.offers[k as usize];
     let tz = cat.tzs[p as usize];
-    let weather = (inputs.weather)(
-        centre(&cat.index.shapes()[p as usize]).0,
-        centre(&cat.index.shapes()[p as usize]).1,
-        event.at,
-    );
-    let ctx = Context::new(event.at, tz, weather);
     d.store_id = Some(store.id.clone());
     d.offer_id = Some(offer.id.clone());
     d.score = candidates[ci].score;
-    d.context = Some(context_of(&ctx));
+    d.context = context_at(p);
 
     // 4. Consent, push target, caps, holdout: in that order, so the holdout group is drawn
     // only among users who would otherwise have been sent the push (a fair comparison).
