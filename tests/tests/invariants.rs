@@ -293,3 +293,83 @@ async fn erasure_removes_everything_about_the_user() {
         (Verdict::Suppressed, "no_consent_location".into())
     );
 }
+
+#[tokio::test]
+async fn a_stale_fix_moves_presence_but_sends_nothing() {
+    let h = harness(Backend::Sqlite, 2, policy(10)).await;
+    onboard(&h, "old").await;
+    // The fix happened 20 minutes before it arrives (the clock is at noon).
+    let r = h
+        .engine
+        .process(&fix_at(
+            "old",
+            "s1",
+            0,
+            noon() - chrono::Duration::minutes(20),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(verdict(&r), (Verdict::Suppressed, "stale_fix".into()));
+    assert!(h.notifier.sent().is_empty());
+    let state = h.store.load_user(&id("old")).await.unwrap().state;
+    assert!(
+        state.fences.contains_key(&id("s0")),
+        "presence still follows the user"
+    );
+    // A fresh fix at another store sends as usual.
+    let r = h
+        .engine
+        .process(&fix_at("old", "s2", 1, noon()))
+        .await
+        .unwrap();
+    assert_eq!(verdict(&r).0, Verdict::Sent);
+}
+
+#[tokio::test]
+async fn held_out_users_are_recorded_not_pushed_and_the_draw_is_stable() {
+    let h = harness(Backend::Sqlite, 1, policy(10)).await;
+    // Half of the campaign's users are held out.
+    let (stores, mut offers) = catalog(1);
+    offers[0].holdout = 0.5;
+    h.engine
+        .load_config(stores, offers, policy(10))
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for u in 0..40 {
+        let user = format!("h{u}");
+        onboard(&h, &user).await;
+        let r = h
+            .engine
+            .process(&fix_at(&user, "f1", 0, noon()))
+            .await
+            .unwrap();
+        let (v, code) = verdict(&r);
+        match v {
+            Verdict::HeldOut => {
+                assert_eq!(code, "held_out");
+                held.push(user.clone());
+            }
+            Verdict::Sent => {}
+            other => panic!("{user}: {other:?}"),
+        }
+        // Holdout is per (user, campaign): the same answer as the pure draw.
+        let campaign = id("c1");
+        assert_eq!(
+            v == Verdict::HeldOut,
+            nearcast_core::holdout::held_out(&id(&user), &campaign, 0.5)
+        );
+    }
+    assert!(
+        (8..=32).contains(&held.len()),
+        "{} of 40 held out",
+        held.len()
+    );
+    assert_eq!(h.notifier.sent().len(), 40 - held.len());
+    assert!(
+        h.notifier
+            .sent()
+            .iter()
+            .all(|p| !held.contains(&p.user_id.to_string()))
+    );
+}

@@ -763,3 +763,160 @@ pub fn eligible(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Audience, WeatherRule, WeekdayName, parse_json};
+    use crate::context::Daypart;
+    use crate::weather::Condition;
+
+    fn offer() -> Offer {
+        parse_json(&serde_json::json!({"id": "o", "campaign_id": "c", "title": "T", "body": "B",
+            "category": "coffee", "product_id": "p1", "store_ids": ["s"], "trigger": {"type": "enter"}}))
+        .unwrap()
+    }
+
+    fn at(t: &str) -> DateTime<Utc> {
+        t.parse().unwrap()
+    }
+
+    fn ctx(t: &str, weather: Option<Weather>) -> Context {
+        Context::new(at(t), chrono_tz::Europe::Helsinki, weather)
+    }
+
+    const FRIDAY_MORNING: &str = "2026-11-20T06:30:00Z"; // 08:30 in Helsinki
+
+    fn code(r: Result<(), Reason>) -> &'static str {
+        r.err().map_or("ok", |r| r.code())
+    }
+
+    #[test]
+    fn schedule_weekday_and_daypart_are_checked_in_local_time() {
+        let s = UserState::default();
+        let c = ctx(FRIDAY_MORNING, None);
+        let t = at(FRIDAY_MORNING);
+        assert_eq!(code(eligible(&offer(), &c, &s, true, t)), "ok");
+        let o = Offer {
+            ends_at: Some(t),
+            ..offer()
+        };
+        assert_eq!(code(eligible(&o, &c, &s, true, t)), "outside_schedule");
+        let o = Offer {
+            weekdays: vec![WeekdayName::Sat],
+            ..offer()
+        };
+        assert_eq!(code(eligible(&o, &c, &s, true, t)), "weekday");
+        let o = Offer {
+            dayparts: vec![Daypart::Evening],
+            ..offer()
+        };
+        assert_eq!(code(eligible(&o, &c, &s, true, t)), "daypart");
+        let o = Offer {
+            dayparts: vec![Daypart::Morning],
+            weekdays: vec![WeekdayName::Fri],
+            ..offer()
+        };
+        assert_eq!(code(eligible(&o, &c, &s, true, t)), "ok");
+    }
+
+    #[test]
+    fn weather_rules_need_known_matching_weather() {
+        let s = UserState::default();
+        let t = at(FRIDAY_MORNING);
+        let rain = Weather {
+            condition: Condition::Rain,
+            temp_c: 4.0,
+        };
+        let o = Offer {
+            weather: Some(WeatherRule {
+                conditions: vec![Condition::Rain],
+                min_temp_c: None,
+                max_temp_c: Some(5.0),
+            }),
+            ..offer()
+        };
+        assert_eq!(
+            code(eligible(&o, &ctx(FRIDAY_MORNING, None), &s, true, t)),
+            "weather_unknown"
+        );
+        assert_eq!(
+            code(eligible(&o, &ctx(FRIDAY_MORNING, Some(rain)), &s, true, t)),
+            "ok"
+        );
+        let clear = Weather {
+            condition: Condition::Clear,
+            temp_c: 4.0,
+        };
+        assert_eq!(
+            code(eligible(&o, &ctx(FRIDAY_MORNING, Some(clear)), &s, true, t)),
+            "weather"
+        );
+        let warm = Weather {
+            condition: Condition::Rain,
+            temp_c: 12.0,
+        };
+        assert_eq!(
+            code(eligible(&o, &ctx(FRIDAY_MORNING, Some(warm)), &s, true, t)),
+            "temperature"
+        );
+    }
+
+    #[test]
+    fn audience_purchases_and_reeligibility() {
+        let t = at(FRIDAY_MORNING);
+        let c = ctx(FRIDAY_MORNING, None);
+        let mut s = UserState::default();
+        let o = Offer {
+            audience: Some(Audience {
+                min_affinity: Some(0.3),
+                new_to_category: false,
+            }),
+            ..offer()
+        };
+        assert_eq!(
+            code(eligible(&o, &c, &s, false, t)),
+            "audience_needs_personalisation"
+        );
+        assert_eq!(code(eligible(&o, &c, &s, true, t)), "affinity");
+        s.learn("coffee", 0.5);
+        assert_eq!(code(eligible(&o, &c, &s, true, t)), "ok");
+        s.add_purchase(crate::state::Purchase {
+            product_id: None,
+            category: Some("coffee".into()),
+            at: t,
+        });
+        let new_only = Offer {
+            audience: Some(Audience {
+                min_affinity: None,
+                new_to_category: true,
+            }),
+            ..offer()
+        };
+        assert_eq!(
+            code(eligible(&new_only, &c, &s, true, t)),
+            "not_new_to_category"
+        );
+        s.add_purchase(crate::state::Purchase {
+            product_id: Some(Id::parse("p1").unwrap()),
+            category: None,
+            at: t,
+        });
+        assert_eq!(code(eligible(&offer(), &c, &s, true, t)), "already_bought");
+        let mut s = UserState::default();
+        s.sends.push(SendRecord {
+            at: t - Duration::hours(10),
+            offer_id: Id::parse("o").unwrap(),
+            delivery_id: "d".into(),
+            held_out: true,
+        });
+        assert_eq!(
+            code(eligible(&offer(), &c, &s, true, t)),
+            "not_yet_reeligible"
+        );
+        assert_eq!(
+            code(eligible(&offer(), &c, &s, true, t + Duration::hours(63))),
+            "ok"
+        );
+    }
+}
