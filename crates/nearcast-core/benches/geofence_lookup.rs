@@ -10,6 +10,9 @@ use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{AABB, RTree};
 use std::hint::black_box;
 
+/// A probe, (lat, lon).
+type Point = (f64, f64);
+
 const LAT: (f64, f64) = (60.10, 60.32);
 const LON: (f64, f64) = (24.60, 25.40);
 
@@ -78,7 +81,7 @@ fn bench(c: &mut Criterion) {
         }
         // Misses (uniform in the box, where most fixes of a city are) and hits (near
         // store centres) timed separately, then the 50/50 mix.
-        let (hits, misses): (Vec<(f64, f64)>, Vec<(f64, f64)>) = points
+        let (hits, misses): (Vec<Point>, Vec<Point>) = points
             .iter()
             .partition(|p| !index.lookup(p.0, p.1).is_empty());
         let sets: [(&str, &[(f64, f64)]); 3] =
