@@ -23,6 +23,7 @@ pub mod decision;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod features;
 pub mod geofence;
 pub mod holdout;
