@@ -4,7 +4,8 @@
 #
 #   bash scripts/moto.sh cargo test --workspace --release
 #
-# Creates (once) the project-local virtualenv .venv with a pinned moto; re-runs reuse it.
+# Creates (once) the project-local virtualenv .venv with a pinned moto and a pinned cfn-lint
+# (for infra/template.yaml, checked by tests/tests/infra.rs); re-runs reuse it.
 # Exports AWS_ENDPOINT_URL, test credentials, AWS_REGION and NEARCAST_MOTO=1 for the
 # command, and stops the server when the command ends, whatever its exit status.
 set -euo pipefail
@@ -12,19 +13,21 @@ cd "$(dirname "$0")/.."
 
 MOTO_VERSION=5.2.5
 VENV=.venv
-# Every package pinned (moto and all it pulls in), so a fresh machine gets the same server.
-REQUIREMENTS=scripts/requirements-moto.txt
-STAMP="$VENV/.moto-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
+# Every package pinned (moto, cfn-lint and all they pull in), so a fresh machine gets the
+# same server and the same linter. Both files are installed together so pip resolves one set.
+REQUIREMENTS=(scripts/requirements-moto.txt scripts/requirements-lint.txt)
+STAMP="$VENV/.moto-$(cat "${REQUIREMENTS[@]}" | sha256sum | cut -c1-16)"
 
 if [ "$#" -eq 0 ]; then
     echo "usage: bash scripts/moto.sh COMMAND [ARGS...]" >&2
     exit 2
 fi
 
-if [ ! -f "$STAMP" ] || [ ! -x "$VENV/bin/moto_server" ]; then
-    echo "moto.sh: installing moto[server]==$MOTO_VERSION into $VENV" >&2
+if [ ! -f "$STAMP" ] || [ ! -x "$VENV/bin/moto_server" ] || [ ! -x "$VENV/bin/cfn-lint" ]; then
+    echo "moto.sh: installing moto[server]==$MOTO_VERSION and cfn-lint into $VENV" >&2
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r "${REQUIREMENTS[0]}" -r "${REQUIREMENTS[1]}"
     touch "$STAMP"
 fi
 
