@@ -1,0 +1,901 @@
+//! infra/template.yaml (AWS SAM) checked without AWS: cfn-lint (pinned, in the project
+//! `.venv` that scripts/moto.sh installs) reports no errors, and the template's own rules
+//! hold: every function crate has a resource whose code and binary exist, no IAM statement
+//! allows a wildcard action or a wildcard resource where a narrower one exists, the table has
+//! PITR, encryption and TTL on the attribute the adapter writes, the queue has its
+//! dead-letter queue and partial batch responses, routes have authorizers.
+//!
+//! Each checker returns the list of problems it found; the `checker_*` tests feed it small bad
+//! templates, so a checker that stopped looking would fail here.
+//!
+//! CloudFormation's short tags (`!Ref`, `!GetAtt`, `!Sub`, `!If`) are kept by serde_yaml_ng
+//! as tagged values, which the checkers read like the long forms (`Ref`, `Fn::If`).
+
+use serde_yaml_ng::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn template_path() -> PathBuf {
+    root().join("infra/template.yaml")
+}
+
+fn template() -> Value {
+    parse(&std::fs::read_to_string(template_path()).expect("infra/template.yaml"))
+}
+
+fn parse(yaml: &str) -> Value {
+    serde_yaml_ng::from_str(yaml).expect("valid YAML")
+}
+
+/// `(tag without "!", value)` for a short-form intrinsic, or the long form `{Fn::X: v}`.
+fn intrinsic(v: &Value) -> Option<(String, &Value)> {
+    match v {
+        Value::Tagged(t) => Some((
+            t.tag.to_string().trim_start_matches('!').to_string(),
+            &t.value,
+        )),
+        Value::Mapping(m) if m.len() == 1 => {
+            let (k, v) = m.iter().next()?;
+            let k = k.as_str()?;
+            (k == "Ref" || k.starts_with("Fn::") || k == "Condition")
+                .then(|| (k.trim_start_matches("Fn::").to_string(), v))
+        }
+        _ => None,
+    }
+}
+
+/// The alternatives a value may take: both branches of `!If`, `AWS::NoValue` dropped.
+fn alternatives(v: &Value) -> Vec<&Value> {
+    match intrinsic(v) {
+        Some((tag, args)) if tag == "If" => {
+            let args = args
+                .as_sequence()
+                .expect("!If takes [condition, then, else]");
+            args[1..].iter().flat_map(alternatives).collect()
+        }
+        Some((tag, args)) if tag == "Ref" && args.as_str() == Some("AWS::NoValue") => vec![],
+        _ => vec![v],
+    }
+}
+
+/// A value as a list (a scalar is a list of one), through `!If` branches.
+fn items(v: &Value) -> Vec<&Value> {
+    alternatives(v)
+        .into_iter()
+        .flat_map(|v| match v {
+            Value::Sequence(s) => s.iter().flat_map(alternatives).collect(),
+            other => vec![other],
+        })
+        .collect()
+}
+
+fn resources(t: &Value) -> Vec<(String, &Value)> {
+    t.get("Resources")
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.as_str().unwrap_or("?").to_string(), v))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn of_type<'a>(t: &'a Value, ty: &str) -> Vec<(String, &'a Value)> {
+    resources(t)
+        .into_iter()
+        .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(ty))
+        .collect()
+}
+
+fn prop<'a>(r: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(r.get("Properties")?, |v, k| v.get(*k))
+}
+
+fn is_true(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+// ------------------------------------------------------------------ functions
+
+/// Function crates under functions/: those with a binary (the shared library has none).
+fn function_crates() -> Vec<(String, Vec<String>)> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(root().join("functions")).expect("functions/") {
+        let dir = entry.expect("dir entry").path();
+        let manifest = dir.join("Cargo.toml");
+        if !manifest.is_file() {
+            continue;
+        }
+        let bins = binaries(&manifest);
+        if !bins.is_empty() {
+            out.push((
+                dir.file_name().unwrap().to_string_lossy().into_owned(),
+                bins,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Binary names a Cargo manifest builds: its `[[bin]]` names, or the package name when it
+/// has `src/main.rs` and no `[[bin]]`.
+fn binaries(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).expect("Cargo.toml");
+    let mut bins = vec![];
+    let mut package = None;
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("name").map(str::trim_start)
+            && let Some(v) = v.strip_prefix('=')
+        {
+            let name = v.trim().trim_matches('"').to_string();
+            match section.as_str() {
+                "[[bin]]" => bins.push(name),
+                "[package]" => package = Some(name),
+                _ => {}
+            }
+        }
+    }
+    if bins.is_empty() && manifest.with_file_name("src/main.rs").is_file() {
+        bins.extend(package);
+    }
+    bins
+}
+
+/// Problems with the Lambda functions: each function crate has a resource; each resource
+/// builds with cargo-lambda from an existing crate and binary, on provided.al2023 / arm64.
+fn function_problems(
+    t: &Value,
+    template_dir: &Path,
+    crates: &[(String, Vec<String>)],
+) -> Vec<String> {
+    let mut problems = vec![];
+    let globals = t.get("Globals").and_then(|g| g.get("Function"));
+    let global = |k: &str| globals.and_then(|g| g.get(k));
+    let mut covered = vec![];
+    for (name, r) in of_type(t, "AWS::Serverless::Function") {
+        let p = r.get("Properties");
+        let get = |k: &str| p.and_then(|p| p.get(k)).or_else(|| global(k));
+        if p.and_then(|p| p.get("InlineCode")).is_some() {
+            continue; // deploy-time helpers written inline (the platform application provider)
+        }
+        let Some(code) = p.and_then(|p| p.get("CodeUri")).and_then(Value::as_str) else {
+            problems.push(format!("{name}: no CodeUri"));
+            continue;
+        };
+        let dir = template_dir.join(code);
+        let manifest = dir.join("Cargo.toml");
+        if !manifest.is_file() {
+            problems.push(format!("{name}: CodeUri {code} has no Cargo.toml"));
+            continue;
+        }
+        let meta = r.get("Metadata");
+        if meta
+            .and_then(|m| m.get("BuildMethod"))
+            .and_then(Value::as_str)
+            != Some("rust-cargolambda")
+        {
+            problems.push(format!(
+                "{name}: Metadata.BuildMethod is not rust-cargolambda"
+            ));
+        }
+        let binary = meta
+            .and_then(|m| m.get("BuildProperties"))
+            .and_then(|b| b.get("Binary"))
+            .and_then(Value::as_str);
+        let bins = binaries(&manifest);
+        match binary {
+            Some(b) if bins.iter().any(|x| x == b) => {}
+            other => problems.push(format!(
+                "{name}: BuildProperties.Binary {other:?} is not a binary of {code} ({bins:?})"
+            )),
+        }
+        if get("Runtime").and_then(Value::as_str) != Some("provided.al2023") {
+            problems.push(format!("{name}: Runtime is not provided.al2023"));
+        }
+        if get("Handler").and_then(Value::as_str) != Some("bootstrap") {
+            problems.push(format!("{name}: Handler is not bootstrap"));
+        }
+        let arch: Vec<_> = get("Architectures")
+            .map(items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if arch != ["arm64"] {
+            problems.push(format!("{name}: Architectures is not [arm64]"));
+        }
+        if let Ok(dir) = dir.canonicalize() {
+            covered.push(dir);
+        }
+    }
+    for (krate, _) in crates {
+        let dir = root()
+            .join("functions")
+            .join(krate)
+            .canonicalize()
+            .expect("crate dir");
+        if !covered.contains(&dir) {
+            problems.push(format!("functions/{krate} has no function resource"));
+        }
+    }
+    problems
+}
+
+// ------------------------------------------------------------------ IAM
+
+/// Actions AWS authorizes only against `Resource: "*"`, each with the reason.
+const ONLY_STAR: &[(&str, &str)] = &[(
+    "sns:CreatePlatformApplication",
+    "creates the platform application: SNS defines no resource type for it, so the ARN to \
+     be created cannot be named in the policy",
+)];
+
+/// Every statement of every IAM policy in the template: (where, statement).
+fn statements(t: &Value) -> Vec<(String, &Value)> {
+    let mut out = vec![];
+    let mut docs: Vec<(String, &Value)> = vec![];
+    for (name, r) in resources(t) {
+        let ty = r.get("Type").and_then(Value::as_str).unwrap_or("");
+        match ty {
+            "AWS::IAM::Role" => {
+                for (i, p) in prop(r, &["Policies"])
+                    .map(items)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Some(d) = p.get("PolicyDocument") {
+                        docs.push((format!("{name}.Policies[{i}]"), d));
+                    }
+                }
+            }
+            "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" | "AWS::IAM::RolePolicy" => {
+                if let Some(d) = prop(r, &["PolicyDocument"]) {
+                    docs.push((name.clone(), d));
+                }
+            }
+            "AWS::Serverless::Function" => {
+                if prop(r, &["Policies"]).is_some() {
+                    // SAM policy templates and managed policies are not checkable here.
+                    docs.push((format!("{name}.Policies (use a Role)"), &Value::Null));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (name, d) in docs {
+        if d.is_null() {
+            out.push((name, d));
+            continue;
+        }
+        for (i, s) in d
+            .get("Statement")
+            .map(items)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            out.push((format!("{name}.Statement[{i}]"), s));
+        }
+    }
+    out
+}
+
+/// A resource that names no particular resource: `*`, or an ARN whose resource part is `*`.
+fn wildcard_resource(r: &Value) -> bool {
+    let s = match intrinsic(r) {
+        Some((tag, v)) if tag == "Sub" => v.as_str().or_else(|| v.get(0).and_then(Value::as_str)),
+        Some(_) => return false, // !GetAtt X.Arn, !Ref X: one resource
+        None => r.as_str(),
+    };
+    let Some(s) = s else { return false };
+    // `${AWS::Region}` and the like hold colons: replace each `${...}` by a placeholder.
+    let mut plain = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        plain.push_str(&rest[..i]);
+        plain.push('X');
+        rest = rest[i..].find('}').map_or("", |j| &rest[i + j + 1..]);
+    }
+    plain.push_str(rest);
+    plain == "*" || plain.splitn(6, ':').nth(5) == Some("*")
+}
+
+/// Problems with IAM: Allow statements with a wildcard action (`*`, `svc:*`, `svc:Get*`),
+/// `NotAction`/`NotResource`, or a wildcard resource unless every action is in [`ONLY_STAR`].
+fn iam_problems(t: &Value) -> Vec<String> {
+    let mut problems = vec![];
+    for (at, s) in statements(t) {
+        if s.is_null() {
+            problems.push(format!("{at}: inline SAM policies"));
+            continue;
+        }
+        if s.get("Effect").and_then(Value::as_str) != Some("Allow") {
+            continue; // Deny statements only narrow access
+        }
+        for k in ["NotAction", "NotResource"] {
+            if s.get(k).is_some() {
+                problems.push(format!("{at}: Allow with {k}"));
+            }
+        }
+        let actions: Vec<&str> = s
+            .get("Action")
+            .map(items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if actions.is_empty() {
+            problems.push(format!("{at}: no Action"));
+        }
+        for a in &actions {
+            if a.contains('*') || a.contains('?') {
+                problems.push(format!("{at}: wildcard action {a}"));
+            }
+        }
+        let resources = s.get("Resource").map(items).unwrap_or_default();
+        if resources.is_empty() {
+            problems.push(format!("{at}: no Resource"));
+        }
+        let only_star = actions
+            .iter()
+            .all(|a| ONLY_STAR.iter().any(|(x, _)| x.eq_ignore_ascii_case(a)));
+        for r in resources {
+            if wildcard_resource(r) && !only_star {
+                problems.push(format!(
+                    "{at}: wildcard resource for {actions:?} (name the table, queue, log group, bucket or ARN prefix)"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+// ------------------------------------------------------------------ data and queue
+
+/// Problems with the DynamoDB table: on-demand, TTL on `ttl` (what nearcast-aws writes),
+/// PITR, SSE, key schema pk/sk.
+fn table_problems(t: &Value) -> Vec<String> {
+    let tables = of_type(t, "AWS::DynamoDB::Table");
+    if tables.len() != 1 {
+        return vec![format!(
+            "expected one DynamoDB table, found {}",
+            tables.len()
+        )];
+    }
+    let (name, r) = &tables[0];
+    let mut problems = vec![];
+    if prop(r, &["BillingMode"]).and_then(Value::as_str) != Some("PAY_PER_REQUEST") {
+        problems.push(format!("{name}: BillingMode is not PAY_PER_REQUEST"));
+    }
+    if prop(r, &["TimeToLiveSpecification", "AttributeName"]).and_then(Value::as_str) != Some("ttl")
+        || !is_true(prop(r, &["TimeToLiveSpecification", "Enabled"]))
+    {
+        problems.push(format!("{name}: TTL is not enabled on attribute ttl"));
+    }
+    if !is_true(prop(
+        r,
+        &[
+            "PointInTimeRecoverySpecification",
+            "PointInTimeRecoveryEnabled",
+        ],
+    )) {
+        problems.push(format!("{name}: point-in-time recovery is off"));
+    }
+    if !is_true(prop(r, &["SSESpecification", "SSEEnabled"])) {
+        problems.push(format!("{name}: SSESpecification.SSEEnabled is not true"));
+    }
+    let keys: Vec<(&str, &str)> = prop(r, &["KeySchema"])
+        .map(items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|k| {
+            Some((
+                k.get("AttributeName")?.as_str()?,
+                k.get("KeyType")?.as_str()?,
+            ))
+        })
+        .collect();
+    if keys != [("pk", "HASH"), ("sk", "RANGE")] {
+        problems.push(format!(
+            "{name}: key schema is {keys:?}, the adapter uses pk/sk"
+        ));
+    }
+    problems
+}
+
+fn ref_target(v: &Value) -> Option<String> {
+    let (tag, arg) = intrinsic(v)?;
+    match tag.as_str() {
+        "Ref" => arg.as_str().map(str::to_string),
+        "GetAtt" => match arg {
+            Value::String(s) => s.split('.').next().map(str::to_string),
+            Value::Sequence(s) => s.first()?.as_str().map(str::to_string),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Problems with the events-queue wiring: every SQS event source reports batch item
+/// failures and reads a queue of this template whose redrive policy names a DLQ of this
+/// template, and the DLQ's depth has an alarm.
+fn queue_problems(t: &Value) -> Vec<String> {
+    let mut problems = vec![];
+    let queues: Vec<(String, &Value)> = of_type(t, "AWS::SQS::Queue");
+    let queue = |n: &str| queues.iter().find(|(q, _)| q == n).map(|(_, r)| *r);
+    let mut sources = 0;
+    for (name, f) in of_type(t, "AWS::Serverless::Function") {
+        let events = prop(f, &["Events"]).and_then(Value::as_mapping);
+        for (ev, e) in events.into_iter().flatten() {
+            if e.get("Type").and_then(Value::as_str) != Some("SQS") {
+                continue;
+            }
+            sources += 1;
+            let at = format!("{name}.Events.{}", ev.as_str().unwrap_or("?"));
+            let types: Vec<_> = prop(e, &["FunctionResponseTypes"])
+                .map(items)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(Value::as_str)
+                .collect();
+            if !types.contains(&"ReportBatchItemFailures") {
+                problems.push(format!("{at}: no ReportBatchItemFailures"));
+            }
+            let Some(q) = prop(e, &["Queue"]).and_then(ref_target) else {
+                problems.push(format!("{at}: Queue is not a queue of this template"));
+                continue;
+            };
+            let Some(qr) = queue(&q) else {
+                problems.push(format!("{at}: {q} is not an AWS::SQS::Queue"));
+                continue;
+            };
+            let dlq = prop(qr, &["RedrivePolicy", "deadLetterTargetArn"]).and_then(ref_target);
+            match dlq {
+                Some(d) if queue(&d).is_some() => {
+                    let alarmed = of_type(t, "AWS::CloudWatch::Alarm").iter().any(|(_, a)| {
+                        prop(a, &["Dimensions"])
+                            .map(items)
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|d2| {
+                                d2.get("Value").and_then(ref_target).as_deref() == Some(d.as_str())
+                            })
+                    });
+                    if !alarmed {
+                        problems.push(format!("{q}: no alarm on the depth of its DLQ {d}"));
+                    }
+                }
+                _ => problems.push(format!("{q}: no RedrivePolicy to a dead-letter queue")),
+            }
+            let max = prop(qr, &["RedrivePolicy", "maxReceiveCount"]).and_then(Value::as_u64);
+            if !matches!(max, Some(1..=10)) {
+                problems.push(format!("{q}: maxReceiveCount {max:?} not in 1..=10"));
+            }
+        }
+    }
+    if sources == 0 {
+        problems.push("no SQS event source".into());
+    }
+    problems
+}
+
+/// Problems with the model bucket: versioned, encrypted, public access blocked.
+fn bucket_problems(t: &Value) -> Vec<String> {
+    let mut problems = vec![];
+    let buckets = of_type(t, "AWS::S3::Bucket");
+    if buckets.is_empty() {
+        problems.push("no model bucket".into());
+    }
+    for (name, b) in buckets {
+        if prop(b, &["VersioningConfiguration", "Status"]).and_then(Value::as_str)
+            != Some("Enabled")
+        {
+            problems.push(format!("{name}: versioning is not enabled"));
+        }
+        if prop(
+            b,
+            &["BucketEncryption", "ServerSideEncryptionConfiguration"],
+        )
+        .is_none()
+        {
+            problems.push(format!("{name}: no default encryption"));
+        }
+        for k in [
+            "BlockPublicAcls",
+            "BlockPublicPolicy",
+            "IgnorePublicAcls",
+            "RestrictPublicBuckets",
+        ] {
+            if !is_true(prop(b, &["PublicAccessBlockConfiguration", k])) {
+                problems.push(format!(
+                    "{name}: PublicAccessBlockConfiguration.{k} is not true"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Problems with the HTTP routes: every route but `/healthz` has a (named, not NONE)
+/// authorizer; `/v1/admin/*` routes use a different authorizer than the device routes.
+fn route_problems(t: &Value) -> Vec<String> {
+    let mut problems = vec![];
+    let mut admin = vec![];
+    let mut device = vec![];
+    for (name, f) in of_type(t, "AWS::Serverless::Function") {
+        for (ev, e) in prop(f, &["Events"])
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+        {
+            if e.get("Type").and_then(Value::as_str) != Some("HttpApi") {
+                continue;
+            }
+            let path = prop(e, &["Path"]).and_then(Value::as_str).unwrap_or("");
+            let auth = prop(e, &["Auth", "Authorizer"]).and_then(Value::as_str);
+            let at = format!("{name}.Events.{}", ev.as_str().unwrap_or("?"));
+            if path == "/healthz" {
+                continue;
+            }
+            match auth {
+                None | Some("NONE") => problems.push(format!("{at}: {path} has no authorizer")),
+                Some(a) if path.starts_with("/v1/admin/") => admin.push(a.to_string()),
+                Some(a) => device.push(a.to_string()),
+            }
+        }
+    }
+    if admin.is_empty() || device.is_empty() {
+        problems.push("expected both admin and device routes".into());
+    }
+    if admin.iter().any(|a| device.contains(a)) {
+        problems.push("an authorizer serves both marketers and devices".into());
+    }
+    problems
+}
+
+// ------------------------------------------------------------------ the template
+
+#[test]
+fn every_function_crate_has_a_resource_whose_code_and_binary_exist() {
+    let crates = function_crates();
+    let names: Vec<&str> = crates.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, ["admin-api", "events-api", "events-queue"]);
+    let problems = function_problems(&template(), &root().join("infra"), &crates);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn no_iam_statement_allows_a_wildcard() {
+    let t = template();
+    assert!(
+        statements(&t).len() >= 12,
+        "the checker sees the roles' statements"
+    );
+    let problems = iam_problems(&t);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_table_has_pitr_sse_and_the_adapters_ttl() {
+    let problems = table_problems(&template());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_queue_has_a_dead_letter_queue_and_partial_batch_responses() {
+    let problems = queue_problems(&template());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_model_bucket_is_versioned_encrypted_and_private() {
+    let problems = bucket_problems(&template());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn marketer_and_device_routes_have_their_own_authorizers() {
+    let problems = route_problems(&template());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn events_api_checks_the_jwt_subject() {
+    let t = template();
+    let f = resources(&t)
+        .into_iter()
+        .find(|(n, _)| n == "EventsApiFunction")
+        .expect("EventsApiFunction")
+        .1;
+    let mode =
+        prop(f, &["Environment", "Variables", "NEARCAST_DEVICE_AUTH"]).and_then(Value::as_str);
+    assert_eq!(mode, Some("jwt"));
+}
+
+#[test]
+fn cfn_lint_finds_no_errors() {
+    let lint = root().join(".venv/bin/cfn-lint");
+    if !lint.is_file() {
+        if std::env::var("NEARCAST_SKIP_CFN_LINT").as_deref() == Ok("1") {
+            eprintln!(
+                "\n*** SKIPPED: cfn-lint on infra/template.yaml (NEARCAST_SKIP_CFN_LINT=1) ***\n"
+            );
+            return;
+        }
+        panic!(
+            "{} is missing: run the tests through `bash scripts/test.sh` (scripts/moto.sh installs \
+             the pinned cfn-lint into .venv), or set NEARCAST_SKIP_CFN_LINT=1 to skip this check",
+            lint.display()
+        );
+    }
+    // Errors fail the run; warnings too (`--non-zero-exit-code warning`): the template has none.
+    let out = Command::new(&lint)
+        .args(["--non-zero-exit-code", "warning", "--"])
+        .arg(template_path())
+        .output()
+        .expect("cfn-lint runs");
+    assert!(
+        out.status.success(),
+        "cfn-lint: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ------------------------------------------------------------------ the checkers
+
+const ROLE_HEAD: &str = r#"
+Resources:
+  Role:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyName: p
+          PolicyDocument:
+            Statement:
+"#;
+
+fn role(statement: &str) -> Value {
+    let body: String = statement
+        .lines()
+        .map(|l| format!("              {l}\n"))
+        .collect();
+    parse(&format!("{ROLE_HEAD}{body}"))
+}
+
+#[test]
+fn checker_refuses_wildcard_actions() {
+    for action in [
+        "\"*\"",
+        "dynamodb:*",
+        "dynamodb:Get*",
+        "[sqs:ReceiveMessage, \"sns:*\"]",
+    ] {
+        let t = role(&format!(
+            "- Effect: Allow\n  Action: {action}\n  Resource: !GetAtt Table.Arn"
+        ));
+        let p = iam_problems(&t);
+        assert!(
+            p.iter().any(|p| p.contains("wildcard action")),
+            "{action}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn checker_refuses_wildcard_resources_unless_allow_listed() {
+    for resource in [
+        "\"*\"",
+        "!Sub \"arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:*\"",
+        "[!GetAtt Table.Arn, \"*\"]",
+    ] {
+        let t = role(&format!(
+            "- Effect: Allow\n  Action: dynamodb:GetItem\n  Resource: {resource}"
+        ));
+        let p = iam_problems(&t);
+        assert!(
+            p.iter().any(|p| p.contains("wildcard resource")),
+            "{resource}: {p:?}"
+        );
+    }
+    // Inside an !If branch too.
+    let t = role(
+        "- !If\n  - C\n  - Effect: Allow\n    Action: sns:Publish\n    Resource: \"*\"\n  - !Ref AWS::NoValue",
+    );
+    assert_eq!(iam_problems(&t).len(), 1, "{:?}", iam_problems(&t));
+    // An allow-listed action on "*" is fine, but not with another action beside it.
+    let ok = role("- Effect: Allow\n  Action: sns:CreatePlatformApplication\n  Resource: \"*\"");
+    assert_eq!(iam_problems(&ok), Vec::<String>::new());
+    let mixed = role(
+        "- Effect: Allow\n  Action: [sns:CreatePlatformApplication, sns:Publish]\n  Resource: \"*\"",
+    );
+    assert_eq!(iam_problems(&mixed).len(), 1);
+    // Narrow resources: a table, an ARN prefix, a Deny with wildcards.
+    let narrow = role(
+        "- Effect: Allow\n  Action: [sns:Publish]\n  Resource: !Sub \"arn:aws:sns:${AWS::Region}:${AWS::AccountId}:endpoint/GCM/app/*\"\n\
+         - Effect: Deny\n  Action: \"s3:*\"\n  Resource: \"*\"",
+    );
+    assert_eq!(iam_problems(&narrow), Vec::<String>::new());
+    let not_action =
+        role("- Effect: Allow\n  NotAction: s3:DeleteObject\n  Resource: !GetAtt B.Arn");
+    assert!(
+        iam_problems(&not_action)
+            .iter()
+            .any(|p| p.contains("NotAction"))
+    );
+}
+
+#[test]
+fn checker_refuses_a_table_without_pitr_sse_or_ttl() {
+    let good = r#"
+Resources:
+  T:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PAY_PER_REQUEST
+      KeySchema: [{AttributeName: pk, KeyType: HASH}, {AttributeName: sk, KeyType: RANGE}]
+      TimeToLiveSpecification: {AttributeName: ttl, Enabled: true}
+      PointInTimeRecoverySpecification: {PointInTimeRecoveryEnabled: true}
+      SSESpecification: {SSEEnabled: true}
+"#;
+    assert_eq!(table_problems(&parse(good)), Vec::<String>::new());
+    for (from, to, what) in [
+        (
+            "PointInTimeRecoveryEnabled: true",
+            "PointInTimeRecoveryEnabled: false",
+            "point-in-time",
+        ),
+        ("SSEEnabled: true", "SSEEnabled: false", "SSE"),
+        ("AttributeName: ttl", "AttributeName: expires", "TTL"),
+        ("Enabled: true}", "Enabled: false}", "TTL"),
+        ("PAY_PER_REQUEST", "PROVISIONED", "BillingMode"),
+    ] {
+        let p = table_problems(&parse(&good.replace(from, to)));
+        assert!(p.iter().any(|p| p.contains(what)), "{to}: {p:?}");
+    }
+}
+
+#[test]
+fn checker_refuses_a_queue_without_dlq_or_partial_failures() {
+    let good = r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      Events:
+        Q:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Q.Arn
+            FunctionResponseTypes: [ReportBatchItemFailures]
+  Q:
+    Type: AWS::SQS::Queue
+    Properties:
+      RedrivePolicy: {deadLetterTargetArn: !GetAtt D.Arn, maxReceiveCount: 5}
+  D:
+    Type: AWS::SQS::Queue
+  A:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Dimensions: [{Name: QueueName, Value: !GetAtt D.QueueName}]
+"#;
+    assert_eq!(queue_problems(&parse(good)), Vec::<String>::new());
+    for (from, to, what) in [
+        ("[ReportBatchItemFailures]", "[]", "ReportBatchItemFailures"),
+        (
+            "deadLetterTargetArn: !GetAtt D.Arn",
+            "deadLetterTargetArn: !GetAtt X.Arn",
+            "dead-letter",
+        ),
+        (
+            "Value: !GetAtt D.QueueName",
+            "Value: !GetAtt Q.QueueName",
+            "alarm",
+        ),
+        (
+            "maxReceiveCount: 5",
+            "maxReceiveCount: 0",
+            "maxReceiveCount",
+        ),
+    ] {
+        let p = queue_problems(&parse(&good.replace(from, to)));
+        assert!(p.iter().any(|p| p.contains(what)), "{to}: {p:?}");
+    }
+}
+
+#[test]
+fn checker_refuses_missing_code_binaries_and_uncovered_crates() {
+    let infra = root().join("infra");
+    let crates = function_crates();
+    let one = |code: &str, binary: &str| {
+        parse(&format!(
+            r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Metadata: {{BuildMethod: rust-cargolambda, BuildProperties: {{Binary: {binary}}}}}
+    Properties: {{CodeUri: {code}, Runtime: provided.al2023, Handler: bootstrap, Architectures: [arm64]}}
+"#
+        ))
+    };
+    let p = function_problems(
+        &one("../functions/events-api", "nearcast-events-api"),
+        &infra,
+        &crates,
+    );
+    assert!(p.iter().all(|p| !p.contains("events-api")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.contains("functions/admin-api has no function resource")),
+        "{p:?}"
+    );
+    let p = function_problems(
+        &one("../functions/events-api", "bootstrap"),
+        &infra,
+        &crates,
+    );
+    assert!(p.iter().any(|p| p.contains("is not a binary")), "{p:?}");
+    let p = function_problems(&one("../functions/nowhere", "x"), &infra, &crates);
+    assert!(p.iter().any(|p| p.contains("has no Cargo.toml")), "{p:?}");
+}
+
+#[test]
+fn checker_refuses_unauthorized_routes_and_a_public_bucket() {
+    let routes = r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      Events:
+        A: {Type: HttpApi, Properties: {Path: "/v1/admin/{proxy+}", Method: ANY, Auth: {Authorizer: M}}}
+        E: {Type: HttpApi, Properties: {Path: /v1/events, Method: POST, Auth: {Authorizer: D}}}
+"#;
+    assert_eq!(route_problems(&parse(routes)), Vec::<String>::new());
+    let open = routes.replace("Auth: {Authorizer: D}", "Auth: {Authorizer: NONE}");
+    assert!(
+        route_problems(&parse(&open))
+            .iter()
+            .any(|p| p.contains("no authorizer"))
+    );
+    let shared = routes.replace("Authorizer: D}", "Authorizer: M}");
+    assert!(
+        route_problems(&parse(&shared))
+            .iter()
+            .any(|p| p.contains("both"))
+    );
+
+    let bucket = r#"
+Resources:
+  B:
+    Type: AWS::S3::Bucket
+    Properties:
+      VersioningConfiguration: {Status: Suspended}
+      PublicAccessBlockConfiguration: {BlockPublicAcls: true}
+"#;
+    let p = bucket_problems(&parse(bucket));
+    assert!(p.iter().any(|p| p.contains("versioning")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("encryption")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.contains("RestrictPublicBuckets")),
+        "{p:?}"
+    );
+}
