@@ -10,6 +10,12 @@
 //! - `NEARCAST_APNS_ARN`, `NEARCAST_FCM_ARN` (optional): SNS platform applications; pushes go
 //!   through [`SnsNotifier`]. With neither set, pushes are only logged ([`LogNotifier`]), for
 //!   stacks without push credentials.
+//! - `NEARCAST_DEVICE_AUTH` (optional, `jwt` or `none`, default `none`): with `jwt`,
+//!   events-api serves a device request only for the user named by the `sub` claim of the
+//!   JWT that API Gateway's authorizer verified ([`DeviceAuth`]).
+//! - `NEARCAST_CAP_PER_DAY`, `NEARCAST_CAP_PER_WEEK`, `NEARCAST_CAP_MIN_GAP_MINUTES`
+//!   (optional): the cap policy in force until a marketer saves one ([`cap_defaults`]);
+//!   unset ones keep [`CapPolicy::default`]'s values.
 
 use nearcast_aws::DynamoStateStore;
 use nearcast_aws::sns::SnsNotifier;
@@ -22,6 +28,8 @@ use nearcast_core::weather::TableWeather;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod caps;
+pub use caps::{DefaultPolicy, cap_defaults};
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -37,10 +45,18 @@ pub enum InitError {
     /// The engine could not load its configuration from the store.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A variable is set to a value the function cannot use.
+    #[error("environment variable {var}: {reason}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
 }
 
 /// The functions' configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// DynamoDB table (`NEARCAST_TABLE`).
     pub table: String,
@@ -52,6 +68,10 @@ pub struct Config {
     pub apns_arn: Option<String>,
     /// SNS platform application for FCM (`NEARCAST_FCM_ARN`).
     pub fcm_arn: Option<String>,
+    /// Device authentication of events-api (`NEARCAST_DEVICE_AUTH`).
+    pub device_auth: DeviceAuth,
+    /// Cap policy used until one is saved (`NEARCAST_CAP_*`); `None`: none of them set.
+    pub cap_defaults: Option<nearcast_core::config::CapPolicy>,
 }
 
 impl Config {
@@ -80,7 +100,37 @@ impl Config {
             log: var("NEARCAST_LOG").unwrap_or_else(|| "info".to_string()),
             apns_arn: var("NEARCAST_APNS_ARN"),
             fcm_arn: var("NEARCAST_FCM_ARN"),
+            device_auth: DeviceAuth::parse(var("NEARCAST_DEVICE_AUTH").as_deref())?,
+            cap_defaults: cap_defaults(&var)?,
         })
+    }
+}
+
+/// How events-api authenticates devices (`NEARCAST_DEVICE_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceAuth {
+    /// `none` (the default): no check; for stacks whose API authenticates devices otherwise.
+    #[default]
+    None,
+    /// `jwt`: a request about a user (events, consent, erasure) is served only when that user
+    /// is the `sub` claim of the JWT verified by API Gateway's JWT authorizer.
+    Jwt,
+}
+
+impl DeviceAuth {
+    /// Parses `NEARCAST_DEVICE_AUTH` (`None`: unset).
+    ///
+    /// # Errors
+    /// [`InitError::Invalid`] for anything but `jwt` or `none`.
+    pub fn parse(value: Option<&str>) -> Result<Self, InitError> {
+        match value.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("none") => Ok(Self::None),
+            Some("jwt") => Ok(Self::Jwt),
+            Some(other) => Err(InitError::Invalid {
+                var: "NEARCAST_DEVICE_AUTH",
+                reason: format!("must be jwt or none, got {other:?}"),
+            }),
+        }
     }
 }
 
@@ -129,7 +179,17 @@ pub async fn build_engine(
 pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     let config = Config::from_env()?;
     init_tracing(&config.log);
-    let store = DynamoStateStore::from_env(config.table.clone()).await;
+    let store: Arc<dyn StateStore> =
+        Arc::new(DynamoStateStore::from_env(config.table.clone()).await);
+    let store = match &config.cap_defaults {
+        Some(p) => Arc::new(DefaultPolicy::new(store, p.clone())) as Arc<dyn StateStore>,
+        None => store,
+    };
+    if config.device_auth == DeviceAuth::None && function == "events-api" {
+        tracing::warn!(
+            "NEARCAST_DEVICE_AUTH is none: events-api does not check who a request is about"
+        );
+    }
     let notifier: Arc<dyn Notifier> = if config.apns_arn.is_none() && config.fcm_arn.is_none() {
         tracing::warn!("NEARCAST_APNS_ARN and NEARCAST_FCM_ARN unset: pushes are logged, not sent");
         Arc::new(LogNotifier)
@@ -141,7 +201,7 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
         ))
     };
     let engine = build_engine(
-        Arc::new(store),
+        store,
         notifier,
         Arc::new(TableWeather::default()),
         Arc::new(SystemClock),
@@ -226,6 +286,77 @@ mod tests {
         assert_eq!(c.model_path.as_deref(), Some(Path::new("/opt/ranker.json")));
         assert_eq!(c.log, "debug");
         assert!(c.apns_arn.is_some() && c.fcm_arn.is_some());
+    }
+
+    #[test]
+    fn device_auth_is_jwt_or_none() {
+        let auth = |v: &str| {
+            Config::from_lookup(lookup(&[
+                ("NEARCAST_TABLE", "t"),
+                ("NEARCAST_DEVICE_AUTH", v),
+            ]))
+        };
+        assert_eq!(auth("jwt").unwrap().device_auth, DeviceAuth::Jwt);
+        assert_eq!(auth("JWT").unwrap().device_auth, DeviceAuth::Jwt);
+        assert_eq!(auth("none").unwrap().device_auth, DeviceAuth::None);
+        assert_eq!(auth("").unwrap().device_auth, DeviceAuth::None);
+        match auth("cognito") {
+            Err(
+                e @ InitError::Invalid {
+                    var: "NEARCAST_DEVICE_AUTH",
+                    ..
+                },
+            ) => {
+                assert!(e.to_string().contains("NEARCAST_DEVICE_AUTH"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cap_defaults_are_read_with_the_rest() {
+        let c = Config::from_lookup(lookup(&[("NEARCAST_TABLE", "t")])).unwrap();
+        assert_eq!(c.cap_defaults, None);
+        let c = Config::from_lookup(lookup(&[
+            ("NEARCAST_TABLE", "t"),
+            ("NEARCAST_CAP_PER_WEEK", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(c.cap_defaults.map(|p| p.per_week), Some(10));
+        assert!(matches!(
+            Config::from_lookup(lookup(&[
+                ("NEARCAST_TABLE", "t"),
+                ("NEARCAST_CAP_PER_WEEK", "x")
+            ])),
+            Err(InitError::Invalid {
+                var: "NEARCAST_CAP_PER_WEEK",
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_engine_on_the_default_policy_has_it_in_force() {
+        let store = Arc::new(DefaultPolicy::new(
+            Arc::new(nearcast_core::memory::InMemoryStateStore::new()),
+            nearcast_core::config::CapPolicy {
+                per_day: 3,
+                per_week: 9,
+                min_gap_minutes: 15,
+                ..Default::default()
+            },
+        ));
+        let e = build_engine(
+            store,
+            Arc::new(LogNotifier),
+            Arc::new(TableWeather::default()),
+            Arc::new(SystemClock),
+            None,
+        )
+        .await
+        .unwrap();
+        let p = &e.catalog().policy;
+        assert_eq!((p.per_day, p.per_week, p.min_gap_minutes), (3, 9, 15));
     }
 
     #[tokio::test]
