@@ -271,11 +271,9 @@ fn statements(t: &Value) -> Vec<(String, &Value)> {
                     docs.push((name.clone(), d));
                 }
             }
-            "AWS::Serverless::Function" => {
-                if prop(r, &["Policies"]).is_some() {
-                    // SAM policy templates and managed policies are not checkable here.
-                    docs.push((format!("{name}.Policies (use a Role)"), &Value::Null));
-                }
+            // SAM policy templates and managed policies are not checkable here.
+            "AWS::Serverless::Function" if prop(r, &["Policies"]).is_some() => {
+                docs.push((format!("{name}.Policies (use a Role)"), &Value::Null));
             }
             _ => {}
         }
