@@ -533,9 +533,15 @@ fn bucket_problems(t: &Value) -> Vec<String> {
 }
 
 /// Problems with the HTTP routes: every route but `/healthz` has a (named, not NONE)
-/// authorizer; `/v1/admin/*` routes use a different authorizer than the device routes.
+/// authorizer defined on an HTTP API of the template; `/v1/admin/*` routes use a different
+/// authorizer than the device routes.
 fn route_problems(t: &Value) -> Vec<String> {
     let mut problems = vec![];
+    let defined: Vec<String> = of_type(t, "AWS::Serverless::HttpApi")
+        .iter()
+        .filter_map(|(_, api)| prop(api, &["Auth", "Authorizers"])?.as_mapping())
+        .flat_map(|m| m.keys().filter_map(Value::as_str).map(str::to_string))
+        .collect();
     let mut admin = vec![];
     let mut device = vec![];
     for (name, f) in of_type(t, "AWS::Serverless::Function") {
@@ -555,6 +561,9 @@ fn route_problems(t: &Value) -> Vec<String> {
             }
             match auth {
                 None | Some("NONE") => problems.push(format!("{at}: {path} has no authorizer")),
+                Some(a) if !defined.iter().any(|d| d == a) => problems.push(format!(
+                    "{at}: authorizer {a} is not defined on the HTTP API"
+                )),
                 Some(a) if path.starts_with("/v1/admin/") => admin.push(a.to_string()),
                 Some(a) => device.push(a.to_string()),
             }
@@ -860,6 +869,13 @@ Resources:
 fn checker_refuses_unauthorized_routes_and_a_public_bucket() {
     let routes = r#"
 Resources:
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      Auth:
+        Authorizers:
+          M: {JwtConfiguration: {issuer: i, audience: [a]}}
+          D: {JwtConfiguration: {issuer: i, audience: [a]}}
   F:
     Type: AWS::Serverless::Function
     Properties:
