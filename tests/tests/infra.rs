@@ -913,3 +913,53 @@ Resources:
         "{p:?}"
     );
 }
+
+/// The functions' environment variables (functions/README.md): a misspelt name in the
+/// template would silently leave a setting at its default.
+const KNOWN_VARS: &[&str] = &[
+    "NEARCAST_TABLE",
+    "NEARCAST_MODEL_PATH",
+    "NEARCAST_LOG",
+    "NEARCAST_APNS_ARN",
+    "NEARCAST_FCM_ARN",
+    "NEARCAST_WEATHER_URL",
+    "NEARCAST_CATALOG_REFRESH_SECS",
+    "NEARCAST_MODEL_BUCKET",
+    "NEARCAST_MODEL_KEY",
+    "NEARCAST_CHALLENGER_KEY",
+    "NEARCAST_CHALLENGER_SHARE",
+    "NEARCAST_DEVICE_AUTH",
+    "NEARCAST_CAP_PER_DAY",
+    "NEARCAST_CAP_PER_WEEK",
+    "NEARCAST_CAP_MIN_GAP_MINUTES",
+];
+
+fn unknown_variables(t: &Value) -> Vec<String> {
+    let globals = t
+        .get("Globals")
+        .and_then(|g| g.get("Function"))
+        .and_then(|f| f.get("Environment"))
+        .and_then(|e| e.get("Variables"))
+        .and_then(Value::as_mapping);
+    let functions = of_type(t, "AWS::Serverless::Function");
+    let own = functions
+        .iter()
+        .filter_map(|(_, f)| prop(f, &["Environment", "Variables"])?.as_mapping());
+    globals
+        .into_iter()
+        .chain(own)
+        .flat_map(|m| m.keys().filter_map(Value::as_str))
+        .filter(|k| k.starts_with("NEARCAST_") && !KNOWN_VARS.contains(k))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_template_sets_only_known_variables() {
+    let t = template();
+    assert_eq!(unknown_variables(&t), Vec::<String>::new());
+    let typo = parse(
+        "Globals: {Function: {Environment: {Variables: {NEARCAST_CAP_PER_DAYS: 3, NEARCAST_LOG: info}}}}",
+    );
+    assert_eq!(unknown_variables(&typo), ["NEARCAST_CAP_PER_DAYS"]);
+}
