@@ -40,6 +40,8 @@
 
 pub mod sns;
 
+pub use aws_sdk_dynamodb;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
