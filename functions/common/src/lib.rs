@@ -10,6 +10,9 @@
 //! - `NEARCAST_APNS_ARN`, `NEARCAST_FCM_ARN` (optional): SNS platform applications; pushes go
 //!   through [`SnsNotifier`]. With neither set, pushes are only logged ([`LogNotifier`]), for
 //!   stacks without push credentials.
+//! - `NEARCAST_WEATHER_URL` (optional): an Open-Meteo-compatible forecast endpoint
+//!   (`https://api.open-meteo.com/v1/forecast`); unset, the weather is unknown and offers
+//!   with weather rules do not run. See [`weather_source`].
 
 use nearcast_aws::DynamoStateStore;
 use nearcast_aws::sns::SnsNotifier;
@@ -19,6 +22,7 @@ use nearcast_core::ports::{
     BoxFuture, Clock, Notifier, NotifyError, StateStore, SystemClock, WeatherSource,
 };
 use nearcast_core::weather::TableWeather;
+use nearcast_weather::OpenMeteo;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,6 +41,9 @@ pub enum InitError {
     /// The engine could not load its configuration from the store.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// `NEARCAST_WEATHER_URL` is not a usable URL.
+    #[error("NEARCAST_WEATHER_URL: {0}")]
+    Weather(#[from] nearcast_weather::WeatherError),
 }
 
 /// The functions' configuration.
@@ -52,6 +59,8 @@ pub struct Config {
     pub apns_arn: Option<String>,
     /// SNS platform application for FCM (`NEARCAST_FCM_ARN`).
     pub fcm_arn: Option<String>,
+    /// Open-Meteo-compatible forecast endpoint (`NEARCAST_WEATHER_URL`); `None`: no weather.
+    pub weather_url: Option<String>,
 }
 
 impl Config {
@@ -80,6 +89,7 @@ impl Config {
             log: var("NEARCAST_LOG").unwrap_or_else(|| "info".to_string()),
             apns_arn: var("NEARCAST_APNS_ARN"),
             fcm_arn: var("NEARCAST_FCM_ARN"),
+            weather_url: var("NEARCAST_WEATHER_URL"),
         })
     }
 }
@@ -99,6 +109,18 @@ pub fn init_tracing(filter: &str) {
         .with_target(false)
         .with_env_filter(filter)
         .try_init();
+}
+
+/// The weather source for `url` ([`Config::weather_url`]): forecasts over HTTP, cached per
+/// coarse H3 cell and hour ([`OpenMeteo`]); without a URL, an empty table (weather unknown).
+///
+/// # Errors
+/// [`InitError::Weather`] for a URL that is not http(s).
+pub fn weather_source(url: Option<&str>) -> Result<Arc<dyn WeatherSource>, InitError> {
+    Ok(match url {
+        Some(url) => Arc::new(OpenMeteo::new(url, nearcast_weather::Options::default())?),
+        None => Arc::new(TableWeather::default()),
+    })
 }
 
 /// Builds the engine from its ports and the model (`None`: the bundled one), and loads the
@@ -121,8 +143,7 @@ pub async fn build_engine(
 /// Cold start of a function named `function`: reads [`Config::from_env`], installs the logs,
 /// and builds the engine on [`DynamoStateStore`] (client from the standard AWS
 /// configuration), [`SnsNotifier`] (or [`LogNotifier`] when no platform application is
-/// configured), an empty [`TableWeather`] (offers with weather rules do
-/// not run until a forecast source is wired in) and the system clock.
+/// configured), the [`weather_source`] of `NEARCAST_WEATHER_URL` and the system clock.
 ///
 /// # Errors
 /// As [`Config::from_env`] and [`build_engine`]; the function then fails its init phase.
@@ -143,7 +164,7 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     let engine = build_engine(
         Arc::new(store),
         notifier,
-        Arc::new(TableWeather::default()),
+        weather_source(config.weather_url.as_deref())?,
         Arc::new(SystemClock),
         config.model_path.as_deref(),
     )
@@ -156,6 +177,7 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
         offers = catalog.offers.len(),
         model = %engine.ranker().version(),
         push_platforms_configured = config.apns_arn.is_some() as u8 + config.fcm_arn.is_some() as u8,
+        weather = config.weather_url.is_some(),
         "nearcast function started"
     );
     Ok(engine)
@@ -226,6 +248,30 @@ mod tests {
         assert_eq!(c.model_path.as_deref(), Some(Path::new("/opt/ranker.json")));
         assert_eq!(c.log, "debug");
         assert!(c.apns_arn.is_some() && c.fcm_arn.is_some());
+    }
+
+    #[test]
+    fn weather_url_is_read_and_checked() {
+        let c = Config::from_lookup(lookup(&[("NEARCAST_TABLE", "t")])).unwrap();
+        assert_eq!(c.weather_url, None);
+        let c = Config::from_lookup(lookup(&[
+            ("NEARCAST_TABLE", "t"),
+            (
+                "NEARCAST_WEATHER_URL",
+                " https://api.open-meteo.com/v1/forecast ",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.weather_url.as_deref(),
+            Some("https://api.open-meteo.com/v1/forecast")
+        );
+        // The https client builds in the functions' dependency set (TLS provider chosen).
+        assert!(weather_source(c.weather_url.as_deref()).is_ok());
+        assert!(matches!(
+            weather_source(Some("api.open-meteo.com")),
+            Err(InitError::Weather(_))
+        ));
     }
 
     #[tokio::test]
