@@ -249,6 +249,24 @@ impl DynamoStateStore {
         Ok(())
     }
 
+    /// Creates the table as [`create_table`](Self::create_table) does unless it exists;
+    /// true when it was created (local use: `nearcast serve --backend aws --create-table`).
+    ///
+    /// # Errors
+    /// When the table can be neither described nor created.
+    pub async fn ensure_table(client: &Client, name: &str) -> Result<bool, StoreError> {
+        match client.describe_table().table_name(name).send().await {
+            Ok(_) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Self::create_table(client, name).await.map(|()| true)
+            }
+            Err(e) => Err(sdk_err("DescribeTable", e)),
+        }
+    }
+
     /// A sequence number later than any this store handed out before.
     fn next_seq(&self, count: usize) -> i64 {
         let now = chrono::Utc::now().timestamp_micros().saturating_mul(1000);
