@@ -13,8 +13,12 @@
 //! - `NEARCAST_WEATHER_URL` (optional): an Open-Meteo-compatible forecast endpoint
 //!   (`https://api.open-meteo.com/v1/forecast`); unset, the weather is unknown and offers
 //!   with weather rules do not run. See [`weather_source`].
+//! - `NEARCAST_CATALOG_REFRESH_SECS` (optional, default 10): how often an instance checks
+//!   the catalog version for admin changes made through other instances
+//!   ([`RefreshingStore`]); 0 checks on every event.
 
 use nearcast_aws::DynamoStateStore;
+use nearcast_aws::refresh::RefreshingStore;
 use nearcast_aws::sns::SnsNotifier;
 use nearcast_core::decision::Push;
 use nearcast_core::engine::{Engine, EngineError};
@@ -41,6 +45,9 @@ pub enum InitError {
     /// The engine could not load its configuration from the store.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// `NEARCAST_CATALOG_REFRESH_SECS` is not a whole number of seconds.
+    #[error("NEARCAST_CATALOG_REFRESH_SECS must be a whole number of seconds, got {0:?}")]
+    CatalogRefresh(String),
     /// `NEARCAST_WEATHER_URL` is not a usable URL.
     #[error("NEARCAST_WEATHER_URL: {0}")]
     Weather(#[from] nearcast_weather::WeatherError),
@@ -61,6 +68,8 @@ pub struct Config {
     pub fcm_arn: Option<String>,
     /// Open-Meteo-compatible forecast endpoint (`NEARCAST_WEATHER_URL`); `None`: no weather.
     pub weather_url: Option<String>,
+    /// How often the catalog version is checked (`NEARCAST_CATALOG_REFRESH_SECS`).
+    pub catalog_refresh: std::time::Duration,
 }
 
 impl Config {
@@ -90,6 +99,7 @@ impl Config {
             apns_arn: var("NEARCAST_APNS_ARN"),
             fcm_arn: var("NEARCAST_FCM_ARN"),
             weather_url: var("NEARCAST_WEATHER_URL"),
+            catalog_refresh: catalog_refresh(var("NEARCAST_CATALOG_REFRESH_SECS"))?,
         })
     }
 }
@@ -109,6 +119,17 @@ pub fn init_tracing(filter: &str) {
         .with_target(false)
         .with_env_filter(filter)
         .try_init();
+}
+
+/// `NEARCAST_CATALOG_REFRESH_SECS`: whole seconds, 10 when unset.
+fn catalog_refresh(v: Option<String>) -> Result<std::time::Duration, InitError> {
+    match v {
+        None => Ok(std::time::Duration::from_secs(10)),
+        Some(v) => v
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| InitError::CatalogRefresh(v)),
+    }
 }
 
 /// The weather source for `url` ([`Config::weather_url`]): forecasts over HTTP, cached per
@@ -150,7 +171,15 @@ pub async fn build_engine(
 pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     let config = Config::from_env()?;
     init_tracing(&config.log);
-    let store = DynamoStateStore::from_env(config.table.clone()).await;
+    let store = RefreshingStore::new(
+        Arc::new(DynamoStateStore::from_env(config.table.clone()).await),
+        config.catalog_refresh,
+    );
+    // The version before the catalog is loaded: a change in between shows as new.
+    store
+        .prime()
+        .await
+        .map_err(|e| InitError::Engine(EngineError::Store(e)))?;
     let notifier: Arc<dyn Notifier> = if config.apns_arn.is_none() && config.fcm_arn.is_none() {
         tracing::warn!("NEARCAST_APNS_ARN and NEARCAST_FCM_ARN unset: pushes are logged, not sent");
         Arc::new(LogNotifier)
@@ -162,13 +191,14 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
         ))
     };
     let engine = build_engine(
-        Arc::new(store),
+        store.clone(),
         notifier,
         weather_source(config.weather_url.as_deref())?,
         Arc::new(SystemClock),
         config.model_path.as_deref(),
     )
     .await?;
+    store.attach(&engine);
     let catalog = engine.catalog();
     tracing::info!(
         function,
@@ -272,6 +302,27 @@ mod tests {
             weather_source(Some("api.open-meteo.com")),
             Err(InitError::Weather(_))
         ));
+    }
+
+    #[test]
+    fn catalog_refresh_defaults_to_10_s_and_must_be_seconds() {
+        let c = Config::from_lookup(lookup(&[("NEARCAST_TABLE", "t")])).unwrap();
+        assert_eq!(c.catalog_refresh, std::time::Duration::from_secs(10));
+        let c = Config::from_lookup(lookup(&[
+            ("NEARCAST_TABLE", "t"),
+            ("NEARCAST_CATALOG_REFRESH_SECS", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(c.catalog_refresh, std::time::Duration::ZERO);
+        for bad in ["-1", "1.5", "ten"] {
+            assert!(matches!(
+                Config::from_lookup(lookup(&[
+                    ("NEARCAST_TABLE", "t"),
+                    ("NEARCAST_CATALOG_REFRESH_SECS", bad),
+                ])),
+                Err(InitError::CatalogRefresh(v)) if v == bad
+            ));
+        }
     }
 
     #[tokio::test]
