@@ -51,13 +51,17 @@ fn serve(table: &str, extra: &[&str], outbox: &Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start nearcast serve");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let stdout = child.stdout.take().unwrap();
+    // Owned at once, so the process is killed and waited for however this ends.
+    let mut server = Server(child, String::new());
+    let mut out = BufReader::new(stdout);
     let mut line = String::new();
     loop {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "serve exited early");
         if let Some(addr) = line.trim().strip_prefix("nearcast listening on http://") {
-            return Server(child, addr.to_string());
+            server.1 = addr.to_string();
+            return server;
         }
     }
 }
