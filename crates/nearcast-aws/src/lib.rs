@@ -15,6 +15,7 @@
 //! | `DELIVERY#<delivery id>` | `META` | `user`, `ttl` (90 days): pointer for `set_delivery_status` |
 //! | `STORE#<id>` / `OFFER#<id>` | `META` | `body` (JSON) |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
+//! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change |
 //!
 //! The idempotency key is kept as `USER#<user> / EVENT#<event>` rather than a partition of
 //! its own (`EVENT#<user>#<event> / SEEN`) so that erasure finds it with the rest of the
@@ -36,17 +37,23 @@
 //! - `erase_user`: 1 Query per page of the user's partition, then BatchWriteItem deletes in
 //!   groups of 25. Unlike SQLite this is not one transaction; it is idempotent, so a failed
 //!   erasure is retried as a whole.
+//! - Configuration changes (`put_*`, `delete_*`): 1 TransactWriteItems, the item and the
+//!   catalog version bump together, so other instances see the change
+//!   ([`refresh::RefreshingStore`]).
 //! - Configuration, `deliveries()` and `decisions()`: a Scan (small or export-only data).
 
+pub mod refresh;
 pub mod sns;
+
+pub use aws_sdk_dynamodb;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
-    Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TransactWriteItem, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
+    KeyType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
@@ -245,6 +252,24 @@ impl DynamoStateStore {
                 .await;
         }
         Ok(())
+    }
+
+    /// Creates the table as [`create_table`](Self::create_table) does unless it exists;
+    /// true when it was created (local use: `nearcast serve --backend aws --create-table`).
+    ///
+    /// # Errors
+    /// When the table can be neither described nor created.
+    pub async fn ensure_table(client: &Client, name: &str) -> Result<bool, StoreError> {
+        match client.describe_table().table_name(name).send().await {
+            Ok(_) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Self::create_table(client, name).await.map(|()| true)
+            }
+            Err(e) => Err(sdk_err("DescribeTable", e)),
+        }
     }
 
     /// A sequence number later than any this store handed out before.
@@ -597,6 +622,41 @@ impl DynamoStateStore {
         Ok(items)
     }
 
+    /// The catalog version bump that goes with every configuration change, in the same
+    /// transaction: `ADD version 1` on `CONFIG / VERSION`.
+    fn bump_version(&self) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key("CONFIG", "VERSION")))
+            .update_expression("ADD #v :one")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// The catalog version: bumped by every change of stores, offers or policy (0 before
+    /// the first). One eventually consistent GetItem (half a read unit).
+    ///
+    /// # Errors
+    /// When DynamoDB fails.
+    pub async fn catalog_version(&self) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key("CONFIG", "VERSION")))
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem", e))?;
+        Ok(out
+            .item()
+            .and_then(|i| get_n(i, "version"))
+            .unwrap_or(0)
+            .max(0) as u64)
+    }
+
     async fn put_body<T: serde::Serialize>(
         &self,
         pk: String,
@@ -606,26 +666,42 @@ impl DynamoStateStore {
         let mut item = key(pk, sk);
         item.insert("body".into(), s(json(v)?));
         self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
+            .transact_write_items()
+            .transact_items(self.put(item).build()?)
+            .transact_items(self.bump_version()?)
             .send()
             .await
-            .map_err(|e| sdk_err("PutItem", e))?;
+            .map_err(|e| sdk_err("TransactWriteItems", e))?;
         Ok(())
     }
 
     async fn delete(&self, pk: String, sk: &str) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .delete_item()
+        let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
-            .return_values(ReturnValue::AllOld)
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| err("TransactWriteItems", e))?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(self.bump_version()?)
             .send()
-            .await
-            .map_err(|e| sdk_err("DeleteItem", e))?;
-        Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                // Nothing to delete: nothing written, the version unchanged.
+                Some(TransactWriteItemsError::TransactionCanceledException(tc))
+                    if tc.cancellation_reasons().first().and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed") =>
+                {
+                    Ok(false)
+                }
+                _ => Err(sdk_err("TransactWriteItems", e)),
+            },
+        }
     }
 
     async fn policy(&self) -> Result<Option<CapPolicy>, StoreError> {

@@ -4,10 +4,15 @@ use clap::{Parser, Subcommand};
 use nearcast::demo::{
     DemoOptions, embedded_engine, load_config_dir, print_report, replay, run_demo,
 };
+use nearcast::outbox::OutboxNotifier;
 use nearcast::store::Sync;
 use nearcast::{HostError, load_weather};
-use nearcast_core::ports::{Clock, ManualClock, SystemClock, WeatherSource};
+use nearcast_aws::DynamoStateStore;
+use nearcast_aws::sns::SnsNotifier;
+use nearcast_core::engine::Engine;
+use nearcast_core::ports::{Clock, ManualClock, Notifier, SystemClock, WeatherSource};
 use nearcast_core::weather::TableWeather;
+use nearcast_weather::OpenMeteo;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,6 +26,15 @@ use std::sync::Arc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where `serve` keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// SQLite file and outbox.
+    Embedded,
+    /// DynamoDB and SNS.
+    Aws,
 }
 
 #[derive(Subcommand)]
@@ -42,7 +56,28 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8787")]
         addr: String,
-        /// Database file.
+        /// State store: embedded (SQLite file, outbox) or aws (DynamoDB and SNS at
+        /// AWS_ENDPOINT_URL or the standard AWS configuration, as the Lambda functions).
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: Backend,
+        /// DynamoDB table (backend aws).
+        #[arg(long, env = "NEARCAST_TABLE", default_value = "nearcast")]
+        table: String,
+        /// Create the DynamoDB table if it does not exist (backend aws; local use).
+        #[arg(long)]
+        create_table: bool,
+        /// SNS platform application for APNs (backend aws); with neither ARN, pushes go
+        /// to the outbox file.
+        #[arg(long, env = "NEARCAST_APNS_ARN")]
+        apns_arn: Option<String>,
+        /// SNS platform application for FCM (backend aws).
+        #[arg(long, env = "NEARCAST_FCM_ARN")]
+        fcm_arn: Option<String>,
+        /// Open-Meteo-compatible forecast endpoint (e.g. https://api.open-meteo.com/v1/forecast);
+        /// overrides --weather.
+        #[arg(long, env = "NEARCAST_WEATHER_URL")]
+        weather_url: Option<String>,
+        /// Database file (backend embedded).
         #[arg(long, default_value = "nearcast.db")]
         db: PathBuf,
         /// Outbox file for pushes.
@@ -83,6 +118,46 @@ enum Command {
     },
 }
 
+/// The engine on DynamoDB and SNS (or the outbox without platform applications).
+async fn aws_engine(
+    table: &str,
+    create_table: bool,
+    apns_arn: Option<String>,
+    fcm_arn: Option<String>,
+    outbox: &std::path::Path,
+    model: Option<&std::path::Path>,
+    weather: Arc<dyn WeatherSource>,
+) -> Result<Arc<Engine>, HostError> {
+    let client = DynamoStateStore::client(None).await;
+    if create_table && DynamoStateStore::ensure_table(&client, table).await? {
+        println!("created DynamoDB table {table}");
+    }
+    let notifier: Arc<dyn Notifier> = if apns_arn.is_none() && fcm_arn.is_none() {
+        Arc::new(
+            OutboxNotifier::open(outbox).map_err(|source| HostError::Io {
+                path: outbox.display().to_string(),
+                source,
+            })?,
+        )
+    } else {
+        Arc::new(SnsNotifier::new(
+            SnsNotifier::client(None).await,
+            apns_arn,
+            fcm_arn,
+        ))
+    };
+    let ranker = nearcast::load_model(model)?;
+    let engine = Engine::new(
+        Arc::new(DynamoStateStore::new(client, table)),
+        notifier,
+        weather,
+        Arc::new(SystemClock),
+        Arc::new(ranker),
+    )
+    .await?;
+    Ok(Arc::new(engine))
+}
+
 fn weather_from(path: Option<&PathBuf>) -> Result<Arc<dyn WeatherSource>, HostError> {
     Ok(match path {
         Some(p) => Arc::new(load_weather(p)?),
@@ -108,6 +183,12 @@ async fn run(cli: Cli) -> Result<(), HostError> {
         }
         Command::Serve {
             addr,
+            backend,
+            table,
+            create_table,
+            apns_arn,
+            fcm_arn,
+            weather_url,
             db,
             outbox,
             model,
@@ -115,22 +196,53 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             config,
             sync,
         } => {
-            let (engine, store) = embedded_engine(
-                &db,
-                sync,
-                &outbox,
-                model.as_deref(),
-                weather_from(weather.as_ref())?,
-                Arc::new(SystemClock),
-            )
-            .await?;
+            let weather: Arc<dyn WeatherSource> = match weather_url {
+                Some(url) => Arc::new(
+                    OpenMeteo::new(&url, nearcast_weather::Options::default()).map_err(|e| {
+                        HostError::Invalid {
+                            path: "--weather-url".into(),
+                            reason: e.to_string(),
+                        }
+                    })?,
+                ),
+                None => weather_from(weather.as_ref())?,
+            };
+            let (engine, pruned) = match backend {
+                Backend::Embedded => {
+                    let (engine, store) = embedded_engine(
+                        &db,
+                        sync,
+                        &outbox,
+                        model.as_deref(),
+                        weather,
+                        Arc::new(SystemClock),
+                    )
+                    .await?;
+                    // Idempotency keys are kept for 7 days: clients retry well within that.
+                    let pruned =
+                        store.prune_seen(chrono::Utc::now() - chrono::Duration::days(7))?;
+                    (engine, pruned)
+                }
+                // DynamoDB expires idempotency keys itself (TTL).
+                Backend::Aws => (
+                    aws_engine(
+                        &table,
+                        create_table,
+                        apns_arn,
+                        fcm_arn,
+                        &outbox,
+                        model.as_deref(),
+                        weather,
+                    )
+                    .await?,
+                    0,
+                ),
+            };
             if let Some(dir) = config
                 && engine.catalog().stores.is_empty()
             {
                 load_config_dir(&engine, &dir).await?;
             }
-            // Idempotency keys are kept for 7 days: clients retry well within that.
-            let pruned = store.prune_seen(chrono::Utc::now() - chrono::Duration::days(7))?;
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .map_err(|source| HostError::Io {
@@ -141,7 +253,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 path: addr.clone(),
                 source,
             })?;
-            tracing::info!(%local, stores = engine.catalog().stores.len(), pruned, "nearcast serving");
+            tracing::info!(%local, ?backend, stores = engine.catalog().stores.len(), pruned, "nearcast serving");
             println!("nearcast listening on http://{local}");
             axum::serve(listener, nearcast_api::router(engine))
                 .with_graceful_shutdown(async {

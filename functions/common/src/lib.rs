@@ -16,8 +16,15 @@
 //! - `NEARCAST_CAP_PER_DAY`, `NEARCAST_CAP_PER_WEEK`, `NEARCAST_CAP_MIN_GAP_MINUTES`
 //!   (optional): the cap policy in force until a marketer saves one ([`cap_defaults`]);
 //!   unset ones keep [`CapPolicy::default`]'s values.
+//! - `NEARCAST_WEATHER_URL` (optional): an Open-Meteo-compatible forecast endpoint
+//!   (`https://api.open-meteo.com/v1/forecast`); unset, the weather is unknown and offers
+//!   with weather rules do not run. See [`weather_source`].
+//! - `NEARCAST_CATALOG_REFRESH_SECS` (optional, default 10): how often an instance checks
+//!   the catalog version for admin changes made through other instances
+//!   ([`RefreshingStore`]); 0 checks on every event.
 
 use nearcast_aws::DynamoStateStore;
+use nearcast_aws::refresh::RefreshingStore;
 use nearcast_aws::sns::SnsNotifier;
 use nearcast_core::decision::Push;
 use nearcast_core::engine::{Engine, EngineError};
@@ -25,6 +32,7 @@ use nearcast_core::ports::{
     BoxFuture, Clock, Notifier, NotifyError, StateStore, SystemClock, WeatherSource,
 };
 use nearcast_core::weather::TableWeather;
+use nearcast_weather::OpenMeteo;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,6 +61,12 @@ pub enum InitError {
         /// What is wrong with its value.
         reason: String,
     },
+    /// `NEARCAST_CATALOG_REFRESH_SECS` is not a whole number of seconds.
+    #[error("NEARCAST_CATALOG_REFRESH_SECS must be a whole number of seconds, got {0:?}")]
+    CatalogRefresh(String),
+    /// `NEARCAST_WEATHER_URL` is not a usable URL.
+    #[error("NEARCAST_WEATHER_URL: {0}")]
+    Weather(#[from] nearcast_weather::WeatherError),
 }
 
 /// The functions' configuration.
@@ -72,6 +86,10 @@ pub struct Config {
     pub device_auth: DeviceAuth,
     /// Cap policy used until one is saved (`NEARCAST_CAP_*`); `None`: none of them set.
     pub cap_defaults: Option<nearcast_core::config::CapPolicy>,
+    /// Open-Meteo-compatible forecast endpoint (`NEARCAST_WEATHER_URL`); `None`: no weather.
+    pub weather_url: Option<String>,
+    /// How often the catalog version is checked (`NEARCAST_CATALOG_REFRESH_SECS`).
+    pub catalog_refresh: std::time::Duration,
 }
 
 impl Config {
@@ -102,6 +120,8 @@ impl Config {
             fcm_arn: var("NEARCAST_FCM_ARN"),
             device_auth: DeviceAuth::parse(var("NEARCAST_DEVICE_AUTH").as_deref())?,
             cap_defaults: cap_defaults(&var)?,
+            weather_url: var("NEARCAST_WEATHER_URL"),
+            catalog_refresh: catalog_refresh(var("NEARCAST_CATALOG_REFRESH_SECS"))?,
         })
     }
 }
@@ -151,6 +171,29 @@ pub fn init_tracing(filter: &str) {
         .try_init();
 }
 
+/// `NEARCAST_CATALOG_REFRESH_SECS`: whole seconds, 10 when unset.
+fn catalog_refresh(v: Option<String>) -> Result<std::time::Duration, InitError> {
+    match v {
+        None => Ok(std::time::Duration::from_secs(10)),
+        Some(v) => v
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| InitError::CatalogRefresh(v)),
+    }
+}
+
+/// The weather source for `url` ([`Config::weather_url`]): forecasts over HTTP, cached per
+/// coarse H3 cell and hour ([`OpenMeteo`]); without a URL, an empty table (weather unknown).
+///
+/// # Errors
+/// [`InitError::Weather`] for a URL that is not http(s).
+pub fn weather_source(url: Option<&str>) -> Result<Arc<dyn WeatherSource>, InitError> {
+    Ok(match url {
+        Some(url) => Arc::new(OpenMeteo::new(url, nearcast_weather::Options::default())?),
+        None => Arc::new(TableWeather::default()),
+    })
+}
+
 /// Builds the engine from its ports and the model (`None`: the bundled one), and loads the
 /// catalog from the store.
 ///
@@ -171,19 +214,25 @@ pub async fn build_engine(
 /// Cold start of a function named `function`: reads [`Config::from_env`], installs the logs,
 /// and builds the engine on [`DynamoStateStore`] (client from the standard AWS
 /// configuration), [`SnsNotifier`] (or [`LogNotifier`] when no platform application is
-/// configured), an empty [`TableWeather`] (offers with weather rules do
-/// not run until a forecast source is wired in) and the system clock.
+/// configured), the [`weather_source`] of `NEARCAST_WEATHER_URL` and the system clock.
 ///
 /// # Errors
 /// As [`Config::from_env`] and [`build_engine`]; the function then fails its init phase.
 pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     let config = Config::from_env()?;
     init_tracing(&config.log);
-    let store: Arc<dyn StateStore> =
-        Arc::new(DynamoStateStore::from_env(config.table.clone()).await);
-    let store = match &config.cap_defaults {
-        Some(p) => Arc::new(DefaultPolicy::new(store, p.clone())) as Arc<dyn StateStore>,
-        None => store,
+    let refreshing = RefreshingStore::new(
+        Arc::new(DynamoStateStore::from_env(config.table.clone()).await),
+        config.catalog_refresh,
+    );
+    // The version before the catalog is loaded: a change in between shows as new.
+    refreshing
+        .prime()
+        .await
+        .map_err(|e| InitError::Engine(EngineError::Store(e)))?;
+    let store: Arc<dyn StateStore> = match &config.cap_defaults {
+        Some(p) => Arc::new(DefaultPolicy::new(refreshing.clone(), p.clone())),
+        None => refreshing.clone(),
     };
     if config.device_auth == DeviceAuth::None && function == "events-api" {
         tracing::warn!(
@@ -203,11 +252,12 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     let engine = build_engine(
         store,
         notifier,
-        Arc::new(TableWeather::default()),
+        weather_source(config.weather_url.as_deref())?,
         Arc::new(SystemClock),
         config.model_path.as_deref(),
     )
     .await?;
+    refreshing.attach(&engine);
     let catalog = engine.catalog();
     tracing::info!(
         function,
@@ -216,6 +266,7 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
         offers = catalog.offers.len(),
         model = %engine.ranker().version(),
         push_platforms_configured = config.apns_arn.is_some() as u8 + config.fcm_arn.is_some() as u8,
+        weather = config.weather_url.is_some(),
         "nearcast function started"
     );
     Ok(engine)
@@ -357,6 +408,51 @@ mod tests {
         .unwrap();
         let p = &e.catalog().policy;
         assert_eq!((p.per_day, p.per_week, p.min_gap_minutes), (3, 9, 15));
+    }
+
+    #[test]
+    fn weather_url_is_read_and_checked() {
+        let c = Config::from_lookup(lookup(&[("NEARCAST_TABLE", "t")])).unwrap();
+        assert_eq!(c.weather_url, None);
+        let c = Config::from_lookup(lookup(&[
+            ("NEARCAST_TABLE", "t"),
+            (
+                "NEARCAST_WEATHER_URL",
+                " https://api.open-meteo.com/v1/forecast ",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.weather_url.as_deref(),
+            Some("https://api.open-meteo.com/v1/forecast")
+        );
+        // The https client builds in the functions' dependency set (TLS provider chosen).
+        assert!(weather_source(c.weather_url.as_deref()).is_ok());
+        assert!(matches!(
+            weather_source(Some("api.open-meteo.com")),
+            Err(InitError::Weather(_))
+        ));
+    }
+
+    #[test]
+    fn catalog_refresh_defaults_to_10_s_and_must_be_seconds() {
+        let c = Config::from_lookup(lookup(&[("NEARCAST_TABLE", "t")])).unwrap();
+        assert_eq!(c.catalog_refresh, std::time::Duration::from_secs(10));
+        let c = Config::from_lookup(lookup(&[
+            ("NEARCAST_TABLE", "t"),
+            ("NEARCAST_CATALOG_REFRESH_SECS", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(c.catalog_refresh, std::time::Duration::ZERO);
+        for bad in ["-1", "1.5", "ten"] {
+            assert!(matches!(
+                Config::from_lookup(lookup(&[
+                    ("NEARCAST_TABLE", "t"),
+                    ("NEARCAST_CATALOG_REFRESH_SECS", bad),
+                ])),
+                Err(InitError::CatalogRefresh(v)) if v == bad
+            ));
+        }
     }
 
     #[tokio::test]

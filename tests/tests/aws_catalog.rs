@@ -1,0 +1,119 @@
+//! Catalog refresh across instances: two engines on one DynamoDB table (moto, through the
+//! real SDK; run via `bash scripts/moto.sh cargo test ...`, skipped loudly otherwise). An
+//! admin change through one reaches the other within the refresh interval, and the check
+//! costs one GetItem per interval, not per event.
+
+mod aws_support;
+
+use aws_support::{Proxy, moto_or_skip, moto_url, unique};
+use nearcast_aws::DynamoStateStore;
+use nearcast_aws::refresh::RefreshingStore;
+use nearcast_core::engine::Engine;
+use nearcast_core::memory::RecordingNotifier;
+use nearcast_core::ports::{ManualClock, StateStore};
+use nearcast_tests::{catalog, event, id, model, noon, policy, weather};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn instance(
+    proxy: &Proxy,
+    table: &str,
+    every: Duration,
+) -> (Arc<Engine>, Arc<RefreshingStore>) {
+    let dynamo = DynamoStateStore::new(DynamoStateStore::client(Some(&proxy.url)).await, table);
+    let store = RefreshingStore::new(Arc::new(dynamo), every);
+    store.prime().await.expect("catalog version");
+    let engine = Arc::new(
+        Engine::new(
+            store.clone(),
+            Arc::new(RecordingNotifier::new()),
+            Arc::new(weather()),
+            Arc::new(ManualClock::new(noon())),
+            model(),
+        )
+        .await
+        .expect("engine"),
+    );
+    store.attach(&engine);
+    (engine, store)
+}
+
+/// A fix far from every store, for a fresh user.
+async fn far_fix(engine: &Engine, user: &str) {
+    let e = event(
+        user,
+        json!({"event_id": "f", "type": "location", "at": noon().to_rfc3339(),
+            "lat": 60.25, "lon": 25.10, "accuracy_m": 8}),
+    );
+    engine.process(&e).await.expect("processed");
+}
+
+fn m(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_change_on_one_instance_reaches_the_other_within_the_interval() {
+    if !moto_or_skip("an_admin_change_on_one_instance_reaches_the_other_within_the_interval") {
+        return;
+    }
+    let proxy = Proxy::start(&moto_url()).await;
+    let table = unique("catalog");
+    DynamoStateStore::create_table(&DynamoStateStore::client(None).await, &table)
+        .await
+        .expect("create table");
+    let every = Duration::from_millis(400);
+    let (a, a_store) = instance(&proxy, &table, every).await;
+    let (b, _) = instance(&proxy, &table, every).await;
+    assert!(b.catalog().stores.is_empty());
+
+    // Instance A saves two stores, their offers and a policy.
+    let (stores, offers) = catalog(2);
+    a.load_config(stores, offers, policy(3)).await.unwrap();
+    assert_eq!(a.catalog().stores.len(), 2);
+    let version = a_store.inner().catalog_version().await.unwrap();
+    assert!(version >= 5, "every change bumps the version ({version})");
+
+    // B, within its interval: no check, the old catalog.
+    far_fix(&b, "u0").await;
+    assert!(b.catalog().stores.is_empty());
+
+    // After the interval, B's next user read checks, finds the new version and reloads.
+    tokio::time::sleep(every + Duration::from_millis(100)).await;
+    proxy.reset_counts();
+    far_fix(&b, "u1").await;
+    assert_eq!(b.catalog().stores.len(), 2);
+    assert_eq!(b.catalog().policy, policy(3));
+    assert_eq!(
+        proxy.counts(),
+        m(&[
+            // the version, the reload's policy, the user
+            ("GetItem", 3),
+            // the reload's stores and offers
+            ("Scan", 2),
+            ("TransactWriteItems", 1),
+        ])
+    );
+
+    // Within the interval again: events cost their 2 round trips, no version check.
+    proxy.reset_counts();
+    for i in 0..10 {
+        far_fix(&b, &format!("v{i}")).await;
+    }
+    assert_eq!(
+        proxy.counts(),
+        m(&[("GetItem", 10), ("TransactWriteItems", 10)])
+    );
+
+    // A deletion travels the same way; deleting what is not there changes no version.
+    a.delete_offer(&id("o1")).await.unwrap();
+    a.delete_store(&id("s1")).await.unwrap();
+    let version = a_store.inner().catalog_version().await.unwrap();
+    assert!(!a_store.inner().delete_store(&id("s-none")).await.unwrap());
+    assert_eq!(a_store.inner().catalog_version().await.unwrap(), version);
+    tokio::time::sleep(every + Duration::from_millis(100)).await;
+    far_fix(&b, "u2").await;
+    assert_eq!(b.catalog().stores.len(), 1);
+}

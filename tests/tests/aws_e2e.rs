@@ -1,0 +1,617 @@
+//! The AWS backend end to end, through the real AWS SDK against moto's server (run via
+//! `bash scripts/moto.sh cargo test ...`; skipped loudly otherwise): requests through the
+//! HTTP router on [`DynamoStateStore`] and [`SnsNotifier`], pushes observed in moto's
+//! record of SNS, items read back from DynamoDB. DynamoDB and SNS are reached through
+//! loopback proxies that the tests cut to inject real connection failures, and that count
+//! the requests of each path (the numbers in docs/aws.md).
+
+mod aws_support;
+
+use aws_support::{Proxy, messages_to, moto_or_skip, moto_url, unique};
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use nearcast_aws::DynamoStateStore;
+use nearcast_aws::sns::{RetryPolicy, SnsNotifier, aws_sdk_sns};
+use nearcast_core::engine::Engine;
+use nearcast_core::ports::{DeliveryStatus, ManualClock, StateStore};
+use nearcast_tests::{catalog, id, model, noon, policy, store_point, weather};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// The AWS backend on a fresh table and fresh platform applications.
+struct Aws {
+    engine: Arc<Engine>,
+    /// DynamoDB through its proxy.
+    ddb: Proxy,
+    /// SNS through its proxy.
+    sns: Proxy,
+    /// The store on a direct client, for inspection.
+    direct: DynamoStateStore,
+    /// SNS on a direct client, for inspection.
+    sns_direct: aws_sdk_sns::Client,
+}
+
+async fn aws(case: &str, stores: usize, per_day: u32) -> Option<Aws> {
+    if !moto_or_skip(case) {
+        return None;
+    }
+    let ddb = Proxy::start(&moto_url()).await;
+    let sns = Proxy::start(&moto_url()).await;
+    let table = unique(case);
+    let direct_client = DynamoStateStore::client(None).await;
+    DynamoStateStore::create_table(&direct_client, &table)
+        .await
+        .expect("create table on moto");
+    let sns_direct = SnsNotifier::client(None).await;
+    let mut arns = Vec::new();
+    for (platform, credential) in [("APNS", "dummy-p12-key"), ("GCM", "dummy-fcm-key")] {
+        let out = sns_direct
+            .create_platform_application()
+            .name(format!("nearcast-{platform}-{}", unique(case)))
+            .platform(platform)
+            .attributes("PlatformCredential", credential)
+            .attributes("PlatformPrincipal", "dummy-principal")
+            .send()
+            .await
+            .expect("create platform application on moto");
+        arns.push(out.platform_application_arn().expect("arn").to_string());
+    }
+    let fcm = arns.pop();
+    let apns = arns.pop();
+    // The clients the functions use (standard configuration), pointed at the proxies.
+    let store = DynamoStateStore::new(DynamoStateStore::client(Some(&ddb.url)).await, &table);
+    let notifier = SnsNotifier::new(SnsNotifier::client(Some(&sns.url)).await, apns, fcm)
+        .with_retry(RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+        });
+    let engine = Engine::new(
+        Arc::new(store),
+        Arc::new(notifier),
+        Arc::new(weather()),
+        Arc::new(ManualClock::new(noon())),
+        model(),
+    )
+    .await
+    .expect("engine on DynamoDB");
+    let (stores, offers) = catalog(stores);
+    engine
+        .load_config(stores, offers, policy(per_day))
+        .await
+        .expect("catalog");
+    Some(Aws {
+        engine: Arc::new(engine),
+        ddb,
+        sns,
+        direct: DynamoStateStore::new(direct_client, table),
+        sns_direct,
+    })
+}
+
+macro_rules! aws {
+    ($name:ident, $case:ident, $stores:expr, $per_day:expr) => {
+        let Some($name) = aws(stringify!($case), $stores, $per_day).await else {
+            return;
+        };
+    };
+}
+
+/// One request through the router.
+async fn call(
+    engine: &Arc<Engine>,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, HeaderMap, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let resp = nearcast_api::router(engine.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, v)
+}
+
+fn onboarding(user: &str) -> Value {
+    let at = (noon() - chrono::Duration::minutes(5)).to_rfc3339();
+    let mut events = vec![
+        json!({"event_id": format!("{user}-tok"), "type": "push_token", "at": at,
+        "platform": "fcm", "token": format!("fcm-token-{user}")}),
+    ];
+    for p in ["push", "location", "personalisation"] {
+        events.push(
+            json!({"event_id": format!("{user}-c-{p}"), "type": "consent", "at": at,
+            "purpose": p, "granted": true}),
+        );
+    }
+    json!({"user_id": user, "events": events})
+}
+
+fn fix(user: &str, event: &str, store: usize) -> Value {
+    let (lat, lon) = store_point(store);
+    json!({"user_id": user, "events": [{"event_id": event, "type": "location",
+        "at": noon().to_rfc3339(), "lat": lat, "lon": lon, "accuracy_m": 8}]})
+}
+
+/// A fix far from every store.
+fn far_fix(user: &str, event: &str) -> Value {
+    json!({"user_id": user, "events": [{"event_id": event, "type": "location",
+        "at": noon().to_rfc3339(), "lat": 60.25, "lon": 25.10, "accuracy_m": 8}]})
+}
+
+async fn post(a: &Aws, body: Value) -> (StatusCode, HeaderMap, Value) {
+    call(&a.engine, "POST", "/v1/events", Some(body)).await
+}
+
+async fn onboard(a: &Aws, user: &str) -> String {
+    let (s, _, v) = post(a, onboarding(user)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    endpoint(a, user)
+        .await
+        .expect("the endpoint is created at token registration")
+}
+
+async fn endpoint(a: &Aws, user: &str) -> Option<String> {
+    a.direct
+        .load_user(&id(user))
+        .await
+        .unwrap()
+        .state
+        .push
+        .and_then(|p| p.endpoint)
+}
+
+/// Every item of the table, keyed `pk / sk`, attributes in order.
+async fn table(a: &Aws) -> BTreeMap<String, BTreeMap<String, String>> {
+    let client = DynamoStateStore::client(None).await;
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(a.direct.table())
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items() {
+            let k = |n: &str| item[n].as_s().unwrap().clone();
+            let attrs = item
+                .iter()
+                .map(|(n, v)| (n.clone(), format!("{v:?}")))
+                .collect();
+            out.insert(format!("{} / {}", k("pk"), k("sk")), attrs);
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The items of one user's partition.
+async fn partition(a: &Aws, user: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let prefix = format!("USER#{user} / ");
+    table(a)
+        .await
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .collect()
+}
+
+fn result(v: &Value) -> (&str, &str) {
+    let r = &v["results"][0];
+    (
+        r["status"].as_str().unwrap_or("?"),
+        r["decision"]["verdict"].as_str().unwrap_or("?"),
+    )
+}
+
+fn assert_retryable(s: StatusCode, h: &HeaderMap, v: &Value) {
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(h.get("retry-after").is_some(), "Retry-After is set");
+    assert_eq!(v["error"]["retryable"], true, "{v}");
+}
+
+/// Retries like a client does on 503, at most 20 times.
+async fn post_until_answered(engine: Arc<Engine>, body: Value) -> Value {
+    for _ in 0..20 {
+        let (s, _, v) = call(&engine, "POST", "/v1/events", Some(body.clone())).await;
+        if s == StatusCode::OK {
+            return v;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no answer after 20 tries");
+}
+
+// ---------------------------------------------------------------- end to end
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_through_the_router_push_via_sns_and_erasure_leaves_nothing() {
+    aws!(
+        a,
+        events_through_the_router_push_via_sns_and_erasure_leaves_nothing,
+        2,
+        5
+    );
+    let user = "erin-e2e";
+    let endpoint = onboard(&a, user).await;
+    assert!(endpoint.contains(":endpoint/GCM/"), "{endpoint}");
+
+    let (s, _, v) = post(&a, fix(user, "f1", 0)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(result(&v), ("accepted", "sent"));
+    let delivery = v["results"][0]["decision"]["delivery_id"]
+        .as_str()
+        .expect("delivery id")
+        .to_string();
+
+    // The push reached SNS, addressed to the user's endpoint, with its ids.
+    let messages = messages_to(&endpoint);
+    assert_eq!(messages.len(), 1);
+    let outer: Value = serde_json::from_str(&messages[0]).unwrap();
+    let inner: Value = serde_json::from_str(outer["GCM"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["data"]["delivery_id"], delivery.as_str());
+    assert_eq!(inner["data"]["offer_id"], "o0");
+    assert_eq!(inner["notification"]["title"], "Coffee");
+
+    // DynamoDB holds what DESIGN.md says, with TTLs on the transient items.
+    let items = table(&a).await;
+    let p = format!("USER#{user}");
+    let sks: Vec<&str> = items
+        .keys()
+        .filter_map(|k| k.strip_prefix(&format!("{p} / ")))
+        .collect();
+    assert_eq!(sks.iter().filter(|s| s.starts_with("EVENT#")).count(), 5);
+    assert_eq!(sks.iter().filter(|s| s.starts_with("DECISION#")).count(), 1);
+    assert!(sks.contains(&"PROFILE"));
+    let d = &items[&format!("{p} / DELIVERY#{delivery}")];
+    assert!(d["status"].contains("\"sent\""), "{d:?}");
+    assert!(items.contains_key(&format!("DELIVERY#{delivery} / META")));
+    for (k, attrs) in &items {
+        if !k.ends_with("/ PROFILE") && (k.starts_with("USER#") || k.starts_with("DELIVERY#")) {
+            assert!(attrs.contains_key("ttl"), "{k} has a TTL");
+        }
+    }
+    let rec = a.direct.load_user(&id(user)).await.unwrap();
+    assert_eq!(rec.state.sends.len(), 1);
+
+    // Erasure: no item left about the user, and the endpoint is gone at SNS.
+    let (s, _, v) = call(&a.engine, "DELETE", &format!("/v1/users/{user}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let after = table(&a).await;
+    let leftovers: Vec<_> = after
+        .iter()
+        .filter(|(k, attrs)| k.contains(user) || attrs.values().any(|v| v.contains(user)))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!after.contains_key(&format!("DELIVERY#{delivery} / META")));
+    assert!(
+        a.sns_direct
+            .get_endpoint_attributes()
+            .endpoint_arn(&endpoint)
+            .send()
+            .await
+            .is_err(),
+        "the endpoint was deleted at SNS"
+    );
+    // The store catalogue is untouched.
+    assert!(after.contains_key("STORE#s0 / META"));
+}
+
+// ---------------------------------------------------------------- concurrency
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_fixes_for_one_user_never_exceed_the_cap() {
+    aws!(
+        a,
+        fifty_concurrent_fixes_for_one_user_never_exceed_the_cap,
+        50,
+        2
+    );
+    let endpoint = onboard(&a, "cap").await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let engine = a.engine.clone();
+            tokio::spawn(post_until_answered(engine, fix("cap", &format!("c{i}"), i)))
+        })
+        .collect();
+    let mut sent = 0;
+    for t in tasks {
+        let v = t.await.unwrap();
+        if result(&v).1 == "sent" {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 2, "per_day cap is 2");
+    assert_eq!(messages_to(&endpoint).len(), 2);
+    let deliveries = a.direct.deliveries().await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+    assert!(deliveries.iter().all(|d| d.status == DeliveryStatus::Sent));
+    let rec = a.direct.load_user(&id("cap")).await.unwrap();
+    assert_eq!(rec.state.sends.len(), 2);
+    // Every one of the 50 events was recorded once.
+    let items = partition(&a, "cap").await;
+    let missing: Vec<usize> = (0..50)
+        .filter(|i| !items.contains_key(&format!("USER#cap / EVENT#c{i}")))
+        .collect();
+    assert!(missing.is_empty(), "events not recorded: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_event_id_sent_ten_times_at_once_pushes_once() {
+    aws!(a, one_event_id_sent_ten_times_at_once_pushes_once, 1, 10);
+    let endpoint = onboard(&a, "dup").await;
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let engine = a.engine.clone();
+            tokio::spawn(post_until_answered(engine, fix("dup", "same-id", 0)))
+        })
+        .collect();
+    let mut statuses = BTreeMap::new();
+    for t in tasks {
+        let v = t.await.unwrap();
+        let (status, verdict) = result(&v);
+        // A duplicate answers with the original decision.
+        assert_eq!(verdict, "sent", "{v}");
+        *statuses.entry(status.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses,
+        BTreeMap::from([("accepted".to_string(), 1), ("duplicate".to_string(), 9)])
+    );
+    assert_eq!(messages_to(&endpoint).len(), 1);
+    assert_eq!(a.direct.deliveries().await.unwrap().len(), 1);
+    // A later retry too.
+    let (_, _, v) = post(&a, fix("dup", "same-id", 0)).await;
+    assert_eq!(result(&v), ("duplicate", "sent"));
+    assert_eq!(messages_to(&endpoint).len(), 1);
+}
+
+// ---------------------------------------------------------------- faults
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_down_gives_a_503_writes_nothing_and_a_retry_completes() {
+    aws!(
+        a,
+        dynamodb_down_gives_a_503_writes_nothing_and_a_retry_completes,
+        1,
+        5
+    );
+    let endpoint = onboard(&a, "dora").await;
+    let before = table(&a).await;
+    a.ddb.cut();
+    let (s, h, v) = post(&a, fix("dora", "f1", 0)).await;
+    assert_retryable(s, &h, &v);
+    // Consent and erasure fail the same way.
+    let (s, h, v) = call(&a.engine, "DELETE", "/v1/users/dora", None).await;
+    assert_retryable(s, &h, &v);
+    a.ddb.restore();
+    assert_eq!(table(&a).await, before, "nothing written");
+    assert!(messages_to(&endpoint).is_empty(), "nothing sent");
+
+    let (s, _, v) = post(&a, fix("dora", "f1", 0)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(result(&v), ("accepted", "sent"));
+    assert_eq!(messages_to(&endpoint).len(), 1);
+}
+
+/// DynamoDB fails at each request of a sending fix in turn (load, commit, delivery
+/// pointer read, status update); the client retries. Whatever the point of failure:
+/// nothing is half-written, the retry answers with the decision, and exactly one push
+/// goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_twice() {
+    aws!(
+        a,
+        a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_twice,
+        1,
+        5
+    );
+    // GetItem (user), TransactWriteItems, GetItem (delivery pointer), UpdateItem (status).
+    let path = 4;
+    for k in 0..=path {
+        let user = format!("k{k}");
+        let endpoint = onboard(&a, &user).await;
+        let before = partition(&a, &user).await;
+        a.ddb.fail_after(k);
+        let (s, h, v) = post(&a, fix(&user, "f1", 0)).await;
+        a.ddb.restore();
+        match k {
+            // Before the commit: nothing written, nothing sent.
+            0 | 1 => {
+                assert_retryable(s, &h, &v);
+                assert_eq!(partition(&a, &user).await, before, "k={k}");
+                assert!(messages_to(&endpoint).is_empty(), "k={k}");
+            }
+            // After the commit: the push went out, the status write failed.
+            2 | 3 => {
+                assert_retryable(s, &h, &v);
+                assert_eq!(messages_to(&endpoint).len(), 1, "k={k}");
+            }
+            _ => assert_eq!(s, StatusCode::OK, "k={k}: {v}"),
+        }
+        let (s, _, v) = post(&a, fix(&user, "f1", 0)).await;
+        assert_eq!(s, StatusCode::OK, "k={k}: {v}");
+        let expected = if k < 2 { "accepted" } else { "duplicate" };
+        assert_eq!(result(&v), (expected, "sent"), "k={k}");
+        assert_eq!(messages_to(&endpoint).len(), 1, "k={k}: one push");
+        let items = partition(&a, &user).await;
+        assert_eq!(
+            items.keys().filter(|k| k.contains("/ DELIVERY#")).count(),
+            1,
+            "k={k}: one delivery"
+        );
+        assert_eq!(
+            a.direct
+                .load_user(&id(&user))
+                .await
+                .unwrap()
+                .state
+                .sends
+                .len(),
+            1,
+            "k={k}: one cap reservation"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sns_down_releases_the_cap_and_a_later_event_sends_once() {
+    aws!(
+        a,
+        sns_down_releases_the_cap_and_a_later_event_sends_once,
+        2,
+        1
+    );
+    let endpoint = onboard(&a, "sia").await;
+    a.sns.cut();
+    let (s, _, v) = post(&a, fix("sia", "f1", 0)).await;
+    a.sns.restore();
+    // The decision stands and is answered; the delivery is marked failed and its cap
+    // reservation released.
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(result(&v), ("accepted", "sent"));
+    assert!(messages_to(&endpoint).is_empty());
+    let d = a.direct.deliveries().await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].status, DeliveryStatus::Failed);
+    let rec = a.direct.load_user(&id("sia")).await.unwrap();
+    assert!(rec.state.sends.is_empty(), "cap reservation released");
+    assert!(
+        !rec.state.push.unwrap().disabled,
+        "a network failure does not disable the endpoint"
+    );
+
+    // A retry of the same event is a duplicate: never a second push for it.
+    let (_, _, v) = post(&a, fix("sia", "f1", 0)).await;
+    assert_eq!(result(&v).0, "duplicate");
+    assert!(messages_to(&endpoint).is_empty());
+    // The cap (1 a day) is free again: the next store's offer goes out, once.
+    let (_, _, v) = post(&a, fix("sia", "f2", 1)).await;
+    assert_eq!(result(&v), ("accepted", "sent"));
+    assert_eq!(messages_to(&endpoint).len(), 1);
+    let rec = a.direct.load_user(&id("sia")).await.unwrap();
+    assert_eq!(rec.state.sends.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sns_down_during_erasure_erases_nothing_until_retried() {
+    aws!(
+        a,
+        sns_down_during_erasure_erases_nothing_until_retried,
+        1,
+        5
+    );
+    let endpoint = onboard(&a, "eve").await;
+    let before = table(&a).await;
+    a.sns.cut();
+    let (s, h, v) = call(&a.engine, "DELETE", "/v1/users/eve", None).await;
+    a.sns.restore();
+    assert_retryable(s, &h, &v);
+    assert_eq!(table(&a).await, before, "nothing erased yet");
+    let (s, _, v) = call(&a.engine, "DELETE", "/v1/users/eve", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(partition(&a, "eve").await.is_empty());
+    assert!(
+        a.sns_direct
+            .get_endpoint_attributes()
+            .endpoint_arn(&endpoint)
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+// ---------------------------------------------------------------- request counts
+
+/// The DynamoDB and SNS requests of each path, as docs/aws.md lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_per_path() {
+    aws!(a, requests_per_path, 1, 5);
+    let counts = |p: &Proxy| {
+        let c = p.counts();
+        p.reset_counts();
+        c
+    };
+    let m = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    a.ddb.reset_counts();
+    a.sns.reset_counts();
+    // Onboarding: one batch (load + commit), then the endpoint saved (load + commit).
+    onboard(&a, "rc").await;
+    assert_eq!(
+        counts(&a.ddb),
+        m(&[("GetItem", 2), ("TransactWriteItems", 2)])
+    );
+    assert_eq!(counts(&a.sns), m(&[("CreatePlatformEndpoint", 1)]));
+
+    // A fix that sends nothing: 2 round trips.
+    let (_, _, v) = post(&a, far_fix("rc", "n1")).await;
+    assert_eq!(result(&v).0, "accepted");
+    assert_eq!(
+        counts(&a.ddb),
+        m(&[("GetItem", 1), ("TransactWriteItems", 1)])
+    );
+    assert!(counts(&a.sns).is_empty());
+
+    // A batch of 10 such fixes: still 2.
+    let at = noon().to_rfc3339();
+    let events: Vec<Value> = (0..10)
+        .map(|i| {
+            json!({"event_id": format!("b{i}"), "type": "location", "at": at,
+            "lat": 60.25, "lon": 25.10 + 0.001 * f64::from(i), "accuracy_m": 8})
+        })
+        .collect();
+    let (s, _, _) = post(&a, json!({"user_id": "rc", "events": events})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        counts(&a.ddb),
+        m(&[("GetItem", 1), ("TransactWriteItems", 1)])
+    );
+
+    // A retried (duplicate) event: 3. The cancelled transaction returns the recorded
+    // answer; the engine then reads the user again to find nothing left to commit.
+    let (_, _, v) = post(&a, far_fix("rc", "n1")).await;
+    assert_eq!(result(&v).0, "duplicate");
+    assert_eq!(
+        counts(&a.ddb),
+        m(&[("GetItem", 2), ("TransactWriteItems", 1)])
+    );
+
+    // A fix that sends: 4, and one Publish.
+    let (_, _, v) = post(&a, fix("rc", "s1", 0)).await;
+    assert_eq!(result(&v), ("accepted", "sent"));
+    assert_eq!(
+        counts(&a.ddb),
+        m(&[("GetItem", 2), ("TransactWriteItems", 1), ("UpdateItem", 1)])
+    );
+    assert_eq!(counts(&a.sns), m(&[("Publish", 1)]));
+
+    // Erasure: load, Query, BatchWriteItem; DeleteEndpoint at SNS.
+    let (s, _, _) = call(&a.engine, "DELETE", "/v1/users/rc", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        counts(&a.ddb),
+        m(&[("BatchWriteItem", 1), ("GetItem", 1), ("Query", 1)])
+    );
+    assert_eq!(counts(&a.sns), m(&[("DeleteEndpoint", 1)]));
+}
