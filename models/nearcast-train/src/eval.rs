@@ -628,6 +628,49 @@ mod tests {
     }
 
     #[test]
+    fn compare_prints_both_models_side_by_side_with_their_difference() {
+        use nearcast_core::ranker::LogisticRanker;
+        let ds = crate::generate::generate(
+            &crate::generate::Config {
+                decisions: 3_000,
+                users: 200,
+                ..crate::generate::Config::default()
+            },
+            |_| {},
+        );
+        // A: affinity only; B: the negated affinity (worse).
+        let mut w = [0.0; N_FEATURES];
+        w[0] = 2.0;
+        let a = LogisticRanker::new("A-1", -3.0, w);
+        w[0] = -2.0;
+        let b = LogisticRanker::new("B-1", -3.0, w);
+        let out = compare(&a, &b, &ds, Label::Opened).unwrap();
+        eprintln!("{out}");
+        let rows = crate::data::rows(&ds, Label::Opened);
+        let labels: Vec<Vec<bool>> = rows.iter().map(Rows::labels).collect();
+        let ma = metrics(&labels, &score(&a, &rows), true);
+        let mb = metrics(&labels, &score(&b, &rows), true);
+        assert!(
+            ma.auc > 0.55 && (ma.auc + mb.auc - 1.0).abs() < 1e-9,
+            "mirror images"
+        );
+        let auc_line = out.lines().find(|l| l.starts_with("AUC")).unwrap();
+        let fields: Vec<&str> = auc_line.split_whitespace().collect();
+        assert_eq!(fields[1], format!("{:.4}", ma.auc));
+        assert_eq!(fields[2], format!("{:.4}", mb.auc));
+        assert_eq!(fields[3], format!("{:+.4}", mb.auc - ma.auc));
+        assert!(out.contains("A-1") && out.contains("B-1"));
+        assert!(out.lines().any(|l| l.starts_with("hit@3")));
+        // Records without a row for the label: a clear error.
+        let mut none = ds[..10].to_vec();
+        none.iter_mut()
+            .flat_map(|d| &mut d.candidates)
+            .for_each(|c| c.sent = false);
+        let e = compare(&a, &b, &none, Label::Opened).unwrap_err();
+        assert!(e.contains("no decision has a row for label opened"), "{e}");
+    }
+
+    #[test]
     fn hit_at_3_counts_a_positive_among_the_three_best_and_splits_ties() {
         let d: Vec<(Vec<f64>, Vec<bool>)> = vec![
             (vec![0.9, 0.8, 0.7, 0.1], vec![false, false, true, false]), // hit

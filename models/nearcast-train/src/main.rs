@@ -93,6 +93,30 @@ enum Command {
         #[arg(long, default_value_t = 0.15)]
         valid_fraction: f64,
     },
+    /// Benchmark driver (bench/sklearn): splits by time, writes the train and test design
+    /// matrices for another library to fit on the very same rows, fits linfa's logistic
+    /// regression on them and prints its test AUC and fit time as one JSON line.
+    BenchLogistic {
+        /// Training data (`nearcast-training/1` JSON lines).
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory for `{train,test}_x.f64` (row-major little-endian f64),
+        /// `{train,test}_y.u8` and `meta.json` (the feature names).
+        #[arg(long)]
+        export_dir: PathBuf,
+        /// L2 penalty on the summed log loss.
+        #[arg(long, default_value_t = 5.0)]
+        alpha: f64,
+        /// L-BFGS iterations at most.
+        #[arg(long, default_value_t = 200)]
+        max_iterations: u64,
+        /// Gradient tolerance per training row (on the mean log loss).
+        #[arg(long, default_value_t = 1e-6)]
+        gradient_tolerance: f64,
+        /// Earliest share of decisions to train on; the rest is the test set.
+        #[arg(long, default_value_t = 0.8)]
+        train_fraction: f64,
+    },
     /// Scores a data file with two artifacts and prints their metrics side by side.
     Compare {
         /// First artifact.
@@ -244,6 +268,65 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             println!("kept: {}", t.artifact.kind);
             print!("{}", t.report);
             println!("wrote {} and {}", out.display(), plot.display());
+            Ok(())
+        }
+        Command::BenchLogistic {
+            data: path,
+            export_dir,
+            alpha,
+            max_iterations,
+            gradient_tolerance,
+            train_fraction,
+        } => {
+            let mut records = data::read(&path, |_| {})?.records;
+            let (cut, _) = train::split_by_time(&mut records, train_fraction, 0.0);
+            let label = Label::Opened;
+            let hidden = ProgressBar::hidden();
+            let train_rows = data::rows(&records[..cut], label);
+            let test_rows = data::rows(&records[cut..], label);
+            let (x, y) = train::design(&train_rows, label, &hidden);
+            let (tx, ty) = train::design(&test_rows, label, &hidden);
+            std::fs::create_dir_all(&export_dir)?;
+            std::fs::write(
+                export_dir.join("meta.json"),
+                serde_json::json!({"features": nearcast_core::features::schema()}).to_string(),
+            )?;
+            for (name, x, y) in [("train", &x, &y), ("test", &tx, &ty)] {
+                let file = std::fs::File::create(export_dir.join(format!("{name}_x.f64")))?;
+                let mut w = BufWriter::new(file);
+                for v in x.iter() {
+                    w.write_all(&v.to_le_bytes())?;
+                }
+                w.flush()?;
+                let labels: Vec<u8> = y.iter().map(|v| u8::from(*v)).collect();
+                std::fs::write(export_dir.join(format!("{name}_y.u8")), labels)?;
+            }
+            let cfg = train::Config {
+                alpha,
+                max_iterations,
+                gradient_tolerance_per_row: gradient_tolerance,
+                ..train::Config::default()
+            };
+            let n_train = x.nrows();
+            let started = std::time::Instant::now();
+            let c = train::fit(x, y, &cfg)?;
+            let fit_seconds = started.elapsed().as_secs_f64();
+            let w: [f64; nearcast_core::features::N_FEATURES] =
+                c.weights.as_slice().try_into().map_err(|_| "weights")?;
+            let r = nearcast_core::ranker::LogisticRanker::new("bench", c.intercept, w);
+            let scores: Vec<f64> = eval::score(&r, &test_rows).into_iter().flatten().collect();
+            let auc = eval::auc(&scores, ty.as_slice().ok_or("labels")?).ok_or("one class")?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "library": "linfa-logistic",
+                    "train_rows": n_train,
+                    "test_rows": tx.nrows(),
+                    "features": nearcast_core::features::N_FEATURES,
+                    "fit_seconds": fit_seconds,
+                    "auc": auc,
+                })
+            );
             Ok(())
         }
         Command::Compare {
