@@ -12,7 +12,7 @@ use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, ManualClock,
     StateStore, StoreError, UserRecord,
 };
-use nearcast_core::ranker::LogisticRanker;
+use nearcast_core::ranker::Ranker;
 use nearcast_core::weather::{Condition, TableWeather, Weather, WeatherSpan};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -75,8 +75,8 @@ pub fn weather() -> TableWeather {
 }
 
 /// The bundled model.
-pub fn model() -> Arc<LogisticRanker> {
-    Arc::new(nearcast::load_model(None).expect("bundled model loads"))
+pub fn model() -> Arc<dyn Ranker> {
+    nearcast::load_model(None).expect("bundled model loads")
 }
 
 /// A test engine: its store, its notifier's record, its clock.

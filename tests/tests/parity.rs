@@ -1,12 +1,12 @@
 //! Invariant 6: training and serving compute features through one code path. A decision
-//! made by the serving engine is turned into the trainer's record format, and the trainer's
-//! feature path, scored by the same model, gives the very score serving logged.
+//! made by the serving engine is turned into a `nearcast-training/1` record, read back by
+//! the trainer's reader, and the trainer's feature path, scored by the same model loaded
+//! through `ranker::load`, gives the very scores serving logged.
 
 use nearcast_core::decision::Verdict;
-use nearcast_core::features::N_FEATURES;
-use nearcast_core::ranker::Ranker;
+use nearcast_core::export::{TrainingCandidate, TrainingRecord};
 use nearcast_tests::*;
-use nearcast_train::data;
+use nearcast_train::{data, eval};
 use serde_json::json;
 
 #[tokio::test]
@@ -30,38 +30,60 @@ async fn the_trainer_scores_a_served_candidate_exactly_as_serving_did() {
     assert_eq!(d.verdict, Verdict::Sent);
     let state = h.store.load_user(&id("pia")).await.unwrap().state;
     let ctx = d.context.as_ref().unwrap();
-    let record = data::Decision {
+    // The served decision as a `nearcast-training/1` record (what `nearcast export` writes).
+    let record = TrainingRecord {
+        format: nearcast_core::export::FORMAT.into(),
+        decision_id: d.event_id.to_string(),
+        user: "u-pseudonym".into(),
         at: d.at,
+        local_time: ctx.local_time.clone(),
         daypart: serde_json::from_value(json!(ctx.daypart)).unwrap(),
+        weekday: ctx.weekday.clone(),
         weekend: ctx.weekday == "Sat" || ctx.weekday == "Sun",
+        cell: ctx.cell.clone(),
         weather: ctx.weather,
         personalised: true,
+        model_version: d.model_version.clone(),
+        verdict: "sent".into(),
+        reason: None,
         candidates: d
             .candidates
             .iter()
-            .map(|c| data::Candidate {
+            .map(|c| TrainingCandidate {
+                offer_id: c.offer_id.to_string(),
                 category: c.category.clone(),
+                store_id: c.store_id.to_string(),
                 distance_m: c.distance_m,
                 affinity: state.affinities.get(&c.category).copied(),
                 bought_category: state.bought_category(&c.category),
+                score: c.score,
+                reason: None,
+                sent: d.offer_id.as_ref() == Some(&c.offer_id),
+                held_out: false,
                 opened: false,
+                redeemed: false,
+                purchased: false,
             })
             .collect(),
     };
+    record.validate().unwrap();
     assert!(
         record.weather.is_some() && record.candidates[0].affinity.is_some(),
         "context and tastes are exercised"
     );
+    // Through the trainer's reader, as a data file would be read.
+    let mut line = Vec::new();
+    data::write(&mut line, std::slice::from_ref(&record)).unwrap();
+    let read = data::parse(&line, |_| {}).unwrap().remove(0);
+    assert_eq!(read, record);
+    // Rows for `purchased` are every scored candidate, pushed or not.
+    let rows = data::rows(std::slice::from_ref(&read), data::Label::Purchased);
     let ranker = model();
-    for (served, c) in d.candidates.iter().zip(&record.candidates) {
-        let mut x = [0.0; N_FEATURES];
-        record.encode(c, &mut x);
-        let trained = ranker.score(&x);
-        assert_eq!(
-            served.score.unwrap(),
-            trained,
-            "candidate {}",
-            served.offer_id
-        );
-    }
+    let trained = eval::score(ranker.as_ref(), &rows).remove(0);
+    let served: Vec<f64> = d.candidates.iter().map(|c| c.score.unwrap()).collect();
+    assert_eq!(
+        served, trained,
+        "the trainer rescores every served candidate exactly"
+    );
+    assert_eq!(d.model_version, ranker.version());
 }

@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
                 Arc::new(RecordingNotifier::new()),
                 Arc::new(TableWeather::default()),
                 Arc::new(ManualClock::new(now)),
-                Arc::new(nearcast::load_model(None).unwrap()),
+                nearcast::load_model(None).unwrap(),
             )
             .await
             .unwrap();

@@ -72,14 +72,7 @@ pub async fn embedded_engine(
         source,
     })?;
     let ranker = load_model(model)?;
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(notifier),
-        weather,
-        clock,
-        Arc::new(ranker),
-    )
-    .await?;
+    let engine = Engine::new(store.clone(), Arc::new(notifier), weather, clock, ranker).await?;
     Ok((Arc::new(engine), store))
 }
 

@@ -6,9 +6,10 @@ pub mod outbox;
 pub mod store;
 
 use nearcast_core::config::{Offer, Store, parse_json};
-use nearcast_core::ranker::LogisticRanker;
+use nearcast_core::ranker::{self, Ranker};
 use nearcast_core::weather::{TableWeather, WeatherSpan};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The model shipped in models/ranker.json, built into the binary so the demo and the
 /// service run without any file; `--model` loads another.
@@ -84,11 +85,13 @@ pub fn load_weather(path: &Path) -> Result<TableWeather, HostError> {
     Ok(TableWeather::new(parse_file::<Vec<WeatherSpan>>(path)?))
 }
 
-/// Loads a model artifact from a file, or the bundled one.
+/// Loads a model artifact of any kind (`logistic`, `tree`) from a file, or the bundled one,
+/// through `ranker::load`.
 ///
 /// # Errors
-/// Unreadable file, or an artifact the serving code refuses (schema mismatch...).
-pub fn load_model(path: Option<&Path>) -> Result<LogisticRanker, HostError> {
+/// Unreadable file, or an artifact the serving code refuses (schema mismatch, unknown
+/// kind, corrupt parameters...).
+pub fn load_model(path: Option<&Path>) -> Result<Arc<dyn Ranker>, HostError> {
     let (text, name) = match path {
         Some(p) => (read(p)?, p.display().to_string()),
         None => (
@@ -96,7 +99,7 @@ pub fn load_model(path: Option<&Path>) -> Result<LogisticRanker, HostError> {
             "bundled models/ranker.json".to_string(),
         ),
     };
-    LogisticRanker::from_json(&text).map_err(|e| HostError::Invalid {
+    ranker::load(&text).map_err(|e| HostError::Invalid {
         path: name,
         reason: e.to_string(),
     })

@@ -207,7 +207,7 @@ pub async fn build_engine(
     model_path: Option<&Path>,
 ) -> Result<Arc<Engine>, InitError> {
     let ranker = nearcast::load_model(model_path)?;
-    let engine = Engine::new(store, notifier, weather, clock, Arc::new(ranker)).await?;
+    let engine = Engine::new(store, notifier, weather, clock, ranker).await?;
     Ok(Arc::new(engine))
 }
 

@@ -1,9 +1,13 @@
-//! Evaluation: rank-based AUC, log loss, hit@1 per decision, and the offer-popularity
-//! baseline the model has to beat.
+//! Evaluation: rank-based AUC, log loss, calibration, hit@1 and hit@3 within each
+//! decision's candidates, and the two baselines a model has to beat on the same split:
+//! offer popularity and nearest store.
 
-use crate::data::Decision;
-use nearcast_core::features::{GROUPS, group_of};
+use crate::data::{Label, Rows, encode};
+use nearcast_core::features::N_FEATURES;
+use nearcast_core::ranker::Ranker;
+use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 
 /// Area under the ROC curve by ranks (Mann-Whitney U): the probability that a random
 /// positive scores above a random negative, ties counting one half. `None` when there are
@@ -52,172 +56,355 @@ pub fn log_loss(probs: &[f64], labels: &[bool]) -> f64 {
     sum / probs.len() as f64
 }
 
-/// hit@1 over decisions that had at least one opened candidate: the share whose top-scored
-/// candidate was opened. When several candidates tie for the top score, the decision counts
-/// the expected hit of a random pick among them (the opened share of the tied set), so a
-/// baseline that can't tell two candidates apart is not credited with the lucky one.
-/// `None` when no decision had an opened candidate.
-pub fn hit_at_1<'a>(decisions: impl IntoIterator<Item = (&'a [f64], &'a [bool])>) -> Option<f64> {
+/// hit@k over decisions with at least one positive: the share whose k top-scored
+/// candidates include a positive. Ties are broken at random and the decision counts the
+/// probability of a hit, so a scorer that can't tell candidates apart is not credited
+/// with luck. `None` when no decision has a positive.
+pub fn hit_at_k<'a>(
+    decisions: impl IntoIterator<Item = (&'a [f64], &'a [bool])>,
+    k: usize,
+) -> Option<f64> {
     let (mut hits, mut n) = (0.0, 0usize);
     for (scores, labels) in decisions {
         assert_eq!(scores.len(), labels.len(), "one label per score");
         if !labels.iter().any(|l| *l) {
             continue;
         }
-        let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let tied: Vec<usize> = (0..scores.len()).filter(|k| scores[*k] == top).collect();
-        hits += tied.iter().filter(|k| labels[**k]).count() as f64 / tied.len() as f64;
         n += 1;
+        let mut idx: Vec<usize> = (0..scores.len()).collect();
+        idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+        let mut slots = k;
+        let mut i = 0;
+        while i < idx.len() && slots > 0 {
+            let mut j = i + 1;
+            while j < idx.len() && scores[idx[j]] == scores[idx[i]] {
+                j += 1;
+            }
+            let size = j - i;
+            let pos = idx[i..j].iter().filter(|x| labels[**x]).count();
+            if pos > 0 {
+                // P(at least one positive among `take` drawn from the tied group).
+                let take = slots.min(size);
+                let mut miss = 1.0;
+                for t in 0..take {
+                    miss *= (size - pos).saturating_sub(t) as f64 / (size - t) as f64;
+                }
+                hits += 1.0 - miss;
+                break;
+            }
+            slots = slots.saturating_sub(size);
+            i = j;
+        }
     }
     (n > 0).then(|| hits / n as f64)
 }
 
-/// The offer-popularity baseline: the score of a candidate is the training open rate of its
-/// category's product group (smoothed towards the overall rate by one pseudo-candidate).
+/// hit@1: [`hit_at_k`] with k = 1.
+pub fn hit_at_1<'a>(decisions: impl IntoIterator<Item = (&'a [f64], &'a [bool])>) -> Option<f64> {
+    hit_at_k(decisions, 1)
+}
+
+/// The offer-popularity baseline: a candidate's score is its offer's positive rate in the
+/// training rows, smoothed towards the overall rate by [`Popularity::PRIOR_ROWS`]
+/// pseudo-rows; an offer never seen in training scores the overall rate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Popularity {
-    /// Open rate per group of `features::GROUPS`.
-    pub rate: [f64; GROUPS.len()],
+    rate: HashMap<String, f64>,
+    overall: f64,
 }
 
 impl Popularity {
-    /// Open rates of the training decisions.
-    pub fn fit(train: &[Decision]) -> Self {
-        let mut opened = [0.0; GROUPS.len()];
-        let mut seen = [0.0; GROUPS.len()];
-        for c in train.iter().flat_map(|d| &d.candidates) {
-            let g = group_of(&c.category);
-            seen[g] += 1.0;
-            opened[g] += f64::from(u8::from(c.opened));
+    /// Weight of the overall rate in an offer's rate, in rows.
+    pub const PRIOR_ROWS: f64 = 20.0;
+
+    /// Positive rates of the training rows.
+    pub fn fit(train: &[Rows<'_>], label: Label) -> Self {
+        let mut counts: HashMap<&str, (f64, f64)> = HashMap::new();
+        let (mut pos, mut all) = (0.0_f64, 0.0_f64);
+        for d in train {
+            for c in d.iter() {
+                let y = f64::from(u8::from(label.of(c)));
+                let e = counts.entry(c.offer_id.as_str()).or_default();
+                e.0 += y;
+                e.1 += 1.0;
+                pos += y;
+                all += 1.0;
+            }
         }
-        let overall = opened.iter().sum::<f64>() / seen.iter().sum::<f64>().max(1.0);
-        let mut rate = [0.0; GROUPS.len()];
-        for g in 0..GROUPS.len() {
-            rate[g] = (opened[g] + overall) / (seen[g] + 1.0);
-        }
-        Popularity { rate }
+        let overall = pos / all.max(1.0);
+        let rate = counts
+            .into_iter()
+            .map(|(k, (p, n))| {
+                (
+                    k.to_string(),
+                    (p + Self::PRIOR_ROWS * overall) / (n + Self::PRIOR_ROWS),
+                )
+            })
+            .collect();
+        Popularity { rate, overall }
     }
 
-    /// Score of a category.
-    pub fn score(&self, category: &str) -> f64 {
-        self.rate[group_of(category)]
+    /// Score of an offer.
+    pub fn score(&self, offer_id: &str) -> f64 {
+        self.rate.get(offer_id).copied().unwrap_or(self.overall)
     }
 }
 
 /// Metrics of one scorer on held-out decisions.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metrics {
-    /// AUC over all candidates.
+    /// AUC over all rows.
     pub auc: f64,
-    /// Log loss over all candidates.
-    pub log_loss: f64,
-    /// hit@1 over decisions with an opened candidate.
+    /// Log loss over all rows; `None` for a scorer whose scores are not probabilities.
+    pub log_loss: Option<f64>,
+    /// hit@1 over decisions with a positive.
     pub hit_at_1: f64,
+    /// hit@3 over decisions with a positive.
+    pub hit_at_3: f64,
 }
 
-/// Scores per decision (same shape as the decisions' candidates) and their metrics.
-pub fn metrics(decisions: &[Decision], scores: &[Vec<f64>]) -> Metrics {
-    let labels: Vec<Vec<bool>> = decisions
-        .iter()
-        .map(|d| d.candidates.iter().map(|c| c.opened).collect())
-        .collect();
+/// Scores per decision (same shape as the decisions' rows) and their metrics.
+pub fn metrics(labels: &[Vec<bool>], scores: &[Vec<f64>], probabilities: bool) -> Metrics {
     let flat_s: Vec<f64> = scores.iter().flatten().copied().collect();
     let flat_l: Vec<bool> = labels.iter().flatten().copied().collect();
+    let pairs = || {
+        scores
+            .iter()
+            .zip(labels)
+            .map(|(s, l)| (s.as_slice(), l.as_slice()))
+    };
     Metrics {
         auc: auc(&flat_s, &flat_l).unwrap_or(f64::NAN),
-        log_loss: log_loss(&flat_s, &flat_l),
-        hit_at_1: hit_at_1(
-            scores
-                .iter()
-                .zip(&labels)
-                .map(|(s, l)| (s.as_slice(), l.as_slice())),
-        )
-        .unwrap_or(f64::NAN),
+        log_loss: probabilities.then(|| log_loss(&flat_s, &flat_l)),
+        hit_at_1: hit_at_k(pairs(), 1).unwrap_or(f64::NAN),
+        hit_at_3: hit_at_k(pairs(), 3).unwrap_or(f64::NAN),
     }
+}
+
+/// Scores of every row of every decision, through a serving ranker and the one feature path.
+pub fn score(ranker: &dyn Ranker, decisions: &[Rows<'_>]) -> Vec<Vec<f64>> {
+    let mut buf = [0.0; N_FEATURES];
+    decisions
+        .iter()
+        .map(|d| {
+            d.iter()
+                .map(|c| {
+                    encode(d.record, c, &mut buf);
+                    ranker.score(&buf)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// One bin of a reliability table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bin {
+    /// Lowest score in the bin.
+    pub from: f64,
+    /// Highest score in the bin.
+    pub to: f64,
+    /// Rows.
+    pub rows: usize,
+    /// Mean score.
+    pub mean_score: f64,
+    /// Observed positive rate.
+    pub rate: f64,
+}
+
+/// Reliability table: rows sorted by score in `bins` bins of (nearly) equal counts, each
+/// with its mean score and observed rate. A calibrated model has `mean_score ≈ rate`.
+pub fn calibration(scores: &[f64], labels: &[bool], bins: usize) -> Vec<Bin> {
+    assert_eq!(scores.len(), labels.len(), "one label per score");
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    let n = idx.len();
+    (0..bins)
+        .filter_map(|b| {
+            let (lo, hi) = (b * n / bins, (b + 1) * n / bins);
+            let part = &idx[lo..hi];
+            (!part.is_empty()).then(|| {
+                let rows = part.len();
+                Bin {
+                    from: scores[part[0]],
+                    to: scores[part[rows - 1]],
+                    rows,
+                    mean_score: part.iter().map(|k| scores[*k]).sum::<f64>() / rows as f64,
+                    rate: part.iter().filter(|k| labels[**k]).count() as f64 / rows as f64,
+                }
+            })
+        })
+        .collect()
+}
+
+/// Expected calibration error: the row-weighted mean |mean score − rate| of the bins.
+pub fn calibration_error(bins: &[Bin]) -> f64 {
+    let rows: usize = bins.iter().map(|b| b.rows).sum();
+    bins.iter()
+        .map(|b| b.rows as f64 * (b.mean_score - b.rate).abs())
+        .sum::<f64>()
+        / rows.max(1) as f64
+}
+
+/// Draws the reliability plot as a PNG (600×600): the diagonal in grey, the bins as blue
+/// points joined by a line (x = mean score, y = observed rate), on a square scale from 0 to
+/// the largest value; grid lines every 0.05. No text, so no system fonts are needed; the
+/// reliability table printed next to it gives the numbers.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn plot_calibration(
+    bins: &[Bin],
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use plotters::prelude::*;
+    let top = bins
+        .iter()
+        .flat_map(|b| [b.mean_score, b.rate])
+        .fold(0.05_f64, f64::max)
+        * 1.05;
+    let root = BitMapBackend::new(path, (600, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(20)
+        .build_cartesian_2d(0.0..top, 0.0..top)
+        .map_err(|e| e.to_string())?;
+    let grid = RGBColor(225, 225, 225);
+    let mut g = 0.05;
+    while g < top {
+        chart
+            .draw_series(LineSeries::new([(g, 0.0), (g, top)], grid))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(LineSeries::new([(0.0, g), (top, g)], grid))
+            .map_err(|e| e.to_string())?;
+        g += 0.05;
+    }
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 0.0), (top, top)],
+            RGBColor(120, 120, 120),
+        ))
+        .map_err(|e| e.to_string())?;
+    let pts: Vec<(f64, f64)> = bins.iter().map(|b| (b.mean_score, b.rate)).collect();
+    chart
+        .draw_series(LineSeries::new(pts.clone(), BLUE.stroke_width(2)))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(pts.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The evaluation of a model on held-out decisions, with its baselines.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// The label evaluated.
+    pub label: Label,
     /// The model.
     pub model: Metrics,
     /// The offer-popularity baseline.
     pub popularity: Metrics,
+    /// The nearest-store baseline (closer scores higher).
+    pub nearest: Metrics,
     /// Expected hit@1 of a random pick (AUC 0.5 by construction).
     pub random_hit_at_1: f64,
-    /// Open rate of the held-out candidates.
+    /// Positive rate of the held-out rows.
     pub base_rate: f64,
-    /// Mean model score of the held-out candidates (calibration: compare with `base_rate`).
+    /// Mean model score of the held-out rows.
     pub mean_score: f64,
-    /// Held-out decisions.
+    /// Reliability table of the model (10 equal-count bins).
+    pub calibration: Vec<Bin>,
+    /// Held-out decisions with rows.
     pub decisions: usize,
-    /// Held-out candidates.
-    pub candidates: usize,
-    /// Held-out decisions with at least one opened candidate (hit@1's denominator).
-    pub decisions_with_open: usize,
+    /// Held-out rows.
+    pub rows: usize,
+    /// Held-out decisions with at least one positive (hit@k's denominator).
+    pub decisions_with_positive: usize,
 }
 
 impl Report {
-    /// Evaluates `model` (scores in [0, 1]) and the popularity baseline on `test`.
-    pub fn new(test: &[Decision], model: &[Vec<f64>], popularity: &Popularity) -> Report {
+    /// Evaluates `model` (scores in [0, 1], shaped like `test`'s rows) and both baselines
+    /// on `test`.
+    pub fn new(
+        test: &[Rows<'_>],
+        model: &[Vec<f64>],
+        popularity: &Popularity,
+        label: Label,
+    ) -> Report {
+        let labels: Vec<Vec<bool>> = test.iter().map(Rows::labels).collect();
         let pop: Vec<Vec<f64>> = test
             .iter()
-            .map(|d| {
-                d.candidates
-                    .iter()
-                    .map(|c| popularity.score(&c.category))
-                    .collect()
-            })
+            .map(|d| d.iter().map(|c| popularity.score(&c.offer_id)).collect())
             .collect();
-        let candidates: usize = test.iter().map(|d| d.candidates.len()).sum();
-        let opened = test
+        let nearest: Vec<Vec<f64>> = test
             .iter()
-            .flat_map(|d| &d.candidates)
-            .filter(|c| c.opened)
-            .count();
-        let with_open: Vec<&Decision> = test
-            .iter()
-            .filter(|d| d.candidates.iter().any(|c| c.opened))
+            .map(|d| d.iter().map(|c| -c.distance_m).collect())
             .collect();
-        let random_hit_at_1 = with_open
+        let flat_s: Vec<f64> = model.iter().flatten().copied().collect();
+        let flat_l: Vec<bool> = labels.iter().flatten().copied().collect();
+        let rows = flat_l.len();
+        let positive = flat_l.iter().filter(|l| **l).count();
+        let with_positive: Vec<&Vec<bool>> =
+            labels.iter().filter(|l| l.iter().any(|x| *x)).collect();
+        let random_hit_at_1 = with_positive
             .iter()
-            .map(|d| {
-                d.candidates.iter().filter(|c| c.opened).count() as f64 / d.candidates.len() as f64
-            })
+            .map(|l| l.iter().filter(|x| **x).count() as f64 / l.len() as f64)
             .sum::<f64>()
-            / with_open.len().max(1) as f64;
+            / with_positive.len().max(1) as f64;
         Report {
-            model: metrics(test, model),
-            popularity: metrics(test, &pop),
+            label,
+            model: metrics(&labels, model, true),
+            popularity: metrics(&labels, &pop, true),
+            nearest: metrics(&labels, &nearest, false),
             random_hit_at_1,
-            base_rate: opened as f64 / candidates.max(1) as f64,
-            mean_score: model.iter().flatten().sum::<f64>() / candidates.max(1) as f64,
+            base_rate: positive as f64 / rows.max(1) as f64,
+            mean_score: flat_s.iter().sum::<f64>() / rows.max(1) as f64,
+            calibration: calibration(&flat_s, &flat_l, 10),
             decisions: test.len(),
-            candidates,
-            decisions_with_open: with_open.len(),
+            rows,
+            decisions_with_positive: with_positive.len(),
         }
     }
 
     /// The metrics stored in the artifact (finite values only: JSON has no NaN).
     pub fn to_map(&self) -> std::collections::BTreeMap<String, f64> {
-        let entries = [
-            ("auc", self.model.auc),
-            ("log_loss", self.model.log_loss),
-            ("hit_at_1", self.model.hit_at_1),
-            ("popularity_auc", self.popularity.auc),
-            ("popularity_log_loss", self.popularity.log_loss),
-            ("popularity_hit_at_1", self.popularity.hit_at_1),
-            ("random_hit_at_1", self.random_hit_at_1),
-            ("base_rate", self.base_rate),
-            ("mean_score", self.mean_score),
-            ("test_decisions", self.decisions as f64),
-            ("test_candidates", self.candidates as f64),
-            ("test_decisions_with_open", self.decisions_with_open as f64),
-        ];
+        let mut entries = vec![("random_hit_at_1".to_string(), self.random_hit_at_1)];
+        for (prefix, m) in [
+            ("", self.model),
+            ("popularity_", self.popularity),
+            ("nearest_", self.nearest),
+        ] {
+            for (k, v) in [
+                ("auc", Some(m.auc)),
+                ("log_loss", m.log_loss),
+                ("hit_at_1", Some(m.hit_at_1)),
+                ("hit_at_3", Some(m.hit_at_3)),
+            ] {
+                if let Some(v) = v {
+                    entries.push((format!("{prefix}{k}"), v));
+                }
+            }
+        }
+        entries.extend(
+            [
+                ("base_rate", self.base_rate),
+                ("mean_score", self.mean_score),
+                ("calibration_error", calibration_error(&self.calibration)),
+                ("test_decisions", self.decisions as f64),
+                ("test_rows", self.rows as f64),
+                (
+                    "test_decisions_with_positive",
+                    self.decisions_with_positive as f64,
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
         entries
             .into_iter()
             .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| (k.to_string(), round6(v)))
+            .map(|(k, v)| (k, round6(v)))
             .collect()
     }
 }
@@ -226,35 +413,133 @@ fn round6(v: f64) -> f64 {
     (v * 1e6).round() / 1e6
 }
 
+/// Formats a metrics row.
+pub fn row(name: &str, m: &Metrics) -> String {
+    let ll = m
+        .log_loss
+        .map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    format!(
+        "{name:<12} {:>8.4} {:>9} {:>8.4} {:>8.4}",
+        m.auc, ll, m.hit_at_1, m.hit_at_3
+    )
+}
+
+/// The header of [`row`].
+pub fn header() -> String {
+    format!(
+        "{:<12} {:>8} {:>9} {:>8} {:>8}",
+        "scorer", "AUC", "log loss", "hit@1", "hit@3"
+    )
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "held-out: {} decisions, {} candidates, base rate {:.4}, mean score {:.4}, {} decisions with an open",
+            "test (label {}): {} decisions, {} rows, base rate {:.4}, mean score {:.4}, {} decisions with a positive",
+            self.label.as_str(),
             self.decisions,
-            self.candidates,
+            self.rows,
             self.base_rate,
             self.mean_score,
-            self.decisions_with_open
+            self.decisions_with_positive
         )?;
-        writeln!(
-            f,
-            "{:<12} {:>8} {:>9} {:>8}",
-            "scorer", "AUC", "log loss", "hit@1"
-        )?;
-        for (name, m) in [("model", self.model), ("popularity", self.popularity)] {
-            writeln!(
-                f,
-                "{name:<12} {:>8.4} {:>9.4} {:>8.4}",
-                m.auc, m.log_loss, m.hit_at_1
-            )?;
+        writeln!(f, "{}", header())?;
+        for (name, m) in [
+            ("model", self.model),
+            ("popularity", self.popularity),
+            ("nearest", self.nearest),
+        ] {
+            writeln!(f, "{}", row(name, &m))?;
         }
         writeln!(
             f,
-            "{:<12} {:>8.4} {:>9} {:>8.4}",
-            "random", 0.5, "-", self.random_hit_at_1
-        )
+            "{:<12} {:>8.4} {:>9} {:>8.4} {:>8}",
+            "random", 0.5, "-", self.random_hit_at_1, "-"
+        )?;
+        writeln!(
+            f,
+            "calibration (10 equal-count bins; error {:.4}):",
+            calibration_error(&self.calibration)
+        )?;
+        writeln!(
+            f,
+            "{:>17} {:>8} {:>10} {:>9}",
+            "score range", "rows", "mean score", "observed"
+        )?;
+        for b in &self.calibration {
+            writeln!(
+                f,
+                "{:>8.4}-{:<8.4} {:>8} {:>10.4} {:>9.4}",
+                b.from, b.to, b.rows, b.mean_score, b.rate
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// Metrics of two models on the same records, side by side (with the nearest-store
+/// baseline for reference), as printed by `nearcast-train compare`.
+///
+/// # Errors
+/// When the records have no row for the label.
+pub fn compare(
+    a: &dyn Ranker,
+    b: &dyn Ranker,
+    records: &[crate::data::TrainingRecord],
+    label: Label,
+) -> Result<String, String> {
+    let rows = crate::data::rows(records, label);
+    if rows.is_empty() {
+        return Err(format!(
+            "no decision has a row for label {}",
+            label.as_str()
+        ));
+    }
+    let labels: Vec<Vec<bool>> = rows.iter().map(Rows::labels).collect();
+    let flat_l: Vec<bool> = labels.iter().flatten().copied().collect();
+    let evaluate = |r: &dyn Ranker| {
+        let s = score(r, &rows);
+        let flat: Vec<f64> = s.iter().flatten().copied().collect();
+        let bins = calibration(&flat, &flat_l, 10);
+        let mean = flat.iter().sum::<f64>() / flat.len().max(1) as f64;
+        (metrics(&labels, &s, true), calibration_error(&bins), mean)
+    };
+    let (ma, ca, mean_a) = evaluate(a);
+    let (mb, cb, mean_b) = evaluate(b);
+    let nearest: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|d| d.iter().map(|c| -c.distance_m).collect())
+        .collect();
+    let mn = metrics(&labels, &nearest, false);
+    let base = flat_l.iter().filter(|l| **l).count() as f64 / flat_l.len() as f64;
+    let mut out = format!(
+        "label {}: {} decisions, {} rows, base rate {base:.4}\n",
+        label.as_str(),
+        rows.len(),
+        flat_l.len()
+    );
+    let (va, vb) = (a.version(), b.version());
+    out += &format!(
+        "{:<18} {:>14} {:>14} {:>10} {:>10}\n",
+        "metric", va, vb, "B - A", "nearest"
+    );
+    let line = |name: &str, x: f64, y: f64, n: Option<f64>| {
+        let n = n.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+        format!("{name:<18} {x:>14.4} {y:>14.4} {:>+10.4} {n:>10}\n", y - x)
+    };
+    out += &line("AUC", ma.auc, mb.auc, Some(mn.auc));
+    out += &line(
+        "log loss",
+        ma.log_loss.unwrap_or(f64::NAN),
+        mb.log_loss.unwrap_or(f64::NAN),
+        None,
+    );
+    out += &line("hit@1", ma.hit_at_1, mb.hit_at_1, Some(mn.hit_at_1));
+    out += &line("hit@3", ma.hit_at_3, mb.hit_at_3, Some(mn.hit_at_3));
+    out += &line("calibration error", ca, cb, None);
+    out += &line("mean score", mean_a, mean_b, None);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -340,6 +625,99 @@ mod tests {
         assert!(close(log_loss(&[0.9], &[true]), -(0.9f64).ln()));
         assert!(close(log_loss(&[0.9], &[false]), -(0.1f64).ln()));
         assert!(log_loss(&[1.0], &[false]).is_finite());
+    }
+
+    #[test]
+    fn compare_prints_both_models_side_by_side_with_their_difference() {
+        use nearcast_core::ranker::LogisticRanker;
+        let ds = crate::generate::generate(
+            &crate::generate::Config {
+                decisions: 3_000,
+                users: 200,
+                ..crate::generate::Config::default()
+            },
+            |_| {},
+        );
+        // A: affinity only; B: the negated affinity (worse).
+        let mut w = [0.0; N_FEATURES];
+        w[0] = 2.0;
+        let a = LogisticRanker::new("A-1", -3.0, w);
+        w[0] = -2.0;
+        let b = LogisticRanker::new("B-1", -3.0, w);
+        let out = compare(&a, &b, &ds, Label::Opened).unwrap();
+        eprintln!("{out}");
+        let rows = crate::data::rows(&ds, Label::Opened);
+        let labels: Vec<Vec<bool>> = rows.iter().map(Rows::labels).collect();
+        let ma = metrics(&labels, &score(&a, &rows), true);
+        let mb = metrics(&labels, &score(&b, &rows), true);
+        assert!(
+            ma.auc > 0.55 && (ma.auc + mb.auc - 1.0).abs() < 1e-9,
+            "mirror images"
+        );
+        let auc_line = out.lines().find(|l| l.starts_with("AUC")).unwrap();
+        let fields: Vec<&str> = auc_line.split_whitespace().collect();
+        assert_eq!(fields[1], format!("{:.4}", ma.auc));
+        assert_eq!(fields[2], format!("{:.4}", mb.auc));
+        assert_eq!(fields[3], format!("{:+.4}", mb.auc - ma.auc));
+        assert!(out.contains("A-1") && out.contains("B-1"));
+        assert!(out.lines().any(|l| l.starts_with("hit@3")));
+        // Records without a row for the label: a clear error.
+        let mut none = ds[..10].to_vec();
+        none.iter_mut()
+            .flat_map(|d| &mut d.candidates)
+            .for_each(|c| c.sent = false);
+        let e = compare(&a, &b, &none, Label::Opened).unwrap_err();
+        assert!(e.contains("no decision has a row for label opened"), "{e}");
+    }
+
+    #[test]
+    fn hit_at_3_counts_a_positive_among_the_three_best_and_splits_ties() {
+        let d: Vec<(Vec<f64>, Vec<bool>)> = vec![
+            (vec![0.9, 0.8, 0.7, 0.1], vec![false, false, true, false]), // hit
+            (vec![0.9, 0.8, 0.7, 0.1], vec![false, false, false, true]), // miss
+            // Two slots left for four tied, one positive: 1 - (3/4)(2/3) = 1/2.
+            (
+                vec![0.9, 0.5, 0.5, 0.5, 0.5],
+                vec![false, true, false, false, false],
+            ),
+            (vec![0.1, 0.2], vec![true, false]), // fewer than three: hit
+        ];
+        let h = hit_at_k(d.iter().map(|(s, l)| (s.as_slice(), l.as_slice())), 3).unwrap();
+        assert!(close(h, 2.5 / 4.0), "{h}");
+    }
+
+    #[test]
+    fn calibration_bins_have_equal_counts_and_their_rates() {
+        let scores: Vec<f64> = (0..100).map(|i| f64::from(i) / 100.0).collect();
+        // Positive when the score is at least 0.5: the top half.
+        let labels: Vec<bool> = scores.iter().map(|s| *s >= 0.5).collect();
+        let bins = calibration(&scores, &labels, 4);
+        assert_eq!(bins.len(), 4);
+        assert!(bins.iter().all(|b| b.rows == 25));
+        assert_eq!(
+            bins.iter().map(|b| b.rate).collect::<Vec<_>>(),
+            [0.0, 0.0, 1.0, 1.0]
+        );
+        assert!(close(bins[0].mean_score, 0.12));
+        assert!(close(bins[3].from, 0.75) && close(bins[3].to, 0.99));
+        // |0.12-0|, |0.37-0|, |0.62-1|, |0.87-1| averaged.
+        assert!(close(
+            calibration_error(&bins),
+            (0.12 + 0.37 + 0.38 + 0.13) / 4.0
+        ));
+    }
+
+    #[test]
+    fn the_reliability_plot_is_a_png() {
+        let dir = std::env::temp_dir().join(format!("nearcast-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("calibration.png");
+        let bins = calibration(&[0.1, 0.2, 0.3, 0.4], &[false, false, true, true], 2);
+        plot_calibration(&bins, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(bytes.len() > 1000);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,17 +2,20 @@
 //! before real exports exist. Its assumptions are listed in models/README.md; the numbers
 //! are the constants below.
 //!
-//! The world: users with category tastes and daily routines walk past stores in Helsinki
-//! over some weeks; hourly weather follows a Markov chain with a seasonal and daily
-//! temperature; each decision scores 1 to 4 candidate offers and each candidate is opened
-//! with the probability of a *true* response model ([`true_logit`]) that the trainer never
-//! sees. Everything is drawn from one `StdRng` seeded with the configured seed, so a seed
-//! gives the same file (with the locked `rand` version).
+//! The world: users with category tastes and daily routines walk past the real stores of
+//! events/stores.json (central Helsinki, © OpenStreetMap contributors, ODbL 1.0) over some
+//! weeks; hourly weather follows a Markov chain with a seasonal and daily temperature; each
+//! decision scores 1 to 4 candidate offers of the stores within 300 m of the fix, and each
+//! candidate is opened with the probability of a *true* response model ([`true_logit`])
+//! that the trainer never sees. The output is the training-data format
+//! `nearcast-training/1`. Everything is drawn from one `StdRng` seeded with the configured
+//! seed, so a seed gives the same file (with the locked `rand` version).
 
-use crate::data::{Candidate, Decision};
+use crate::data::{TrainingCandidate, TrainingRecord};
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use nearcast_core::context::{Context, Daypart};
+use nearcast_core::export::FORMAT;
 use nearcast_core::features::{GROUPS, group_of};
 use nearcast_core::weather::{Condition, Weather};
 use rand::rngs::StdRng;
@@ -48,18 +51,99 @@ impl Default for Config {
     }
 }
 
-/// Offer categories per product group (index of `features::GROUPS`): the names stores use.
-pub const CATEGORIES: [&[&str]; GROUPS.len()] = [
-    &["coffee", "cafe", "bakery"],
-    &["restaurant", "lunch", "fast_food", "pub"],
-    &["rainwear", "outdoor", "umbrella"],
-    &["clothing", "shoes", "fashion"],
-    &["grocery", "supermarket", "convenience"],
-    &["pharmacy", "books", "electronics", "florist"],
-];
+/// The stores the generated users walk past: the demo's real places.
+const STORES_JSON: &str = include_str!("../../../events/stores.json");
 
-/// Share of candidate stores per group.
-pub const STORE_MIX: [f64; GROUPS.len()] = [0.22, 0.24, 0.07, 0.15, 0.20, 0.12];
+/// Store categories that also sell umbrellas: their stores carry a second offer, in the
+/// `umbrella` category.
+pub const UMBRELLA_SELLERS: [&str; 3] = ["convenience", "department_store", "supermarket"];
+
+/// Candidates are the offers of stores within this distance of the fix, metres.
+pub const NEAR_M: f64 = 300.0;
+
+/// A fix lies within this distance of the store its user is heading to, metres.
+pub const FIX_SPREAD_M: f64 = 80.0;
+
+/// Share of a user's decisions near one of their three regular places (the others are
+/// anywhere in the area).
+pub const REGULAR: f64 = 0.7;
+
+/// Share of users in the holdout group: their chosen candidate is held out, not pushed.
+pub const HOLDOUT: f64 = 0.1;
+
+/// Share of decisions that also log a candidate dropped before scoring (by daypart).
+pub const DROPPED: f64 = 0.1;
+
+/// One offer of one store.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// `off-<store id>` or `off-<store id>-umbrella`.
+    pub offer_id: String,
+    /// The store's id.
+    pub store_id: String,
+    /// The offer's category (the store's, or `umbrella`).
+    pub category: String,
+    /// The store's centre.
+    pub lat: f64,
+    /// The store's centre.
+    pub lon: f64,
+}
+
+/// The offers of the stores of events/stores.json: one per store in its category, plus an
+/// umbrella offer at [`UMBRELLA_SELLERS`].
+pub fn offers() -> Vec<Offer> {
+    let stores: Vec<serde_json::Value> =
+        serde_json::from_str(STORES_JSON).expect("events/stores.json is valid");
+    let mut out = Vec::new();
+    for s in &stores {
+        let id = s["id"].as_str().expect("store id");
+        let category = s["category"].as_str().expect("store category");
+        let fence = &s["fence"];
+        let (lat, lon) = if fence["type"] == "circle" {
+            (
+                fence["lat"].as_f64().expect("lat"),
+                fence["lon"].as_f64().expect("lon"),
+            )
+        } else {
+            // Mean of the ring's vertices, without the closing one.
+            let ring = fence["geometry"]["coordinates"][0]
+                .as_array()
+                .expect("polygon ring");
+            let pts = &ring[..ring.len() - 1];
+            let mean = |k: usize| {
+                pts.iter()
+                    .map(|p| p[k].as_f64().expect("coordinate"))
+                    .sum::<f64>()
+                    / pts.len() as f64
+            };
+            (mean(1), mean(0))
+        };
+        let mut push = |offer_id: String, category: &str| {
+            out.push(Offer {
+                offer_id,
+                store_id: id.to_string(),
+                category: category.to_string(),
+                lat,
+                lon,
+            });
+        };
+        push(format!("off-{id}"), category);
+        if UMBRELLA_SELLERS.contains(&category) {
+            push(format!("off-{id}-umbrella"), "umbrella");
+        }
+    }
+    out
+}
+
+/// Great-circle distance, metres.
+pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    const R: f64 = 6_371_008.8;
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * R * a.sqrt().asin()
+}
 
 /// Probability that a user likes a group (taste drawn from [0.5, 1]; otherwise [0, 0.35]).
 pub const LIKE: [f64; GROUPS.len()] = [0.45, 0.50, 0.15, 0.30, 0.40, 0.20];
@@ -101,6 +185,16 @@ pub mod truth {
     /// Standard deviation of a hidden per-user responsiveness.
     pub const USER_SD: f64 = 0.4;
 }
+
+/// P(redeemed | opened) = `REDEEM_BASE + REDEEM_TASTE * taste`.
+pub const REDEEM_BASE: f64 = 0.2;
+/// See [`REDEEM_BASE`].
+pub const REDEEM_TASTE: f64 = 0.4;
+/// P(purchased | not redeemed) = `PURCHASE_BASE + PURCHASE_TASTE * taste`: buying in the
+/// category anyway, within the attribution window.
+pub const PURCHASE_BASE: f64 = 0.01;
+/// See [`PURCHASE_BASE`].
+pub const PURCHASE_TASTE: f64 = 0.05;
 
 /// The true logit of a candidate being opened.
 #[allow(clippy::too_many_arguments, reason = "the terms of the model")]
@@ -201,8 +295,11 @@ const ROUTINE_MIX: [f64; 3] = [0.45, 0.30, 0.25];
 struct User {
     /// True taste per group, in [0, 1]: drives responses; never logged.
     taste: [f64; GROUPS.len()],
-    /// Per group, per category name of [`CATEGORIES`]: in-app behaviour history.
-    history: Vec<Vec<History>>,
+    /// Per category of [`offers`] (sorted names): in-app behaviour history.
+    history: Vec<History>,
+    /// Offer indices of three regular places.
+    regular: [usize; 3],
+    holdout: bool,
     consent: bool,
     routine: usize,
     shift: i64,
@@ -278,7 +375,7 @@ fn history(rng: &mut StdRng, taste: f64, engagement: f64) -> History {
     }
 }
 
-fn user(rng: &mut StdRng) -> User {
+fn user(rng: &mut StdRng, categories: &[&str], n_offers: usize) -> User {
     let mut taste = [0.0; GROUPS.len()];
     for (g, t) in taste.iter_mut().enumerate() {
         *t = if rng.random_bool(LIKE[g]) {
@@ -289,19 +386,20 @@ fn user(rng: &mut StdRng) -> User {
     }
     // App engagement: log-normal, mean about 1.
     let engagement = (0.7 * normal(rng) - 0.25).exp();
-    let history = CATEGORIES
+    let history = categories
         .iter()
-        .enumerate()
-        .map(|(g, names)| {
-            names
-                .iter()
-                .map(|_| history(rng, taste[g], engagement))
-                .collect()
-        })
+        .map(|c| history(rng, taste[group_of(c)], engagement))
         .collect();
+    let regular = [
+        rng.random_range(0..n_offers),
+        rng.random_range(0..n_offers),
+        rng.random_range(0..n_offers),
+    ];
     User {
         taste,
         history,
+        regular,
+        holdout: rng.random_bool(HOLDOUT),
         consent: rng.random_bool(CONSENT),
         routine: pick(rng, &ROUTINE_MIX),
         shift: rng.random_range(-1..=1),
@@ -356,15 +454,29 @@ fn local_to_utc(naive: NaiveDateTime) -> chrono::DateTime<Utc> {
     }
 }
 
-/// Generates `cfg.decisions` decisions sorted by time; `progress` is told of each batch.
-pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
+/// Moves a point by `d` metres towards `bearing` (radians from north); fine at city scale.
+fn offset(lat: f64, lon: f64, d: f64, bearing: f64) -> (f64, f64) {
+    let dlat = d * bearing.cos() / 111_320.0;
+    let dlon = d * bearing.sin() / (111_320.0 * lat.to_radians().cos());
+    (lat + dlat, lon + dlon)
+}
+
+/// Generates `cfg.decisions` records sorted by time; `progress` is told of each batch.
+pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<TrainingRecord> {
     assert!(
         cfg.days > 0 && cfg.users > 0,
         "need at least one day and one user"
     );
+    let offers = offers();
+    let mut categories: Vec<&str> = offers.iter().map(|o| o.category.as_str()).collect();
+    categories.sort_unstable();
+    categories.dedup();
+    let category_index = |c: &str| categories.binary_search(&c).expect("known category");
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let routines = routines();
-    let users: Vec<User> = (0..cfg.users).map(|_| user(&mut rng)).collect();
+    let users: Vec<User> = (0..cfg.users)
+        .map(|_| user(&mut rng, &categories, offers.len()))
+        .collect();
     // How often each user is near stores with offers: log-normal activity.
     let activity: Vec<f64> = (0..cfg.users)
         .map(|_| (0.6 * normal(&mut rng)).exp())
@@ -378,9 +490,11 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
     let weather = weather_series(&mut rng, cfg.start, cfg.days);
 
     let mut out = Vec::with_capacity(cfg.decisions);
+    let mut nearby: Vec<(usize, f64)> = Vec::with_capacity(offers.len());
     for i in 0..cfg.decisions {
         let r = rng.random::<f64>() * acc;
-        let u = &users[cumulative.partition_point(|c| *c <= r).min(cfg.users - 1)];
+        let ui = cumulative.partition_point(|c| *c <= r).min(cfg.users - 1);
+        let u = &users[ui];
         let day = rng.random_range(0..cfg.days);
         let date = cfg.start + Duration::days(i64::from(day));
         let weekend_day = date.weekday().number_from_monday() >= 6;
@@ -398,15 +512,35 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
         let logged_weather = (!rng.random_bool(WEATHER_MISSING)).then_some(real_weather);
         let ctx = Context::new(at, TZ, logged_weather);
 
-        let n = 1 + pick(&mut rng, &N_CANDIDATES);
-        let mut candidates = Vec::with_capacity(n);
-        for _ in 0..n {
-            let g = pick(&mut rng, &STORE_MIX);
-            let names = CATEGORIES[g];
-            let j = rng.random_range(0..names.len());
-            let (category, h) = (names[j], u.history[g][j]);
-            debug_assert_eq!(group_of(category), g);
-            let distance_m = round_to(300.0 * rng.random::<f64>(), 1);
+        // Where: near a regular place or anywhere, within FIX_SPREAD_M of that store.
+        let anchor = if rng.random_bool(REGULAR) {
+            u.regular[rng.random_range(0..3)]
+        } else {
+            rng.random_range(0..offers.len())
+        };
+        let (lat, lon) = offset(
+            offers[anchor].lat,
+            offers[anchor].lon,
+            FIX_SPREAD_M * rng.random::<f64>().sqrt(),
+            std::f64::consts::TAU * rng.random::<f64>(),
+        );
+        nearby.clear();
+        nearby.extend(offers.iter().enumerate().filter_map(|(k, o)| {
+            let d = distance_m(lat, lon, o.lat, o.lon);
+            (d <= NEAR_M).then_some((k, d))
+        }));
+        let n = (1 + pick(&mut rng, &N_CANDIDATES)).min(nearby.len());
+        // A partial Fisher-Yates shuffle picks n distinct nearby offers.
+        for k in 0..n {
+            let j = rng.random_range(k..nearby.len());
+            nearby.swap(k, j);
+        }
+        let mut candidates = Vec::with_capacity(n + 1);
+        for &(k, d) in &nearby[..n] {
+            let o = &offers[k];
+            let g = group_of(&o.category);
+            let h = u.history[category_index(&o.category)];
+            let distance_m = round_to(d, 1);
             let z = true_logit(
                 g,
                 ctx.daypart,
@@ -417,24 +551,78 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
                 distance_m,
                 u.responsiveness,
             );
-            let opened = rng.random_bool(sigmoid(z));
+            // The simulated collection period shows every scored candidate (see
+            // models/README.md), except to the holdout group.
+            let sent = !u.holdout;
+            let opened = rng.random_bool(sigmoid(z)) && sent;
+            let redeemed = opened && rng.random_bool(REDEEM_BASE + REDEEM_TASTE * u.taste[g]);
+            let purchased =
+                redeemed || rng.random_bool(PURCHASE_BASE + PURCHASE_TASTE * u.taste[g]);
             // Logged as serving sees it: the learnt affinity (0 without behaviour), only
-            // with personalisation consent.
+            // with personalisation consent; the score of a naive earlier model.
             let affinity = u.consent.then_some(h.affinity);
-            candidates.push(Candidate {
-                category: category.to_string(),
+            candidates.push(TrainingCandidate {
+                offer_id: o.offer_id.clone(),
+                category: o.category.clone(),
+                store_id: o.store_id.clone(),
                 distance_m,
                 affinity,
                 bought_category: u.consent && h.bought,
+                score: Some(round_to(0.05 + 0.1 * affinity.unwrap_or(0.0), 4)),
+                reason: None,
+                sent,
+                held_out: false,
                 opened,
+                redeemed,
+                purchased,
             });
         }
-        out.push(Decision {
+        if u.holdout
+            && let Some(c) = candidates.first_mut()
+        {
+            c.held_out = true;
+        }
+        if n < nearby.len() && rng.random_bool(DROPPED) {
+            let (k, d) = nearby[n];
+            let o = &offers[k];
+            candidates.push(TrainingCandidate {
+                offer_id: o.offer_id.clone(),
+                category: o.category.clone(),
+                store_id: o.store_id.clone(),
+                distance_m: round_to(d, 1),
+                affinity: None,
+                bought_category: false,
+                score: None,
+                reason: Some("daypart".into()),
+                sent: false,
+                held_out: false,
+                opened: false,
+                redeemed: false,
+                purchased: false,
+            });
+        }
+        let local = at.with_timezone(&TZ);
+        let cell = h3o::LatLng::new(lat, lon)
+            .expect("finite coordinates")
+            .to_cell(h3o::Resolution::Nine);
+        out.push(TrainingRecord {
+            format: FORMAT.to_string(),
+            decision_id: format!("gen-{}-{i}", cfg.seed),
+            user: format!(
+                "u-{:08x}",
+                crate::data::fnv1a64(format!("{}:{ui}", cfg.seed).as_bytes()) as u32
+            ),
             at,
+            local_time: local.to_rfc3339(),
             daypart: ctx.daypart,
+            weekday: local.format("%a").to_string(),
             weekend: ctx.weekend,
+            cell: cell.to_string(),
             weather: ctx.weather,
             personalised: u.consent,
+            model_version: "generator".into(),
+            verdict: if u.holdout { "held_out" } else { "sent" }.into(),
+            reason: None,
             candidates,
         });
         if (i + 1) % 4096 == 0 {
@@ -450,7 +638,7 @@ pub fn generate(cfg: &Config, mut progress: impl FnMut(u64)) -> Vec<Decision> {
 mod tests {
     use super::*;
 
-    fn small(seed: u64) -> Vec<Decision> {
+    fn small(seed: u64) -> Vec<TrainingRecord> {
         generate(
             &Config {
                 seed,
@@ -463,44 +651,100 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_gives_the_same_data_and_another_seed_other_data() {
-        assert_eq!(small(7), small(7));
-        assert_ne!(small(7), small(8));
+    fn a_seed_gives_the_same_bytes_and_another_seed_other_data() {
+        let bytes = |seed| {
+            let mut b = Vec::new();
+            crate::data::write(&mut b, &small(seed)).unwrap();
+            b
+        };
+        assert_eq!(bytes(7), bytes(7));
+        assert_ne!(bytes(7), bytes(8));
     }
 
     #[test]
-    fn categories_map_onto_their_groups() {
-        for (g, names) in CATEGORIES.iter().enumerate() {
-            for n in *names {
-                assert_eq!(group_of(n), g, "{n}");
-            }
+    fn offers_come_from_the_real_stores_and_map_onto_groups() {
+        let offers = offers();
+        assert!(offers.len() > 76, "one per store plus umbrellas");
+        assert!(offers.iter().any(|o| o.category == "umbrella"));
+        for o in &offers {
+            assert!((60.15..60.19).contains(&o.lat) && (24.92..24.96).contains(&o.lon));
         }
+        // Every group has offers.
+        for g in 0..GROUPS.len() {
+            assert!(offers.iter().any(|o| group_of(&o.category) == g), "{g}");
+        }
+        assert!((distance_m(60.17, 24.94, 60.171, 24.94) - 111.2).abs() < 0.5);
     }
 
     #[test]
-    fn decisions_are_sorted_in_range_and_plausible() {
+    fn records_are_valid_sorted_in_range_and_plausible() {
         let ds = small(7);
         assert!(ds.windows(2).all(|w| w[0].at <= w[1].at));
         let cfg = Config::default();
         for d in &ds {
+            d.validate().unwrap();
             let local = d.at.with_timezone(&TZ).date_naive();
             assert!(local >= cfg.start && local < cfg.start + Duration::days(i64::from(cfg.days)));
-            assert!((1..=4).contains(&d.candidates.len()));
+            let scored: Vec<_> = d.candidates.iter().filter(|c| c.reason.is_none()).collect();
+            assert!((1..=4).contains(&scored.len()));
+            assert_eq!(d.cell.len(), 15);
             for c in &d.candidates {
-                assert!((0.0..=300.0).contains(&c.distance_m));
-                assert_eq!(c.affinity.is_some(), d.personalised);
+                assert!((0.0..=NEAR_M).contains(&c.distance_m));
+                assert!(c.affinity.is_none() || d.personalised);
                 assert!(d.personalised || !c.bought_category);
+                assert!(!c.opened || c.sent, "only a pushed offer is opened");
+                assert!(!c.redeemed || c.opened);
+                assert!(!(c.sent && c.held_out));
             }
+            let held = d.candidates.iter().filter(|c| c.held_out).count();
+            assert_eq!(d.verdict == "held_out", held == 1, "{}", d.verdict);
         }
-        let n = ds.iter().map(|d| d.candidates.len()).sum::<usize>() as f64;
-        let rate = ds
-            .iter()
-            .flat_map(|d| &d.candidates)
-            .filter(|c| c.opened)
-            .count() as f64
-            / n;
+        let scored = || ds.iter().flat_map(|d| &d.candidates).filter(|c| c.sent);
+        let rate = scored().filter(|c| c.opened).count() as f64 / scored().count() as f64;
         assert!((0.03..0.15).contains(&rate), "open rate {rate}");
         let personalised = ds.iter().filter(|d| d.personalised).count() as f64 / ds.len() as f64;
         assert!((0.7..0.9).contains(&personalised), "{personalised}");
+        let held_out = ds.iter().filter(|d| d.verdict == "held_out").count() as f64;
+        assert!((0.03..0.2).contains(&(held_out / ds.len() as f64)));
+        assert!(
+            ds.iter()
+                .any(|d| d.candidates.iter().any(|c| c.reason.is_some()))
+        );
+    }
+
+    #[test]
+    fn rain_raises_umbrella_opens_and_mornings_raise_coffee() {
+        let ds = generate(
+            &Config {
+                decisions: 40_000,
+                users: 500,
+                ..Config::default()
+            },
+            |_| {},
+        );
+        let rate = |f: &dyn Fn(&TrainingRecord, &TrainingCandidate) -> bool| {
+            let rows: Vec<bool> = ds
+                .iter()
+                .flat_map(|d| d.candidates.iter().map(move |c| (d, c)))
+                .filter(|(d, c)| c.sent && f(d, c))
+                .map(|(_, c)| c.opened)
+                .collect();
+            rows.iter().filter(|o| **o).count() as f64 / rows.len() as f64
+        };
+        let wet = |d: &TrainingRecord| d.weather.is_some_and(|w| w.condition.is_wet());
+        let umbrella_wet = rate(&|d, c| c.category == "umbrella" && wet(d));
+        let umbrella_dry = rate(&|d, c| c.category == "umbrella" && !wet(d));
+        assert!(
+            umbrella_wet > 1.8 * umbrella_dry,
+            "{umbrella_wet} vs {umbrella_dry}"
+        );
+        let coffee_morning =
+            rate(&|d, c| group_of(&c.category) == 0 && d.daypart == Daypart::Morning);
+        let coffee_other =
+            rate(&|d, c| group_of(&c.category) == 0 && d.daypart != Daypart::Morning);
+        assert!(
+            coffee_morning > 1.3 * coffee_other,
+            "{coffee_morning} vs {coffee_other}"
+        );
     }
 }

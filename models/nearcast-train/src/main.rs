@@ -3,12 +3,14 @@
 //! ```text
 //! nearcast-train generate --seed 7 --decisions 200000 --out models/data/decisions.jsonl
 //! nearcast-train train --data models/data/decisions.jsonl --out models/ranker.json
+//! nearcast-train compare models/ranker.json other.json --data models/data/test.jsonl
 //! ```
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use nearcast_train::{data, generate, train};
+use nearcast_train::data::Label;
+use nearcast_train::{data, eval, generate, train};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Writes seeded synthetic logged decisions as JSON lines (see models/README.md).
+    /// Writes seeded synthetic logged decisions in the `nearcast-training/1` format (see
+    /// models/README.md).
     Generate {
         /// RNG seed.
         #[arg(long, default_value_t = 7)]
@@ -46,14 +49,31 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Trains the logistic ranker and writes the `nearcast-ranker/1` artifact.
+    /// Trains the ranker (logistic regression and a decision tree; the better on validation
+    /// is kept) and writes the `nearcast-ranker/1` artifact and its reliability plot.
     Train {
-        /// Logged decisions (JSON lines).
+        /// Training data (`nearcast-training/1` JSON lines).
         #[arg(long)]
         data: PathBuf,
         /// Artifact to write.
         #[arg(long, default_value = "models/ranker.json")]
         out: PathBuf,
+        /// Reliability plot (PNG) of the test set; default: next to the artifact, with the
+        /// extension `.calibration.png`.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Outcome to predict.
+        #[arg(long, value_enum, default_value_t = Label::Opened)]
+        label: Label,
+        /// Model kinds to fit (`auto`: both, the better validation AUC wins).
+        #[arg(long, value_enum, default_value_t = train::Kinds::Auto)]
+        kind: train::Kinds,
+        /// Tree depth at most.
+        #[arg(long, default_value_t = 7)]
+        tree_depth: usize,
+        /// Training rows per tree leaf at least.
+        #[arg(long, default_value_t = 200)]
+        tree_min_leaf: usize,
         /// Model version label (default: today's date, `YYYY-MM-DD.1`).
         #[arg(long)]
         version: Option<String>,
@@ -66,9 +86,49 @@ enum Command {
         /// Gradient tolerance per training row (on the mean log loss).
         #[arg(long, default_value_t = 1e-6)]
         gradient_tolerance: f64,
-        /// Earliest share of decisions to train on; the latest rest is held out.
+        /// Earliest share of decisions to train on.
+        #[arg(long, default_value_t = 0.7)]
+        train_fraction: f64,
+        /// Next share of decisions to choose the kind on; the latest rest is the test set.
+        #[arg(long, default_value_t = 0.15)]
+        valid_fraction: f64,
+    },
+    /// Benchmark driver (bench/sklearn): splits by time, writes the train and test design
+    /// matrices for another library to fit on the very same rows, fits linfa's logistic
+    /// regression on them and prints its test AUC and fit time as one JSON line.
+    BenchLogistic {
+        /// Training data (`nearcast-training/1` JSON lines).
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory for `{train,test}_x.f64` (row-major little-endian f64),
+        /// `{train,test}_y.u8` and `meta.json` (the feature names).
+        #[arg(long)]
+        export_dir: PathBuf,
+        /// L2 penalty on the summed log loss.
+        #[arg(long, default_value_t = 5.0)]
+        alpha: f64,
+        /// L-BFGS iterations at most.
+        #[arg(long, default_value_t = 200)]
+        max_iterations: u64,
+        /// Gradient tolerance per training row (on the mean log loss).
+        #[arg(long, default_value_t = 1e-6)]
+        gradient_tolerance: f64,
+        /// Earliest share of decisions to train on; the rest is the test set.
         #[arg(long, default_value_t = 0.8)]
         train_fraction: f64,
+    },
+    /// Scores a data file with two artifacts and prints their metrics side by side.
+    Compare {
+        /// First artifact.
+        a: PathBuf,
+        /// Second artifact.
+        b: PathBuf,
+        /// Test data (`nearcast-training/1` JSON lines).
+        #[arg(long)]
+        data: PathBuf,
+        /// Outcome to evaluate.
+        #[arg(long, value_enum, default_value_t = Label::Opened)]
+        label: Label,
     },
 }
 
@@ -139,15 +199,12 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             data::write(&mut w, &ds)?;
             w.flush()?;
             let candidates: usize = ds.iter().map(|d| d.candidates.len()).sum();
-            let opened = ds
-                .iter()
-                .flat_map(|d| &d.candidates)
-                .filter(|c| c.opened)
-                .count();
+            let sent = || ds.iter().flat_map(|d| &d.candidates).filter(|c| c.sent);
+            let opened = sent().filter(|c| c.opened).count() as f64 / sent().count().max(1) as f64;
             eprintln!(
-                "wrote {} decisions, {candidates} candidates (open rate {:.4}) to {}",
+                "wrote {} decisions, {candidates} candidates (open rate of pushed offers {:.4}) to {}",
                 ds.len(),
-                opened as f64 / candidates.max(1) as f64,
+                opened,
                 out.display()
             );
             Ok(())
@@ -155,11 +212,17 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
         Command::Train {
             data: path,
             out,
+            plot,
+            label,
+            kind,
+            tree_depth,
+            tree_min_leaf,
             version,
             alpha,
             max_iterations,
             gradient_tolerance,
             train_fraction,
+            valid_fraction,
         } => {
             let len = std::fs::metadata(&path)?.len();
             let pb = bytes_bar(len, "read");
@@ -167,12 +230,17 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             pb.finish();
             eprintln!(
                 "read {} decisions ({})",
-                loaded.decisions.len(),
+                loaded.records.len(),
                 loaded.fingerprint
             );
             let version =
                 version.unwrap_or_else(|| format!("{}.1", chrono::Utc::now().format("%Y-%m-%d")));
             let cfg = train::Config {
+                label,
+                kinds: kind,
+                tree_depth,
+                tree_min_leaf,
+                valid_fraction,
                 alpha,
                 max_iterations,
                 gradient_tolerance_per_row: gradient_tolerance,
@@ -182,14 +250,106 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
                 encode: bar(0, "encode"),
                 fit: spinner(),
             };
-            let t = train::run(loaded.decisions, &loaded.fingerprint, &version, &cfg, &bars)?;
+            let t = train::run(loaded.records, &loaded.fingerprint, &version, &cfg, &bars)?;
             train::write_artifact(&out, &t.artifact)?;
+            let plot = plot.unwrap_or_else(|| out.with_extension("calibration.png"));
+            eval::plot_calibration(&t.report.calibration, &plot)?;
             println!(
-                "trained on {} decisions ({} candidates), version {version}",
-                t.train_decisions, t.train_rows
+                "trained on {} decisions ({} rows), label {}, version {version}",
+                t.train_decisions,
+                t.train_rows,
+                label.as_str()
             );
+            println!("validation (chooses the kind by AUC):");
+            println!("{}", eval::header());
+            for c in &t.candidates {
+                println!("{}", eval::row(c.kind, &c.validation));
+            }
+            println!("kept: {}", t.artifact.kind);
             print!("{}", t.report);
-            println!("wrote {}", out.display());
+            println!("wrote {} and {}", out.display(), plot.display());
+            Ok(())
+        }
+        Command::BenchLogistic {
+            data: path,
+            export_dir,
+            alpha,
+            max_iterations,
+            gradient_tolerance,
+            train_fraction,
+        } => {
+            let mut records = data::read(&path, |_| {})?.records;
+            let (cut, _) = train::split_by_time(&mut records, train_fraction, 0.0);
+            let label = Label::Opened;
+            let hidden = ProgressBar::hidden();
+            let train_rows = data::rows(&records[..cut], label);
+            let test_rows = data::rows(&records[cut..], label);
+            let (x, y) = train::design(&train_rows, label, &hidden);
+            let (tx, ty) = train::design(&test_rows, label, &hidden);
+            std::fs::create_dir_all(&export_dir)?;
+            std::fs::write(
+                export_dir.join("meta.json"),
+                serde_json::json!({"features": nearcast_core::features::schema()}).to_string(),
+            )?;
+            for (name, x, y) in [("train", &x, &y), ("test", &tx, &ty)] {
+                let file = std::fs::File::create(export_dir.join(format!("{name}_x.f64")))?;
+                let mut w = BufWriter::new(file);
+                for v in x.iter() {
+                    w.write_all(&v.to_le_bytes())?;
+                }
+                w.flush()?;
+                let labels: Vec<u8> = y.iter().map(|v| u8::from(*v)).collect();
+                std::fs::write(export_dir.join(format!("{name}_y.u8")), labels)?;
+            }
+            let cfg = train::Config {
+                alpha,
+                max_iterations,
+                gradient_tolerance_per_row: gradient_tolerance,
+                ..train::Config::default()
+            };
+            let n_train = x.nrows();
+            let started = std::time::Instant::now();
+            let c = train::fit(x, y, &cfg)?;
+            let fit_seconds = started.elapsed().as_secs_f64();
+            let w: [f64; nearcast_core::features::N_FEATURES] =
+                c.weights.as_slice().try_into().map_err(|_| "weights")?;
+            let r = nearcast_core::ranker::LogisticRanker::new("bench", c.intercept, w);
+            let scores: Vec<f64> = eval::score(&r, &test_rows).into_iter().flatten().collect();
+            let auc = eval::auc(&scores, ty.as_slice().ok_or("labels")?).ok_or("one class")?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "library": "linfa-logistic",
+                    "train_rows": n_train,
+                    "test_rows": tx.nrows(),
+                    "features": nearcast_core::features::N_FEATURES,
+                    "fit_seconds": fit_seconds,
+                    "auc": auc,
+                })
+            );
+            Ok(())
+        }
+        Command::Compare {
+            a,
+            b,
+            data: path,
+            label,
+        } => {
+            let load = |p: &PathBuf| -> Result<_, train::BoxError> {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                nearcast_core::ranker::load(&text)
+                    .map_err(|e| format!("{}: {e}", p.display()).into())
+            };
+            let (ra, rb) = (load(&a)?, load(&b)?);
+            let len = std::fs::metadata(&path)?.len();
+            let pb = bytes_bar(len, "read");
+            let loaded = data::read(&path, |n| pb.inc(n as u64))?;
+            pb.finish();
+            print!(
+                "{}",
+                eval::compare(ra.as_ref(), rb.as_ref(), &loaded.records, label)?
+            );
             Ok(())
         }
     }
