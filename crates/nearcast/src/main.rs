@@ -152,7 +152,7 @@ async fn aws_engine(
         notifier,
         weather,
         Arc::new(SystemClock),
-        Arc::new(ranker),
+        ranker,
     )
     .await?;
     Ok(Arc::new(engine))
