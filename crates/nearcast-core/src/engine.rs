@@ -248,6 +248,9 @@ impl Engine {
                     commit.decisions.push(d.clone());
                 }
                 commit.pushes.extend(push);
+                commit
+                    .outcomes
+                    .extend(decision::outcome_of(&catalog, event));
                 reports.push(EventReport {
                     index: i,
                     event_id: event.event_id.clone(),
