@@ -2,6 +2,7 @@
 //! `nearcast` command (demo, serve, replay).
 
 pub mod demo;
+pub mod export;
 pub mod outbox;
 pub mod store;
 

@@ -81,6 +81,91 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Writes the logged decisions with their outcomes as training data (JSON lines,
+    /// format nearcast-training/1, docs/training-data.md).
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// SQLite database file (the embedded store).
+    #[arg(long, conflicts_with = "table")]
+    db: Option<PathBuf>,
+    /// Where the logs are: `sqlite` (--db) or `aws` (DynamoDB --table, at the standard AWS
+    /// configuration; AWS_ENDPOINT_URL is honoured).
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: Backend,
+    /// DynamoDB table (with --backend aws).
+    #[arg(long)]
+    table: Option<String>,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Attribution window in hours: outcomes count for a decision this long after it.
+    #[arg(long, default_value_t = nearcast_core::export::DEFAULT_WINDOW_HOURS)]
+    window_hours: i64,
+    /// Only decisions at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only decisions before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// File whose bytes key the user pseudonyms (same key: same pseudonyms across exports).
+    /// Default: a random key, so no two exports can be linked.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// The embedded SQLite store.
+    Sqlite,
+    /// DynamoDB.
+    Aws,
+}
+
+async fn export(a: ExportArgs) -> Result<(), HostError> {
+    let invalid = |path: &str, reason: &str| HostError::Invalid {
+        path: path.into(),
+        reason: reason.into(),
+    };
+    if !(1..=24 * 365).contains(&a.window_hours) {
+        return Err(invalid("--window-hours", "must be between 1 and 8760"));
+    }
+    let store: Arc<dyn nearcast_core::ports::StateStore> = match a.backend {
+        Backend::Sqlite => {
+            let db =
+                a.db.ok_or_else(|| invalid("--db", "is required with --backend sqlite"))?;
+            if !db.exists() {
+                return Err(invalid(&db.display().to_string(), "no such database"));
+            }
+            Arc::new(nearcast::store::SqliteStore::open(&db, Sync::Normal)?)
+        }
+        Backend::Aws => {
+            let table = a
+                .table
+                .ok_or_else(|| invalid("--table", "is required with --backend aws"))?;
+            Arc::new(nearcast_aws::DynamoStateStore::from_env(table).await)
+        }
+    };
+    let mut opts = nearcast_core::export::JoinOptions::new(nearcast::export::pseudonym_key(
+        a.key_file.as_deref(),
+    )?);
+    opts.window = chrono::Duration::hours(a.window_hours);
+    opts.since = a.since.map(|t| t.to_utc());
+    opts.until = a.until.map(|t| t.to_utc());
+    let n = match &a.out {
+        Some(path) => {
+            let f = std::fs::File::create(path).map_err(|source| HostError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            nearcast::export::export_to(&*store, &opts, &mut std::io::BufWriter::new(f)).await?
+        }
+        None => nearcast::export::export_to(&*store, &opts, &mut std::io::stdout().lock()).await?,
+    };
+    eprintln!("exported {n} records");
+    Ok(())
 }
 
 fn weather_from(path: Option<&PathBuf>) -> Result<Arc<dyn WeatherSource>, HostError> {
@@ -92,6 +177,7 @@ fn weather_from(path: Option<&PathBuf>) -> Result<Arc<dyn WeatherSource>, HostEr
 
 async fn run(cli: Cli) -> Result<(), HostError> {
     match cli.command {
+        Command::Export(a) => export(a).await,
         Command::Demo { data, work, model } => {
             let (engine, report, outbox) = run_demo(&DemoOptions { data, work, model }).await?;
             let mut out = std::io::stdout().lock();
@@ -131,6 +217,9 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             }
             // Idempotency keys are kept for 7 days: clients retry well within that.
             let pruned = store.prune_seen(chrono::Utc::now() - chrono::Duration::days(7))?;
+            // Decisions and outcomes are kept for the documented retention.
+            let retention = chrono::Duration::days(nearcast_core::ports::LOG_RETENTION_DAYS);
+            let pruned_logs = store.prune_logs(chrono::Utc::now() - retention)?;
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .map_err(|source| HostError::Io {
@@ -141,7 +230,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 path: addr.clone(),
                 source,
             })?;
-            tracing::info!(%local, stores = engine.catalog().stores.len(), pruned, "nearcast serving");
+            tracing::info!(%local, stores = engine.catalog().stores.len(), pruned, pruned_logs, "nearcast serving");
             println!("nearcast listening on http://{local}");
             axum::serve(listener, nearcast_api::router(engine))
                 .with_graceful_shutdown(async {
