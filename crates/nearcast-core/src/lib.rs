@@ -31,6 +31,7 @@ pub mod ids;
 pub mod memory;
 pub mod ports;
 pub mod ranker;
+pub mod results;
 pub mod state;
 pub mod trigger;
 pub mod weather;
