@@ -39,6 +39,7 @@
 //!   erasure is retried as a whole.
 //! - Configuration, `deliveries()`, `decisions()` and `outcomes()`: a Scan (small or export-only data).
 
+pub mod model_store;
 pub mod sns;
 
 use aws_sdk_dynamodb::Client;

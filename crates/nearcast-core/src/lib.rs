@@ -29,6 +29,7 @@ pub mod geofence;
 pub mod holdout;
 pub mod ids;
 pub mod memory;
+pub mod model_store;
 pub mod ports;
 pub mod ranker;
 pub mod results;

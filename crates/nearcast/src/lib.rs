@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod export;
+pub mod model_store;
 pub mod outbox;
 pub mod store;
 

@@ -60,6 +60,12 @@ enum Command {
         /// Durability: normal survives a killed process, full survives power loss too.
         #[arg(long, value_enum, default_value = "normal")]
         sync: Sync,
+        /// A challenger model artifact, scoring a stable share of users.
+        #[arg(long)]
+        challenger: Option<PathBuf>,
+        /// Share of users scored by the challenger, 0 to 1.
+        #[arg(long, default_value_t = 0.1, requires = "challenger")]
+        challenger_share: f64,
     },
     /// Feeds a JSON-lines file of events through the pipeline and prints the decisions.
     Replay {
@@ -84,6 +90,85 @@ enum Command {
     /// Writes the logged decisions with their outcomes as training data (JSON lines,
     /// format nearcast-training/1, docs/training-data.md).
     Export(ExportArgs),
+    /// Publishes, rolls back and shows ranking models where the services load them.
+    Model {
+        #[command(subcommand)]
+        action: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Checks that the artifact loads in this build, then makes it the current model,
+    /// keeping the previous versions.
+    Publish {
+        /// The artifact (nearcast-ranker JSON).
+        artifact: PathBuf,
+        /// A folder (current model at <dir>/ranker.json) or s3://bucket/key.
+        #[arg(long)]
+        to: String,
+    },
+    /// Makes the previously current version current again.
+    Rollback {
+        /// The folder or s3://bucket/key published to.
+        #[arg(long)]
+        to: String,
+    },
+    /// Shows the current version and the history.
+    Status {
+        /// The folder or s3://bucket/key published to.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+async fn model_blobs(to: &str) -> Result<Box<dyn nearcast_core::model_store::Blobs>, HostError> {
+    use nearcast_aws::model_store::S3Blobs;
+    if to.starts_with("s3://") {
+        let (bucket, key) = S3Blobs::parse_url(to).map_err(|reason| HostError::Invalid {
+            path: "--to".into(),
+            reason,
+        })?;
+        Ok(Box::new(S3Blobs::new(S3Blobs::client().await, bucket, key)))
+    } else {
+        Ok(Box::new(nearcast::model_store::DirBlobs(PathBuf::from(to))))
+    }
+}
+
+async fn model(action: ModelCommand) -> Result<(), HostError> {
+    use nearcast_core::model_store::{publish, rollback, status};
+    let now = chrono::Utc::now();
+    let failed = |to: &str, e: nearcast_core::model_store::ModelStoreError| HostError::Invalid {
+        path: to.to_string(),
+        reason: e.to_string(),
+    };
+    match action {
+        ModelCommand::Publish { artifact, to } => {
+            let bytes = std::fs::read(&artifact).map_err(|source| HostError::Io {
+                path: artifact.display().to_string(),
+                source,
+            })?;
+            let blobs = model_blobs(&to).await?;
+            let v = publish(&*blobs, &bytes, now)
+                .await
+                .map_err(|e| failed(&artifact.display().to_string(), e))?;
+            println!("published {v} to {}", blobs.location());
+        }
+        ModelCommand::Rollback { to } => {
+            let blobs = model_blobs(&to).await?;
+            let v = rollback(&*blobs, now).await.map_err(|e| failed(&to, e))?;
+            println!("rolled back to {v} at {}", blobs.location());
+        }
+        ModelCommand::Status { to } => {
+            let blobs = model_blobs(&to).await?;
+            let s = status(&*blobs).await.map_err(|e| failed(&to, e))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).expect("status serialises")
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -178,6 +263,7 @@ fn weather_from(path: Option<&PathBuf>) -> Result<Arc<dyn WeatherSource>, HostEr
 async fn run(cli: Cli) -> Result<(), HostError> {
     match cli.command {
         Command::Export(a) => export(a).await,
+        Command::Model { action } => model(action).await,
         Command::Demo { data, work, model } => {
             let (engine, report, outbox) = run_demo(&DemoOptions { data, work, model }).await?;
             let mut out = std::io::stdout().lock();
@@ -200,6 +286,8 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             weather,
             config,
             sync,
+            challenger,
+            challenger_share,
         } => {
             let (engine, store) = embedded_engine(
                 &db,
@@ -210,6 +298,17 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 Arc::new(SystemClock),
             )
             .await?;
+            // `POST /v1/admin/model/reload` loads the --model file again (after a publish).
+            if let Some(path) = &model {
+                engine.set_model_source(Arc::new(nearcast::FileModelSource(path.clone())));
+            }
+            if let Some(path) = &challenger {
+                let ranker = nearcast::load_model(Some(path))?;
+                engine.set_challenger(Some(nearcast_core::engine::Challenger {
+                    ranker: Arc::new(ranker),
+                    share: challenger_share,
+                }))?;
+            }
             if let Some(dir) = config
                 && engine.catalog().stores.is_empty()
             {
