@@ -12,6 +12,7 @@ use nearcast_core::model_store::{Blobs, Slot};
 use nearcast_core::ports::BoxFuture;
 
 /// A model store at `s3://bucket/key`.
+#[derive(Clone)]
 pub struct S3Blobs {
     client: Client,
     bucket: String,

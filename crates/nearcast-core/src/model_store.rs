@@ -218,10 +218,11 @@ pub async fn rollback(b: &dyn Blobs, now: DateTime<Utc>) -> Result<String, Model
 /// # Errors
 /// A storage failure or an unreadable history.
 pub async fn status(b: &dyn Blobs) -> Result<Status, ModelStoreError> {
-    let current = match b.get(Slot::Current).await.map_err(storage(b))? {
-        None => None,
-        Some(bytes) => Some(check(&bytes).unwrap_or_else(|e| format!("(refused: {e})"))),
-    };
+    let current = b
+        .get(Slot::Current)
+        .await
+        .map_err(storage(b))?
+        .map(|bytes| check(&bytes).unwrap_or_else(|e| format!("(refused: {e})")));
     Ok(Status {
         location: b.location(),
         current,

@@ -148,7 +148,7 @@ pub async fn apply_models(engine: &Engine, models: &ModelConfig) -> Result<(), I
                 .map_err(InitError::ModelLoad)?;
             engine.set_ranker(champion);
             engine.set_model_source(Arc::new(S3ModelSource {
-                blobs: S3Blobs::new(S3Blobs::client().await, bucket, key),
+                blobs: blobs.clone(),
                 key: key.clone(),
             }));
             Some(blobs)
