@@ -169,6 +169,11 @@ impl StateStore for Interleaving {
     ) -> BoxFuture<'_, Result<Vec<nearcast_core::decision::Decision>, StoreError>> {
         self.0.decisions()
     }
+    fn outcomes(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<nearcast_core::ports::OutcomeRecord>, StoreError>> {
+        self.0.outcomes()
+    }
 }
 
 /// A harness with `n` stores and the given policy.

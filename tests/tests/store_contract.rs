@@ -8,8 +8,8 @@ use nearcast_core::decision::{Decision, Push, Verdict};
 use nearcast_core::event::Platform;
 use nearcast_core::memory::InMemoryStateStore;
 use nearcast_core::ports::{
-    Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult, StateStore,
-    UserRecord,
+    Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult, OutcomeKind,
+    OutcomeRecord, StateStore, UserRecord,
 };
 use nearcast_core::state::{PushTarget, UserState};
 use nearcast_tests::{catalog, id, noon, policy};
@@ -103,6 +103,7 @@ contract!(
     decisions_and_deliveries_are_recorded_and_statuses_move,
     erasure_removes_everything_about_the_user_only,
     configuration_round_trips,
+    outcomes_are_logged_atomically_with_their_events_and_erased,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -142,9 +143,20 @@ fn decision(user: &str, event: &str, minute: i64) -> Decision {
         score: Some(0.75),
         reason: None,
         context: None,
-        candidates: Vec::new(),
+        // The fields training needs round-trip in every store.
+        candidates: vec![nearcast_core::decision::Candidate {
+            store_id: id("s1"),
+            offer_id: id("o1"),
+            category: "coffee".into(),
+            distance_m: 12.5,
+            score: Some(0.75),
+            reason: None,
+            affinity: Some(0.25),
+            bought_category: true,
+        }],
         model_version: "test".into(),
         delivery_id: Some(format!("d-{user}-{event}")),
+        personalised: true,
     }
 }
 
@@ -166,6 +178,25 @@ fn push(user: &str, event: &str, minute: i64) -> Push {
         model_version: "test".into(),
         at: noon() + chrono::Duration::minutes(minute),
     }
+}
+
+fn outcome(user: &str, event: &str, minute: i64, kind: OutcomeKind) -> OutcomeRecord {
+    OutcomeRecord {
+        event_id: id(event),
+        user_id: id(user),
+        at: noon() + chrono::Duration::minutes(minute),
+        kind,
+        offer_id: (kind != OutcomeKind::Purchased).then(|| id("o1")),
+        category: Some("coffee".into()),
+        delivery_id: (kind == OutcomeKind::Opened).then(|| format!("d-{user}-e1")),
+    }
+}
+
+/// A commit of one event that logs `kind` as an outcome.
+fn outcome_commit(user: &str, event: &str, minute: i64, kind: OutcomeKind) -> Commit {
+    let mut c = commit(user, 0, None, &[event]);
+    c.outcomes.push(outcome(user, event, minute, kind));
+    c
 }
 
 /// A commit of `state` at `expected` with the given events (each answering `kind`).
@@ -572,4 +603,88 @@ async fn the_engine_commits_a_full_batch_on_dynamodb_in_chunks_that_fit() {
     let again = engine.process_batch(&batch).await.unwrap();
     assert!(again.iter().all(|r| r.status == "duplicate"));
     assert_eq!(notifier.sent().len(), 28);
+}
+
+async fn outcomes_are_logged_atomically_with_their_events_and_erased(store: Arc<dyn StateStore>) {
+    apply(&*store, &sent("ann", 0, Some(state("a")), &["e1"])).await;
+    apply(
+        &*store,
+        &outcome_commit("ann", "o1", 5, OutcomeKind::Opened),
+    )
+    .await;
+    apply(
+        &*store,
+        &outcome_commit("bob", "o1", 6, OutcomeKind::Purchased),
+    )
+    .await;
+    // Two outcomes in one commit, with a state change.
+    let mut two = commit("ann", 1, Some(state("b")), &["o2", "o3"]);
+    two.outcomes
+        .push(outcome("ann", "o2", 9, OutcomeKind::Redeemed));
+    two.outcomes
+        .push(outcome("ann", "o3", 10, OutcomeKind::Purchased));
+    apply(&*store, &two).await;
+    let want = vec![
+        outcome("ann", "o1", 5, OutcomeKind::Opened),
+        outcome("bob", "o1", 6, OutcomeKind::Purchased),
+        outcome("ann", "o2", 9, OutcomeKind::Redeemed),
+        outcome("ann", "o3", 10, OutcomeKind::Purchased),
+    ];
+    assert_eq!(store.outcomes().await.unwrap(), want);
+
+    // A retried event logs its outcome no second time, and takes the new one with it.
+    let mut retry = outcome_commit("ann", "o1", 5, OutcomeKind::Opened);
+    retry.events.push((id("o9"), result("o9")));
+    retry
+        .outcomes
+        .push(outcome("ann", "o9", 11, OutcomeKind::Purchased));
+    assert!(matches!(
+        store.commit(&retry).await.unwrap(),
+        CommitOutcome::Duplicates(_)
+    ));
+    // A stale version writes no outcome either.
+    let mut stale = commit("ann", 0, Some(state("c")), &["o8"]);
+    stale
+        .outcomes
+        .push(outcome("ann", "o8", 12, OutcomeKind::Opened));
+    assert_eq!(store.commit(&stale).await.unwrap(), CommitOutcome::Conflict);
+    assert_eq!(store.outcomes().await.unwrap(), want);
+
+    // Erasure takes the outcomes with the rest: profile, 4 keys, 1 decision, 1 delivery,
+    // 3 outcomes.
+    let e = store.erase_user(&id("ann")).await.unwrap();
+    assert_eq!(e.records, 10);
+    assert_eq!(
+        store.outcomes().await.unwrap(),
+        vec![outcome("bob", "o1", 6, OutcomeKind::Purchased)]
+    );
+}
+
+// ---------------------------------------------------------------- SQLite only
+
+/// Decisions and outcomes older than the retention are pruned; newer ones and other tables
+/// stay.
+#[tokio::test]
+async fn sqlite_prunes_decisions_and_outcomes_past_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("p.db"), Sync::Normal).unwrap();
+    let mut c = sent("ann", 0, Some(state("a")), &["e1", "e2"]);
+    c.decisions[0].at = noon() - chrono::Duration::days(100);
+    c.outcomes
+        .push(outcome("ann", "e1", -100 * 24 * 60, OutcomeKind::Opened));
+    c.outcomes
+        .push(outcome("ann", "e2", 0, OutcomeKind::Opened));
+    apply(&store, &c).await;
+    let retention = chrono::Duration::days(nearcast_core::ports::LOG_RETENTION_DAYS);
+    assert_eq!(store.prune_logs(noon() - retention).unwrap(), 2);
+    assert_eq!(
+        store.decisions().await.unwrap(),
+        vec![decision("ann", "e2", 1)]
+    );
+    assert_eq!(
+        store.outcomes().await.unwrap(),
+        vec![outcome("ann", "e2", 0, OutcomeKind::Opened)]
+    );
+    assert_eq!(store.deliveries().await.unwrap().len(), 2);
+    assert_eq!(store.prune_logs(noon() - retention).unwrap(), 0);
 }

@@ -26,6 +26,8 @@ pub enum ApiError {
     TooLarge,
     /// 503: retry later; nothing was half-written.
     Unavailable(String),
+    /// 422: a model artifact was refused; the current model stays in service.
+    ModelRefused(String),
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl From<EngineError> for ApiError {
             EngineError::Contention => {
                 ApiError::Unavailable("too many concurrent updates for one user".into())
             }
+            EngineError::Model(reason) => ApiError::ModelRefused(reason),
         }
     }
 }
@@ -83,6 +86,10 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": {"code": "too_large", "field": "body", "reason": format!("must be at most {} bytes", crate::MAX_BODY)}}),
+            ),
+            ApiError::ModelRefused(r) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": {"code": "model_refused", "reason": r, "current_model_kept": true}}),
             ),
             ApiError::Unavailable(r) => {
                 let mut resp = (

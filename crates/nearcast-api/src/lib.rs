@@ -7,6 +7,9 @@
 //! - `GET`/`PUT /v1/users/{id}/consent`, `DELETE /v1/users/{id}` (erasure).
 //! - `/v1/admin/stores[/{id}]`, `/v1/admin/offers[/{id}]`, `/v1/admin/policy`,
 //!   `POST /v1/admin/simulate`.
+//! - `GET /v1/admin/results[?window_hours=24]`: per offer and model version, from the logs.
+//! - `GET /v1/admin/model`, `POST /v1/admin/model/reload`: the models in service; load the
+//!   champion again from its source (a refused artifact leaves the current one serving).
 //! - `GET /healthz`.
 
 mod error;
@@ -54,6 +57,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         )
         .route("/v1/admin/policy", get(get_policy).put(put_policy))
         .route("/v1/admin/simulate", post(simulate::simulate))
+        .route("/v1/admin/results", get(results))
+        .route("/v1/admin/model", get(model_status))
+        .route("/v1/admin/model/reload", post(reload_model))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Bodies above the limit are cut off while reading, before any parsing.
@@ -322,6 +328,65 @@ async fn put_policy(
     let p: CapPolicy = parse_with_id(&body, None)?;
     engine.put_policy(p.clone()).await?;
     Ok(Json(p))
+}
+
+fn models_json(engine: &Engine) -> Value {
+    let challenger = engine
+        .challenger()
+        .map(|c| json!({"version": c.ranker.version(), "share": c.share}));
+    json!({"champion": engine.ranker().version(), "challenger": challenger})
+}
+
+async fn model_status(State(engine): State<AppState>) -> Json<Value> {
+    Json(models_json(&engine))
+}
+
+async fn reload_model(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
+    engine.reload_model().await?;
+    Ok(Json(models_json(&engine)))
+}
+
+async fn results(
+    State(engine): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    use nearcast_core::export::{JoinOptions, join};
+    let mut opts = JoinOptions::new(b"results".to_vec());
+    for (k, v) in &q {
+        match k.as_str() {
+            "window_hours" => {
+                let h: i64 = v
+                    .parse()
+                    .ok()
+                    .filter(|h| (1..=24 * 365).contains(h))
+                    .ok_or_else(|| {
+                        ApiError::invalid("window_hours", "must be a whole number from 1 to 8760")
+                    })?;
+                opts.window = chrono::Duration::hours(h);
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a known parameter (window_hours)",
+                ));
+            }
+        }
+    }
+    let store = engine.store();
+    let decisions = store
+        .decisions()
+        .await
+        .map_err(nearcast_core::engine::EngineError::from)?;
+    let outcomes = store
+        .outcomes()
+        .await
+        .map_err(nearcast_core::engine::EngineError::from)?;
+    let r = nearcast_core::results::results(&join(&decisions, &outcomes, &opts));
+    Ok(Json(json!({
+        "window_hours": opts.window.num_hours(),
+        "by_offer": r.by_offer,
+        "by_model": r.by_model,
+    })))
 }
 
 #[allow(

@@ -12,6 +12,7 @@
 //! | `USER#<user>` | `EVENT#<event>` | `result` (EventResult JSON), `at`, `ttl` (7 days): idempotency key |
 //! | `USER#<user>` | `DECISION#<rfc3339 at>#<event>` | `body` (Decision JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `DELIVERY#<delivery id>` | `status`, `body` (Push JSON), `seq`, `ttl` (90 days) |
+//! | `USER#<user>` | `OUTCOME#<rfc3339 at>#<event>` | `body` (OutcomeRecord JSON), `seq`, `ttl` (90 days) |
 //! | `DELIVERY#<delivery id>` | `META` | `user`, `ttl` (90 days): pointer for `set_delivery_status` |
 //! | `STORE#<id>` / `OFFER#<id>` | `META` | `body` (JSON) |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
@@ -29,8 +30,8 @@
 //! - `commit`: 1 TransactWriteItems: a Put per idempotency key conditioned on
 //!   `attribute_not_exists(pk)` (returning the old item on failure, so a duplicate needs no
 //!   extra read), the profile Put conditioned on `version = :expected` (or
-//!   `attribute_not_exists(pk)` for version 0) when the state changed, a Put per decision,
-//!   and two Puts per push (the delivery and its pointer). At most 100 items: a larger
+//!   `attribute_not_exists(pk)` for version 0) when the state changed, a Put per decision
+//!   and per outcome, and two Puts per push (the delivery and its pointer). At most 100 items: a larger
 //!   commit is refused with a [`StoreError`].
 //! - A location fix that sends nothing: 2 round trips (GetItem + TransactWriteItems).
 //! - `set_delivery_status`: 2 (GetItem on the pointer, UpdateItem).
@@ -40,8 +41,10 @@
 //! - Configuration changes (`put_*`, `delete_*`): 1 TransactWriteItems, the item and the
 //!   catalog version bump together, so other instances see the change
 //!   ([`refresh::RefreshingStore`]).
-//! - Configuration, `deliveries()` and `decisions()`: a Scan (small or export-only data).
+//! - Configuration, `deliveries()`, `decisions()` and `outcomes()`: a Scan (small or
+//!   export-only data).
 
+pub mod model_store;
 pub mod refresh;
 pub mod sns;
 
@@ -60,7 +63,7 @@ use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    StateStore, StoreError, UserRecord,
+    OutcomeRecord, StateStore, StoreError, UserRecord,
 };
 use nearcast_core::state::UserState;
 use std::collections::HashMap;
@@ -70,8 +73,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// How long an idempotency key is kept.
 pub const SEEN_TTL_SECS: i64 = 7 * 24 * 3600;
-/// How long decisions and deliveries are kept.
-pub const LOG_TTL_SECS: i64 = 90 * 24 * 3600;
+/// How long decisions, deliveries and outcomes are kept.
+pub const LOG_TTL_SECS: i64 = nearcast_core::ports::LOG_RETENTION_DAYS * 24 * 3600;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -318,6 +321,7 @@ impl DynamoStateStore {
         let count = c.events.len()
             + usize::from(c.state.is_some())
             + c.decisions.len()
+            + c.outcomes.len()
             + 2 * c.pushes.len();
         if count == 0 {
             return Ok(CommitOutcome::Applied);
@@ -360,7 +364,7 @@ impl DynamoStateStore {
             items.push(PutBuilderExt(put).build()?);
             slots.push(Slot::Profile);
         }
-        let seq = self.next_seq(c.decisions.len() + c.pushes.len());
+        let seq = self.next_seq(c.decisions.len() + c.pushes.len() + c.outcomes.len());
         let mut k = 0;
         for d in &c.decisions {
             let sk = format!(
@@ -370,6 +374,20 @@ impl DynamoStateStore {
             );
             let mut item = key(&pk, sk);
             item.insert("body".into(), s(json(d)?));
+            item.insert("seq".into(), n(seq + k));
+            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            k += 1;
+            items.push(self.put(item).build()?);
+            slots.push(Slot::Other);
+        }
+        for o in &c.outcomes {
+            let sk = format!(
+                "OUTCOME#{}#{}",
+                o.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                o.event_id
+            );
+            let mut item = key(&pk, sk);
+            item.insert("body".into(), s(json(o)?));
             item.insert("seq".into(), n(seq + k));
             item.insert("ttl".into(), n(now + LOG_TTL_SECS));
             k += 1;
@@ -808,6 +826,16 @@ impl StateStore for DynamoStateStore {
                 .await?
                 .iter()
                 .map(|i| body::<Decision>(i, "body"))
+                .collect()
+        })
+    }
+
+    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
+        Box::pin(async move {
+            self.log("OUTCOME#")
+                .await?
+                .iter()
+                .map(|i| body::<OutcomeRecord>(i, "body"))
                 .collect()
         })
     }

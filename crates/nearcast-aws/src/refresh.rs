@@ -17,8 +17,8 @@ use nearcast_core::decision::Decision;
 use nearcast_core::engine::Engine;
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
-    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, StateStore,
-    StoreError, UserRecord,
+    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, OutcomeRecord,
+    StateStore, StoreError, UserRecord,
 };
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -158,6 +158,9 @@ impl StateStore for RefreshingStore {
     }
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
         self.inner.decisions()
+    }
+    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
+        self.inner.outcomes()
     }
     fn max_commit_events(&self) -> usize {
         self.inner.max_commit_events()

@@ -11,6 +11,7 @@ use crate::event::{Action, Event, EventKind, Fix, Platform};
 use crate::features::{self, Input, N_FEATURES};
 use crate::holdout::{self, stable_hash};
 use crate::ids::Id;
+use crate::ports::{OutcomeKind, OutcomeRecord};
 use crate::ranker::Ranker;
 use crate::state::{Purchase, PushTarget, SendRecord, UserState};
 use crate::trigger::{self, Transition};
@@ -173,6 +174,13 @@ pub struct Candidate {
     pub score: Option<f64>,
     /// Why it was dropped, if it was.
     pub reason: Option<Reason>,
+    /// The user's affinity for the category as the model saw it (only with
+    /// personalisation consent; logged for training).
+    #[serde(default)]
+    pub affinity: Option<f64>,
+    /// Whether the user had bought in the category before, as the model saw it.
+    #[serde(default)]
+    pub bought_category: bool,
 }
 
 /// The context recorded with a decision (for explanations and training exports).
@@ -217,6 +225,9 @@ pub struct Decision {
     pub model_version: String,
     /// Delivery id when sent or held out.
     pub delivery_id: Option<String>,
+    /// Whether the user had given personalisation consent (the user features were used).
+    #[serde(default)]
+    pub personalised: bool,
 }
 
 /// A push to deliver.
@@ -366,6 +377,34 @@ pub fn decide(inputs: &Inputs<'_>, state: &UserState, event: &Event) -> Outcome 
     }
 }
 
+/// The outcome an event logs, if it is one: an opened push, a redeemed coupon or a
+/// purchase. Categories come from the event or, for an offer, from the catalog.
+pub fn outcome_of(catalog: &Catalog, event: &Event) -> Option<OutcomeRecord> {
+    let EventKind::Behaviour(b) = &event.kind else {
+        return None;
+    };
+    let kind = match b.action {
+        Action::NotificationOpened => OutcomeKind::Opened,
+        Action::CouponRedeemed => OutcomeKind::Redeemed,
+        Action::Purchase => OutcomeKind::Purchased,
+        Action::View | Action::AddToCart => return None,
+    };
+    let offer_category = b
+        .offer_id
+        .as_ref()
+        .and_then(|o| catalog.offer_pos.get(o))
+        .map(|&k| catalog.offers[k as usize].category.clone());
+    Some(OutcomeRecord {
+        event_id: event.event_id.clone(),
+        user_id: event.user_id.clone(),
+        at: event.at,
+        kind,
+        offer_id: b.offer_id.clone(),
+        category: b.category.clone().or(offer_category),
+        delivery_id: b.delivery_id.clone(),
+    })
+}
+
 /// Consequences of a consent change that must hold from the very next event.
 pub fn apply_consent_effects(state: &mut UserState) {
     if !state.consents.granted(Purpose::Location) {
@@ -391,6 +430,7 @@ fn blank(event: &Event, reason: Option<Reason>, verdict: Verdict, model: &str) -
         candidates: Vec::new(),
         model_version: model.to_string(),
         delivery_id: None,
+        personalised: false,
     }
 }
 
@@ -507,19 +547,15 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
                 distance_m,
                 score: None,
                 reason: None,
+                affinity: personal
+                    .then(|| state.affinities.get(&o.category).copied().unwrap_or(0.0)),
+                bought_category: state.bought_category(&o.category),
             };
             match eligible(o, &ctx, &state, personal, event.at) {
                 Err(r) => c.reason = Some(r),
                 Ok(()) => {
-                    let affinity =
-                        personal.then(|| state.affinities.get(&o.category).copied().unwrap_or(0.0));
-                    let input = Input::new(
-                        &o.category,
-                        &ctx,
-                        distance_m,
-                        affinity,
-                        state.bought_category(&o.category),
-                    );
+                    let input =
+                        Input::new(&o.category, &ctx, distance_m, c.affinity, c.bought_category);
                     features::encode(&input, &mut x);
                     let s = inputs.ranker.score(&x);
                     c.score = Some(s);
@@ -554,6 +590,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
             })
     };
     let mut d = blank(event, None, Verdict::None, model);
+    d.personalised = personal;
     if candidates.is_empty() {
         d.reason = Some(Reason::NoTrigger);
         return Outcome {
@@ -917,6 +954,56 @@ mod tests {
         assert_eq!(
             code(eligible(&offer(), &c, &s, true, t + Duration::hours(63))),
             "ok"
+        );
+    }
+
+    #[test]
+    fn decisions_logged_before_the_training_fields_still_read() {
+        let old = r#"{"event_id":"e1","user_id":"u1","at":"2026-11-20T12:00:00Z",
+            "verdict":"sent","store_id":"s1","offer_id":"o1","score":0.5,"reason":null,
+            "context":null,"candidates":[{"store_id":"s1","offer_id":"o1","category":"coffee",
+            "distance_m":12.0,"score":0.5,"reason":null}],"model_version":"m1",
+            "delivery_id":"d-1"}"#;
+        let d: Decision = serde_json::from_str(old).expect("old rows read");
+        assert!(!d.personalised);
+        assert_eq!(d.candidates[0].affinity, None);
+        assert!(!d.candidates[0].bought_category);
+    }
+
+    #[test]
+    fn outcomes_are_the_opens_redemptions_and_purchases() {
+        let cat = Catalog::empty();
+        let u = Id::parse("u1").unwrap();
+        let ev = |v: serde_json::Value| {
+            Event::from_json(&v, Some(&u), at("2026-11-20T12:00:00Z")).unwrap()
+        };
+        let o = outcome_of(
+            &cat,
+            &ev(serde_json::json!({"event_id": "e1",
+            "type": "notification_opened", "at": "2026-11-20T11:00:00Z", "offer_id": "o1",
+            "delivery_id": "d-1"})),
+        )
+        .expect("an outcome");
+        assert_eq!(o.kind, OutcomeKind::Opened);
+        assert_eq!(o.delivery_id.as_deref(), Some("d-1"));
+        assert_eq!(o.offer_id.as_ref().map(Id::as_str), Some("o1"));
+        let p = outcome_of(
+            &cat,
+            &ev(serde_json::json!({"event_id": "e2", "type": "purchase",
+            "at": "2026-11-20T11:00:00Z", "product_id": "p1", "category": "coffee"})),
+        )
+        .expect("an outcome");
+        assert_eq!(
+            (p.kind, p.category.as_deref()),
+            (OutcomeKind::Purchased, Some("coffee"))
+        );
+        assert!(
+            outcome_of(
+                &cat,
+                &ev(serde_json::json!({"event_id": "e3", "type": "view",
+            "at": "2026-11-20T11:00:00Z", "category": "coffee"}))
+            )
+            .is_none()
         );
     }
 }

@@ -13,8 +13,8 @@ use crate::decision::{self, Decision, Inputs, Outcome, Push, apply_consent_effec
 use crate::event::{Batch, Event, EventKind};
 use crate::ids::Id;
 use crate::ports::{
-    Clock, Commit, CommitOutcome, DeliveryStatus, Erasure, EventResult, Notifier, NotifyError,
-    StateStore, StoreError, WeatherSource,
+    BoxFuture, Clock, Commit, CommitOutcome, DeliveryStatus, Erasure, EventResult, Notifier,
+    NotifyError, StateStore, StoreError, WeatherSource,
 };
 use crate::ranker::Ranker;
 use serde::Serialize;
@@ -39,6 +39,34 @@ pub enum EngineError {
     /// Too much contention on one user; retry (503).
     #[error("too many concurrent updates for one user; retry")]
     Contention,
+    /// A model artifact was refused (unreadable, corrupt, other feature schema); the model
+    /// in service is unchanged (422).
+    #[error("model not loaded, the current one stays in service: {0}")]
+    Model(String),
+}
+
+/// Where the serving model comes from, to load it again on request (after a publish or a
+/// rollback) without a restart.
+pub trait ModelSource: Send + Sync {
+    /// Loads the current model. A refused artifact is an error naming the cause.
+    fn load(&self) -> BoxFuture<'_, Result<Arc<dyn Ranker>, String>>;
+}
+
+/// The challenger: a second model scoring a stable share of users.
+#[derive(Clone)]
+pub struct Challenger {
+    /// The model.
+    pub ranker: Arc<dyn Ranker>,
+    /// Share of users it scores, in [0, 1].
+    pub share: f64,
+}
+
+/// Whether `user` is scored by a challenger with version `version` and share `share`: a
+/// stable hash of both, so a user stays with one model for the challenger's whole life, on
+/// every host (like the holdout draw, with another salt).
+pub fn scored_by_challenger(user: &Id, version: &str, share: f64) -> bool {
+    let h = crate::holdout::stable_hash(&["challenger", version, user.as_str()]);
+    share > 0.0 && ((h >> 11) as f64 / (1u64 << 53) as f64) < share
 }
 
 /// Waits before retrying after a version conflict: a random delay that grows with the
@@ -76,6 +104,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     catalog: RwLock<Arc<Catalog>>,
     ranker: RwLock<Arc<dyn Ranker>>,
+    challenger: RwLock<Option<Challenger>>,
+    model_source: RwLock<Option<Arc<dyn ModelSource>>>,
     /// Serialises configuration changes (read, validate, write, rebuild).
     admin: tokio::sync::Mutex<()>,
 }
@@ -99,6 +129,8 @@ impl Engine {
             clock,
             catalog: RwLock::new(Arc::new(Catalog::empty())),
             ranker: RwLock::new(ranker),
+            challenger: RwLock::new(None),
+            model_source: RwLock::new(None),
             admin: tokio::sync::Mutex::new(()),
         };
         e.reload().await?;
@@ -118,6 +150,69 @@ impl Engine {
     /// Replaces the model (the previous one stays in service if the caller's load failed).
     pub fn set_ranker(&self, r: Arc<dyn Ranker>) {
         *self.ranker.write().expect("ranker lock") = r;
+    }
+
+    /// The challenger, if one is set.
+    pub fn challenger(&self) -> Option<Challenger> {
+        self.challenger.read().expect("challenger lock").clone()
+    }
+
+    /// Sets (or with `None` removes) the challenger.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] when the share is not in [0, 1]; nothing changes.
+    pub fn set_challenger(&self, c: Option<Challenger>) -> Result<(), EngineError> {
+        if let Some(c) = &c
+            && !(0.0..=1.0).contains(&c.share)
+        {
+            return Err(EngineError::Invalid(FieldError::new(
+                "challenger_share",
+                format!("must be in [0, 1], got {}", c.share),
+            )));
+        }
+        *self.challenger.write().expect("challenger lock") = c;
+        Ok(())
+    }
+
+    /// The model that scores `user`'s decisions: the challenger for its share of users,
+    /// the champion for everyone else.
+    pub fn ranker_for(&self, user: &Id) -> Arc<dyn Ranker> {
+        if let Some(c) = self.challenger.read().expect("challenger lock").as_ref()
+            && scored_by_challenger(user, c.ranker.version(), c.share)
+        {
+            return c.ranker.clone();
+        }
+        self.ranker()
+    }
+
+    /// Sets where [`Engine::reload_model`] loads the champion from.
+    pub fn set_model_source(&self, source: Arc<dyn ModelSource>) {
+        *self.model_source.write().expect("model source lock") = Some(source);
+    }
+
+    /// Loads the champion again from its source and puts it in service. On any failure the
+    /// model in service stays.
+    ///
+    /// # Errors
+    /// [`EngineError::Model`] naming the cause, or when there is no source to load from.
+    pub async fn reload_model(&self) -> Result<Arc<dyn Ranker>, EngineError> {
+        let source = self
+            .model_source
+            .read()
+            .expect("model source lock")
+            .clone()
+            .ok_or_else(|| EngineError::Model("no model source configured".into()))?;
+        match source.load().await {
+            Ok(r) => {
+                tracing::info!(model = %r.version(), "model reloaded");
+                self.set_ranker(r.clone());
+                Ok(r)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, current = %self.ranker().version(), "model reload refused; keeping the current model");
+                Err(EngineError::Model(e))
+            }
+        }
     }
 
     /// The clock.
@@ -190,7 +285,7 @@ impl Engine {
         events: &[Event],
     ) -> Result<Vec<EventReport>, EngineError> {
         let catalog = self.catalog();
-        let ranker = self.ranker();
+        let ranker = self.ranker_for(user);
         let mut known: HashMap<Id, EventResult> = HashMap::new();
         for attempt in 0..MAX_ATTEMPTS {
             let rec = self.store.load_user(user).await?;
@@ -248,6 +343,9 @@ impl Engine {
                     commit.decisions.push(d.clone());
                 }
                 commit.pushes.extend(push);
+                commit
+                    .outcomes
+                    .extend(decision::outcome_of(&catalog, event));
                 reports.push(EventReport {
                     index: i,
                     event_id: event.event_id.clone(),

@@ -135,6 +135,9 @@ pub struct Behaviour {
     pub category: Option<String>,
     /// Offer concerned (notification_opened, coupon_redeemed).
     pub offer_id: Option<Id>,
+    /// The push concerned, when the app knows it (notification_opened, coupon_redeemed):
+    /// the `delivery_id` of the push payload. Attributes the outcome to that decision.
+    pub delivery_id: Option<String>,
 }
 
 /// The known event types, listed in rejections of unknown ones.
@@ -457,6 +460,12 @@ impl Event {
                 let product_id = f.opt_id("product_id")?;
                 let category = f.opt_str("category", MAX_TEXT)?.map(str::to_string);
                 let offer_id = f.opt_id("offer_id")?;
+                let delivery_id = match action {
+                    Action::NotificationOpened | Action::CouponRedeemed => {
+                        f.opt_str("delivery_id", 64)?.map(str::to_string)
+                    }
+                    _ => None,
+                };
                 match action {
                     Action::View | Action::AddToCart | Action::Purchase
                         if product_id.is_none() && category.is_none() =>
@@ -479,6 +488,7 @@ impl Event {
                     product_id,
                     category,
                     offer_id,
+                    delivery_id,
                 })
             }
         };
@@ -660,5 +670,24 @@ mod tests {
         assert!(
             matches!(Batch::from_json(&body, now()), Err(BatchError::Events(r)) if r[0].error.field == "events[1].event_id")
         );
+    }
+
+    #[test]
+    fn opens_and_redemptions_may_name_their_delivery() {
+        let u = Id::parse("u1").unwrap();
+        let opened = json!({"event_id": "e2", "type": "notification_opened",
+            "at": "2026-11-20T11:59:00Z", "offer_id": "o1", "delivery_id": "d-00ff"});
+        let e = Event::from_json(&opened, Some(&u), now()).unwrap();
+        let EventKind::Behaviour(b) = e.kind else {
+            panic!("behaviour")
+        };
+        assert_eq!(b.delivery_id.as_deref(), Some("d-00ff"));
+        // A purchase names no delivery: the field is refused by name.
+        let bought = json!({"event_id": "e3", "type": "purchase", "at": "2026-11-20T11:59:00Z",
+            "category": "coffee", "delivery_id": "d-00ff"});
+        assert_eq!(field_of(bought), "delivery_id");
+        let long = json!({"event_id": "e2", "type": "coupon_redeemed",
+            "at": "2026-11-20T11:59:00Z", "offer_id": "o1", "delivery_id": "d".repeat(65)});
+        assert_eq!(field_of(long), "delivery_id");
     }
 }

@@ -15,10 +15,15 @@
 //! (about 0.1 km²).
 
 use crate::context::Daypart;
+use crate::decision::{Decision, Verdict};
 use crate::features::Input;
+use crate::ids::Id;
+use crate::ports::{OutcomeKind, OutcomeRecord};
 use crate::weather::Weather;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// The format tag every record carries.
 pub const FORMAT: &str = "nearcast-training/1";
@@ -78,7 +83,8 @@ pub struct TrainingCandidate {
     /// consent).
     #[serde(default)]
     pub affinity: Option<f64>,
-    /// Whether the user had bought in the category before (only with consent).
+    /// Whether the user had bought in the category before, as serving saw it (purchases
+    /// are kept without personalisation consent too, to never offer what was bought).
     #[serde(default)]
     pub bought_category: bool,
     /// Model score, when it was eligible and scored.
@@ -142,6 +148,198 @@ impl TrainingRecord {
     }
 }
 
+/// The attribution window used unless told otherwise.
+pub const DEFAULT_WINDOW_HOURS: i64 = 24;
+
+/// How decisions and outcomes are joined into records.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// An outcome counts for a decision only within this long after it.
+    pub window: Duration,
+    /// Key of the user pseudonym (keep it secret, or random per export: then pseudonyms
+    /// cannot be linked across exports).
+    pub key: Vec<u8>,
+    /// Only decisions at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only decisions before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl JoinOptions {
+    /// The default window, no time bounds, and `key`.
+    pub fn new(key: impl Into<Vec<u8>>) -> Self {
+        Self {
+            window: Duration::hours(DEFAULT_WINDOW_HOURS),
+            key: key.into(),
+            since: None,
+            until: None,
+        }
+    }
+}
+
+/// A keyed pseudonym of a user: `u-` and the first 16 bytes of HMAC-SHA256(key, user id),
+/// hex. Without the key it cannot be reversed or recomputed from a user id.
+pub fn pseudonym(key: &[u8], user: &Id) -> String {
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .expect("HMAC takes a key of any length");
+    mac.update(user.as_str().as_bytes());
+    let tag = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(34);
+    out.push_str("u-");
+    for b in &tag[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Joins logged decisions and outcomes into training records, one per decision that has
+/// candidates and a context, in the order given (oldest first), restricted to
+/// `[since, until)`.
+///
+/// Attribution, each within `window` after the decision (inclusive):
+/// - **opened**: an open names its delivery (the decision with that `delivery_id`), or else
+///   counts for the latest earlier decision that sent that offer to that user. Only the
+///   chosen candidate of a sent decision can be opened; an open is attributed at most once.
+/// - **redeemed**: as opened, but a held-out decision counts too (a held-out user who
+///   redeems anyway is the baseline that lift is measured against).
+/// - **purchased**: any candidate whose category the user bought in, after the decision.
+///
+/// Outcomes are matched against all decisions given, also those outside `[since, until)`,
+/// so a bound never moves an outcome to another decision.
+pub fn join(
+    decisions: &[Decision],
+    outcomes: &[OutcomeRecord],
+    opts: &JoinOptions,
+) -> Vec<TrainingRecord> {
+    let window = opts.window;
+    // Decisions per user, in time order (index into `decisions`).
+    let mut by_user: HashMap<&Id, Vec<usize>> = HashMap::new();
+    for (i, d) in decisions.iter().enumerate() {
+        by_user.entry(&d.user_id).or_default().push(i);
+    }
+    for v in by_user.values_mut() {
+        v.sort_by_key(|&i| (decisions[i].at, i));
+    }
+    let by_delivery: HashMap<(&Id, &str), usize> = decisions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| d.delivery_id.as_deref().map(|x| ((&d.user_id, x), i)))
+        .collect();
+    let within = |d: &Decision, at: DateTime<Utc>| at >= d.at && at - d.at <= window;
+    fn chosen_offer(d: &Decision) -> Option<&Id> {
+        match d.verdict {
+            Verdict::Sent | Verdict::HeldOut => d.offer_id.as_ref(),
+            _ => None,
+        }
+    }
+    let mut opened = vec![false; decisions.len()];
+    let mut redeemed = vec![false; decisions.len()];
+    // Purchases per user: (time, category).
+    let mut bought: HashMap<&Id, Vec<(DateTime<Utc>, &str)>> = HashMap::new();
+    for o in outcomes {
+        let target = match o.kind {
+            OutcomeKind::Purchased => {
+                if let Some(c) = &o.category {
+                    bought.entry(&o.user_id).or_default().push((o.at, c));
+                }
+                continue;
+            }
+            OutcomeKind::Opened => &mut opened,
+            OutcomeKind::Redeemed => &mut redeemed,
+        };
+        let counts = |d: &Decision| {
+            d.verdict == Verdict::Sent
+                || (o.kind == OutcomeKind::Redeemed && d.verdict == Verdict::HeldOut)
+        };
+        let named = o
+            .delivery_id
+            .as_deref()
+            .and_then(|x| by_delivery.get(&(&o.user_id, x)).copied())
+            .filter(|&i| counts(&decisions[i]) && within(&decisions[i], o.at));
+        let latest = || {
+            by_user.get(&o.user_id).and_then(|v| {
+                v.iter().rev().copied().find(|&i| {
+                    let d = &decisions[i];
+                    counts(d) && chosen_offer(d) == o.offer_id.as_ref() && within(d, o.at)
+                })
+            })
+        };
+        if let Some(i) = named.or_else(latest) {
+            target[i] = true;
+        }
+    }
+    decisions
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            !d.candidates.is_empty()
+                && d.context.is_some()
+                && opts.since.is_none_or(|s| d.at >= s)
+                && opts.until.is_none_or(|u| d.at < u)
+        })
+        .filter_map(|(i, d)| {
+            let ctx = d.context.as_ref()?;
+            let daypart: Daypart =
+                serde_json::from_value(serde_json::Value::String(ctx.daypart.clone())).ok()?;
+            let purchases = bought.get(&d.user_id);
+            let candidates = d
+                .candidates
+                .iter()
+                .map(|c| {
+                    let chosen = d.offer_id.as_ref() == Some(&c.offer_id)
+                        && d.store_id.as_ref() == Some(&c.store_id);
+                    let sent = chosen && d.verdict == Verdict::Sent;
+                    let held_out = chosen && d.verdict == Verdict::HeldOut;
+                    TrainingCandidate {
+                        offer_id: c.offer_id.to_string(),
+                        category: c.category.clone(),
+                        store_id: c.store_id.to_string(),
+                        distance_m: c.distance_m,
+                        affinity: c.affinity,
+                        bought_category: c.bought_category,
+                        score: c.score,
+                        reason: c.reason.as_ref().map(|r| r.code().to_string()),
+                        sent,
+                        held_out,
+                        opened: sent && opened[i],
+                        redeemed: (sent || held_out) && redeemed[i],
+                        purchased: purchases.is_some_and(|p| {
+                            p.iter()
+                                .any(|&(at, cat)| cat == c.category && within(d, at))
+                        }),
+                    }
+                })
+                .collect();
+            Some(TrainingRecord {
+                format: FORMAT.to_string(),
+                decision_id: d.event_id.to_string(),
+                user: pseudonym(&opts.key, &d.user_id),
+                at: d.at,
+                local_time: ctx.local_time.clone(),
+                daypart,
+                weekend: matches!(ctx.weekday.as_str(), "Sat" | "Sun"),
+                weekday: ctx.weekday.clone(),
+                cell: ctx.cell.clone(),
+                weather: ctx.weather,
+                personalised: d.personalised,
+                model_version: d.model_version.clone(),
+                verdict: verdict_str(d.verdict).to_string(),
+                reason: d.reason.as_ref().map(|r| r.code().to_string()),
+                candidates,
+            })
+        })
+        .collect()
+}
+
+fn verdict_str(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Sent => "sent",
+        Verdict::HeldOut => "held_out",
+        Verdict::Suppressed => "suppressed",
+        Verdict::None => "none",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +387,290 @@ mod tests {
         assert_eq!(r.input(&r.candidates[0]).affinity, Some(0.6));
         r.personalised = false;
         assert_eq!(r.input(&r.candidates[0]).affinity, None);
+    }
+
+    // ------------------------------------------------------------ the join
+
+    use crate::decision::{Candidate, DecisionContext, Reason};
+    use proptest::prelude::*;
+
+    fn t0() -> DateTime<Utc> {
+        "2026-11-20T08:00:00Z".parse().unwrap()
+    }
+
+    fn id(s: &str) -> Id {
+        Id::parse(s).unwrap()
+    }
+
+    fn cand(offer: &str, category: &str) -> Candidate {
+        Candidate {
+            store_id: id("s1"),
+            offer_id: id(offer),
+            category: category.into(),
+            distance_m: 30.0,
+            score: Some(0.4),
+            reason: None,
+            affinity: Some(0.2),
+            bought_category: false,
+        }
+    }
+
+    /// A decision of `user` at `t0 + minutes`, choosing `offer` (coffee) among it and a
+    /// bakery candidate, with `verdict`.
+    fn decision(user: &str, event: &str, minutes: i64, offer: &str, verdict: Verdict) -> Decision {
+        let mut bakery = cand("bread", "bakery");
+        bakery.reason = Some(Reason::BelowThreshold {
+            score: 0.1,
+            threshold: 0.2,
+        });
+        Decision {
+            event_id: id(event),
+            user_id: id(user),
+            at: t0() + Duration::minutes(minutes),
+            verdict,
+            store_id: Some(id("s1")),
+            offer_id: Some(id(offer)),
+            score: Some(0.4),
+            reason: None,
+            context: Some(DecisionContext {
+                local_time: "2026-11-20T10:00:00+02:00".into(),
+                daypart: "morning".into(),
+                weekday: "Fri".into(),
+                weather: None,
+                cell: "891126d3a47ffff".into(),
+            }),
+            candidates: vec![cand(offer, "coffee"), bakery],
+            model_version: "m1".into(),
+            delivery_id: matches!(verdict, Verdict::Sent | Verdict::HeldOut)
+                .then(|| format!("d-{event}")),
+            personalised: true,
+        }
+    }
+
+    fn outcome(user: &str, minutes: i64, kind: OutcomeKind, offer: Option<&str>) -> OutcomeRecord {
+        OutcomeRecord {
+            event_id: id(&format!("x{minutes}")),
+            user_id: id(user),
+            at: t0() + Duration::minutes(minutes),
+            kind,
+            offer_id: offer.map(id),
+            category: Some("coffee".into()),
+            delivery_id: None,
+        }
+    }
+
+    fn opts() -> JoinOptions {
+        JoinOptions::new(b"secret".to_vec())
+    }
+
+    #[test]
+    fn an_open_counts_for_the_latest_earlier_send_of_its_offer_within_the_window() {
+        let ds = [
+            decision("ann", "e1", 0, "latte", Verdict::Sent),
+            decision("ann", "e2", 60, "latte", Verdict::Sent),
+            decision("ann", "e3", 90, "mocha", Verdict::Sent),
+            decision("bob", "e4", 70, "latte", Verdict::Sent),
+        ];
+        let os = [outcome("ann", 100, OutcomeKind::Opened, Some("latte"))];
+        let r = join(&ds, &os, &opts());
+        let opened: Vec<bool> = r.iter().map(|r| r.candidates[0].opened).collect();
+        assert_eq!(opened, [false, true, false, false]);
+        // Only the chosen candidate can be opened.
+        assert!(!r[1].candidates[1].opened);
+        assert!(r[1].candidates[0].sent && !r[1].candidates[1].sent);
+        // Past the window: nobody.
+        let late = [outcome(
+            "ann",
+            60 + 24 * 60 + 1,
+            OutcomeKind::Opened,
+            Some("latte"),
+        )];
+        assert!(
+            join(&ds, &late, &opts())
+                .iter()
+                .all(|r| !r.candidates[0].opened)
+        );
+        // An open before any decision counts for none.
+        let early = [outcome("ann", -5, OutcomeKind::Opened, Some("latte"))];
+        assert!(
+            join(&ds, &early, &opts())
+                .iter()
+                .all(|r| !r.candidates[0].opened)
+        );
+    }
+
+    #[test]
+    fn an_open_naming_its_delivery_counts_for_that_decision() {
+        let ds = [
+            decision("ann", "e1", 0, "latte", Verdict::Sent),
+            decision("ann", "e2", 60, "latte", Verdict::Sent),
+        ];
+        let mut o = outcome("ann", 100, OutcomeKind::Opened, Some("latte"));
+        o.delivery_id = Some("d-e1".into());
+        let r = join(&ds, &[o.clone()], &opts());
+        assert_eq!(
+            (r[0].candidates[0].opened, r[1].candidates[0].opened),
+            (true, false)
+        );
+        // Another user's delivery id is not theirs to open: falls back to their own sends.
+        o.user_id = id("bob");
+        assert!(
+            join(&ds, &[o], &opts())
+                .iter()
+                .all(|r| !r.candidates[0].opened)
+        );
+    }
+
+    #[test]
+    fn redemptions_count_for_held_out_decisions_too_opens_do_not() {
+        let ds = [decision("ann", "e1", 0, "latte", Verdict::HeldOut)];
+        let os = [
+            outcome("ann", 10, OutcomeKind::Opened, Some("latte")),
+            outcome("ann", 20, OutcomeKind::Redeemed, Some("latte")),
+        ];
+        let r = join(&ds, &os, &opts());
+        let c = &r[0].candidates[0];
+        assert!(c.held_out && !c.sent && !c.opened && c.redeemed);
+        assert_eq!(r[0].verdict, "held_out");
+    }
+
+    #[test]
+    fn purchases_in_a_candidates_category_within_the_window_mark_it() {
+        let ds = [
+            decision("ann", "e1", 0, "latte", Verdict::Suppressed),
+            decision("ann", "e2", 2 * 24 * 60, "latte", Verdict::Sent),
+        ];
+        let mut os = vec![outcome("ann", 30, OutcomeKind::Purchased, None)];
+        let mut bread = outcome("ann", 31, OutcomeKind::Purchased, None);
+        bread.category = Some("bakery".into());
+        os.push(bread);
+        let r = join(&ds, &os, &opts());
+        assert!(r[0].candidates[0].purchased && r[0].candidates[1].purchased);
+        assert!(!r[1].candidates[0].purchased && !r[1].candidates[1].purchased);
+        // A narrower window leaves them out.
+        let mut o = opts();
+        o.window = Duration::minutes(20);
+        assert!(!join(&ds, &os, &o)[0].candidates[0].purchased);
+    }
+
+    #[test]
+    fn records_carry_context_and_a_keyed_pseudonym_never_the_user_id() {
+        let ds = [
+            decision("ann", "e1", 0, "latte", Verdict::Sent),
+            decision("ann", "e2", 5, "latte", Verdict::Sent),
+            decision("bob", "e3", 5, "latte", Verdict::Sent),
+        ];
+        let r = join(&ds, &[], &opts());
+        assert_eq!(r[0].user, r[1].user);
+        assert_ne!(r[0].user, r[2].user);
+        assert_ne!(
+            r[0].user,
+            join(&ds, &[], &JoinOptions::new(b"other".to_vec()))[0].user
+        );
+        assert!(r[0].user.starts_with("u-") && r[0].user.len() == 34);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("ann") && !text.contains("bob"));
+        let x = &r[0];
+        assert_eq!(
+            (x.daypart, x.weekday.as_str(), x.weekend),
+            (Daypart::Morning, "Fri", false)
+        );
+        assert_eq!(x.candidates[1].reason.as_deref(), Some("below_threshold"));
+        assert_eq!(x.candidates[0].affinity, Some(0.2));
+        assert!(x.personalised);
+        x.validate().unwrap();
+    }
+
+    #[test]
+    fn since_and_until_bound_decisions_not_attribution() {
+        let ds = [
+            decision("ann", "e1", 0, "latte", Verdict::Sent),
+            decision("ann", "e2", 60, "latte", Verdict::Sent),
+        ];
+        let os = [outcome("ann", 100, OutcomeKind::Opened, Some("latte"))];
+        let mut o = opts();
+        o.until = Some(t0() + Duration::minutes(60));
+        let r = join(&ds, &os, &o);
+        assert_eq!(r.len(), 1);
+        // The open belongs to e2 (outside the bounds), so e1 is not credited with it.
+        assert!(!r[0].candidates[0].opened);
+        o.until = None;
+        o.since = Some(t0() + Duration::minutes(1));
+        let r = join(&ds, &os, &o);
+        assert_eq!((r.len(), r[0].decision_id.as_str()), (1, "e2"));
+    }
+
+    fn arb_case() -> impl Strategy<Value = (Vec<Decision>, Vec<OutcomeRecord>)> {
+        let users = ["ann", "bob", "cem"];
+        let offers = ["latte", "mocha"];
+        let verdicts = [Verdict::Sent, Verdict::HeldOut, Verdict::Suppressed];
+        let d = (0..3usize, 0..3000i64, 0..2usize, 0..3usize);
+        let o = (0..3usize, 0..4000i64, 0..3usize, 0..2usize, any::<bool>());
+        (
+            prop::collection::vec(d, 0..20),
+            prop::collection::vec(o, 0..20),
+        )
+            .prop_map(move |(ds, os)| {
+                let ds = ds
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (u, m, o, v))| {
+                        decision(users[u], &format!("e{i}"), m, offers[o], verdicts[v])
+                    })
+                    .collect::<Vec<_>>();
+                let os = os
+                    .into_iter()
+                    .map(|(u, m, k, o, named)| {
+                        let kind = [
+                            OutcomeKind::Opened,
+                            OutcomeKind::Redeemed,
+                            OutcomeKind::Purchased,
+                        ][k];
+                        let mut r = outcome(users[u], m, kind, Some(offers[o]));
+                        if named && !ds.is_empty() {
+                            r.delivery_id = Some(format!("d-e{}", m as usize % ds.len()));
+                        }
+                        r
+                    })
+                    .collect();
+                (ds, os)
+            })
+    }
+
+    proptest! {
+        /// Whatever the logs: one valid record per decision, outcomes only where they can
+        /// be (opened only if sent, redeemed only if sent or held out), each open or
+        /// redemption credited to at most one record, and only within the window after it.
+        #[test]
+        fn the_join_attributes_soundly((ds, os) in arb_case(), hours in 1i64..48) {
+            let mut o = opts();
+            o.window = Duration::hours(hours);
+            let r = join(&ds, &os, &o);
+            prop_assert_eq!(r.len(), ds.len());
+            let mut opens = 0;
+            let mut redemptions = 0;
+            for (rec, d) in r.iter().zip(&ds) {
+                rec.validate().unwrap();
+                prop_assert_eq!(rec.candidates.len(), d.candidates.len());
+                prop_assert!(!rec.user.contains(d.user_id.as_str()));
+                for c in &rec.candidates {
+                    prop_assert!(!c.opened || c.sent);
+                    prop_assert!(!c.redeemed || c.sent || c.held_out);
+                    prop_assert!(!(c.sent && c.held_out));
+                    opens += usize::from(c.opened);
+                    redemptions += usize::from(c.redeemed);
+                    let can_match = |k: OutcomeKind| os.iter().any(|x| {
+                        x.kind == k && x.user_id == d.user_id && x.at >= d.at
+                            && x.at - d.at <= o.window
+                    });
+                    prop_assert!(!c.opened || can_match(OutcomeKind::Opened));
+                    prop_assert!(!c.redeemed || can_match(OutcomeKind::Redeemed));
+                    prop_assert!(!c.purchased || can_match(OutcomeKind::Purchased));
+                }
+            }
+            let count = |k: OutcomeKind| os.iter().filter(|x| x.kind == k).count();
+            prop_assert!(opens <= count(OutcomeKind::Opened));
+            prop_assert!(redemptions <= count(OutcomeKind::Redeemed));
+        }
     }
 }

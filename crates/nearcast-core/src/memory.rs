@@ -6,7 +6,7 @@ use crate::decision::{Decision, Push};
 use crate::ids::Id;
 use crate::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    Notifier, NotifyError, StateStore, StoreError, UserRecord,
+    Notifier, NotifyError, OutcomeRecord, StateStore, StoreError, UserRecord,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -17,6 +17,7 @@ struct Inner {
     seen: HashMap<(Id, Id), EventResult>,
     deliveries: Vec<DeliveryRecord>,
     decisions: Vec<Decision>,
+    outcomes: Vec<OutcomeRecord>,
     stores: BTreeMap<Id, Store>,
     offers: BTreeMap<Id, Offer>,
     policy: Option<CapPolicy>,
@@ -81,6 +82,7 @@ impl StateStore for InMemoryStateStore {
                 i.seen.insert((c.user_id.clone(), e.clone()), r.clone());
             }
             i.decisions.extend(c.decisions.iter().cloned());
+            i.outcomes.extend(c.outcomes.iter().cloned());
             for p in &c.pushes {
                 i.deliveries.push(DeliveryRecord {
                     push: p.clone(),
@@ -120,6 +122,9 @@ impl StateStore for InMemoryStateStore {
             let before = i.decisions.len();
             i.decisions.retain(|d| &d.user_id != user);
             n += (before - i.decisions.len()) as u64;
+            let before = i.outcomes.len();
+            i.outcomes.retain(|o| &o.user_id != user);
+            n += (before - i.outcomes.len()) as u64;
             Erasure {
                 records: n,
                 endpoint,
@@ -168,6 +173,10 @@ impl StateStore for InMemoryStateStore {
 
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
         ready(Ok(self.with(|i| i.decisions.clone())))
+    }
+
+    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
+        ready(Ok(self.with(|i| i.outcomes.clone())))
     }
 }
 

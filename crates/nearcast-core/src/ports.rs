@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 
+/// How long decisions and outcomes are kept (DynamoDB: a TTL from the commit; SQLite: a
+/// prune by event time at start). Long enough for a quarter's results and retraining.
+pub const LOG_RETENTION_DAYS: i64 = 90;
+
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -73,6 +77,43 @@ pub struct Commit {
     pub decisions: Vec<Decision>,
     /// Pushes to record as pending deliveries.
     pub pushes: Vec<Push>,
+    /// Outcomes to log (opens, redemptions, purchases), for results and training exports.
+    pub outcomes: Vec<OutcomeRecord>,
+}
+
+/// What a logged outcome is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// A push was opened (`notification_opened`).
+    Opened,
+    /// An offer's coupon was redeemed (`coupon_redeemed`).
+    Redeemed,
+    /// Something was bought (`purchase`).
+    Purchased,
+}
+
+/// One logged outcome of a user: what the join of [`crate::export`] attributes to decisions.
+/// No product id and no place: only what attribution needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    /// The event it came from.
+    pub event_id: Id,
+    /// User.
+    pub user_id: Id,
+    /// When it happened (device time, UTC).
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: OutcomeKind,
+    /// Offer concerned (opened, redeemed).
+    #[serde(default)]
+    pub offer_id: Option<Id>,
+    /// Category concerned (purchases; for opens and redemptions, the offer's).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// The delivery named by the app, if any.
+    #[serde(default)]
+    pub delivery_id: Option<String>,
 }
 
 impl Commit {
@@ -85,6 +126,7 @@ impl Commit {
             events: Vec::new(),
             decisions: Vec::new(),
             pushes: Vec::new(),
+            outcomes: Vec::new(),
         }
     }
 }
@@ -123,7 +165,7 @@ pub trait StateStore: Send + Sync {
     /// The user's state, or a default record with version 0.
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>>;
     /// Applies a commit atomically: idempotency keys, version check, state, decisions,
-    /// deliveries.
+    /// deliveries, outcomes.
     fn commit<'a>(&'a self, commit: &'a Commit)
     -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
     /// Moves a delivery to a new status.
@@ -132,7 +174,8 @@ pub trait StateStore: Send + Sync {
         delivery_id: &'a str,
         status: DeliveryStatus,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Deletes everything about a user: state, idempotency keys, decisions, deliveries.
+    /// Deletes everything about a user: state, idempotency keys, decisions, deliveries,
+    /// outcomes.
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>>;
     /// All stores.
     fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>>;
@@ -154,6 +197,8 @@ pub trait StateStore: Send + Sync {
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>>;
     /// Logged decisions, oldest first (exports).
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>>;
+    /// Logged outcomes, oldest first (results and exports).
+    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>>;
     /// Most events one commit may carry. A store with a transaction size limit (DynamoDB:
     /// 100 items) says so, and the engine commits a larger batch in several chunks.
     fn max_commit_events(&self) -> usize {

@@ -2,6 +2,8 @@
 //! `nearcast` command (demo, serve, replay).
 
 pub mod demo;
+pub mod export;
+pub mod model_store;
 pub mod outbox;
 pub mod store;
 
@@ -103,4 +105,21 @@ pub fn load_model(path: Option<&Path>) -> Result<Arc<dyn Ranker>, HostError> {
         path: name,
         reason: e.to_string(),
     })
+}
+
+/// The champion loaded from a file each time: `POST /v1/admin/model/reload` after a new
+/// artifact was written there (`nearcast model publish`) puts it in service, and a refused
+/// artifact leaves the current model serving.
+pub struct FileModelSource(pub std::path::PathBuf);
+
+impl nearcast_core::engine::ModelSource for FileModelSource {
+    fn load(
+        &self,
+    ) -> nearcast_core::ports::BoxFuture<
+        '_,
+        Result<std::sync::Arc<dyn nearcast_core::ranker::Ranker>, String>,
+    > {
+        let r = load_model(Some(&self.0)).map_err(|e| e.to_string());
+        Box::pin(std::future::ready(r))
+    }
 }

@@ -32,6 +32,7 @@ struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Backend {
     /// SQLite file and outbox.
+    #[value(alias = "sqlite")]
     Embedded,
     /// DynamoDB and SNS.
     Aws,
@@ -95,6 +96,12 @@ enum Command {
         /// Durability: normal survives a killed process, full survives power loss too.
         #[arg(long, value_enum, default_value = "normal")]
         sync: Sync,
+        /// A challenger model artifact, scoring a stable share of users.
+        #[arg(long)]
+        challenger: Option<PathBuf>,
+        /// Share of users scored by the challenger, 0 to 1.
+        #[arg(long, default_value_t = 0.1, requires = "challenger")]
+        challenger_share: f64,
     },
     /// Feeds a JSON-lines file of events through the pipeline and prints the decisions.
     Replay {
@@ -116,6 +123,162 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Writes the logged decisions with their outcomes as training data (JSON lines,
+    /// format nearcast-training/1, docs/training-data.md).
+    Export(ExportArgs),
+    /// Publishes, rolls back and shows ranking models where the services load them.
+    Model {
+        #[command(subcommand)]
+        action: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Checks that the artifact loads in this build, then makes it the current model,
+    /// keeping the previous versions.
+    Publish {
+        /// The artifact (nearcast-ranker JSON).
+        artifact: PathBuf,
+        /// A folder (current model at <dir>/ranker.json) or s3://bucket/key.
+        #[arg(long)]
+        to: String,
+    },
+    /// Makes the previously current version current again.
+    Rollback {
+        /// The folder or s3://bucket/key published to.
+        #[arg(long)]
+        to: String,
+    },
+    /// Shows the current version and the history.
+    Status {
+        /// The folder or s3://bucket/key published to.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+async fn model_blobs(to: &str) -> Result<Box<dyn nearcast_core::model_store::Blobs>, HostError> {
+    use nearcast_aws::model_store::S3Blobs;
+    if to.starts_with("s3://") {
+        let (bucket, key) = S3Blobs::parse_url(to).map_err(|reason| HostError::Invalid {
+            path: "--to".into(),
+            reason,
+        })?;
+        Ok(Box::new(S3Blobs::new(S3Blobs::client().await, bucket, key)))
+    } else {
+        Ok(Box::new(nearcast::model_store::DirBlobs(PathBuf::from(to))))
+    }
+}
+
+async fn model(action: ModelCommand) -> Result<(), HostError> {
+    use nearcast_core::model_store::{publish, rollback, status};
+    let now = chrono::Utc::now();
+    let failed = |to: &str, e: nearcast_core::model_store::ModelStoreError| HostError::Invalid {
+        path: to.to_string(),
+        reason: e.to_string(),
+    };
+    match action {
+        ModelCommand::Publish { artifact, to } => {
+            let bytes = std::fs::read(&artifact).map_err(|source| HostError::Io {
+                path: artifact.display().to_string(),
+                source,
+            })?;
+            let blobs = model_blobs(&to).await?;
+            let v = publish(&*blobs, &bytes, now)
+                .await
+                .map_err(|e| failed(&artifact.display().to_string(), e))?;
+            println!("published {v} to {}", blobs.location());
+        }
+        ModelCommand::Rollback { to } => {
+            let blobs = model_blobs(&to).await?;
+            let v = rollback(&*blobs, now).await.map_err(|e| failed(&to, e))?;
+            println!("rolled back to {v} at {}", blobs.location());
+        }
+        ModelCommand::Status { to } => {
+            let blobs = model_blobs(&to).await?;
+            let s = status(&*blobs).await.map_err(|e| failed(&to, e))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).expect("status serialises")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// SQLite database file (the embedded store).
+    #[arg(long, conflicts_with = "table")]
+    db: Option<PathBuf>,
+    /// Where the logs are: `embedded` (SQLite, --db) or `aws` (DynamoDB --table, at the standard AWS
+    /// configuration; AWS_ENDPOINT_URL is honoured).
+    #[arg(long, value_enum, default_value = "embedded")]
+    backend: Backend,
+    /// DynamoDB table (with --backend aws).
+    #[arg(long)]
+    table: Option<String>,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Attribution window in hours: outcomes count for a decision this long after it.
+    #[arg(long, default_value_t = nearcast_core::export::DEFAULT_WINDOW_HOURS)]
+    window_hours: i64,
+    /// Only decisions at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only decisions before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// File whose bytes key the user pseudonyms (same key: same pseudonyms across exports).
+    /// Default: a random key, so no two exports can be linked.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+async fn export(a: ExportArgs) -> Result<(), HostError> {
+    let invalid = |path: &str, reason: &str| HostError::Invalid {
+        path: path.into(),
+        reason: reason.into(),
+    };
+    if !(1..=24 * 365).contains(&a.window_hours) {
+        return Err(invalid("--window-hours", "must be between 1 and 8760"));
+    }
+    let store: Arc<dyn nearcast_core::ports::StateStore> = match a.backend {
+        Backend::Embedded => {
+            let db =
+                a.db.ok_or_else(|| invalid("--db", "is required with --backend embedded"))?;
+            if !db.exists() {
+                return Err(invalid(&db.display().to_string(), "no such database"));
+            }
+            Arc::new(nearcast::store::SqliteStore::open(&db, Sync::Normal)?)
+        }
+        Backend::Aws => {
+            let table = a
+                .table
+                .ok_or_else(|| invalid("--table", "is required with --backend aws"))?;
+            Arc::new(nearcast_aws::DynamoStateStore::from_env(table).await)
+        }
+    };
+    let mut opts = nearcast_core::export::JoinOptions::new(nearcast::export::pseudonym_key(
+        a.key_file.as_deref(),
+    )?);
+    opts.window = chrono::Duration::hours(a.window_hours);
+    opts.since = a.since.map(|t| t.to_utc());
+    opts.until = a.until.map(|t| t.to_utc());
+    let n = match &a.out {
+        Some(path) => {
+            let f = std::fs::File::create(path).map_err(|source| HostError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            nearcast::export::export_to(&*store, &opts, &mut std::io::BufWriter::new(f)).await?
+        }
+        None => nearcast::export::export_to(&*store, &opts, &mut std::io::stdout().lock()).await?,
+    };
+    eprintln!("exported {n} records");
+    Ok(())
 }
 
 /// The engine on DynamoDB and SNS (or the outbox without platform applications).
@@ -167,6 +330,8 @@ fn weather_from(path: Option<&PathBuf>) -> Result<Arc<dyn WeatherSource>, HostEr
 
 async fn run(cli: Cli) -> Result<(), HostError> {
     match cli.command {
+        Command::Export(a) => export(a).await,
+        Command::Model { action } => model(action).await,
         Command::Demo { data, work, model } => {
             let (engine, report, outbox) = run_demo(&DemoOptions { data, work, model }).await?;
             let mut out = std::io::stdout().lock();
@@ -195,6 +360,8 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             weather,
             config,
             sync,
+            challenger,
+            challenger_share,
         } => {
             let weather: Arc<dyn WeatherSource> = match weather_url {
                 Some(url) => Arc::new(
@@ -207,7 +374,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 ),
                 None => weather_from(weather.as_ref())?,
             };
-            let (engine, pruned) = match backend {
+            let (engine, pruned, pruned_logs) = match backend {
                 Backend::Embedded => {
                     let (engine, store) = embedded_engine(
                         &db,
@@ -221,7 +388,11 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                     // Idempotency keys are kept for 7 days: clients retry well within that.
                     let pruned =
                         store.prune_seen(chrono::Utc::now() - chrono::Duration::days(7))?;
-                    (engine, pruned)
+                    // Decisions and outcomes are kept for the documented retention.
+                    let retention =
+                        chrono::Duration::days(nearcast_core::ports::LOG_RETENTION_DAYS);
+                    let pruned_logs = store.prune_logs(chrono::Utc::now() - retention)?;
+                    (engine, pruned, pruned_logs)
                 }
                 // DynamoDB expires idempotency keys itself (TTL).
                 Backend::Aws => (
@@ -236,8 +407,19 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                     )
                     .await?,
                     0,
+                    0,
                 ),
             };
+            // `POST /v1/admin/model/reload` loads the --model file again (after a publish).
+            if let Some(path) = &model {
+                engine.set_model_source(Arc::new(nearcast::FileModelSource(path.clone())));
+            }
+            if let Some(path) = &challenger {
+                engine.set_challenger(Some(nearcast_core::engine::Challenger {
+                    ranker: nearcast::load_model(Some(path))?,
+                    share: challenger_share,
+                }))?;
+            }
             if let Some(dir) = config
                 && engine.catalog().stores.is_empty()
             {
@@ -253,7 +435,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 path: addr.clone(),
                 source,
             })?;
-            tracing::info!(%local, ?backend, stores = engine.catalog().stores.len(), pruned, "nearcast serving");
+            tracing::info!(%local, ?backend, stores = engine.catalog().stores.len(), pruned, pruned_logs, "nearcast serving");
             println!("nearcast listening on http://{local}");
             axum::serve(listener, nearcast_api::router(engine))
                 .with_graceful_shutdown(async {

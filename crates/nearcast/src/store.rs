@@ -8,14 +8,14 @@
 //! younger, with no standard tooling to inspect a file in the field.
 //!
 //! Every commit is one `BEGIN IMMEDIATE` transaction: idempotency key check, version check,
-//! user state, decision log and pending delivery, all or nothing.
+//! user state, decision log, pending delivery and outcome log, all or nothing.
 
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    StateStore, StoreError, UserRecord,
+    OutcomeRecord, StateStore, StoreError, UserRecord,
 };
 use nearcast_core::state::UserState;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     body        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries(user_id);
+CREATE TABLE IF NOT EXISTS outcomes (
+    seq     INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    body    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_user ON outcomes(user_id);
 CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -136,6 +143,24 @@ impl SqliteStore {
         })
     }
 
+    /// Forgets decisions and outcomes that happened before `before` (the retention of
+    /// [`nearcast_core::ports::LOG_RETENTION_DAYS`]); returns how many rows went.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn prune_logs(&self, before: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let t = before.timestamp();
+            let n = tx.execute(
+                "DELETE FROM decisions WHERE unixepoch(json_extract(body, '$.at')) < ?1",
+                [t],
+            )? + tx.execute("DELETE FROM outcomes WHERE at < ?1", [t])?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
     /// Number of rows in a table (tests and the health endpoint).
     ///
     /// # Errors
@@ -146,6 +171,7 @@ impl SqliteStore {
             "seen",
             "decisions",
             "deliveries",
+            "outcomes",
             "stores",
             "offers",
         ]
@@ -168,7 +194,7 @@ impl SqliteStore {
     pub fn rows_about(&self, user: &Id) -> Result<u64, StoreError> {
         self.with(|c| {
             let mut n = 0i64;
-            for t in ["users", "seen", "decisions", "deliveries"] {
+            for t in ["users", "seen", "decisions", "deliveries", "outcomes"] {
                 n += c.query_row(
                     &format!("SELECT COUNT(*) FROM {t} WHERE user_id = ?1"),
                     [user.as_str()],
@@ -200,6 +226,12 @@ impl SqliteStore {
             .map_err(err)?;
         let pushes: Vec<String> = cm
             .pushes
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let outcomes: Vec<String> = cm
+            .outcomes
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<_, _>>()
@@ -257,6 +289,10 @@ impl SqliteStore {
             for (p, body) in cm.pushes.iter().zip(&pushes) {
                 tx.prepare_cached("INSERT INTO deliveries (delivery_id, user_id, status, body) VALUES (?1, ?2, 'pending', ?3)")?
                     .execute(params![p.delivery_id, user, body])?;
+            }
+            for (o, body) in cm.outcomes.iter().zip(&outcomes) {
+                tx.prepare_cached("INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)")?
+                    .execute(params![user, o.at.timestamp(), body])?;
             }
             tx.commit()?;
             Ok(CommitOutcome::Applied)
@@ -331,7 +367,7 @@ impl StateStore for SqliteStore {
                 .and_then(|s| serde_json::from_str::<UserState>(&s).ok())
                 .and_then(|s| s.push.and_then(|p| p.endpoint));
             let mut n = 0usize;
-            for t in ["users", "seen", "decisions", "deliveries"] {
+            for t in ["users", "seen", "decisions", "deliveries", "outcomes"] {
                 n += tx.execute(
                     &format!("DELETE FROM {t} WHERE user_id = ?1"),
                     [user.as_str()],
@@ -426,5 +462,9 @@ impl StateStore for SqliteStore {
 
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
         ready(self.list("SELECT body FROM decisions ORDER BY seq"))
+    }
+
+    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
+        ready(self.list("SELECT body FROM outcomes ORDER BY seq"))
     }
 }

@@ -22,6 +22,13 @@
 //! - `NEARCAST_CATALOG_REFRESH_SECS` (optional, default 10): how often an instance checks
 //!   the catalog version for admin changes made through other instances
 //!   ([`RefreshingStore`]); 0 checks on every event.
+//! - `NEARCAST_MODEL_BUCKET` + `NEARCAST_MODEL_KEY` (optional, together, instead of
+//!   `NEARCAST_MODEL_PATH`): the champion is loaded from that S3 object at init (where
+//!   `nearcast model publish --to s3://bucket/key` puts it), and again on
+//!   `POST /v1/admin/model/reload`.
+//! - `NEARCAST_CHALLENGER_KEY` (optional): a challenger artifact, an S3 key in the model
+//!   bucket, or a file path without one; `NEARCAST_CHALLENGER_SHARE` (0 to 1, default 0.1):
+//!   the share of users it scores. See [`ModelConfig`].
 
 use nearcast_aws::DynamoStateStore;
 use nearcast_aws::refresh::RefreshingStore;
@@ -67,6 +74,119 @@ pub enum InitError {
     /// `NEARCAST_WEATHER_URL` is not a usable URL.
     #[error("NEARCAST_WEATHER_URL: {0}")]
     Weather(#[from] nearcast_weather::WeatherError),
+    /// A model could not be loaded from S3 or refused.
+    #[error("model: {0}")]
+    ModelLoad(String),
+}
+
+/// Where the functions' models come from (`NEARCAST_MODEL_BUCKET`, `NEARCAST_MODEL_KEY`,
+/// `NEARCAST_CHALLENGER_KEY`, `NEARCAST_CHALLENGER_SHARE`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// The champion's S3 bucket and key, when loaded from S3.
+    pub s3: Option<(String, String)>,
+    /// The challenger: an S3 key in the model bucket (with `s3`), else a file path.
+    pub challenger: Option<String>,
+    /// Share of users the challenger scores.
+    pub challenger_share: f64,
+}
+
+impl ModelConfig {
+    /// Reads the model variables through `var` (trimmed, empty counts as unset).
+    ///
+    /// # Errors
+    /// [`InitError::Invalid`] naming the variable: a bucket without a key or the other way
+    /// round, S3 together with `NEARCAST_MODEL_PATH`, a share outside [0, 1] or without a
+    /// challenger.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, InitError> {
+        let invalid = |var: &'static str, reason: &str| InitError::Invalid {
+            var,
+            reason: reason.into(),
+        };
+        let s3 = match (var("NEARCAST_MODEL_BUCKET"), var("NEARCAST_MODEL_KEY")) {
+            (Some(b), Some(k)) => Some((b, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "NEARCAST_MODEL_KEY",
+                    "must be set with NEARCAST_MODEL_BUCKET",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "NEARCAST_MODEL_BUCKET",
+                    "must be set with NEARCAST_MODEL_KEY",
+                ));
+            }
+        };
+        if s3.is_some() && var("NEARCAST_MODEL_PATH").is_some() {
+            return Err(invalid(
+                "NEARCAST_MODEL_PATH",
+                "set either NEARCAST_MODEL_PATH or NEARCAST_MODEL_BUCKET/NEARCAST_MODEL_KEY",
+            ));
+        }
+        let challenger = var("NEARCAST_CHALLENGER_KEY");
+        let challenger_share = match var("NEARCAST_CHALLENGER_SHARE") {
+            None => 0.1,
+            Some(_) if challenger.is_none() => {
+                return Err(invalid(
+                    "NEARCAST_CHALLENGER_SHARE",
+                    "is set but NEARCAST_CHALLENGER_KEY is not",
+                ));
+            }
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| (0.0..=1.0).contains(x))
+                .ok_or_else(|| {
+                    invalid(
+                        "NEARCAST_CHALLENGER_SHARE",
+                        &format!("must be a number from 0 to 1, got {v:?}"),
+                    )
+                })?,
+        };
+        Ok(Self {
+            s3,
+            challenger,
+            challenger_share,
+        })
+    }
+}
+
+/// Puts the configured models in service on `engine`: the champion from S3 (also as the
+/// reload source), and the challenger.
+///
+/// # Errors
+/// [`InitError::ModelLoad`] naming the object and the cause; the cold start then fails
+/// rather than serve with an unintended model.
+pub async fn apply_models(engine: &Engine, models: &ModelConfig) -> Result<(), InitError> {
+    use nearcast_aws::model_store::{S3Blobs, S3ModelSource, load_ranker};
+    let blobs = match &models.s3 {
+        None => None,
+        Some((bucket, key)) => {
+            let blobs = S3Blobs::new(S3Blobs::client().await, bucket, key);
+            let champion = load_ranker(&blobs, key)
+                .await
+                .map_err(InitError::ModelLoad)?;
+            engine.set_ranker(champion);
+            engine.set_model_source(Arc::new(S3ModelSource {
+                blobs: blobs.clone(),
+                key: key.clone(),
+            }));
+            Some(blobs)
+        }
+    };
+    if let Some(c) = &models.challenger {
+        let ranker = match &blobs {
+            Some(b) => load_ranker(b, c).await.map_err(InitError::ModelLoad)?,
+            None => nearcast::load_model(Some(Path::new(c)))?,
+        };
+        engine.set_challenger(Some(nearcast_core::engine::Challenger {
+            ranker,
+            share: models.challenger_share,
+        }))?;
+    }
+    Ok(())
 }
 
 /// The functions' configuration.
@@ -90,6 +210,8 @@ pub struct Config {
     pub weather_url: Option<String>,
     /// How often the catalog version is checked (`NEARCAST_CATALOG_REFRESH_SECS`).
     pub catalog_refresh: std::time::Duration,
+    /// Champion from S3 and challenger.
+    pub models: ModelConfig,
 }
 
 impl Config {
@@ -122,6 +244,7 @@ impl Config {
             cap_defaults: cap_defaults(&var)?,
             weather_url: var("NEARCAST_WEATHER_URL"),
             catalog_refresh: catalog_refresh(var("NEARCAST_CATALOG_REFRESH_SECS"))?,
+            models: ModelConfig::from_lookup(var)?,
         })
     }
 }
@@ -258,6 +381,7 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     )
     .await?;
     refreshing.attach(&engine);
+    apply_models(&engine, &config.models).await?;
     let catalog = engine.catalog();
     tracing::info!(
         function,
@@ -265,6 +389,7 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
         stores = catalog.stores.len(),
         offers = catalog.offers.len(),
         model = %engine.ranker().version(),
+        challenger = %engine.challenger().map(|c| c.ranker.version().to_string()).unwrap_or_default(),
         push_platforms_configured = config.apns_arn.is_some() as u8 + config.fcm_arn.is_some() as u8,
         weather = config.weather_url.is_some(),
         "nearcast function started"
@@ -467,5 +592,147 @@ mod tests {
         .await
         .unwrap();
         assert!(e.catalog().stores.is_empty());
+    }
+
+    #[test]
+    fn model_variables_are_read_and_checked_by_name() {
+        let m = ModelConfig::from_lookup(lookup(&[])).unwrap();
+        assert_eq!((m.s3, m.challenger, m.challenger_share), (None, None, 0.1));
+        let m = ModelConfig::from_lookup(lookup(&[
+            ("NEARCAST_MODEL_BUCKET", "models"),
+            ("NEARCAST_MODEL_KEY", "prod/ranker.json"),
+            ("NEARCAST_CHALLENGER_KEY", "prod/challenger.json"),
+            ("NEARCAST_CHALLENGER_SHARE", "0.25"),
+        ]))
+        .unwrap();
+        assert_eq!(m.s3, Some(("models".into(), "prod/ranker.json".into())));
+        assert_eq!(m.challenger.as_deref(), Some("prod/challenger.json"));
+        assert_eq!(m.challenger_share, 0.25);
+        let field = |pairs: &[(&str, &str)]| match ModelConfig::from_lookup(lookup(pairs)) {
+            Err(InitError::Invalid { var, .. }) => var,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field(&[("NEARCAST_MODEL_BUCKET", "b")]),
+            "NEARCAST_MODEL_KEY"
+        );
+        assert_eq!(
+            field(&[("NEARCAST_MODEL_KEY", "k")]),
+            "NEARCAST_MODEL_BUCKET"
+        );
+        assert_eq!(
+            field(&[
+                ("NEARCAST_MODEL_BUCKET", "b"),
+                ("NEARCAST_MODEL_KEY", "k"),
+                ("NEARCAST_MODEL_PATH", "/m.json")
+            ]),
+            "NEARCAST_MODEL_PATH"
+        );
+        assert_eq!(
+            field(&[("NEARCAST_CHALLENGER_SHARE", "0.2")]),
+            "NEARCAST_CHALLENGER_SHARE"
+        );
+        for bad in ["1.5", "-0.1", "ten", "NaN"] {
+            assert_eq!(
+                field(&[
+                    ("NEARCAST_CHALLENGER_KEY", "c.json"),
+                    ("NEARCAST_CHALLENGER_SHARE", bad)
+                ]),
+                "NEARCAST_CHALLENGER_SHARE",
+                "{bad}"
+            );
+        }
+        // Through the whole configuration too.
+        let c = Config::from_lookup(lookup(&[
+            ("NEARCAST_TABLE", "t"),
+            ("NEARCAST_MODEL_BUCKET", "b"),
+        ]));
+        assert!(matches!(
+            c,
+            Err(InitError::Invalid {
+                var: "NEARCAST_MODEL_KEY",
+                ..
+            })
+        ));
+    }
+
+    /// On moto: the champion and challenger come from S3 at init; a refused artifact fails
+    /// the start with its reason.
+    #[tokio::test]
+    async fn models_load_from_s3_at_init() {
+        if std::env::var_os("NEARCAST_MOTO").is_none() {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!! SKIPPED: S3 model loading needs moto; run via scripts/moto.sh\n"
+            );
+            return;
+        }
+        use nearcast_aws::model_store::S3Blobs;
+        use nearcast_core::model_store::{Blobs, Slot, publish};
+        let bucket = format!("models-{}", std::process::id());
+        let client = S3Blobs::client().await;
+        S3Blobs::create_bucket(&client, &bucket).await.unwrap();
+        let mut a: serde_json::Value = serde_json::from_str(nearcast::BUNDLED_MODEL).unwrap();
+        a["version"] = "s3-champion".into();
+        let blobs = S3Blobs::new(client.clone(), &bucket, "prod/ranker.json");
+        publish(&blobs, &serde_json::to_vec(&a).unwrap(), chrono::Utc::now())
+            .await
+            .unwrap();
+        a["version"] = "s3-challenger".into();
+        let ch = S3Blobs::new(client.clone(), &bucket, "prod/challenger.json");
+        ch.put(Slot::Current, &serde_json::to_vec(&a).unwrap())
+            .await
+            .unwrap();
+        let engine = build_engine(
+            Arc::new(nearcast_core::memory::InMemoryStateStore::new()),
+            Arc::new(LogNotifier),
+            Arc::new(TableWeather::default()),
+            Arc::new(SystemClock),
+            None,
+        )
+        .await
+        .unwrap();
+        let models = ModelConfig::from_lookup(lookup(&[
+            ("NEARCAST_MODEL_BUCKET", &bucket),
+            ("NEARCAST_MODEL_KEY", "prod/ranker.json"),
+            ("NEARCAST_CHALLENGER_KEY", "prod/challenger.json"),
+            ("NEARCAST_CHALLENGER_SHARE", "0.5"),
+        ]))
+        .unwrap();
+        apply_models(&engine, &models).await.unwrap();
+        assert_eq!(engine.ranker().version(), "s3-champion");
+        let c = engine.challenger().unwrap();
+        assert_eq!((c.ranker.version(), c.share), ("s3-challenger", 0.5));
+        // A missing or corrupt object fails the start, naming it.
+        let missing = ModelConfig {
+            s3: Some((bucket.clone(), "prod/none.json".into())),
+            challenger: None,
+            challenger_share: 0.1,
+        };
+        let e = apply_models(&engine, &missing)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("prod/none.json") && e.contains("no such object"),
+            "{e}"
+        );
+        ch.put(Slot::Current, b"{broken").await.unwrap();
+        let e = apply_models(&engine, &models)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("prod/challenger.json") && e.contains("not valid"),
+            "{e}"
+        );
+        // Reload goes back to S3: a newer publish comes into service.
+        a["version"] = "s3-champion-2".into();
+        publish(&blobs, &serde_json::to_vec(&a).unwrap(), chrono::Utc::now())
+            .await
+            .unwrap();
+        engine.reload_model().await.unwrap();
+        assert_eq!(engine.ranker().version(), "s3-champion-2");
     }
 }

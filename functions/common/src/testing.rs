@@ -180,4 +180,9 @@ impl StateStore for FailingCommits {
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
         self.inner.decisions()
     }
+    fn outcomes(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<nearcast_core::ports::OutcomeRecord>, StoreError>> {
+        self.inner.outcomes()
+    }
 }

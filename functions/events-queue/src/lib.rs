@@ -69,7 +69,9 @@ async fn process_record(engine: &Engine, record: &SqsMessage) -> Fate {
         Err(e @ (EngineError::Store(_) | EngineError::Contention)) => Fate::Retry(e),
         // Validation the engine does itself: as poison as a bad body.
         Err(EngineError::Invalid(e)) => poison(&e.field, e.reason),
-        Err(e @ EngineError::NotFound(_)) => poison("body", e.to_string()),
+        Err(e @ (EngineError::NotFound(_) | EngineError::Model(_))) => {
+            poison("body", e.to_string())
+        }
     }
 }
 
