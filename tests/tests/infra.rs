@@ -963,3 +963,151 @@ fn the_template_sets_only_known_variables() {
     );
     assert_eq!(unknown_variables(&typo), ["NEARCAST_CAP_PER_DAYS"]);
 }
+
+/// Evaluates a condition of the template with the given parameter values.
+fn condition(t: &Value, v: &Value, params: &std::collections::HashMap<String, String>) -> bool {
+    let (tag, args) = intrinsic(v).expect("a condition is an intrinsic");
+    let seq = || args.as_sequence().expect("condition arguments");
+    match tag.as_str() {
+        "Equals" => {
+            let s = seq();
+            resolve(t, &s[0], params) == resolve(t, &s[1], params)
+        }
+        "Not" => !condition(t, &seq()[0], params),
+        "Or" => seq().iter().any(|c| condition(t, c, params)),
+        "And" => seq().iter().all(|c| condition(t, c, params)),
+        "Condition" => {
+            let name = args.as_str().expect("condition name");
+            let c = t
+                .get("Conditions")
+                .and_then(|cs| cs.get(name))
+                .unwrap_or_else(|| panic!("condition {name} is not defined"));
+            condition(t, c, params)
+        }
+        other => panic!("unsupported condition function {other}"),
+    }
+}
+
+/// The value a function would see for `v` once deployed with `params`; `None` for
+/// `AWS::NoValue`. Resource references and attributes become placeholder strings.
+fn resolve(
+    t: &Value,
+    v: &Value,
+    params: &std::collections::HashMap<String, String>,
+) -> Option<String> {
+    match intrinsic(v) {
+        None => Some(match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => panic!("unexpected environment value {other:?}"),
+        }),
+        Some((tag, args)) => match tag.as_str() {
+            "Ref" => {
+                let name = args.as_str().expect("!Ref name");
+                if name == "AWS::NoValue" {
+                    None
+                } else if let Some(p) = params.get(name) {
+                    Some(p.clone())
+                } else {
+                    Some(format!("<{name}>"))
+                }
+            }
+            "If" => {
+                let s = args.as_sequence().expect("!If arguments");
+                let name = s[0].as_str().expect("!If condition name");
+                let c = t
+                    .get("Conditions")
+                    .and_then(|cs| cs.get(name))
+                    .unwrap_or_else(|| panic!("condition {name} is not defined"));
+                resolve(
+                    t,
+                    if condition(t, c, params) {
+                        &s[1]
+                    } else {
+                        &s[2]
+                    },
+                    params,
+                )
+            }
+            _ => Some(format!("<{tag}>")),
+        },
+    }
+}
+
+/// Each function's environment with the template's default parameters, overridden by `set`.
+fn environments(t: &Value, set: &[(&str, &str)]) -> Vec<(String, Vec<(String, String)>)> {
+    let mut params: std::collections::HashMap<String, String> = t
+        .get("Parameters")
+        .and_then(Value::as_mapping)
+        .expect("Parameters")
+        .iter()
+        .map(|(k, p)| {
+            let default = p.get("Default").map_or(String::new(), |d| {
+                resolve(t, d, &Default::default()).unwrap_or_default()
+            });
+            (k.as_str().expect("name").to_string(), default)
+        })
+        .collect();
+    for (k, v) in set {
+        params.insert(k.to_string(), v.to_string());
+    }
+    let globals = t
+        .get("Globals")
+        .and_then(|g| g.get("Function"))
+        .and_then(|f| f.get("Environment"))
+        .and_then(|e| e.get("Variables"))
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    of_type(t, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(name, f)| {
+            let mut vars = globals.clone();
+            if let Some(own) = prop(f, &["Environment", "Variables"]).and_then(Value::as_mapping) {
+                for (k, v) in own {
+                    vars.insert(k.clone(), v.clone());
+                }
+            }
+            let env = vars
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), resolve(t, v, &params)?)))
+                .collect();
+            (name, env)
+        })
+        .collect()
+}
+
+#[test]
+fn the_functions_start_on_the_templates_environment() {
+    let t = template();
+    let cases: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("ModelKey", "models/ranker.json")],
+        &[
+            ("ModelKey", "models/ranker.json"),
+            ("ChallengerKey", "models/candidate.json"),
+            ("ChallengerShare", "0.2"),
+        ],
+    ];
+    for set in cases {
+        let envs = environments(&t, set);
+        assert!(
+            envs.iter().any(|(_, e)| !e.is_empty()),
+            "no environment found"
+        );
+        for (name, env) in envs {
+            // Only the Rust functions read NEARCAST_* variables.
+            if !env.iter().any(|(k, _)| k == "NEARCAST_TABLE") {
+                continue;
+            }
+            let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let config = nearcast_functions::Config::from_lookup(lookup);
+            assert!(
+                config.is_ok(),
+                "{name} with {set:?} would fail its cold start: {:?}",
+                config.err()
+            );
+        }
+    }
+}
