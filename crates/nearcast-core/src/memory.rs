@@ -178,6 +178,9 @@ impl StateStore for InMemoryStateStore {
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
         ready(Ok(self.with(|i| i.outcomes.clone())))
     }
+    fn max_commit_events(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// A notifier that records what it was asked to send, and can be told to fail.

@@ -200,10 +200,10 @@ pub trait StateStore: Send + Sync {
     /// Logged outcomes, oldest first (results and exports).
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>>;
     /// Most events one commit may carry. A store with a transaction size limit (DynamoDB:
-    /// 100 items) says so, and the engine commits a larger batch in several chunks.
-    fn max_commit_events(&self) -> usize {
-        usize::MAX
-    }
+    /// 100 items) says so, and the engine commits a larger batch in several chunks; a store
+    /// without one answers `usize::MAX`. No default: a wrapper that forgot to pass it through
+    /// would let oversized commits reach DynamoDB.
+    fn max_commit_events(&self) -> usize;
 }
 
 /// Why a push was not delivered.

@@ -467,4 +467,8 @@ impl StateStore for SqliteStore {
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
         ready(self.list("SELECT body FROM outcomes ORDER BY seq"))
     }
+    fn max_commit_events(&self) -> usize {
+        // One SQLite transaction takes any number of events.
+        usize::MAX
+    }
 }

@@ -185,4 +185,7 @@ impl StateStore for FailingCommits {
     ) -> BoxFuture<'_, Result<Vec<nearcast_core::ports::OutcomeRecord>, StoreError>> {
         self.inner.outcomes()
     }
+    fn max_commit_events(&self) -> usize {
+        self.inner.max_commit_events()
+    }
 }
