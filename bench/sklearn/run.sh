@@ -7,7 +7,8 @@
 # (the one scripts/moto.sh creates; moto's packages are left as they are), generates seeded
 # data in the nearcast-training/1 format, lets `nearcast-train bench-logistic` split it by
 # time, export the train and test design matrices (features from features::encode) and fit
-# linfa on them, then fits scikit-learn on the exported matrices. Not part of the tests.
+# linfa on them with each solver (L-BFGS, FTRL), then fits scikit-learn on the exported
+# matrices, raw and standardized. One JSON line per fit. Not part of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,5 +30,8 @@ cargo build --release --locked -p nearcast-train
 TRAIN="${CARGO_TARGET_DIR:-target}/release/nearcast-train"
 mkdir -p "$WORK"
 "$TRAIN" generate --seed 7 --decisions "$DECISIONS" --out "$WORK/data.jsonl"
-echo "linfa:        $("$TRAIN" bench-logistic --data "$WORK/data.jsonl" --export-dir "$WORK" --alpha "$ALPHA" "${@:2}")"
-echo "scikit-learn: $("$VENV/bin/python" bench/sklearn/sklearn_logistic.py "$WORK" "$ALPHA")"
+for solver in lbfgs ftrl; do
+    "$TRAIN" bench-logistic --data "$WORK/data.jsonl" --export-dir "$WORK" --alpha "$ALPHA" \
+        --solver "$solver" "${@:2}"
+done
+"$VENV/bin/python" bench/sklearn/sklearn_logistic.py "$WORK" "$ALPHA"

@@ -86,6 +86,8 @@ enum Command {
         /// Gradient tolerance per training row (on the mean log loss).
         #[arg(long, default_value_t = 1e-6)]
         gradient_tolerance: f64,
+        #[command(flatten)]
+        solver: SolverArgs,
         /// Earliest share of decisions to train on.
         #[arg(long, default_value_t = 0.7)]
         train_fraction: f64,
@@ -95,7 +97,8 @@ enum Command {
     },
     /// Benchmark driver (bench/sklearn): splits by time, writes the train and test design
     /// matrices for another library to fit on the very same rows, fits linfa's logistic
-    /// regression on them and prints its test AUC and fit time as one JSON line.
+    /// regression on them (the trainer's own `fit`: scaling, solver and all) and prints its
+    /// test AUC, test log loss and fit time as one JSON line.
     BenchLogistic {
         /// Training data (`nearcast-training/1` JSON lines).
         #[arg(long)]
@@ -113,6 +116,8 @@ enum Command {
         /// Gradient tolerance per training row (on the mean log loss).
         #[arg(long, default_value_t = 1e-6)]
         gradient_tolerance: f64,
+        #[command(flatten)]
+        solver: SolverArgs,
         /// Earliest share of decisions to train on; the rest is the test set.
         #[arg(long, default_value_t = 0.8)]
         train_fraction: f64,
@@ -130,6 +135,36 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Label::Opened)]
         label: Label,
     },
+}
+
+/// How the logistic regression is fitted.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct SolverArgs {
+    /// `auto`: L-BFGS below 250,000 training rows, FTRL from there on.
+    #[arg(long, value_enum, default_value_t = train::Solver::Auto)]
+    solver: train::Solver,
+    /// FTRL: passes over the training rows (default: enough for 6.4 million row updates,
+    /// at least 8).
+    #[arg(long)]
+    ftrl_epochs: Option<usize>,
+    /// FTRL: rows per update.
+    #[arg(long, default_value_t = 64)]
+    ftrl_batch: usize,
+    /// FTRL: learning rate.
+    #[arg(long, default_value_t = 0.02)]
+    ftrl_learning_rate: f64,
+}
+
+impl SolverArgs {
+    fn apply(self, cfg: train::Config) -> train::Config {
+        train::Config {
+            solver: self.solver,
+            ftrl_epochs: self.ftrl_epochs,
+            ftrl_batch: self.ftrl_batch,
+            ftrl_learning_rate: self.ftrl_learning_rate,
+            ..cfg
+        }
+    }
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -221,6 +256,7 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             alpha,
             max_iterations,
             gradient_tolerance,
+            solver,
             train_fraction,
             valid_fraction,
         } => {
@@ -245,6 +281,7 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
                 max_iterations,
                 gradient_tolerance_per_row: gradient_tolerance,
                 train_fraction,
+                ..solver.apply(train::Config::default())
             };
             let bars = train::Bars {
                 encode: bar(0, "encode"),
@@ -265,7 +302,12 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             for c in &t.candidates {
                 println!("{}", eval::row(c.kind, &c.validation));
             }
-            println!("kept: {}", t.artifact.kind);
+            match t.solver {
+                Some(solver) if t.artifact.kind == "logistic" => {
+                    println!("kept: logistic (fitted by {})", solver.as_str());
+                }
+                _ => println!("kept: {}", t.artifact.kind),
+            }
             print!("{}", t.report);
             println!("wrote {} and {}", out.display(), plot.display());
             Ok(())
@@ -276,6 +318,7 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             alpha,
             max_iterations,
             gradient_tolerance,
+            solver,
             train_fraction,
         } => {
             let mut records = data::read(&path, |_| {})?.records;
@@ -305,21 +348,28 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
                 alpha,
                 max_iterations,
                 gradient_tolerance_per_row: gradient_tolerance,
-                ..train::Config::default()
+                ..solver.apply(train::Config::default())
             };
             let n_train = x.nrows();
             let started = std::time::Instant::now();
-            let c = train::fit(x, y, &cfg)?;
+            let (c, solver) = train::fit(x, y, &cfg)?;
             let fit_seconds = started.elapsed().as_secs_f64();
             let w: [f64; nearcast_core::features::N_FEATURES] =
                 c.weights.as_slice().try_into().map_err(|_| "weights")?;
             let r = nearcast_core::ranker::LogisticRanker::new("bench", c.intercept, w);
             let scores: Vec<f64> = eval::score(&r, &test_rows).into_iter().flatten().collect();
-            let auc = eval::auc(&scores, ty.as_slice().ok_or("labels")?).ok_or("one class")?;
+            let labels = ty.as_slice().ok_or("labels")?;
+            let auc = eval::auc(&scores, labels).ok_or("one class")?;
+            let library = match solver {
+                train::Solver::Ftrl => "linfa-ftrl",
+                _ => "linfa-logistic",
+            };
             println!(
                 "{}",
                 serde_json::json!({
-                    "library": "linfa-logistic",
+                    "library": library,
+                    "solver": solver.as_str(),
+                    "log_loss": eval::log_loss(&scores, labels),
                     "train_rows": n_train,
                     "test_rows": tx.nrows(),
                     "features": nearcast_core::features::N_FEATURES,
