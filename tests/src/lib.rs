@@ -9,8 +9,7 @@ use nearcast_core::event::Event;
 use nearcast_core::ids::Id;
 use nearcast_core::memory::{InMemoryStateStore, RecordingNotifier};
 use nearcast_core::ports::{
-    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, ManualClock,
-    StateStore, StoreError, UserRecord,
+    BoxFuture, ManualClock, StateStore, StoreError, StoreLayer, UserRecord,
 };
 use nearcast_core::ranker::Ranker;
 use nearcast_core::weather::{Condition, TableWeather, Weather, WeatherSpan};
@@ -113,66 +112,16 @@ pub enum Backend {
 /// window in which a missing version check would let caps be exceeded.
 pub struct Interleaving(pub Arc<dyn StateStore>);
 
-impl StateStore for Interleaving {
+impl StoreLayer for Interleaving {
+    fn wrapped(&self) -> &dyn StateStore {
+        self.0.as_ref()
+    }
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
         Box::pin(async move {
             let r = self.0.load_user(user).await;
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             r
         })
-    }
-    fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
-        self.0.commit(c)
-    }
-    fn set_delivery_status<'a>(
-        &'a self,
-        id: &'a str,
-        s: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.0.set_delivery_status(id, s)
-    }
-    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
-        self.0.erase_user(user)
-    }
-    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>> {
-        self.0.list_stores()
-    }
-    fn put_store<'a>(&'a self, s: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.0.put_store(s)
-    }
-    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.0.delete_store(id)
-    }
-    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>> {
-        self.0.list_offers()
-    }
-    fn put_offer<'a>(&'a self, o: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.0.put_offer(o)
-    }
-    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.0.delete_offer(id)
-    }
-    fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
-        self.0.get_policy()
-    }
-    fn put_policy<'a>(&'a self, p: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.0.put_policy(p)
-    }
-    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
-        self.0.deliveries()
-    }
-    fn max_commit_events(&self) -> usize {
-        self.0.max_commit_events()
-    }
-    fn decisions(
-        &self,
-    ) -> BoxFuture<'_, Result<Vec<nearcast_core::decision::Decision>, StoreError>> {
-        self.0.decisions()
-    }
-    fn outcomes(
-        &self,
-    ) -> BoxFuture<'_, Result<Vec<nearcast_core::ports::OutcomeRecord>, StoreError>> {
-        self.0.outcomes()
     }
 }
 

@@ -9,7 +9,7 @@ use nearcast_core::event::Platform;
 use nearcast_core::memory::InMemoryStateStore;
 use nearcast_core::ports::{
     Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult, OutcomeKind,
-    OutcomeRecord, StateStore, UserRecord,
+    OutcomeRecord, StateStore, StoreError, UserLog, UserRecord, group_by_user,
 };
 use nearcast_core::state::{PushTarget, UserState};
 use nearcast_tests::{catalog, id, noon, policy};
@@ -104,6 +104,7 @@ contract!(
     erasure_removes_everything_about_the_user_only,
     configuration_round_trips,
     outcomes_are_logged_atomically_with_their_events_and_erased,
+    user_logs_hand_over_each_user_once_with_their_logs,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -660,7 +661,99 @@ async fn outcomes_are_logged_atomically_with_their_events_and_erased(store: Arc<
     );
 }
 
+async fn walk(store: &dyn StateStore) -> Vec<UserLog> {
+    let mut logs = Vec::new();
+    store
+        .user_logs(&mut |log| {
+            logs.push(log);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    logs.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    logs
+}
+
+async fn user_logs_hand_over_each_user_once_with_their_logs(store: Arc<dyn StateStore>) {
+    apply(&*store, &sent("ann", 0, Some(state("a")), &["e1", "e2"])).await;
+    apply(&*store, &sent("bob", 0, None, &["e1"])).await;
+    apply(
+        &*store,
+        &outcome_commit("ann", "o1", 5, OutcomeKind::Opened),
+    )
+    .await;
+    // A user with outcomes and no decision.
+    apply(
+        &*store,
+        &outcome_commit("cid", "o1", 6, OutcomeKind::Purchased),
+    )
+    .await;
+    // Logged later, though earlier in event time: each list keeps commit order.
+    let mut late = sent("ann", 1, Some(state("b")), &["e0"]);
+    late.decisions[0].at = noon() - chrono::Duration::hours(1);
+    apply(&*store, &late).await;
+    // A user with state and no log is not walked.
+    apply(&*store, &commit("dan", 0, Some(state("d")), &["x1"])).await;
+
+    let logs = walk(&*store).await;
+    let users: Vec<&str> = logs.iter().map(|l| l.user_id.as_str()).collect();
+    assert_eq!(users, ["ann", "bob", "cid"]);
+    assert_eq!(
+        logs[0].decisions,
+        vec![
+            decision("ann", "e1", 0),
+            decision("ann", "e2", 1),
+            late.decisions[0].clone()
+        ]
+    );
+    assert_eq!(
+        logs[0].outcomes,
+        vec![outcome("ann", "o1", 5, OutcomeKind::Opened)]
+    );
+    assert!(logs[2].decisions.is_empty());
+    // The same as grouping the whole logs.
+    let whole = group_by_user(
+        store.decisions().await.unwrap(),
+        store.outcomes().await.unwrap(),
+    );
+    assert_eq!(logs, whole);
+
+    // An error from the sink stops the walk and comes back.
+    let mut calls = 0;
+    let stopped = store
+        .user_logs(&mut |_| {
+            calls += 1;
+            Err(StoreError("disk full".into()))
+        })
+        .await;
+    assert_eq!(stopped.unwrap_err().0, "disk full");
+    assert_eq!(calls, 1);
+
+    // Erased users are not walked.
+    store.erase_user(&id("ann")).await.unwrap();
+    let users: Vec<String> = walk(&*store)
+        .await
+        .iter()
+        .map(|l| l.user_id.to_string())
+        .collect();
+    assert_eq!(users, ["bob", "cid"]);
+}
+
 // ---------------------------------------------------------------- SQLite only
+
+/// The SQLite walk pages through user ids (500 at a time): every user comes once.
+#[tokio::test]
+async fn sqlite_walks_logs_of_more_users_than_a_page() {
+    let s = on_sqlite();
+    for u in 0..1_203 {
+        let user = format!("u{u:05}");
+        apply(&*s.store, &sent(&user, 0, None, &["e1"])).await;
+    }
+    let logs = walk(&*s.store).await;
+    assert_eq!(logs.len(), 1_203);
+    assert!(logs.windows(2).all(|w| w[0].user_id < w[1].user_id));
+    assert!(logs.iter().all(|l| l.decisions.len() == 1));
+}
 
 /// Decisions and outcomes older than the retention are pruned; newer ones and other tables
 /// stay.

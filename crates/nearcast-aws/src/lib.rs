@@ -63,10 +63,10 @@ use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    OutcomeRecord, StateStore, StoreError, UserRecord,
+    OutcomeRecord, StateStore, StoreError, UserLog, UserLogSink, UserRecord,
 };
 use nearcast_core::state::UserState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// DynamoDB's limit on the items of one TransactWriteItems.
@@ -633,6 +633,52 @@ impl DynamoStateStore {
         items.iter().map(|i| body(i, "body")).collect()
     }
 
+    /// One user's log items (`sk` starting with `DECISION#` or `OUTCOME#`), by one Query
+    /// (paged) on the user's partition, each kind oldest first.
+    async fn user_log(&self, pk: &str) -> Result<UserLog, StoreError> {
+        let user = pk.strip_prefix("USER#").unwrap_or(pk);
+        let user_id = Id::parse(user).map_err(|e| StoreError(format!("{pk}: {e}")))?;
+        let mut start: Option<Item> = None;
+        let (mut decisions, mut outcomes) = (Vec::new(), Vec::new());
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("begins_with(sk, :d) OR begins_with(sk, :o)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":d", s("DECISION#"))
+                .expression_attribute_values(":o", s("OUTCOME#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("Query", e))?;
+            for item in out.items() {
+                let seq = get_n(item, "seq").unwrap_or(0);
+                match get_s(item, "sk") {
+                    Some(sk) if sk.starts_with("DECISION#") => {
+                        decisions.push((seq, body::<Decision>(item, "body")?));
+                    }
+                    Some(_) => outcomes.push((seq, body::<OutcomeRecord>(item, "body")?)),
+                    None => {}
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        decisions.sort_by_key(|(seq, _)| *seq);
+        outcomes.sort_by_key(|(seq, _)| *seq);
+        Ok(UserLog {
+            user_id,
+            decisions: decisions.into_iter().map(|(_, d)| d).collect(),
+            outcomes: outcomes.into_iter().map(|(_, o)| o).collect(),
+        })
+    }
+
     /// Items under the users' partitions with `sk` starting with `prefix`, oldest first.
     async fn log(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = self.scan("USER#", prefix).await?;
@@ -837,6 +883,50 @@ impl StateStore for DynamoStateStore {
                 .iter()
                 .map(|i| body::<OutcomeRecord>(i, "body"))
                 .collect()
+        })
+    }
+
+    /// A Scan page at a time for the partition keys of log items (projected, so a page
+    /// holds up to 1 MB of items but only their keys reach memory), then one Query per user
+    /// not seen before. Memory: one page of keys, the set of user ids seen, one user's log.
+    fn user_logs<'a>(
+        &'a self,
+        sink: &'a mut UserLogSink<'_>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .filter_expression(
+                        "begins_with(pk, :pk) AND (begins_with(sk, :d) OR begins_with(sk, :o))",
+                    )
+                    .projection_expression("pk")
+                    .expression_attribute_values(":pk", s("USER#"))
+                    .expression_attribute_values(":d", s("DECISION#"))
+                    .expression_attribute_values(":o", s("OUTCOME#"))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("Scan", e))?;
+                for item in out.items() {
+                    let Some(pk) = get_s(item, "pk") else {
+                        continue;
+                    };
+                    if seen.insert(pk.to_string()) {
+                        let log = self.user_log(pk).await?;
+                        sink(log)?;
+                    }
+                }
+                match out.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => start = Some(k.clone()),
+                    _ => break,
+                }
+            }
+            Ok(())
         })
     }
 }

@@ -12,14 +12,9 @@
 //! actual change. A location event that sends nothing stays at 2 round trips on average.
 
 use crate::DynamoStateStore;
-use nearcast_core::config::{CapPolicy, Offer, Store};
-use nearcast_core::decision::Decision;
 use nearcast_core::engine::Engine;
 use nearcast_core::ids::Id;
-use nearcast_core::ports::{
-    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, OutcomeRecord,
-    StateStore, StoreError, UserRecord,
-};
+use nearcast_core::ports::{BoxFuture, StateStore, StoreError, StoreLayer, UserRecord};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -109,60 +104,14 @@ impl RefreshingStore {
     }
 }
 
-impl StateStore for RefreshingStore {
+impl StoreLayer for RefreshingStore {
+    fn wrapped(&self) -> &dyn StateStore {
+        self.inner.as_ref()
+    }
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
         Box::pin(async move {
             self.refresh_if_due().await;
             self.inner.load_user(user).await
         })
-    }
-    fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
-        self.inner.commit(c)
-    }
-    fn set_delivery_status<'a>(
-        &'a self,
-        id: &'a str,
-        s: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.set_delivery_status(id, s)
-    }
-    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
-        self.inner.erase_user(user)
-    }
-    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>> {
-        self.inner.list_stores()
-    }
-    fn put_store<'a>(&'a self, s: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.put_store(s)
-    }
-    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.delete_store(id)
-    }
-    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>> {
-        self.inner.list_offers()
-    }
-    fn put_offer<'a>(&'a self, o: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.put_offer(o)
-    }
-    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.delete_offer(id)
-    }
-    fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
-        self.inner.get_policy()
-    }
-    fn put_policy<'a>(&'a self, p: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.put_policy(p)
-    }
-    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
-        self.inner.deliveries()
-    }
-    fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
-        self.inner.decisions()
-    }
-    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
-        self.inner.outcomes()
-    }
-    fn max_commit_events(&self) -> usize {
-        self.inner.max_commit_events()
     }
 }

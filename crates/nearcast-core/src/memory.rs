@@ -6,7 +6,8 @@ use crate::decision::{Decision, Push};
 use crate::ids::Id;
 use crate::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    Notifier, NotifyError, OutcomeRecord, StateStore, StoreError, UserRecord,
+    Notifier, NotifyError, OutcomeRecord, StateStore, StoreError, UserLogSink, UserRecord,
+    group_by_user,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -178,6 +179,19 @@ impl StateStore for InMemoryStateStore {
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
         ready(Ok(self.with(|i| i.outcomes.clone())))
     }
+
+    fn user_logs<'a>(
+        &'a self,
+        sink: &'a mut UserLogSink<'_>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (decisions, outcomes) = self.with(|i| (i.decisions.clone(), i.outcomes.clone()));
+        ready(
+            group_by_user(decisions, outcomes)
+                .into_iter()
+                .try_for_each(sink),
+        )
+    }
+
     fn max_commit_events(&self) -> usize {
         usize::MAX
     }

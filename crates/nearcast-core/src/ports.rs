@@ -199,11 +199,205 @@ pub trait StateStore: Send + Sync {
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>>;
     /// Logged outcomes, oldest first (results and exports).
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>>;
+    /// Walks the logs one user at a time (exports): `sink` gets every user with a logged
+    /// decision or outcome exactly once, with both lists oldest first; users come in no
+    /// particular order. A store reads a page of users at a time and never holds the whole
+    /// log. An error from `sink` stops the walk and is returned.
+    fn user_logs<'a>(
+        &'a self,
+        sink: &'a mut UserLogSink<'_>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Most events one commit may carry. A store with a transaction size limit (DynamoDB:
     /// 100 items) says so, and the engine commits a larger batch in several chunks; a store
-    /// without one answers `usize::MAX`. No default: a wrapper that forgot to pass it through
-    /// would let oversized commits reach DynamoDB.
+    /// without one answers `usize::MAX`.
     fn max_commit_events(&self) -> usize;
+}
+
+/// One user's logged decisions and outcomes, each oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserLog {
+    /// The user.
+    pub user_id: Id,
+    /// Logged decisions.
+    pub decisions: Vec<Decision>,
+    /// Logged outcomes.
+    pub outcomes: Vec<OutcomeRecord>,
+}
+
+/// What [`StateStore::user_logs`] hands each user's log to.
+pub type UserLogSink<'s> = dyn FnMut(UserLog) -> Result<(), StoreError> + Send + 's;
+
+/// Groups logs by user, each user's lists keeping their order (oldest first), users in
+/// id order: the in-memory walk, and a reference for tests of the others.
+pub fn group_by_user(decisions: Vec<Decision>, outcomes: Vec<OutcomeRecord>) -> Vec<UserLog> {
+    use std::collections::BTreeMap;
+    fn log_of<'m>(logs: &'m mut BTreeMap<Id, UserLog>, user: &Id) -> &'m mut UserLog {
+        logs.entry(user.clone()).or_insert_with(|| UserLog {
+            user_id: user.clone(),
+            decisions: Vec::new(),
+            outcomes: Vec::new(),
+        })
+    }
+    let mut logs = BTreeMap::new();
+    for d in decisions {
+        log_of(&mut logs, &d.user_id).decisions.push(d);
+    }
+    for o in outcomes {
+        log_of(&mut logs, &o.user_id).outcomes.push(o);
+    }
+    logs.into_values().collect()
+}
+
+/// A store that wraps another and changes some of its methods (a catalog refresh before
+/// reads, a default policy, injected failures in tests). Every method passes through to
+/// [`StoreLayer::wrapped`] unless the layer overrides it, and every `StoreLayer` is a
+/// [`StateStore`], so a method added to the port reaches every wrapper without a line
+/// in it.
+pub trait StoreLayer: Send + Sync {
+    /// The store underneath.
+    fn wrapped(&self) -> &dyn StateStore;
+    /// See [`StateStore::load_user`].
+    fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
+        self.wrapped().load_user(user)
+    }
+    /// See [`StateStore::commit`].
+    fn commit<'a>(
+        &'a self,
+        commit: &'a Commit,
+    ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+        self.wrapped().commit(commit)
+    }
+    /// See [`StateStore::set_delivery_status`].
+    fn set_delivery_status<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        status: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.wrapped().set_delivery_status(delivery_id, status)
+    }
+    /// See [`StateStore::erase_user`].
+    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
+        self.wrapped().erase_user(user)
+    }
+    /// See [`StateStore::list_stores`].
+    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>> {
+        self.wrapped().list_stores()
+    }
+    /// See [`StateStore::put_store`].
+    fn put_store<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.wrapped().put_store(store)
+    }
+    /// See [`StateStore::delete_store`].
+    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.wrapped().delete_store(id)
+    }
+    /// See [`StateStore::list_offers`].
+    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>> {
+        self.wrapped().list_offers()
+    }
+    /// See [`StateStore::put_offer`].
+    fn put_offer<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.wrapped().put_offer(offer)
+    }
+    /// See [`StateStore::delete_offer`].
+    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.wrapped().delete_offer(id)
+    }
+    /// See [`StateStore::get_policy`].
+    fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
+        self.wrapped().get_policy()
+    }
+    /// See [`StateStore::put_policy`].
+    fn put_policy<'a>(&'a self, policy: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.wrapped().put_policy(policy)
+    }
+    /// See [`StateStore::deliveries`].
+    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
+        self.wrapped().deliveries()
+    }
+    /// See [`StateStore::decisions`].
+    fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
+        self.wrapped().decisions()
+    }
+    /// See [`StateStore::outcomes`].
+    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
+        self.wrapped().outcomes()
+    }
+    /// See [`StateStore::user_logs`].
+    fn user_logs<'a>(
+        &'a self,
+        sink: &'a mut UserLogSink<'_>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.wrapped().user_logs(sink)
+    }
+    /// See [`StateStore::max_commit_events`].
+    fn max_commit_events(&self) -> usize {
+        self.wrapped().max_commit_events()
+    }
+}
+
+impl<L: StoreLayer> StateStore for L {
+    fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
+        StoreLayer::load_user(self, user)
+    }
+    fn commit<'a>(
+        &'a self,
+        commit: &'a Commit,
+    ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+        StoreLayer::commit(self, commit)
+    }
+    fn set_delivery_status<'a>(
+        &'a self,
+        delivery_id: &'a str,
+        status: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        StoreLayer::set_delivery_status(self, delivery_id, status)
+    }
+    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
+        StoreLayer::erase_user(self, user)
+    }
+    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>> {
+        StoreLayer::list_stores(self)
+    }
+    fn put_store<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
+        StoreLayer::put_store(self, store)
+    }
+    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        StoreLayer::delete_store(self, id)
+    }
+    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>> {
+        StoreLayer::list_offers(self)
+    }
+    fn put_offer<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
+        StoreLayer::put_offer(self, offer)
+    }
+    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        StoreLayer::delete_offer(self, id)
+    }
+    fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
+        StoreLayer::get_policy(self)
+    }
+    fn put_policy<'a>(&'a self, policy: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
+        StoreLayer::put_policy(self, policy)
+    }
+    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
+        StoreLayer::deliveries(self)
+    }
+    fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
+        StoreLayer::decisions(self)
+    }
+    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
+        StoreLayer::outcomes(self)
+    }
+    fn user_logs<'a>(
+        &'a self,
+        sink: &'a mut UserLogSink<'_>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        StoreLayer::user_logs(self, sink)
+    }
+    fn max_commit_events(&self) -> usize {
+        StoreLayer::max_commit_events(self)
+    }
 }
 
 /// Why a push was not delivered.

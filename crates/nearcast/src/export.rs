@@ -3,32 +3,50 @@
 
 use crate::HostError;
 use nearcast_core::export::{JoinOptions, join};
-use nearcast_core::ports::StateStore;
+use nearcast_core::ports::{StateStore, StoreError, UserLog};
 use std::io::Write;
 
-/// Reads the store's decision and outcome logs, joins them and writes one JSON line per
-/// record to `out`. Returns how many records were written.
+/// Walks the store's logs one user at a time ([`StateStore::user_logs`]), joins each user's
+/// decisions and outcomes and writes one JSON line per record to `out` as it goes, so
+/// memory holds one user's log, not the store's. Records come grouped by user, each
+/// user's oldest first. The join only ever looks at one user's log (attribution is per
+/// user), so this gives the same records as joining everything at once. Returns how
+/// many records were written.
 ///
 /// # Errors
-/// A store failure or a failed write.
+/// A store failure or a failed write (the walk stops at the first).
 pub async fn export_to(
     store: &dyn StateStore,
     opts: &JoinOptions,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<usize, HostError> {
-    let decisions = store.decisions().await?;
-    let outcomes = store.outcomes().await?;
-    let records = join(&decisions, &outcomes, opts);
+    let mut written = 0;
+    let mut failed_write: Option<std::io::Error> = None;
+    let mut sink = |log: UserLog| -> Result<(), StoreError> {
+        let mut write = || -> std::io::Result<()> {
+            for r in join(&log.decisions, &log.outcomes, opts) {
+                serde_json::to_writer(&mut *out, &r)?;
+                out.write_all(b"\n")?;
+                written += 1;
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            failed_write = Some(e);
+            StoreError("export output failed".into())
+        })
+    };
+    let walked = store.user_logs(&mut sink).await;
     let io = |source| HostError::Io {
         path: "export output".into(),
         source,
     };
-    for r in &records {
-        serde_json::to_writer(&mut *out, r).map_err(|e| io(e.into()))?;
-        out.write_all(b"\n").map_err(io)?;
+    if let Some(e) = failed_write {
+        return Err(io(e));
     }
+    walked?;
     out.flush().map_err(io)?;
-    Ok(records.len())
+    Ok(written)
 }
 
 /// The pseudonym key: the bytes of `file` when given (stable pseudonyms across exports),

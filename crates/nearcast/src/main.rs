@@ -275,7 +275,10 @@ async fn export(a: ExportArgs) -> Result<(), HostError> {
             })?;
             nearcast::export::export_to(&*store, &opts, &mut std::io::BufWriter::new(f)).await?
         }
-        None => nearcast::export::export_to(&*store, &opts, &mut std::io::stdout().lock()).await?,
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            nearcast::export::export_to(&*store, &opts, &mut out).await?
+        }
     };
     eprintln!("exported {n} records");
     Ok(())

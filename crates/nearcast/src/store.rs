@@ -15,7 +15,7 @@ use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    OutcomeRecord, StateStore, StoreError, UserRecord,
+    OutcomeRecord, StateStore, StoreError, UserLog, UserLogSink, UserRecord,
 };
 use nearcast_core::state::UserState;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -299,6 +299,45 @@ impl SqliteStore {
         })
     }
 
+    /// Users with a logged decision or outcome, in id order, after `after`, at most `limit`.
+    fn logged_users(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT user_id FROM decisions WHERE user_id > ?1
+                 UNION SELECT user_id FROM outcomes WHERE user_id > ?1
+                 ORDER BY user_id LIMIT ?2",
+            )?;
+            let rows = st.query_map(rusqlite::params![after, limit], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+    }
+
+    /// One user's log, each kind oldest first (two indexed reads).
+    fn user_log(&self, user: &str) -> Result<UserLog, StoreError> {
+        let (decisions, outcomes): (Vec<String>, Vec<String>) = self.with(|c| {
+            let read = |sql: &str| -> rusqlite::Result<Vec<String>> {
+                let mut st = c.prepare_cached(sql)?;
+                let rows = st.query_map([user], |r| r.get::<_, String>(0))?;
+                rows.collect()
+            };
+            Ok((
+                read("SELECT body FROM decisions WHERE user_id = ?1 ORDER BY seq")?,
+                read("SELECT body FROM outcomes WHERE user_id = ?1 ORDER BY seq")?,
+            ))
+        })?;
+        Ok(UserLog {
+            user_id: Id::parse(user).map_err(err)?,
+            decisions: decisions
+                .iter()
+                .map(|b| serde_json::from_str(b).map_err(err))
+                .collect::<Result<_, _>>()?,
+            outcomes: outcomes
+                .iter()
+                .map(|b| serde_json::from_str(b).map_err(err))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
     fn list<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
         let rows: Vec<String> = self.with(|c| {
             let mut st = c.prepare_cached(sql)?;
@@ -466,6 +505,28 @@ impl StateStore for SqliteStore {
 
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
         ready(self.list("SELECT body FROM outcomes ORDER BY seq"))
+    }
+
+    /// Pages of 500 user ids (in id order, from the `user_id` indexes), then each user's
+    /// log; the connection is taken per query, so serving goes on between users.
+    fn user_logs<'a>(
+        &'a self,
+        sink: &'a mut UserLogSink<'_>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut walk = || {
+            let mut after = String::new();
+            loop {
+                let users = self.logged_users(&after, 500)?;
+                let Some(last) = users.last() else {
+                    return Ok(());
+                };
+                after = last.clone();
+                for u in &users {
+                    sink(self.user_log(u)?)?;
+                }
+            }
+        };
+        ready(walk())
     }
     fn max_commit_events(&self) -> usize {
         // One SQLite transaction takes any number of events.

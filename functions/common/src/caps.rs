@@ -2,13 +2,8 @@
 //! `NEARCAST_CAP_MIN_GAP_MINUTES`): in force until a marketer saves a policy.
 
 use crate::InitError;
-use nearcast_core::config::{CapPolicy, Offer, Store};
-use nearcast_core::decision::Decision;
-use nearcast_core::ids::Id;
-use nearcast_core::ports::{
-    BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, OutcomeRecord,
-    StateStore, StoreError, UserRecord,
-};
+use nearcast_core::config::CapPolicy;
+use nearcast_core::ports::{BoxFuture, StateStore, StoreError, StoreLayer};
 use std::sync::Arc;
 
 /// The cap policy in force until a marketer saves one, from `NEARCAST_CAP_PER_DAY`,
@@ -72,40 +67,9 @@ impl DefaultPolicy {
     }
 }
 
-impl StateStore for DefaultPolicy {
-    fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
-        self.inner.load_user(user)
-    }
-    fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
-        self.inner.commit(c)
-    }
-    fn set_delivery_status<'a>(
-        &'a self,
-        id: &'a str,
-        s: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.set_delivery_status(id, s)
-    }
-    fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
-        self.inner.erase_user(user)
-    }
-    fn list_stores(&self) -> BoxFuture<'_, Result<Vec<Store>, StoreError>> {
-        self.inner.list_stores()
-    }
-    fn put_store<'a>(&'a self, s: &'a Store) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.put_store(s)
-    }
-    fn delete_store<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.delete_store(id)
-    }
-    fn list_offers(&self) -> BoxFuture<'_, Result<Vec<Offer>, StoreError>> {
-        self.inner.list_offers()
-    }
-    fn put_offer<'a>(&'a self, o: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.put_offer(o)
-    }
-    fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.delete_offer(id)
+impl StoreLayer for DefaultPolicy {
+    fn wrapped(&self) -> &dyn StateStore {
+        self.inner.as_ref()
     }
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
         Box::pin(async move {
@@ -116,21 +80,6 @@ impl StateStore for DefaultPolicy {
                     .unwrap_or_else(|| self.default.clone()),
             ))
         })
-    }
-    fn put_policy<'a>(&'a self, p: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.put_policy(p)
-    }
-    fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
-        self.inner.deliveries()
-    }
-    fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>> {
-        self.inner.decisions()
-    }
-    fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
-        self.inner.outcomes()
-    }
-    fn max_commit_events(&self) -> usize {
-        self.inner.max_commit_events()
     }
 }
 
@@ -215,7 +164,8 @@ mod tests {
             per_day: 4,
             ..CapPolicy::default()
         };
-        let store = DefaultPolicy::new(inner.clone(), default.clone());
+        let store: Arc<dyn StateStore> =
+            Arc::new(DefaultPolicy::new(inner.clone(), default.clone()));
         assert_eq!(store.get_policy().await.unwrap(), Some(default));
         // Nothing was written: the inner store still has no policy.
         assert_eq!(inner.get_policy().await.unwrap(), None);
