@@ -7,7 +7,7 @@
 
 mod aws_support;
 
-use aws_support::{Proxy, messages_to, moto_or_skip, moto_url, unique};
+use aws_support::{Proxy, messages_to, moto_or_skip, moto_url, platform_applications, unique};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -47,21 +47,7 @@ async fn aws(case: &str, stores: usize, per_day: u32) -> Option<Aws> {
         .await
         .expect("create table on moto");
     let sns_direct = SnsNotifier::client(None).await;
-    let mut arns = Vec::new();
-    for (platform, credential) in [("APNS", "dummy-p12-key"), ("GCM", "dummy-fcm-key")] {
-        let out = sns_direct
-            .create_platform_application()
-            .name(format!("nearcast-{platform}-{}", unique(case)))
-            .platform(platform)
-            .attributes("PlatformCredential", credential)
-            .attributes("PlatformPrincipal", "dummy-principal")
-            .send()
-            .await
-            .expect("create platform application on moto");
-        arns.push(out.platform_application_arn().expect("arn").to_string());
-    }
-    let fcm = arns.pop();
-    let apns = arns.pop();
+    let (apns, fcm) = platform_applications(&sns_direct, case).await;
     // The clients the functions use (standard configuration), pointed at the proxies.
     let store = DynamoStateStore::new(DynamoStateStore::client(Some(&ddb.url)).await, &table);
     let notifier = SnsNotifier::new(SnsNotifier::client(Some(&sns.url)).await, apns, fcm)
@@ -212,6 +198,15 @@ async fn partition(a: &Aws, user: &str) -> BTreeMap<String, BTreeMap<String, Str
         .into_iter()
         .filter(|(k, _)| k.starts_with(&prefix))
         .collect()
+}
+
+/// The client's retry of fix `f1`: 200, answered `(status, "sent")`, and `endpoint` has
+/// exactly one push.
+async fn retry_sends_once(a: &Aws, user: &str, endpoint: &str, status: &str, when: &str) {
+    let (s, _, v) = post(a, fix(user, "f1", 0)).await;
+    assert_eq!(s, StatusCode::OK, "{when}: {v}");
+    assert_eq!(result(&v), (status, "sent"), "{when}");
+    assert_eq!(messages_to(endpoint).len(), 1, "{when}: one push");
 }
 
 fn result(v: &Value) -> (&str, &str) {
@@ -407,10 +402,7 @@ async fn dynamodb_down_gives_a_503_writes_nothing_and_a_retry_completes() {
     assert_eq!(table(&a).await, before, "nothing written");
     assert!(messages_to(&endpoint).is_empty(), "nothing sent");
 
-    let (s, _, v) = post(&a, fix("dora", "f1", 0)).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(result(&v), ("accepted", "sent"));
-    assert_eq!(messages_to(&endpoint).len(), 1);
+    retry_sends_once(&a, "dora", &endpoint, "accepted", "after the outage").await;
 }
 
 /// DynamoDB fails at each request of a sending fix in turn (load, commit, delivery
@@ -448,11 +440,8 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
             }
             _ => assert_eq!(s, StatusCode::OK, "k={k}: {v}"),
         }
-        let (s, _, v) = post(&a, fix(&user, "f1", 0)).await;
-        assert_eq!(s, StatusCode::OK, "k={k}: {v}");
         let expected = if k < 2 { "accepted" } else { "duplicate" };
-        assert_eq!(result(&v), (expected, "sent"), "k={k}");
-        assert_eq!(messages_to(&endpoint).len(), 1, "k={k}: one push");
+        retry_sends_once(&a, &user, &endpoint, expected, &format!("k={k}")).await;
         let items = partition(&a, &user).await;
         assert_eq!(
             items.keys().filter(|k| k.contains("/ DELIVERY#")).count(),

@@ -3,6 +3,8 @@
 //! (always run), and pushes through the real AWS SDK against moto's server (run via
 //! `bash scripts/moto.sh cargo test ...`; skipped loudly otherwise).
 
+mod aws_support;
+
 use nearcast_aws::sns::aws_sdk_sns;
 use nearcast_aws::sns::{MAX_PAYLOAD_BYTES, RetryPolicy, SnsNotifier, build_message, classify};
 use nearcast_core::decision::Push;
@@ -493,26 +495,7 @@ async fn on_moto(case: &str) -> Option<SnsNotifier> {
         return None;
     }
     let client = SnsNotifier::client(None).await;
-    let suffix = format!(
-        "{case}-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    );
-    let mut arns = Vec::new();
-    for (platform, credential) in [("APNS", "dummy-p12-key"), ("GCM", "dummy-fcm-server-key")] {
-        let out = client
-            .create_platform_application()
-            .name(format!("nearcast-{platform}-{suffix}"))
-            .platform(platform)
-            .attributes("PlatformCredential", credential)
-            .attributes("PlatformPrincipal", "dummy-principal")
-            .send()
-            .await
-            .expect("create platform application on moto");
-        arns.push(out.platform_application_arn().expect("arn").to_string());
-    }
-    let fcm = arns.pop();
-    let apns = arns.pop();
+    let (apns, fcm) = aws_support::platform_applications(&client, case).await;
     Some(SnsNotifier::new(client, apns, fcm).with_retry(fast()))
 }
 
@@ -524,24 +507,9 @@ macro_rules! moto {
     };
 }
 
-/// The messages moto recorded for `endpoint`, by MessageId, from its `/moto-api/data.json`
-/// (plain HTTP/1.0: the tests crate has no HTTP client).
+/// The messages moto recorded for `endpoint`, by MessageId.
 fn moto_messages(endpoint: &str) -> serde_json::Map<String, Value> {
-    use std::io::{Read, Write};
-    let base = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut sock = std::net::TcpStream::connect(host).expect("connect to moto");
-    write!(
-        sock,
-        "GET /moto-api/data.json HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    sock.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8(raw).expect("utf-8");
-    let body = &raw[raw.find("\r\n\r\n").expect("HTTP head") + 4..];
-    let data: Value = serde_json::from_str(body).expect("data.json");
-    data["sns"]["PlatformEndpoint"]
+    aws_support::moto_data()["sns"]["PlatformEndpoint"]
         .as_array()
         .expect("moto lists platform endpoints")
         .iter()

@@ -520,42 +520,56 @@ impl DynamoStateStore {
         }
     }
 
-    async fn erase(&self, user: &Id) -> Result<Erasure, StoreError> {
-        let pk = user_pk(user);
+    /// The items of one partition (with `sk` starting with `sk_prefix`, when given: a key
+    /// condition, so only those are read), by Query (paged, consistent), in `sk` order.
+    async fn partition(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
         let mut start: Option<Item> = None;
-        let mut keys: Vec<Item> = Vec::new();
-        let mut records = 0u64;
-        let mut endpoint = None;
+        let mut items = Vec::new();
         loop {
-            let out = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":pk", s(pk));
+            if let Some(prefix) = sk_prefix {
+                query = query
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :sk)")
+                    .expression_attribute_values(":sk", s(prefix));
+            }
+            let out = query
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| sdk_err("Query", e))?;
-            for item in out.items() {
-                let Some(sk) = get_s(item, "sk") else {
-                    continue;
-                };
-                records += 1;
-                if sk == "PROFILE" {
-                    endpoint = body::<UserState>(item, "state")
-                        .ok()
-                        .and_then(|s| s.push.and_then(|p| p.endpoint));
-                } else if let Some(id) = sk.strip_prefix("DELIVERY#") {
-                    keys.push(key(format!("DELIVERY#{id}"), "META"));
-                }
-                keys.push(key(&pk, sk));
-            }
+            items.extend(out.items().iter().cloned());
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => break,
             }
+        }
+        Ok(items)
+    }
+
+    async fn erase(&self, user: &Id) -> Result<Erasure, StoreError> {
+        let pk = user_pk(user);
+        let mut keys: Vec<Item> = Vec::new();
+        let mut records = 0u64;
+        let mut endpoint = None;
+        for item in self.partition(&pk, None).await? {
+            let Some(sk) = get_s(&item, "sk") else {
+                continue;
+            };
+            records += 1;
+            if sk == "PROFILE" {
+                endpoint = body::<UserState>(&item, "state")
+                    .ok()
+                    .and_then(|s| s.push.and_then(|p| p.endpoint));
+            } else if let Some(id) = sk.strip_prefix("DELIVERY#") {
+                keys.push(key(format!("DELIVERY#{id}"), "META"));
+            }
+            keys.push(key(&pk, sk));
         }
         for chunk in keys.chunks(25) {
             let mut requests = chunk
@@ -633,49 +647,25 @@ impl DynamoStateStore {
         items.iter().map(|i| body(i, "body")).collect()
     }
 
-    /// One user's log items (`sk` starting with `DECISION#` or `OUTCOME#`), by one Query
-    /// (paged) on the user's partition, each kind oldest first.
+    /// One user's log: two Queries on the user's partition (`sk` starting with `DECISION#`,
+    /// then `OUTCOME#`), each kind oldest first.
     async fn user_log(&self, pk: &str) -> Result<UserLog, StoreError> {
         let user = pk.strip_prefix("USER#").unwrap_or(pk);
         let user_id = Id::parse(user).map_err(|e| StoreError(format!("{pk}: {e}")))?;
-        let mut start: Option<Item> = None;
-        let (mut decisions, mut outcomes) = (Vec::new(), Vec::new());
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .filter_expression("begins_with(sk, :d) OR begins_with(sk, :o)")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":d", s("DECISION#"))
-                .expression_attribute_values(":o", s("OUTCOME#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_err("Query", e))?;
-            for item in out.items() {
-                let seq = get_n(item, "seq").unwrap_or(0);
-                match get_s(item, "sk") {
-                    Some(sk) if sk.starts_with("DECISION#") => {
-                        decisions.push((seq, body::<Decision>(item, "body")?));
-                    }
-                    Some(_) => outcomes.push((seq, body::<OutcomeRecord>(item, "body")?)),
-                    None => {}
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        decisions.sort_by_key(|(seq, _)| *seq);
-        outcomes.sort_by_key(|(seq, _)| *seq);
+        let mut decisions = self.partition(pk, Some("DECISION#")).await?;
+        let mut outcomes = self.partition(pk, Some("OUTCOME#")).await?;
+        decisions.sort_by_key(|i| get_n(i, "seq").unwrap_or(0));
+        outcomes.sort_by_key(|i| get_n(i, "seq").unwrap_or(0));
         Ok(UserLog {
             user_id,
-            decisions: decisions.into_iter().map(|(_, d)| d).collect(),
-            outcomes: outcomes.into_iter().map(|(_, o)| o).collect(),
+            decisions: decisions
+                .iter()
+                .map(|i| body::<Decision>(i, "body"))
+                .collect::<Result<_, _>>()?,
+            outcomes: outcomes
+                .iter()
+                .map(|i| body::<OutcomeRecord>(i, "body"))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -886,9 +876,9 @@ impl StateStore for DynamoStateStore {
         })
     }
 
-    /// A Scan page at a time for the partition keys of log items (projected, so a page
-    /// holds up to 1 MB of items but only their keys reach memory), then one Query per user
-    /// not seen before. Memory: one page of keys, the set of user ids seen, one user's log.
+    /// A Scan page at a time for the partition keys of log items (projected, so only keys
+    /// reach memory), then two Queries per user not seen before. Memory: one page of keys,
+    /// the set of user ids seen (ids only), one user's log.
     fn user_logs<'a>(
         &'a self,
         sink: &'a mut UserLogSink<'_>,

@@ -135,16 +135,6 @@ pub struct LogisticRanker {
 }
 
 impl LogisticRanker {
-    /// Loads and checks an artifact.
-    ///
-    /// # Errors
-    /// [`ModelError`] when the JSON, format, schema or weights are wrong.
-    pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let a: Artifact =
-            serde_json::from_str(text).map_err(|e| ModelError::Parse(e.to_string()))?;
-        Self::from_artifact(&a)
-    }
-
     /// Checks an artifact.
     ///
     /// # Errors
@@ -230,16 +220,6 @@ pub struct TreeRanker {
 }
 
 impl TreeRanker {
-    /// Loads and checks a `tree` artifact.
-    ///
-    /// # Errors
-    /// [`ModelError`] when the JSON, format, schema, kind or tree are wrong.
-    pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let a: Artifact =
-            serde_json::from_str(text).map_err(|e| ModelError::Parse(e.to_string()))?;
-        Self::from_artifact(&a)
-    }
-
     /// Checks a `tree` artifact.
     ///
     /// # Errors
@@ -392,10 +372,7 @@ mod tests {
             LogisticRanker::from_artifact(&a),
             Err(ModelError::Format { .. })
         ));
-        assert!(matches!(
-            LogisticRanker::from_json("{not json"),
-            Err(ModelError::Parse(_))
-        ));
+        assert!(matches!(load("{not json"), Err(ModelError::Parse(_))));
     }
 
     fn tree_artifact() -> Artifact {

@@ -29,6 +29,18 @@ fn nearcast(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// The demo day replayed into `work` (its SQLite file and outbox): the engine, the report.
+async fn demo_day(work: &Path) -> (Arc<Engine>, nearcast::demo::Report) {
+    let (engine, report, _) = run_demo(&DemoOptions {
+        data: data(),
+        work: work.to_path_buf(),
+        model: None,
+    })
+    .await
+    .unwrap();
+    (engine, report)
+}
+
 fn records(path: &Path) -> Vec<TrainingRecord> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -41,16 +53,63 @@ fn records(path: &Path) -> Vec<TrainingRecord> {
         .collect()
 }
 
+/// The per-user walk gives exactly the records of one join over the whole log (sorted:
+/// the walk groups by user), also with time bounds; a writer that fails stops the export
+/// with an I/O error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_export_equals_a_join_of_the_whole_log() {
+    use nearcast_core::export::{JoinOptions, join};
+    let work = tempfile::tempdir().unwrap();
+    let (engine, _) = demo_day(work.path()).await;
+    let store = engine.store();
+    let (decisions, outcomes) = (
+        store.decisions().await.unwrap(),
+        store.outcomes().await.unwrap(),
+    );
+    assert!(!outcomes.is_empty());
+    let sorted = |mut rs: Vec<TrainingRecord>| {
+        rs.sort_by_cached_key(|r| serde_json::to_string(r).unwrap());
+        rs
+    };
+    let mut bounded = JoinOptions::new(b"k".to_vec());
+    let mid = decisions[decisions.len() / 2].at;
+    bounded.since = Some(mid - chrono::Duration::hours(2));
+    bounded.until = Some(mid + chrono::Duration::hours(2));
+    for opts in [JoinOptions::new(b"k".to_vec()), bounded] {
+        let mut out = Vec::new();
+        let n = nearcast::export::export_to(&**store, &opts, &mut out)
+            .await
+            .unwrap();
+        let walked: Vec<TrainingRecord> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(n, walked.len());
+        let whole = join(&decisions, &outcomes, &opts);
+        assert!(!whole.is_empty());
+        assert_eq!(sorted(walked), sorted(whole));
+    }
+
+    struct Full;
+    impl std::io::Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let failed = nearcast::export::export_to(&**store, &JoinOptions::new(b"k".to_vec()), &mut Full)
+        .await
+        .unwrap_err();
+    assert!(failed.to_string().contains("disk full"), "{failed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_day_exports_as_training_records_with_outcomes_joined() {
     let work = tempfile::tempdir().unwrap();
-    let (engine, report, _) = run_demo(&DemoOptions {
-        data: data(),
-        work: work.path().to_path_buf(),
-        model: None,
-    })
-    .await
-    .unwrap();
+    let (engine, report) = demo_day(work.path()).await;
     let logged = engine.store().decisions().await.unwrap();
     drop(engine);
     let db = work.path().join("nearcast.db");
@@ -143,13 +202,7 @@ async fn dynamodb_exports_the_same_records_as_sqlite() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    run_demo(&DemoOptions {
-        data: data(),
-        work: work.path().to_path_buf(),
-        model: None,
-    })
-    .await
-    .unwrap();
+    demo_day(work.path()).await;
     let table = format!(
         "export-{}-{}",
         std::process::id(),

@@ -77,13 +77,13 @@ enum Command {
         /// Model version label (default: today's date, `YYYY-MM-DD.1`).
         #[arg(long)]
         version: Option<String>,
-        /// L2 penalty on the summed log loss.
+        /// L2 penalty on the summed log loss (L-BFGS only).
         #[arg(long, default_value_t = 5.0)]
         alpha: f64,
-        /// L-BFGS iterations at most.
+        /// L-BFGS iterations at most (L-BFGS only).
         #[arg(long, default_value_t = 200)]
         max_iterations: u64,
-        /// Gradient tolerance per training row (on the mean log loss).
+        /// Gradient tolerance per training row, on the mean log loss (L-BFGS only).
         #[arg(long, default_value_t = 1e-6)]
         gradient_tolerance: f64,
         #[command(flatten)]
@@ -107,13 +107,13 @@ enum Command {
         /// `{train,test}_y.u8` and `meta.json` (the feature names).
         #[arg(long)]
         export_dir: PathBuf,
-        /// L2 penalty on the summed log loss.
+        /// L2 penalty on the summed log loss (L-BFGS only).
         #[arg(long, default_value_t = 5.0)]
         alpha: f64,
-        /// L-BFGS iterations at most.
+        /// L-BFGS iterations at most (L-BFGS only).
         #[arg(long, default_value_t = 200)]
         max_iterations: u64,
-        /// Gradient tolerance per training row (on the mean log loss).
+        /// Gradient tolerance per training row, on the mean log loss (L-BFGS only).
         #[arg(long, default_value_t = 1e-6)]
         gradient_tolerance: f64,
         #[command(flatten)]

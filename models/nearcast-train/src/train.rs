@@ -195,13 +195,17 @@ pub struct Coefficients {
 /// category flag set on 1 % of rows against the hour), and on equal spreads L-BFGS
 /// needs about half the iterations and FTRL's per-coordinate steps suit every column.
 /// The fitted weights are mapped back to the raw features ([`Scaling::unscale`]), so the
-/// artifact and serving never see the scaling. A constant column keeps scale 1.
+/// artifact and serving never see the scaling. A constant column (a feature the training
+/// rows never varied, e.g. a category without offers yet) becomes all zeros, keeps scale 1
+/// and gets weight 0: the data say nothing about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scaling {
     /// Column means.
     pub mean: Vec<f64>,
     /// Column standard deviations (1 where a column is constant).
     pub scale: Vec<f64>,
+    /// Whether each column varies in the training rows.
+    pub varies: Vec<bool>,
 }
 
 impl Scaling {
@@ -220,12 +224,18 @@ impl Scaling {
                 .zip(&mean)
                 .for_each(|((s, v), m)| *s += (v - m) * (v - m));
         }
-        let scale = var
-            .into_iter()
-            .map(|s| (s / n).sqrt())
-            .map(|sd| if sd > 1e-9 { sd } else { 1.0 })
+        let sd: Vec<f64> = var.into_iter().map(|s| (s / n).sqrt()).collect();
+        let varies: Vec<bool> = sd.iter().map(|sd| *sd > 1e-9).collect();
+        let scale = sd
+            .iter()
+            .zip(&varies)
+            .map(|(sd, v)| if *v { *sd } else { 1.0 })
             .collect();
-        Scaling { mean, scale }
+        Scaling {
+            mean,
+            scale,
+            varies,
+        }
     }
 
     /// Standardizes `x` in place.
@@ -238,12 +248,14 @@ impl Scaling {
     }
 
     /// Coefficients on standardized columns → the same function of the raw features:
-    /// `b + Σ w_j (x_j - m_j) / s_j = (b - Σ w_j m_j / s_j) + Σ (w_j / s_j) x_j`.
+    /// `b + Σ w_j (x_j - m_j) / s_j = (b - Σ w_j m_j / s_j) + Σ (w_j / s_j) x_j`, with
+    /// weight 0 for a constant column (on the training rows it was all zeros, so the
+    /// fitted function there is unchanged).
     pub fn unscale(&self, intercept: f64, weights: &[f64]) -> Coefficients {
         let weights: Vec<f64> = weights
             .iter()
-            .zip(&self.scale)
-            .map(|(w, s)| w / s)
+            .zip(self.scale.iter().zip(&self.varies))
+            .map(|(w, (s, v))| if *v { w / s } else { 0.0 })
             .collect();
         let shift: f64 = weights.iter().zip(&self.mean).map(|(w, m)| w * m).sum();
         Coefficients {
@@ -966,6 +978,30 @@ mod tests {
     }
 
     #[test]
+    fn a_feature_that_never_varied_gets_weight_zero_with_either_solver() {
+        let ds = records(4_000, 9);
+        let rows = crate::data::rows(&ds, Label::Opened);
+        let (mut x, y) = design(&rows, Label::Opened, &ProgressBar::hidden());
+        // Make sure at least one column never varies.
+        x.column_mut(N_FEATURES - 1).fill(0.0);
+        let idle: Vec<usize> = (0..N_FEATURES)
+            .filter(|&j| x.column(j).iter().all(|v| *v == x[[0, j]]))
+            .collect();
+        assert!(idle.contains(&(N_FEATURES - 1)));
+        for solver in [Solver::Lbfgs, Solver::Ftrl] {
+            let cfg = Config {
+                solver,
+                ..Config::default()
+            };
+            let (c, _) = fit(x.clone(), y.clone(), &cfg).unwrap();
+            for &j in &idle {
+                assert_eq!(c.weights[j], 0.0, "{solver:?}: feature {j}");
+            }
+            assert!(c.weights.iter().any(|w| *w != 0.0));
+        }
+    }
+
+    #[test]
     fn auto_fits_by_ftrl_from_the_stated_row_count() {
         assert_eq!(Solver::Auto.pick(FTRL_FROM_ROWS - 1), Solver::Lbfgs);
         assert_eq!(Solver::Auto.pick(FTRL_FROM_ROWS), Solver::Ftrl);
@@ -1016,7 +1052,9 @@ mod tests {
             proptest::prop_assert_eq!(scaling.scale[4], 1.0);
             let mut standardized = raw.clone();
             scaling.apply(&mut standardized);
+            proptest::prop_assert!(!scaling.varies[4]);
             let c = scaling.unscale(intercept, &weights);
+            proptest::prop_assert_eq!(c.weights[4], 0.0);
             for (r, s) in raw.rows().into_iter().zip(standardized.rows()) {
                 let dot = |x: ndarray::ArrayView1<f64>, w: &[f64]| x.iter().zip(w).map(|(a, b)| a * b).sum::<f64>();
                 let fitted = intercept + dot(s, &weights);

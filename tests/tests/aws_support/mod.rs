@@ -218,6 +218,34 @@ async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream) {
     }
 }
 
+/// APNs and FCM platform applications made on moto for `case` (names unique per run):
+/// `(apns, fcm)` ARNs.
+pub async fn platform_applications(
+    client: &nearcast_aws::sns::aws_sdk_sns::Client,
+    case: &str,
+) -> (Option<String>, Option<String>) {
+    let suffix = format!(
+        "{case}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let mut arns = Vec::new();
+    for (platform, credential) in [("APNS", "dummy-p12-key"), ("GCM", "dummy-fcm-key")] {
+        let out = client
+            .create_platform_application()
+            .name(format!("nearcast-{platform}-{suffix}"))
+            .platform(platform)
+            .attributes("PlatformCredential", credential)
+            .attributes("PlatformPrincipal", "dummy-principal")
+            .send()
+            .await
+            .expect("create platform application on moto");
+        arns.push(out.platform_application_arn().expect("arn").to_string());
+    }
+    let fcm = arns.pop();
+    (arns.pop(), fcm)
+}
+
 /// moto's recorded state (`/moto-api/data.json`), over plain HTTP/1.0.
 pub fn moto_data() -> Value {
     use std::io::{Read, Write};
