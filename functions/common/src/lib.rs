@@ -580,9 +580,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_bundled_model_builds_an_engine() {
-        let e = build_engine(
+    /// An engine on an in-memory store with the bundled model and no weather.
+    async fn memory_engine() -> Arc<Engine> {
+        build_engine(
             Arc::new(nearcast_core::memory::InMemoryStateStore::new()),
             Arc::new(LogNotifier),
             Arc::new(TableWeather::default()),
@@ -590,7 +590,12 @@ mod tests {
             None,
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_bundled_model_builds_an_engine() {
+        let e = memory_engine().await;
         assert!(e.catalog().stores.is_empty());
     }
 
@@ -684,15 +689,7 @@ mod tests {
         ch.put(Slot::Current, &serde_json::to_vec(&a).unwrap())
             .await
             .unwrap();
-        let engine = build_engine(
-            Arc::new(nearcast_core::memory::InMemoryStateStore::new()),
-            Arc::new(LogNotifier),
-            Arc::new(TableWeather::default()),
-            Arc::new(SystemClock),
-            None,
-        )
-        .await
-        .unwrap();
+        let engine = memory_engine().await;
         let models = ModelConfig::from_lookup(lookup(&[
             ("NEARCAST_MODEL_BUCKET", &bucket),
             ("NEARCAST_MODEL_KEY", "prod/ranker.json"),

@@ -77,15 +77,6 @@ enum Command {
         /// Model version label (default: today's date, `YYYY-MM-DD.1`).
         #[arg(long)]
         version: Option<String>,
-        /// L2 penalty on the summed log loss (L-BFGS only).
-        #[arg(long, default_value_t = 5.0)]
-        alpha: f64,
-        /// L-BFGS iterations at most (L-BFGS only).
-        #[arg(long, default_value_t = 200)]
-        max_iterations: u64,
-        /// Gradient tolerance per training row, on the mean log loss (L-BFGS only).
-        #[arg(long, default_value_t = 1e-6)]
-        gradient_tolerance: f64,
         #[command(flatten)]
         solver: SolverArgs,
         /// Earliest share of decisions to train on.
@@ -107,15 +98,6 @@ enum Command {
         /// `{train,test}_y.u8` and `meta.json` (the feature names).
         #[arg(long)]
         export_dir: PathBuf,
-        /// L2 penalty on the summed log loss (L-BFGS only).
-        #[arg(long, default_value_t = 5.0)]
-        alpha: f64,
-        /// L-BFGS iterations at most (L-BFGS only).
-        #[arg(long, default_value_t = 200)]
-        max_iterations: u64,
-        /// Gradient tolerance per training row, on the mean log loss (L-BFGS only).
-        #[arg(long, default_value_t = 1e-6)]
-        gradient_tolerance: f64,
         #[command(flatten)]
         solver: SolverArgs,
         /// Earliest share of decisions to train on; the rest is the test set.
@@ -140,6 +122,15 @@ enum Command {
 /// How the logistic regression is fitted.
 #[derive(clap::Args, Debug, Clone, Copy)]
 struct SolverArgs {
+    /// L2 penalty on the summed log loss (L-BFGS only).
+    #[arg(long, default_value_t = 5.0)]
+    alpha: f64,
+    /// Iterations at most (L-BFGS only).
+    #[arg(long, default_value_t = 200)]
+    max_iterations: u64,
+    /// Gradient tolerance per training row, on the mean log loss (L-BFGS only).
+    #[arg(long, default_value_t = 1e-6)]
+    gradient_tolerance: f64,
     /// `auto`: L-BFGS below 250,000 training rows, FTRL from there on.
     #[arg(long, value_enum, default_value_t = train::Solver::Auto)]
     solver: train::Solver,
@@ -158,6 +149,9 @@ struct SolverArgs {
 impl SolverArgs {
     fn apply(self, cfg: train::Config) -> train::Config {
         train::Config {
+            alpha: self.alpha,
+            max_iterations: self.max_iterations,
+            gradient_tolerance_per_row: self.gradient_tolerance,
             solver: self.solver,
             ftrl_epochs: self.ftrl_epochs,
             ftrl_batch: self.ftrl_batch,
@@ -253,9 +247,6 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             tree_depth,
             tree_min_leaf,
             version,
-            alpha,
-            max_iterations,
-            gradient_tolerance,
             solver,
             train_fraction,
             valid_fraction,
@@ -277,9 +268,6 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
                 tree_depth,
                 tree_min_leaf,
                 valid_fraction,
-                alpha,
-                max_iterations,
-                gradient_tolerance_per_row: gradient_tolerance,
                 train_fraction,
                 ..solver.apply(train::Config::default())
             };
@@ -315,9 +303,6 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
         Command::BenchLogistic {
             data: path,
             export_dir,
-            alpha,
-            max_iterations,
-            gradient_tolerance,
             solver,
             train_fraction,
         } => {
@@ -344,12 +329,7 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
                 let labels: Vec<u8> = y.iter().map(|v| u8::from(*v)).collect();
                 std::fs::write(export_dir.join(format!("{name}_y.u8")), labels)?;
             }
-            let cfg = train::Config {
-                alpha,
-                max_iterations,
-                gradient_tolerance_per_row: gradient_tolerance,
-                ..solver.apply(train::Config::default())
-            };
+            let cfg = solver.apply(train::Config::default());
             let n_train = x.nrows();
             let started = std::time::Instant::now();
             let (c, solver) = train::fit(x, y, &cfg)?;
