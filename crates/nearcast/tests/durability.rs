@@ -2,8 +2,9 @@
 //! acknowledged batches; after a restart on the same file every acknowledged event is there
 //! (resending it answers "duplicate") and the state is consistent.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod support;
+
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -28,18 +29,9 @@ fn start(db: &Path, outbox: &Path) -> (Child, String) {
     (child, addr)
 }
 
-/// One HTTP/1.1 request on a fresh connection; returns (status, body).
+/// A POST of `body` to `path`; returns (status, body).
 fn post(addr: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status: u16 = resp[9..12].parse().unwrap();
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    support::request(addr, "POST", path, body)
 }
 
 fn batch(user: &str, k: usize) -> String {

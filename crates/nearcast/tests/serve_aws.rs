@@ -2,13 +2,15 @@
 //! a process against moto's server (run via `bash scripts/moto.sh cargo test ...`; skipped
 //! loudly otherwise).
 
+mod support;
+
 use nearcast_aws::DynamoStateStore;
 use nearcast_core::ids::Id;
 use nearcast_core::ports::StateStore;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use support::request;
 
 fn moto() -> bool {
     if std::env::var_os("NEARCAST_MOTO").is_some() {
@@ -64,19 +66,6 @@ fn serve(table: &str, extra: &[&str], outbox: &Path) -> Server {
             return server;
         }
     }
-}
-
-fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status: u16 = resp[9..12].parse().unwrap();
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,23 +4,16 @@
 //! A request about another user than the JWT's `sub` is refused with 403 naming the field,
 //! before anything is decided or written.
 
-use http_body_util::BodyExt;
+mod support;
+
 use lambda_http::http::StatusCode;
 use nearcast_core::ids::Id;
 use nearcast_events_api::{DeviceAuth, SUB_FIELD, app};
 use nearcast_functions::testing::{Fixture, engine, sample};
 use serde_json::Value;
-use tower::ServiceExt;
 
 async fn invoke(f: &Fixture, auth: DeviceAuth, payload: &str) -> (StatusCode, Value) {
-    let request = lambda_http::request::from_str(payload).expect("an API Gateway v2 request");
-    let response = app(f.engine.clone(), auth)
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+    support::invoke(app(f.engine.clone(), auth), payload).await
 }
 
 fn edit(name: &str, f: impl FnOnce(&mut Value)) -> String {

@@ -2,21 +2,14 @@
 //! `events/lambda/`, converted by lambda_http exactly as the runtime does, through the
 //! shared router.
 
-use http_body_util::BodyExt;
+mod support;
+
 use lambda_http::http::StatusCode;
 use nearcast_functions::testing::{Fixture, engine, sample};
 use serde_json::Value;
-use tower::ServiceExt;
 
 async fn invoke(f: &Fixture, payload: &str) -> (StatusCode, Value) {
-    let request = lambda_http::request::from_str(payload).expect("an API Gateway v2 request");
-    let response = nearcast_api::router(f.engine.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+    support::invoke(nearcast_api::router(f.engine.clone()), payload).await
 }
 
 #[tokio::test]

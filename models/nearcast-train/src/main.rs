@@ -123,27 +123,51 @@ enum Command {
 #[derive(clap::Args, Debug, Clone, Copy)]
 struct SolverArgs {
     /// L2 penalty on the summed log loss (L-BFGS only).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = non_negative)]
     alpha: f64,
     /// Iterations at most (L-BFGS only).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     max_iterations: u64,
     /// Gradient tolerance per training row, on the mean log loss (L-BFGS only).
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, default_value_t = 1e-6, value_parser = positive)]
     gradient_tolerance: f64,
     /// `auto`: L-BFGS below 250,000 training rows, FTRL from there on.
     #[arg(long, value_enum, default_value_t = train::Solver::Auto)]
     solver: train::Solver,
     /// FTRL: passes over the training rows (default: enough for 6.4 million row updates,
     /// at least 8).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     ftrl_epochs: Option<usize>,
     /// FTRL: rows per update.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     ftrl_batch: usize,
     /// FTRL: learning rate.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = 0.02, value_parser = positive)]
     ftrl_learning_rate: f64,
+}
+
+/// A finite number above 0 (clap names the option when it refuses one).
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("must be a finite number above 0".into()),
+    }
+}
+
+/// A finite number, 0 or above.
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err("must be a finite number, 0 or above".into()),
+    }
+}
+
+/// A whole number, 1 or above.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err("must be a whole number, 1 or above".into()),
+    }
 }
 
 impl SolverArgs {
@@ -382,5 +406,46 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn train_args(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec!["nearcast-train", "train", "--data", "d.jsonl"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn solver_options_out_of_range_are_refused_naming_the_option() {
+        for (flag, value) in [
+            ("--ftrl-learning-rate", "0"),
+            ("--ftrl-learning-rate", "NaN"),
+            ("--ftrl-learning-rate", "-0.1"),
+            ("--ftrl-batch", "0"),
+            ("--ftrl-epochs", "0"),
+            ("--alpha", "-1"),
+            ("--alpha", "inf"),
+            ("--gradient-tolerance", "0"),
+            ("--max-iterations", "0"),
+        ] {
+            let arg = format!("{flag}={value}");
+            let err = train_args(&[&arg]).err().unwrap_or_else(|| {
+                panic!("{flag} {value} was accepted");
+            });
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+        }
+        let ok = train_args(&[
+            "--ftrl-learning-rate",
+            "0.05",
+            "--ftrl-epochs",
+            "3",
+            "--alpha",
+            "0",
+        ]);
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 }

@@ -1,0 +1,19 @@
+//! Shared by the tests that start the `nearcast` binary: one HTTP/1.1 request on a fresh
+//! connection (the tests crate has no HTTP client).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+/// `method path` with a JSON `body` to `addr`; returns (status, JSON body or null).
+pub fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status: u16 = resp[9..12].parse().unwrap();
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
