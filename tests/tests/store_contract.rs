@@ -405,31 +405,81 @@ async fn decisions_and_deliveries_are_recorded_and_statuses_move(store: Arc<dyn 
     );
     assert!(got.iter().all(|r| r.status == DeliveryStatus::Pending));
 
-    store
-        .set_delivery_status("d-ann-e1", DeliveryStatus::Sent)
-        .await
-        .unwrap();
-    store
-        .set_delivery_status("d-bob-e1", DeliveryStatus::Failed)
-        .await
-        .unwrap();
-    // An unknown delivery is no error and changes nothing.
-    store
-        .set_delivery_status("d-nobody", DeliveryStatus::Sent)
-        .await
-        .unwrap();
+    // Pending, oldest decided first, up to a time and a limit; no token in them.
+    let pending = |before: i64, limit: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .pending_deliveries(noon() + chrono::Duration::minutes(before), limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.delivery_id.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut all = pending(10, 100).await;
+    all.sort();
+    assert_eq!(all, ["d-ann-e0", "d-ann-e1", "d-ann-e2", "d-bob-e1"]);
+    assert_eq!(pending(0, 100).await.len(), 3, "decided at or before noon");
+    assert_eq!(pending(10, 1).await.len(), 1);
+    assert_eq!(pending(-1, 100).await, Vec::<String>::new());
+    assert!(
+        store
+            .pending_deliveries(noon() + chrono::Duration::minutes(10), 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.token.is_empty())
+    );
+
+    use DeliveryStatus::{Failed, Pending, Sent, Unconfirmed};
+    let claim = |user: &'static str, d: &'static str, token: &'static str| {
+        let store = store.clone();
+        async move { store.claim_delivery(&id(user), d, token).await.unwrap() }
+    };
+    let finish = |user: &'static str, d: &'static str, to| {
+        let store = store.clone();
+        async move { store.finish_delivery(&id(user), d, to).await.unwrap() }
+    };
+    // A claim succeeds once; a second claimant loses, the first one retrying wins again.
+    assert!(claim("ann", "d-ann-e1", "k1").await);
+    assert!(!claim("ann", "d-ann-e1", "k2").await);
+    assert!(
+        claim("ann", "d-ann-e1", "k1").await,
+        "a retried claim is ours"
+    );
+    assert_eq!(
+        status(&store.deliveries().await.unwrap(), "d-ann-e1"),
+        Some(DeliveryStatus::Sending)
+    );
+    assert!(finish("ann", "d-ann-e1", Sent).await);
+    assert!(!finish("ann", "d-ann-e1", Sent).await, "finished once");
+    assert!(
+        !claim("ann", "d-ann-e1", "k1").await,
+        "a finished delivery is never claimed"
+    );
+    assert!(claim("bob", "d-bob-e1", "k3").await);
+    assert!(finish("bob", "d-bob-e1", Failed).await);
+    // The wrong user, an unknown delivery, an unclaimed one: no move, no error.
+    assert!(!claim("bob", "d-ann-e2", "k4").await);
+    assert!(!claim("ann", "d-nobody", "k4").await);
+    assert!(!finish("ann", "d-ann-e2", Sent).await);
     let got = store.deliveries().await.unwrap();
     assert_eq!(got.len(), 4);
-    assert_eq!(status(&got, "d-ann-e1"), Some(DeliveryStatus::Sent));
-    assert_eq!(status(&got, "d-ann-e2"), Some(DeliveryStatus::Pending));
-    assert_eq!(status(&got, "d-bob-e1"), Some(DeliveryStatus::Failed));
-    assert_eq!(status(&got, "d-ann-e0"), Some(DeliveryStatus::Pending));
-    store
-        .set_delivery_status("d-ann-e1", DeliveryStatus::Failed)
-        .await
-        .unwrap();
+    assert_eq!(status(&got, "d-ann-e1"), Some(Sent));
+    assert_eq!(status(&got, "d-ann-e2"), Some(Pending));
+    assert_eq!(status(&got, "d-bob-e1"), Some(Failed));
+    assert_eq!(status(&got, "d-ann-e0"), Some(Pending));
+    // Claimed deliveries are no longer pending.
+    let mut left = pending(10, 100).await;
+    left.sort();
+    assert_eq!(left, ["d-ann-e0", "d-ann-e2"]);
+    assert!(claim("ann", "d-ann-e2", "k5").await);
+    assert!(finish("ann", "d-ann-e2", Unconfirmed).await);
     let got = store.deliveries().await.unwrap();
-    assert_eq!(status(&got, "d-ann-e1"), Some(DeliveryStatus::Failed));
+    assert_eq!(status(&got, "d-ann-e2"), Some(Unconfirmed));
+    assert_eq!(pending(10, 100).await, ["d-ann-e0"]);
     // Order is kept through status changes.
     assert_eq!(
         got.iter().map(|r| r.push.clone()).collect::<Vec<_>>(),
@@ -469,11 +519,21 @@ async fn erasure_removes_everything_about_the_user_only(store: Arc<dyn StateStor
             .collect::<Vec<_>>(),
         vec![push("bob", "e1", 0)]
     );
-    // An erased delivery's status cannot come back.
-    store
-        .set_delivery_status("d-ann-e1", DeliveryStatus::Sent)
+    // An erased delivery cannot be claimed, nor relayed, nor come back.
+    assert!(
+        !store
+            .claim_delivery(&id("ann"), "d-ann-e1", "k")
+            .await
+            .unwrap()
+    );
+    let relayable: Vec<String> = store
+        .pending_deliveries(noon() + chrono::Duration::days(1), 100)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|p| p.delivery_id)
+        .collect();
+    assert_eq!(relayable, ["d-bob-e1"]);
     assert_eq!(store.deliveries().await.unwrap(), deliveries);
     // Bob is untouched.
     let b = load(&*store, "bob").await;
@@ -492,6 +552,13 @@ async fn erasure_removes_everything_about_the_user_only(store: Arc<dyn StateStor
     let e = store.erase_user(&id("bob")).await.unwrap();
     assert_eq!((e.records, e.endpoint), (4, None));
     assert!(store.deliveries().await.unwrap().is_empty());
+    assert!(
+        store
+            .pending_deliveries(noon() + chrono::Duration::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn configuration_round_trips(store: Arc<dyn StateStore>) {

@@ -13,15 +13,17 @@
 //! | `USER#<user>` | `DECISION#<rfc3339 at>#<event>` | `body` (Decision JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `DELIVERY#<delivery id>` | `status`, `body` (Push JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `OUTCOME#<rfc3339 at>#<event>` | `body` (OutcomeRecord JSON), `seq`, `ttl` (90 days) |
-//! | `DELIVERY#<delivery id>` | `META` | `user`, `ttl` (90 days): pointer for `set_delivery_status` |
+//! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `ttl` (90 days): a delivery not yet claimed by a sender (the outbox relay's work list) |
 //! | `STORE#<id>` / `OFFER#<id>` | `META` | `body` (JSON) |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
 //! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change |
 //!
 //! The idempotency key is kept as `USER#<user> / EVENT#<event>` rather than a partition of
 //! its own (`EVENT#<user>#<event> / SEEN`) so that erasure finds it with the rest of the
-//! user's items. Delivery ids are opaque hashes, so a small pointer item maps a delivery id
-//! to its user. `seq` (commit time in microseconds × 1000 + position, monotonic per
+//! user's items. A pending delivery also has a marker in one of eight `PENDING#` partitions
+//! (by the delivery id's last hex digit, so no partition gets every push), written in the
+//! commit and deleted in the same transaction as the claim: the outbox relay finds
+//! unclaimed pushes with eight Queries of a few items, never a Scan. `seq` (commit time in microseconds × 1000 + position, monotonic per
 //! process) orders `decisions()` and `deliveries()` oldest first, as the other stores do.
 //!
 //! # Requests per path
@@ -31,10 +33,15 @@
 //!   `attribute_not_exists(pk)` (returning the old item on failure, so a duplicate needs no
 //!   extra read), the profile Put conditioned on `version = :expected` (or
 //!   `attribute_not_exists(pk)` for version 0) when the state changed, a Put per decision
-//!   and per outcome, and two Puts per push (the delivery and its pointer). At most 100 items: a larger
-//!   commit is refused with a [`StoreError`].
+//!   and per outcome, and two Puts per push (the delivery and its pending marker). At most
+//!   100 items: a larger commit is refused with a [`StoreError`]. Each call carries a fresh
+//!   `ClientRequestToken`, so the SDK's retry of a commit whose answer was lost is
+//!   idempotent at DynamoDB (it answers success instead of applying it twice or failing).
 //! - A location fix that sends nothing: 2 round trips (GetItem + TransactWriteItems).
-//! - `set_delivery_status`: 2 (GetItem on the pointer, UpdateItem).
+//! - `claim_delivery`: 1 TransactWriteItems (the conditional status Update and the
+//!   marker's Delete); `finish_delivery`: 1 UpdateItem.
+//! - `pending_deliveries`: 8 Queries on the marker partitions, then 1 GetItem per marker
+//!   old enough (the relay runs them once a minute; markers live from commit to claim).
 //! - `erase_user`: 1 Query per page of the user's partition, then BatchWriteItem deletes in
 //!   groups of 25. Unlike SQLite this is not one transaction; it is idempotent, so a failed
 //!   erasure is retried as a whole.
@@ -140,20 +147,22 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| err("encode", e))
 }
 
-fn status_str(s: DeliveryStatus) -> &'static str {
-    match s {
-        DeliveryStatus::Pending => "pending",
-        DeliveryStatus::Sent => "sent",
-        DeliveryStatus::Failed => "failed",
-    }
+fn status_of(s: &str) -> Result<DeliveryStatus, StoreError> {
+    DeliveryStatus::parse(s).ok_or_else(|| StoreError(format!("unknown delivery status {s:?}")))
 }
 
-fn status_of(s: &str) -> DeliveryStatus {
-    match s {
-        "sent" => DeliveryStatus::Sent,
-        "failed" => DeliveryStatus::Failed,
-        _ => DeliveryStatus::Pending,
-    }
+/// Pending-marker partitions.
+const PENDING_SHARDS: u32 = 8;
+
+/// The partition of a delivery's pending marker: by the id's last hex digit.
+fn pending_pk(delivery_id: &str) -> String {
+    let shard = delivery_id
+        .chars()
+        .last()
+        .and_then(|c| c.to_digit(16))
+        .unwrap_or(0)
+        % PENDING_SHARDS;
+    format!("PENDING#{shard}")
 }
 
 /// What each item of a commit's transaction is, to read its cancellation reason.
@@ -396,23 +405,28 @@ impl DynamoStateStore {
         }
         for p in &c.pushes {
             let mut item = key(&pk, format!("DELIVERY#{}", p.delivery_id));
-            item.insert("status".into(), s(status_str(DeliveryStatus::Pending)));
+            item.insert("status".into(), s(DeliveryStatus::Pending.as_str()));
             item.insert("body".into(), s(json(p)?));
             item.insert("seq".into(), n(seq + k));
             item.insert("ttl".into(), n(now + LOG_TTL_SECS));
             k += 1;
             items.push(self.put(item).build()?);
-            let mut pointer = key(format!("DELIVERY#{}", p.delivery_id), "META");
-            pointer.insert("user".into(), s(c.user_id.as_str()));
-            pointer.insert("ttl".into(), n(now + LOG_TTL_SECS));
-            items.push(self.put(pointer).build()?);
+            let mut marker = key(pending_pk(&p.delivery_id), &p.delivery_id);
+            marker.insert("user".into(), s(c.user_id.as_str()));
+            marker.insert("at".into(), n(p.at.timestamp_micros()));
+            marker.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            items.push(self.put(marker).build()?);
             slots.push(Slot::Other);
             slots.push(Slot::Other);
         }
+        // One token per call, kept by the SDK across its retries: a retry of a commit that
+        // was applied but whose answer was lost succeeds at DynamoDB without applying twice.
+        let token = format!("{:032x}", rand::random::<u128>());
         let res = self
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
+            .client_request_token(token)
             .send()
             .await;
         let e = match res {
@@ -477,47 +491,130 @@ impl DynamoStateStore {
         out.item().map(|i| body(i, "result")).transpose()
     }
 
-    async fn set_status(
-        &self,
-        delivery_id: &str,
-        status: DeliveryStatus,
-    ) -> Result<(), StoreError> {
-        let pointer = self
-            .client
-            .get_item()
+    async fn claim(&self, user: &Id, delivery_id: &str, claim: &str) -> Result<bool, StoreError> {
+        // The status moves and the pending marker goes, together. A retry of our own claim
+        // (its answer lost) finds it `sending` under the same claim and succeeds again.
+        let update = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(key(format!("DELIVERY#{delivery_id}"), "META")))
-            .consistent_read(true)
+            .set_key(Some(key(user_pk(user), format!("DELIVERY#{delivery_id}"))))
+            .update_expression("SET #s = :sending, #c = :claim")
+            .condition_expression("#s = :pending OR (#s = :sending AND #c = :claim)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#c", "claim")
+            .expression_attribute_values(":sending", s(DeliveryStatus::Sending.as_str()))
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":claim", s(claim))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e))?;
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pending_pk(delivery_id), delivery_id)))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e))?;
+        let token = format!("{:032x}", rand::random::<u128>());
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .client_request_token(token)
             .send()
-            .await
-            .map_err(|e| sdk_err("GetItem", e))?;
-        let Some(user) = pointer.item().and_then(|i| get_s(i, "user")) else {
-            return Ok(());
-        };
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(tc))
+                    if tc.cancellation_reasons().first().and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed") =>
+                {
+                    Ok(false)
+                }
+                _ => Err(sdk_err("TransactWriteItems", e)),
+            },
+        }
+    }
+
+    async fn finish(
+        &self,
+        user: &Id,
+        delivery_id: &str,
+        to: DeliveryStatus,
+    ) -> Result<bool, StoreError> {
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(
-                format!("USER#{user}"),
-                format!("DELIVERY#{delivery_id}"),
-            )))
-            .update_expression("SET #s = :s")
-            .condition_expression("attribute_exists(pk)")
+            .set_key(Some(key(user_pk(user), format!("DELIVERY#{delivery_id}"))))
+            .update_expression("SET #s = :to REMOVE #c")
+            .condition_expression("#s = :sending")
             .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":s", s(status_str(status)))
+            .expression_attribute_names("#c", "claim")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":sending", s(DeliveryStatus::Sending.as_str()))
             .send()
             .await;
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                Ok(())
+                Ok(false)
             }
             Err(e) => Err(sdk_err("UpdateItem", e)),
         }
+    }
+
+    async fn pending(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Push>, StoreError> {
+        let mut markers: Vec<(i64, String, String)> = Vec::new();
+        for shard in 0..PENDING_SHARDS {
+            for item in self.partition(&format!("PENDING#{shard}"), None).await? {
+                let (Some(id), Some(user), Some(at)) =
+                    (get_s(&item, "sk"), get_s(&item, "user"), get_n(&item, "at"))
+                else {
+                    continue;
+                };
+                if at <= before.timestamp_micros() {
+                    markers.push((at, user.to_string(), id.to_string()));
+                }
+            }
+        }
+        markers.sort();
+        let mut out = Vec::new();
+        for (_, user, id) in markers {
+            if out.len() >= limit {
+                break;
+            }
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("USER#{user}"), format!("DELIVERY#{id}"))))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_err("GetItem", e))?;
+            match item.item() {
+                Some(i) if get_s(i, "status") == Some(DeliveryStatus::Pending.as_str()) => {
+                    out.push(body::<Push>(i, "body")?);
+                }
+                // Gone (erased, expired) or claimed: the marker is stale.
+                _ => {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key(pending_pk(&id), &id)))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_err("DeleteItem", e))?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The items of one partition (with `sk` starting with `sk_prefix`, when given: a key
@@ -567,7 +664,7 @@ impl DynamoStateStore {
                     .ok()
                     .and_then(|s| s.push.and_then(|p| p.endpoint));
             } else if let Some(id) = sk.strip_prefix("DELIVERY#") {
-                keys.push(key(format!("DELIVERY#{id}"), "META"));
+                keys.push(key(pending_pk(id), id));
             }
             keys.push(key(&pk, sk));
         }
@@ -789,7 +886,7 @@ impl StateStore for DynamoStateStore {
 
     fn max_commit_events(&self) -> usize {
         // Worst case per event: its idempotency key, a decision, a delivery and its
-        // pointer (4 items); plus the user's profile once.
+        // pending marker (4 items); plus the user's profile once.
         (MAX_TRANSACTION_ITEMS - 1) / 4
     }
 
@@ -797,12 +894,30 @@ impl StateStore for DynamoStateStore {
         Box::pin(self.commit_async(c))
     }
 
-    fn set_delivery_status<'a>(
+    fn claim_delivery<'a>(
         &'a self,
+        user: &'a Id,
         delivery_id: &'a str,
-        status: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.set_status(delivery_id, status))
+        claim: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.claim(user, delivery_id, claim))
+    }
+
+    fn finish_delivery<'a>(
+        &'a self,
+        user: &'a Id,
+        delivery_id: &'a str,
+        to: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.finish(user, delivery_id, to))
+    }
+
+    fn pending_deliveries(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
+        Box::pin(self.pending(before, limit))
     }
 
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
@@ -849,7 +964,7 @@ impl StateStore for DynamoStateStore {
                 .map(|i| {
                     Ok(DeliveryRecord {
                         push: body::<Push>(i, "body")?,
-                        status: status_of(get_s(i, "status").unwrap_or("pending")),
+                        status: status_of(get_s(i, "status").unwrap_or("pending"))?,
                     })
                 })
                 .collect()

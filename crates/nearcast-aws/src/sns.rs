@@ -25,8 +25,11 @@
 //! transient reason: throttling (`Throttled`, `Throttling`, `KMSThrottling`), SNS internal
 //! errors, HTTP 429 or 5xx, timeouts and dispatch (network) failures. Publish is retried
 //! only when SNS refused it (throttling, HTTP 429, see [`is_refusal`]): after a timeout or a
-//! 5xx SNS may have accepted the message, and publishing again could push twice. Both end
-//! as [`NotifyError::Retryable`]; the engine then releases the cap reservation.
+//! 5xx SNS may have accepted the message, and publishing again could push twice. A failed
+//! CreatePlatformEndpoint and a refused Publish end as [`NotifyError::Retryable`] (nothing
+//! was delivered; the engine releases the cap reservation); any other failed Publish ends
+//! as [`NotifyError::Unconfirmed`] (it may have been delivered: the cap stays spent and the
+//! push is never sent again).
 //! `EndpointDisabled` (and `NotFound` on Publish: the endpoint was deleted) end as
 //! [`NotifyError::EndpointDisabled`]; everything else (invalid parameters, authorisation,
 //! KMS configuration, a missing platform application) as [`NotifyError::Permanent`].
@@ -180,6 +183,7 @@ pub fn is_refusal(e: &NotifyError) -> bool {
 fn error_kind(e: &NotifyError) -> &'static str {
     match e {
         NotifyError::Retryable(_) => "retryable",
+        NotifyError::Unconfirmed(_) => "unconfirmed",
         NotifyError::EndpointDisabled => "endpoint_disabled",
         NotifyError::Permanent(_) => "permanent",
     }
@@ -508,7 +512,16 @@ impl SnsNotifier {
                     })?;
                 Ok(out.message_id().unwrap_or_default().to_string())
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Not a refusal: the request may have reached SNS (a timeout, a 5xx, a reset
+                // after sending), so the push may be out. Never sent again, cap kept.
+                e @ NotifyError::Retryable(_) if !is_refusal(&e) => match e {
+                    NotifyError::Retryable(what) => NotifyError::Unconfirmed(what),
+                    other => other,
+                },
+                other => other,
+            })?;
         tracing::debug!(delivery_id = id, "push published to SNS");
         Ok(message_id)
     }

@@ -63,6 +63,12 @@ pub fn in_quiet_hours(t: NaiveTime, start: NaiveTime, end: NaiveTime) -> bool {
 /// Checks the caps for a push to a user at `now`, given their recent sends (held-out
 /// records do not count) and the store's time zone for the local day and quiet hours.
 ///
+/// `now` and every [`SendRecord::at`] are the host's clock at the moment of the decision,
+/// never a device's timestamp, so the order in which events arrive and the times devices
+/// stamp on them cannot beat the caps. A send stamped after `now` (another host whose clock
+/// runs slightly ahead) counts against every cap: as the latest send, as today's and as
+/// this week's.
+///
 /// # Errors
 /// The first [`CapBlock`] that applies.
 pub fn check(
@@ -77,15 +83,12 @@ pub fn check(
             local: local.format("%H:%M").to_string(),
         });
     }
-    let sent: Vec<&SendRecord> = sends
-        .iter()
-        .filter(|s| !s.held_out && s.at <= now)
-        .collect();
-    if let Some(last) = sent.iter().map(|s| s.at).max() {
-        let minutes = (now - last).num_minutes();
-        if minutes < i64::from(policy.min_gap_minutes) {
+    let sent: Vec<DateTime<Utc>> = sends.iter().filter(|s| !s.held_out).map(|s| s.at).collect();
+    if let Some(&last) = sent.iter().max() {
+        let since = now - last;
+        if since < Duration::minutes(i64::from(policy.min_gap_minutes)) {
             return Err(CapBlock::MinGap {
-                minutes,
+                minutes: since.num_minutes().max(0),
                 limit: policy.min_gap_minutes,
             });
         }
@@ -93,7 +96,7 @@ pub fn check(
     let today = local.date_naive();
     let day = sent
         .iter()
-        .filter(|s| s.at.with_timezone(&tz).date_naive() == today)
+        .filter(|&&at| at > now || at.with_timezone(&tz).date_naive() == today)
         .count() as u32;
     if day >= policy.per_day {
         return Err(CapBlock::Daily {
@@ -103,7 +106,7 @@ pub fn check(
     }
     let week = sent
         .iter()
-        .filter(|s| now - s.at < Duration::days(7))
+        .filter(|&&at| now - at < Duration::days(7))
         .count() as u32;
     if week >= policy.per_week {
         return Err(CapBlock::Weekly {

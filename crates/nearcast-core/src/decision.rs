@@ -260,7 +260,7 @@ pub struct Push {
     pub score: f64,
     /// Model version.
     pub model_version: String,
-    /// Event time.
+    /// When it was decided, by the host's clock (the time the caps count in).
     pub at: DateTime<Utc>,
 }
 
@@ -499,6 +499,13 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         return suppressed(state, event, reason, model);
     }
 
+    // Caps, quiet hours, re-eligibility and schedules count in the host's clock: a push
+    // goes out now, whatever time the device stamped on the fix, so no arrival order and no
+    // accepted timestamp (up to 24 h ahead, 15 min behind) can beat them. The context (local
+    // time, daypart, weather) is the fix's own moment, but never later than now: a device
+    // clock running ahead does not choose tomorrow's offers.
+    let context_at_time = event.at.min(inputs.now);
+
     // 2. Triggered (store, offer) pairs, each offer once per visit.
     let personal = state.consents.granted(Purpose::Personalisation);
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -533,8 +540,8 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         }
         let (clat, clon) = centre(&cat.index.shapes()[p as usize]);
         let distance_m = crate::geofence::haversine_m(fix.lat, fix.lon, clat, clon);
-        let weather = (inputs.weather)(clat, clon, event.at);
-        let ctx = Context::new(event.at, cat.tzs[p as usize], weather);
+        let weather = (inputs.weather)(clat, clon, context_at_time);
+        let ctx = Context::new(context_at_time, cat.tzs[p as usize], weather);
         for k in triggered {
             let o = &cat.offers[k as usize];
             if let Some(f) = state.fences.get_mut(&store.id) {
@@ -551,7 +558,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
                     .then(|| state.affinities.get(&o.category).copied().unwrap_or(0.0)),
                 bought_category: state.bought_category(&o.category),
             };
-            match eligible(o, &ctx, &state, personal, event.at) {
+            match eligible(o, &ctx, &state, personal, inputs.now) {
                 Err(r) => c.reason = Some(r),
                 Ok(()) => {
                     let input =
@@ -638,7 +645,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     } else if state.push.as_ref().is_none_or(|t| t.disabled) {
         Some(Reason::NoPushTarget)
     } else {
-        match caps::check(&cat.policy, &state.sends, event.at, tz) {
+        match caps::check(&cat.policy, &state.sends, inputs.now, tz) {
             Ok(()) => None,
             Err(CapBlock::QuietHours { local }) => Some(Reason::QuietHours { local }),
             Err(b) => Some(Reason::Capped {
@@ -664,7 +671,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
             campaign: offer.campaign_id.to_string(),
         };
         state.sends.push(SendRecord {
-            at: event.at,
+            at: inputs.now,
             offer_id: offer.id.clone(),
             delivery_id: did,
             held_out: true,
@@ -680,7 +687,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         };
     }
     state.sends.push(SendRecord {
-        at: event.at,
+        at: inputs.now,
         offer_id: offer.id.clone(),
         delivery_id: did.clone(),
         held_out: false,
@@ -700,7 +707,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         coupon: offer.coupon.clone(),
         score,
         model_version: model.to_string(),
-        at: event.at,
+        at: inputs.now,
     };
     d.verdict = Verdict::Sent;
     d.candidates = candidates;

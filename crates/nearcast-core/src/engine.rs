@@ -79,6 +79,38 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_micros(r % (cap_us + 1))).await;
 }
 
+/// A claim token for one delivery attempt: random, so two senders never share one.
+fn claim_token() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(std::time::SystemTime::now());
+    let b = RandomState::new().hash_one(a);
+    format!("{a:016x}{b:016x}")
+}
+
+/// Attempts of a store call that is safe to repeat, before its error is returned.
+const STORE_ATTEMPTS: u32 = 4;
+
+/// Runs `op` until it succeeds or [`STORE_ATTEMPTS`] attempts failed, with backoff between
+/// them. Only for calls that are safe to repeat: a claim under the same token, a final
+/// delivery status.
+async fn retry_store<T, F>(mut op: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt + 1 >= STORE_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "store call failed; retrying");
+                backoff(attempt + 4).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// One event's answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventReport {
@@ -402,30 +434,116 @@ impl Engine {
         }
     }
 
-    /// Sends a recorded push; on failure releases its cap reservation (removes the send
-    /// record) and marks the delivery failed, so a later event may send again.
-    async fn deliver(&self, push: &Push) -> Result<(), EngineError> {
-        match self.notifier.send(push).await {
-            Ok(()) => Ok(self
-                .store
-                .set_delivery_status(&push.delivery_id, DeliveryStatus::Sent)
-                .await?),
+    /// Sends a recorded push, if this caller wins its claim (`pending` → `sending`): the
+    /// engine right after its commit and the outbox relay may both try, and only one sends.
+    /// On a refusal it releases the cap reservation (removes the send record) and marks
+    /// the delivery failed, so a later event may send again; on an unconfirmed send (the
+    /// platform may have it) the cap stays spent and the push is never sent again.
+    ///
+    /// The claim and the final status are each retried a few times on a store failure:
+    /// the claim under the same token (so a claim that was applied but whose answer was
+    /// lost is recognised as ours), the final status because it is idempotent.
+    /// Answers whether this call sent it (sent or unconfirmed).
+    async fn deliver(&self, push: &Push) -> Result<bool, EngineError> {
+        let user = &push.user_id;
+        let id = push.delivery_id.as_str();
+        let claim = claim_token();
+        let claimed = retry_store(|| self.store.claim_delivery(user, id, &claim)).await?;
+        if !claimed {
+            tracing::debug!(delivery = %id, "delivery already claimed");
+            return Ok(false);
+        }
+        let status = match self.notifier.send(push).await {
+            Ok(()) => DeliveryStatus::Sent,
+            Err(NotifyError::Unconfirmed(e)) => {
+                tracing::warn!(delivery = %id, error = %e, "push unconfirmed; it may have been delivered, so its cap stays spent and it is not sent again");
+                DeliveryStatus::Unconfirmed
+            }
             Err(e) => {
-                tracing::warn!(delivery = %push.delivery_id, error = %e, "push not delivered; releasing cap");
+                tracing::warn!(delivery = %id, error = %e, "push not delivered; releasing cap");
                 let disabled = e == NotifyError::EndpointDisabled;
-                self.update_user(&push.user_id, |s| {
-                    s.sends.retain(|r| r.delivery_id != push.delivery_id);
-                    if disabled && let Some(t) = s.push.as_mut() {
-                        t.disabled = true;
+                self.release(user, id, disabled).await?;
+                DeliveryStatus::Failed
+            }
+        };
+        retry_store(|| self.store.finish_delivery(user, id, status)).await?;
+        Ok(status != DeliveryStatus::Failed)
+    }
+
+    /// Removes a delivery's send record (its cap reservation); with `disabled`, marks the
+    /// push target as gone for good.
+    async fn release(
+        &self,
+        user: &Id,
+        delivery_id: &str,
+        disabled: bool,
+    ) -> Result<(), EngineError> {
+        self.update_user(user, |s| {
+            s.sends.retain(|r| r.delivery_id != delivery_id);
+            if disabled && let Some(t) = s.push.as_mut() {
+                t.disabled = true;
+            }
+        })
+        .await
+    }
+
+    /// The outbox relay: sends every push that was committed at least `grace` ago and was
+    /// never claimed by a sender (the process died after its commit, or the commit's answer
+    /// was lost and the retry answered "duplicate"). Each is sent to the user's current
+    /// push target; a user who since withdrew push consent, lost their push target or was
+    /// erased is not sent it (the delivery is marked failed and its cap released). Runs at
+    /// most `limit` deliveries; answers how many it sent.
+    ///
+    /// Safe to run anywhere at any time, as often as wanted: the claim makes every push go
+    /// out at most once, whoever runs it.
+    ///
+    /// # Errors
+    /// A store failure (the rest is left for the next run).
+    pub async fn relay_pending(
+        &self,
+        grace: chrono::Duration,
+        limit: usize,
+    ) -> Result<usize, EngineError> {
+        let before = self.clock.now() - grace;
+        let mut sent = 0;
+        for mut push in self.store.pending_deliveries(before, limit).await? {
+            let state = self.store.load_user(&push.user_id).await?.state;
+            let target = state
+                .push
+                .as_ref()
+                .filter(|t| !t.disabled)
+                .filter(|_| state.consents.granted(Purpose::Push))
+                .filter(|_| {
+                    state
+                        .sends
+                        .iter()
+                        .any(|r| r.delivery_id == push.delivery_id)
+                });
+            match target {
+                Some(t) => {
+                    push.platform = t.platform;
+                    push.token = t.token.clone();
+                    push.endpoint = t.endpoint.clone();
+                    tracing::info!(delivery = %push.delivery_id, "relaying an unclaimed push");
+                    if self.deliver(&push).await? {
+                        sent += 1;
                     }
-                })
-                .await?;
-                Ok(self
-                    .store
-                    .set_delivery_status(&push.delivery_id, DeliveryStatus::Failed)
-                    .await?)
+                }
+                None => {
+                    let claim = claim_token();
+                    let (user, id) = (&push.user_id, push.delivery_id.as_str());
+                    if retry_store(|| self.store.claim_delivery(user, id, &claim)).await? {
+                        tracing::info!(delivery = %id, "unclaimed push no longer allowed; not sent");
+                        self.release(user, id, false).await?;
+                        retry_store(|| {
+                            self.store.finish_delivery(user, id, DeliveryStatus::Failed)
+                        })
+                        .await?;
+                    }
+                }
             }
         }
+        Ok(sent)
     }
 
     /// Read-modify-write of a user's state outside any device event.

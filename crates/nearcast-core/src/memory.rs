@@ -17,6 +17,8 @@ struct Inner {
     users: HashMap<Id, UserRecord>,
     seen: HashMap<(Id, Id), EventResult>,
     deliveries: Vec<DeliveryRecord>,
+    /// Delivery id -> the claim it is `sending` under.
+    claims: HashMap<String, String>,
     decisions: Vec<Decision>,
     outcomes: Vec<OutcomeRecord>,
     stores: BTreeMap<Id, Store>,
@@ -94,17 +96,72 @@ impl StateStore for InMemoryStateStore {
         })))
     }
 
-    fn set_delivery_status<'a>(
+    fn claim_delivery<'a>(
         &'a self,
+        user: &'a Id,
         id: &'a str,
-        status: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.with(|i| {
-            for d in i.deliveries.iter_mut().filter(|d| d.push.delivery_id == id) {
-                d.status = status;
+        claim: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let Some(d) = i
+                .deliveries
+                .iter_mut()
+                .find(|d| d.push.delivery_id == id && &d.push.user_id == user)
+            else {
+                return false;
+            };
+            match d.status {
+                DeliveryStatus::Pending => {
+                    d.status = DeliveryStatus::Sending;
+                    i.claims.insert(id.to_string(), claim.to_string());
+                    true
+                }
+                DeliveryStatus::Sending => i.claims.get(id).is_some_and(|c| c == claim),
+                _ => false,
             }
-        });
-        ready(Ok(()))
+        })))
+    }
+
+    fn finish_delivery<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        to: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(self.with(|i| {
+            match i
+                .deliveries
+                .iter_mut()
+                .find(|d| d.push.delivery_id == id && &d.push.user_id == user)
+            {
+                Some(d) if d.status == DeliveryStatus::Sending => {
+                    d.status = to;
+                    true
+                }
+                _ => false,
+            }
+        })))
+    }
+
+    fn pending_deliveries(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let mut v: Vec<Push> = i
+                .deliveries
+                .iter()
+                .filter(|d| d.status == DeliveryStatus::Pending && d.push.at <= before)
+                .map(|d| Push {
+                    token: String::new(),
+                    ..d.push.clone()
+                })
+                .collect();
+            v.sort_by_key(|p| p.at);
+            v.truncate(limit);
+            v
+        })))
     }
 
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
@@ -118,7 +175,14 @@ impl StateStore for InMemoryStateStore {
             i.seen.retain(|(u, _), _| u != user);
             n += (before - i.seen.len()) as u64;
             let before = i.deliveries.len();
-            i.deliveries.retain(|d| &d.push.user_id != user);
+            let claims = &mut i.claims;
+            i.deliveries.retain(|d| {
+                let keep = &d.push.user_id != user;
+                if !keep {
+                    claims.remove(&d.push.delivery_id);
+                }
+                keep
+            });
             n += (before - i.deliveries.len()) as u64;
             let before = i.decisions.len();
             i.decisions.retain(|d| &d.user_id != user);
@@ -197,11 +261,13 @@ impl StateStore for InMemoryStateStore {
     }
 }
 
-/// A notifier that records what it was asked to send, and can be told to fail.
+/// A notifier that records what it was asked to send, and can be told to fail, before
+/// sending (a refusal) or after (a lost answer: the push went out, the caller hears `e`).
 #[derive(Default)]
 pub struct RecordingNotifier {
     sent: Mutex<Vec<Push>>,
     fail: Mutex<Option<NotifyError>>,
+    fail_after: Mutex<Option<NotifyError>>,
 }
 
 impl RecordingNotifier {
@@ -217,6 +283,11 @@ impl RecordingNotifier {
     pub fn fail_with(&self, e: Option<NotifyError>) {
         *self.fail.lock().expect("lock") = e;
     }
+    /// Makes every later send deliver the push and then answer `e` (or answer normally
+    /// again with `None`): the platform got it, the answer was lost.
+    pub fn fail_after_sending_with(&self, e: Option<NotifyError>) {
+        *self.fail_after.lock().expect("lock") = e;
+    }
 }
 
 impl Notifier for RecordingNotifier {
@@ -225,7 +296,10 @@ impl Notifier for RecordingNotifier {
             Some(e) => Err(e),
             None => {
                 self.sent.lock().expect("lock").push(push.clone());
-                Ok(())
+                match self.fail_after.lock().expect("lock").clone() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
             }
         };
         ready(r)

@@ -45,16 +45,54 @@ pub struct EventResult {
     pub decision: Option<Decision>,
 }
 
-/// A delivery's life.
+/// A delivery's life: `pending` (committed with the decision) → `sending` (claimed by
+/// exactly one sender: the engine right after the commit, or the outbox relay for a push
+/// whose sender never came) → `sent`, `failed` or `unconfirmed`.
+///
+/// A claimed delivery is never sent again: push platforms cannot drop a repeat, so after a
+/// claim Nearcast sends at most once, and before a claim the relay makes sure it is sent at
+/// least once. A delivery left in `sending` (the process died between the claim and the
+/// answer) counts like `unconfirmed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
-    /// Recorded, being sent.
+    /// Recorded with the decision, not yet claimed by a sender.
     Pending,
+    /// Claimed by one sender, which is sending it now.
+    Sending,
     /// The notifier accepted it.
     Sent,
-    /// The notifier refused it; the cap reservation was released.
+    /// The notifier refused it (or the user can no longer be sent it); the cap reservation
+    /// was released.
     Failed,
+    /// The request reached the platform but its answer did not come back (a timeout, a
+    /// 5xx): it may have been delivered. The cap stays spent and it is never sent again.
+    Unconfirmed,
+}
+
+impl DeliveryStatus {
+    /// Its name in storage and in answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Unconfirmed => "unconfirmed",
+        }
+    }
+
+    /// The status named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryStatus::Pending,
+            "sending" => DeliveryStatus::Sending,
+            "sent" => DeliveryStatus::Sent,
+            "failed" => DeliveryStatus::Failed,
+            "unconfirmed" => DeliveryStatus::Unconfirmed,
+            _ => return None,
+        })
+    }
 }
 
 /// Everything a batch of one user's events changes, written atomically or not at all.
@@ -168,12 +206,34 @@ pub trait StateStore: Send + Sync {
     /// deliveries, outcomes.
     fn commit<'a>(&'a self, commit: &'a Commit)
     -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
-    /// Moves a delivery to a new status.
-    fn set_delivery_status<'a>(
+    /// Claims `user`'s delivery `delivery_id` for one sender: moves it from `pending` to
+    /// `sending` under `claim` (a token the sender made up), atomically. Answers `true` if
+    /// it moved, or if it was already `sending` under the same `claim` (the sender retrying
+    /// a claim whose answer was lost); `false` if another sender has it, it is finished, or
+    /// it does not exist (erased). This is how exactly one sender gets each push.
+    fn claim_delivery<'a>(
         &'a self,
+        user: &'a Id,
         delivery_id: &'a str,
-        status: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+        claim: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Moves `user`'s claimed delivery from `sending` to `to` (`sent`, `failed`,
+    /// `unconfirmed`), atomically; `false` if it was not `sending` (already finished: a
+    /// retried move whose answer was lost).
+    fn finish_delivery<'a>(
+        &'a self,
+        user: &'a Id,
+        delivery_id: &'a str,
+        to: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Deliveries still `pending` that were decided at or before `before`, oldest first, at
+    /// most `limit` (the outbox relay). The pushes carry no token: the relay takes the
+    /// user's current push target.
+    fn pending_deliveries(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>>;
     /// Deletes everything about a user: state, idempotency keys, decisions, deliveries,
     /// outcomes.
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>>;
@@ -267,13 +327,31 @@ pub trait StoreLayer: Send + Sync {
     ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         self.wrapped().commit(commit)
     }
-    /// See [`StateStore::set_delivery_status`].
-    fn set_delivery_status<'a>(
+    /// See [`StateStore::claim_delivery`].
+    fn claim_delivery<'a>(
         &'a self,
+        user: &'a Id,
         delivery_id: &'a str,
-        status: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.wrapped().set_delivery_status(delivery_id, status)
+        claim: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.wrapped().claim_delivery(user, delivery_id, claim)
+    }
+    /// See [`StateStore::finish_delivery`].
+    fn finish_delivery<'a>(
+        &'a self,
+        user: &'a Id,
+        delivery_id: &'a str,
+        to: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.wrapped().finish_delivery(user, delivery_id, to)
+    }
+    /// See [`StateStore::pending_deliveries`].
+    fn pending_deliveries(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
+        self.wrapped().pending_deliveries(before, limit)
     }
     /// See [`StateStore::erase_user`].
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
@@ -346,12 +424,28 @@ impl<L: StoreLayer> StateStore for L {
     ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         StoreLayer::commit(self, commit)
     }
-    fn set_delivery_status<'a>(
+    fn claim_delivery<'a>(
         &'a self,
+        user: &'a Id,
         delivery_id: &'a str,
-        status: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        StoreLayer::set_delivery_status(self, delivery_id, status)
+        claim: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        StoreLayer::claim_delivery(self, user, delivery_id, claim)
+    }
+    fn finish_delivery<'a>(
+        &'a self,
+        user: &'a Id,
+        delivery_id: &'a str,
+        to: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        StoreLayer::finish_delivery(self, user, delivery_id, to)
+    }
+    fn pending_deliveries(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
+        StoreLayer::pending_deliveries(self, before, limit)
     }
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
         StoreLayer::erase_user(self, user)
@@ -403,9 +497,15 @@ impl<L: StoreLayer> StateStore for L {
 /// Why a push was not delivered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NotifyError {
-    /// Worth retrying later (throttling, network).
+    /// Not delivered, worth retrying later: the platform refused the request (throttling)
+    /// or it never reached the platform.
     #[error("delivery failed, retryable: {0}")]
     Retryable(String),
+    /// The request may have reached the platform, but its answer was lost (a timeout, a
+    /// 5xx, a connection reset after sending): it may have been delivered, so it must not
+    /// be sent again and its cap stays spent.
+    #[error("delivery unconfirmed: {0}")]
+    Unconfirmed(String),
     /// The platform says the endpoint is gone; never use it again.
     #[error("push endpoint disabled")]
     EndpointDisabled,

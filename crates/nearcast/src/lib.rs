@@ -123,3 +123,31 @@ impl nearcast_core::engine::ModelSource for FileModelSource {
         Box::pin(std::future::ready(r))
     }
 }
+
+/// How often `serve` runs the outbox relay.
+pub const RELAY_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a committed push waits for its own sender before the relay sends it: far
+/// longer than a send takes, so the relay only ever takes orphans (and the claim keeps it
+/// to one push even when it does not).
+pub const RELAY_GRACE: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Runs [`Engine::relay_pending`](nearcast_core::engine::Engine::relay_pending) every
+/// [`RELAY_EVERY`] in the background, for as long as the process lives.
+pub fn spawn_relay(engine: Arc<nearcast_core::engine::Engine>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RELAY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match engine.relay_pending(RELAY_GRACE, 1000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(relayed = n, "outbox relay sent unclaimed pushes"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay failed; retried on its next tick")
+                }
+            }
+        }
+    })
+}

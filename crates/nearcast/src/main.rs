@@ -428,6 +428,22 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             {
                 load_config_dir(&engine, &dir).await?;
             }
+            // The outbox relay: pushes committed but never claimed by a sender (the last
+            // process died between its commit and its send) go out now, and every
+            // RELAY_EVERY those whose sender has not come for RELAY_GRACE. The embedded file
+            // has one owner, so at start every unclaimed push is an orphan.
+            let start_grace = match backend {
+                Backend::Embedded => chrono::Duration::zero(),
+                Backend::Aws => nearcast::RELAY_GRACE,
+            };
+            let relayed = engine
+                .relay_pending(start_grace, usize::MAX)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "outbox relay at start failed; retried on its timer");
+                    0
+                });
+            nearcast::spawn_relay(engine.clone());
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .map_err(|source| HostError::Io {
@@ -438,7 +454,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 path: addr.clone(),
                 source,
             })?;
-            tracing::info!(%local, ?backend, stores = engine.catalog().stores.len(), pruned, pruned_logs, "nearcast serving");
+            tracing::info!(%local, ?backend, relayed, stores = engine.catalog().stores.len(), pruned, pruned_logs, "nearcast serving");
             println!("nearcast listening on http://{local}");
             axum::serve(listener, nearcast_api::router(engine))
                 .with_graceful_shutdown(async {

@@ -48,8 +48,10 @@ impl Notifier for OutboxNotifier {
                 .file
                 .lock()
                 .map_err(|_| NotifyError::Retryable("outbox lock poisoned".into()))?;
+            // A failed append may have written part of the line (or all of it, with the
+            // error on the last bytes): a consumer may have it, so it is not sent again.
             f.write_all(&line)
-                .map_err(|e| NotifyError::Retryable(e.to_string()))?;
+                .map_err(|e| NotifyError::Unconfirmed(format!("outbox append: {e}")))?;
             tracing::info!(delivery = %push.delivery_id, offer = %push.offer_id, store = %push.store_id, "push written to outbox");
             Ok(())
         })();

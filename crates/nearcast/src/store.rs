@@ -60,9 +60,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivery_id TEXT NOT NULL UNIQUE,
     user_id     TEXT NOT NULL,
     status      TEXT NOT NULL,
-    body        TEXT NOT NULL
+    body        TEXT NOT NULL,
+    claim       TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries(user_id);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(seq) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS outcomes (
     seq     INTEGER PRIMARY KEY,
     user_id TEXT NOT NULL,
@@ -77,14 +79,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
-}
-
-fn status_str(s: DeliveryStatus) -> &'static str {
-    match s {
-        DeliveryStatus::Pending => "pending",
-        DeliveryStatus::Sent => "sent",
-        DeliveryStatus::Failed => "failed",
-    }
 }
 
 impl SqliteStore {
@@ -113,6 +107,19 @@ impl SqliteStore {
         conn.pragma_update(None, "temp_store", "memory")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Files written before deliveries were claimed have no `claim` column.
+        let has_claim: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('deliveries') WHERE name = 'claim'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_claim {
+            conn.execute_batch("ALTER TABLE deliveries ADD COLUMN claim TEXT")
+                .map_err(err)?;
+        }
         conn.set_prepared_statement_cache_capacity(64);
         Ok(Self {
             conn: Mutex::new(conn),
@@ -381,15 +388,66 @@ impl StateStore for SqliteStore {
         ready(self.commit_sync(c))
     }
 
-    fn set_delivery_status<'a>(
+    fn claim_delivery<'a>(
         &'a self,
+        user: &'a Id,
         id: &'a str,
-        status: DeliveryStatus,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        claim: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
         ready(self.with(|c| {
-            c.prepare_cached("UPDATE deliveries SET status = ?2 WHERE delivery_id = ?1")?
-                .execute(params![id, status_str(status)])?;
-            Ok(())
+            let n = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'sending', claim = ?3
+                     WHERE delivery_id = ?1 AND user_id = ?2
+                       AND (status = 'pending' OR (status = 'sending' AND claim = ?3))",
+                )?
+                .execute(params![id, user.as_str(), claim])?;
+            Ok(n == 1)
+        }))
+    }
+
+    fn finish_delivery<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        to: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(self.with(|c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?3, claim = NULL
+                     WHERE delivery_id = ?1 AND user_id = ?2 AND status = 'sending'",
+                )?
+                .execute(params![id, user.as_str(), to.as_str()])?;
+            Ok(n == 1)
+        }))
+    }
+
+    fn pending_deliveries(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
+        // Pending deliveries are few (each lives from its commit to its claim), and the
+        // partial index holds only them.
+        let rows: Result<Vec<String>, StoreError> = self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT body FROM deliveries WHERE status = 'pending' ORDER BY seq",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        });
+        ready(rows.and_then(|rows| {
+            let mut v = Vec::new();
+            for b in rows {
+                let push: Push = serde_json::from_str(&b).map_err(err)?;
+                if push.at <= before {
+                    v.push(push);
+                }
+            }
+            v.sort_by_key(|p| p.at);
+            v.truncate(limit);
+            Ok(v)
         }))
     }
 
@@ -488,11 +546,8 @@ impl StateStore for SqliteStore {
             rows.into_iter()
                 .map(|(s, b)| {
                     let push: Push = serde_json::from_str(&b).map_err(err)?;
-                    let status = match s.as_str() {
-                        "sent" => DeliveryStatus::Sent,
-                        "failed" => DeliveryStatus::Failed,
-                        _ => DeliveryStatus::Pending,
-                    };
+                    let status = DeliveryStatus::parse(&s)
+                        .ok_or_else(|| err(format!("unknown delivery status {s:?}")))?;
                     Ok(DeliveryRecord { push, status })
                 })
                 .collect()

@@ -111,3 +111,50 @@ pub async fn process(engine: &Engine, event: SqsEvent) -> (SqsBatchResponse, Tal
 pub async fn handle(engine: &Engine, event: SqsEvent) -> SqsBatchResponse {
     process(engine, event).await.0
 }
+
+/// What invoked the function: SQS with records, or the outbox relay's schedule.
+#[derive(Debug)]
+pub enum Invocation {
+    /// An SQS batch.
+    Sqs(SqsEvent),
+    /// The EventBridge schedule (`detail-type: Scheduled Event`): run the outbox relay.
+    Relay,
+}
+
+/// Reads an invocation payload: an object with `Records` is an SQS batch, an EventBridge
+/// scheduled event runs the relay.
+///
+/// # Errors
+/// Anything else, naming what is wrong.
+pub fn invocation(payload: serde_json::Value) -> Result<Invocation, String> {
+    if payload.get("Records").is_some() {
+        return serde_json::from_value(payload)
+            .map(Invocation::Sqs)
+            .map_err(|e| format!("not an SQS event: {e}"));
+    }
+    match payload
+        .get("detail-type")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some("Scheduled Event") => Ok(Invocation::Relay),
+        _ => Err("neither an SQS event (Records) nor a scheduled event (detail-type)".into()),
+    }
+}
+
+/// How long a committed push waits for its own sender before the relay takes it.
+pub const RELAY_GRACE_SECS: i64 = 60;
+
+/// The outbox relay on AWS: sends the pushes committed at least [`RELAY_GRACE_SECS`] ago
+/// that no sender ever claimed (an events-api or events-queue instance that died or timed
+/// out between its commit and its send, or whose commit answer was lost). Answers how many
+/// it sent.
+///
+/// # Errors
+/// A store failure (the rest waits for the next schedule).
+pub async fn relay(engine: &Engine) -> Result<usize, EngineError> {
+    let sent = engine
+        .relay_pending(chrono::Duration::seconds(RELAY_GRACE_SECS), 500)
+        .await?;
+    tracing::info!(relayed = sent, "outbox relay ran");
+    Ok(sent)
+}

@@ -1,15 +1,25 @@
-//! The `events-queue` Lambda function: SQS event batches, partial batch failures. See
-//! [`nearcast_events_queue`].
+//! The `events-queue` Lambda function: SQS event batches with partial batch failures, and
+//! the outbox relay on an EventBridge schedule. See [`nearcast_events_queue`].
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use nearcast_events_queue::Invocation;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let engine = nearcast_functions::start("events-queue").await?;
     let engine = &engine;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<SqsBatchResponse, Error>(nearcast_events_queue::handle(engine, event.payload).await)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            match nearcast_events_queue::invocation(event.payload)? {
+                Invocation::Sqs(batch) => Ok::<serde_json::Value, Error>(serde_json::to_value(
+                    nearcast_events_queue::handle(engine, batch).await,
+                )?),
+                Invocation::Relay => {
+                    let sent = nearcast_events_queue::relay(engine).await?;
+                    Ok(serde_json::json!({ "relayed": sent }))
+                }
+            }
+        },
+    ))
     .await
 }

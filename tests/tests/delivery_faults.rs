@@ -1,0 +1,363 @@
+//! Invariant 4 under faults after the write: at each request of the send path (the commit,
+//! the claim, the push, the final status) the write is applied and then its answer is
+//! lost. Whatever the client retries and however often the outbox relay runs, exactly one
+//! push goes out: never two, never zero. On the in-memory and SQLite stores here; the
+//! DynamoDB store runs the same cases in `aws_e2e.rs`.
+
+use chrono::Duration;
+use nearcast_core::decision::Verdict;
+use nearcast_core::engine::{Engine, EngineError};
+use nearcast_core::event::Event;
+use nearcast_core::ids::Id;
+use nearcast_core::memory::{InMemoryStateStore, RecordingNotifier};
+use nearcast_core::ports::{
+    BoxFuture, Commit, CommitOutcome, DeliveryStatus, ManualClock, NotifyError, StateStore,
+    StoreError, StoreLayer,
+};
+use nearcast_tests::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which request loses its answer (once), after it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The commit that records a push.
+    Commit,
+    /// The claim of the delivery.
+    Claim,
+    /// The final status of the delivery.
+    Finish,
+}
+
+/// A store whose chosen request is applied and then answers an error, once.
+struct LoseReply {
+    inner: Arc<dyn StateStore>,
+    fault: Fault,
+    armed: AtomicBool,
+}
+
+impl LoseReply {
+    fn fire(&self, fault: Fault) -> bool {
+        self.fault == fault && self.armed.swap(false, Ordering::SeqCst)
+    }
+}
+
+fn lost() -> StoreError {
+    StoreError("connection reset after the request was sent".into())
+}
+
+impl StoreLayer for LoseReply {
+    fn wrapped(&self) -> &dyn StateStore {
+        self.inner.as_ref()
+    }
+    fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+        Box::pin(async move {
+            let r = self.inner.commit(c).await?;
+            if r == CommitOutcome::Applied && !c.pushes.is_empty() && self.fire(Fault::Commit) {
+                return Err(lost());
+            }
+            Ok(r)
+        })
+    }
+    fn claim_delivery<'a>(
+        &'a self,
+        user: &'a Id,
+        delivery_id: &'a str,
+        claim: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let r = self.inner.claim_delivery(user, delivery_id, claim).await?;
+            if r && self.fire(Fault::Claim) {
+                return Err(lost());
+            }
+            Ok(r)
+        })
+    }
+    fn finish_delivery<'a>(
+        &'a self,
+        user: &'a Id,
+        delivery_id: &'a str,
+        to: DeliveryStatus,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let r = self.inner.finish_delivery(user, delivery_id, to).await?;
+            if r && self.fire(Fault::Finish) {
+                return Err(lost());
+            }
+            Ok(r)
+        })
+    }
+}
+
+struct Rig {
+    engine: Arc<Engine>,
+    store: Arc<dyn StateStore>,
+    notifier: Arc<RecordingNotifier>,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(sqlite: bool, fault: Option<Fault>) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let base: Arc<dyn StateStore> = if sqlite {
+        Arc::new(
+            nearcast::store::SqliteStore::open(
+                &dir.path().join("f.db"),
+                nearcast::store::Sync::Normal,
+            )
+            .unwrap(),
+        )
+    } else {
+        Arc::new(InMemoryStateStore::new())
+    };
+    let store: Arc<dyn StateStore> = match fault {
+        Some(fault) => Arc::new(LoseReply {
+            inner: base.clone(),
+            fault,
+            armed: AtomicBool::new(true),
+        }),
+        None => base.clone(),
+    };
+    let notifier = Arc::new(RecordingNotifier::new());
+    let clock = ManualClock::new(noon());
+    let engine = Engine::new(
+        store,
+        notifier.clone(),
+        Arc::new(weather()),
+        Arc::new(clock.clone()),
+        model(),
+    )
+    .await
+    .unwrap();
+    let (stores, offers) = catalog(3);
+    engine.load_config(stores, offers, policy(1)).await.unwrap();
+    let engine = Arc::new(engine);
+    for e in onboarding("pat", noon()) {
+        engine.process(&e).await.unwrap();
+    }
+    Rig {
+        engine,
+        store: base,
+        notifier,
+        clock,
+        _dir: dir,
+    }
+}
+
+/// A client that resends the event until it is answered (as apps and the queue do).
+async fn post_until_answered(engine: &Engine, e: &Event) -> (String, Verdict) {
+    for _ in 0..5 {
+        match engine.process(e).await {
+            Ok(r) => return (r.status.to_string(), r.decision.unwrap().verdict),
+            Err(EngineError::Store(_) | EngineError::Contention) => continue,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    panic!("no answer after 5 tries")
+}
+
+/// The relay, twice, once its grace has passed.
+async fn relay(r: &Rig) {
+    r.clock.set(r.clock.now() + Duration::minutes(2));
+    for _ in 0..2 {
+        r.engine
+            .relay_pending(Duration::seconds(30), 100)
+            .await
+            .unwrap();
+    }
+}
+
+async fn delivery_status(r: &Rig) -> Vec<DeliveryStatus> {
+    r.store
+        .deliveries()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.status)
+        .collect()
+}
+
+use nearcast_core::ports::Clock;
+
+async fn exactly_one_push_when_an_answer_is_lost(sqlite: bool, fault: Fault) {
+    let r = rig(sqlite, Some(fault)).await;
+    let e = fix_at("pat", "f1", 0, noon());
+    let (_, verdict) = post_until_answered(&r.engine, &e).await;
+    assert_eq!(verdict, Verdict::Sent);
+    relay(&r).await;
+    // The client retries once more, later: still a duplicate, no second push.
+    let (status, _) = post_until_answered(&r.engine, &e).await;
+    assert_eq!(status, "duplicate");
+    relay(&r).await;
+    assert_eq!(r.notifier.sent().len(), 1, "{fault:?}: exactly one push");
+    assert_eq!(delivery_status(&r).await, [DeliveryStatus::Sent]);
+    // The cap (1 a day) is spent by that one push.
+    let (_, v) = post_until_answered(&r.engine, &fix_at("pat", "f2", 1, r.clock.now())).await;
+    assert_eq!(v, Verdict::Suppressed);
+    assert_eq!(r.notifier.sent().len(), 1);
+}
+
+macro_rules! fault_cases {
+    ($($name:ident: $fault:expr),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn in_memory() {
+                super::exactly_one_push_when_an_answer_is_lost(false, $fault).await;
+            }
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::exactly_one_push_when_an_answer_is_lost(true, $fault).await;
+            }
+        }
+    )*};
+}
+
+fault_cases!(
+    commit_answer_lost: super::Fault::Commit,
+    claim_answer_lost: super::Fault::Claim,
+    final_status_answer_lost: super::Fault::Finish,
+);
+
+/// The process dies after its commit, before it sends (no client retry at all): the relay
+/// sends it, after its grace and not before.
+async fn a_push_orphaned_by_its_sender_is_relayed_once(sqlite: bool) {
+    let r = rig(sqlite, Some(Fault::Commit)).await;
+    assert!(
+        r.engine
+            .process(&fix_at("pat", "f1", 0, noon()))
+            .await
+            .is_err()
+    );
+    assert_eq!(delivery_status(&r).await, [DeliveryStatus::Pending]);
+    assert_eq!(
+        r.engine
+            .relay_pending(Duration::seconds(30), 100)
+            .await
+            .unwrap(),
+        0,
+        "within its grace the sender may still come"
+    );
+    relay(&r).await;
+    assert_eq!(r.notifier.sent().len(), 1);
+    assert_eq!(delivery_status(&r).await, [DeliveryStatus::Sent]);
+}
+
+#[tokio::test]
+async fn a_push_orphaned_by_its_sender_is_relayed_once_in_memory() {
+    a_push_orphaned_by_its_sender_is_relayed_once(false).await;
+}
+
+#[tokio::test]
+async fn a_push_orphaned_by_its_sender_is_relayed_once_on_sqlite() {
+    a_push_orphaned_by_its_sender_is_relayed_once(true).await;
+}
+
+/// The platform got the push but its answer was lost: never sent again, the cap stays
+/// spent, the delivery says so.
+async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap(sqlite: bool) {
+    let r = rig(sqlite, None).await;
+    r.notifier
+        .fail_after_sending_with(Some(NotifyError::Unconfirmed("timed out".into())));
+    let e = fix_at("pat", "f1", 0, noon());
+    let (_, v) = post_until_answered(&r.engine, &e).await;
+    assert_eq!(v, Verdict::Sent);
+    r.notifier.fail_after_sending_with(None);
+    post_until_answered(&r.engine, &e).await;
+    relay(&r).await;
+    assert_eq!(r.notifier.sent().len(), 1);
+    assert_eq!(delivery_status(&r).await, [DeliveryStatus::Unconfirmed]);
+    let (_, v) = post_until_answered(&r.engine, &fix_at("pat", "f2", 1, noon())).await;
+    assert_eq!(v, Verdict::Suppressed, "the cap stays spent");
+    assert_eq!(r.notifier.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap_in_memory() {
+    an_unconfirmed_push_is_never_resent_and_keeps_its_cap(false).await;
+}
+
+#[tokio::test]
+async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap_on_sqlite() {
+    an_unconfirmed_push_is_never_resent_and_keeps_its_cap(true).await;
+}
+
+/// An orphaned push whose user withdrew push consent before the relay came is not sent;
+/// its cap is given back.
+#[tokio::test]
+async fn the_relay_honours_a_withdrawal_made_after_the_commit() {
+    let r = rig(true, Some(Fault::Commit)).await;
+    assert!(
+        r.engine
+            .process(&fix_at("pat", "f1", 0, noon()))
+            .await
+            .is_err()
+    );
+    let withdraw = event(
+        "pat",
+        json!({"event_id": "w", "type": "consent", "at": noon().to_rfc3339(), "purpose": "push", "granted": false}),
+    );
+    r.engine.process(&withdraw).await.unwrap();
+    relay(&r).await;
+    assert!(r.notifier.sent().is_empty());
+    assert_eq!(delivery_status(&r).await, [DeliveryStatus::Failed]);
+    let state = r.store.load_user(&id("pat")).await.unwrap().state;
+    assert!(state.sends.is_empty(), "the cap reservation was released");
+}
+
+/// Many relays and the engine racing for the same orphaned pushes: each goes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_relays_send_each_orphan_once() {
+    let r = rig(true, None).await;
+    // Ten users, each with a committed push that nobody sent.
+    let store = r.store.clone();
+    let mut users = Vec::new();
+    for u in 0..10 {
+        let user = format!("u{u}");
+        let lossy = LoseReply {
+            inner: store.clone(),
+            fault: Fault::Commit,
+            armed: AtomicBool::new(true),
+        };
+        let engine = Engine::new(
+            Arc::new(lossy),
+            r.notifier.clone(),
+            Arc::new(weather()),
+            Arc::new(r.clock.clone()),
+            model(),
+        )
+        .await
+        .unwrap();
+        for e in onboarding(&user, noon()) {
+            engine.process(&e).await.unwrap();
+        }
+        assert!(
+            engine
+                .process(&fix_at(&user, "f", 0, noon()))
+                .await
+                .is_err()
+        );
+        users.push(user);
+    }
+    r.clock.set(noon() + Duration::minutes(5));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let engine = r.engine.clone();
+            tokio::spawn(async move { engine.relay_pending(Duration::seconds(30), 100).await })
+        })
+        .collect();
+    let mut relayed = 0;
+    for t in tasks {
+        relayed += t.await.unwrap().unwrap();
+    }
+    assert_eq!(relayed, 10);
+    let mut to: Vec<String> = r
+        .notifier
+        .sent()
+        .iter()
+        .map(|p| p.user_id.to_string())
+        .collect();
+    to.sort();
+    users.sort();
+    assert_eq!(to, users);
+}
