@@ -105,6 +105,27 @@ pub enum Backend {
     InterleavedMemory,
     /// SQLite file, with a pause between read and commit.
     InterleavedSqlite,
+    /// DynamoDB (moto's server at `AWS_ENDPOINT_URL`), a fresh table.
+    Dynamo,
+    /// DynamoDB, with a pause between read and commit.
+    InterleavedDynamo,
+}
+
+/// A fresh DynamoDB table on the server at `AWS_ENDPOINT_URL`, through the real SDK.
+pub async fn dynamo_store() -> nearcast_aws::DynamoStateStore {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let table = format!(
+        "h-{}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let client = nearcast_aws::DynamoStateStore::client(None).await;
+    nearcast_aws::DynamoStateStore::create_table(&client, &table)
+        .await
+        .expect("create a table on the AWS-compatible server");
+    nearcast_aws::DynamoStateStore::new(client, table)
 }
 
 /// A store wrapper that pauses between reading a user and returning it, so concurrent
@@ -145,6 +166,10 @@ pub async fn harness(backend: Backend, n: usize, policy: CapPolicy) -> Harness {
                 SqliteStore::open(&dir.path().join("t.db"), Sync::Normal).expect("open db"),
             );
             (Arc::new(Interleaving(s.clone())), Some(s))
+        }
+        Backend::Dynamo => (Arc::new(dynamo_store().await), None),
+        Backend::InterleavedDynamo => {
+            (Arc::new(Interleaving(Arc::new(dynamo_store().await))), None)
         }
     };
     let notifier = Arc::new(RecordingNotifier::new());

@@ -410,10 +410,10 @@ async fn dynamodb_down_gives_a_503_writes_nothing_and_a_retry_completes() {
     retry_sends_once(&a, "dora", &endpoint, "accepted", "after the outage").await;
 }
 
-/// DynamoDB fails at each request of a sending fix in turn (load, commit, delivery
-/// pointer read, status update); the client retries. Whatever the point of failure:
-/// nothing is half-written, the retry answers with the decision, and exactly one push
-/// goes out.
+/// DynamoDB fails at each request of a sending fix in turn (load, commit, claim, final
+/// status); the client retries and the outbox relay runs. Whatever the point of failure:
+/// nothing is half-written, the retry answers with the decision, and exactly one push goes
+/// out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_twice() {
     aws!(
@@ -422,7 +422,8 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
         1,
         5
     );
-    // GetItem (user), TransactWriteItems, GetItem (delivery pointer), UpdateItem (status).
+    // GetItem (user), TransactWriteItems (commit), TransactWriteItems (claim), UpdateItem
+    // (final status).
     let path = 4;
     for k in 0..=path {
         let user = format!("k{k}");
@@ -438,15 +439,29 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
                 assert_eq!(partition(&a, &user).await, before, "k={k}");
                 assert!(messages_to(&endpoint).is_empty(), "k={k}");
             }
-            // After the commit: the push went out, the status write failed.
-            2 | 3 => {
+            // Committed, never claimed: nothing sent yet; the relay will.
+            2 => {
+                assert_retryable(s, &h, &v);
+                assert!(messages_to(&endpoint).is_empty(), "k={k}");
+            }
+            // After the claim: the push went out, the status write failed.
+            3 => {
                 assert_retryable(s, &h, &v);
                 assert_eq!(messages_to(&endpoint).len(), 1, "k={k}");
             }
             _ => assert_eq!(s, StatusCode::OK, "k={k}: {v}"),
         }
         let expected = if k < 2 { "accepted" } else { "duplicate" };
-        retry_sends_once(&a, &user, &endpoint, expected, &format!("k={k}")).await;
+        let (s, _, v) = post(&a, fix(&user, "f1", 0)).await;
+        assert_eq!(s, StatusCode::OK, "k={k}: {v}");
+        assert_eq!(result(&v), (expected, "sent"), "k={k}");
+        for _ in 0..2 {
+            a.engine
+                .relay_pending(chrono::Duration::zero(), 100)
+                .await
+                .unwrap();
+        }
+        assert_eq!(messages_to(&endpoint).len(), 1, "k={k}: one push");
         let items = partition(&a, &user).await;
         assert_eq!(
             items.keys().filter(|k| k.contains("/ DELIVERY#")).count(),
@@ -465,13 +480,25 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
             "k={k}: one cap reservation"
         );
     }
+    assert!(
+        a.direct
+            .pending_deliveries(noon() + chrono::Duration::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left for the relay"
+    );
 }
 
+/// SNS cut mid-connection: the Publish may have reached SNS, so it is never sent again,
+/// the delivery is `unconfirmed` and its cap stays spent (under-sending rather than
+/// over-sending). A refused connection, which SNS never saw, releases the cap instead
+/// (`sns.rs::sdk_connection_refused_is_retryable`, `invariants.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sns_down_releases_the_cap_and_a_later_event_sends_once() {
+async fn sns_cut_marks_the_push_unconfirmed_keeps_the_cap_and_never_resends() {
     aws!(
         a,
-        sns_down_releases_the_cap_and_a_later_event_sends_once,
+        sns_cut_marks_the_push_unconfirmed_keeps_the_cap_and_never_resends,
         2,
         1
     );
@@ -479,31 +506,35 @@ async fn sns_down_releases_the_cap_and_a_later_event_sends_once() {
     a.sns.cut();
     let (s, _, v) = post(&a, fix("sia", "f1", 0)).await;
     a.sns.restore();
-    // The decision stands and is answered; the delivery is marked failed and its cap
-    // reservation released.
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(result(&v), ("accepted", "sent"));
     assert!(messages_to(&endpoint).is_empty());
     let d = a.direct.deliveries().await.unwrap();
     assert_eq!(d.len(), 1);
-    assert_eq!(d[0].status, DeliveryStatus::Failed);
+    assert_eq!(d[0].status, DeliveryStatus::Unconfirmed);
     let rec = a.direct.load_user(&id("sia")).await.unwrap();
-    assert!(rec.state.sends.is_empty(), "cap reservation released");
+    assert_eq!(rec.state.sends.len(), 1, "cap reservation kept");
     assert!(
         !rec.state.push.unwrap().disabled,
         "a network failure does not disable the endpoint"
+    );
+    a.engine
+        .relay_pending(chrono::Duration::zero(), 100)
+        .await
+        .unwrap();
+    assert!(
+        messages_to(&endpoint).is_empty(),
+        "the relay does not resend"
     );
 
     // A retry of the same event is a duplicate: never a second push for it.
     let (_, _, v) = post(&a, fix("sia", "f1", 0)).await;
     assert_eq!(result(&v).0, "duplicate");
     assert!(messages_to(&endpoint).is_empty());
-    // The cap (1 a day) is free again: the next store's offer goes out, once.
+    // The cap (1 a day) stays spent: the next store's offer is capped.
     let (_, _, v) = post(&a, fix("sia", "f2", 1)).await;
-    assert_eq!(result(&v), ("accepted", "sent"));
-    assert_eq!(messages_to(&endpoint).len(), 1);
-    let rec = a.direct.load_user(&id("sia")).await.unwrap();
-    assert_eq!(rec.state.sends.len(), 1);
+    assert_eq!(result(&v), ("accepted", "suppressed"));
+    assert!(messages_to(&endpoint).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -591,14 +622,25 @@ async fn requests_per_path() {
         m(&[("GetItem", 2), ("TransactWriteItems", 1)])
     );
 
-    // A fix that sends: 4, and one Publish.
+    // A fix that sends: 4 (load, commit, claim, final status), and one Publish.
     let (_, _, v) = post(&a, fix("rc", "s1", 0)).await;
     assert_eq!(result(&v), ("accepted", "sent"));
     assert_eq!(
         counts(&a.ddb),
-        m(&[("GetItem", 2), ("TransactWriteItems", 1), ("UpdateItem", 1)])
+        m(&[("GetItem", 1), ("TransactWriteItems", 2), ("UpdateItem", 1)])
     );
     assert_eq!(counts(&a.sns), m(&[("Publish", 1)]));
+
+    // The outbox relay with nothing to do: one Query per pending-marker partition.
+    a.ddb.reset_counts();
+    let sent = a
+        .engine
+        .relay_pending(chrono::Duration::zero(), 100)
+        .await
+        .unwrap();
+    assert_eq!(sent, 0);
+    assert_eq!(counts(&a.ddb), m(&[("Query", 8)]));
+    a.ddb.reset_counts();
 
     // Erasure: load, Query, BatchWriteItem; DeleteEndpoint at SNS.
     let (s, _, _) = call(&a.engine, "DELETE", "/v1/users/rc", None).await;

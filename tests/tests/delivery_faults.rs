@@ -1,8 +1,8 @@
 //! Invariant 4 under faults after the write: at each request of the send path (the commit,
 //! the claim, the push, the final status) the write is applied and then its answer is
 //! lost. Whatever the client retries and however often the outbox relay runs, exactly one
-//! push goes out: never two, never zero. On the in-memory and SQLite stores here; the
-//! DynamoDB store runs the same cases in `aws_e2e.rs`.
+//! push goes out: never two, never zero. On the in-memory, SQLite and DynamoDB stores (the
+//! last through moto's server); `aws_e2e.rs` also cuts real connections to DynamoDB.
 
 use chrono::Duration;
 use nearcast_core::decision::Verdict;
@@ -18,6 +18,8 @@ use nearcast_tests::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+mod aws_support;
 
 /// Which request loses its answer (once), after it was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,18 +100,18 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-async fn rig(sqlite: bool, fault: Option<Fault>) -> Rig {
+async fn rig(backend: Backend, fault: Option<Fault>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let base: Arc<dyn StateStore> = if sqlite {
-        Arc::new(
+    let base: Arc<dyn StateStore> = match backend {
+        Backend::Sqlite => Arc::new(
             nearcast::store::SqliteStore::open(
                 &dir.path().join("f.db"),
                 nearcast::store::Sync::Normal,
             )
             .unwrap(),
-        )
-    } else {
-        Arc::new(InMemoryStateStore::new())
+        ),
+        Backend::Dynamo => Arc::new(dynamo_store().await),
+        _ => Arc::new(InMemoryStateStore::new()),
     };
     let store: Arc<dyn StateStore> = match fault {
         Some(fault) => Arc::new(LoseReply {
@@ -180,8 +182,8 @@ async fn delivery_status(r: &Rig) -> Vec<DeliveryStatus> {
 
 use nearcast_core::ports::Clock;
 
-async fn exactly_one_push_when_an_answer_is_lost(sqlite: bool, fault: Fault) {
-    let r = rig(sqlite, Some(fault)).await;
+async fn exactly_one_push_when_an_answer_is_lost(backend: Backend, fault: Fault) {
+    let r = rig(backend, Some(fault)).await;
     let e = fix_at("pat", "f1", 0, noon());
     let (_, verdict) = post_until_answered(&r.engine, &e).await;
     assert_eq!(verdict, Verdict::Sent);
@@ -201,13 +203,20 @@ async fn exactly_one_push_when_an_answer_is_lost(sqlite: bool, fault: Fault) {
 macro_rules! fault_cases {
     ($($name:ident: $fault:expr),* $(,)?) => {$(
         mod $name {
+            use nearcast_tests::Backend;
             #[tokio::test]
             async fn in_memory() {
-                super::exactly_one_push_when_an_answer_is_lost(false, $fault).await;
+                super::exactly_one_push_when_an_answer_is_lost(Backend::Memory, $fault).await;
             }
             #[tokio::test]
             async fn on_sqlite() {
-                super::exactly_one_push_when_an_answer_is_lost(true, $fault).await;
+                super::exactly_one_push_when_an_answer_is_lost(Backend::Sqlite, $fault).await;
+            }
+            #[tokio::test]
+            async fn on_dynamodb() {
+                if super::aws_support::moto_or_skip(concat!(stringify!($name), "_on_dynamodb")) {
+                    super::exactly_one_push_when_an_answer_is_lost(Backend::Dynamo, $fault).await;
+                }
             }
         }
     )*};
@@ -221,8 +230,8 @@ fault_cases!(
 
 /// The process dies after its commit, before it sends (no client retry at all): the relay
 /// sends it, after its grace and not before.
-async fn a_push_orphaned_by_its_sender_is_relayed_once(sqlite: bool) {
-    let r = rig(sqlite, Some(Fault::Commit)).await;
+async fn a_push_orphaned_by_its_sender_is_relayed_once(backend: Backend) {
+    let r = rig(backend, Some(Fault::Commit)).await;
     assert!(
         r.engine
             .process(&fix_at("pat", "f1", 0, noon()))
@@ -245,18 +254,25 @@ async fn a_push_orphaned_by_its_sender_is_relayed_once(sqlite: bool) {
 
 #[tokio::test]
 async fn a_push_orphaned_by_its_sender_is_relayed_once_in_memory() {
-    a_push_orphaned_by_its_sender_is_relayed_once(false).await;
+    a_push_orphaned_by_its_sender_is_relayed_once(Backend::Memory).await;
 }
 
 #[tokio::test]
 async fn a_push_orphaned_by_its_sender_is_relayed_once_on_sqlite() {
-    a_push_orphaned_by_its_sender_is_relayed_once(true).await;
+    a_push_orphaned_by_its_sender_is_relayed_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_push_orphaned_by_its_sender_is_relayed_once_on_dynamodb() {
+    if aws_support::moto_or_skip("a_push_orphaned_by_its_sender_is_relayed_once_on_dynamodb") {
+        a_push_orphaned_by_its_sender_is_relayed_once(Backend::Dynamo).await;
+    }
 }
 
 /// The platform got the push but its answer was lost: never sent again, the cap stays
 /// spent, the delivery says so.
-async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap(sqlite: bool) {
-    let r = rig(sqlite, None).await;
+async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap(backend: Backend) {
+    let r = rig(backend, None).await;
     r.notifier
         .fail_after_sending_with(Some(NotifyError::Unconfirmed("timed out".into())));
     let e = fix_at("pat", "f1", 0, noon());
@@ -274,19 +290,28 @@ async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap(sqlite: bool) {
 
 #[tokio::test]
 async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap_in_memory() {
-    an_unconfirmed_push_is_never_resent_and_keeps_its_cap(false).await;
+    an_unconfirmed_push_is_never_resent_and_keeps_its_cap(Backend::Memory).await;
 }
 
 #[tokio::test]
 async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap_on_sqlite() {
-    an_unconfirmed_push_is_never_resent_and_keeps_its_cap(true).await;
+    an_unconfirmed_push_is_never_resent_and_keeps_its_cap(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap_on_dynamodb() {
+    if aws_support::moto_or_skip(
+        "an_unconfirmed_push_is_never_resent_and_keeps_its_cap_on_dynamodb",
+    ) {
+        an_unconfirmed_push_is_never_resent_and_keeps_its_cap(Backend::Dynamo).await;
+    }
 }
 
 /// An orphaned push whose user withdrew push consent before the relay came is not sent;
 /// its cap is given back.
 #[tokio::test]
 async fn the_relay_honours_a_withdrawal_made_after_the_commit() {
-    let r = rig(true, Some(Fault::Commit)).await;
+    let r = rig(Backend::Sqlite, Some(Fault::Commit)).await;
     assert!(
         r.engine
             .process(&fix_at("pat", "f1", 0, noon()))
@@ -308,7 +333,7 @@ async fn the_relay_honours_a_withdrawal_made_after_the_commit() {
 /// Many relays and the engine racing for the same orphaned pushes: each goes out once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_relays_send_each_orphan_once() {
-    let r = rig(true, None).await;
+    let r = rig(Backend::Sqlite, None).await;
     // Ten users, each with a committed push that nobody sent.
     let store = r.store.clone();
     let mut users = Vec::new();

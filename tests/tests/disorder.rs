@@ -10,6 +10,8 @@ use nearcast_core::event::{Batch, Event};
 use nearcast_core::ports::Clock;
 use nearcast_tests::*;
 use proptest::prelude::*;
+
+mod aws_support;
 use serde_json::json;
 
 const STORES: usize = 4;
@@ -174,6 +176,13 @@ fn caps_hold_for_any_arrival_order_and_timestamp_on_sqlite() {
     check(Backend::Sqlite, 64);
 }
 
+#[test]
+fn caps_hold_for_any_arrival_order_and_timestamp_on_dynamodb() {
+    if aws_support::moto_or_skip("caps_hold_for_any_arrival_order_and_timestamp_on_dynamodb") {
+        check(Backend::Dynamo, 16);
+    }
+}
+
 /// The case the old rule let through: a fix stamped before a push that arrives after it, and
 /// one stamped 20 hours ahead, are both capped.
 async fn late_and_early_stamps_are_capped(backend: Backend) {
@@ -221,4 +230,11 @@ async fn late_and_early_stamps_are_capped_in_memory() {
 #[tokio::test]
 async fn late_and_early_stamps_are_capped_on_sqlite() {
     late_and_early_stamps_are_capped(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn late_and_early_stamps_are_capped_on_dynamodb() {
+    if aws_support::moto_or_skip("late_and_early_stamps_are_capped_on_dynamodb") {
+        late_and_early_stamps_are_capped(Backend::Dynamo).await;
+    }
 }

@@ -7,6 +7,17 @@ use nearcast_core::ports::DeliveryStatus;
 use nearcast_tests::*;
 use serde_json::json;
 
+mod aws_support;
+
+/// Runs `$body` with moto (the AWS-compatible server the DynamoDB store is tested on).
+macro_rules! on_dynamodb {
+    ($case:literal, $body:expr) => {
+        if aws_support::moto_or_skip($case) {
+            $body.await;
+        }
+    };
+}
+
 async fn onboard(h: &Harness, user: &str) {
     for e in onboarding(user, noon()) {
         h.engine.process(&e).await.expect("onboarding");
@@ -98,6 +109,14 @@ async fn withdrawn_consent_blocks_the_next_push_on_sqlite() {
 }
 
 #[tokio::test]
+async fn withdrawn_consent_blocks_the_next_push_on_dynamodb() {
+    on_dynamodb!(
+        "withdrawn_consent_blocks_the_next_push_on_dynamodb",
+        withdrawn_consent_blocks_the_next_push(Backend::Dynamo)
+    );
+}
+
+#[tokio::test]
 async fn a_user_who_never_consented_gets_nothing() {
     let h = harness(Backend::Sqlite, 1, policy(10)).await;
     let r = h
@@ -154,6 +173,65 @@ async fn caps_hold_under_concurrency_on_sqlite() {
     caps_hold_under_concurrency(Backend::InterleavedSqlite).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_hold_under_concurrency_on_dynamodb() {
+    on_dynamodb!(
+        "caps_hold_under_concurrency_on_dynamodb",
+        caps_hold_under_concurrency(Backend::InterleavedDynamo)
+    );
+}
+
+// Invariant 3 when push answers are lost: a send that may have reached the platform keeps
+// its cap spent. (Releasing it, as a refusal does, let 50 concurrent fixes push far past
+// the cap whenever the platform's answers timed out.)
+async fn caps_hold_when_push_answers_are_lost(b: Backend) {
+    for round in 0..3 {
+        let h = harness(b, 50, policy(2)).await;
+        onboard(&h, "lost").await;
+        h.notifier
+            .fail_after_sending_with(Some(nearcast_core::ports::NotifyError::Unconfirmed(
+                "timed out".into(),
+            )));
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let engine = h.engine.clone();
+            let e = fix_at("lost", &format!("l{round}-{i}"), i, noon());
+            tasks.push(tokio::spawn(async move { engine.process(&e).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().expect("processed");
+        }
+        assert_eq!(
+            h.notifier.sent().len(),
+            2,
+            "round {round}: per_day cap is 2"
+        );
+        let d = h.store.deliveries().await.unwrap();
+        assert!(
+            d.iter().all(|d| d.status == DeliveryStatus::Unconfirmed),
+            "{d:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_hold_when_push_answers_are_lost_in_memory() {
+    caps_hold_when_push_answers_are_lost(Backend::InterleavedMemory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_hold_when_push_answers_are_lost_on_sqlite() {
+    caps_hold_when_push_answers_are_lost(Backend::InterleavedSqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_hold_when_push_answers_are_lost_on_dynamodb() {
+    on_dynamodb!(
+        "caps_hold_when_push_answers_are_lost_on_dynamodb",
+        caps_hold_when_push_answers_are_lost(Backend::InterleavedDynamo)
+    );
+}
+
 // Invariant 4: one event, at most one push, however often it is retried.
 async fn one_event_pushes_once(b: Backend) {
     let h = harness(b, 1, policy(10)).await;
@@ -195,6 +273,14 @@ async fn one_event_pushes_once_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_event_pushes_once_on_sqlite() {
     one_event_pushes_once(Backend::InterleavedSqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_event_pushes_once_on_dynamodb() {
+    on_dynamodb!(
+        "one_event_pushes_once_on_dynamodb",
+        one_event_pushes_once(Backend::InterleavedDynamo)
+    );
 }
 
 #[tokio::test]
@@ -372,4 +458,107 @@ async fn held_out_users_are_recorded_not_pushed_and_the_draw_is_stable() {
             .iter()
             .all(|p| !held.contains(&p.user_id.to_string()))
     );
+}
+
+/// An endpoint the platform reports disabled is never used again: marked in the state,
+/// its cap given back, and the next offer suppressed for want of a push target.
+async fn a_disabled_endpoint_is_marked_and_never_used_again(b: Backend) {
+    let h = harness(b, 3, policy(10)).await;
+    onboard(&h, "dis").await;
+    h.notifier
+        .fail_with(Some(nearcast_core::ports::NotifyError::EndpointDisabled));
+    h.engine
+        .process(&fix_at("dis", "f1", 0, noon()))
+        .await
+        .unwrap();
+    h.notifier.fail_with(None);
+    let state = h.store.load_user(&id("dis")).await.unwrap().state;
+    assert!(state.push.as_ref().unwrap().disabled);
+    assert!(state.sends.is_empty());
+    let r = h
+        .engine
+        .process(&fix_at("dis", "f2", 1, noon()))
+        .await
+        .unwrap();
+    assert_eq!(verdict(&r), (Verdict::Suppressed, "no_push_target".into()));
+    assert!(h.notifier.sent().is_empty());
+    assert_eq!(
+        h.store.deliveries().await.unwrap()[0].status,
+        DeliveryStatus::Failed
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_endpoint_is_marked_and_never_used_again_in_memory() {
+    a_disabled_endpoint_is_marked_and_never_used_again(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_disabled_endpoint_is_marked_and_never_used_again_on_sqlite() {
+    a_disabled_endpoint_is_marked_and_never_used_again(Backend::Sqlite).await;
+}
+
+/// Withdrawing personalisation consent forgets the learnt tastes at once, by event and by
+/// the consent API alike.
+async fn withdrawing_personalisation_forgets_tastes(b: Backend) {
+    let h = harness(b, 1, policy(10)).await;
+    onboard(&h, "tas").await;
+    let view = event(
+        "tas",
+        json!({"event_id": "v1", "type": "purchase", "at": noon().to_rfc3339(), "category": "coffee"}),
+    );
+    h.engine.process(&view).await.unwrap();
+    let learnt = |h: &Harness| {
+        let store = h.store.clone();
+        async move {
+            store
+                .load_user(&id("tas"))
+                .await
+                .unwrap()
+                .state
+                .affinities
+                .len()
+        }
+    };
+    assert_eq!(learnt(&h).await, 1, "a purchase teaches a taste");
+    let withdraw = event(
+        "tas",
+        json!({"event_id": "w1", "type": "consent", "at": noon().to_rfc3339(), "purpose": "personalisation", "granted": false}),
+    );
+    h.engine.process(&withdraw).await.unwrap();
+    assert_eq!(learnt(&h).await, 0, "withdrawn by event");
+    // Granted again, taught again, withdrawn through the API.
+    h.engine
+        .set_consents(
+            &id("tas"),
+            &[(nearcast_core::consent::Purpose::Personalisation, true)],
+            None,
+        )
+        .await
+        .unwrap();
+    let again = event(
+        "tas",
+        json!({"event_id": "v2", "type": "purchase", "at": noon().to_rfc3339(), "category": "tea"}),
+    );
+    h.engine.process(&again).await.unwrap();
+    assert_eq!(learnt(&h).await, 1);
+    h.engine
+        .set_consents(
+            &id("tas"),
+            &[(nearcast_core::consent::Purpose::Personalisation, false)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(learnt(&h).await, 0, "withdrawn through the API");
+}
+
+#[tokio::test]
+async fn withdrawing_personalisation_forgets_tastes_in_memory() {
+    withdrawing_personalisation_forgets_tastes(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn withdrawing_personalisation_forgets_tastes_on_sqlite() {
+    withdrawing_personalisation_forgets_tastes(Backend::Sqlite).await;
 }

@@ -408,14 +408,14 @@ async fn sdk_429_three_times_is_retryable() {
 }
 
 /// A 5xx after Publish is ambiguous (SNS may have accepted the message): it is reported
-/// as retryable to the engine, which releases the cap, but never re-published here, so
-/// one delivery can never reach the device twice.
+/// as unconfirmed to the engine, which keeps the cap spent and never sends it again, and
+/// it is never re-published here, so one delivery can never reach the device twice.
 #[tokio::test]
-async fn sdk_5xx_on_publish_is_not_republished() {
+async fn sdk_5xx_on_publish_is_unconfirmed_and_not_republished() {
     for (status, body) in [(503, String::new()), (500, sns_error("InternalError"))] {
         let (result, requests) = scripted_send(vec![(status, body), (200, published("m-1"))]).await;
         assert!(
-            matches!(result, Err(NotifyError::Retryable(_))),
+            matches!(result, Err(NotifyError::Unconfirmed(_))),
             "{result:?}"
         );
         assert_eq!(requests, 1, "HTTP {status}");
@@ -445,6 +445,36 @@ async fn sdk_endpoint_disabled_and_invalid_parameter_are_final() {
     assert_eq!(requests, 1);
 }
 
+/// The clients the functions use ([`SnsNotifier::from_sdk_config`]) have the SDK's own
+/// retries off: an ambiguous 5xx on Publish is one request, never a second push.
+#[tokio::test]
+async fn the_production_client_never_retries_an_ambiguous_publish() {
+    let (url, count) = scripted_server(vec![(503, String::new()), (200, published("m-1"))]).await;
+    let conf = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_sns::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sns::config::SharedCredentialsProvider::new(
+            aws_sdk_sns::config::Credentials::new("test", "test", None, None, "test"),
+        ))
+        .endpoint_url(&url)
+        .build();
+    let notifier = SnsNotifier::from_sdk_config(&conf, None, None).with_retry(fast());
+    let result = notifier
+        .send(&with_endpoint(push(Platform::Fcm, "t")))
+        .await;
+    assert!(
+        matches!(result, Err(NotifyError::Unconfirmed(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "one request, never retried"
+    );
+}
+
+/// A refused connection never reached SNS: retried, and in the end retryable (the engine
+/// releases the cap), never unconfirmed.
 #[tokio::test]
 async fn sdk_connection_refused_is_retryable() {
     // A port nobody listens on: a dispatch failure on every attempt.

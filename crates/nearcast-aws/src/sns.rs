@@ -165,12 +165,14 @@ impl RetryPolicy {
     }
 }
 
-/// Whether a retryable failure means SNS refused the request (throttling, HTTP 429), so
-/// sending it again cannot deliver the message twice.
+/// Whether a retryable failure means SNS refused the request (throttling, HTTP 429) or
+/// never got it (the connection was refused), so sending it again cannot deliver the
+/// message twice.
 pub fn is_refusal(e: &NotifyError) -> bool {
     match e {
         NotifyError::Retryable(what) => {
             what.contains("Throttl")
+                || what.contains("connection refused")
                 || what.contains("TooManyRequests")
                 || what.contains("RequestLimitExceeded")
                 || what.contains("HTTP 429")
@@ -221,6 +223,20 @@ pub fn classify(op: &str, code: Option<&str>, status: Option<u16>) -> NotifyErro
     }
 }
 
+/// Whether the connection was refused: then no byte of the request reached SNS.
+fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// Maps an SDK error: transport problems are transient, service errors by [`classify`].
 fn from_sdk<E>(op: &str, e: &SdkError<E>) -> NotifyError
 where
@@ -233,6 +249,9 @@ where
             NotifyError::Permanent(format!("SNS {op}: request could not be built"))
         }
         SdkError::TimeoutError(_) => NotifyError::Retryable(format!("SNS {op}: timed out")),
+        SdkError::DispatchFailure(_) if connection_refused(e) => {
+            NotifyError::Retryable(format!("SNS {op}: connection refused"))
+        }
         SdkError::DispatchFailure(_) => NotifyError::Retryable(format!(
             "SNS {op}: dispatch failure: {}",
             DisplayErrorContext(e)

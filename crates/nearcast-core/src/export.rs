@@ -554,6 +554,24 @@ mod tests {
     }
 
     #[test]
+    fn saturdays_and_sundays_export_as_weekend_and_no_other_day() {
+        for (day, weekend) in [
+            ("Mon", false),
+            ("Tue", false),
+            ("Wed", false),
+            ("Thu", false),
+            ("Fri", false),
+            ("Sat", true),
+            ("Sun", true),
+        ] {
+            let mut d = decision("ann", "e1", 0, "latte", Verdict::Sent);
+            d.context.as_mut().unwrap().weekday = day.into();
+            let r = join(&[d], &[], &opts());
+            assert_eq!((r[0].weekday.as_str(), r[0].weekend), (day, weekend));
+        }
+    }
+
+    #[test]
     fn records_carry_context_and_a_keyed_pseudonym_never_the_user_id() {
         let ds = [
             decision("ann", "e1", 0, "latte", Verdict::Sent),

@@ -137,6 +137,14 @@ impl SqliteStore {
         f(&mut c).map_err(err)
     }
 
+    /// SQLite's `synchronous` setting in force: 1 (NORMAL) or 2 (FULL).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn synchronous(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)))
+    }
+
     /// Forgets idempotency keys older than `before` (the idempotency window).
     ///
     /// # Errors
@@ -586,5 +594,19 @@ impl StateStore for SqliteStore {
     fn max_commit_events(&self) -> usize {
         // One SQLite transaction takes any number of events.
         usize::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_full_is_full_and_normal_is_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = SqliteStore::open(&dir.path().join("f.db"), Sync::Full).unwrap();
+        assert_eq!(full.synchronous().unwrap(), 2);
+        let normal = SqliteStore::open(&dir.path().join("n.db"), Sync::Normal).unwrap();
+        assert_eq!(normal.synchronous().unwrap(), 1);
     }
 }
