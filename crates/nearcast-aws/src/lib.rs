@@ -16,7 +16,7 @@
 //! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `ttl` (90 days): a delivery not yet claimed by a sender (the outbox relay's work list) |
 //! | `STORE#<id>` / `OFFER#<id>` | `META` | `body` (JSON) |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
-//! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change |
+//! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change; `model` (N): bumped by every model publish, rollback and reload |
 //!
 //! The idempotency key is kept as `USER#<user> / EVENT#<event>` rather than a partition of
 //! its own (`EVENT#<user>#<event> / SEEN`) so that erasure finds it with the rest of the
@@ -48,6 +48,9 @@
 //! - Configuration changes (`put_*`, `delete_*`): 1 TransactWriteItems, the item and the
 //!   catalog version bump together, so other instances see the change
 //!   ([`refresh::RefreshingStore`]).
+//! - Model announcements (`nearcast model publish | rollback`, `POST /v1/admin/model/reload`
+//!   on the functions): 1 UpdateItem (`ADD model 1` on `CONFIG / VERSION`). The instances
+//!   read the number with the catalog version, in the same GetItem.
 //! - Configuration, `deliveries()`, `decisions()` and `outcomes()`: a Scan (small or
 //!   export-only data).
 
@@ -84,6 +87,15 @@ pub const SEEN_TTL_SECS: i64 = 7 * 24 * 3600;
 pub const LOG_TTL_SECS: i64 = nearcast_core::ports::LOG_RETENTION_DAYS * 24 * 3600;
 
 type Item = HashMap<String, AttributeValue>;
+
+/// What `CONFIG / VERSION` holds: [`DynamoStateStore::versions`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Versions {
+    /// Bumped by every catalog change (stores, offers, policy).
+    pub catalog: u64,
+    /// Bumped by every model announcement (publish, rollback, reload).
+    pub model: u64,
+}
 
 /// The DynamoDB single-table state store.
 pub struct DynamoStateStore {
@@ -793,6 +805,16 @@ impl DynamoStateStore {
     /// # Errors
     /// When DynamoDB fails.
     pub async fn catalog_version(&self) -> Result<u64, StoreError> {
+        Ok(self.versions().await?.catalog)
+    }
+
+    /// The catalog version and the model announcement number, both on `CONFIG / VERSION`:
+    /// one eventually consistent GetItem (half a read unit) tells an instance whether
+    /// either moved.
+    ///
+    /// # Errors
+    /// When DynamoDB fails.
+    pub async fn versions(&self) -> Result<Versions, StoreError> {
         let out = self
             .client
             .get_item()
@@ -801,9 +823,35 @@ impl DynamoStateStore {
             .send()
             .await
             .map_err(|e| sdk_err("GetItem", e))?;
+        let n = |name| out.item().and_then(|i| get_n(i, name)).unwrap_or(0).max(0) as u64;
+        Ok(Versions {
+            catalog: n("version"),
+            model: n("model"),
+        })
+    }
+
+    /// Announces a model change (publish, rollback, reload) to every instance: `ADD model 1`
+    /// on `CONFIG / VERSION`, one UpdateItem. Call it after the artifacts are in S3, so an
+    /// instance that sees the new number loads them. Returns the new number.
+    ///
+    /// # Errors
+    /// When DynamoDB fails.
+    pub async fn bump_model_version(&self) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key("CONFIG", "VERSION")))
+            .update_expression("ADD #m :one")
+            .expression_attribute_names("#m", "model")
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| sdk_err("UpdateItem", e))?;
         Ok(out
-            .item()
-            .and_then(|i| get_n(i, "version"))
+            .attributes()
+            .and_then(|a| get_n(a, "model"))
             .unwrap_or(0)
             .max(0) as u64)
     }

@@ -143,12 +143,16 @@ enum ModelCommand {
         /// A folder (current model at <dir>/ranker.json) or s3://bucket/key.
         #[arg(long)]
         to: String,
+        #[command(flatten)]
+        table: AnnounceTable,
     },
     /// Makes the previously current version current again.
     Rollback {
         /// The folder or s3://bucket/key published to.
         #[arg(long)]
         to: String,
+        #[command(flatten)]
+        table: AnnounceTable,
     },
     /// Shows the current version and the history.
     Status {
@@ -156,6 +160,42 @@ enum ModelCommand {
         #[arg(long)]
         to: String,
     },
+    /// Tells the functions on a table to load their models from S3 again (after the
+    /// objects were changed some other way, or when a publish could not announce itself).
+    Announce {
+        /// The functions' DynamoDB table.
+        #[arg(long, env = "NEARCAST_TABLE")]
+        table: String,
+    },
+}
+
+/// The table whose functions are told about an S3 publish or rollback.
+#[derive(clap::Args)]
+struct AnnounceTable {
+    /// With an s3:// destination (required there; not used with a folder): the functions'
+    /// DynamoDB table. The change is announced on it, and every warm function loads the
+    /// models within NEARCAST_CATALOG_REFRESH_SECS.
+    #[arg(long, env = "NEARCAST_TABLE")]
+    table: Option<String>,
+}
+
+impl AnnounceTable {
+    /// The store to announce on: required for S3, not used for a folder.
+    async fn store(&self, to: &str) -> Result<Option<DynamoStateStore>, HostError> {
+        let invalid = |reason: &str| HostError::Invalid {
+            path: "--table".into(),
+            reason: reason.into(),
+        };
+        match (to.starts_with("s3://"), &self.table) {
+            (true, Some(t)) => Ok(Some(DynamoStateStore::from_env(t.clone()).await)),
+            (true, None) => Err(invalid(
+                "required with an s3:// destination (or NEARCAST_TABLE): the functions on that \
+                 table load the new model when it is announced there",
+            )),
+            // A folder serves `nearcast serve`, which reloads on POST /v1/admin/model/reload.
+            (false, _) => Ok(None),
+        }
+    }
 }
 
 async fn model_blobs(to: &str) -> Result<Box<dyn nearcast_core::model_store::Blobs>, HostError> {
@@ -172,28 +212,76 @@ async fn model_blobs(to: &str) -> Result<Box<dyn nearcast_core::model_store::Blo
 }
 
 async fn model(action: ModelCommand) -> Result<(), HostError> {
+    use nearcast_aws::model_store::announced;
     use nearcast_core::model_store::{publish, rollback, status};
     let now = chrono::Utc::now();
     let failed = |to: &str, e: nearcast_core::model_store::ModelStoreError| HostError::Invalid {
         path: to.to_string(),
         reason: e.to_string(),
     };
+    let told = |table: &DynamoStateStore, n: u64| {
+        println!(
+            "announced on table {} (model change {n}): warm functions load it within their refresh interval",
+            table.table()
+        );
+    };
+    let not_announced = |to: &str, e: nearcast_aws::model_store::AnnounceError| {
+        use nearcast_aws::model_store::AnnounceError;
+        match e {
+            AnnounceError::Store(e) => failed(to, e),
+            e => HostError::Invalid {
+                path: to.to_string(),
+                reason: e.to_string(),
+            },
+        }
+    };
     match action {
-        ModelCommand::Publish { artifact, to } => {
+        ModelCommand::Publish {
+            artifact,
+            to,
+            table,
+        } => {
             let bytes = std::fs::read(&artifact).map_err(|source| HostError::Io {
                 path: artifact.display().to_string(),
                 source,
             })?;
+            let table = table.store(&to).await?;
             let blobs = model_blobs(&to).await?;
-            let v = publish(&*blobs, &bytes, now)
-                .await
-                .map_err(|e| failed(&artifact.display().to_string(), e))?;
+            let name = artifact.display().to_string();
+            let (v, n) = match &table {
+                None => (
+                    publish(&*blobs, &bytes, now)
+                        .await
+                        .map_err(|e| failed(&name, e))?,
+                    None,
+                ),
+                Some(t) => announced(t, publish(&*blobs, &bytes, now))
+                    .await
+                    .map(|(v, n)| (v, Some(n)))
+                    .map_err(|e| not_announced(&name, e))?,
+            };
             println!("published {v} to {}", blobs.location());
+            if let (Some(t), Some(n)) = (&table, n) {
+                told(t, n);
+            }
         }
-        ModelCommand::Rollback { to } => {
+        ModelCommand::Rollback { to, table } => {
+            let table = table.store(&to).await?;
             let blobs = model_blobs(&to).await?;
-            let v = rollback(&*blobs, now).await.map_err(|e| failed(&to, e))?;
+            let (v, n) = match &table {
+                None => (
+                    rollback(&*blobs, now).await.map_err(|e| failed(&to, e))?,
+                    None,
+                ),
+                Some(t) => announced(t, rollback(&*blobs, now))
+                    .await
+                    .map(|(v, n)| (v, Some(n)))
+                    .map_err(|e| not_announced(&to, e))?,
+            };
             println!("rolled back to {v} at {}", blobs.location());
+            if let (Some(t), Some(n)) = (&table, n) {
+                told(t, n);
+            }
         }
         ModelCommand::Status { to } => {
             let blobs = model_blobs(&to).await?;
@@ -202,6 +290,11 @@ async fn model(action: ModelCommand) -> Result<(), HostError> {
                 "{}",
                 serde_json::to_string_pretty(&s).expect("status serialises")
             );
+        }
+        ModelCommand::Announce { table } => {
+            let t = DynamoStateStore::from_env(table).await;
+            let n = t.bump_model_version().await?;
+            told(&t, n);
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `nearcast model publish | rollback | status` to a folder and to S3 (on moto, through the
-//! real AWS SDK), and `nearcast serve --challenger`.
+//! real AWS SDK; to S3 each change is announced on the functions' table), `nearcast model
+//! announce`, and `nearcast serve --challenger`.
 
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 fn nearcast(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nearcast"))
         .args(args)
+        .env_remove("NEARCAST_TABLE")
         .output()
         .expect("runs")
 }
@@ -37,12 +39,14 @@ fn artifact(dir: &Path, v: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// Publish, refuse bad artifacts, roll back: the same story on any model store. `current`
-/// reads the current artifact's version.
-fn story(to: &str, current: &dyn Fn() -> Option<String>) {
+/// Publish, refuse bad artifacts, roll back: the same story on any model store. `extra`
+/// goes with every publish and rollback; `current` reads the current artifact's version.
+fn story(to: &str, extra: &[&str], current: &dyn Fn() -> Option<String>) {
     let work = tempfile::tempdir().unwrap();
     let v1 = artifact(work.path(), "2026-11-01.1");
     let v2 = artifact(work.path(), "2026-11-20.1");
+    let ok = |args: &[&str]| ok(&[args, extra].concat());
+    let refused = |args: &[&str]| refused(&[args, extra].concat());
     assert!(ok(&["model", "publish", &v1, "--to", to]).contains("published 2026-11-01.1"));
     assert_eq!(current().as_deref(), Some("2026-11-01.1"));
 
@@ -66,7 +70,7 @@ fn story(to: &str, current: &dyn Fn() -> Option<String>) {
     ok(&["model", "publish", &v2, "--to", to]);
     assert_eq!(current().as_deref(), Some("2026-11-20.1"));
     let status: serde_json::Value =
-        serde_json::from_str(&ok(&["model", "status", "--to", to])).unwrap();
+        serde_json::from_str(&crate::ok(&["model", "status", "--to", to])).unwrap();
     assert_eq!(status["current"], "2026-11-20.1");
     assert_eq!(
         status["history"]["stack"],
@@ -80,6 +84,11 @@ fn story(to: &str, current: &dyn Fn() -> Option<String>) {
     assert_eq!(current().as_deref(), Some("2026-11-01.1"));
 }
 
+/// Runs `f` to completion from synchronous code inside a multi-threaded test runtime.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
 fn version_of(bytes: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
     v["version"].as_str().unwrap().to_string()
@@ -90,7 +99,7 @@ fn publish_and_rollback_in_a_folder() {
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("models");
     let current = to.join("ranker.json");
-    story(to.to_str().unwrap(), &|| {
+    story(to.to_str().unwrap(), &[], &|| {
         std::fs::read(&current).ok().map(|b| version_of(&b))
     });
     // Every version is kept.
@@ -107,27 +116,56 @@ async fn publish_and_rollback_in_s3() {
         );
         return;
     }
+    use nearcast_aws::DynamoStateStore;
     use nearcast_aws::model_store::S3Blobs;
     let bucket = format!("publish-{}", std::process::id());
     let client = S3Blobs::client().await;
     S3Blobs::create_bucket(&client, &bucket).await.unwrap();
     let blobs = S3Blobs::new(client, &bucket, "prod/ranker.json");
+    let table = format!("publish-{}", std::process::id());
+    let dynamo = DynamoStateStore::client(None).await;
+    DynamoStateStore::ensure_table(&dynamo, &table)
+        .await
+        .unwrap();
+    let store = DynamoStateStore::new(dynamo, &table);
     let to = format!("s3://{bucket}/prod/ranker.json");
-    let rt = tokio::runtime::Handle::current();
     let current = || {
-        let b = &blobs;
-        tokio::task::block_in_place(|| rt.block_on(b.get_object("prod/ranker.json")))
+        block(blobs.get_object("prod/ranker.json"))
             .unwrap()
             .map(|b| version_of(&b))
     };
-    tokio::task::block_in_place(|| story(&to, &current));
-    let kept = tokio::task::block_in_place(|| {
-        rt.block_on(blobs.get_object("prod/ranker.json.versions/2026-11-20.1.json"))
-    })
-    .unwrap();
+    let announcements = || block(store.versions()).unwrap().model;
+
+    // To S3, the functions' table is required, so that running functions learn of the
+    // change; a table that cannot be read stops the publish before anything is written.
+    let work = tempfile::tempdir().unwrap();
+    let v0 = artifact(work.path(), "2026-10-01.1");
+    let e = refused(&["model", "publish", &v0, "--to", &to]);
+    assert!(e.contains("--table") && e.contains("required"), "{e}");
+    let e = refused(&[
+        "model",
+        "publish",
+        &v0,
+        "--to",
+        &to,
+        "--table",
+        "no-such-table",
+    ]);
+    assert!(e.contains("nothing published"), "{e}");
+    assert_eq!(current(), None);
+
+    // The story: 2 publishes and 1 rollback succeed, each announced once; the refused
+    // ones announce nothing.
+    tokio::task::block_in_place(|| story(&to, &["--table", &table], &current));
+    assert_eq!(announcements(), 3);
+    let kept = block(blobs.get_object("prod/ranker.json.versions/2026-11-20.1.json")).unwrap();
     assert!(kept.is_some());
     let e = refused(&["model", "status", "--to", "s3://no-key"]);
     assert!(e.contains("expected s3://bucket/key"), "{e}");
+
+    // `announce` alone, after the objects were changed some other way.
+    assert!(ok(&["model", "announce", "--table", &table]).contains("model change 4"));
+    assert_eq!(announcements(), 4);
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! here.
 //!
 //! A configuration change is written to DynamoDB and rebuilds this instance's catalog at
-//! once; other warm instances of the functions keep their catalog until their next cold
-//! start.
+//! once; `POST /v1/admin/model/reload` loads the models from S3 and puts them in service at
+//! once. Both are announced on the table, and the other warm instances of the functions
+//! follow within `NEARCAST_CATALOG_REFRESH_SECS` (`nearcast_aws::refresh`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

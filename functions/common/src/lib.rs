@@ -20,17 +20,20 @@
 //!   (`https://api.open-meteo.com/v1/forecast`); unset, the weather is unknown and offers
 //!   with weather rules do not run. See [`weather_source`].
 //! - `NEARCAST_CATALOG_REFRESH_SECS` (optional, default 10): how often an instance checks
-//!   the catalog version for admin changes made through other instances
-//!   ([`RefreshingStore`]); 0 checks on every event.
+//!   the catalog version and the model number for changes made through other instances
+//!   or the CLI ([`RefreshingStore`]); 0 checks on every event.
 //! - `NEARCAST_MODEL_BUCKET` + `NEARCAST_MODEL_KEY` (optional, together, instead of
 //!   `NEARCAST_MODEL_PATH`): the champion is loaded from that S3 object at init (where
-//!   `nearcast model publish --to s3://bucket/key` puts it), and again on
-//!   `POST /v1/admin/model/reload`.
+//!   `nearcast model publish --to s3://bucket/key` puts it), and again, with the
+//!   challenger, whenever a change is announced on the table (`nearcast model publish |
+//!   rollback --table`, or `POST /v1/admin/model/reload` on any instance, which announces
+//!   it).
 //! - `NEARCAST_CHALLENGER_KEY` (optional): a challenger artifact, an S3 key in the model
 //!   bucket, or a file path without one; `NEARCAST_CHALLENGER_SHARE` (0 to 1, default 0.1):
 //!   the share of users it scores. See [`ModelConfig`].
 
 use nearcast_aws::DynamoStateStore;
+use nearcast_aws::model_store::ModelRollout;
 use nearcast_aws::refresh::RefreshingStore;
 use nearcast_aws::sns::SnsNotifier;
 use nearcast_core::decision::Push;
@@ -153,40 +156,49 @@ impl ModelConfig {
     }
 }
 
-/// Puts the configured models in service on `engine`: the champion from S3 (also as the
-/// reload source), and the challenger.
+/// Puts the configured models in service on `engine`: the champion and the challenger
+/// from S3 (the champion also as the reload source of this instance), or the challenger
+/// from a file. Returns the S3 rollout, for [`RefreshingStore::serve_models`].
 ///
 /// # Errors
 /// [`InitError::ModelLoad`] naming the object and the cause; the cold start then fails
 /// rather than serve with an unintended model.
-pub async fn apply_models(engine: &Engine, models: &ModelConfig) -> Result<(), InitError> {
-    use nearcast_aws::model_store::{S3Blobs, S3ModelSource, load_ranker};
-    let blobs = match &models.s3 {
-        None => None,
+pub async fn apply_models(
+    engine: &Engine,
+    models: &ModelConfig,
+) -> Result<Option<Arc<ModelRollout>>, InitError> {
+    use nearcast_aws::model_store::{S3Blobs, S3ModelSource};
+    match &models.s3 {
         Some((bucket, key)) => {
             let blobs = S3Blobs::new(S3Blobs::client().await, bucket, key);
-            let champion = load_ranker(&blobs, key)
+            let rollout = Arc::new(ModelRollout::new(
+                blobs.clone(),
+                models
+                    .challenger
+                    .clone()
+                    .map(|c| (c, models.challenger_share)),
+            ));
+            let loaded = rollout
+                .load()
                 .await
-                .map_err(InitError::ModelLoad)?;
-            engine.set_ranker(champion);
+                .map_err(|e| InitError::ModelLoad(e.to_string()))?;
+            rollout.put_in_service(engine, loaded)?;
             engine.set_model_source(Arc::new(S3ModelSource {
-                blobs: blobs.clone(),
+                blobs,
                 key: key.clone(),
             }));
-            Some(blobs)
+            Ok(Some(rollout))
         }
-    };
-    if let Some(c) = &models.challenger {
-        let ranker = match &blobs {
-            Some(b) => load_ranker(b, c).await.map_err(InitError::ModelLoad)?,
-            None => nearcast::load_model(Some(Path::new(c)))?,
-        };
-        engine.set_challenger(Some(nearcast_core::engine::Challenger {
-            ranker,
-            share: models.challenger_share,
-        }))?;
+        None => {
+            if let Some(c) = &models.challenger {
+                engine.set_challenger(Some(nearcast_core::engine::Challenger {
+                    ranker: nearcast::load_model(Some(Path::new(c)))?,
+                    share: models.challenger_share,
+                }))?;
+            }
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 /// The functions' configuration.
@@ -381,7 +393,10 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     )
     .await?;
     refreshing.attach(&engine);
-    apply_models(&engine, &config.models).await?;
+    // Models from S3 follow every announced publish, rollback and reload.
+    if let Some(rollout) = apply_models(&engine, &config.models).await? {
+        refreshing.serve_models(&engine, rollout);
+    }
     let catalog = engine.catalog();
     tracing::info!(
         function,

@@ -58,7 +58,8 @@ struct ProxyState {
 }
 
 /// A loopback TCP proxy to moto. Requests are recognised by their operation: DynamoDB's
-/// `x-amz-target: DynamoDB_20120810.<Op>` header, SNS's `Action=<Op>` form field.
+/// `x-amz-target: DynamoDB_20120810.<Op>` header, SNS's `Action=<Op>` form field, the S3
+/// SDK's `x-id=<Op>` query parameter (GetObject, PutObject).
 pub struct Proxy {
     /// The proxy's endpoint, to give the SDK.
     pub url: String,
@@ -142,9 +143,10 @@ fn cut(s: &ProxyState) {
 /// Operation names found in `buf` from `from` on; returns them and where scanning may
 /// resume (a marker whose name is not complete yet is scanned again with more data).
 fn operations(buf: &[u8], from: usize) -> (Vec<String>, usize) {
-    const MARKERS: [(&[u8], &[u8]); 2] = [
+    const MARKERS: [(&[u8], &[u8]); 3] = [
         (b"x-amz-target: dynamodb_20120810.", b"\r"),
         (b"action=", b"&"),
+        (b"x-id=", b" &"),
     ];
     let lower = buf.to_ascii_lowercase();
     let mut found = Vec::new();
