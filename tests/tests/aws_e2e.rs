@@ -642,12 +642,71 @@ async fn requests_per_path() {
     assert_eq!(counts(&a.ddb), m(&[("Query", 8)]));
     a.ddb.reset_counts();
 
-    // Erasure: load, Query, BatchWriteItem; DeleteEndpoint at SNS.
+    // Erasure: load, marker, Query, BatchWriteItem, marker gone; DeleteEndpoint at SNS.
     let (s, _, _) = call(&a.engine, "DELETE", "/v1/users/rc", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         counts(&a.ddb),
-        m(&[("BatchWriteItem", 1), ("GetItem", 1), ("Query", 1)])
+        m(&[
+            ("BatchWriteItem", 1),
+            ("DeleteItem", 1),
+            ("GetItem", 1),
+            ("PutItem", 1),
+            ("Query", 1)
+        ])
     );
     assert_eq!(counts(&a.sns), m(&[("DeleteEndpoint", 1)]));
+}
+
+/// An erasure on DynamoDB is a Query and batched deletes, not one transaction. Cut after
+/// the first batch of deletes: the caller gets a 503, the marker stays, and the relay's
+/// schedule completes it with nothing left, marker included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_erasure_cut_halfway_is_completed_by_the_relay() {
+    aws!(a, an_erasure_cut_halfway_is_completed_by_the_relay, 1, 5);
+    let user = "half";
+    onboard(&a, user).await;
+    // More items than one batch of 25 deletes.
+    let events: Vec<Value> = (0..30)
+        .map(|i| {
+            json!({"event_id": format!("h{i}"), "type": "location", "at": noon().to_rfc3339(),
+            "lat": 60.25, "lon": 25.10 + 0.001 * f64::from(i), "accuracy_m": 8})
+        })
+        .collect();
+    let (s, _, v) = post(&a, json!({"user_id": user, "events": events})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(partition(&a, user).await.len() > 25);
+    // load, marker, Query, first BatchWriteItem; then the connection is cut.
+    a.ddb.fail_after(4);
+    let (s, h, v) = call(&a.engine, "DELETE", &format!("/v1/users/{user}"), None).await;
+    a.ddb.restore();
+    assert_retryable(s, &h, &v);
+    let left = partition(&a, user).await;
+    assert!(!left.is_empty(), "stopped halfway");
+    assert!(
+        left.keys().any(|k| k.ends_with("/ PROFILE")),
+        "the profile goes last"
+    );
+    assert!(table(&a).await.contains_key(&format!("ERASURE / {user}")));
+    assert_eq!(
+        a.engine
+            .resume_erasures(chrono::Duration::zero())
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(partition(&a, user).await.is_empty());
+    let after = table(&a).await;
+    assert!(
+        !after.keys().any(|k| k.contains(user)),
+        "{:?}",
+        after.keys()
+    );
+    assert_eq!(
+        a.engine
+            .resume_erasures(chrono::Duration::zero())
+            .await
+            .unwrap(),
+        0
+    );
 }

@@ -42,9 +42,11 @@
 //!   marker's Delete); `finish_delivery`: 1 UpdateItem.
 //! - `pending_deliveries`: 8 Queries on the marker partitions, then 1 GetItem per marker
 //!   old enough (the relay runs them once a minute; markers live from commit to claim).
-//! - `erase_user`: 1 Query per page of the user's partition, then BatchWriteItem deletes in
-//!   groups of 25. Unlike SQLite this is not one transaction; it is idempotent, so a failed
-//!   erasure is retried as a whole.
+//! - `erase_user`: 1 PutItem (the `ERASURE / <user>` marker), 1 Query per page of the
+//!   user's partition, BatchWriteItem deletes in groups of 25 (the profile last), 1
+//!   DeleteItem (the marker). Unlike SQLite this is not one transaction: an erasure that
+//!   stopped halfway keeps its marker, and `unfinished_erasures` (1 Query) finds it for the
+//!   relay's schedule to complete.
 //! - Configuration changes (`put_*`, `delete_*`): 1 TransactWriteItems, the item and the
 //!   catalog version bump together, so other instances see the change
 //!   ([`refresh::RefreshingStore`]).
@@ -162,6 +164,9 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 fn status_of(s: &str) -> Result<DeliveryStatus, StoreError> {
     DeliveryStatus::parse(s).ok_or_else(|| StoreError(format!("unknown delivery status {s:?}")))
 }
+
+/// The partition of the markers of erasures under way (sort key: the user id).
+const ERASURE_PK: &str = "ERASURE";
 
 /// Pending-marker partitions.
 const PENDING_SHARDS: u32 = 8;
@@ -663,7 +668,25 @@ impl DynamoStateStore {
 
     async fn erase(&self, user: &Id) -> Result<Erasure, StoreError> {
         let pk = user_pk(user);
+        // An erasure is a Query and batched deletes, not one transaction: a marker says it
+        // is under way until the last delete, so one that stopped halfway is found and
+        // completed ([`StateStore::unfinished_erasures`]). The profile goes last, so as long
+        // as anything is left the profile (and its push endpoint) is too.
+        let mut marker = key(ERASURE_PK, user.as_str());
+        marker.insert("at".into(), n(chrono::Utc::now().timestamp_micros()));
+        marker.insert(
+            "ttl".into(),
+            n(chrono::Utc::now().timestamp() + LOG_TTL_SECS),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .send()
+            .await
+            .map_err(|e| sdk_err("PutItem", e))?;
         let mut keys: Vec<Item> = Vec::new();
+        let mut profile: Option<Item> = None;
         let mut records = 0u64;
         let mut endpoint = None;
         for item in self.partition(&pk, None).await? {
@@ -678,8 +701,13 @@ impl DynamoStateStore {
             } else if let Some(id) = sk.strip_prefix("DELIVERY#") {
                 keys.push(key(pending_pk(id), id));
             }
-            keys.push(key(&pk, sk));
+            if sk == "PROFILE" {
+                profile = Some(key(&pk, sk));
+            } else {
+                keys.push(key(&pk, sk));
+            }
         }
+        keys.extend(profile);
         for chunk in keys.chunks(25) {
             let mut requests = chunk
                 .iter()
@@ -717,6 +745,13 @@ impl DynamoStateStore {
                 }
             }
         }
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(ERASURE_PK, user.as_str())))
+            .send()
+            .await
+            .map_err(|e| sdk_err("DeleteItem", e))?;
         Ok(Erasure { records, endpoint })
     }
 
@@ -966,6 +1001,24 @@ impl StateStore for DynamoStateStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
         Box::pin(self.pending(before, limit))
+    }
+
+    fn unfinished_erasures(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<Vec<Id>, StoreError>> {
+        Box::pin(async move {
+            let mut users = Vec::new();
+            for item in self.partition(ERASURE_PK, None).await? {
+                let (Some(user), Some(at)) = (get_s(&item, "sk"), get_n(&item, "at")) else {
+                    continue;
+                };
+                if at <= before.timestamp_micros() {
+                    users.push(Id::parse(user).map_err(|e| StoreError(format!("{user}: {e}")))?);
+                }
+            }
+            Ok(users)
+        })
     }
 
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {

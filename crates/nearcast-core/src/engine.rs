@@ -487,6 +487,24 @@ impl Engine {
         .await
     }
 
+    /// Completes erasures that stopped halfway at least `grace` ago (a store whose erasure
+    /// is not one transaction, such as DynamoDB, keeps a marker until it is done). Answers
+    /// how many it completed. Runs with the outbox relay.
+    ///
+    /// # Errors
+    /// A store or push platform failure (the rest waits for the next run).
+    pub async fn resume_erasures(&self, grace: chrono::Duration) -> Result<usize, EngineError> {
+        let users = self
+            .store
+            .unfinished_erasures(self.clock.now() - grace)
+            .await?;
+        for user in &users {
+            tracing::info!("completing an erasure that stopped halfway");
+            self.erase(user).await?;
+        }
+        Ok(users.len())
+    }
+
     /// The outbox relay: sends every push that was committed at least `grace` ago and was
     /// never claimed by a sender (the process died after its commit, or the commit's answer
     /// was lost and the retry answered "duplicate"). Each is sent to the user's current

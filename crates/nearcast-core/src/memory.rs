@@ -143,6 +143,14 @@ impl StateStore for InMemoryStateStore {
         })))
     }
 
+    fn unfinished_erasures(
+        &self,
+        _before: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<Vec<Id>, StoreError>> {
+        // Erasure is one transaction here: it never stops halfway.
+        ready(Ok(Vec::new()))
+    }
+
     fn pending_deliveries(
         &self,
         before: chrono::DateTime<chrono::Utc>,

@@ -226,6 +226,13 @@ pub trait StateStore: Send + Sync {
         delivery_id: &'a str,
         to: DeliveryStatus,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Users whose erasure started at or before `before` and did not finish (a store whose
+    /// erasure is not one transaction keeps a marker until it is done); empty for a store
+    /// that erases atomically.
+    fn unfinished_erasures(
+        &self,
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<Id>, StoreError>>;
     /// Deliveries still `pending` that were decided at or before `before`, oldest first, at
     /// most `limit` (the outbox relay). The pushes carry no token: the relay takes the
     /// user's current push target.
@@ -345,6 +352,13 @@ pub trait StoreLayer: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.wrapped().finish_delivery(user, delivery_id, to)
     }
+    /// See [`StateStore::unfinished_erasures`].
+    fn unfinished_erasures(
+        &self,
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<Id>, StoreError>> {
+        self.wrapped().unfinished_erasures(before)
+    }
     /// See [`StateStore::pending_deliveries`].
     fn pending_deliveries(
         &self,
@@ -446,6 +460,12 @@ impl<L: StoreLayer> StateStore for L {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
         StoreLayer::pending_deliveries(self, before, limit)
+    }
+    fn unfinished_erasures(
+        &self,
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<Id>, StoreError>> {
+        StoreLayer::unfinished_erasures(self, before)
     }
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
         StoreLayer::erase_user(self, user)

@@ -141,6 +141,9 @@ pub fn spawn_relay(engine: Arc<nearcast_core::engine::Engine>) -> tokio::task::J
         tick.tick().await;
         loop {
             tick.tick().await;
+            if let Err(e) = engine.resume_erasures(RELAY_GRACE).await {
+                tracing::warn!(error = %e, "resuming erasures failed; retried on the next tick");
+            }
             match engine.relay_pending(RELAY_GRACE, 1000).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(relayed = n, "outbox relay sent unclaimed pushes"),

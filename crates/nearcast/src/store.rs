@@ -431,6 +431,14 @@ impl StateStore for SqliteStore {
         }))
     }
 
+    fn unfinished_erasures(
+        &self,
+        _before: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<Vec<Id>, StoreError>> {
+        // Erasure is one transaction here: it never stops halfway.
+        ready(Ok(Vec::new()))
+    }
+
     fn pending_deliveries(
         &self,
         before: chrono::DateTime<chrono::Utc>,

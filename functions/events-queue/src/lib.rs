@@ -147,11 +147,18 @@ pub const RELAY_GRACE_SECS: i64 = 60;
 /// The outbox relay on AWS: sends the pushes committed at least [`RELAY_GRACE_SECS`] ago
 /// that no sender ever claimed (an events-api or events-queue instance that died or timed
 /// out between its commit and its send, or whose commit answer was lost). Answers how many
-/// it sent.
+/// it sent. First it completes erasures that stopped halfway
+/// ([`Engine::resume_erasures`]).
 ///
 /// # Errors
 /// A store failure (the rest waits for the next schedule).
 pub async fn relay(engine: &Engine) -> Result<usize, EngineError> {
+    let erased = engine
+        .resume_erasures(chrono::Duration::seconds(RELAY_GRACE_SECS))
+        .await?;
+    if erased > 0 {
+        tracing::info!(erased, "completed erasures that had stopped halfway");
+    }
     let sent = engine
         .relay_pending(chrono::Duration::seconds(RELAY_GRACE_SECS), 500)
         .await?;
