@@ -32,11 +32,13 @@ impl S3Blobs {
     /// A client from the standard AWS configuration (`AWS_ENDPOINT_URL` honoured). Path-style
     /// addressing, so local endpoints work without DNS tricks.
     pub async fn client() -> Client {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        Self::client_from(&crate::sdk_config(None).await)
+    }
+
+    /// A client from `config`, path-style addressing.
+    pub fn client_from(config: &crate::SdkConfig) -> Client {
         Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&conf)
+            aws_sdk_s3::config::Builder::from(config)
                 .force_path_style(true)
                 .build(),
         )
