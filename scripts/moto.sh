@@ -3,6 +3,10 @@
 # store is tested through the real AWS SDK without an AWS account or any network but PyPI.
 #
 #   bash scripts/moto.sh cargo test --workspace --release
+#   bash scripts/moto.sh --python    # only install (if needed); print the venv's python
+#
+# (A plain `cargo test` needs neither: each test binary that needs moto runs
+# `scripts/moto.sh --python` and starts a server of its own; see nearcast_aws::moto.)
 #
 # Creates (once) the project-local virtualenv .venv with a pinned moto and a pinned cfn-lint
 # (for infra/template.yaml, checked by tests/tests/infra.rs); re-runs reuse it.
@@ -23,12 +27,29 @@ if [ "$#" -eq 0 ]; then
     exit 2
 fi
 
-if [ ! -f "$STAMP" ] || [ ! -x "$VENV/bin/moto_server" ] || [ ! -x "$VENV/bin/cfn-lint" ]; then
-    echo "moto.sh: installing moto[server]==$MOTO_VERSION and cfn-lint into $VENV" >&2
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -r "${REQUIREMENTS[0]}" -r "${REQUIREMENTS[1]}"
-    touch "$STAMP"
+installed() {
+    [ -f "$STAMP" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/cfn-lint" ]
+}
+
+if ! installed; then
+    # Test binaries may ask for the venv at the same time: one installs, the others wait
+    # (where flock(1) exists).
+    mkdir -p "$VENV"
+    exec 9>"$VENV/.install.lock"
+    if command -v flock >/dev/null; then flock 9; fi
+    if ! installed; then
+        echo "moto.sh: installing moto[server]==$MOTO_VERSION and cfn-lint into $VENV" >&2
+        [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            -r "${REQUIREMENTS[0]}" -r "${REQUIREMENTS[1]}"
+        touch "$STAMP"
+    fi
+    exec 9>&-
+fi
+
+if [ "$1" = "--python" ]; then
+    echo "$PWD/$VENV/bin/python"
+    exit 0
 fi
 
 PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -5,8 +5,13 @@ whole table and restores the copy when a condition fails, clobbering concurrent 
 whereas DynamoDB's transactions are serialisable. Running requests one at a time restores
 that guarantee, so concurrency tests exercise Nearcast's conditions, not moto's races.
 Connections are still served by threads (clients keep connections alive).
+
+With `--exit-with-stdin` the server exits when its standard input closes: a test process
+that starts it keeps the pipe's write end, so the server ends with that process however it
+ends (the kernel closes the pipe), with no cleanup code in the tests.
 """
 
+import os
 import sys
 import threading
 
@@ -35,5 +40,19 @@ def run_simple(host, port, app, *args, **kwargs):
 
 server.run_simple = run_simple
 
+
+def _exit_with_stdin():
+    def watch():
+        try:
+            sys.stdin.buffer.read()
+        finally:
+            os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-stdin", daemon=True).start()
+
+
 if __name__ == "__main__":
+    if "--exit-with-stdin" in sys.argv:
+        sys.argv.remove("--exit-with-stdin")
+        _exit_with_stdin()
     sys.exit(server.main())

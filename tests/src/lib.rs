@@ -105,13 +105,14 @@ pub enum Backend {
     InterleavedMemory,
     /// SQLite file, with a pause between read and commit.
     InterleavedSqlite,
-    /// DynamoDB (moto's server at `AWS_ENDPOINT_URL`), a fresh table.
+    /// DynamoDB (moto's server), a fresh table.
     Dynamo,
     /// DynamoDB, with a pause between read and commit.
     InterleavedDynamo,
 }
 
-/// A fresh DynamoDB table on the server at `AWS_ENDPOINT_URL`, through the real SDK.
+/// A fresh DynamoDB table on moto's server (started on first use, see
+/// `nearcast_aws::moto`), through the real SDK.
 pub async fn dynamo_store() -> nearcast_aws::DynamoStateStore {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -121,7 +122,7 @@ pub async fn dynamo_store() -> nearcast_aws::DynamoStateStore {
         chrono::Utc::now().timestamp_micros(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    let client = nearcast_aws::DynamoStateStore::client(None).await;
+    let client = nearcast_aws::moto::shared().dynamodb(None).await;
     nearcast_aws::DynamoStateStore::create_table(&client, &table)
         .await
         .expect("create a table on the AWS-compatible server");

@@ -1,11 +1,11 @@
-//! Catalog refresh across instances: two engines on one DynamoDB table (moto, through the
-//! real SDK; run via `bash scripts/moto.sh cargo test ...`, skipped loudly otherwise). An
+//! Catalog refresh across instances: two engines on one DynamoDB table (moto, started by the
+//! test process, through the real SDK). An
 //! admin change through one reaches the other within the refresh interval, and the check
 //! costs one GetItem per interval, not per event.
 
 mod aws_support;
 
-use aws_support::{Proxy, moto_or_skip, moto_url, unique};
+use aws_support::{Proxy, moto, moto_url, unique};
 use nearcast_aws::DynamoStateStore;
 use nearcast_aws::refresh::RefreshingStore;
 use nearcast_core::engine::Engine;
@@ -22,7 +22,7 @@ async fn instance(
     table: &str,
     every: Duration,
 ) -> (Arc<Engine>, Arc<RefreshingStore>) {
-    let dynamo = DynamoStateStore::new(DynamoStateStore::client(Some(&proxy.url)).await, table);
+    let dynamo = DynamoStateStore::new(moto().dynamodb(Some(&proxy.url)).await, table);
     let store = RefreshingStore::new(Arc::new(dynamo), every);
     store.prime().await.expect("catalog version");
     let engine = Arc::new(
@@ -56,12 +56,9 @@ fn m(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_change_on_one_instance_reaches_the_other_within_the_interval() {
-    if !moto_or_skip("an_admin_change_on_one_instance_reaches_the_other_within_the_interval") {
-        return;
-    }
     let proxy = Proxy::start(&moto_url()).await;
     let table = unique("catalog");
-    DynamoStateStore::create_table(&DynamoStateStore::client(None).await, &table)
+    DynamoStateStore::create_table(&moto().dynamodb(None).await, &table)
         .await
         .expect("create table");
     // Long enough that 10 events (20 round trips to moto, which serves one request at a

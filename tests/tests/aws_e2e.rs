@@ -1,5 +1,5 @@
-//! The AWS backend end to end, through the real AWS SDK against moto's server (run via
-//! `bash scripts/moto.sh cargo test ...`; skipped loudly otherwise): requests through the
+//! The AWS backend end to end, through the real AWS SDK against moto's server (started by
+//! the test process, see `nearcast_aws::moto`): requests through the
 //! HTTP router on [`DynamoStateStore`] and [`SnsNotifier`], pushes observed in moto's
 //! record of SNS, items read back from DynamoDB. DynamoDB and SNS are reached through
 //! loopback proxies that the tests cut to inject real connection failures, and that count
@@ -7,7 +7,7 @@
 
 mod aws_support;
 
-use aws_support::{Proxy, messages_to, moto_or_skip, moto_url, platform_applications, unique};
+use aws_support::{Proxy, messages_to, moto, moto_url, platform_applications, unique};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -35,23 +35,21 @@ struct Aws {
     sns_direct: aws_sdk_sns::Client,
 }
 
-async fn aws(case: &str, stores: usize, per_day: u32) -> Option<Aws> {
-    if !moto_or_skip(case) {
-        return None;
-    }
+async fn aws(case: &str, stores: usize, per_day: u32) -> Aws {
+    let moto = moto();
     let ddb = Proxy::start(&moto_url()).await;
     let sns = Proxy::start(&moto_url()).await;
     let table = unique(case);
-    let direct_client = DynamoStateStore::client(None).await;
+    let direct_client = moto.dynamodb(None).await;
     DynamoStateStore::create_table(&direct_client, &table)
         .await
         .expect("create table on moto");
-    let sns_direct = SnsNotifier::client(None).await;
+    let sns_direct = moto.sns(None).await;
     let (apns, fcm) = platform_applications(&sns_direct, case).await;
-    // The clients the functions use (standard configuration), pointed at the proxies.
-    let store = DynamoStateStore::new(DynamoStateStore::client(Some(&ddb.url)).await, &table);
-    let notifier = SnsNotifier::new(SnsNotifier::client(Some(&sns.url)).await, apns, fcm)
-        .with_retry(RetryPolicy {
+    // The clients the functions use, pointed at the proxies.
+    let store = DynamoStateStore::new(moto.dynamodb(Some(&ddb.url)).await, &table);
+    let notifier =
+        SnsNotifier::new(moto.sns(Some(&sns.url)).await, apns, fcm).with_retry(RetryPolicy {
             attempts: 3,
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(20),
@@ -70,20 +68,18 @@ async fn aws(case: &str, stores: usize, per_day: u32) -> Option<Aws> {
         .load_config(stores, offers, policy(per_day))
         .await
         .expect("catalog");
-    Some(Aws {
+    Aws {
         engine: Arc::new(engine),
         ddb,
         sns,
         direct: DynamoStateStore::new(direct_client, table),
         sns_direct,
-    })
+    }
 }
 
 macro_rules! aws {
     ($name:ident, $case:ident, $stores:expr, $per_day:expr) => {
-        let Some($name) = aws(stringify!($case), $stores, $per_day).await else {
-            return;
-        };
+        let $name = aws(stringify!($case), $stores, $per_day).await;
     };
 }
 
@@ -162,7 +158,7 @@ async fn endpoint(a: &Aws, user: &str) -> Option<String> {
 
 /// Every item of the table, keyed `pk / sk`, attributes in order.
 async fn table(a: &Aws) -> BTreeMap<String, BTreeMap<String, String>> {
-    let client = DynamoStateStore::client(None).await;
+    let client = moto().dynamodb(None).await;
     let mut out = BTreeMap::new();
     let mut start = None;
     loop {

@@ -8,7 +8,7 @@
 
 mod aws_support;
 
-use aws_support::{Proxy, moto_or_skip, moto_url, unique};
+use aws_support::{Proxy, moto, moto_url, unique};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -46,7 +46,7 @@ async fn instance(
     bucket: &str,
     every: Duration,
 ) -> (Arc<Engine>, Arc<RefreshingStore>) {
-    let dynamo = DynamoStateStore::new(DynamoStateStore::client(Some(&proxy.url)).await, table);
+    let dynamo = DynamoStateStore::new(moto().dynamodb(Some(&proxy.url)).await, table);
     let store = RefreshingStore::new(Arc::new(dynamo), every);
     store.prime().await.expect("versions");
     let engine = Arc::new(
@@ -62,7 +62,7 @@ async fn instance(
     );
     store.attach(&engine);
     let rollout = Arc::new(ModelRollout::new(
-        S3Blobs::new(S3Blobs::client_at(Some(&proxy.url)).await, bucket, CHAMPION),
+        S3Blobs::new(moto().s3(Some(&proxy.url)).await, bucket, CHAMPION),
         Some((CHALLENGER.into(), SHARE)),
     ));
     let models = rollout.load().await.expect("models at start");
@@ -136,18 +136,15 @@ fn pair(a: &str, b: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_change_through_one_instance_reaches_the_other_within_the_interval() {
-    if !moto_or_skip("a_model_change_through_one_instance_reaches_the_other_within_the_interval") {
-        return;
-    }
     let proxy = Proxy::start(&moto_url()).await;
     let table = unique("rollout");
     let bucket = unique("rollout-models");
-    let direct = DynamoStateStore::client(None).await;
+    let direct = moto().dynamodb(None).await;
     DynamoStateStore::create_table(&direct, &table)
         .await
         .expect("create table");
     let cli_table = DynamoStateStore::new(direct, &table);
-    let s3 = S3Blobs::client().await;
+    let s3 = moto().s3(None).await;
     S3Blobs::create_bucket(&s3, &bucket).await.unwrap();
     let champion = S3Blobs::new(s3.clone(), &bucket, CHAMPION);
     let challenger = S3Blobs::new(s3, &bucket, CHALLENGER);

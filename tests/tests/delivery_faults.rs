@@ -19,7 +19,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-mod aws_support;
 
 /// Which request loses its answer (once), after it was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,9 +213,7 @@ macro_rules! fault_cases {
             }
             #[tokio::test]
             async fn on_dynamodb() {
-                if super::aws_support::moto_or_skip(concat!(stringify!($name), "_on_dynamodb")) {
-                    super::exactly_one_push_when_an_answer_is_lost(Backend::Dynamo, $fault).await;
-                }
+                super::exactly_one_push_when_an_answer_is_lost(Backend::Dynamo, $fault).await;
             }
         }
     )*};
@@ -264,9 +261,7 @@ async fn a_push_orphaned_by_its_sender_is_relayed_once_on_sqlite() {
 
 #[tokio::test]
 async fn a_push_orphaned_by_its_sender_is_relayed_once_on_dynamodb() {
-    if aws_support::moto_or_skip("a_push_orphaned_by_its_sender_is_relayed_once_on_dynamodb") {
-        a_push_orphaned_by_its_sender_is_relayed_once(Backend::Dynamo).await;
-    }
+    a_push_orphaned_by_its_sender_is_relayed_once(Backend::Dynamo).await;
 }
 
 /// The platform got the push but its answer was lost: never sent again, the cap stays
@@ -300,11 +295,7 @@ async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap_on_sqlite() {
 
 #[tokio::test]
 async fn an_unconfirmed_push_is_never_resent_and_keeps_its_cap_on_dynamodb() {
-    if aws_support::moto_or_skip(
-        "an_unconfirmed_push_is_never_resent_and_keeps_its_cap_on_dynamodb",
-    ) {
-        an_unconfirmed_push_is_never_resent_and_keeps_its_cap(Backend::Dynamo).await;
-    }
+    an_unconfirmed_push_is_never_resent_and_keeps_its_cap(Backend::Dynamo).await;
 }
 
 /// An orphaned push whose user withdrew push consent before the relay came is not sent;

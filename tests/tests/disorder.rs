@@ -11,7 +11,6 @@ use nearcast_core::ports::Clock;
 use nearcast_tests::*;
 use proptest::prelude::*;
 
-mod aws_support;
 use serde_json::json;
 
 const STORES: usize = 4;
@@ -178,9 +177,7 @@ fn caps_hold_for_any_arrival_order_and_timestamp_on_sqlite() {
 
 #[test]
 fn caps_hold_for_any_arrival_order_and_timestamp_on_dynamodb() {
-    if aws_support::moto_or_skip("caps_hold_for_any_arrival_order_and_timestamp_on_dynamodb") {
-        check(Backend::Dynamo, 16);
-    }
+    check(Backend::Dynamo, 16);
 }
 
 /// The case the old rule let through: a fix stamped before a push that arrives after it, and
@@ -234,7 +231,5 @@ async fn late_and_early_stamps_are_capped_on_sqlite() {
 
 #[tokio::test]
 async fn late_and_early_stamps_are_capped_on_dynamodb() {
-    if aws_support::moto_or_skip("late_and_early_stamps_are_capped_on_dynamodb") {
-        late_and_early_stamps_are_capped(Backend::Dynamo).await;
-    }
+    late_and_early_stamps_are_capped(Backend::Dynamo).await;
 }

@@ -7,16 +7,6 @@ use nearcast_core::ports::DeliveryStatus;
 use nearcast_tests::*;
 use serde_json::json;
 
-mod aws_support;
-
-/// Runs `$body` with moto (the AWS-compatible server the DynamoDB store is tested on).
-macro_rules! on_dynamodb {
-    ($case:literal, $body:expr) => {
-        if aws_support::moto_or_skip($case) {
-            $body.await;
-        }
-    };
-}
 
 async fn onboard(h: &Harness, user: &str) {
     for e in onboarding(user, noon()) {
@@ -110,10 +100,7 @@ async fn withdrawn_consent_blocks_the_next_push_on_sqlite() {
 
 #[tokio::test]
 async fn withdrawn_consent_blocks_the_next_push_on_dynamodb() {
-    on_dynamodb!(
-        "withdrawn_consent_blocks_the_next_push_on_dynamodb",
-        withdrawn_consent_blocks_the_next_push(Backend::Dynamo)
-    );
+    withdrawn_consent_blocks_the_next_push(Backend::Dynamo).await;
 }
 
 #[tokio::test]
@@ -175,10 +162,7 @@ async fn caps_hold_under_concurrency_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn caps_hold_under_concurrency_on_dynamodb() {
-    on_dynamodb!(
-        "caps_hold_under_concurrency_on_dynamodb",
-        caps_hold_under_concurrency(Backend::InterleavedDynamo)
-    );
+    caps_hold_under_concurrency(Backend::InterleavedDynamo).await;
 }
 
 // Invariant 3 when push answers are lost: a send that may have reached the platform keeps
@@ -226,10 +210,7 @@ async fn caps_hold_when_push_answers_are_lost_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn caps_hold_when_push_answers_are_lost_on_dynamodb() {
-    on_dynamodb!(
-        "caps_hold_when_push_answers_are_lost_on_dynamodb",
-        caps_hold_when_push_answers_are_lost(Backend::InterleavedDynamo)
-    );
+    caps_hold_when_push_answers_are_lost(Backend::InterleavedDynamo).await;
 }
 
 // Invariant 4: one event, at most one push, however often it is retried.
@@ -277,10 +258,7 @@ async fn one_event_pushes_once_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_event_pushes_once_on_dynamodb() {
-    on_dynamodb!(
-        "one_event_pushes_once_on_dynamodb",
-        one_event_pushes_once(Backend::InterleavedDynamo)
-    );
+    one_event_pushes_once(Backend::InterleavedDynamo).await;
 }
 
 #[tokio::test]

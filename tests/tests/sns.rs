@@ -1,7 +1,7 @@
 //! The SNS notifier: the payload builder, the error classification and the retry policy
 //! (pure, always run), the SDK's error handling against a scripted local HTTP server
-//! (always run), and pushes through the real AWS SDK against moto's server (run via
-//! `bash scripts/moto.sh cargo test ...`; skipped loudly otherwise).
+//! (always run), and pushes through the real AWS SDK against moto's server (started by the
+//! test process, see `nearcast_aws::moto`).
 
 mod aws_support;
 
@@ -511,29 +511,16 @@ async fn missing_application_or_token_is_permanent_without_a_request() {
 
 // ---------------------------------------------------------------- moto
 
-/// A notifier with APNs and FCM platform applications on moto, or `None` (with a loud
-/// message) outside moto.
-async fn on_moto(case: &str) -> Option<SnsNotifier> {
-    if std::env::var_os("NEARCAST_MOTO").is_none() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPED: SNS tests need moto; run via scripts/moto.sh ({case})\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
-        return None;
-    }
-    let client = SnsNotifier::client(None).await;
+/// A notifier with APNs and FCM platform applications on moto.
+async fn on_moto(case: &str) -> SnsNotifier {
+    let client = aws_support::moto().sns(None).await;
     let (apns, fcm) = aws_support::platform_applications(&client, case).await;
-    Some(SnsNotifier::new(client, apns, fcm).with_retry(fast()))
+    SnsNotifier::new(client, apns, fcm).with_retry(fast())
 }
 
 macro_rules! moto {
     ($name:ident, $case:ident) => {
-        let Some($name) = on_moto(stringify!($case)).await else {
-            return;
-        };
+        let $name = on_moto(stringify!($case)).await;
     };
 }
 

@@ -1,6 +1,6 @@
 //! The state store contract: one suite of cases, each run against the in-memory store (the
 //! reference), the SQLite store and the DynamoDB store (through the real AWS SDK against
-//! moto's server; run via `bash scripts/moto.sh cargo test ...`). Same cases, same results.
+//! moto's server, started by the test process). Same cases, same results.
 
 use nearcast::store::{SqliteStore, Sync};
 use nearcast_aws::DynamoStateStore;
@@ -38,20 +38,8 @@ fn on_sqlite() -> Subject {
     }
 }
 
-/// A DynamoDB store on a fresh table, or `None` (with a loud message) outside moto.
-async fn on_dynamodb(case: &str) -> Option<Subject> {
-    if std::env::var_os("NEARCAST_MOTO").is_none() {
-        // Straight to the process's stderr, past the test harness's output capture, so the
-        // skip shows even when the test passes.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPED: DynamoDB contract tests need moto; run via scripts/moto.sh ({case})\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
-        return None;
-    }
+/// A DynamoDB store on a fresh table on moto.
+async fn on_dynamodb(case: &str) -> Subject {
     static N: AtomicUsize = AtomicUsize::new(0);
     let table = format!(
         "contract-{}-{}-{}-{}",
@@ -60,14 +48,14 @@ async fn on_dynamodb(case: &str) -> Option<Subject> {
         N.fetch_add(1, Ordering::Relaxed),
         chrono::Utc::now().timestamp_micros()
     );
-    let client = DynamoStateStore::client(None).await;
+    let client = nearcast_aws::moto::shared().dynamodb(None).await;
     DynamoStateStore::create_table(&client, &table)
         .await
         .expect("create table on moto");
-    Some(Subject {
+    Subject {
         store: Arc::new(DynamoStateStore::new(client, table)),
         _dir: None,
-    })
+    }
 }
 
 /// `contract!(case)` runs `case(store)` on each of the three stores.
@@ -85,9 +73,8 @@ macro_rules! contract {
             }
             #[tokio::test]
             async fn on_dynamodb() {
-                if let Some(s) = super::on_dynamodb(stringify!($case)).await {
-                    super::$case(s.store.clone()).await;
-                }
+                let s = super::on_dynamodb(stringify!($case)).await;
+                super::$case(s.store.clone()).await;
             }
         }
     )*};
@@ -614,9 +601,7 @@ async fn configuration_round_trips(store: Arc<dyn StateStore>) {
 /// (the engine will chunk batches later).
 #[tokio::test]
 async fn dynamodb_refuses_a_commit_over_100_items_and_writes_nothing() {
-    let Some(s) = on_dynamodb("too_big").await else {
-        return;
-    };
+    let s = on_dynamodb("too_big").await;
     let events: Vec<String> = (0..40).map(|i| format!("e{i}")).collect();
     let events: Vec<&str> = events.iter().map(String::as_str).collect();
     // 40 idempotency keys + 40 decisions + 2 × 40 deliveries (item and pointer) + profile.
@@ -639,9 +624,7 @@ async fn dynamodb_refuses_a_commit_over_100_items_and_writes_nothing() {
 /// of which log a decision and many of which send, in chunks that each fit.
 #[tokio::test]
 async fn the_engine_commits_a_full_batch_on_dynamodb_in_chunks_that_fit() {
-    let Some(subject) = on_dynamodb("engine-chunks").await else {
-        return;
-    };
+    let subject = on_dynamodb("engine-chunks").await;
     use nearcast_core::engine::Engine;
     use nearcast_core::event::Batch;
     use nearcast_core::memory::RecordingNotifier;

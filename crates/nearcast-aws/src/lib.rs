@@ -57,9 +57,12 @@
 //!   export-only data).
 
 pub mod model_store;
+#[cfg(feature = "moto")]
+pub mod moto;
 pub mod refresh;
 pub mod sns;
 
+pub use aws_config::SdkConfig;
 pub use aws_sdk_dynamodb;
 
 use aws_sdk_dynamodb::Client;
@@ -80,6 +83,17 @@ use nearcast_core::ports::{
 use nearcast_core::state::UserState;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
+
+/// The standard AWS configuration (environment, profile, instance or function role;
+/// `AWS_ENDPOINT_URL` is honoured), with `endpoint` overriding the endpoint if given. Every
+/// client of this crate can be built from it, so a process loads it once.
+pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
 
 /// DynamoDB's limit on the items of one TransactWriteItems.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -202,11 +216,12 @@ impl DynamoStateStore {
     /// A client from the standard AWS configuration (environment, profile, instance role;
     /// `AWS_ENDPOINT_URL` is honoured), with `endpoint` overriding the endpoint if given.
     pub async fn client(endpoint: Option<&str>) -> Client {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(url) = endpoint {
-            loader = loader.endpoint_url(url);
-        }
-        Client::new(&loader.load().await)
+        Self::client_from(&sdk_config(endpoint).await)
+    }
+
+    /// A client from `config`.
+    pub fn client_from(config: &SdkConfig) -> Client {
+        Client::new(config)
     }
 
     /// A store on `table` with a client from the standard AWS configuration.

@@ -47,18 +47,18 @@ impl S3Blobs {
     /// A client from the standard AWS configuration (`AWS_ENDPOINT_URL` honoured). Path-style
     /// addressing, so local endpoints work without DNS tricks.
     pub async fn client() -> Client {
-        Self::client_at(None).await
+        Self::client_from(&crate::sdk_config(None).await)
     }
 
     /// As [`S3Blobs::client`], at `endpoint` when given (tests put a proxy there).
     pub async fn client_at(endpoint: Option<&str>) -> Client {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(url) = endpoint {
-            loader = loader.endpoint_url(url);
-        }
-        let conf = loader.load().await;
+        Self::client_from(&crate::sdk_config(endpoint).await)
+    }
+
+    /// A client from `config`, path-style addressing.
+    pub fn client_from(config: &crate::SdkConfig) -> Client {
         Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&conf)
+            aws_sdk_s3::config::Builder::from(config)
                 .force_path_style(true)
                 .build(),
         )

@@ -416,11 +416,7 @@ impl SnsNotifier {
     /// `AWS_ENDPOINT_URL` is honoured), with `endpoint` overriding the endpoint if given, and
     /// the SDK's retries turned off.
     pub async fn client(endpoint: Option<&str>) -> Client {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(url) = endpoint {
-            loader = loader.endpoint_url(url);
-        }
-        Self::from_sdk_config(&loader.load().await, None, None).client
+        Self::from_sdk_config(&crate::sdk_config(endpoint).await, None, None).client
     }
 
     /// The same notifier with another retry policy (tests use short delays).

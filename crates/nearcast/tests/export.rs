@@ -1,5 +1,5 @@
 //! `nearcast export` on the demo day: from the SQLite file, and from DynamoDB on moto
-//! (through the real AWS SDK; run via `bash scripts/moto.sh cargo test ...`).
+//! (through the real AWS SDK; the test starts moto's server, see `nearcast_aws::moto`).
 
 use nearcast::demo::{DemoOptions, load_config_dir, replay, run_demo};
 use nearcast::{load_model, load_weather};
@@ -17,10 +17,12 @@ fn data() -> PathBuf {
 }
 
 fn nearcast(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nearcast"))
-        .args(args)
-        .output()
-        .expect("runs");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nearcast"));
+    // The AWS backend goes to moto's server (started on first use).
+    if args.windows(2).any(|w| w == ["--backend", "aws"]) {
+        cmd.envs(nearcast_aws::moto::shared().env());
+    }
+    let out = cmd.args(args).output().expect("runs");
     assert!(
         out.status.success(),
         "nearcast {args:?}: {}",
@@ -193,14 +195,7 @@ async fn the_demo_day_exports_as_training_records_with_outcomes_joined() {
 /// The same day on DynamoDB exports the same records as on SQLite (same pseudonym key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_exports_the_same_records_as_sqlite() {
-    if std::env::var_os("NEARCAST_MOTO").is_none() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!! SKIPPED: the DynamoDB export test needs moto; run via scripts/moto.sh\n"
-        );
-        return;
-    }
+    let moto = nearcast_aws::moto::shared();
     let work = tempfile::tempdir().unwrap();
     demo_day(work.path()).await;
     let table = format!(
@@ -208,7 +203,7 @@ async fn dynamodb_exports_the_same_records_as_sqlite() {
         std::process::id(),
         chrono::Utc::now().timestamp_micros()
     );
-    let client = DynamoStateStore::client(None).await;
+    let client = moto.dynamodb(None).await;
     DynamoStateStore::create_table(&client, &table)
         .await
         .unwrap();

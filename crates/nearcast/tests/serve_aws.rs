@@ -1,29 +1,15 @@
 //! `nearcast serve --backend aws`: the HTTP API on DynamoDB at AWS_ENDPOINT_URL, started as
-//! a process against moto's server (run via `bash scripts/moto.sh cargo test ...`; skipped
-//! loudly otherwise).
+//! a process against moto's server (started by the tests, see `nearcast_aws::moto`).
 
 mod support;
 
 use nearcast_aws::DynamoStateStore;
 use nearcast_core::ids::Id;
 use nearcast_core::ports::StateStore;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use support::request;
-
-fn moto() -> bool {
-    if std::env::var_os("NEARCAST_MOTO").is_some() {
-        return true;
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED: serve --backend aws needs moto; run via scripts/moto.sh\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    false
-}
 
 /// Kills the server when the test ends, however it ends.
 struct Server(Child, String);
@@ -37,6 +23,7 @@ impl Drop for Server {
 
 fn serve(table: &str, extra: &[&str], outbox: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .envs(nearcast_aws::moto::shared().env())
         .args([
             "serve",
             "--backend",
@@ -70,9 +57,6 @@ fn serve(table: &str, extra: &[&str], outbox: &Path) -> Server {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_on_dynamodb_accepts_events_and_keeps_state_in_the_table() {
-    if !moto() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox.jsonl");
     let table = format!(
@@ -112,7 +96,7 @@ async fn serve_on_dynamodb_accepts_events_and_keeps_state_in_the_table() {
     assert_eq!(v["results"][1]["status"], "duplicate");
 
     // The state is in DynamoDB: read it with the store directly.
-    let store = DynamoStateStore::new(DynamoStateStore::client(None).await, &table);
+    let store = DynamoStateStore::new(nearcast_aws::moto::shared().dynamodb(None).await, &table);
     let user = store.load_user(&Id::parse("ada").unwrap()).await.unwrap();
     assert!(user.version > 0);
     assert!(user.state.consents.location.is_some_and(|c| c.granted));
@@ -127,10 +111,8 @@ async fn serve_on_dynamodb_accepts_events_and_keeps_state_in_the_table() {
 
 #[test]
 fn serve_without_the_table_fails_to_start() {
-    if !moto() {
-        return;
-    }
     let out = Command::new(env!("CARGO_BIN_EXE_nearcast"))
+        .envs(nearcast_aws::moto::shared().env())
         .args(["serve", "--backend", "aws", "--addr", "127.0.0.1:0"])
         .args(["--table", "no-such-table-nearcast"])
         .output()

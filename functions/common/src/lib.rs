@@ -32,10 +32,10 @@
 //!   bucket, or a file path without one; `NEARCAST_CHALLENGER_SHARE` (0 to 1, default 0.1):
 //!   the share of users it scores. See [`ModelConfig`].
 
-use nearcast_aws::DynamoStateStore;
 use nearcast_aws::model_store::ModelRollout;
 use nearcast_aws::refresh::RefreshingStore;
 use nearcast_aws::sns::SnsNotifier;
+use nearcast_aws::{DynamoStateStore, SdkConfig};
 use nearcast_core::decision::Push;
 use nearcast_core::engine::{Engine, EngineError};
 use nearcast_core::ports::{
@@ -157,8 +157,8 @@ impl ModelConfig {
 }
 
 /// Puts the configured models in service on `engine`: the champion and the challenger
-/// from S3 (the champion also as the reload source of this instance), or the challenger
-/// from a file. Returns the S3 rollout, for [`RefreshingStore::serve_models`].
+/// from S3 (client from `aws`; the champion also as the reload source of this instance), or
+/// the challenger from a file. Returns the S3 rollout, for [`RefreshingStore::serve_models`].
 ///
 /// # Errors
 /// [`InitError::ModelLoad`] naming the object and the cause; the cold start then fails
@@ -166,11 +166,12 @@ impl ModelConfig {
 pub async fn apply_models(
     engine: &Engine,
     models: &ModelConfig,
+    aws: &SdkConfig,
 ) -> Result<Option<Arc<ModelRollout>>, InitError> {
     use nearcast_aws::model_store::{S3Blobs, S3ModelSource};
     match &models.s3 {
         Some((bucket, key)) => {
-            let blobs = S3Blobs::new(S3Blobs::client().await, bucket, key);
+            let blobs = S3Blobs::new(S3Blobs::client_from(aws), bucket, key);
             let rollout = Arc::new(ModelRollout::new(
                 blobs.clone(),
                 models
@@ -347,17 +348,34 @@ pub async fn build_engine(
 }
 
 /// Cold start of a function named `function`: reads [`Config::from_env`], installs the logs,
-/// and builds the engine on [`DynamoStateStore`] (client from the standard AWS
-/// configuration), [`SnsNotifier`] (or [`LogNotifier`] when no platform application is
-/// configured), the [`weather_source`] of `NEARCAST_WEATHER_URL` and the system clock.
+/// loads the standard AWS configuration once, and runs [`start_with`].
 ///
 /// # Errors
-/// As [`Config::from_env`] and [`build_engine`]; the function then fails its init phase.
+/// As [`Config::from_env`] and [`start_with`]; the function then fails its init phase.
 pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     let config = Config::from_env()?;
     init_tracing(&config.log);
+    start_with(function, &config, &nearcast_aws::sdk_config(None).await).await
+}
+
+/// The cold start after the configuration is read: the engine on [`DynamoStateStore`] (behind
+/// [`RefreshingStore`], and [`DefaultPolicy`] when cap defaults are set), [`SnsNotifier`] (or
+/// [`LogNotifier`] when no platform application is configured), the [`weather_source`] of
+/// `NEARCAST_WEATHER_URL` and the system clock, every AWS client built from `aws`; the catalog
+/// loaded and the models of [`apply_models`] in service. Tests run it on moto.
+///
+/// # Errors
+/// As [`build_engine`] and [`apply_models`], and when DynamoDB cannot be read.
+pub async fn start_with(
+    function: &'static str,
+    config: &Config,
+    aws: &SdkConfig,
+) -> Result<Arc<Engine>, InitError> {
     let refreshing = RefreshingStore::new(
-        Arc::new(DynamoStateStore::from_env(config.table.clone()).await),
+        Arc::new(DynamoStateStore::new(
+            DynamoStateStore::client_from(aws),
+            config.table.clone(),
+        )),
         config.catalog_refresh,
     );
     // The version before the catalog is loaded: a change in between shows as new.
@@ -378,8 +396,8 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
         tracing::warn!("NEARCAST_APNS_ARN and NEARCAST_FCM_ARN unset: pushes are logged, not sent");
         Arc::new(LogNotifier)
     } else {
-        Arc::new(SnsNotifier::new(
-            SnsNotifier::client(None).await,
+        Arc::new(SnsNotifier::from_sdk_config(
+            aws,
             config.apns_arn.clone(),
             config.fcm_arn.clone(),
         ))
@@ -394,7 +412,7 @@ pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
     .await?;
     refreshing.attach(&engine);
     // Models from S3 follow every announced publish, rollback and reload.
-    if let Some(rollout) = apply_models(&engine, &config.models).await? {
+    if let Some(rollout) = apply_models(&engine, &config.models, aws).await? {
         refreshing.serve_models(&engine, rollout);
     }
     let catalog = engine.catalog();
@@ -680,18 +698,12 @@ mod tests {
     /// the start with its reason.
     #[tokio::test]
     async fn models_load_from_s3_at_init() {
-        if std::env::var_os("NEARCAST_MOTO").is_none() {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED: S3 model loading needs moto; run via scripts/moto.sh\n"
-            );
-            return;
-        }
         use nearcast_aws::model_store::S3Blobs;
         use nearcast_core::model_store::{Blobs, Slot, publish};
+        let moto = nearcast_aws::moto::shared();
+        let aws = moto.sdk_config(None).await;
         let bucket = format!("models-{}", std::process::id());
-        let client = S3Blobs::client().await;
+        let client = S3Blobs::client_from(&aws);
         S3Blobs::create_bucket(&client, &bucket).await.unwrap();
         let mut a: serde_json::Value = serde_json::from_str(nearcast::BUNDLED_MODEL).unwrap();
         a["version"] = "s3-champion".into();
@@ -712,7 +724,7 @@ mod tests {
             ("NEARCAST_CHALLENGER_SHARE", "0.5"),
         ]))
         .unwrap();
-        apply_models(&engine, &models).await.unwrap();
+        apply_models(&engine, &models, &aws).await.unwrap();
         assert_eq!(engine.ranker().version(), "s3-champion");
         let c = engine.challenger().unwrap();
         assert_eq!((c.ranker.version(), c.share), ("s3-challenger", 0.5));
@@ -722,7 +734,7 @@ mod tests {
             challenger: None,
             challenger_share: 0.1,
         };
-        let e = apply_models(&engine, &missing)
+        let e = apply_models(&engine, &missing, &aws)
             .await
             .unwrap_err()
             .to_string();
@@ -731,7 +743,7 @@ mod tests {
             "{e}"
         );
         ch.put(Slot::Current, b"{broken").await.unwrap();
-        let e = apply_models(&engine, &models)
+        let e = apply_models(&engine, &models, &aws)
             .await
             .unwrap_err()
             .to_string();

@@ -1,35 +1,30 @@
-//! Shared by the `aws_*` tests: a TCP proxy on loopback in front of moto that a test can
-//! cut (the real SDK then sees connection failures) and that counts the requests passing
-//! through it by operation, plus helpers to read moto's state.
+//! Shared by the AWS tests: moto's server (started by the test process on first use, see
+//! `nearcast_aws::moto`), a TCP proxy on loopback in front of it that a test can cut (the
+//! real SDK then sees connection failures) and that records every request passing through
+//! it, by operation and by the IAM actions AWS authorizes it by, plus helpers to read
+//! moto's state.
 
 #![allow(dead_code)]
 
+use nearcast_aws::moto::Moto;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// True under `scripts/moto.sh`; otherwise prints a loud skip message and returns false.
-pub fn moto_or_skip(case: &str) -> bool {
-    if std::env::var_os("NEARCAST_MOTO").is_some() {
-        return true;
-    }
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED: AWS tests need moto; run via scripts/moto.sh ({case})\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    false
+/// The process's moto server (started on first use; the test fails, saying how to run it,
+/// when it cannot be started).
+pub fn moto() -> &'static Moto {
+    nearcast_aws::moto::shared()
 }
 
 /// moto's endpoint, `http://127.0.0.1:PORT`.
 pub fn moto_url() -> String {
-    std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (set by scripts/moto.sh)")
+    moto().endpoint().to_string()
 }
 
 /// A unique name for a table or application.
@@ -53,13 +48,15 @@ struct ProxyState {
     /// Requests still allowed before the proxy cuts itself.
     budget: AtomicI64,
     counts: Mutex<BTreeMap<String, u64>>,
+    actions: Mutex<BTreeMap<String, u64>>,
     /// Bumped on every cut: open connections close.
     cuts: watch::Sender<u64>,
 }
 
-/// A loopback TCP proxy to moto. Requests are recognised by their operation: DynamoDB's
-/// `x-amz-target: DynamoDB_20120810.<Op>` header, SNS's `Action=<Op>` form field, the S3
-/// SDK's `x-id=<Op>` query parameter (GetObject, PutObject).
+/// A loopback TCP proxy to moto. It reads each HTTP request whole before passing it on, and
+/// records its operation (DynamoDB's `x-amz-target: DynamoDB_20120810.<Op>`, the `Action`
+/// of SNS's and SQS's query protocol, S3's method and path) and the IAM actions it needs
+/// ([`iam_actions`]).
 pub struct Proxy {
     /// The proxy's endpoint, to give the SDK.
     pub url: String,
@@ -79,6 +76,7 @@ impl Proxy {
             up: AtomicBool::new(true),
             budget: AtomicI64::new(UNLIMITED),
             counts: Mutex::new(BTreeMap::new()),
+            actions: Mutex::new(BTreeMap::new()),
             cuts: watch::channel(0).0,
         });
         let s = state.clone();
@@ -124,14 +122,21 @@ impl Proxy {
         self.state.counts.lock().unwrap().clone()
     }
 
+    /// IAM actions of the requests seen since the last reset (`dynamodb:PutItem`, ...), each
+    /// with how many times it was authorized.
+    pub fn actions(&self) -> BTreeMap<String, u64> {
+        self.state.actions.lock().unwrap().clone()
+    }
+
     /// Requests seen since the last reset.
     pub fn total(&self) -> u64 {
         self.counts().values().sum()
     }
 
-    /// Forgets the counts.
+    /// Forgets the counts and actions.
     pub fn reset_counts(&self) {
         self.state.counts.lock().unwrap().clear();
+        self.state.actions.lock().unwrap().clear();
     }
 }
 
@@ -140,42 +145,268 @@ fn cut(s: &ProxyState) {
     s.cuts.send_modify(|n| *n += 1);
 }
 
-/// Operation names found in `buf` from `from` on; returns them and where scanning may
-/// resume (a marker whose name is not complete yet is scanned again with more data).
-fn operations(buf: &[u8], from: usize) -> (Vec<String>, usize) {
-    const MARKERS: [(&[u8], &[u8]); 3] = [
-        (b"x-amz-target: dynamodb_20120810.", b"\r"),
-        (b"action=", b"&"),
-        (b"x-id=", b" &"),
-    ];
-    let lower = buf.to_ascii_lowercase();
-    let mut found = Vec::new();
-    let mut pos = from;
-    loop {
-        let next = MARKERS
-            .iter()
-            .filter_map(|(m, end)| {
-                lower[pos.min(lower.len())..]
-                    .windows(m.len())
-                    .position(|w| w == *m)
-                    .map(|i| (pos + i, m.len(), *end))
-            })
-            .min_by_key(|(at, _, _)| *at);
-        let Some((at, len, end)) = next else {
-            // No marker: only a marker's beginning at the very end can still grow into one.
-            pos = pos.max(buf.len().saturating_sub(40));
-            break;
-        };
-        let name_start = at + len;
-        let Some(n) = buf[name_start..].iter().position(|b| end.contains(b)) else {
-            // The name continues in the next read.
-            pos = at;
-            break;
-        };
-        found.push(String::from_utf8_lossy(&buf[name_start..name_start + n]).into_owned());
-        pos = name_start + n;
+/// One HTTP/1.1 request as read from the client.
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body, chunked transfer coding removed.
+    pub body: Vec<u8>,
+    /// The request's bytes, to pass on unchanged.
+    raw: Vec<u8>,
+}
+
+impl Request {
+    /// A request as the proxy would read it (for tests of [`iam_actions`]).
+    pub fn new(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Request {
+        Request {
+            method: method.into(),
+            target: target.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+            raw: Vec::new(),
+        }
     }
-    (found, pos)
+
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads more from `r` into `buf`; false at the end of the stream.
+async fn fill(r: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 64 * 1024];
+    match r.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// The next whole request from `r` (bytes beyond it stay in `buf`); `None` when the
+/// client closed the connection.
+async fn read_request(r: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> Option<Request> {
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        if !fill(r, buf).await {
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let target = first.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let chunked =
+        get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let (body, end) = if chunked {
+        // size line, data, CRLF ... a zero-size chunk, trailers, CRLF.
+        let mut body = Vec::new();
+        let mut pos = head_end;
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&buf[pos..], b"\r\n") {
+                    break pos + i;
+                }
+                if !fill(r, buf).await {
+                    return None;
+                }
+            };
+            let size_text = String::from_utf8_lossy(&buf[pos..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            pos = line_end + 2;
+            if size == 0 {
+                // Trailers, if any, end with an empty line.
+                loop {
+                    if let Some(i) = find(&buf[pos..], b"\r\n") {
+                        let empty = i == 0;
+                        pos += i + 2;
+                        if empty {
+                            break;
+                        }
+                    } else if !fill(r, buf).await {
+                        return None;
+                    }
+                }
+                break (body, pos);
+            }
+            while buf.len() < pos + size + 2 {
+                if !fill(r, buf).await {
+                    return None;
+                }
+            }
+            body.extend_from_slice(&buf[pos..pos + size]);
+            pos += size + 2;
+        }
+    } else {
+        let len: usize = get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            if !fill(r, buf).await {
+                return None;
+            }
+        }
+        (buf[head_end..head_end + len].to_vec(), head_end + len)
+    };
+    let raw: Vec<u8> = buf.drain(..end).collect();
+    Some(Request {
+        method,
+        target,
+        headers,
+        body,
+        raw,
+    })
+}
+
+/// The service a request is signed for: the credential scope of its SigV4 `Authorization`
+/// (`Credential=AKID/date/region/<service>/aws4_request`).
+fn service(req: &Request) -> Option<String> {
+    let auth = req.header("authorization")?;
+    let scope = auth.split("Credential=").nth(1)?.split(',').next()?;
+    scope.split('/').nth(3).map(str::to_string)
+}
+
+/// A form field of a query-protocol body (`Action=Publish&...`).
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+}
+
+/// The S3 operation of a REST request (path-style addressing: `/bucket[/key]?query`).
+fn s3_operation(req: &Request) -> String {
+    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    let params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    };
+    // The SDK names ambiguous operations itself (`?x-id=GetObject`).
+    if let Some(op) = param("x-id") {
+        return op.to_string();
+    }
+    let has_key = path.trim_start_matches('/').contains('/');
+    let bare = |name: &str| {
+        params
+            .iter()
+            .any(|p| *p == name || p.starts_with(&format!("{name}=")))
+    };
+    match (req.method.as_str(), has_key) {
+        ("GET", true) => "GetObject",
+        ("HEAD", true) => "HeadObject",
+        ("PUT", true) if req.header("x-amz-copy-source").is_some() => "CopyObject",
+        ("PUT", true) => "PutObject",
+        ("DELETE", true) => "DeleteObject",
+        ("GET", false) if bare("list-type") => "ListObjectsV2",
+        ("GET", false) if bare("versions") => "ListObjectVersions",
+        ("GET", false) => "ListObjects",
+        ("HEAD", false) => "HeadBucket",
+        ("PUT", false) => "CreateBucket",
+        ("DELETE", false) => "DeleteBucket",
+        (m, _) => return format!("{m} {path}"),
+    }
+    .to_string()
+}
+
+/// The operation of a request and the IAM actions AWS authorizes it by.
+///
+/// - DynamoDB: the action of the operation, except for transactions, which have no action
+///   of their own: each item of `TransactWriteItems` is authorized as the write it is (`Put`
+///   as `dynamodb:PutItem`, `Update` as `UpdateItem`, `Delete` as `DeleteItem`,
+///   `ConditionCheck` as `ConditionCheckItem`), each `Get` of `TransactGetItems` as
+///   `GetItem` (DynamoDB developer guide, "Using IAM with DynamoDB transactions").
+///   `BatchWriteItem` and `BatchGetItem` are authorized by their own actions.
+/// - SNS and SQS: `sns:<Action>`, `sqs:<Action>`.
+/// - S3: `GetObject` and `HeadObject` need `s3:GetObject` (`s3:GetObjectVersion` with a
+///   `versionId`), listings and `HeadBucket` `s3:ListBucket`, `CopyObject` `s3:PutObject`
+///   and `s3:GetObject`; others their own name.
+pub fn iam_actions(req: &Request) -> (String, Vec<String>) {
+    let service = service(req).unwrap_or_default();
+    match service.as_str() {
+        "dynamodb" => {
+            let op = req
+                .header("x-amz-target")
+                .and_then(|t| t.strip_prefix("DynamoDB_20120810."))
+                .unwrap_or("?")
+                .to_string();
+            let items = |field: &str| -> Vec<String> {
+                let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                v[field]
+                    .as_array()
+                    .map(|items| {
+                        items
+                            .iter()
+                            .flat_map(|i| i.as_object().into_iter().flat_map(|o| o.keys()))
+                            .map(|k| match k.as_str() {
+                                "Put" => "dynamodb:PutItem".to_string(),
+                                "Update" => "dynamodb:UpdateItem".to_string(),
+                                "Delete" => "dynamodb:DeleteItem".to_string(),
+                                "ConditionCheck" => "dynamodb:ConditionCheckItem".to_string(),
+                                "Get" => "dynamodb:GetItem".to_string(),
+                                other => format!("dynamodb:?{other}"),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let actions = match op.as_str() {
+                "TransactWriteItems" | "TransactGetItems" => items("TransactItems"),
+                _ => vec![format!("dynamodb:{op}")],
+            };
+            (op, actions)
+        }
+        "sns" | "sqs" => {
+            let op = req
+                .header("x-amz-target")
+                .and_then(|t| t.rsplit('.').next().map(str::to_string))
+                .or_else(|| form_field(&req.body, "Action"))
+                .unwrap_or_else(|| "?".into());
+            let action = format!("{service}:{op}");
+            (op, vec![action])
+        }
+        "s3" => {
+            let op = s3_operation(req);
+            let versioned = req.target.contains("versionId=");
+            let actions = match op.as_str() {
+                "GetObject" | "HeadObject" if versioned => vec!["s3:GetObjectVersion".into()],
+                "GetObject" | "HeadObject" => vec!["s3:GetObject".into()],
+                "ListObjects" | "ListObjectsV2" | "HeadBucket" => vec!["s3:ListBucket".into()],
+                "ListObjectVersions" => vec!["s3:ListBucketVersions".into()],
+                "CopyObject" => vec!["s3:PutObject".into(), "s3:GetObject".into()],
+                other => vec![format!("s3:{other}")],
+            };
+            (op, actions)
+        }
+        other => {
+            let op = format!("{} {}", req.method, req.target);
+            (op.clone(), vec![format!("{other}:?{op}")])
+        }
+    }
 }
 
 async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream) {
@@ -183,29 +414,25 @@ async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let up = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut pending: Vec<u8> = Vec::new();
-        let mut from = 0;
+        let mut buf = Vec::new();
         loop {
-            let n = match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
+            let Some(req) = read_request(&mut cr, &mut buf).await else {
+                return;
             };
-            pending.extend_from_slice(&buf[..n]);
-            let (ops, next) = operations(&pending, from);
-            for op in ops {
-                let left = s.budget.fetch_sub(1, Ordering::SeqCst);
-                if left <= 0 || !s.up.load(Ordering::SeqCst) {
-                    cut(&s);
-                    return;
-                }
-                *s.counts.lock().unwrap().entry(op).or_default() += 1;
+            let left = s.budget.fetch_sub(1, Ordering::SeqCst);
+            if left <= 0 || !s.up.load(Ordering::SeqCst) {
+                cut(&s);
+                return;
             }
-            // Keep a tail for markers split across reads.
-            let keep_from = next.min(pending.len().saturating_sub(64));
-            pending.drain(..keep_from);
-            from = next - keep_from;
-            if sw.write_all(&buf[..n]).await.is_err() {
+            let (op, actions) = iam_actions(&req);
+            *s.counts.lock().unwrap().entry(op).or_default() += 1;
+            {
+                let mut a = s.actions.lock().unwrap();
+                for action in actions {
+                    *a.entry(action).or_default() += 1;
+                }
+            }
+            if sw.write_all(&req.raw).await.is_err() {
                 return;
             }
         }
