@@ -21,6 +21,7 @@ use aws_support::{Proxy, Request, iam_actions, moto, moto_url, platform_applicat
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
 use nearcast_aws::DynamoStateStore;
+use nearcast_aws::aws_sdk_dynamodb::types::AttributeValue;
 use nearcast_aws::model_store::S3Blobs;
 use nearcast_core::engine::Engine;
 use nearcast_core::model_store::{Blobs, Slot, publish};
@@ -89,6 +90,8 @@ struct Function {
     allowed: BTreeSet<String>,
     routes: Vec<(String, String)>,
     sqs: bool,
+    /// Invoked on an EventBridge schedule.
+    scheduled: bool,
 }
 
 fn function(t: &Yaml, binary: &str) -> Function {
@@ -120,6 +123,7 @@ fn function(t: &Yaml, binary: &str) -> Function {
         .collect();
     let mut routes = Vec::new();
     let mut sqs = false;
+    let mut scheduled = false;
     if let Some(events) = prop(f, &["Events"]).and_then(Yaml::as_mapping) {
         for e in events.values() {
             match e.get("Type").and_then(Yaml::as_str) {
@@ -134,6 +138,7 @@ fn function(t: &Yaml, binary: &str) -> Function {
                     routes.push((p("Method"), p("Path")));
                 }
                 Some("SQS") => sqs = true,
+                Some("Schedule" | "ScheduleV2") => scheduled = true,
                 _ => {}
             }
         }
@@ -144,6 +149,7 @@ fn function(t: &Yaml, binary: &str) -> Function {
         allowed,
         routes,
         sqs,
+        scheduled,
     }
 }
 
@@ -784,6 +790,99 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     assert!(
         endpoint_of("eli").await.disabled,
         "eli's endpoint marked disabled"
+    );
+
+    // ---- events-queue on its schedule: the outbox relay, with a push nobody claimed and
+    // an erasure that stopped halfway (both made directly, as a dead instance leaves them).
+    assert!(queue.template.scheduled, "events-queue has a schedule");
+    let r = batch(vec![sqs_record(
+        "m7",
+        &onboarding("fay", "fcm").to_string(),
+    )])
+    .await;
+    assert_eq!(r["batchItemFailures"], json!([]), "{r}");
+    let r = batch(vec![sqs_record(
+        "m8",
+        &onboarding("gus", "fcm").to_string(),
+    )])
+    .await;
+    assert_eq!(r["batchItemFailures"], json!([]), "{r}");
+    let earlier = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let rec = direct.load_user(&nearcast_tests::id("fay")).await.unwrap();
+    let mut state = rec.state.clone();
+    state.sends.push(nearcast_core::state::SendRecord {
+        at: earlier,
+        offer_id: nearcast_tests::id("o0"),
+        delivery_id: "d-orphan".into(),
+        held_out: false,
+    });
+    let target = state.push.clone().expect("fay's push target");
+    let mut commit = nearcast_core::ports::Commit::new(nearcast_tests::id("fay"), rec.version);
+    commit.state = Some(state);
+    commit.pushes.push(nearcast_core::decision::Push {
+        delivery_id: "d-orphan".into(),
+        user_id: nearcast_tests::id("fay"),
+        platform: target.platform,
+        token: String::new(),
+        endpoint: None,
+        offer_id: nearcast_tests::id("o0"),
+        campaign_id: nearcast_tests::id("c1"),
+        store_id: nearcast_tests::id("s0"),
+        title: "Coffee".into(),
+        body: "Half price".into(),
+        coupon: None,
+        score: 0.5,
+        model_version: "iam".into(),
+        at: earlier,
+    });
+    assert_eq!(
+        direct.commit(&commit).await.unwrap(),
+        nearcast_core::ports::CommitOutcome::Applied
+    );
+    moto.dynamodb(None)
+        .await
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S("ERASURE".into()))
+        .item("sk", AttributeValue::S("gus".into()))
+        .item(
+            "at",
+            AttributeValue::N(earlier.timestamp_micros().to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let scheduled = json!({"version": "0", "id": "e", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-20T10:00:00Z",
+        "region": "us-east-1", "resources": [], "detail": {}});
+    let nearcast_events_queue::Invocation::Relay =
+        nearcast_events_queue::invocation(scheduled).expect("a scheduled event")
+    else {
+        panic!("a scheduled event runs the relay");
+    };
+    assert_eq!(
+        nearcast_events_queue::relay(&queue.engine).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        direct
+            .deliveries()
+            .await
+            .unwrap()
+            .iter()
+            .find(|d| d.push.delivery_id == "d-orphan")
+            .map(|d| d.status),
+        Some(DeliveryStatus::Sent)
+    );
+    assert!(
+        direct
+            .load_user(&nearcast_tests::id("gus"))
+            .await
+            .unwrap()
+            .state
+            .push
+            .is_none(),
+        "gus's erasure was completed"
     );
 
     // ---- admin-api again: results over what was decided.

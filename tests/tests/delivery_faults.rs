@@ -19,7 +19,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-
 /// Which request loses its answer (once), after it was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {

@@ -7,7 +7,6 @@ use nearcast_core::ports::DeliveryStatus;
 use nearcast_tests::*;
 use serde_json::json;
 
-
 async fn onboard(h: &Harness, user: &str) {
     for e in onboarding(user, noon()) {
         h.engine.process(&e).await.expect("onboarding");
