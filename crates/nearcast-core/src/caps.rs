@@ -66,8 +66,7 @@ pub fn in_quiet_hours(t: NaiveTime, start: NaiveTime, end: NaiveTime) -> bool {
 /// `now` and every [`SendRecord::at`] are the host's clock at the moment of the decision,
 /// never a device's timestamp, so the order in which events arrive and the times devices
 /// stamp on them cannot beat the caps. A send stamped after `now` (another host whose clock
-/// runs slightly ahead) counts against every cap: as the latest send, as today's and as
-/// this week's.
+/// runs slightly ahead) blocks as the minimum gap does, whatever the gap (even 0).
 ///
 /// # Errors
 /// The first [`CapBlock`] that applies.
@@ -96,7 +95,7 @@ pub fn check(
     let today = local.date_naive();
     let day = sent
         .iter()
-        .filter(|&&at| at > now || at.with_timezone(&tz).date_naive() == today)
+        .filter(|&&at| at.with_timezone(&tz).date_naive() == today)
         .count() as u32;
     if day >= policy.per_day {
         return Err(CapBlock::Daily {
@@ -150,6 +149,100 @@ mod tests {
             Err(CapBlock::QuietHours { .. })
         ));
         assert!(check(&p, &[], noon(), chrono_tz::Europe::Helsinki).is_ok());
+    }
+
+    #[test]
+    fn quiet_hours_within_one_day_hold_from_start_to_end_exclusive() {
+        let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        let (start, end) = (t(13, 0), t(14, 0));
+        assert!(!in_quiet_hours(t(12, 59), start, end));
+        assert!(in_quiet_hours(t(13, 0), start, end));
+        assert!(in_quiet_hours(t(13, 30), start, end));
+        assert!(!in_quiet_hours(t(14, 0), start, end));
+        assert!(!in_quiet_hours(t(20, 0), start, end));
+        // Wrapping midnight: 22:00 to 08:00.
+        let (start, end) = (t(22, 0), t(8, 0));
+        assert!(in_quiet_hours(t(22, 0), start, end));
+        assert!(in_quiet_hours(t(3, 0), start, end));
+        assert!(!in_quiet_hours(t(8, 0), start, end));
+        assert!(!in_quiet_hours(t(21, 59), start, end));
+        // Equal ends: no quiet hours.
+        assert!(!in_quiet_hours(t(13, 0), t(13, 0), t(13, 0)));
+    }
+
+    #[test]
+    fn blocks_explain_themselves() {
+        let text = |b: CapBlock| b.to_string();
+        assert_eq!(
+            text(CapBlock::QuietHours {
+                local: "22:30".into()
+            }),
+            "quiet hours (22:30 local)"
+        );
+        assert_eq!(
+            text(CapBlock::Daily { sent: 2, limit: 2 }),
+            "capped: 2/2 today"
+        );
+        assert_eq!(
+            text(CapBlock::Weekly { sent: 6, limit: 6 }),
+            "capped: 6/6 this week"
+        );
+        assert_eq!(
+            text(CapBlock::MinGap {
+                minutes: 5,
+                limit: 60
+            }),
+            "capped: 5 min since last push (gap 60 min)"
+        );
+    }
+
+    #[test]
+    fn a_send_stamped_after_now_blocks_whatever_the_gap() {
+        let p = CapPolicy {
+            per_day: 5,
+            per_week: 7,
+            min_gap_minutes: 0,
+            quiet_start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+            quiet_end: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        };
+        let tz = chrono_tz::Europe::Helsinki;
+        // 23:59:30 local; another host stamped a send 1 minute later, tomorrow locally.
+        let now: DateTime<Utc> = "2026-11-20T21:59:30Z".parse().unwrap();
+        assert_eq!(
+            check(&p, &[rec(now + Duration::minutes(1))], now, tz),
+            Err(CapBlock::MinGap {
+                minutes: 0,
+                limit: 0
+            })
+        );
+        // A send at now with no gap required does not block by the gap.
+        assert!(check(&p, &[rec(now)], now, tz).is_ok());
+        // Today's sends count, yesterday's do not.
+        let one = CapPolicy { per_day: 1, ..p };
+        assert_eq!(
+            check(&one, &[rec(now - Duration::hours(23))], now, tz),
+            Err(CapBlock::Daily { sent: 1, limit: 1 })
+        );
+        assert!(check(&one, &[rec(now - Duration::days(1))], now, tz).is_ok());
+    }
+
+    #[test]
+    fn the_week_is_seven_days_to_the_instant() {
+        let p = CapPolicy {
+            per_day: 5,
+            per_week: 1,
+            min_gap_minutes: 0,
+            quiet_start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+            quiet_end: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        };
+        let tz = chrono_tz::Europe::Helsinki;
+        let almost = [rec(noon() - Duration::days(7) + Duration::seconds(1))];
+        assert_eq!(
+            check(&p, &almost, noon(), tz),
+            Err(CapBlock::Weekly { sent: 1, limit: 1 })
+        );
+        let week = [rec(noon() - Duration::days(7))];
+        assert!(check(&p, &week, noon(), tz).is_ok());
     }
 
     #[test]
