@@ -113,6 +113,23 @@ mod tests {
     }
 
     #[test]
+    fn purposes_have_their_wire_names_and_parse_back() {
+        for (p, name) in [
+            (Purpose::Push, "push"),
+            (Purpose::Location, "location"),
+            (Purpose::Personalisation, "personalisation"),
+        ] {
+            assert_eq!(p.as_str(), name);
+            assert_eq!(Purpose::parse(name).unwrap(), p);
+        }
+        assert_eq!(
+            Purpose::parse("personalization").unwrap(),
+            Purpose::Personalisation
+        );
+        assert!(Purpose::parse("marketing").is_err());
+    }
+
+    #[test]
     fn unknown_consent_means_no() {
         let c = Consents::default();
         for p in Purpose::ALL {
