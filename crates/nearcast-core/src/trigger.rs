@@ -105,6 +105,64 @@ mod tests {
         "2026-11-20T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(min)
     }
 
+    fn inside_since(min: i64) -> FenceState {
+        FenceState {
+            since: t(min),
+            last_seen: t(min),
+            decided: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn presence_expires_after_the_ttl_and_not_at_it() {
+        let p = inside_since(0);
+        let ttl = PRESENCE_TTL.num_minutes();
+        // Exactly at the TTL the visit goes on (and is confirmed).
+        let (tr, s) = step(Some(&p), 0.0, 10.0, t(ttl));
+        assert_eq!(tr, Transition::Inside { minutes: ttl });
+        assert_eq!(s.unwrap().last_seen, t(ttl));
+        // Past it, an inside fix with good accuracy starts a new visit...
+        let (tr, s) = step(Some(&p), 0.0, 10.0, t(ttl + 1));
+        assert_eq!(tr, Transition::Enter);
+        assert_eq!(s.unwrap().since, t(ttl + 1));
+        // ...an inside fix too coarse to enter, or one outside, ends it.
+        assert_eq!(
+            step(Some(&p), 0.0, 150.0, t(ttl + 1)),
+            (Transition::Exit, None)
+        );
+        assert_eq!(
+            step(Some(&p), 5.0, 10.0, t(ttl + 1)),
+            (Transition::Exit, None)
+        );
+    }
+
+    #[test]
+    fn leaving_needs_the_margin_plus_the_accuracy_exactly() {
+        let p = inside_since(0);
+        let edge = EXIT_MARGIN_M + 10.0;
+        let (tr, s) = step(Some(&p), edge, 10.0, t(5));
+        assert_eq!(tr, Transition::Inside { minutes: 5 });
+        // A fix just outside confirms nothing: last_seen stays.
+        assert_eq!(s.unwrap().last_seen, t(0));
+        assert_eq!(
+            step(Some(&p), edge + 0.01, 10.0, t(5)),
+            (Transition::Exit, None)
+        );
+    }
+
+    #[test]
+    fn only_a_later_inside_fix_confirms_presence() {
+        let p = inside_since(10);
+        // An older fix (arriving late) does not move last_seen back.
+        let (_, s) = step(Some(&p), 0.0, 10.0, t(5));
+        assert_eq!(s.unwrap().last_seen, t(10));
+        // One at the same instant changes nothing, a later one moves it.
+        let (_, s) = step(Some(&p), 0.0, 10.0, t(10));
+        assert_eq!(s.unwrap().last_seen, t(10));
+        let (_, s) = step(Some(&p), 0.0, 10.0, t(11));
+        assert_eq!(s.unwrap().last_seen, t(11));
+    }
+
     #[test]
     fn enter_then_dwell_then_exit() {
         let (tr, s) = step(None, 0.0, 10.0, t(0));
