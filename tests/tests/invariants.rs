@@ -7,6 +7,24 @@ use nearcast_core::ports::DeliveryStatus;
 use nearcast_tests::*;
 use serde_json::json;
 
+/// Processes `e` as a client does: a retryable answer (contention, store) is sent again.
+async fn process_until_answered(
+    engine: std::sync::Arc<nearcast_core::engine::Engine>,
+    e: nearcast_core::event::Event,
+) -> nearcast_core::engine::EventReport {
+    use nearcast_core::engine::EngineError;
+    for _ in 0..20 {
+        match engine.process(&e).await {
+            Ok(r) => return r,
+            Err(EngineError::Contention | EngineError::Store(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    panic!("no answer after 20 tries")
+}
+
 async fn onboard(h: &Harness, user: &str) {
     for e in onboarding(user, noon()) {
         h.engine.process(&e).await.expect("onboarding");
@@ -125,11 +143,11 @@ async fn caps_hold_under_concurrency(b: Backend) {
     for i in 0..50 {
         let engine = h.engine.clone();
         let e = fix_at("cap", &format!("c{i}"), i, noon());
-        tasks.push(tokio::spawn(async move { engine.process(&e).await }));
+        tasks.push(tokio::spawn(process_until_answered(engine, e)));
     }
     let mut sent = 0;
     for t in tasks {
-        let r = t.await.unwrap().expect("processed");
+        let r = t.await.unwrap();
         if verdict(&r).0 == Verdict::Sent {
             sent += 1;
         }
@@ -179,10 +197,10 @@ async fn caps_hold_when_push_answers_are_lost(b: Backend) {
         for i in 0..50 {
             let engine = h.engine.clone();
             let e = fix_at("lost", &format!("l{round}-{i}"), i, noon());
-            tasks.push(tokio::spawn(async move { engine.process(&e).await }));
+            tasks.push(tokio::spawn(process_until_answered(engine, e)));
         }
         for t in tasks {
-            t.await.unwrap().expect("processed");
+            t.await.unwrap();
         }
         assert_eq!(
             h.notifier.sent().len(),
@@ -221,12 +239,12 @@ async fn one_event_pushes_once(b: Backend) {
     for _ in 0..10 {
         let engine = h.engine.clone();
         let e = e.clone();
-        tasks.push(tokio::spawn(async move { engine.process(&e).await }));
+        tasks.push(tokio::spawn(process_until_answered(engine, e)));
     }
     let mut accepted = 0;
     let mut duplicates = 0;
     for t in tasks {
-        let r = t.await.unwrap().unwrap();
+        let r = t.await.unwrap();
         match r.status {
             "accepted" => accepted += 1,
             "duplicate" => {

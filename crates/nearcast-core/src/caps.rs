@@ -51,12 +51,10 @@ impl std::fmt::Display for CapBlock {
 
 /// Whether `t` falls in the quiet window `[start, end)`, which may wrap midnight.
 pub fn in_quiet_hours(t: NaiveTime, start: NaiveTime, end: NaiveTime) -> bool {
-    if start == end {
-        false
-    } else if start < end {
-        t >= start && t < end
-    } else {
-        t >= start || t < end
+    match start.cmp(&end) {
+        std::cmp::Ordering::Equal => false,
+        std::cmp::Ordering::Less => t >= start && t < end,
+        std::cmp::Ordering::Greater => t >= start || t < end,
     }
 }
 

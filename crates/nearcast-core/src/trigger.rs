@@ -73,8 +73,8 @@ pub fn step(
                 (Transition::Exit, None)
             } else {
                 let mut s = p.clone();
-                if inside && at > s.last_seen {
-                    s.last_seen = at;
+                if inside {
+                    s.last_seen = s.last_seen.max(at);
                 }
                 (
                     Transition::Inside {
