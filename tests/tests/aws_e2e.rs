@@ -7,7 +7,7 @@
 
 mod aws_support;
 
-use aws_support::{Proxy, messages_to, moto, moto_url, platform_applications, unique};
+use aws_support::{Fault, Proxy, messages_to, moto, moto_url, platform_applications, unique};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -484,6 +484,103 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
             .is_empty(),
         "nothing left for the relay"
     );
+}
+
+/// Invariant 4 on the wire: at each request of the send path, the request reaches moto and
+/// is applied, then its answer is lost (the connection closes with no reply). The SDK's
+/// retries, the engine's, the client's and the relay's together push exactly once, and
+/// nothing is left pending or half-claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_lost_after_each_write_of_the_send_path_still_pushes_exactly_once() {
+    aws!(
+        a,
+        an_answer_lost_after_each_write_of_the_send_path_still_pushes_exactly_once,
+        1,
+        5
+    );
+    // The requests of a fix that sends, in order (`requests_per_path`).
+    let path = [
+        ("ddb", "GetItem", 1),
+        ("ddb", "TransactWriteItems", 1),
+        ("ddb", "TransactWriteItems", 2),
+        ("sns", "Publish", 1),
+        ("ddb", "UpdateItem", 1),
+    ];
+    for (k, (service, op, nth)) in path.into_iter().enumerate() {
+        let user = format!("lost{k}");
+        let endpoint = onboard(&a, &user).await;
+        let proxy = if service == "ddb" { &a.ddb } else { &a.sns };
+        proxy.fault(op, nth, Fault::LoseAnswer);
+        let v = post_until_answered(a.engine.clone(), fix(&user, "f1", 0)).await;
+        let case = format!("{op} #{nth}");
+        assert_eq!(proxy.faults_left(), 0, "{case}: the fault fired");
+        assert_eq!(result(&v).1, "sent", "{case}: {v}");
+        for _ in 0..2 {
+            a.engine
+                .relay_pending(chrono::Duration::zero(), 100)
+                .await
+                .unwrap();
+        }
+        assert_eq!(messages_to(&endpoint).len(), 1, "{case}: exactly one push");
+        let items = partition(&a, &user).await;
+        let deliveries: Vec<_> = items
+            .iter()
+            .filter(|(k, _)| k.contains("/ DELIVERY#"))
+            .collect();
+        assert_eq!(deliveries.len(), 1, "{case}: one delivery");
+        let status = &deliveries[0].1["status"];
+        // A Publish whose answer was lost may or may not have been delivered: unconfirmed.
+        let want = if op == "Publish" {
+            "unconfirmed"
+        } else {
+            "sent"
+        };
+        assert!(status.contains(want), "{case}: delivery {status}");
+        let state = a.direct.load_user(&id(&user)).await.unwrap().state;
+        assert_eq!(state.sends.len(), 1, "{case}: one cap reservation");
+    }
+    assert!(
+        a.direct
+            .pending_deliveries(noon() + chrono::Duration::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left for the relay"
+    );
+}
+
+/// DynamoDB cancels a transaction that meets another on the same item with the reason
+/// `TransactionConflict` (nothing was written). The engine takes it as a conflict: it
+/// re-reads and decides again, and the event is answered, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_conflict_on_the_commit_is_decided_again() {
+    aws!(
+        a,
+        a_transaction_conflict_on_the_commit_is_decided_again,
+        1,
+        5
+    );
+    let endpoint = onboard(&a, "tc").await;
+    let cancelled = json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]",
+        "CancellationReasons": [
+            {"Code": "None"},
+            {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+        ]
+    });
+    a.ddb.fault(
+        "TransactWriteItems",
+        1,
+        Fault::Answer(400, cancelled.to_string()),
+    );
+    let (s, _, v) = post(&a, fix("tc", "f1", 0)).await;
+    assert_eq!(a.ddb.faults_left(), 0, "the conflict was answered");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(result(&v), ("accepted", "sent"));
+    assert_eq!(messages_to(&endpoint).len(), 1, "one push");
+    let state = a.direct.load_user(&id("tc")).await.unwrap().state;
+    assert_eq!(state.sends.len(), 1, "one cap reservation");
 }
 
 /// SNS cut mid-connection: the Publish may have reached SNS, so it is never sent again,

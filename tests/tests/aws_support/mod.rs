@@ -51,6 +51,26 @@ struct ProxyState {
     actions: Mutex<BTreeMap<String, u64>>,
     /// Bumped on every cut: open connections close.
     cuts: watch::Sender<u64>,
+    /// Faults armed for particular operations, each fired once.
+    faults: Mutex<Vec<Armed>>,
+}
+
+/// What the proxy does to one request instead of passing its answer on.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// The request reaches moto and is applied; its answer is thrown away and the client's
+    /// connection closed (a reset after the write: the client cannot know it was applied).
+    LoseAnswer,
+    /// The request never reaches moto; the client gets this answer (HTTP status, body) as if
+    /// from the service.
+    Answer(u16, String),
+}
+
+struct Armed {
+    op: String,
+    /// Matching requests still to pass before the fault fires.
+    skip: u64,
+    fault: Fault,
 }
 
 /// A loopback TCP proxy to moto. It reads each HTTP request whole before passing it on, and
@@ -78,6 +98,7 @@ impl Proxy {
             counts: Mutex::new(BTreeMap::new()),
             actions: Mutex::new(BTreeMap::new()),
             cuts: watch::channel(0).0,
+            faults: Mutex::new(Vec::new()),
         });
         let s = state.clone();
         tokio::spawn(async move {
@@ -93,7 +114,7 @@ impl Proxy {
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(&upstream).await {
-                        connection(s, client, server).await;
+                        connection(s, client, server, upstream).await;
                     }
                 });
             }
@@ -111,8 +132,25 @@ impl Proxy {
         self.state.budget.store(n, Ordering::SeqCst);
     }
 
-    /// Back up, without a budget.
+    /// Arms `fault` for the `nth` request (1-based, counted from now) of operation `op`
+    /// (as in [`Proxy::counts`]: `TransactWriteItems`, `Publish`, ...). It fires once.
+    pub fn fault(&self, op: &str, nth: u64, fault: Fault) {
+        assert!(nth >= 1, "nth counts from 1");
+        self.state.faults.lock().unwrap().push(Armed {
+            op: op.to_string(),
+            skip: nth - 1,
+            fault,
+        });
+    }
+
+    /// Faults armed that have not fired.
+    pub fn faults_left(&self) -> usize {
+        self.state.faults.lock().unwrap().len()
+    }
+
+    /// Back up, without a budget or armed faults.
     pub fn restore(&self) {
+        self.state.faults.lock().unwrap().clear();
         self.state.budget.store(UNLIMITED, Ordering::SeqCst);
         self.state.up.store(true, Ordering::SeqCst);
     }
@@ -409,10 +447,12 @@ pub fn iam_actions(req: &Request) -> (String, Vec<String>) {
     }
 }
 
-async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream) {
+async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream, upstream: String) {
     let mut cuts = s.cuts.subscribe();
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
+    // Set when a fault answers in moto's place: written once the copy below has stopped.
+    let mut answer: Option<Vec<u8>> = None;
     let up = async {
         let mut buf = Vec::new();
         loop {
@@ -425,11 +465,36 @@ async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream) {
                 return;
             }
             let (op, actions) = iam_actions(&req);
-            *s.counts.lock().unwrap().entry(op).or_default() += 1;
+            *s.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
             {
                 let mut a = s.actions.lock().unwrap();
                 for action in actions {
                     *a.entry(action).or_default() += 1;
+                }
+            }
+            match fire(&s, &op) {
+                None => {}
+                Some(Fault::LoseAnswer) => {
+                    // Applied on a connection of its own (clients send one request at a
+                    // time, so this one is idle), its answer read whole and dropped.
+                    if let Ok(side) = TcpStream::connect(&upstream).await {
+                        let (mut r, mut w) = side.into_split();
+                        if w.write_all(&req.raw).await.is_ok() {
+                            let _ = read_request(&mut r, &mut Vec::new()).await;
+                        }
+                    }
+                    return;
+                }
+                Some(Fault::Answer(status, body)) => {
+                    answer = Some(
+                        format!(
+                            "HTTP/1.1 {status} Fault\r\ncontent-type: application/x-amz-json-1.0\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .into_bytes(),
+                    );
+                    return;
                 }
             }
             if sw.write_all(&req.raw).await.is_err() {
@@ -445,6 +510,21 @@ async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream) {
         _ = down => {}
         _ = cuts.changed() => {}
     }
+    if let Some(bytes) = answer {
+        let _ = cw.write_all(&bytes).await;
+        let _ = cw.shutdown().await;
+    }
+}
+
+/// The fault armed for this request of `op`, if its turn has come (it is then disarmed).
+fn fire(s: &ProxyState, op: &str) -> Option<Fault> {
+    let mut faults = s.faults.lock().unwrap();
+    let i = faults.iter().position(|f| f.op == op)?;
+    if faults[i].skip > 0 {
+        faults[i].skip -= 1;
+        return None;
+    }
+    Some(faults.remove(i).fault)
 }
 
 /// APNs and FCM platform applications made on moto for `case` (names unique per run):
