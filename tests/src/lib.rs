@@ -86,6 +86,8 @@ pub struct Harness {
     pub store: Arc<dyn StateStore>,
     /// The SQLite store, when that is the backend.
     pub sqlite: Option<Arc<SqliteStore>>,
+    /// The DynamoDB table, when that is the backend.
+    pub dynamo_table: Option<String>,
     /// Pushes delivered.
     pub notifier: Arc<RecordingNotifier>,
     /// The clock.
@@ -150,6 +152,7 @@ impl StoreLayer for Interleaving {
 /// A harness with `n` stores and the given policy.
 pub async fn harness(backend: Backend, n: usize, policy: CapPolicy) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
+    let mut dynamo_table = None;
     let (store, sqlite): (Arc<dyn StateStore>, Option<Arc<SqliteStore>>) = match backend {
         Backend::Memory => (Arc::new(InMemoryStateStore::new()), None),
         Backend::Sqlite => {
@@ -168,9 +171,15 @@ pub async fn harness(backend: Backend, n: usize, policy: CapPolicy) -> Harness {
             );
             (Arc::new(Interleaving(s.clone())), Some(s))
         }
-        Backend::Dynamo => (Arc::new(dynamo_store().await), None),
+        Backend::Dynamo => {
+            let d = dynamo_store().await;
+            dynamo_table = Some(d.table().to_string());
+            (Arc::new(d), None)
+        }
         Backend::InterleavedDynamo => {
-            (Arc::new(Interleaving(Arc::new(dynamo_store().await))), None)
+            let d = dynamo_store().await;
+            dynamo_table = Some(d.table().to_string());
+            (Arc::new(Interleaving(Arc::new(d))), None)
         }
     };
     let notifier = Arc::new(RecordingNotifier::new());
@@ -193,10 +202,49 @@ pub async fn harness(backend: Backend, n: usize, policy: CapPolicy) -> Harness {
         engine: Arc::new(engine),
         store,
         sqlite,
+        dynamo_table,
         notifier,
         clock,
         dir,
     }
+}
+
+/// Every row of every table the harness's store holds (SQLite: each table of the file;
+/// DynamoDB: every item of the table), one line each, sorted. `None` in memory.
+pub async fn dump(h: &Harness) -> Option<Vec<String>> {
+    let mut rows = Vec::new();
+    if let Some(db) = &h.sqlite {
+        rows = db.dump().expect("dump the database");
+        assert!(!rows.is_empty(), "the database has rows");
+    } else if let Some(table) = &h.dynamo_table {
+        let client = nearcast_aws::moto::shared().dynamodb(None).await;
+        let mut start = None;
+        loop {
+            let page = client
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("scan");
+            for item in page.items() {
+                let attrs: std::collections::BTreeMap<_, _> = item
+                    .iter()
+                    .map(|(n, v)| (n.clone(), format!("{v:?}")))
+                    .collect();
+                rows.push(format!("{attrs:?}"));
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+    } else {
+        return None;
+    }
+    rows.sort();
+    Some(rows)
 }
 
 /// An outbox notifier in the harness folder (for tests that read the file).

@@ -1,5 +1,6 @@
 //! The HTTP API through the router (`oneshot`, no socket): happy paths for every route, and
-//! invariant 5: every malformed request gets a 4xx naming the field and changes no state.
+//! invariant 5: every malformed request gets a 4xx naming the field and changes no state,
+//! on the embedded host (SQLite) and on the AWS host (API Gateway events into DynamoDB).
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -8,14 +9,48 @@ use nearcast_tests::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+/// One request through the router. On DynamoDB (the AWS host) it goes the way AWS brings
+/// it: as an API Gateway HTTP API (v2) event, converted by lambda_http as the Lambda
+/// runtime does (binary bodies base64-encoded, as API Gateway sends them).
 async fn call(h: &Harness, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
     let app = nearcast_api::router(h.engine.clone());
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.into())
+    let bytes = body.into().collect().await.unwrap().to_bytes();
+    let req = if h.dynamo_table.is_some() {
+        let mut event: Value = serde_json::from_str(include_str!(
+            "../../events/lambda/apigw-v2-post-events.json"
+        ))
         .unwrap();
+        let route = format!("{method} {uri}");
+        event["routeKey"] = json!(route);
+        event["rawPath"] = json!(uri);
+        event["requestContext"]["routeKey"] = json!(route);
+        event["requestContext"]["http"]["method"] = json!(method);
+        event["requestContext"]["http"]["path"] = json!(uri);
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => {
+                event["body"] = json!(text);
+                event["isBase64Encoded"] = json!(false);
+            }
+            Err(_) => {
+                use base64::Engine as _;
+                event["body"] = json!(base64::engine::general_purpose::STANDARD.encode(&bytes));
+                event["isBase64Encoded"] = json!(true);
+            }
+        }
+        if bytes.is_empty() {
+            event["body"] = Value::Null;
+        }
+        lambda_http::request::from_str(&event.to_string())
+            .expect("an API Gateway v2 request")
+            .map(|b| Body::from(b.to_vec()))
+    } else {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(bytes))
+            .unwrap()
+    };
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -35,28 +70,19 @@ fn batch(events: Vec<Value>) -> String {
     json!({"user_id": "u1", "events": events}).to_string()
 }
 
-/// Everything a request could have changed.
+/// Everything a request could have changed: every row of every table (outcomes, policy
+/// and catalog included), the user as the engine reads it, and the catalog it serves.
 async fn snapshot(h: &Harness) -> String {
-    let db = h.sqlite.as_ref().unwrap();
-    let counts: Vec<u64> = [
-        "users",
-        "seen",
-        "decisions",
-        "deliveries",
-        "stores",
-        "offers",
-    ]
-    .iter()
-    .map(|t| db.count(t).unwrap())
-    .collect();
+    let rows = dump(h).await.expect("a store with tables");
     let user = h.store.load_user(&id("u1")).await.unwrap();
     let c = h.engine.catalog();
     format!(
-        "{counts:?} {} {:?} {} {}",
+        "{rows:#?} {} {:?} {} {} {:?}",
         user.version,
         user.state,
         serde_json::to_string(&c.stores).unwrap(),
-        serde_json::to_string(&c.offers).unwrap()
+        serde_json::to_string(&c.offers).unwrap(),
+        c.policy,
     )
 }
 
@@ -66,8 +92,17 @@ fn with(mut v: Value, k: &str, x: Value) -> Value {
 }
 
 #[tokio::test]
-async fn malformed_requests_get_a_4xx_naming_the_field_and_change_nothing() {
-    let h = harness(Backend::Sqlite, 2, policy(5)).await;
+async fn malformed_requests_get_a_4xx_naming_the_field_and_change_nothing_on_sqlite() {
+    malformed_requests_change_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_a_4xx_naming_the_field_and_change_nothing_on_dynamodb() {
+    malformed_requests_change_nothing(Backend::Dynamo).await;
+}
+
+async fn malformed_requests_change_nothing(backend: Backend) {
+    let h = harness(backend, 2, policy(5)).await;
     // Some state first, so "unchanged" means something.
     let onboard: Vec<Value> = ["push", "location", "personalisation"]
         .iter()
@@ -75,6 +110,22 @@ async fn malformed_requests_get_a_4xx_naming_the_field_and_change_nothing() {
         .collect();
     let (s, _) = call(&h, "POST", "/v1/events", batch(onboard)).await;
     assert_eq!(s, StatusCode::OK);
+    // A token, a push, its open, a purchase: deliveries and outcomes hold rows too.
+    let at = noon().to_rfc3339();
+    let (s, v) = call(&h, "POST", "/v1/events", batch(vec![
+        json!({"event_id": "tok", "type": "push_token", "at": at, "platform": "fcm", "token": "tok-u1"}),
+        fix("f0"),
+    ])).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][1]["decision"]["verdict"], "sent", "{v}");
+    let delivery = v["results"][1]["decision"]["delivery_id"]
+        .as_str()
+        .map(str::to_string);
+    let (s, v) = call(&h, "POST", "/v1/events", batch(vec![
+        json!({"event_id": "open", "type": "notification_opened", "at": at, "offer_id": "o0", "delivery_id": delivery}),
+        json!({"event_id": "buy", "type": "purchase", "at": at, "product_id": "p1", "category": "coffee"}),
+    ])).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let store_ok = json!({"id": "s9", "name": "New", "category": "cafe", "time_zone": "Europe/Helsinki",
         "fence": {"type": "circle", "lat": 60.17, "lon": 24.94, "radius_m": 50}});
     let offer_ok = json!({"id": "o9", "campaign_id": "c9", "title": "T", "body": "B", "category": "coffee",
@@ -136,9 +187,18 @@ async fn malformed_requests_get_a_4xx_naming_the_field_and_change_nothing() {
         ("offer dwell 0 min", "POST", "/v1/admin/offers", Body::from(with(offer_ok.clone(), "trigger", json!({"type": "dwell", "minutes": 0})).to_string()), 400, "trigger.minutes"),
         ("policy zero cap", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 0, "per_week": 5, "min_gap_minutes": 0, "quiet_start": "21:00:00", "quiet_end": "08:00:00"}).to_string()), 400, "per_day"),
         ("path id mismatch", "PUT", "/v1/admin/stores/s1", Body::from(store_ok.to_string()), 400, "id"),
+        ("opened with a bad offer id", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "notification_opened", "at": noon().to_rfc3339(), "offer_id": "a b"})])), 400, "events[0].offer_id"),
+        ("redeemed with a long delivery id", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "coupon_redeemed", "at": noon().to_rfc3339(), "offer_id": "o0", "delivery_id": "d".repeat(65)})])), 400, "events[0].delivery_id"),
+        ("purchase category not a string", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339(), "product_id": "p2", "category": 5})])), 400, "events[0].category"),
+        ("policy unknown field", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3, "per_week": 5, "min_gap_minutes": 0, "quiet_start": "21:00:00", "quiet_end": "08:00:00", "x": 1}).to_string()), 400, "x"),
+        ("policy bad quiet time", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3, "per_week": 5, "min_gap_minutes": 0, "quiet_start": "25:00:00", "quiet_end": "08:00:00"}).to_string()), 400, "quiet_start"),
         ("simulate no events", "POST", "/v1/admin/simulate", Body::from(json!({"events": []}).to_string()), 400, "events"),
     ];
     assert!(cases.len() >= 25);
+    let rows = dump(&h).await.unwrap().join("\n");
+    for held in ["tok-u1", "notification_opened", "p1", "per_day"] {
+        assert!(rows.contains(held), "the snapshot covers {held}: {rows}");
+    }
     let before = snapshot(&h).await;
     for (name, method, uri, body, want, field) in cases {
         let (status, v) = call(&h, method, uri, body).await;

@@ -202,6 +202,40 @@ impl SqliteStore {
         .map(|n| n as u64)
     }
 
+    /// Every row of every table, one line each (`table: col | col ...`), in table then row
+    /// order: what an audit or a "nothing changed" test compares.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn dump(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let tables: Vec<String> = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut rows = Vec::new();
+            for t in tables {
+                let mut q = c.prepare(&format!("SELECT * FROM \"{t}\" ORDER BY 1"))?;
+                let n = q.column_count();
+                let mut r = q.query([])?;
+                while let Some(row) = r.next()? {
+                    let cols = (0..n)
+                        .map(|i| {
+                            row.get_ref(i).map(|v| match v {
+                                rusqlite::types::ValueRef::Text(t) => {
+                                    format!("{:?}", String::from_utf8_lossy(t))
+                                }
+                                other => format!("{other:?}"),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    rows.push(format!("{t}: {}", cols.join(" | ")));
+                }
+            }
+            Ok(rows)
+        })
+    }
+
     /// Rows mentioning a user anywhere (erasure tests).
     ///
     /// # Errors
