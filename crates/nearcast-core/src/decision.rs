@@ -1014,3 +1014,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod decide_tests;

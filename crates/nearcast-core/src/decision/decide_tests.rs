@@ -1,0 +1,414 @@
+//! `decide` end to end on one user, without any store: consent effects, push tokens,
+//! behaviour, stale fixes, enter and dwell, thresholds, the best rejection, the push target.
+//! (The engine-level invariants are in `tests/tests`; these pin the pure function.)
+
+use super::*;
+use crate::config::{Store, parse_json};
+use crate::ranker::Ranker;
+use chrono::Duration;
+use serde_json::{Value, json};
+
+const NOW: &str = "2026-11-20T10:00:00Z"; // Friday, 12:00 in Helsinki
+const STORE: (f64, f64) = (60.1699, 24.9384);
+/// A second store 300 m north, a polygon.
+const MALL: (f64, f64) = (60.1726, 24.9384);
+
+fn now() -> DateTime<Utc> {
+    NOW.parse().unwrap()
+}
+
+fn catalog(offers: Vec<Value>) -> Catalog {
+    let stores: Vec<Store> = vec![
+        parse_json(
+            &json!({"id": "s", "name": "S", "category": "cafe", "time_zone": "Europe/Helsinki",
+            "fence": {"type": "circle", "lat": STORE.0, "lon": STORE.1, "radius_m": 50}}),
+        )
+        .unwrap(),
+        parse_json(
+            &json!({"id": "m", "name": "M", "category": "mall", "time_zone": "Europe/Helsinki",
+            "fence": {"type": "polygon", "geometry": {"type": "Polygon", "coordinates": [[
+                [MALL.1 - 0.001, MALL.0 - 0.0005], [MALL.1 + 0.001, MALL.0 - 0.0005],
+                [MALL.1 + 0.001, MALL.0 + 0.0005], [MALL.1 - 0.001, MALL.0 + 0.0005],
+                [MALL.1 - 0.001, MALL.0 - 0.0005]]]}}}),
+        )
+        .unwrap(),
+    ];
+    let offers = offers.iter().map(|o| parse_json(o).unwrap()).collect();
+    let policy = crate::config::CapPolicy {
+        per_day: 5,
+        per_week: 20,
+        min_gap_minutes: 0,
+        quiet_start: chrono::NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        quiet_end: chrono::NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+    };
+    Catalog::build(stores, offers, policy).unwrap()
+}
+
+fn offer(id: &str, store: &str, extra: Value) -> Value {
+    let mut o = json!({"id": id, "campaign_id": "c", "title": "T", "body": "B", "category": "coffee",
+        "store_ids": [store], "trigger": {"type": "enter"}, "threshold": 0.0});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            o[k] = v;
+        }
+    }
+    o
+}
+
+fn ranker() -> std::sync::Arc<dyn Ranker> {
+    crate::ranker::load(include_str!("../../../../models/ranker.json")).unwrap()
+}
+
+fn no_weather(_: f64, _: f64, _: DateTime<Utc>) -> Option<Weather> {
+    None
+}
+
+struct World {
+    catalog: Catalog,
+    ranker: std::sync::Arc<dyn Ranker>,
+    state: UserState,
+    now: DateTime<Utc>,
+    n: u32,
+}
+
+impl World {
+    fn new(offers: Vec<Value>) -> World {
+        World {
+            catalog: catalog(offers),
+            ranker: ranker(),
+            state: UserState::default(),
+            now: now(),
+            n: 0,
+        }
+    }
+
+    /// Feeds one event (its `at` defaults to now); returns what `decide` answered.
+    fn feed(&mut self, mut v: Value) -> Outcome {
+        self.n += 1;
+        v["event_id"] = json!(format!("e{}", self.n));
+        if v.get("at").is_none() {
+            v["at"] = json!(self.now.to_rfc3339());
+        }
+        let user = Id::parse("u").unwrap();
+        let event = Event::from_json(&v, Some(&user), self.now).unwrap();
+        let inputs = Inputs {
+            catalog: &self.catalog,
+            ranker: self.ranker.as_ref(),
+            weather: &no_weather,
+            now: self.now,
+        };
+        let out = decide(&inputs, &self.state, &event);
+        self.state = out.state.clone();
+        out
+    }
+
+    fn consent(&mut self, purpose: &str, granted: bool) {
+        self.feed(json!({"type": "consent", "purpose": purpose, "granted": granted}));
+    }
+
+    fn onboard(&mut self) {
+        for p in ["location", "push", "personalisation"] {
+            self.consent(p, true);
+        }
+        self.feed(json!({"type": "push_token", "platform": "fcm", "token": "t1"}));
+    }
+
+    fn fix_at(&mut self, (lat, lon): (f64, f64), at: DateTime<Utc>) -> Decision {
+        self.feed(json!({"type": "location", "lat": lat, "lon": lon, "accuracy_m": 5, "at": at.to_rfc3339()}))
+            .decision
+            .expect("a fix is always decided")
+    }
+
+    fn fix(&mut self, p: (f64, f64)) -> Decision {
+        let at = self.now;
+        self.fix_at(p, at)
+    }
+}
+
+fn code(d: &Decision) -> &'static str {
+    d.reason.as_ref().map_or("", Reason::code)
+}
+
+#[test]
+fn reason_codes_are_distinct_and_every_reason_reads_as_text() {
+    let all = vec![
+        Reason::NoConsentLocation,
+        Reason::NoConsentPush,
+        Reason::NoPushTarget,
+        Reason::StaleFix { minutes: 20 },
+        Reason::NoTrigger,
+        Reason::OutsideSchedule,
+        Reason::WeatherUnknown,
+        Reason::AudienceNeedsPersonalisation,
+        Reason::NotNewToCategory,
+        Reason::NotYetReeligible { hours: 3 },
+        Reason::BelowThreshold {
+            score: 0.1,
+            threshold: 0.5,
+        },
+        Reason::Capped { detail: "x".into() },
+        Reason::QuietHours { local: "x".into() },
+        Reason::HeldOut {
+            campaign: "c".into(),
+        },
+    ];
+    let codes: std::collections::BTreeSet<&str> = all.iter().map(Reason::code).collect();
+    assert_eq!(codes.len(), all.len(), "one code per reason");
+    assert!(codes.contains("no_consent_location") && codes.contains("held_out"));
+    for r in &all {
+        assert!(!r.to_string().is_empty(), "{r:?} has a text");
+    }
+    assert_eq!(
+        Reason::StaleFix { minutes: 20 }.to_string(),
+        "stale fix (20 min old)"
+    );
+}
+
+#[test]
+fn delivery_ids_are_stable_and_distinct_per_user_and_event() {
+    let (u, v) = (Id::parse("u").unwrap(), Id::parse("v").unwrap());
+    let (e, f) = (Id::parse("e").unwrap(), Id::parse("f").unwrap());
+    let d = delivery_id(&u, &e);
+    assert_eq!(d, delivery_id(&u, &e));
+    assert!(d.starts_with("d-") && d.len() == 18, "{d}");
+    assert!(d[2..].chars().all(|c| c.is_ascii_hexdigit()), "{d}");
+    assert_ne!(d, delivery_id(&v, &e));
+    assert_ne!(d, delivery_id(&u, &f));
+}
+
+#[test]
+fn withdrawing_location_forgets_presence_and_personalisation_forgets_tastes() {
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    w.onboard();
+    w.feed(json!({"type": "view", "product_id": "p", "category": "coffee"}));
+    assert!(w.state.affinities.contains_key("coffee"));
+    assert_eq!(w.fix(STORE).verdict, Verdict::Sent);
+    assert!(w.state.fences.contains_key(&Id::parse("s").unwrap()));
+    // Granting again keeps both.
+    w.consent("location", true);
+    w.consent("personalisation", true);
+    assert!(!w.state.fences.is_empty() && !w.state.affinities.is_empty());
+    w.consent("personalisation", false);
+    assert!(w.state.affinities.is_empty(), "tastes forgotten");
+    assert!(
+        !w.state.fences.is_empty(),
+        "presence is not personalisation"
+    );
+    w.consent("location", false);
+    assert!(w.state.fences.is_empty(), "presence forgotten");
+    let d = w.fix(STORE);
+    assert_eq!(
+        (d.verdict, code(&d)),
+        (Verdict::Suppressed, "no_consent_location")
+    );
+}
+
+#[test]
+fn the_same_token_keeps_its_endpoint_and_a_new_one_starts_afresh() {
+    let mut w = World::new(vec![]);
+    w.onboard();
+    let target = |w: &World| w.state.push.clone().unwrap();
+    let mut t = target(&w);
+    t.endpoint = Some("arn:endpoint".into());
+    w.state.push = Some(t);
+    w.feed(json!({"type": "push_token", "platform": "fcm", "token": "t1"}));
+    assert_eq!(
+        target(&w).endpoint.as_deref(),
+        Some("arn:endpoint"),
+        "same token"
+    );
+    w.feed(json!({"type": "push_token", "platform": "apns", "token": "t1"}));
+    assert_eq!(
+        target(&w).endpoint,
+        None,
+        "another platform is another target"
+    );
+    let mut t = target(&w);
+    t.endpoint = Some("arn:2".into());
+    t.disabled = true;
+    w.state.push = Some(t);
+    w.feed(json!({"type": "push_token", "platform": "apns", "token": "t2"}));
+    let t = target(&w);
+    assert_eq!(
+        (t.token.as_str(), t.endpoint, t.disabled),
+        ("t2", None, false)
+    );
+}
+
+#[test]
+fn only_purchases_are_kept_as_purchases_and_only_with_consent_do_tastes_move() {
+    let mut w = World::new(vec![]);
+    w.consent("personalisation", false);
+    w.feed(json!({"type": "view", "product_id": "p1", "category": "tea"}));
+    w.feed(json!({"type": "purchase", "product_id": "p2", "category": "tea"}));
+    assert_eq!(w.state.purchases.len(), 1, "the view is not a purchase");
+    assert_eq!(
+        w.state.purchases[0].product_id.as_ref().unwrap().as_str(),
+        "p2"
+    );
+    assert!(w.state.affinities.is_empty(), "no consent, no tastes");
+    w.consent("personalisation", true);
+    w.feed(json!({"type": "add_to_cart", "product_id": "p3", "category": "tea"}));
+    assert_eq!(w.state.purchases.len(), 1);
+    assert!(w.state.affinities["tea"] > 0.0);
+}
+
+#[test]
+fn a_stale_fix_moves_presence_but_sends_nothing() {
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    w.onboard();
+    let fresh = w.now - MAX_FIX_AGE;
+    let d = w.fix_at(STORE, fresh);
+    assert_eq!(
+        d.verdict,
+        Verdict::Sent,
+        "exactly 15 minutes old is still live"
+    );
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    w.onboard();
+    let stale = w.now - MAX_FIX_AGE - Duration::seconds(1);
+    let d = w.fix_at(STORE, stale);
+    assert_eq!((d.verdict, code(&d)), (Verdict::Suppressed, "stale_fix"));
+    assert!(
+        w.state.fences.contains_key(&Id::parse("s").unwrap()),
+        "presence moved"
+    );
+}
+
+#[test]
+fn enter_fires_once_per_visit_and_dwell_after_its_minutes() {
+    let mut w = World::new(vec![
+        offer("enter", "s", json!({})),
+        offer(
+            "dwell",
+            "s",
+            json!({"trigger": {"type": "dwell", "minutes": 10}, "category": "tea"}),
+        ),
+    ]);
+    w.onboard();
+    let d = w.fix(STORE);
+    assert_eq!(d.offer_id.as_ref().unwrap().as_str(), "enter");
+    assert_eq!(
+        d.candidates.len(),
+        1,
+        "dwell has not fired: {:?}",
+        d.candidates
+    );
+    w.now += Duration::minutes(9);
+    let d = w.fix(STORE);
+    assert_eq!(
+        (d.verdict, code(&d)),
+        (Verdict::None, "no_trigger"),
+        "9 minutes"
+    );
+    w.now += Duration::minutes(1);
+    let d = w.fix(STORE);
+    assert_eq!(d.verdict, Verdict::Sent, "10 minutes: {d:?}");
+    assert_eq!(d.offer_id.as_ref().unwrap().as_str(), "dwell");
+    w.now += Duration::minutes(5);
+    let d = w.fix(STORE);
+    assert_eq!(d.verdict, Verdict::None, "each offer once per visit");
+}
+
+#[test]
+fn below_threshold_is_explained_by_the_best_rejected_candidate() {
+    let mut w = World::new(vec![
+        offer("never", "s", json!({"threshold": 1.0})),
+        offer(
+            "closed",
+            "s",
+            json!({"ends_at": "2026-01-01T00:00:00Z", "category": "tea"}),
+        ),
+    ]);
+    w.onboard();
+    let d = w.fix(STORE);
+    assert_eq!(d.verdict, Verdict::Suppressed);
+    assert_eq!(d.candidates.len(), 2);
+    // The scored candidate explains the decision, over the one that was never scored.
+    assert_eq!(d.offer_id.as_ref().unwrap().as_str(), "never");
+    assert_eq!(code(&d), "below_threshold");
+    let s = d.score.expect("scored");
+    assert!(s > 0.0 && s < 1.0, "{s}");
+    assert_eq!(
+        d.context.as_ref().map(|c| c.daypart.as_str()),
+        Some("midday")
+    );
+    let closed = d
+        .candidates
+        .iter()
+        .find(|c| c.offer_id.as_str() == "closed")
+        .unwrap();
+    assert_eq!(
+        closed.reason.as_ref().map(Reason::code),
+        Some("outside_schedule")
+    );
+    assert_eq!(closed.score, None);
+}
+
+#[test]
+fn the_higher_score_wins_and_the_decision_explains_its_store() {
+    let mut w = World::new(vec![offer("o", "m", json!({}))]);
+    w.onboard();
+    let d = w.fix(MALL);
+    assert_eq!(d.verdict, Verdict::Sent);
+    assert_eq!(d.store_id.as_ref().unwrap().as_str(), "m");
+    // The distance is measured to the polygon's centre, not to (0, 0).
+    let c = &d.candidates[0];
+    assert!(c.distance_m < 5.0, "{}", c.distance_m);
+    let ctx = d.context.expect("the context at the chosen store");
+    assert_eq!(ctx.weekday, "Fri");
+    assert!(!ctx.cell.is_empty());
+}
+
+#[test]
+fn a_disabled_or_missing_push_target_sends_nothing() {
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    for p in ["location", "push"] {
+        w.consent(p, true);
+    }
+    let d = w.fix(STORE);
+    assert_eq!(
+        (d.verdict, code(&d)),
+        (Verdict::Suppressed, "no_push_target")
+    );
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    w.onboard();
+    let mut t = w.state.push.clone().unwrap();
+    t.disabled = true;
+    w.state.push = Some(t);
+    let d = w.fix(STORE);
+    assert_eq!(
+        (d.verdict, code(&d)),
+        (Verdict::Suppressed, "no_push_target")
+    );
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    w.onboard();
+    let out = w.feed(json!({"type": "location", "lat": STORE.0, "lon": STORE.1, "accuracy_m": 5}));
+    let push = out.push.expect("an enabled target is sent to");
+    assert_eq!(push.token, "t1");
+    assert_eq!(Some(push.delivery_id), out.decision.unwrap().delivery_id);
+}
+
+#[test]
+fn outcomes_are_logged_for_opens_redemptions_and_purchases_only() {
+    let w = World::new(vec![offer("o", "s", json!({}))]);
+    let user = Id::parse("u").unwrap();
+    let ev = |v: Value| Event::from_json(&v, Some(&user), now()).unwrap();
+    let at = now().to_rfc3339();
+    let opened = ev(
+        json!({"event_id": "a", "type": "notification_opened", "at": at, "offer_id": "o", "delivery_id": "d-1"}),
+    );
+    let o = outcome_of(&w.catalog, &opened).expect("an open is an outcome");
+    assert_eq!(o.kind, OutcomeKind::Opened);
+    assert_eq!(o.category.as_deref(), Some("coffee"), "from the catalog");
+    assert_eq!(o.delivery_id.as_deref(), Some("d-1"));
+    let bought = ev(
+        json!({"event_id": "b", "type": "purchase", "at": at, "product_id": "p", "category": "tea"}),
+    );
+    assert_eq!(
+        outcome_of(&w.catalog, &bought).unwrap().kind,
+        OutcomeKind::Purchased
+    );
+    let viewed = ev(json!({"event_id": "c", "type": "view", "at": at, "product_id": "p"}));
+    assert!(outcome_of(&w.catalog, &viewed).is_none());
+}
