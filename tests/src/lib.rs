@@ -212,37 +212,18 @@ pub async fn harness(backend: Backend, n: usize, policy: CapPolicy) -> Harness {
 /// Every row of every table the harness's store holds (SQLite: each table of the file;
 /// DynamoDB: every item of the table), one line each, sorted. `None` in memory.
 pub async fn dump(h: &Harness) -> Option<Vec<String>> {
-    let mut rows = Vec::new();
-    if let Some(db) = &h.sqlite {
-        rows = db.dump().expect("dump the database");
-        assert!(!rows.is_empty(), "the database has rows");
+    let mut rows: Vec<String> = if let Some(db) = &h.sqlite {
+        db.dump().expect("dump the database")
     } else if let Some(table) = &h.dynamo_table {
-        let client = nearcast_aws::moto::shared().dynamodb(None).await;
-        let mut start = None;
-        loop {
-            let page = client
-                .scan()
-                .table_name(table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .expect("scan");
-            for item in page.items() {
-                let attrs: std::collections::BTreeMap<_, _> = item
-                    .iter()
-                    .map(|(n, v)| (n.clone(), format!("{v:?}")))
-                    .collect();
-                rows.push(format!("{attrs:?}"));
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        scan_table(table)
+            .await
+            .into_values()
+            .map(|attrs| format!("{attrs:?}"))
+            .collect()
     } else {
         return None;
-    }
+    };
+    assert!(!rows.is_empty(), "the store has rows");
     rows.sort();
     Some(rows)
 }
@@ -284,4 +265,37 @@ pub fn fix_at(user: &str, id: &str, i: usize, at: chrono::DateTime<chrono::Utc>)
 /// An id.
 pub fn id(s: &str) -> Id {
     Id::parse(s).expect("valid id")
+}
+
+/// Every item of a DynamoDB table on moto, keyed `pk / sk`, each attribute written with
+/// `Debug` (type and value).
+pub async fn scan_table(
+    table: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let client = nearcast_aws::moto::shared().dynamodb(None).await;
+    let mut out = std::collections::BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items() {
+            let k = |n: &str| item[n].as_s().expect("string keys").clone();
+            let attrs = item
+                .iter()
+                .map(|(n, v)| (n.clone(), format!("{v:?}")))
+                .collect();
+            out.insert(format!("{} / {}", k("pk"), k("sk")), attrs);
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    out
 }

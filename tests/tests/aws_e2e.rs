@@ -15,7 +15,7 @@ use nearcast_aws::DynamoStateStore;
 use nearcast_aws::sns::{RetryPolicy, SnsNotifier, aws_sdk_sns};
 use nearcast_core::engine::Engine;
 use nearcast_core::ports::{DeliveryStatus, ManualClock, StateStore};
-use nearcast_tests::{catalog, id, model, noon, policy, store_point, weather};
+use nearcast_tests::{catalog, id, model, noon, policy, scan_table, store_point, weather};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -158,32 +158,7 @@ async fn endpoint(a: &Aws, user: &str) -> Option<String> {
 
 /// Every item of the table, keyed `pk / sk`, attributes in order.
 async fn table(a: &Aws) -> BTreeMap<String, BTreeMap<String, String>> {
-    let client = moto().dynamodb(None).await;
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(a.direct.table())
-            .consistent_read(true)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .expect("scan");
-        for item in page.items() {
-            let k = |n: &str| item[n].as_s().unwrap().clone();
-            let attrs = item
-                .iter()
-                .map(|(n, v)| (n.clone(), format!("{v:?}")))
-                .collect();
-            out.insert(format!("{} / {}", k("pk"), k("sk")), attrs);
-        }
-        match page.last_evaluated_key() {
-            Some(k) if !k.is_empty() => start = Some(k.clone()),
-            _ => break,
-        }
-    }
-    out
+    scan_table(a.direct.table()).await
 }
 
 /// The items of one user's partition.

@@ -10,13 +10,22 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 fn start(db: &Path, outbox: &Path) -> (Child, String) {
+    start_with(
+        db,
+        outbox,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events"),
+    )
+}
+
+/// `nearcast serve` on `db` and `outbox`, its catalog from `config`; (process, address).
+fn start_with(db: &Path, outbox: &Path, config: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nearcast"))
         .args(["serve", "--addr", "127.0.0.1:0", "--db"])
         .arg(db)
         .arg("--outbox")
         .arg(outbox)
         .arg("--config")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events"))
+        .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -187,25 +196,7 @@ fn sigkill_mid_traffic_keeps_deliveries_caps_and_presence_consistent() {
     let config = dir.path().join("config");
     std::fs::create_dir(&config).unwrap();
     let points = write_config(&config);
-    let start_cfg = |db: &Path, outbox: &Path| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nearcast"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .arg("--outbox")
-            .arg(outbox)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nearcast serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line.trim().rsplit("http://").next().unwrap().to_string();
-        (child, addr)
-    };
+    let start_cfg = |db: &Path, outbox: &Path| start_with(db, outbox, &config);
     let t0 = chrono::Utc::now() - chrono::Duration::minutes(8);
     let per_day = 2;
     let mut plans: BTreeMap<String, Vec<String>> = BTreeMap::new();
