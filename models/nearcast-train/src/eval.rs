@@ -826,6 +826,82 @@ mod tests {
     }
 
     #[test]
+    fn per_category_metrics_and_the_json_report_add_up_to_the_whole() {
+        let ds = crate::generate::generate(
+            &crate::generate::Config {
+                decisions: 2_000,
+                users: 200,
+                ..crate::generate::Config::default()
+            },
+            |_| {},
+        );
+        let rows = crate::data::rows(&ds, Label::Purchased);
+        // A scorer that ranks by distance only.
+        let scores: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|d| d.iter().map(|c| 1.0 / (1.0 + c.distance_m)).collect())
+            .collect();
+        let r = Report::new(
+            &rows,
+            &scores,
+            &Popularity::fit(&rows, Label::Purchased),
+            Label::Purchased,
+        );
+        let total: usize = r.by_category.iter().map(|c| c.rows).sum();
+        assert_eq!(total, r.rows);
+        assert!(r.by_category.len() > 5);
+        // One category by hand.
+        let cat = &r.by_category[0];
+        let (mut n, mut pos, mut sum) = (0usize, 0usize, 0.0);
+        let mut hit = 0usize;
+        let mut with = 0usize;
+        for (d, s) in rows.iter().zip(&scores) {
+            let labels = d.labels();
+            let cands: Vec<_> = d.iter().collect();
+            for ((c, y), v) in cands.iter().zip(&labels).zip(s) {
+                if c.category == cat.category {
+                    n += 1;
+                    pos += usize::from(*y);
+                    sum += v;
+                }
+            }
+            if cands
+                .iter()
+                .zip(&labels)
+                .any(|(c, y)| *y && c.category == cat.category)
+            {
+                with += 1;
+                let best = (0..s.len()).max_by(|a, b| s[*a].total_cmp(&s[*b])).unwrap();
+                hit += usize::from(labels[best]);
+            }
+        }
+        assert_eq!((cat.rows, cat.decisions_with_positive), (n, with));
+        assert!((cat.base_rate - pos as f64 / n as f64).abs() < 1e-12);
+        assert!((cat.mean_score - sum / n as f64).abs() < 1e-12);
+        // Ties are split in hit@k; distances of one store tie, so allow for them.
+        assert!(
+            (cat.hit_at_1 - hit as f64 / with as f64).abs() < 0.2,
+            "{} vs {hit}/{with}",
+            cat.hit_at_1
+        );
+        // The JSON report carries the same numbers.
+        let j = r.to_json();
+        assert_eq!(j["label"], "purchased");
+        assert_eq!(j["rows"], r.rows);
+        assert_eq!(j["model"]["auc"], r.model.auc);
+        assert_eq!(j["by_category"][0]["category"], cat.category.as_str());
+        assert_eq!(j["by_category"][0]["rows"], cat.rows);
+        assert_eq!(
+            j["calibration"].as_array().unwrap().len(),
+            r.calibration.len()
+        );
+        assert!(j["nearest"]["log_loss"].is_null(), "not a probability");
+        // And the table prints every category.
+        let text = r.to_string();
+        assert!(r.by_category.iter().all(|c| text.contains(&c.category)));
+    }
+
+    #[test]
     fn the_reliability_plot_is_a_png() {
         let dir = std::env::temp_dir().join(format!("nearcast-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -450,4 +450,34 @@ mod tests {
         ]);
         assert!(ok.is_ok(), "{:?}", ok.err());
     }
+
+    #[test]
+    fn evaluate_takes_a_model_a_separate_file_and_json() {
+        let cli = Cli::try_parse_from([
+            "nearcast-train",
+            "evaluate",
+            "m.json",
+            "--data",
+            "test.jsonl",
+            "--label",
+            "purchased",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Evaluate {
+                model,
+                data,
+                label,
+                json,
+            } => {
+                assert_eq!(model, PathBuf::from("m.json"));
+                assert_eq!(data, PathBuf::from("test.jsonl"));
+                assert_eq!(label, Label::Purchased);
+                assert!(json);
+            }
+            _ => panic!("not evaluate"),
+        }
+        assert!(Cli::try_parse_from(["nearcast-train", "evaluate", "m.json"]).is_err());
+    }
 }

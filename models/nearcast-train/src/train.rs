@@ -615,6 +615,31 @@ mod tests {
         assert!(largest < 5.0, "largest weight {largest}");
     }
 
+    /// No category list in the code: the same data with every category renamed to a name
+    /// no code has seen trains a model that scores every candidate the same (up to hash
+    /// collisions of the new names).
+    #[test]
+    fn renamed_categories_train_the_same_model() {
+        let ds = records(20_000, 13);
+        let mut renamed = ds.clone();
+        for d in &mut renamed {
+            for c in &mut d.candidates {
+                c.category = format!("zz-{:x}", crate::data::fnv1a64(c.category.as_bytes()));
+            }
+        }
+        let a = trained(ds, &Config::default()).report;
+        let b = trained(renamed, &Config::default()).report;
+        eprintln!(
+            "AUC {} vs {}, hit@1 {} vs {}",
+            a.model.auc, b.model.auc, a.model.hit_at_1, b.model.hit_at_1
+        );
+        assert!((a.model.auc - b.model.auc).abs() < 0.005);
+        assert!((a.model.hit_at_1 - b.model.hit_at_1).abs() < 0.01);
+        assert!(b.model.auc > b.popularity.auc + 0.03);
+        assert_eq!(a.by_category.len(), b.by_category.len());
+        assert!(b.by_category.iter().all(|c| c.category.starts_with("zz-")));
+    }
+
     #[test]
     fn the_purchase_label_trains_on_every_scored_candidate() {
         let t = trained(
