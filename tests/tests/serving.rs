@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use nearcast_core::decision::{Candidate, Decision, DecisionContext, Verdict};
 use nearcast_core::engine::{Challenger, EngineError, scored_by_challenger};
-use nearcast_core::features::N_FEATURES;
+use nearcast_core::features::Input;
 use nearcast_core::ports::{Commit, OutcomeKind, OutcomeRecord};
 use nearcast_core::ranker::Ranker;
 use nearcast_tests::*;
@@ -36,7 +36,7 @@ async fn call(h: &Harness, method: &str, uri: &str) -> (StatusCode, Value) {
 struct Renamed(&'static str);
 
 impl Ranker for Renamed {
-    fn score(&self, x: &[f64; N_FEATURES]) -> f64 {
+    fn score(&self, x: &Input<'_>) -> f64 {
         model().score(x)
     }
     fn version(&self) -> &str {

@@ -1,41 +1,14 @@
-//! Scoring one candidate (features + model, for each model kind) and loading the model
-//! artifact through `ranker::load`.
+//! Scoring one candidate (hashed features + model) and loading the model artifact through
+//! `ranker::load`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nearcast_core::context::Context;
-use nearcast_core::features::{self, Input, N_FEATURES};
-use nearcast_core::ranker::{self, Artifact, Node};
+use nearcast_core::features::Input;
+use nearcast_core::ranker;
 use nearcast_core::weather::{Condition, Weather};
 use std::hint::black_box;
 
 const MODEL: &str = include_str!("../../../models/ranker.json");
-
-/// A full binary tree of the given depth over the first features (the shape of a trained
-/// tree at its depth limit: every walk takes `depth` steps).
-fn tree_artifact(depth: u32) -> String {
-    let mut a: Artifact = serde_json::from_str(MODEL).unwrap();
-    let splits = (1usize << depth) - 1;
-    let mut nodes = Vec::new();
-    for i in 0..(2 * splits + 1) {
-        if i < splits {
-            nodes.push(Node::Split {
-                feature: i % N_FEATURES,
-                threshold: 0.5,
-                left: 2 * i + 1,
-                right: 2 * i + 2,
-            });
-        } else {
-            nodes.push(Node::Leaf {
-                leaf: (i % 100) as f64 / 100.0,
-            });
-        }
-    }
-    a.kind = "tree".into();
-    a.intercept = 0.0;
-    a.weights = vec![];
-    a.tree = Some(nodes);
-    serde_json::to_string(&a).unwrap()
-}
 
 fn bench(c: &mut Criterion) {
     let ctx = Context::new(
@@ -46,22 +19,28 @@ fn bench(c: &mut Criterion) {
             temp_c: 4.0,
         }),
     );
-    let tree = tree_artifact(8);
-    for (name, text) in [("logistic", MODEL), ("tree_depth8", tree.as_str())] {
-        let ranker = ranker::load(text).unwrap();
-        c.bench_function(&format!("score_one_candidate/{name}"), |b| {
-            let mut x = [0.0; N_FEATURES];
-            b.iter(|| {
-                let input =
-                    Input::new(black_box("coffee"), &ctx, black_box(42.0), Some(0.4), false);
-                features::encode(&input, &mut x);
-                black_box(ranker.score(&x))
-            })
-        });
-        c.bench_function(&format!("load_model_artifact/{name}"), |b| {
-            b.iter(|| black_box(ranker::load(black_box(text)).unwrap()))
-        });
-    }
+    let cell = "891126d3303ffff".parse().ok();
+    let history = [("coffee", 0.4), ("food", 0.2)];
+    let ranker = ranker::load(MODEL).unwrap();
+    c.bench_function("score_one_candidate/logistic", |b| {
+        b.iter(|| {
+            let input = Input::new(
+                &ctx,
+                (
+                    black_box("off-morning-coffee"),
+                    "osm-node-606996912",
+                    "coffee",
+                ),
+                cell,
+                black_box(42.0),
+                (Some(0.4), false, &history),
+            );
+            black_box(ranker.score(&input))
+        })
+    });
+    c.bench_function("load_model_artifact/logistic", |b| {
+        b.iter(|| black_box(ranker::load(black_box(MODEL)).unwrap()))
+    });
 }
 
 criterion_group!(benches, bench);

@@ -8,7 +8,7 @@ use crate::config::{Offer, Trigger};
 use crate::consent::{ConsentRecord, Purpose};
 use crate::context::Context;
 use crate::event::{Action, Event, EventKind, Fix, Platform};
-use crate::features::{self, Input, N_FEATURES};
+use crate::features::{self, Input};
 use crate::holdout::{self, stable_hash};
 use crate::ids::Id;
 use crate::ports::{OutcomeKind, OutcomeRecord};
@@ -512,7 +512,13 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     let mut scored: Vec<(usize, f64, u32, u32)> = Vec::new(); // (candidate idx, score, store, offer)
     // The context at each store that had candidates, for the decision's explanation.
     let mut contexts: Vec<(u32, Context)> = Vec::new();
-    let mut x = [0.0; N_FEATURES];
+    // Eligible candidates, scored once all are known (the user's history is read from all
+    // the decision's candidates, as the trainer reads it from the logged record):
+    // (candidate idx, store, offer, context idx).
+    let mut eligible_candidates: Vec<(usize, u32, u32, usize)> = Vec::new();
+    let fix_cell = h3o::LatLng::new(fix.lat, fix.lon)
+        .ok()
+        .map(|ll| ll.to_cell(h3o::Resolution::Nine));
     for (p, tr) in moments {
         let store = &cat.stores[p as usize];
         let minutes_inside = match tr {
@@ -560,30 +566,45 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
             };
             match eligible(o, &ctx, &state, personal, inputs.now) {
                 Err(r) => c.reason = Some(r),
-                Ok(()) => {
-                    let input =
-                        Input::new(&o.category, &ctx, distance_m, c.affinity, c.bought_category);
-                    features::encode(&input, &mut x);
-                    let s = inputs.ranker.score(&x);
-                    c.score = Some(s);
-                    if s < o.threshold {
-                        c.reason = Some(Reason::BelowThreshold {
-                            score: s,
-                            threshold: o.threshold,
-                        });
-                    } else {
-                        scored.push((candidates.len(), s, p, k));
-                    }
-                }
+                Ok(()) => eligible_candidates.push((candidates.len(), p, k, contexts.len())),
             }
             candidates.push(c);
         }
         contexts.push((p, ctx));
     }
+    let tastes: Vec<(String, Option<f64>)> = candidates
+        .iter()
+        .map(|c| (c.category.clone(), c.affinity))
+        .collect();
+    let history = if personal {
+        features::history(tastes.iter().map(|(c, a)| (c.as_str(), *a)))
+    } else {
+        Vec::new()
+    };
+    for (ci, p, k, ctx_i) in eligible_candidates {
+        let o = &cat.offers[k as usize];
+        let c = &candidates[ci];
+        let input = Input::new(
+            &contexts[ctx_i].1,
+            (o.id.as_str(), c.store_id.as_str(), o.category.as_str()),
+            fix_cell,
+            c.distance_m,
+            (c.affinity, c.bought_category, &history),
+        );
+        let s = inputs.ranker.score(&input);
+        let c = &mut candidates[ci];
+        c.score = Some(s);
+        if s < o.threshold {
+            c.reason = Some(Reason::BelowThreshold {
+                score: s,
+                threshold: o.threshold,
+            });
+        } else {
+            scored.push((ci, s, p, k));
+        }
+    }
 
-    let cell = h3o::LatLng::new(fix.lat, fix.lon)
-        .map(|ll| ll.to_cell(h3o::Resolution::Nine).to_string())
-        .unwrap_or_default();
+    let cell = fix_cell.map(|c| c.to_string()).unwrap_or_default();
     let context_at = |store: u32| {
         contexts
             .iter()

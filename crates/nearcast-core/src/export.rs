@@ -20,7 +20,7 @@ use crate::features::Input;
 use crate::ids::Id;
 use crate::ports::{OutcomeKind, OutcomeRecord};
 use crate::weather::Weather;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -50,21 +50,56 @@ pub struct TrainingRecord {
     pub weekend: bool,
     /// H3 cell (resolution 9) of the fix.
     pub cell: String,
-    /// Weather at the store, when known.
-    #[serde(default)]
+    /// Weather at the store, when known. `temp_c` may be left out (or null): the
+    /// temperature is then unknown (NaN) and its features are absent.
+    #[serde(default, deserialize_with = "logged_weather")]
     pub weather: Option<Weather>,
     /// Whether the user had given personalisation consent (otherwise the user features
     /// were not used).
     pub personalised: bool,
-    /// Model version that scored the candidates.
+    /// Model version that scored the candidates (default: empty, for logs of other systems).
+    #[serde(default)]
     pub model_version: String,
-    /// `sent`, `held_out`, `suppressed` or `none`.
+    /// `sent`, `held_out`, `suppressed` or `none` (default: `none`).
+    #[serde(default = "verdict_none")]
     pub verdict: String,
     /// Suppression reason, when suppressed.
     #[serde(default)]
     pub reason: Option<String>,
     /// Every candidate considered, scored or not.
     pub candidates: Vec<TrainingCandidate>,
+}
+
+/// The weather of a record: `temp_c` optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoggedWeather {
+    condition: crate::weather::Condition,
+    #[serde(default)]
+    temp_c: Option<f64>,
+}
+
+fn logged_weather<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Weather>, D::Error> {
+    let w: Option<LoggedWeather> = Option::deserialize(d)?;
+    Ok(w.map(|w| Weather {
+        condition: w.condition,
+        temp_c: w.temp_c.unwrap_or(f64::NAN),
+    }))
+}
+
+fn verdict_none() -> String {
+    "none".into()
+}
+
+/// What every candidate of a record shares in its features ([`TrainingRecord::shared`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shared<'a> {
+    /// The fix's H3 cell, when `cell` is one.
+    pub cell: Option<h3o::CellIndex>,
+    /// Local hour of the week, when `local_time` is RFC 3339.
+    pub hour_of_week: Option<u32>,
+    /// The user's history.
+    pub history: Vec<(&'a str, f64)>,
 }
 
 /// One candidate of a decision.
@@ -93,30 +128,61 @@ pub struct TrainingCandidate {
     /// Why it was dropped, if it was.
     #[serde(default)]
     pub reason: Option<String>,
-    /// Whether this candidate was pushed.
+    /// Whether this candidate was pushed (default: false).
+    #[serde(default)]
     pub sent: bool,
-    /// Whether this candidate was chosen but held out (holdout group: not pushed).
+    /// Whether this candidate was chosen but held out (holdout group: not pushed; default:
+    /// false).
+    #[serde(default)]
     pub held_out: bool,
-    /// Outcome: the push was opened within the attribution window.
+    /// Outcome: the push was opened within the attribution window (default: false).
+    #[serde(default)]
     pub opened: bool,
-    /// Outcome: the offer's coupon was redeemed within the window.
+    /// Outcome: the offer's coupon was redeemed within the window (default: false).
+    #[serde(default)]
     pub redeemed: bool,
     /// Outcome: the user bought in the offer's category within the window.
     pub purchased: bool,
 }
 
 impl TrainingRecord {
+    /// What the features read from the decision as a whole, computed once per record: the
+    /// fix's cell, the local hour of the week, and the user's history (from every candidate,
+    /// as serving builds it; empty without consent).
+    pub fn shared(&self) -> Shared<'_> {
+        let local = chrono::DateTime::parse_from_rfc3339(&self.local_time).ok();
+        Shared {
+            cell: self.cell.parse().ok(),
+            hour_of_week: local.map(|t| crate::features::hour_of_week(t.weekday(), t.hour())),
+            history: if self.personalised {
+                crate::features::history(
+                    self.candidates
+                        .iter()
+                        .map(|c| (c.category.as_str(), Some(c.affinity.unwrap_or(0.0)))),
+                )
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
     /// The feature input of candidate `c`, built as serving builds it: without consent there
-    /// is no affinity, with consent a missing affinity counts as 0.
-    pub fn input<'a>(&self, c: &'a TrainingCandidate) -> Input<'a> {
+    /// is no affinity and no history, with consent a missing affinity counts as 0.
+    /// `shared` is [`TrainingRecord::shared`] of this record.
+    pub fn input<'a>(&'a self, c: &'a TrainingCandidate, shared: &'a Shared<'a>) -> Input<'a> {
         Input {
+            offer_id: &c.offer_id,
+            store_id: &c.store_id,
             category: &c.category,
+            cell: shared.cell,
+            hour_of_week: shared.hour_of_week,
             daypart: self.daypart,
             weekend: self.weekend,
             weather: self.weather,
             distance_m: c.distance_m,
             affinity: self.personalised.then(|| c.affinity.unwrap_or(0.0)),
             bought_category: c.bought_category,
+            history: &shared.history,
         }
     }
 
@@ -348,7 +414,7 @@ mod tests {
         serde_json::from_str(
             r#"{"format":"nearcast-training/1","decision_id":"e1","user":"u-3f2a",
             "at":"2026-10-06T05:12:40Z","local_time":"2026-10-06T08:12:40+03:00",
-            "daypart":"morning","weekday":"Tue","weekend":false,"cell":"891126d3a47ffff",
+            "daypart":"morning","weekday":"Tue","weekend":false,"cell":"891126d3303ffff",
             "weather":{"condition":"rain","temp_c":4.0},"personalised":true,
             "model_version":"2026-11-23.1","verdict":"sent","reason":null,
             "candidates":[{"offer_id":"o1","category":"coffee","store_id":"s1",
@@ -357,6 +423,26 @@ mod tests {
               "purchased":true}]}"#,
         )
         .expect("parses")
+    }
+
+    #[test]
+    fn a_plain_visit_log_reads_with_the_documented_defaults() {
+        let r: TrainingRecord = serde_json::from_str(
+            r#"{"format":"nearcast-training/1","decision_id":"v1","user":"u1",
+            "at":"2026-10-06T05:12:40Z","local_time":"2026-10-06T08:12:40+03:00",
+            "daypart":"morning","weekday":"Tue","weekend":false,"cell":"891126d3a47ffff",
+            "weather":{"condition":"rain"},"personalised":false,
+            "candidates":[{"offer_id":"o1","category":"yarn","store_id":"s1",
+              "distance_m":40.0,"purchased":true}]}"#,
+        )
+        .unwrap();
+        r.validate().unwrap();
+        assert_eq!((r.model_version.as_str(), r.verdict.as_str()), ("", "none"));
+        let c = &r.candidates[0];
+        assert!(!c.sent && !c.held_out && !c.opened && !c.redeemed && c.purchased);
+        assert_eq!(c.affinity, None);
+        let w = r.weather.unwrap();
+        assert!(w.temp_c.is_nan(), "an unknown temperature is not 0 °C");
     }
 
     #[test]
@@ -384,9 +470,16 @@ mod tests {
     #[test]
     fn input_drops_user_features_without_consent() {
         let mut r = record();
-        assert_eq!(r.input(&r.candidates[0]).affinity, Some(0.6));
+        let shared = r.shared();
+        let x = r.input(&r.candidates[0], &shared);
+        assert_eq!(x.affinity, Some(0.6));
+        assert_eq!(x.history, [(r.candidates[0].category.as_str(), 0.6)]);
+        assert!(x.cell.is_some() && x.hour_of_week.is_some());
         r.personalised = false;
-        assert_eq!(r.input(&r.candidates[0]).affinity, None);
+        let shared = r.shared();
+        let x = r.input(&r.candidates[0], &shared);
+        assert_eq!(x.affinity, None);
+        assert!(x.history.is_empty());
     }
 
     // ------------------------------------------------------------ the join

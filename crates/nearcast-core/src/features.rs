@@ -1,75 +1,385 @@
 //! Features of one (user, offer, store, context) candidate: the one code path used by the
-//! ranker in serving and by the trainer (invariant 6). Both call [`encode`]; nothing else
-//! builds a feature vector.
+//! ranker in serving and by the trainer (invariant 6). Both call [`Encoder::encode`] with an
+//! [`Input`]; nothing else builds a feature vector.
+//!
+//! Features are sparse and hashed, as in large-scale click models (McMahan et al., "Ad Click
+//! Prediction: a View from the Trenches", 2013): every base feature turns the input into
+//! tokens (`category=coffee`, `cell8=<H3 cell>`, `hour_of_week=31`, ...), every cross
+//! `a*b` into the pairs of their tokens, and each token is hashed into a space of
+//! `2^hash_bits` weights. Nothing in the code lists categories, offers, stores or places:
+//! the model learns whatever the catalogue has.
+//!
+//! A missing input (no weather, no consent, no cell) gives **no token**: the feature is
+//! absent, so its weight is not used, rather than an indicator that the intercept would
+//! have to compensate.
+//!
+//! Which features a model uses, and the size of its hash space, are its [`Spec`], stored in
+//! the model artifact with its hash, so serving encodes exactly as training did.
 
 use crate::context::{Context, Daypart};
 use crate::holdout::stable_hash;
 use crate::weather::Weather;
+use chrono::{Datelike, Timelike};
+use h3o::{CellIndex, Resolution};
+use serde::{Deserialize, Serialize};
 
-/// Product groups the model distinguishes; offer categories map onto them.
-pub const GROUPS: [&str; 6] = ["coffee", "food", "rainwear", "clothing", "grocery", "other"];
+/// Version of the feature encoding (how tokens are made and hashed). Bumped whenever the
+/// same spec would encode differently.
+pub const SPEC_VERSION: u32 = 2;
 
-/// Maps an offer or store category to its group.
-pub fn group_of(category: &str) -> usize {
-    match category {
-        "coffee" | "cafe" | "bakery" | "tea" | "pastry" => 0,
-        "food" | "restaurant" | "fast_food" | "dining" | "pub" | "bar" | "ice_cream" | "lunch" => 1,
-        "umbrella" | "rainwear" | "outdoor" | "raincoat" => 2,
-        "clothes" | "clothing" | "shoes" | "fashion" | "boutique" | "department_store" => 3,
-        "grocery" | "supermarket" | "convenience" | "deli" | "greengrocer" => 4,
-        _ => 5,
-    }
+/// Hash space size (bits) of the default spec.
+pub const DEFAULT_HASH_BITS: u32 = 18;
+
+/// Largest hash space a spec may ask for (serving keeps `2^bits` weights in memory).
+pub const MAX_HASH_BITS: u32 = 24;
+
+/// The base features, by name. Crosses are written `a*b`.
+///
+/// | name | tokens (value 1 unless said) | absent when |
+/// |---|---|---|
+/// | `bias` | one constant token | never |
+/// | `offer`, `store`, `category` | the id or name | never |
+/// | `cell7`, `cell8`, `cell9` | the fix's H3 cell at resolution 7 (about 5 km²), 8 (0.7 km²), 9 (0.1 km²) | no cell |
+/// | `hour_of_week` | local weekday × 24 + hour | no local time |
+/// | `daypart`, `weekend` | the local daypart, weekend or not | never |
+/// | `weather` | the condition | weather missing |
+/// | `temp` | a temperature band (below 0, 0–5, 5–10, 10–18, 18–25, above 25 °C) | weather missing |
+/// | `distance` | a distance band (below 50, 100, 200, 400 m, farther) | never |
+/// | `affinity` | one token, value = the user's affinity for the category | no consent |
+/// | `bought` | bought in the category before | no consent, or not bought |
+/// | `history` | one token per category the user has an affinity for, value = the affinity | no consent |
+pub const BASE: [&str; 16] = [
+    "bias",
+    "offer",
+    "store",
+    "category",
+    "cell7",
+    "cell8",
+    "cell9",
+    "hour_of_week",
+    "daypart",
+    "weekend",
+    "weather",
+    "temp",
+    "distance",
+    "affinity",
+    "bought",
+    "history",
+];
+
+/// The features of the default spec: every base feature, and the crosses of the category
+/// and the offer with place, time, weather and the user's history.
+pub const DEFAULT_FEATURES: [&str; 31] = [
+    "bias",
+    "offer",
+    "store",
+    "category",
+    "cell7",
+    "cell8",
+    "cell9",
+    "hour_of_week",
+    "daypart",
+    "weekend",
+    "weather",
+    "temp",
+    "distance",
+    "affinity",
+    "bought",
+    "history",
+    "category*cell7",
+    "category*cell8",
+    "category*cell9",
+    "category*hour_of_week",
+    "category*daypart",
+    "category*weekend",
+    "category*weather",
+    "category*temp",
+    "category*distance",
+    "category*history",
+    "category*affinity",
+    "offer*daypart",
+    "offer*weather",
+    "offer*cell8",
+    "store*category",
+];
+
+/// A model's feature specification: stored in its artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// [`SPEC_VERSION`] of the encoding the model was trained with.
+    pub version: u32,
+    /// The hash space has `2^hash_bits` weights.
+    pub hash_bits: u32,
+    /// Base features and crosses (`a*b`) in use.
+    pub features: Vec<String>,
 }
 
-/// Context flags crossed with each group.
-const CROSSES: [&str; 6] = ["wet", "morning", "midday", "evening", "weekend", "cold"];
-
-/// Number of features.
-pub const N_FEATURES: usize = 3 + 4 + 5 + 1 + 1 + GROUPS.len() + GROUPS.len() * CROSSES.len();
-
-/// Feature names, in vector order: the schema the model artifact must match.
-pub fn schema() -> Vec<String> {
-    let mut v: Vec<String> = [
-        "affinity",
-        "personalised",
-        "bought_category",
-        "wet",
-        "cold",
-        "warm",
-        "weather_known",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(
-        Daypart::ALL
-            .iter()
-            .map(|d| format!("daypart_{}", d.as_str())),
-    );
-    v.push("weekend".into());
-    v.push("distance_km".into());
-    v.extend(GROUPS.iter().map(|g| format!("group_{g}")));
-    for g in GROUPS {
-        for c in CROSSES {
-            v.push(format!("{g}_x_{c}"));
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            version: SPEC_VERSION,
+            hash_bits: DEFAULT_HASH_BITS,
+            features: DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect(),
         }
     }
-    debug_assert_eq!(v.len(), N_FEATURES);
-    v
 }
 
-/// A stable hash of the schema (names and order), stored in model artifacts.
-pub fn schema_hash() -> String {
-    let names = schema();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    format!("{:016x}", stable_hash(&refs))
+impl Spec {
+    /// A stable hash of the spec (version, hash space, features in order), stored in model
+    /// artifacts next to it.
+    pub fn hash(&self) -> String {
+        let mut parts = vec![format!("v{}", self.version), format!("b{}", self.hash_bits)];
+        parts.extend(self.features.iter().cloned());
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        format!("{:016x}", stable_hash(&refs))
+    }
+
+    /// Number of weights of the hash space.
+    pub fn size(&self) -> usize {
+        1usize << self.hash_bits
+    }
+
+    /// The encoder of this spec.
+    ///
+    /// # Errors
+    /// Names what this build cannot encode: another encoding version, a hash space out of
+    /// range, an unknown feature, a repeated feature.
+    pub fn encoder(&self) -> Result<Encoder, String> {
+        if self.version != SPEC_VERSION {
+            return Err(format!(
+                "feature encoding version {} (this build encodes version {SPEC_VERSION})",
+                self.version
+            ));
+        }
+        if !(1..=MAX_HASH_BITS).contains(&self.hash_bits) {
+            return Err(format!(
+                "hash_bits {} outside 1..={MAX_HASH_BITS}",
+                self.hash_bits
+            ));
+        }
+        if self.features.is_empty() {
+            return Err("no features".into());
+        }
+        let base = |name: &str| {
+            BASE.iter()
+                .position(|b| *b == name)
+                .ok_or_else(|| format!("unknown feature {name:?}"))
+        };
+        let mut terms = Vec::with_capacity(self.features.len());
+        for (i, f) in self.features.iter().enumerate() {
+            if self.features[..i].contains(f) {
+                return Err(format!("feature {f:?} listed twice"));
+            }
+            let term = match f.split_once('*') {
+                None => Term {
+                    a: base(f)?,
+                    b: None,
+                    seed: fnv(f.as_bytes()),
+                },
+                Some((a, b)) => Term {
+                    a: base(a)?,
+                    b: Some(base(b)?),
+                    seed: fnv(f.as_bytes()),
+                },
+            };
+            terms.push(term);
+        }
+        Ok(Encoder {
+            terms,
+            mask: (1u64 << self.hash_bits) - 1,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Term {
+    a: usize,
+    b: Option<usize>,
+    seed: u64,
+}
+
+/// Encodes inputs by a [`Spec`].
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    terms: Vec<Term>,
+    mask: u64,
+}
+
+/// A sparse feature vector: hashed indices and their values (an index may repeat when two
+/// tokens collide; their values add up).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Features {
+    /// Indices into the hash space.
+    pub idx: Vec<u32>,
+    /// Values, one per index.
+    pub val: Vec<f64>,
+}
+
+impl Features {
+    /// `Σ w[idx] · val`.
+    #[inline]
+    pub fn dot(&self, w: &[f64]) -> f64 {
+        self.idx
+            .iter()
+            .zip(&self.val)
+            .map(|(i, v)| w[*i as usize] * v)
+            .sum()
+    }
+}
+
+/// FNV-1a, 64 bits.
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A 64-bit mix of two hashes (SplitMix64's finaliser).
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_add(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn band(v: f64, edges: &[f64]) -> u64 {
+    edges.iter().take_while(|e| v >= **e).count() as u64
+}
+
+impl Encoder {
+    /// The tokens (hash, value) of base feature `b`.
+    fn tokens(b: usize, x: &Input<'_>, out: &mut Vec<(u64, f64)>) {
+        out.clear();
+        let one = |h: u64| (h, 1.0);
+        match BASE[b] {
+            "bias" => out.push(one(0)),
+            "offer" => out.push(one(fnv(x.offer_id.as_bytes()))),
+            "store" => out.push(one(fnv(x.store_id.as_bytes()))),
+            "category" => out.push(one(fnv(x.category.as_bytes()))),
+            "cell7" | "cell8" | "cell9" => {
+                let res = match BASE[b] {
+                    "cell7" => Resolution::Seven,
+                    "cell8" => Resolution::Eight,
+                    _ => Resolution::Nine,
+                };
+                if let Some(c) = x.cell.and_then(|c| c.parent(res)) {
+                    out.push(one(u64::from(c)));
+                }
+            }
+            "hour_of_week" => {
+                if let Some(h) = x.hour_of_week {
+                    out.push(one(u64::from(h)));
+                }
+            }
+            "daypart" => {
+                let d = Daypart::ALL.iter().position(|d| *d == x.daypart);
+                out.push(one(d.unwrap_or(0) as u64));
+            }
+            "weekend" => out.push(one(u64::from(x.weekend))),
+            "weather" => {
+                if let Some(w) = x.weather {
+                    out.push(one(fnv(w.condition.as_str().as_bytes())));
+                }
+            }
+            "temp" => {
+                if let Some(w) = x.weather.filter(|w| w.temp_c.is_finite()) {
+                    out.push(one(band(w.temp_c, &[0.0, 5.0, 10.0, 18.0, 25.0])));
+                }
+            }
+            "distance" => out.push(one(band(
+                x.distance_m.max(0.0),
+                &[50.0, 100.0, 200.0, 400.0],
+            ))),
+            "affinity" => {
+                if let Some(a) = x.affinity {
+                    out.push((0, a.clamp(0.0, 1.0)));
+                }
+            }
+            "bought" => {
+                if x.affinity.is_some() && x.bought_category {
+                    out.push(one(0));
+                }
+            }
+            "history" => {
+                for (c, a) in x.history {
+                    out.push((fnv(c.as_bytes()), a.clamp(0.0, 1.0)));
+                }
+            }
+            _ => unreachable!("BASE names are matched above"),
+        }
+    }
+
+    /// Writes the features of `input` into `out` (cleared first).
+    pub fn encode(&self, input: &Input<'_>, out: &mut Features) {
+        out.idx.clear();
+        out.val.clear();
+        let mut tokens: [Option<Vec<(u64, f64)>>; BASE.len()] = Default::default();
+        let mut get = |b: usize| -> Vec<(u64, f64)> {
+            tokens[b]
+                .get_or_insert_with(|| {
+                    let mut v = Vec::new();
+                    Self::tokens(b, input, &mut v);
+                    v
+                })
+                .clone()
+        };
+        for t in &self.terms {
+            let ta = get(t.a);
+            match t.b {
+                None => {
+                    for (h, v) in &ta {
+                        out.idx.push((mix(t.seed, *h) & self.mask) as u32);
+                        out.val.push(*v);
+                    }
+                }
+                Some(b) => {
+                    let tb = get(b);
+                    for (ha, va) in &ta {
+                        for (hb, vb) in &tb {
+                            out.idx
+                                .push((mix(mix(t.seed, *ha), *hb) & self.mask) as u32);
+                            out.val.push(va * vb);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The user's history as features see it: the categories with a positive affinity, each
+/// once (the first affinity given), sorted by name. Serving and training both build it from
+/// the decision's candidates (each candidate carries the user's affinity for its category).
+pub fn history<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<f64>)>) -> Vec<(&'a str, f64)> {
+    let mut out: Vec<(&str, f64)> = Vec::new();
+    for (c, a) in pairs {
+        if let Some(a) = a.filter(|a| *a > 0.0)
+            && !out.iter().any(|(k, _)| *k == c)
+        {
+            out.push((c, a));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
 }
 
 /// What the features are computed from.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
+    /// Offer id.
+    pub offer_id: &'a str,
+    /// Store id.
+    pub store_id: &'a str,
     /// Offer category.
     pub category: &'a str,
+    /// H3 cell of the fix (any resolution from 9 down; coarser resolutions are its parents).
+    pub cell: Option<CellIndex>,
+    /// Local hour of the week at the store: weekday from Monday (0) × 24 + hour.
+    pub hour_of_week: Option<u32>,
     /// Daypart at the store.
     pub daypart: Daypart,
     /// Weekend at the store.
@@ -80,90 +390,187 @@ pub struct Input<'a> {
     pub distance_m: f64,
     /// The user's affinity for the category; `None` without personalisation consent.
     pub affinity: Option<f64>,
-    /// Whether the user bought in the category before (only with personalisation consent).
+    /// Whether the user bought in the category before (used only with consent).
     pub bought_category: bool,
+    /// The user's history ([`history`]); empty without consent.
+    pub history: &'a [(&'a str, f64)],
+}
+
+/// The hour of the week of a local time.
+pub fn hour_of_week(weekday: chrono::Weekday, hour: u32) -> u32 {
+    weekday.num_days_from_monday() * 24 + hour
 }
 
 impl<'a> Input<'a> {
-    /// The input for a candidate in a context.
+    /// The input for a candidate in a context; `personal` features are given without
+    /// consent as `None` and an empty history.
     pub fn new(
-        category: &'a str,
         ctx: &Context,
+        offer: (&'a str, &'a str, &'a str),
+        cell: Option<CellIndex>,
         distance_m: f64,
-        affinity: Option<f64>,
-        bought_category: bool,
+        personal: (Option<f64>, bool, &'a [(&'a str, f64)]),
     ) -> Self {
+        let (offer_id, store_id, category) = offer;
+        let (affinity, bought_category, history) = personal;
         Input {
+            offer_id,
+            store_id,
             category,
+            cell,
+            hour_of_week: Some(hour_of_week(ctx.local.weekday(), ctx.local.hour())),
             daypart: ctx.daypart,
             weekend: ctx.weekend,
             weather: ctx.weather,
             distance_m,
             affinity,
             bought_category,
+            history,
         }
-    }
-}
-
-/// Writes the feature vector of `input` into `out`.
-pub fn encode(input: &Input<'_>, out: &mut [f64; N_FEATURES]) {
-    out.fill(0.0);
-    let wet = input.weather.is_some_and(|w| w.condition.is_wet());
-    let cold = input.weather.is_some_and(|w| w.temp_c < 5.0);
-    out[0] = input.affinity.unwrap_or(0.0).clamp(0.0, 1.0);
-    out[1] = f64::from(u8::from(input.affinity.is_some()));
-    out[2] = f64::from(u8::from(input.affinity.is_some() && input.bought_category));
-    out[3] = f64::from(u8::from(wet));
-    out[4] = f64::from(u8::from(cold));
-    out[5] = f64::from(u8::from(input.weather.is_some_and(|w| w.temp_c > 18.0)));
-    out[6] = f64::from(u8::from(input.weather.is_some()));
-    let dp = Daypart::ALL
-        .iter()
-        .position(|d| *d == input.daypart)
-        .unwrap_or(0);
-    out[7 + dp] = 1.0;
-    out[12] = f64::from(u8::from(input.weekend));
-    out[13] = (input.distance_m.max(0.0) / 1000.0).min(1.0);
-    let g = group_of(input.category);
-    out[14 + g] = 1.0;
-    let flags = [
-        wet,
-        input.daypart == Daypart::Morning,
-        input.daypart == Daypart::Midday,
-        input.daypart == Daypart::Evening,
-        input.weekend,
-        cold,
-    ];
-    let base = 14 + GROUPS.len() + g * CROSSES.len();
-    for (k, f) in flags.iter().enumerate() {
-        out[base + k] = f64::from(u8::from(*f));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weather::Condition;
 
-    #[test]
-    fn schema_has_one_name_per_feature_and_a_stable_hash() {
-        let s = schema();
-        assert_eq!(s.len(), N_FEATURES);
-        let unique: std::collections::HashSet<_> = s.iter().collect();
-        assert_eq!(unique.len(), N_FEATURES);
-        assert_eq!(schema_hash(), schema_hash());
+    fn ctx(weather: Option<Weather>) -> Context {
+        Context::new(
+            "2026-11-20T07:00:00Z".parse().unwrap(),
+            chrono_tz::Europe::Helsinki,
+            weather,
+        )
+    }
+
+    fn cell() -> Option<CellIndex> {
+        "891126d3303ffff".parse().ok()
     }
 
     #[test]
-    fn without_personalisation_user_features_are_zero() {
-        let ctx = Context::new(
-            "2026-11-20T07:00:00Z".parse().unwrap(),
-            chrono_tz::Europe::Helsinki,
+    fn the_default_spec_is_valid_and_its_hash_follows_every_part() {
+        let s = Spec::default();
+        s.encoder().unwrap();
+        assert_eq!(s.hash(), Spec::default().hash());
+        let mut t = s.clone();
+        t.hash_bits += 1;
+        assert_ne!(t.hash(), s.hash());
+        let mut t = s.clone();
+        t.features.swap(0, 1);
+        assert_ne!(t.hash(), s.hash());
+        let mut t = s.clone();
+        t.version += 1;
+        assert_ne!(t.hash(), s.hash());
+    }
+
+    #[test]
+    fn specs_this_build_cannot_encode_are_refused_with_the_reason() {
+        let with = |f: &dyn Fn(&mut Spec)| {
+            let mut s = Spec::default();
+            f(&mut s);
+            s.encoder().unwrap_err()
+        };
+        assert!(with(&|s| s.version = 1).contains("version 1"));
+        assert!(with(&|s| s.hash_bits = 40).contains("hash_bits 40"));
+        assert!(with(&|s| s.features.push("colour".into())).contains("\"colour\""));
+        assert!(with(&|s| s.features.push("category*colour".into())).contains("\"colour\""));
+        assert!(with(&|s| s.features.push("bias".into())).contains("twice"));
+        assert!(with(&|s| s.features.clear()).contains("no features"));
+    }
+
+    fn encode(x: &Input<'_>) -> Features {
+        let mut f = Features::default();
+        Spec::default().encoder().unwrap().encode(x, &mut f);
+        f
+    }
+
+    #[test]
+    fn any_category_name_gets_its_own_features() {
+        let c = ctx(None);
+        let a = encode(&Input::new(
+            &c,
+            ("o", "s", "kombucha"),
+            cell(),
+            40.0,
+            (None, false, &[]),
+        ));
+        let b = encode(&Input::new(
+            &c,
+            ("o", "s", "yarn"),
+            cell(),
+            40.0,
+            (None, false, &[]),
+        ));
+        assert_eq!(a.idx.len(), b.idx.len());
+        let differing = a.idx.iter().zip(&b.idx).filter(|(x, y)| x != y).count();
+        // Every term with the category differs: the category, its crosses with cells,
+        // hour, daypart, weekend and distance, and store*category (the weather, history and
+        // affinity crosses are absent: no weather, no consent).
+        assert_eq!(differing, 9);
+        assert!(a.val.iter().all(|v| *v == 1.0));
+    }
+
+    #[test]
+    fn a_missing_input_is_an_absent_feature_not_an_indicator() {
+        let rain = Some(Weather {
+            condition: Condition::Rain,
+            temp_c: 4.0,
+        });
+        let hist = [("tea", 0.5)];
+        let with = encode(&Input::new(
+            &ctx(rain),
+            ("o", "s", "coffee"),
+            cell(),
+            40.0,
+            (Some(0.8), true, &hist),
+        ));
+        let without = encode(&Input::new(
+            &ctx(None),
+            ("o", "s", "coffee"),
+            cell(),
+            40.0,
+            (Some(0.8), true, &hist),
+        ));
+        // weather, temp, category*weather, category*temp, offer*weather: five fewer.
+        assert_eq!(with.idx.len(), without.idx.len() + 5);
+        assert!(without.idx.iter().all(|i| with.idx.contains(i)));
+        // Without consent the user's features are absent too.
+        let anonymous = encode(&Input::new(
+            &ctx(rain),
+            ("o", "s", "coffee"),
+            cell(),
+            40.0,
+            (None, true, &[]),
+        ));
+        // affinity, bought, history, category*history, category*affinity.
+        assert_eq!(with.idx.len(), anonymous.idx.len() + 5);
+        let no_cell = encode(&Input::new(
+            &ctx(rain),
+            ("o", "s", "coffee"),
             None,
-        );
-        let mut x = [0.0; N_FEATURES];
-        encode(&Input::new("coffee", &ctx, 40.0, None, true), &mut x);
-        assert_eq!(&x[0..3], &[0.0, 0.0, 0.0]);
-        encode(&Input::new("coffee", &ctx, 40.0, Some(0.8), true), &mut x);
-        assert_eq!(&x[0..3], &[0.8, 1.0, 1.0]);
+            40.0,
+            (Some(0.8), true, &hist),
+        ));
+        // cell7-9, category*cell7-9, offer*cell8.
+        assert_eq!(with.idx.len(), no_cell.idx.len() + 7);
+    }
+
+    #[test]
+    fn history_keeps_positive_affinities_once_sorted() {
+        let h = history([
+            ("tea", Some(0.4)),
+            ("bread", Some(0.0)),
+            ("coffee", Some(0.2)),
+            ("tea", Some(0.9)),
+            ("yarn", None),
+        ]);
+        assert_eq!(h, [("coffee", 0.2), ("tea", 0.4)]);
+    }
+
+    #[test]
+    fn hour_of_week_counts_from_monday() {
+        // 07:00 UTC is 09:00 in Helsinki, Friday.
+        let f = Input::new(&ctx(None), ("o", "s", "c"), None, 0.0, (None, false, &[]));
+        assert_eq!(f.hour_of_week, Some(4 * 24 + 9));
     }
 }

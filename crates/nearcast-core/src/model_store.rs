@@ -320,7 +320,7 @@ mod tests {
             // are not.
             publish(&b, &artifact("v2"), now()).await.unwrap();
             let mut other: serde_json::Value = serde_json::from_slice(&artifact("v2")).unwrap();
-            other["intercept"] = 0.5.into();
+            other["created_at"] = "2026-12-01T00:00:00Z".into();
             let e = publish(&b, &serde_json::to_vec(&other).unwrap(), now())
                 .await
                 .unwrap_err();

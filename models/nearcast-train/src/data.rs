@@ -6,12 +6,11 @@
 //! - Rows: for `opened` and `redeemed` only pushed candidates (`sent`) have an observed
 //!   outcome, so only they are rows; for `purchased` every candidate that was scored (no
 //!   drop `reason`) is a row, pushed, held out or passed over.
-//! - Features: [`encode`] calls `features::encode` with [`TrainingRecord::input`], the same
-//!   input serving builds.
+//! - Features: the model's encoder reads [`TrainingRecord::input`], the same input serving
+//!   builds.
 
 use nearcast_core::export::FORMAT;
 pub use nearcast_core::export::{TrainingCandidate, TrainingRecord};
-use nearcast_core::features::{self, N_FEATURES};
 use std::fmt;
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -54,12 +53,6 @@ impl Label {
             Label::Purchased => c.reason.is_none(),
         }
     }
-}
-
-/// Writes the feature vector of candidate `c` of `r` through `features::encode`, the one
-/// code path shared with serving.
-pub fn encode(r: &TrainingRecord, c: &TrainingCandidate, out: &mut [f64; N_FEATURES]) {
-    features::encode(&r.input(c), out);
 }
 
 /// One decision's training rows: the record and the indices of its observed candidates.
@@ -162,7 +155,8 @@ pub fn fingerprint(bytes: &[u8], records: &[TrainingRecord]) -> String {
 }
 
 /// Parses one line: serde errors carry the path of the field (`candidates[1].sent`), then
-/// [`TrainingRecord::validate`] and a finite temperature.
+/// [`TrainingRecord::validate`] (a missing or null `weather.temp_c` is an unknown
+/// temperature).
 fn parse_line(line: &str) -> Result<TrainingRecord, String> {
     let de = &mut serde_json::Deserializer::from_str(line);
     let r: TrainingRecord = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -175,11 +169,6 @@ fn parse_line(line: &str) -> Result<TrainingRecord, String> {
         }
     })?;
     r.validate()?;
-    if let Some(w) = r.weather
-        && !w.temp_c.is_finite()
-    {
-        return Err("weather.temp_c: not finite".into());
-    }
     Ok(r)
 }
 
@@ -295,12 +284,15 @@ mod tests {
     #[test]
     fn features_follow_consent_like_serving() {
         let mut d = parse(EXAMPLE.as_bytes(), |_| {}).unwrap().remove(0);
-        let mut x = [0.0; N_FEATURES];
-        encode(&d, &d.candidates[1], &mut x);
-        assert_eq!(&x[0..3], &[0.1, 1.0, 1.0]);
+        let shared = d.shared();
+        let x = d.input(&d.candidates[1], &shared);
+        assert_eq!((x.affinity, x.bought_category), (Some(0.1), true));
+        assert_eq!(x.history, [("clothes", 0.1), ("coffee", 0.6)]);
         d.personalised = false;
-        encode(&d, &d.candidates[1], &mut x);
-        assert_eq!(&x[0..3], &[0.0, 0.0, 0.0]);
+        let shared = d.shared();
+        let x = d.input(&d.candidates[1], &shared);
+        assert_eq!(x.affinity, None);
+        assert!(x.history.is_empty());
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! decision's candidates, and the two baselines a model has to beat on the same split:
 //! offer popularity and nearest store.
 
-use crate::data::{Label, Rows, encode};
-use nearcast_core::features::N_FEATURES;
+use crate::data::{Label, Rows};
 use nearcast_core::ranker::Ranker;
 use std::collections::HashMap;
 use std::fmt;
@@ -183,16 +182,72 @@ pub fn metrics(labels: &[Vec<bool>], scores: &[Vec<f64>], probabilities: bool) -
 
 /// Scores of every row of every decision, through a serving ranker and the one feature path.
 pub fn score(ranker: &dyn Ranker, decisions: &[Rows<'_>]) -> Vec<Vec<f64>> {
-    let mut buf = [0.0; N_FEATURES];
     decisions
         .iter()
         .map(|d| {
+            let shared = d.record.shared();
             d.iter()
-                .map(|c| {
-                    encode(d.record, c, &mut buf);
-                    ranker.score(&buf)
-                })
+                .map(|c| ranker.score(&d.record.input(c, &shared)))
                 .collect()
+        })
+        .collect()
+}
+
+/// The model's metrics on the rows of one category.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryMetrics {
+    /// The category.
+    pub category: String,
+    /// Held-out rows of the category.
+    pub rows: usize,
+    /// Their positive rate.
+    pub base_rate: f64,
+    /// Their mean score (calibration: near `base_rate`).
+    pub mean_score: f64,
+    /// Decisions with a positive of this category.
+    pub decisions_with_positive: usize,
+    /// Of those, the share whose top-scored candidate is a positive.
+    pub hit_at_1: f64,
+    /// Of those, the share with a positive among the three top-scored candidates.
+    pub hit_at_3: f64,
+}
+
+/// Per-category metrics, categories by name.
+pub fn by_category(test: &[Rows<'_>], scores: &[Vec<f64>]) -> Vec<CategoryMetrics> {
+    let mut acc: std::collections::BTreeMap<&str, (usize, f64, f64, Vec<(Vec<f64>, Vec<bool>)>)> =
+        std::collections::BTreeMap::new();
+    for (d, s) in test.iter().zip(scores) {
+        let labels = d.labels();
+        let cands: Vec<_> = d.iter().collect();
+        for ((c, y), v) in cands.iter().zip(&labels).zip(s) {
+            let e = acc.entry(c.category.as_str()).or_default();
+            e.0 += 1;
+            e.1 += f64::from(u8::from(*y));
+            e.2 += v;
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (c, y) in cands.iter().zip(&labels) {
+            if *y && !seen.contains(&c.category.as_str()) {
+                seen.push(c.category.as_str());
+                acc.entry(c.category.as_str())
+                    .or_default()
+                    .3
+                    .push((s.clone(), labels.clone()));
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|(category, (rows, pos, sum, decisions))| {
+            let pairs = || decisions.iter().map(|(s, l)| (s.as_slice(), l.as_slice()));
+            CategoryMetrics {
+                category: category.to_string(),
+                rows,
+                base_rate: pos / rows.max(1) as f64,
+                mean_score: sum / rows.max(1) as f64,
+                decisions_with_positive: decisions.len(),
+                hit_at_1: hit_at_k(pairs(), 1).unwrap_or(f64::NAN),
+                hit_at_3: hit_at_k(pairs(), 3).unwrap_or(f64::NAN),
+            }
         })
         .collect()
 }
@@ -322,6 +377,8 @@ pub struct Report {
     pub rows: usize,
     /// Held-out decisions with at least one positive (hit@k's denominator).
     pub decisions_with_positive: usize,
+    /// The model per category.
+    pub by_category: Vec<CategoryMetrics>,
 }
 
 impl Report {
@@ -365,7 +422,37 @@ impl Report {
             decisions: test.len(),
             rows,
             decisions_with_positive: with_positive.len(),
+            by_category: by_category(test, model),
         }
+    }
+
+    /// The whole report as JSON (`--json`); a metric that is not defined is `null`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let m = |m: &Metrics| {
+            serde_json::json!({"auc": finite(m.auc), "log_loss": m.log_loss.and_then(finite),
+                "hit_at_1": finite(m.hit_at_1), "hit_at_3": finite(m.hit_at_3)})
+        };
+        serde_json::json!({
+            "label": self.label.as_str(),
+            "decisions": self.decisions,
+            "rows": self.rows,
+            "decisions_with_positive": self.decisions_with_positive,
+            "base_rate": finite(self.base_rate),
+            "mean_score": finite(self.mean_score),
+            "model": m(&self.model),
+            "popularity": m(&self.popularity),
+            "nearest": m(&self.nearest),
+            "random_hit_at_1": finite(self.random_hit_at_1),
+            "calibration_error": finite(calibration_error(&self.calibration)),
+            "calibration": self.calibration.iter().map(|b| serde_json::json!({
+                "from": b.from, "to": b.to, "rows": b.rows,
+                "mean_score": finite(b.mean_score), "observed": finite(b.rate)})).collect::<Vec<_>>(),
+            "by_category": self.by_category.iter().map(|c| serde_json::json!({
+                "category": c.category, "rows": c.rows, "base_rate": finite(c.base_rate),
+                "mean_score": finite(c.mean_score),
+                "decisions_with_positive": c.decisions_with_positive,
+                "hit_at_1": finite(c.hit_at_1), "hit_at_3": finite(c.hit_at_3)})).collect::<Vec<_>>(),
+        })
     }
 
     /// The metrics stored in the artifact (finite values only: JSON has no NaN).
@@ -407,6 +494,10 @@ impl Report {
             .map(|(k, v)| (k, round6(v)))
             .collect()
     }
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
 }
 
 fn round6(v: f64) -> f64 {
@@ -472,6 +563,28 @@ impl fmt::Display for Report {
                 f,
                 "{:>8.4}-{:<8.4} {:>8} {:>10.4} {:>9.4}",
                 b.from, b.to, b.rows, b.mean_score, b.rate
+            )?;
+        }
+        writeln!(
+            f,
+            "by category (hit@k over decisions with a positive of the category):"
+        )?;
+        writeln!(
+            f,
+            "{:<20} {:>8} {:>9} {:>10} {:>9} {:>8} {:>8}",
+            "category", "rows", "observed", "mean score", "decisions", "hit@1", "hit@3"
+        )?;
+        for c in &self.by_category {
+            writeln!(
+                f,
+                "{:<20} {:>8} {:>9.4} {:>10.4} {:>9} {:>8.4} {:>8.4}",
+                c.category,
+                c.rows,
+                c.base_rate,
+                c.mean_score,
+                c.decisions_with_positive,
+                c.hit_at_1,
+                c.hit_at_3
             )?;
         }
         Ok(())
@@ -629,7 +742,16 @@ mod tests {
 
     #[test]
     fn compare_prints_both_models_side_by_side_with_their_difference() {
-        use nearcast_core::ranker::LogisticRanker;
+        /// Scores by the affinity alone, with a sign.
+        struct Aff(f64, &'static str);
+        impl Ranker for Aff {
+            fn score(&self, x: &nearcast_core::features::Input<'_>) -> f64 {
+                nearcast_core::ranker::sigmoid(-3.0 + self.0 * x.affinity.unwrap_or(0.0))
+            }
+            fn version(&self) -> &str {
+                self.1
+            }
+        }
         let ds = crate::generate::generate(
             &crate::generate::Config {
                 decisions: 3_000,
@@ -639,11 +761,7 @@ mod tests {
             |_| {},
         );
         // A: affinity only; B: the negated affinity (worse).
-        let mut w = [0.0; N_FEATURES];
-        w[0] = 2.0;
-        let a = LogisticRanker::new("A-1", -3.0, w);
-        w[0] = -2.0;
-        let b = LogisticRanker::new("B-1", -3.0, w);
+        let (a, b) = (Aff(2.0, "A-1"), Aff(-2.0, "B-1"));
         let out = compare(&a, &b, &ds, Label::Opened).unwrap();
         eprintln!("{out}");
         let rows = crate::data::rows(&ds, Label::Opened);
@@ -705,6 +823,82 @@ mod tests {
             calibration_error(&bins),
             (0.12 + 0.37 + 0.38 + 0.13) / 4.0
         ));
+    }
+
+    #[test]
+    fn per_category_metrics_and_the_json_report_add_up_to_the_whole() {
+        let ds = crate::generate::generate(
+            &crate::generate::Config {
+                decisions: 2_000,
+                users: 200,
+                ..crate::generate::Config::default()
+            },
+            |_| {},
+        );
+        let rows = crate::data::rows(&ds, Label::Purchased);
+        // A scorer that ranks by distance only.
+        let scores: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|d| d.iter().map(|c| 1.0 / (1.0 + c.distance_m)).collect())
+            .collect();
+        let r = Report::new(
+            &rows,
+            &scores,
+            &Popularity::fit(&rows, Label::Purchased),
+            Label::Purchased,
+        );
+        let total: usize = r.by_category.iter().map(|c| c.rows).sum();
+        assert_eq!(total, r.rows);
+        assert!(r.by_category.len() > 5);
+        // One category by hand.
+        let cat = &r.by_category[0];
+        let (mut n, mut pos, mut sum) = (0usize, 0usize, 0.0);
+        let mut hit = 0usize;
+        let mut with = 0usize;
+        for (d, s) in rows.iter().zip(&scores) {
+            let labels = d.labels();
+            let cands: Vec<_> = d.iter().collect();
+            for ((c, y), v) in cands.iter().zip(&labels).zip(s) {
+                if c.category == cat.category {
+                    n += 1;
+                    pos += usize::from(*y);
+                    sum += v;
+                }
+            }
+            if cands
+                .iter()
+                .zip(&labels)
+                .any(|(c, y)| *y && c.category == cat.category)
+            {
+                with += 1;
+                let best = (0..s.len()).max_by(|a, b| s[*a].total_cmp(&s[*b])).unwrap();
+                hit += usize::from(labels[best]);
+            }
+        }
+        assert_eq!((cat.rows, cat.decisions_with_positive), (n, with));
+        assert!((cat.base_rate - pos as f64 / n as f64).abs() < 1e-12);
+        assert!((cat.mean_score - sum / n as f64).abs() < 1e-12);
+        // Ties are split in hit@k; distances of one store tie, so allow for them.
+        assert!(
+            (cat.hit_at_1 - hit as f64 / with as f64).abs() < 0.2,
+            "{} vs {hit}/{with}",
+            cat.hit_at_1
+        );
+        // The JSON report carries the same numbers.
+        let j = r.to_json();
+        assert_eq!(j["label"], "purchased");
+        assert_eq!(j["rows"], r.rows);
+        assert_eq!(j["model"]["auc"], r.model.auc);
+        assert_eq!(j["by_category"][0]["category"], cat.category.as_str());
+        assert_eq!(j["by_category"][0]["rows"], cat.rows);
+        assert_eq!(
+            j["calibration"].as_array().unwrap().len(),
+            r.calibration.len()
+        );
+        assert!(j["nearest"]["log_loss"].is_null(), "not a probability");
+        // And the table prints every category.
+        let text = r.to_string();
+        assert!(r.by_category.iter().all(|c| text.contains(&c.category)));
     }
 
     #[test]

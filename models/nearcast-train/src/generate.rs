@@ -16,7 +16,22 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use nearcast_core::context::{Context, Daypart};
 use nearcast_core::export::FORMAT;
-use nearcast_core::features::{GROUPS, group_of};
+
+/// Product groups the generator's world knows (its own simulation, not the model's: the
+/// model sees only the category names).
+pub const GROUPS: [&str; 6] = ["coffee", "food", "rainwear", "clothing", "grocery", "other"];
+
+/// Maps an offer category of the generated world onto its group.
+pub fn group_of(category: &str) -> usize {
+    match category {
+        "coffee" | "cafe" | "bakery" | "tea" | "pastry" => 0,
+        "food" | "restaurant" | "fast_food" | "dining" | "pub" | "bar" | "ice_cream" | "lunch" => 1,
+        "umbrella" | "rainwear" | "outdoor" | "raincoat" => 2,
+        "clothes" | "clothing" | "shoes" | "fashion" | "boutique" | "department_store" => 3,
+        "grocery" | "supermarket" | "convenience" | "deli" | "greengrocer" => 4,
+        _ => 5,
+    }
+}
 use nearcast_core::weather::{Condition, Weather};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

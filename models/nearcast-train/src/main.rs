@@ -49,8 +49,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Trains the ranker (logistic regression and a decision tree; the better on validation
-    /// is kept) and writes the `nearcast-ranker/1` artifact and its reliability plot.
+    /// Trains the ranker (a logistic regression over hashed features, fitted by
+    /// FTRL-Proximal) and writes the `nearcast-ranker/2` artifact and its reliability plot.
     Train {
         /// Training data (`nearcast-training/1` JSON lines).
         #[arg(long)]
@@ -65,44 +65,49 @@ enum Command {
         /// Outcome to predict.
         #[arg(long, value_enum, default_value_t = Label::Opened)]
         label: Label,
-        /// Model kinds to fit (`auto`: both, the better validation AUC wins).
-        #[arg(long, value_enum, default_value_t = train::Kinds::Auto)]
-        kind: train::Kinds,
-        /// Tree depth at most.
-        #[arg(long, default_value_t = 7)]
-        tree_depth: usize,
-        /// Training rows per tree leaf at least.
-        #[arg(long, default_value_t = 200)]
-        tree_min_leaf: usize,
         /// Model version label (default: today's date, `YYYY-MM-DD.1`).
         #[arg(long)]
         version: Option<String>,
+        /// The hash space has 2^bits weights.
+        #[arg(long, default_value_t = nearcast_core::features::DEFAULT_HASH_BITS,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(nearcast_core::features::MAX_HASH_BITS)))]
+        hash_bits: u32,
+        /// Features and crosses, comma-separated (default: the default spec; see
+        /// models/README.md).
+        #[arg(long, value_delimiter = ',')]
+        features: Option<Vec<String>>,
         #[command(flatten)]
-        solver: SolverArgs,
+        ftrl: FtrlArgs,
         /// Earliest share of decisions to train on.
         #[arg(long, default_value_t = 0.7)]
         train_fraction: f64,
-        /// Next share of decisions to choose the kind on; the latest rest is the test set.
+        /// Next share of decisions to choose the number of passes on; the latest rest is the
+        /// test set.
         #[arg(long, default_value_t = 0.15)]
         valid_fraction: f64,
+        /// Test on the decisions at or after this time (RFC 3339) instead of the latest
+        /// share; the earlier ones train and validate in the ratio of the two fractions.
+        #[arg(long)]
+        test_from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
-    /// Benchmark driver (bench/sklearn): splits by time, writes the train and test design
-    /// matrices for another library to fit on the very same rows, fits linfa's logistic
-    /// regression on them (the trainer's own `fit`: scaling, solver and all) and prints its
-    /// test AUC, test log loss and fit time as one JSON line.
-    BenchLogistic {
-        /// Training data (`nearcast-training/1` JSON lines).
+    /// Evaluates an artifact on a data file: the metrics, both baselines (their
+    /// popularity is the file's own, so it is an optimistic baseline), calibration and
+    /// per-category hit@k.
+    Evaluate {
+        /// The artifact.
+        model: PathBuf,
+        /// Test data (`nearcast-training/1` JSON lines).
         #[arg(long)]
         data: PathBuf,
-        /// Directory for `{train,test}_x.f64` (row-major little-endian f64),
-        /// `{train,test}_y.u8` and `meta.json` (the feature names).
+        /// Outcome to evaluate.
+        #[arg(long, value_enum, default_value_t = Label::Opened)]
+        label: Label,
+        /// Print the report as one JSON object.
         #[arg(long)]
-        export_dir: PathBuf,
-        #[command(flatten)]
-        solver: SolverArgs,
-        /// Earliest share of decisions to train on; the rest is the test set.
-        #[arg(long, default_value_t = 0.8)]
-        train_fraction: f64,
+        json: bool,
     },
     /// Scores a data file with two artifacts and prints their metrics side by side.
     Compare {
@@ -116,34 +121,42 @@ enum Command {
         /// Outcome to evaluate.
         #[arg(long, value_enum, default_value_t = Label::Opened)]
         label: Label,
+        /// Print the metrics as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
-/// How the logistic regression is fitted.
+/// How FTRL-Proximal fits.
 #[derive(clap::Args, Debug, Clone, Copy)]
-struct SolverArgs {
-    /// L2 penalty on the summed log loss (L-BFGS only).
-    #[arg(long, default_value_t = 5.0, value_parser = non_negative)]
-    alpha: f64,
-    /// Iterations at most (L-BFGS only).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
-    max_iterations: u64,
-    /// Gradient tolerance per training row, on the mean log loss (L-BFGS only).
-    #[arg(long, default_value_t = 1e-6, value_parser = positive)]
-    gradient_tolerance: f64,
-    /// `auto`: L-BFGS below 250,000 training rows, FTRL from there on.
-    #[arg(long, value_enum, default_value_t = train::Solver::Auto)]
-    solver: train::Solver,
-    /// FTRL: passes over the training rows (default: enough for 6.4 million row updates,
-    /// at least 8).
-    #[arg(long, value_parser = at_least_one)]
-    ftrl_epochs: Option<usize>,
-    /// FTRL: rows per update.
-    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-    ftrl_batch: usize,
-    /// FTRL: learning rate.
-    #[arg(long, default_value_t = 0.02, value_parser = positive)]
-    ftrl_learning_rate: f64,
+struct FtrlArgs {
+    /// Learning rate scale (alpha).
+    #[arg(long, default_value_t = train::Ftrl::default().alpha, value_parser = positive)]
+    ftrl_alpha: f64,
+    /// Learning rate smoothing (beta).
+    #[arg(long, default_value_t = train::Ftrl::default().beta, value_parser = non_negative)]
+    ftrl_beta: f64,
+    /// L1 penalty.
+    #[arg(long, default_value_t = train::Ftrl::default().l1, value_parser = non_negative)]
+    l1: f64,
+    /// L2 penalty.
+    #[arg(long, default_value_t = train::Ftrl::default().l2, value_parser = non_negative)]
+    l2: f64,
+    /// Passes over the training rows at most (the best on validation is kept).
+    #[arg(long, default_value_t = train::Ftrl::default().epochs, value_parser = at_least_one)]
+    epochs: usize,
+}
+
+impl FtrlArgs {
+    fn params(self) -> train::Ftrl {
+        train::Ftrl {
+            alpha: self.ftrl_alpha,
+            beta: self.ftrl_beta,
+            l1: self.l1,
+            l2: self.l2,
+            epochs: self.epochs,
+        }
+    }
 }
 
 /// A finite number above 0 (clap names the option when it refuses one).
@@ -170,21 +183,6 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-impl SolverArgs {
-    fn apply(self, cfg: train::Config) -> train::Config {
-        train::Config {
-            alpha: self.alpha,
-            max_iterations: self.max_iterations,
-            gradient_tolerance_per_row: self.gradient_tolerance,
-            solver: self.solver,
-            ftrl_epochs: self.ftrl_epochs,
-            ftrl_batch: self.ftrl_batch,
-            ftrl_learning_rate: self.ftrl_learning_rate,
-            ..cfg
-        }
-    }
-}
-
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
@@ -204,14 +202,6 @@ fn bytes_bar(len: u64, what: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
-    pb
-}
-
-fn spinner() -> ProgressBar {
-    let pb = ProgressBar::new_spinner();
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
-    );
     pb
 }
 
@@ -267,13 +257,14 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             out,
             plot,
             label,
-            kind,
-            tree_depth,
-            tree_min_leaf,
             version,
-            solver,
+            hash_bits,
+            features,
+            ftrl,
             train_fraction,
             valid_fraction,
+            test_from,
+            json,
         } => {
             let len = std::fs::metadata(&path)?.len();
             let pb = bytes_bar(len, "read");
@@ -286,101 +277,88 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             );
             let version =
                 version.unwrap_or_else(|| format!("{}.1", chrono::Utc::now().format("%Y-%m-%d")));
+            let mut spec = nearcast_core::features::Spec {
+                hash_bits,
+                ..Default::default()
+            };
+            if let Some(f) = features {
+                spec.features = f;
+            }
+            spec.encoder()?;
             let cfg = train::Config {
                 label,
-                kinds: kind,
-                tree_depth,
-                tree_min_leaf,
+                spec,
+                ftrl: ftrl.params(),
                 valid_fraction,
                 train_fraction,
-                ..solver.apply(train::Config::default())
+                test_from,
+                ..train::Config::default()
             };
             let bars = train::Bars {
                 encode: bar(0, "encode"),
-                fit: spinner(),
+                fit: bar(0, "fit"),
             };
             let t = train::run(loaded.records, &loaded.fingerprint, &version, &cfg, &bars)?;
             train::write_artifact(&out, &t.artifact)?;
             let plot = plot.unwrap_or_else(|| out.with_extension("calibration.png"));
             eval::plot_calibration(&t.report.calibration, &plot)?;
+            if json {
+                let mut v = t.report.to_json();
+                v["version"] = version.clone().into();
+                v["train_decisions"] = t.train_decisions.into();
+                v["train_rows"] = t.train_rows.into();
+                v["fit"] = t.artifact.fit.clone().into();
+                v["weights"] = t.artifact.weights.len().into();
+                v["valid_log_loss"] = t.valid_log_loss.clone().into();
+                println!("{v}");
+                return Ok(());
+            }
             println!(
                 "trained on {} decisions ({} rows), label {}, version {version}",
                 t.train_decisions,
                 t.train_rows,
                 label.as_str()
             );
-            println!("validation (chooses the kind by AUC):");
-            println!("{}", eval::header());
-            for c in &t.candidates {
-                println!("{}", eval::row(c.kind, &c.validation));
-            }
-            match t.solver {
-                Some(solver) if t.artifact.kind == "logistic" => {
-                    println!("kept: logistic (fitted by {})", solver.as_str());
-                }
-                _ => println!("kept: {}", t.artifact.kind),
-            }
+            println!(
+                "fit: {}; validation log loss per pass: {:?}; {} non-zero weights of {}",
+                t.artifact.fit,
+                t.valid_log_loss
+                    .iter()
+                    .map(|v| (v * 1e4).round() / 1e4)
+                    .collect::<Vec<_>>(),
+                t.artifact.weights.len(),
+                t.artifact.spec.size()
+            );
             print!("{}", t.report);
             println!("wrote {} and {}", out.display(), plot.display());
             Ok(())
         }
-        Command::BenchLogistic {
+        Command::Evaluate {
+            model,
             data: path,
-            export_dir,
-            solver,
-            train_fraction,
+            label,
+            json,
         } => {
-            let mut records = data::read(&path, |_| {})?.records;
-            let (cut, _) = train::split_by_time(&mut records, train_fraction, 0.0);
-            let label = Label::Opened;
-            let hidden = ProgressBar::hidden();
-            let train_rows = data::rows(&records[..cut], label);
-            let test_rows = data::rows(&records[cut..], label);
-            let (x, y) = train::design(&train_rows, label, &hidden);
-            let (tx, ty) = train::design(&test_rows, label, &hidden);
-            std::fs::create_dir_all(&export_dir)?;
-            std::fs::write(
-                export_dir.join("meta.json"),
-                serde_json::json!({"features": nearcast_core::features::schema()}).to_string(),
-            )?;
-            for (name, x, y) in [("train", &x, &y), ("test", &tx, &ty)] {
-                let file = std::fs::File::create(export_dir.join(format!("{name}_x.f64")))?;
-                let mut w = BufWriter::new(file);
-                for v in x.iter() {
-                    w.write_all(&v.to_le_bytes())?;
-                }
-                w.flush()?;
-                let labels: Vec<u8> = y.iter().map(|v| u8::from(*v)).collect();
-                std::fs::write(export_dir.join(format!("{name}_y.u8")), labels)?;
+            let r = load_model(&model)?;
+            let len = std::fs::metadata(&path)?.len();
+            let pb = bytes_bar(len, "read");
+            let loaded = data::read(&path, |n| pb.inc(n as u64))?;
+            pb.finish();
+            let rows = data::rows(&loaded.records, label);
+            if rows.is_empty() {
+                return Err(format!("no decision has a row for label {}", label.as_str()).into());
             }
-            let cfg = solver.apply(train::Config::default());
-            let n_train = x.nrows();
-            let started = std::time::Instant::now();
-            let (c, solver) = train::fit(x, y, &cfg)?;
-            let fit_seconds = started.elapsed().as_secs_f64();
-            let w: [f64; nearcast_core::features::N_FEATURES] =
-                c.weights.as_slice().try_into().map_err(|_| "weights")?;
-            let r = nearcast_core::ranker::LogisticRanker::new("bench", c.intercept, w);
-            let scores: Vec<f64> = eval::score(&r, &test_rows).into_iter().flatten().collect();
-            let labels = ty.as_slice().ok_or("labels")?;
-            let auc = eval::auc(&scores, labels).ok_or("one class")?;
-            let library = match solver {
-                train::Solver::Ftrl => "linfa-ftrl",
-                _ => "linfa-logistic",
-            };
-            println!(
-                "{}",
-                serde_json::json!({
-                    "library": library,
-                    "solver": solver.as_str(),
-                    "log_loss": eval::log_loss(&scores, labels),
-                    "train_rows": n_train,
-                    "test_rows": tx.nrows(),
-                    "features": nearcast_core::features::N_FEATURES,
-                    "fit_seconds": fit_seconds,
-                    "auc": auc,
-                })
-            );
+            let scores = eval::score(r.as_ref(), &rows);
+            let report =
+                eval::Report::new(&rows, &scores, &eval::Popularity::fit(&rows, label), label);
+            if json {
+                let mut v = report.to_json();
+                v["version"] = r.version().into();
+                println!("{v}");
+            } else {
+                println!("model {} on {}", r.version(), path.display());
+                print!("{report}");
+            }
             Ok(())
         }
         Command::Compare {
@@ -388,18 +366,30 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             b,
             data: path,
             label,
+            json,
         } => {
-            let load = |p: &PathBuf| -> Result<_, train::BoxError> {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                nearcast_core::ranker::load(&text)
-                    .map_err(|e| format!("{}: {e}", p.display()).into())
-            };
-            let (ra, rb) = (load(&a)?, load(&b)?);
+            let (ra, rb) = (load_model(&a)?, load_model(&b)?);
             let len = std::fs::metadata(&path)?.len();
             let pb = bytes_bar(len, "read");
             let loaded = data::read(&path, |n| pb.inc(n as u64))?;
             pb.finish();
+            if json {
+                let rows = data::rows(&loaded.records, label);
+                if rows.is_empty() {
+                    return Err(
+                        format!("no decision has a row for label {}", label.as_str()).into(),
+                    );
+                }
+                let pop = eval::Popularity::fit(&rows, label);
+                let ja = eval::Report::new(&rows, &eval::score(ra.as_ref(), &rows), &pop, label);
+                let jb = eval::Report::new(&rows, &eval::score(rb.as_ref(), &rows), &pop, label);
+                println!(
+                    "{}",
+                    serde_json::json!({"a": {"version": ra.version(), "report": ja.to_json()},
+                                       "b": {"version": rb.version(), "report": jb.to_json()}})
+                );
+                return Ok(());
+            }
             print!(
                 "{}",
                 eval::compare(ra.as_ref(), rb.as_ref(), &loaded.records, label)?
@@ -407,6 +397,13 @@ fn run(cli: Cli) -> Result<(), train::BoxError> {
             Ok(())
         }
     }
+}
+
+fn load_model(
+    p: &PathBuf,
+) -> Result<std::sync::Arc<dyn nearcast_core::ranker::Ranker>, train::BoxError> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    nearcast_core::ranker::load(&text).map_err(|e| format!("{}: {e}", p.display()).into())
 }
 
 #[cfg(test)]
@@ -420,17 +417,17 @@ mod tests {
     }
 
     #[test]
-    fn solver_options_out_of_range_are_refused_naming_the_option() {
+    fn fit_options_out_of_range_are_refused_naming_the_option() {
         for (flag, value) in [
-            ("--ftrl-learning-rate", "0"),
-            ("--ftrl-learning-rate", "NaN"),
-            ("--ftrl-learning-rate", "-0.1"),
-            ("--ftrl-batch", "0"),
-            ("--ftrl-epochs", "0"),
-            ("--alpha", "-1"),
-            ("--alpha", "inf"),
-            ("--gradient-tolerance", "0"),
-            ("--max-iterations", "0"),
+            ("--ftrl-alpha", "0"),
+            ("--ftrl-alpha", "NaN"),
+            ("--ftrl-beta", "-1"),
+            ("--l1", "-0.1"),
+            ("--l2", "inf"),
+            ("--epochs", "0"),
+            ("--hash-bits", "0"),
+            ("--hash-bits", "30"),
+            ("--test-from", "yesterday"),
         ] {
             let arg = format!("{flag}={value}");
             let err = train_args(&[&arg]).err().unwrap_or_else(|| {
@@ -439,13 +436,48 @@ mod tests {
             assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
         }
         let ok = train_args(&[
-            "--ftrl-learning-rate",
+            "--ftrl-alpha",
             "0.05",
-            "--ftrl-epochs",
+            "--epochs",
             "3",
-            "--alpha",
+            "--l1",
             "0",
+            "--features",
+            "bias,category,category*cell8",
+            "--test-from",
+            "2026-11-01T00:00:00Z",
+            "--json",
         ]);
         assert!(ok.is_ok(), "{:?}", ok.err());
+    }
+
+    #[test]
+    fn evaluate_takes_a_model_a_separate_file_and_json() {
+        let cli = Cli::try_parse_from([
+            "nearcast-train",
+            "evaluate",
+            "m.json",
+            "--data",
+            "test.jsonl",
+            "--label",
+            "purchased",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Evaluate {
+                model,
+                data,
+                label,
+                json,
+            } => {
+                assert_eq!(model, PathBuf::from("m.json"));
+                assert_eq!(data, PathBuf::from("test.jsonl"));
+                assert_eq!(label, Label::Purchased);
+                assert!(json);
+            }
+            _ => panic!("not evaluate"),
+        }
+        assert!(Cli::try_parse_from(["nearcast-train", "evaluate", "m.json"]).is_err());
     }
 }
