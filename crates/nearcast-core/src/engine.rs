@@ -637,7 +637,14 @@ impl Engine {
                 EngineError::Store(StoreError(format!("push platform unavailable: {e}")))
             })?;
         }
-        Ok(self.store.erase_user(user).await?)
+        let mut erased = self.store.erase_user(user).await?;
+        // Then what the channel keeps (the outbox file): a failure answers 503 and the
+        // retry, which finds the store already empty, tries the channel again.
+        erased.records += self.notifier.erase_user(user).await.map_err(|e| {
+            tracing::warn!(error = %e, "channel records not erased; the erasure must be retried");
+            EngineError::Store(StoreError(format!("push channel unavailable: {e}")))
+        })?;
+        Ok(erased)
     }
 
     /// Validates and saves a store, then rebuilds the catalog.

@@ -553,6 +553,14 @@ pub trait Notifier: Send + Sync {
     fn forget<'a>(&'a self, _endpoint: &'a str) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// Removes what the channel itself keeps about a user (erasure, after the store): the
+    /// embedded outbox file drops the user's lines. Returns how many records went. The
+    /// default (a platform such as SNS, which keeps nothing once the endpoint is deleted)
+    /// has nothing to remove.
+    fn erase_user<'a>(&'a self, _user: &'a Id) -> BoxFuture<'a, Result<u64, NotifyError>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
 }
 
 /// Weather at a place and time.

@@ -106,6 +106,10 @@ impl SqliteStore {
             .map_err(err)?;
         conn.pragma_update(None, "temp_store", "memory")
             .map_err(err)?;
+        // Deleted and overwritten content is zeroed in its page, not just unlinked: an
+        // erased person (or a pruned log) cannot be read back from freed space.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         // Files written before deliveries were claimed have no `claim` column.
         let has_claim: bool = conn
@@ -137,6 +141,20 @@ impl SqliteStore {
         f(&mut c).map_err(err)
     }
 
+    /// SQLite's `secure_delete` setting in force: 1 when deleted content is zeroed.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn secure_delete(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("PRAGMA secure_delete", [], |r| r.get(0)))
+    }
+
+    /// Copies the write-ahead log into the database file and truncates it to zero bytes, so
+    /// that the frames holding deleted rows (an erasure, a prune) are gone from the WAL too.
+    fn checkpoint(c: &Connection) -> rusqlite::Result<()> {
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    }
+
     /// SQLite's `synchronous` setting in force: 1 (NORMAL) or 2 (FULL).
     ///
     /// # Errors
@@ -151,10 +169,14 @@ impl SqliteStore {
     /// A database failure.
     pub fn prune_seen(&self, before: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
         self.with(|c| {
-            c.execute(
+            let n = c.execute(
                 "DELETE FROM seen WHERE at < ?1",
                 params![before.timestamp()],
-            )
+            )?;
+            if n > 0 {
+                Self::checkpoint(c)?;
+            }
+            Ok(n)
         })
     }
 
@@ -172,6 +194,9 @@ impl SqliteStore {
                 [t],
             )? + tx.execute("DELETE FROM outcomes WHERE at < ?1", [t])?;
             tx.commit()?;
+            if n > 0 {
+                Self::checkpoint(c)?;
+            }
             Ok(n)
         })
     }
@@ -487,6 +512,10 @@ impl StateStore for SqliteStore {
                 )?;
             }
             tx.commit()?;
+            // The deleted rows are zeroed in the new page images (secure_delete), but the
+            // WAL still holds the frames written before: copy and truncate it now, before
+            // the erasure is answered, so a crash right after leaves nothing to read.
+            Self::checkpoint(c)?;
             Ok(Erasure {
                 records: n as u64,
                 endpoint,
