@@ -97,9 +97,9 @@ pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
 
 /// DynamoDB's limit on the items of one TransactWriteItems.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
-/// How long an idempotency key is kept.
-pub const SEEN_TTL_SECS: i64 = 7 * 24 * 3600;
-/// How long decisions, deliveries and outcomes are kept.
+/// How long an idempotency key is kept by default.
+pub const SEEN_TTL_SECS: i64 = nearcast_core::ports::IDEMPOTENCY_DAYS * 24 * 3600;
+/// How long decisions, deliveries and outcomes are kept by default.
 pub const LOG_TTL_SECS: i64 = nearcast_core::ports::LOG_RETENTION_DAYS * 24 * 3600;
 
 type Item = HashMap<String, AttributeValue>;
@@ -118,6 +118,9 @@ pub struct DynamoStateStore {
     client: Client,
     table: String,
     last_seq: AtomicI64,
+    /// Seconds to the `ttl` of idempotency keys and of the logs.
+    seen_ttl: i64,
+    log_ttl: i64,
 }
 
 fn err(op: &str, e: impl std::fmt::Display) -> StoreError {
@@ -210,7 +213,18 @@ impl DynamoStateStore {
             client,
             table: table.into(),
             last_seq: AtomicI64::new(0),
+            seen_ttl: SEEN_TTL_SECS,
+            log_ttl: LOG_TTL_SECS,
         }
+    }
+
+    /// The same store writing `ttl` for `retention` instead of the defaults (DynamoDB's TTL
+    /// then deletes the items, usually within a few days of their `ttl`).
+    #[must_use]
+    pub fn with_retention(mut self, retention: nearcast_core::ports::Retention) -> Self {
+        self.seen_ttl = retention.idempotency.num_seconds();
+        self.log_ttl = retention.logs.num_seconds();
+        self
     }
 
     /// A client from the standard AWS configuration (environment, profile, instance role;
@@ -380,7 +394,7 @@ impl DynamoStateStore {
             let mut item = key(&pk, format!("EVENT#{event}"));
             item.insert("result".into(), s(json(result)?));
             item.insert("at".into(), n(now));
-            item.insert("ttl".into(), n(now + SEEN_TTL_SECS));
+            item.insert("ttl".into(), n(now + self.seen_ttl));
             let put = self
                 .put(item)
                 .0
@@ -416,7 +430,7 @@ impl DynamoStateStore {
             let mut item = key(&pk, sk);
             item.insert("body".into(), s(json(d)?));
             item.insert("seq".into(), n(seq + k));
-            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            item.insert("ttl".into(), n(now + self.log_ttl));
             k += 1;
             items.push(self.put(item).build()?);
             slots.push(Slot::Other);
@@ -430,7 +444,7 @@ impl DynamoStateStore {
             let mut item = key(&pk, sk);
             item.insert("body".into(), s(json(o)?));
             item.insert("seq".into(), n(seq + k));
-            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            item.insert("ttl".into(), n(now + self.log_ttl));
             k += 1;
             items.push(self.put(item).build()?);
             slots.push(Slot::Other);
@@ -440,13 +454,13 @@ impl DynamoStateStore {
             item.insert("status".into(), s(DeliveryStatus::Pending.as_str()));
             item.insert("body".into(), s(json(p)?));
             item.insert("seq".into(), n(seq + k));
-            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            item.insert("ttl".into(), n(now + self.log_ttl));
             k += 1;
             items.push(self.put(item).build()?);
             let mut marker = key(pending_pk(&p.delivery_id), &p.delivery_id);
             marker.insert("user".into(), s(c.user_id.as_str()));
             marker.insert("at".into(), n(p.at.timestamp_micros()));
-            marker.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            marker.insert("ttl".into(), n(now + self.log_ttl));
             items.push(self.put(marker).build()?);
             slots.push(Slot::Other);
             slots.push(Slot::Other);
@@ -691,7 +705,7 @@ impl DynamoStateStore {
         marker.insert("at".into(), n(chrono::Utc::now().timestamp_micros()));
         marker.insert(
             "ttl".into(),
-            n(chrono::Utc::now().timestamp() + LOG_TTL_SECS),
+            n(chrono::Utc::now().timestamp() + self.log_ttl),
         );
         self.client
             .put_item()

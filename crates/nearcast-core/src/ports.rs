@@ -13,9 +13,58 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 
-/// How long decisions and outcomes are kept (DynamoDB: a TTL from the commit; SQLite: a
-/// prune by event time at start). Long enough for a quarter's results and retraining.
+/// How long decisions and outcomes are kept by default (DynamoDB: a TTL from the commit;
+/// SQLite: a prune by event time at start and every hour). Long enough for a quarter's
+/// results and retraining.
 pub const LOG_RETENTION_DAYS: i64 = 90;
+
+/// How long idempotency keys (an event id with the answer given) are kept by default:
+/// clients retry well within a week.
+pub const IDEMPOTENCY_DAYS: i64 = 7;
+
+/// How long what expires is kept: the hosts' configuration (`nearcast serve
+/// --keep-idempotency-days --keep-log-days`; on AWS `NEARCAST_KEEP_IDEMPOTENCY_DAYS` and
+/// `NEARCAST_KEEP_LOG_DAYS`), documented in docs/privacy.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Idempotency keys, from the time they were written.
+    pub idempotency: chrono::Duration,
+    /// Decisions, deliveries and outcomes, from the time they happened.
+    pub logs: chrono::Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            idempotency: chrono::Duration::days(IDEMPOTENCY_DAYS),
+            logs: chrono::Duration::days(LOG_RETENTION_DAYS),
+        }
+    }
+}
+
+impl Retention {
+    /// Retention of `idempotency_days` and `log_days` days.
+    ///
+    /// # Errors
+    /// A period under 1 day or over 10 years, naming the setting.
+    pub fn days(idempotency_days: i64, log_days: i64) -> Result<Self, crate::FieldError> {
+        for (name, d) in [
+            ("idempotency_days", idempotency_days),
+            ("log_days", log_days),
+        ] {
+            if !(1..=3653).contains(&d) {
+                return Err(crate::FieldError::new(
+                    name,
+                    format!("must be from 1 to 3653 days, got {d}"),
+                ));
+            }
+        }
+        Ok(Self {
+            idempotency: chrono::Duration::days(idempotency_days),
+            logs: chrono::Duration::days(log_days),
+        })
+    }
+}
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

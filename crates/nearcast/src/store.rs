@@ -180,8 +180,9 @@ impl SqliteStore {
         })
     }
 
-    /// Forgets decisions and outcomes that happened before `before` (the retention of
-    /// [`nearcast_core::ports::LOG_RETENTION_DAYS`]); returns how many rows went.
+    /// Forgets decisions, outcomes and finished deliveries that happened before `before`
+    /// (the log retention, by default [`nearcast_core::ports::LOG_RETENTION_DAYS`]);
+    /// returns how many rows went. A pending delivery stays until the relay sends it.
     ///
     /// # Errors
     /// A database failure.
@@ -192,13 +193,34 @@ impl SqliteStore {
             let n = tx.execute(
                 "DELETE FROM decisions WHERE unixepoch(json_extract(body, '$.at')) < ?1",
                 [t],
-            )? + tx.execute("DELETE FROM outcomes WHERE at < ?1", [t])?;
+            )? + tx.execute("DELETE FROM outcomes WHERE at < ?1", [t])?
+                + tx.execute(
+                    "DELETE FROM deliveries WHERE status <> 'pending'
+                       AND unixepoch(json_extract(body, '$.at')) < ?1",
+                    [t],
+                )?;
             tx.commit()?;
             if n > 0 {
                 Self::checkpoint(c)?;
             }
             Ok(n)
         })
+    }
+
+    /// Applies `retention` as of `now`: forgets idempotency keys and logs older than their
+    /// periods; returns how many keys and how many log rows went.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn prune(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        retention: &nearcast_core::ports::Retention,
+    ) -> Result<(usize, usize), StoreError> {
+        Ok((
+            self.prune_seen(now - retention.idempotency)?,
+            self.prune_logs(now - retention.logs)?,
+        ))
     }
 
     /// Number of rows in a table (tests and the health endpoint).
