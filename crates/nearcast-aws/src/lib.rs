@@ -70,15 +70,16 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
-    KeyType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+    KeyType, Put, PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TableStatus, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    OutcomeRecord, StateStore, StoreError, UserLog, UserLogSink, UserRecord,
+    KeptEvent, OutcomeRecord, StateStore, StoreError, UserData, UserLog, UserLogSink, UserRecord,
+    erasure_pseudonym,
 };
 use nearcast_core::state::UserState;
 use std::collections::{HashMap, HashSet};
@@ -184,6 +185,12 @@ fn status_of(s: &str) -> Result<DeliveryStatus, StoreError> {
 
 /// The partition of the markers of erasures under way (sort key: the user id).
 const ERASURE_PK: &str = "ERASURE";
+
+/// The key of an erasure remembered by its pseudonym, never the id
+/// ([`nearcast_core::ports::ERASURE_MEMORY_DAYS`], then TTL).
+fn erased_key(user: &Id) -> Item {
+    key(format!("ERASED#{}", erasure_pseudonym(user)), "ERASED")
+}
 
 /// Pending-marker partitions.
 const PENDING_SHARDS: u32 = 8;
@@ -737,17 +744,33 @@ impl DynamoStateStore {
             }
         }
         keys.extend(profile);
-        for chunk in keys.chunks(25) {
-            let mut requests = chunk
-                .iter()
-                .map(|k| {
-                    DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(|e| err("BatchWriteItem", e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+        // The erasure is remembered by its pseudonym (a late event then stores nothing
+        // without a new consent), written with the first batch of deletes.
+        let mut tombstone = erased_key(user);
+        tombstone.insert("at".into(), n(chrono::Utc::now().timestamp()));
+        tombstone.insert(
+            "ttl".into(),
+            n(chrono::Utc::now().timestamp()
+                + nearcast_core::ports::ERASURE_MEMORY_DAYS * 24 * 3600),
+        );
+        let mut writes = vec![
+            PutRequest::builder()
+                .set_item(Some(tombstone))
+                .build()
+                .map(|p| WriteRequest::builder().put_request(p).build())
+                .map_err(|e| err("BatchWriteItem", e))?,
+        ];
+        for k in keys {
+            writes.push(
+                DeleteRequest::builder()
+                    .set_key(Some(k))
+                    .build()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                    .map_err(|e| err("BatchWriteItem", e))?,
+            );
+        }
+        for chunk in writes.chunks(25) {
+            let mut requests = chunk.to_vec();
             let mut attempt = 0u32;
             while !requests.is_empty() {
                 let out = self
@@ -994,6 +1017,52 @@ impl PutBuilderExt {
 impl StateStore for DynamoStateStore {
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
         Box::pin(self.load(user))
+    }
+
+    fn user_data<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserData, StoreError>> {
+        Box::pin(async move {
+            let mut data = UserData::default();
+            // One Query of the user's partition, in sort key order: decisions and outcomes
+            // by time, deliveries by id.
+            for item in self.partition(&user_pk(user), None).await? {
+                let Some(sk) = get_s(&item, "sk") else {
+                    continue;
+                };
+                if sk == "PROFILE" {
+                    data.profile = Some(body(&item, "state")?);
+                } else if let Some(e) = sk.strip_prefix("EVENT#") {
+                    data.events.push(KeptEvent {
+                        event_id: Id::parse(e).map_err(|e| err("decode", e))?,
+                        result: body(&item, "result")?,
+                    });
+                } else if sk.starts_with("DECISION#") {
+                    data.decisions.push(body(&item, "body")?);
+                } else if sk.starts_with("DELIVERY#") {
+                    data.deliveries.push(DeliveryRecord {
+                        push: body(&item, "body")?,
+                        status: status_of(get_s(&item, "status").unwrap_or("?"))?,
+                    });
+                } else if sk.starts_with("OUTCOME#") {
+                    data.outcomes.push(body(&item, "body")?);
+                }
+            }
+            Ok(data)
+        })
+    }
+
+    fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(erased_key(user)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_err("GetItem", e))?;
+            Ok(out.item().is_some())
+        })
     }
 
     fn max_commit_events(&self) -> usize {

@@ -389,6 +389,19 @@ impl Engine {
             if commit.events.is_empty() {
                 return Ok(reports);
             }
+            // A late event of a person erased lately (a device retrying, a queued message)
+            // stores nothing, not even its idempotency key, unless it grants a consent
+            // again: erasure is not undone by what was already on its way.
+            if rec.version == 0
+                && !Purpose::ALL.iter().any(|&p| state.consents.granted(p))
+                && self.store.erased_recently(user).await?
+            {
+                tracing::info!(
+                    events = commit.events.len(),
+                    "events of an erased user without a new consent; nothing stored"
+                );
+                return Ok(reports);
+            }
             if state != rec.state {
                 commit.state = Some(state);
             }
@@ -621,6 +634,15 @@ impl Engine {
         })
         .await?;
         self.consents(user).await
+    }
+
+    /// Everything held about a user (the subject access export): what the store holds,
+    /// each push without its token (the profile's push target keeps it).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn user_data(&self, user: &Id) -> Result<crate::ports::UserData, EngineError> {
+        Ok(self.store.user_data(user).await?)
     }
 
     /// Erases everything about a user.
