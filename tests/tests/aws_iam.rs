@@ -888,6 +888,9 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     // ---- admin-api again: results over what was decided.
     let (s, v) = call("GET", "/v1/admin/results?window_hours=24", None).await;
     assert_eq!(s, 200, "{v}");
+    // The subject access export: one Query of the user's partition.
+    let (s, v) = call("GET", "/v1/admin/users/gus/export", None).await;
+    assert_eq!(s, 200, "{v}");
 
     // ---- the roles against what each function called.
     let mut gaps = Vec::new();

@@ -795,6 +795,8 @@ const KNOWN_VARS: &[&str] = &[
     "NEARCAST_CAP_PER_DAY",
     "NEARCAST_CAP_PER_WEEK",
     "NEARCAST_CAP_MIN_GAP_MINUTES",
+    "NEARCAST_KEEP_IDEMPOTENCY_DAYS",
+    "NEARCAST_KEEP_LOG_DAYS",
 ];
 
 fn unknown_variables(t: &Value) -> Vec<String> {

@@ -8,6 +8,7 @@
 //! - `/v1/admin/stores[/{id}]`, `/v1/admin/offers[/{id}]`, `/v1/admin/policy`,
 //!   `POST /v1/admin/simulate`.
 //! - `GET /v1/admin/results[?window_hours=24]`: per offer and model version, from the logs.
+//! - `GET /v1/admin/users/{id}/export`: everything held about one person (subject access).
 //! - `GET /v1/admin/model`, `POST /v1/admin/model/reload`: the models in service; load the
 //!   champion again from its source (a refused artifact leaves the current one serving).
 //! - `GET /healthz`.
@@ -58,6 +59,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/admin/policy", get(get_policy).put(put_policy))
         .route("/v1/admin/simulate", post(simulate::simulate))
         .route("/v1/admin/results", get(results))
+        .route("/v1/admin/users/{id}/export", get(export_user))
         .route("/v1/admin/model", get(model_status))
         .route("/v1/admin/model/reload", post(reload_model))
         .fallback(|| async { ApiError::NotFound("route".into()) })
@@ -202,6 +204,24 @@ async fn erase(
     let user = path_id("user_id", &id)?;
     let e = engine.erase(&user).await?;
     Ok(Json(json!({"user_id": user, "erased_records": e.records})))
+}
+
+/// The subject access export: everything Nearcast holds about one person, as stored
+/// (docs/privacy.md lists what each part is and how long it is kept).
+async fn export_user(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = path_id("user_id", &id)?;
+    let d = engine.user_data(&user).await?;
+    Ok(Json(json!({
+        "user_id": user,
+        "profile": d.profile,
+        "events": d.events,
+        "decisions": d.decisions,
+        "deliveries": d.deliveries,
+        "outcomes": d.outcomes,
+    })))
 }
 
 fn parse_with_id<T: serde::de::DeserializeOwned>(

@@ -13,6 +13,7 @@
 //! | `USER#<user>` | `DECISION#<rfc3339 at>#<event>` | `body` (Decision JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `DELIVERY#<delivery id>` | `status`, `body` (Push JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `OUTCOME#<rfc3339 at>#<event>` | `body` (OutcomeRecord JSON), `seq`, `ttl` (90 days) |
+//! | `ERASED#<pseudonym>` | `ERASED` | `at`, `ttl` (30 days): an erasure, by an HMAC pseudonym of the user id (late events store nothing without a new consent) |
 //! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `ttl` (90 days): a delivery not yet claimed by a sender (the outbox relay's work list) |
 //! | `STORE#<id>` / `OFFER#<id>` | `META` | `body` (JSON) |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
@@ -70,15 +71,16 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
-    KeyType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+    KeyType, Put, PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TableStatus, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    OutcomeRecord, StateStore, StoreError, UserLog, UserLogSink, UserRecord,
+    KeptEvent, OutcomeRecord, StateStore, StoreError, UserData, UserLog, UserLogSink, UserRecord,
+    erasure_pseudonym,
 };
 use nearcast_core::state::UserState;
 use std::collections::{HashMap, HashSet};
@@ -97,9 +99,9 @@ pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
 
 /// DynamoDB's limit on the items of one TransactWriteItems.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
-/// How long an idempotency key is kept.
-pub const SEEN_TTL_SECS: i64 = 7 * 24 * 3600;
-/// How long decisions, deliveries and outcomes are kept.
+/// How long an idempotency key is kept by default.
+pub const SEEN_TTL_SECS: i64 = nearcast_core::ports::IDEMPOTENCY_DAYS * 24 * 3600;
+/// How long decisions, deliveries and outcomes are kept by default.
 pub const LOG_TTL_SECS: i64 = nearcast_core::ports::LOG_RETENTION_DAYS * 24 * 3600;
 
 type Item = HashMap<String, AttributeValue>;
@@ -118,6 +120,9 @@ pub struct DynamoStateStore {
     client: Client,
     table: String,
     last_seq: AtomicI64,
+    /// Seconds to the `ttl` of idempotency keys and of the logs.
+    seen_ttl: i64,
+    log_ttl: i64,
 }
 
 fn err(op: &str, e: impl std::fmt::Display) -> StoreError {
@@ -182,6 +187,12 @@ fn status_of(s: &str) -> Result<DeliveryStatus, StoreError> {
 /// The partition of the markers of erasures under way (sort key: the user id).
 const ERASURE_PK: &str = "ERASURE";
 
+/// The key of an erasure remembered by its pseudonym, never the id
+/// ([`nearcast_core::ports::ERASURE_MEMORY_DAYS`], then TTL).
+fn erased_key(user: &Id) -> Item {
+    key(format!("ERASED#{}", erasure_pseudonym(user)), "ERASED")
+}
+
 /// Pending-marker partitions.
 const PENDING_SHARDS: u32 = 8;
 
@@ -210,7 +221,18 @@ impl DynamoStateStore {
             client,
             table: table.into(),
             last_seq: AtomicI64::new(0),
+            seen_ttl: SEEN_TTL_SECS,
+            log_ttl: LOG_TTL_SECS,
         }
+    }
+
+    /// The same store writing `ttl` for `retention` instead of the defaults (DynamoDB's TTL
+    /// then deletes the items, usually within a few days of their `ttl`).
+    #[must_use]
+    pub fn with_retention(mut self, retention: nearcast_core::ports::Retention) -> Self {
+        self.seen_ttl = retention.idempotency.num_seconds();
+        self.log_ttl = retention.logs.num_seconds();
+        self
     }
 
     /// A client from the standard AWS configuration (environment, profile, instance role;
@@ -380,7 +402,7 @@ impl DynamoStateStore {
             let mut item = key(&pk, format!("EVENT#{event}"));
             item.insert("result".into(), s(json(result)?));
             item.insert("at".into(), n(now));
-            item.insert("ttl".into(), n(now + SEEN_TTL_SECS));
+            item.insert("ttl".into(), n(now + self.seen_ttl));
             let put = self
                 .put(item)
                 .0
@@ -416,7 +438,7 @@ impl DynamoStateStore {
             let mut item = key(&pk, sk);
             item.insert("body".into(), s(json(d)?));
             item.insert("seq".into(), n(seq + k));
-            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            item.insert("ttl".into(), n(now + self.log_ttl));
             k += 1;
             items.push(self.put(item).build()?);
             slots.push(Slot::Other);
@@ -430,7 +452,7 @@ impl DynamoStateStore {
             let mut item = key(&pk, sk);
             item.insert("body".into(), s(json(o)?));
             item.insert("seq".into(), n(seq + k));
-            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            item.insert("ttl".into(), n(now + self.log_ttl));
             k += 1;
             items.push(self.put(item).build()?);
             slots.push(Slot::Other);
@@ -440,13 +462,13 @@ impl DynamoStateStore {
             item.insert("status".into(), s(DeliveryStatus::Pending.as_str()));
             item.insert("body".into(), s(json(p)?));
             item.insert("seq".into(), n(seq + k));
-            item.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            item.insert("ttl".into(), n(now + self.log_ttl));
             k += 1;
             items.push(self.put(item).build()?);
             let mut marker = key(pending_pk(&p.delivery_id), &p.delivery_id);
             marker.insert("user".into(), s(c.user_id.as_str()));
             marker.insert("at".into(), n(p.at.timestamp_micros()));
-            marker.insert("ttl".into(), n(now + LOG_TTL_SECS));
+            marker.insert("ttl".into(), n(now + self.log_ttl));
             items.push(self.put(marker).build()?);
             slots.push(Slot::Other);
             slots.push(Slot::Other);
@@ -691,7 +713,7 @@ impl DynamoStateStore {
         marker.insert("at".into(), n(chrono::Utc::now().timestamp_micros()));
         marker.insert(
             "ttl".into(),
-            n(chrono::Utc::now().timestamp() + LOG_TTL_SECS),
+            n(chrono::Utc::now().timestamp() + self.log_ttl),
         );
         self.client
             .put_item()
@@ -723,17 +745,33 @@ impl DynamoStateStore {
             }
         }
         keys.extend(profile);
-        for chunk in keys.chunks(25) {
-            let mut requests = chunk
-                .iter()
-                .map(|k| {
-                    DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(|e| err("BatchWriteItem", e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+        // The erasure is remembered by its pseudonym (a late event then stores nothing
+        // without a new consent), written with the first batch of deletes.
+        let mut tombstone = erased_key(user);
+        tombstone.insert("at".into(), n(chrono::Utc::now().timestamp()));
+        tombstone.insert(
+            "ttl".into(),
+            n(chrono::Utc::now().timestamp()
+                + nearcast_core::ports::ERASURE_MEMORY_DAYS * 24 * 3600),
+        );
+        let mut writes = vec![
+            PutRequest::builder()
+                .set_item(Some(tombstone))
+                .build()
+                .map(|p| WriteRequest::builder().put_request(p).build())
+                .map_err(|e| err("BatchWriteItem", e))?,
+        ];
+        for k in keys {
+            writes.push(
+                DeleteRequest::builder()
+                    .set_key(Some(k))
+                    .build()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                    .map_err(|e| err("BatchWriteItem", e))?,
+            );
+        }
+        for chunk in writes.chunks(25) {
+            let mut requests = chunk.to_vec();
             let mut attempt = 0u32;
             while !requests.is_empty() {
                 let out = self
@@ -980,6 +1018,52 @@ impl PutBuilderExt {
 impl StateStore for DynamoStateStore {
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
         Box::pin(self.load(user))
+    }
+
+    fn user_data<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserData, StoreError>> {
+        Box::pin(async move {
+            let mut data = UserData::default();
+            // One Query of the user's partition, in sort key order: decisions and outcomes
+            // by time, deliveries by id.
+            for item in self.partition(&user_pk(user), None).await? {
+                let Some(sk) = get_s(&item, "sk") else {
+                    continue;
+                };
+                if sk == "PROFILE" {
+                    data.profile = Some(body(&item, "state")?);
+                } else if let Some(e) = sk.strip_prefix("EVENT#") {
+                    data.events.push(KeptEvent {
+                        event_id: Id::parse(e).map_err(|e| err("decode", e))?,
+                        result: body(&item, "result")?,
+                    });
+                } else if sk.starts_with("DECISION#") {
+                    data.decisions.push(body(&item, "body")?);
+                } else if sk.starts_with("DELIVERY#") {
+                    data.deliveries.push(DeliveryRecord {
+                        push: body(&item, "body")?,
+                        status: status_of(get_s(&item, "status").unwrap_or("?"))?,
+                    });
+                } else if sk.starts_with("OUTCOME#") {
+                    data.outcomes.push(body(&item, "body")?);
+                }
+            }
+            Ok(data)
+        })
+    }
+
+    fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(erased_key(user)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_err("GetItem", e))?;
+            Ok(out.item().is_some())
+        })
     }
 
     fn max_commit_events(&self) -> usize {

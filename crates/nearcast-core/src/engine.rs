@@ -389,6 +389,19 @@ impl Engine {
             if commit.events.is_empty() {
                 return Ok(reports);
             }
+            // A late event of a person erased lately (a device retrying, a queued message)
+            // stores nothing, not even its idempotency key, unless it grants a consent
+            // again: erasure is not undone by what was already on its way.
+            if rec.version == 0
+                && !Purpose::ALL.iter().any(|&p| state.consents.granted(p))
+                && self.store.erased_recently(user).await?
+            {
+                tracing::info!(
+                    events = commit.events.len(),
+                    "events of an erased user without a new consent; nothing stored"
+                );
+                return Ok(reports);
+            }
             if state != rec.state {
                 commit.state = Some(state);
             }
@@ -623,6 +636,15 @@ impl Engine {
         self.consents(user).await
     }
 
+    /// Everything held about a user (the subject access export): what the store holds,
+    /// each push without its token (the profile's push target keeps it).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn user_data(&self, user: &Id) -> Result<crate::ports::UserData, EngineError> {
+        Ok(self.store.user_data(user).await?)
+    }
+
     /// Erases everything about a user.
     ///
     /// # Errors
@@ -637,7 +659,14 @@ impl Engine {
                 EngineError::Store(StoreError(format!("push platform unavailable: {e}")))
             })?;
         }
-        Ok(self.store.erase_user(user).await?)
+        let mut erased = self.store.erase_user(user).await?;
+        // Then what the channel keeps (the outbox file): a failure answers 503 and the
+        // retry, which finds the store already empty, tries the channel again.
+        erased.records += self.notifier.erase_user(user).await.map_err(|e| {
+            tracing::warn!(error = %e, "channel records not erased; the erasure must be retried");
+            EngineError::Store(StoreError(format!("push channel unavailable: {e}")))
+        })?;
+        Ok(erased)
     }
 
     /// Validates and saves a store, then rebuilds the catalog.

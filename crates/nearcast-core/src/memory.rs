@@ -6,8 +6,8 @@ use crate::decision::{Decision, Push};
 use crate::ids::Id;
 use crate::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    Notifier, NotifyError, OutcomeRecord, StateStore, StoreError, UserLogSink, UserRecord,
-    group_by_user,
+    KeptEvent, Notifier, NotifyError, OutcomeRecord, StateStore, StoreError, UserData, UserLogSink,
+    UserRecord, erasure_pseudonym, group_by_user,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -24,6 +24,8 @@ struct Inner {
     stores: BTreeMap<Id, Store>,
     offers: BTreeMap<Id, Offer>,
     policy: Option<CapPolicy>,
+    /// Erasure pseudonyms, with when.
+    erased: HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 /// A state store in memory, with the same atomicity as the durable ones (one lock).
@@ -52,6 +54,55 @@ impl StateStore for InMemoryStateStore {
         ready(Ok(
             self.with(|i| i.users.get(user).cloned().unwrap_or_default())
         ))
+    }
+
+    fn user_data<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserData, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let mut events: Vec<KeptEvent> = i
+                .seen
+                .iter()
+                .filter(|((u, _), _)| u == user)
+                .map(|((_, e), r)| KeptEvent {
+                    event_id: e.clone(),
+                    result: r.clone(),
+                })
+                .collect();
+            events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+            UserData {
+                profile: i.users.get(user).map(|r| r.state.clone()),
+                events,
+                decisions: i
+                    .decisions
+                    .iter()
+                    .filter(|d| &d.user_id == user)
+                    .cloned()
+                    .collect(),
+                deliveries: i
+                    .deliveries
+                    .iter()
+                    .filter(|d| &d.push.user_id == user)
+                    .map(|d| DeliveryRecord {
+                        push: Push {
+                            token: String::new(),
+                            ..d.push.clone()
+                        },
+                        status: d.status,
+                    })
+                    .collect(),
+                outcomes: i
+                    .outcomes
+                    .iter()
+                    .filter(|o| &o.user_id == user)
+                    .cloned()
+                    .collect(),
+            }
+        })))
+    }
+
+    fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(self.with(|i| {
+            !i.users.contains_key(user) && i.erased.contains_key(&erasure_pseudonym(user))
+        })))
     }
 
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
@@ -175,6 +226,7 @@ impl StateStore for InMemoryStateStore {
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
         ready(Ok(self.with(|i| {
             let mut n = 0u64;
+            i.erased.insert(erasure_pseudonym(user), chrono::Utc::now());
             let endpoint = i.users.remove(user).and_then(|r| {
                 n += 1;
                 r.state.push.and_then(|p| p.endpoint)

@@ -13,9 +13,58 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 
-/// How long decisions and outcomes are kept (DynamoDB: a TTL from the commit; SQLite: a
-/// prune by event time at start). Long enough for a quarter's results and retraining.
+/// How long decisions and outcomes are kept by default (DynamoDB: a TTL from the commit;
+/// SQLite: a prune by event time at start and every hour). Long enough for a quarter's
+/// results and retraining.
 pub const LOG_RETENTION_DAYS: i64 = 90;
+
+/// How long idempotency keys (an event id with the answer given) are kept by default:
+/// clients retry well within a week.
+pub const IDEMPOTENCY_DAYS: i64 = 7;
+
+/// How long what expires is kept: the hosts' configuration (`nearcast serve
+/// --keep-idempotency-days --keep-log-days`; on AWS `NEARCAST_KEEP_IDEMPOTENCY_DAYS` and
+/// `NEARCAST_KEEP_LOG_DAYS`), documented in docs/privacy.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Idempotency keys, from the time they were written.
+    pub idempotency: chrono::Duration,
+    /// Decisions, deliveries and outcomes, from the time they happened.
+    pub logs: chrono::Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            idempotency: chrono::Duration::days(IDEMPOTENCY_DAYS),
+            logs: chrono::Duration::days(LOG_RETENTION_DAYS),
+        }
+    }
+}
+
+impl Retention {
+    /// Retention of `idempotency_days` and `log_days` days.
+    ///
+    /// # Errors
+    /// A period under 1 day or over 10 years, naming the setting.
+    pub fn days(idempotency_days: i64, log_days: i64) -> Result<Self, crate::FieldError> {
+        for (name, d) in [
+            ("idempotency_days", idempotency_days),
+            ("log_days", log_days),
+        ] {
+            if !(1..=3653).contains(&d) {
+                return Err(crate::FieldError::new(
+                    name,
+                    format!("must be from 1 to 3653 days, got {d}"),
+                ));
+            }
+        }
+        Ok(Self {
+            idempotency: chrono::Duration::days(idempotency_days),
+            logs: chrono::Duration::days(log_days),
+        })
+    }
+}
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -189,6 +238,46 @@ pub struct Erasure {
     pub endpoint: Option<String>,
 }
 
+/// How long an erasure is remembered, as a pseudonym of the erased user (never the id):
+/// a late event for that user (a device retrying, an SQS message in flight or redriven from
+/// the dead-letter queue, at most 4 + 14 days) then stores nothing unless it grants a
+/// consent again. Past this, such an event is a new user.
+pub const ERASURE_MEMORY_DAYS: i64 = 30;
+
+/// The pseudonym an erasure is remembered by: `u-` and 16 bytes of HMAC-SHA256 under a
+/// fixed key. It lets a store answer "was this id erased lately?" for an id it is given,
+/// and nothing else: it cannot be turned back into the id, though whoever holds an id can
+/// test it (docs/privacy.md).
+pub fn erasure_pseudonym(user: &Id) -> String {
+    crate::export::pseudonym(b"nearcast-erasure/1", user)
+}
+
+/// One idempotency key of a user, for the subject access export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptEvent {
+    /// The event id.
+    pub event_id: Id,
+    /// The answer given to it.
+    pub result: EventResult,
+}
+
+/// Everything a store holds about one user (the subject access export): the profile, the
+/// idempotency keys, the decisions, the deliveries and the outcomes, each oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserData {
+    /// The profile (consents with their history fields, push target, tastes, purchases,
+    /// fence presence, recent sends); `None` when there is none.
+    pub profile: Option<UserState>,
+    /// Idempotency keys with the answers given.
+    pub events: Vec<KeptEvent>,
+    /// Logged decisions.
+    pub decisions: Vec<Decision>,
+    /// Deliveries with their status.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// Logged outcomes.
+    pub outcomes: Vec<OutcomeRecord>,
+}
+
 /// A logged delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
@@ -226,6 +315,11 @@ pub trait StateStore: Send + Sync {
         delivery_id: &'a str,
         to: DeliveryStatus,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Everything held about `user` ([`UserData`]): the subject access export.
+    fn user_data<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserData, StoreError>>;
+    /// Whether `user` was erased within [`ERASURE_MEMORY_DAYS`] (looked up by
+    /// [`erasure_pseudonym`]). Asked only about a user who has no profile.
+    fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Users whose erasure started at or before `before` and did not finish (a store whose
     /// erasure is not one transaction keeps a marker until it is done); empty for a store
     /// that erases atomically.
@@ -326,6 +420,14 @@ pub trait StoreLayer: Send + Sync {
     /// See [`StateStore::load_user`].
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
         self.wrapped().load_user(user)
+    }
+    /// See [`StateStore::user_data`].
+    fn user_data<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserData, StoreError>> {
+        self.wrapped().user_data(user)
+    }
+    /// See [`StateStore::erased_recently`].
+    fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.wrapped().erased_recently(user)
     }
     /// See [`StateStore::commit`].
     fn commit<'a>(
@@ -431,6 +533,12 @@ pub trait StoreLayer: Send + Sync {
 impl<L: StoreLayer> StateStore for L {
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
         StoreLayer::load_user(self, user)
+    }
+    fn user_data<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserData, StoreError>> {
+        StoreLayer::user_data(self, user)
+    }
+    fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        StoreLayer::erased_recently(self, user)
     }
     fn commit<'a>(
         &'a self,
@@ -552,6 +660,14 @@ pub trait Notifier: Send + Sync {
     /// Deletes an endpoint at the channel (erasure). The default has nothing to delete.
     fn forget<'a>(&'a self, _endpoint: &'a str) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Removes what the channel itself keeps about a user (erasure, after the store): the
+    /// embedded outbox file drops the user's lines. Returns how many records went. The
+    /// default (a platform such as SNS, which keeps nothing once the endpoint is deleted)
+    /// has nothing to remove.
+    fn erase_user<'a>(&'a self, _user: &'a Id) -> BoxFuture<'a, Result<u64, NotifyError>> {
+        Box::pin(std::future::ready(Ok(0)))
     }
 }
 

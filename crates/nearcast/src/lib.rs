@@ -154,3 +154,31 @@ pub fn spawn_relay(engine: Arc<nearcast_core::engine::Engine>) -> tokio::task::J
         }
     })
 }
+
+/// How often `serve` applies the retention on the embedded store.
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Applies `retention` to the embedded store every `every`, in the clock's time, for as long
+/// as the process lives (and once right away): idempotency keys and logs expire while the
+/// service runs, not only when it starts. DynamoDB expires them itself (TTL).
+pub fn spawn_retention(
+    store: Arc<store::SqliteStore>,
+    clock: Arc<dyn nearcast_core::ports::Clock>,
+    retention: nearcast_core::ports::Retention,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match store.prune(clock.now(), &retention) {
+                Ok((0, 0)) => {}
+                Ok((keys, logs)) => {
+                    tracing::info!(keys, logs, "retention: expired records removed")
+                }
+                Err(e) => tracing::warn!(error = %e, "retention failed; retried on its next tick"),
+            }
+        }
+    })
+}

@@ -102,6 +102,12 @@ enum Command {
         /// Share of users scored by the challenger, 0 to 1.
         #[arg(long, default_value_t = 0.1, requires = "challenger")]
         challenger_share: f64,
+        /// Days an idempotency key (event id and the answer given) is kept.
+        #[arg(long, env = "NEARCAST_KEEP_IDEMPOTENCY_DAYS", default_value_t = nearcast_core::ports::IDEMPOTENCY_DAYS)]
+        keep_idempotency_days: i64,
+        /// Days decisions, deliveries and outcomes are kept.
+        #[arg(long, env = "NEARCAST_KEEP_LOG_DAYS", default_value_t = nearcast_core::ports::LOG_RETENTION_DAYS)]
+        keep_log_days: i64,
     },
     /// Feeds a JSON-lines file of events through the pipeline and prints the decisions.
     Replay {
@@ -386,6 +392,7 @@ async fn aws_engine(
     outbox: &std::path::Path,
     model: Option<&std::path::Path>,
     weather: Arc<dyn WeatherSource>,
+    retention: nearcast_core::ports::Retention,
 ) -> Result<Arc<Engine>, HostError> {
     let client = DynamoStateStore::client(None).await;
     if create_table && DynamoStateStore::ensure_table(&client, table).await? {
@@ -407,7 +414,7 @@ async fn aws_engine(
     };
     let ranker = nearcast::load_model(model)?;
     let engine = Engine::new(
-        Arc::new(DynamoStateStore::new(client, table)),
+        Arc::new(DynamoStateStore::new(client, table).with_retention(retention)),
         notifier,
         weather,
         Arc::new(SystemClock),
@@ -458,7 +465,18 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             sync,
             challenger,
             challenger_share,
+            keep_idempotency_days,
+            keep_log_days,
         } => {
+            let retention =
+                nearcast_core::ports::Retention::days(keep_idempotency_days, keep_log_days)
+                    .map_err(|e| HostError::Invalid {
+                        path: format!(
+                            "--keep-{}",
+                            e.field.replace("_days", "-days").replace('_', "-")
+                        ),
+                        reason: e.reason,
+                    })?;
             let weather: Arc<dyn WeatherSource> = match weather_url {
                 Some(url) => Arc::new(
                     OpenMeteo::new(&url, nearcast_weather::Options::default()).map_err(|e| {
@@ -481,16 +499,17 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                         Arc::new(SystemClock),
                     )
                     .await?;
-                    // Idempotency keys are kept for 7 days: clients retry well within that.
-                    let pruned =
-                        store.prune_seen(chrono::Utc::now() - chrono::Duration::days(7))?;
-                    // Decisions and outcomes are kept for the documented retention.
-                    let retention =
-                        chrono::Duration::days(nearcast_core::ports::LOG_RETENTION_DAYS);
-                    let pruned_logs = store.prune_logs(chrono::Utc::now() - retention)?;
+                    // Idempotency keys and logs expire now and every RETENTION_EVERY.
+                    let (pruned, pruned_logs) = store.prune(chrono::Utc::now(), &retention)?;
+                    nearcast::spawn_retention(
+                        store,
+                        Arc::new(SystemClock),
+                        retention,
+                        nearcast::RETENTION_EVERY,
+                    );
                     (engine, pruned, pruned_logs)
                 }
-                // DynamoDB expires idempotency keys itself (TTL).
+                // DynamoDB expires idempotency keys and logs itself (TTL).
                 Backend::Aws => (
                     aws_engine(
                         &table,
@@ -500,6 +519,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                         &outbox,
                         model.as_deref(),
                         weather,
+                        retention,
                     )
                     .await?,
                     0,

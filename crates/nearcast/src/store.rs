@@ -15,7 +15,8 @@ use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    OutcomeRecord, StateStore, StoreError, UserLog, UserLogSink, UserRecord,
+    KeptEvent, OutcomeRecord, StateStore, StoreError, UserData, UserLog, UserLogSink, UserRecord,
+    erasure_pseudonym,
 };
 use nearcast_core::state::UserState;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -75,6 +76,7 @@ CREATE INDEX IF NOT EXISTS outcomes_user ON outcomes(user_id);
 CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erased (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -105,6 +107,10 @@ impl SqliteStore {
         conn.pragma_update(None, "busy_timeout", 5000)
             .map_err(err)?;
         conn.pragma_update(None, "temp_store", "memory")
+            .map_err(err)?;
+        // Deleted and overwritten content is zeroed in its page, not just unlinked: an
+        // erased person (or a pruned log) cannot be read back from freed space.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         // Files written before deliveries were claimed have no `claim` column.
@@ -137,6 +143,20 @@ impl SqliteStore {
         f(&mut c).map_err(err)
     }
 
+    /// SQLite's `secure_delete` setting in force: 1 when deleted content is zeroed.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn secure_delete(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("PRAGMA secure_delete", [], |r| r.get(0)))
+    }
+
+    /// Copies the write-ahead log into the database file and truncates it to zero bytes, so
+    /// that the frames holding deleted rows (an erasure, a prune) are gone from the WAL too.
+    fn checkpoint(c: &Connection) -> rusqlite::Result<()> {
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    }
+
     /// SQLite's `synchronous` setting in force: 1 (NORMAL) or 2 (FULL).
     ///
     /// # Errors
@@ -151,15 +171,20 @@ impl SqliteStore {
     /// A database failure.
     pub fn prune_seen(&self, before: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
         self.with(|c| {
-            c.execute(
+            let n = c.execute(
                 "DELETE FROM seen WHERE at < ?1",
                 params![before.timestamp()],
-            )
+            )?;
+            if n > 0 {
+                Self::checkpoint(c)?;
+            }
+            Ok(n)
         })
     }
 
-    /// Forgets decisions and outcomes that happened before `before` (the retention of
-    /// [`nearcast_core::ports::LOG_RETENTION_DAYS`]); returns how many rows went.
+    /// Forgets decisions, outcomes and finished deliveries that happened before `before`
+    /// (the log retention, by default [`nearcast_core::ports::LOG_RETENTION_DAYS`]);
+    /// returns how many rows went. A pending delivery stays until the relay sends it.
     ///
     /// # Errors
     /// A database failure.
@@ -170,10 +195,36 @@ impl SqliteStore {
             let n = tx.execute(
                 "DELETE FROM decisions WHERE unixepoch(json_extract(body, '$.at')) < ?1",
                 [t],
-            )? + tx.execute("DELETE FROM outcomes WHERE at < ?1", [t])?;
+            )? + tx.execute("DELETE FROM outcomes WHERE at < ?1", [t])?
+                + tx.execute(
+                    "DELETE FROM deliveries WHERE status <> 'pending'
+                       AND unixepoch(json_extract(body, '$.at')) < ?1",
+                    [t],
+                )?;
             tx.commit()?;
+            if n > 0 {
+                Self::checkpoint(c)?;
+            }
             Ok(n)
         })
+    }
+
+    /// Applies `retention` as of `now`: forgets idempotency keys and logs older than their
+    /// periods; returns how many keys and how many log rows went.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn prune(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        retention: &nearcast_core::ports::Retention,
+    ) -> Result<(usize, usize), StoreError> {
+        let forgotten = now - chrono::Duration::days(nearcast_core::ports::ERASURE_MEMORY_DAYS);
+        self.with(|c| c.execute("DELETE FROM erased WHERE at < ?1", [forgotten.timestamp()]))?;
+        Ok((
+            self.prune_seen(now - retention.idempotency)?,
+            self.prune_logs(now - retention.logs)?,
+        ))
     }
 
     /// Number of rows in a table (tests and the health endpoint).
@@ -430,6 +481,86 @@ impl StateStore for SqliteStore {
         ready(self.commit_sync(c))
     }
 
+    fn user_data<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserData, StoreError>> {
+        type Rows = (
+            Option<String>,
+            Vec<(String, String)>,
+            Vec<String>,
+            Vec<(String, String)>,
+            Vec<String>,
+        );
+        let rows: Result<Rows, StoreError> = self.with(|c| {
+            let u = user.as_str();
+            let one = |sql: &str| -> rusqlite::Result<Vec<String>> {
+                let mut st = c.prepare_cached(sql)?;
+                let rows = st.query_map([u], |r| r.get(0))?;
+                rows.collect()
+            };
+            let two = |sql: &str| -> rusqlite::Result<Vec<(String, String)>> {
+                let mut st = c.prepare_cached(sql)?;
+                let rows = st.query_map([u], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            };
+            Ok((
+                one("SELECT state FROM users WHERE user_id = ?1")?
+                    .into_iter()
+                    .next(),
+                two("SELECT event_id, result FROM seen WHERE user_id = ?1 ORDER BY at, event_id")?,
+                one("SELECT body FROM decisions WHERE user_id = ?1 ORDER BY seq")?,
+                two("SELECT status, body FROM deliveries WHERE user_id = ?1 ORDER BY seq")?,
+                one("SELECT body FROM outcomes WHERE user_id = ?1 ORDER BY seq")?,
+            ))
+        });
+        let decode = |rows: Rows| -> Result<UserData, StoreError> {
+            let (profile, events, decisions, deliveries, outcomes) = rows;
+            Ok(UserData {
+                profile: profile
+                    .map(|s| serde_json::from_str(&s).map_err(err))
+                    .transpose()?,
+                events: events
+                    .into_iter()
+                    .map(|(e, r)| {
+                        Ok(KeptEvent {
+                            event_id: Id::parse(&e).map_err(err)?,
+                            result: serde_json::from_str(&r).map_err(err)?,
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?,
+                decisions: decisions
+                    .iter()
+                    .map(|b| serde_json::from_str(b).map_err(err))
+                    .collect::<Result<_, _>>()?,
+                deliveries: deliveries
+                    .iter()
+                    .map(|(s, b)| {
+                        Ok(DeliveryRecord {
+                            push: serde_json::from_str(b).map_err(err)?,
+                            status: DeliveryStatus::parse(s)
+                                .ok_or_else(|| err(format!("unknown delivery status {s:?}")))?,
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?,
+                outcomes: outcomes
+                    .iter()
+                    .map(|b| serde_json::from_str(b).map_err(err))
+                    .collect::<Result<_, _>>()?,
+            })
+        };
+        ready(rows.and_then(decode))
+    }
+
+    fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(self.with(|c| {
+            c.prepare_cached(
+                "SELECT NOT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)
+                    AND EXISTS (SELECT 1 FROM erased WHERE pseudonym = ?2)",
+            )?
+            .query_row(params![user.as_str(), erasure_pseudonym(user)], |r| {
+                r.get::<_, bool>(0)
+            })
+        }))
+    }
+
     fn claim_delivery<'a>(
         &'a self,
         user: &'a Id,
@@ -520,7 +651,16 @@ impl StateStore for SqliteStore {
                     [user.as_str()],
                 )?;
             }
+            tx.execute(
+                "INSERT INTO erased (pseudonym, at) VALUES (?1, ?2)
+                 ON CONFLICT(pseudonym) DO UPDATE SET at = excluded.at",
+                params![erasure_pseudonym(user), chrono::Utc::now().timestamp()],
+            )?;
             tx.commit()?;
+            // The deleted rows are zeroed in the new page images (secure_delete), but the
+            // WAL still holds the frames written before: copy and truncate it now, before
+            // the erasure is answered, so a crash right after leaves nothing to read.
+            Self::checkpoint(c)?;
             Ok(Erasure {
                 records: n as u64,
                 endpoint,

@@ -225,6 +225,9 @@ pub struct Config {
     pub catalog_refresh: std::time::Duration,
     /// Champion from S3 and challenger.
     pub models: ModelConfig,
+    /// How long idempotency keys and logs are kept (`NEARCAST_KEEP_IDEMPOTENCY_DAYS`,
+    /// `NEARCAST_KEEP_LOG_DAYS`; default 7 and 90 days): the `ttl` written on them.
+    pub retention: nearcast_core::ports::Retention,
 }
 
 impl Config {
@@ -257,9 +260,39 @@ impl Config {
             cap_defaults: cap_defaults(&var)?,
             weather_url: var("NEARCAST_WEATHER_URL"),
             catalog_refresh: catalog_refresh(var("NEARCAST_CATALOG_REFRESH_SECS"))?,
-            models: ModelConfig::from_lookup(var)?,
+            models: ModelConfig::from_lookup(&var)?,
+            retention: retention(&var)?,
         })
     }
+}
+
+fn retention(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<nearcast_core::ports::Retention, InitError> {
+    let days = |k: &'static str, default: i64| -> Result<i64, InitError> {
+        var(k).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| InitError::Invalid {
+                var: k,
+                reason: format!("must be a whole number of days, got {v:?}"),
+            })
+        })
+    };
+    let seen = days(
+        "NEARCAST_KEEP_IDEMPOTENCY_DAYS",
+        nearcast_core::ports::IDEMPOTENCY_DAYS,
+    )?;
+    let logs = days(
+        "NEARCAST_KEEP_LOG_DAYS",
+        nearcast_core::ports::LOG_RETENTION_DAYS,
+    )?;
+    nearcast_core::ports::Retention::days(seen, logs).map_err(|e| InitError::Invalid {
+        var: if e.field == "log_days" {
+            "NEARCAST_KEEP_LOG_DAYS"
+        } else {
+            "NEARCAST_KEEP_IDEMPOTENCY_DAYS"
+        },
+        reason: e.reason,
+    })
 }
 
 /// How events-api authenticates devices (`NEARCAST_DEVICE_AUTH`).
@@ -372,10 +405,10 @@ pub async fn start_with(
     aws: &SdkConfig,
 ) -> Result<Arc<Engine>, InitError> {
     let refreshing = RefreshingStore::new(
-        Arc::new(DynamoStateStore::new(
-            DynamoStateStore::client_from(aws),
-            config.table.clone(),
-        )),
+        Arc::new(
+            DynamoStateStore::new(DynamoStateStore::client_from(aws), config.table.clone())
+                .with_retention(config.retention),
+        ),
         config.catalog_refresh,
     );
     // The version before the catalog is loaded: a change in between shows as new.
@@ -609,6 +642,34 @@ mod tests {
                     ("NEARCAST_CATALOG_REFRESH_SECS", bad),
                 ])),
                 Err(InitError::CatalogRefresh(v)) if v == bad
+            ));
+        }
+    }
+
+    #[test]
+    fn retention_defaults_to_7_and_90_days_and_is_checked() {
+        let c = Config::from_lookup(lookup(&[("NEARCAST_TABLE", "t")])).unwrap();
+        assert_eq!(c.retention, nearcast_core::ports::Retention::default());
+        assert_eq!(c.retention.idempotency, chrono::Duration::days(7));
+        assert_eq!(c.retention.logs, chrono::Duration::days(90));
+        let c = Config::from_lookup(lookup(&[
+            ("NEARCAST_TABLE", "t"),
+            ("NEARCAST_KEEP_IDEMPOTENCY_DAYS", "2"),
+            ("NEARCAST_KEEP_LOG_DAYS", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.retention.idempotency, c.retention.logs),
+            (chrono::Duration::days(2), chrono::Duration::days(30))
+        );
+        for (var, bad) in [
+            ("NEARCAST_KEEP_IDEMPOTENCY_DAYS", "0"),
+            ("NEARCAST_KEEP_LOG_DAYS", "ninety"),
+            ("NEARCAST_KEEP_LOG_DAYS", "-5"),
+        ] {
+            assert!(matches!(
+                Config::from_lookup(lookup(&[("NEARCAST_TABLE", "t"), (var, bad)])),
+                Err(InitError::Invalid { var: v, .. }) if v == var
             ));
         }
     }

@@ -17,3 +17,16 @@ pub fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// Reads `nearcast serve`'s banner from its piped stdout; returns the address it listens on.
+#[allow(dead_code, reason = "not every test binary starts the server this way")]
+pub fn banner(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "unexpected banner {line:?}");
+    addr
+}
