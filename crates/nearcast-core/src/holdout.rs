@@ -27,9 +27,10 @@ pub fn draw(user: &Id, campaign: &Id) -> f64 {
     (stable_hash(&["holdout", user.as_str(), campaign.as_str()]) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Whether `user` is in the holdout group of `campaign` with holdout share `share`.
+/// Whether `user` is in the holdout group of `campaign` with holdout share `share` (a
+/// share of 0 holds out nobody: the draw is never below 0).
 pub fn held_out(user: &Id, campaign: &Id, share: f64) -> bool {
-    share > 0.0 && draw(user, campaign) < share
+    draw(user, campaign) < share
 }
 
 #[cfg(test)]
@@ -51,6 +52,13 @@ mod tests {
         assert_eq!(held_out(&users[7], &c, 0.1), held_out(&users[7], &c, 0.1));
         assert_eq!(stable_hash(&["a", "b"]), stable_hash(&["a", "b"]));
         assert_ne!(stable_hash(&["ab", "c"]), stable_hash(&["a", "bc"]));
-        assert!(!held_out(&users[0], &c, 0.0));
+        assert!(
+            !users.iter().any(|u| held_out(u, &c, 0.0)),
+            "share 0: nobody"
+        );
+        assert!(
+            users.iter().all(|u| held_out(u, &c, 1.0)),
+            "share 1: everybody"
+        );
     }
 }
