@@ -163,6 +163,16 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
     assert_eq!(models_of(&a), pair("m1", "c1"));
     assert_eq!(models_of(&b), pair("m1", "c1"));
     let (uc, ux) = (user(false), user(true));
+    // Each has a profile (a consent), as an app's users do before they send fixes: a user
+    // with none costs one more GetItem per event (was the id erased lately?).
+    for u in [&uc, &ux] {
+        let e = event(
+            u,
+            json!({"event_id": format!("{u}-consent"), "type": "consent", "at": noon().to_rfc3339(),
+                "purpose": "push", "granted": true}),
+        );
+        a.process(&e).await.expect("processed");
+    }
 
     // Both check once (nothing changed), so each starts a fresh interval here.
     after_interval().await;

@@ -83,6 +83,9 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// The `user_version` of a file written with `secure_delete` on since it was last vacuumed.
+const SECURE_DELETE_SINCE: i64 = 1;
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file.
     ///
@@ -124,6 +127,19 @@ impl SqliteStore {
             > 0;
         if !has_claim {
             conn.execute_batch("ALTER TABLE deliveries ADD COLUMN claim TEXT")
+                .map_err(err)?;
+        }
+        // A file last written without `secure_delete` may hold deleted rows in its free
+        // pages: rewritten once (VACUUM keeps only live rows), then marked so it never is
+        // again. `user_version` is Nearcast's own: 1 = written with secure_delete since.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version < SECURE_DELETE_SINCE {
+            conn.execute_batch("VACUUM").map_err(err)?;
+            conn.pragma_update(None, "user_version", SECURE_DELETE_SINCE)
+                .map_err(err)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .map_err(err)?;
         }
         conn.set_prepared_statement_cache_capacity(64);
@@ -782,6 +798,42 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_written_without_secure_delete_is_rewritten_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // As an older version left it: a deleted row still in a free page.
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "secure_delete", "OFF").unwrap();
+            c.execute_batch(
+                "CREATE TABLE old (t TEXT);
+                 INSERT INTO old VALUES ('person-zq81-was-here');
+                 DELETE FROM old;",
+            )
+            .unwrap();
+        }
+        let has = |p: &Path| {
+            let bytes = std::fs::read(p).unwrap_or_default();
+            bytes.windows(20).any(|w| w == b"person-zq81-was-here")
+        };
+        assert!(
+            has(&path),
+            "the deleted row is in the old file's free space"
+        );
+        drop(SqliteStore::open(&path, Sync::Normal).unwrap());
+        assert!(!has(&path), "rewritten on open");
+        assert!(!has(&dir.path().join("old.db-wal")));
+        let c = Connection::open(&path).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            v, SECURE_DELETE_SINCE,
+            "marked, so it is not rewritten again"
+        );
+    }
 
     #[test]
     fn sync_full_is_full_and_normal_is_normal() {
