@@ -185,9 +185,13 @@ impl Spec {
             };
             terms.push(term);
         }
+        let needed = terms
+            .iter()
+            .fold(0u16, |m, t| m | 1 << t.a | t.b.map_or(0, |b| 1 << b));
         Ok(Encoder {
             terms,
             mask: (1u64 << self.hash_bits) - 1,
+            needed,
         })
     }
 }
@@ -204,6 +208,8 @@ struct Term {
 pub struct Encoder {
     terms: Vec<Term>,
     mask: u64,
+    /// Bit `b` set when base feature `b` is used by some term.
+    needed: u16,
 }
 
 /// A sparse feature vector: hashed indices and their values (an index may repeat when two
@@ -250,66 +256,140 @@ fn band(v: f64, edges: &[f64]) -> u64 {
     edges.iter().take_while(|e| v >= **e).count() as u64
 }
 
+// Positions of the base features in [`BASE`].
+const BIAS: usize = 0;
+const OFFER: usize = 1;
+const STORE: usize = 2;
+const CATEGORY: usize = 3;
+const CELL7: usize = 4;
+const CELL8: usize = 5;
+const CELL9: usize = 6;
+const HOUR_OF_WEEK: usize = 7;
+const DAYPART: usize = 8;
+const WEEKEND: usize = 9;
+const WEATHER: usize = 10;
+const TEMP: usize = 11;
+const DISTANCE: usize = 12;
+const AFFINITY: usize = 13;
+const BOUGHT: usize = 14;
+const HISTORY: usize = 15;
+
+/// Tokens of all base features fit on the stack unless the history is this long.
+const STACK_TOKENS: usize = 64;
+
 impl Encoder {
-    /// The tokens (hash, value) of base feature `b`.
-    fn tokens(b: usize, x: &Input<'_>, out: &mut Vec<(u64, f64)>) {
-        out.clear();
+    /// Appends the tokens (hash, value) of base feature `b` to `out`; returns how many.
+    fn tokens(b: usize, x: &Input<'_>, out: &mut [(u64, f64)]) -> usize {
+        let mut n = 0;
+        let mut push = |t: (u64, f64)| {
+            out[n] = t;
+            n += 1;
+        };
         let one = |h: u64| (h, 1.0);
-        match BASE[b] {
-            "bias" => out.push(one(0)),
-            "offer" => out.push(one(fnv(x.offer_id.as_bytes()))),
-            "store" => out.push(one(fnv(x.store_id.as_bytes()))),
-            "category" => out.push(one(fnv(x.category.as_bytes()))),
-            "cell7" | "cell8" | "cell9" => {
-                let res = match BASE[b] {
-                    "cell7" => Resolution::Seven,
-                    "cell8" => Resolution::Eight,
+        match b {
+            BIAS => push(one(0)),
+            OFFER => push(one(fnv(x.offer_id.as_bytes()))),
+            STORE => push(one(fnv(x.store_id.as_bytes()))),
+            CATEGORY => push(one(fnv(x.category.as_bytes()))),
+            CELL7 | CELL8 | CELL9 => {
+                let res = match b {
+                    CELL7 => Resolution::Seven,
+                    CELL8 => Resolution::Eight,
                     _ => Resolution::Nine,
                 };
                 if let Some(c) = x.cell.and_then(|c| c.parent(res)) {
-                    out.push(one(u64::from(c)));
+                    push(one(u64::from(c)));
                 }
             }
-            "hour_of_week" => {
+            HOUR_OF_WEEK => {
                 if let Some(h) = x.hour_of_week {
-                    out.push(one(u64::from(h)));
+                    push(one(u64::from(h)));
                 }
             }
-            "daypart" => {
+            DAYPART => {
                 let d = Daypart::ALL.iter().position(|d| *d == x.daypart);
-                out.push(one(d.unwrap_or(0) as u64));
+                push(one(d.unwrap_or(0) as u64));
             }
-            "weekend" => out.push(one(u64::from(x.weekend))),
-            "weather" => {
+            WEEKEND => push(one(u64::from(x.weekend))),
+            WEATHER => {
                 if let Some(w) = x.weather {
-                    out.push(one(fnv(w.condition.as_str().as_bytes())));
+                    push(one(fnv(w.condition.as_str().as_bytes())));
                 }
             }
-            "temp" => {
+            TEMP => {
                 if let Some(w) = x.weather.filter(|w| w.temp_c.is_finite()) {
-                    out.push(one(band(w.temp_c, &[0.0, 5.0, 10.0, 18.0, 25.0])));
+                    push(one(band(w.temp_c, &[0.0, 5.0, 10.0, 18.0, 25.0])));
                 }
             }
-            "distance" => out.push(one(band(
+            DISTANCE => push(one(band(
                 x.distance_m.max(0.0),
                 &[50.0, 100.0, 200.0, 400.0],
             ))),
-            "affinity" => {
+            AFFINITY => {
                 if let Some(a) = x.affinity {
-                    out.push((0, a.clamp(0.0, 1.0)));
+                    push((0, a.clamp(0.0, 1.0)));
                 }
             }
-            "bought" => {
+            BOUGHT => {
                 if x.affinity.is_some() && x.bought_category {
-                    out.push(one(0));
+                    push(one(0));
                 }
             }
-            "history" => {
+            HISTORY => {
                 for (c, a) in x.history {
-                    out.push((fnv(c.as_bytes()), a.clamp(0.0, 1.0)));
+                    push((fnv(c.as_bytes()), a.clamp(0.0, 1.0)));
                 }
             }
-            _ => unreachable!("BASE names are matched above"),
+            _ => unreachable!("a base feature position is below BASE.len()"),
+        }
+        n
+    }
+
+    /// Calls `f(index, value)` for each feature of `input`, in the spec's order: the one
+    /// encoding serving and training share. Allocates nothing unless the user's history is
+    /// longer than about fifty categories.
+    pub fn visit(&self, input: &Input<'_>, mut f: impl FnMut(u32, f64)) {
+        let history = if self.needed & (1 << HISTORY) != 0 {
+            input.history.len()
+        } else {
+            0
+        };
+        let mut stack = [(0u64, 0.0f64); STACK_TOKENS];
+        let mut heap = Vec::new();
+        let buf: &mut [(u64, f64)] = if history + BASE.len() <= STACK_TOKENS {
+            &mut stack
+        } else {
+            heap.resize(history + BASE.len(), (0, 0.0));
+            &mut heap
+        };
+        // Each base feature's tokens, once: buf[ranges[b].0..ranges[b].1].
+        let mut ranges = [(0usize, 0usize); BASE.len()];
+        let mut n = 0;
+        for (b, r) in ranges.iter_mut().enumerate() {
+            if self.needed & (1 << b) != 0 {
+                let k = Self::tokens(b, input, &mut buf[n..]);
+                *r = (n, n + k);
+                n += k;
+            }
+        }
+        let buf = &buf[..n];
+        let toks = |b: usize| &buf[ranges[b].0..ranges[b].1];
+        for t in &self.terms {
+            match t.b {
+                None => {
+                    for (h, v) in toks(t.a) {
+                        f((mix(t.seed, *h) & self.mask) as u32, *v);
+                    }
+                }
+                Some(b) => {
+                    for (ha, va) in toks(t.a) {
+                        let seed = mix(t.seed, *ha);
+                        for (hb, vb) in toks(b) {
+                            f((mix(seed, *hb) & self.mask) as u32, va * vb);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -317,37 +397,10 @@ impl Encoder {
     pub fn encode(&self, input: &Input<'_>, out: &mut Features) {
         out.idx.clear();
         out.val.clear();
-        let mut tokens: [Option<Vec<(u64, f64)>>; BASE.len()] = Default::default();
-        let mut get = |b: usize| -> Vec<(u64, f64)> {
-            tokens[b]
-                .get_or_insert_with(|| {
-                    let mut v = Vec::new();
-                    Self::tokens(b, input, &mut v);
-                    v
-                })
-                .clone()
-        };
-        for t in &self.terms {
-            let ta = get(t.a);
-            match t.b {
-                None => {
-                    for (h, v) in &ta {
-                        out.idx.push((mix(t.seed, *h) & self.mask) as u32);
-                        out.val.push(*v);
-                    }
-                }
-                Some(b) => {
-                    let tb = get(b);
-                    for (ha, va) in &ta {
-                        for (hb, vb) in &tb {
-                            out.idx
-                                .push((mix(mix(t.seed, *ha), *hb) & self.mask) as u32);
-                            out.val.push(va * vb);
-                        }
-                    }
-                }
-            }
-        }
+        self.visit(input, |i, v| {
+            out.idx.push(i);
+            out.val.push(v);
+        });
     }
 }
 
@@ -572,5 +625,85 @@ mod tests {
         // 07:00 UTC is 09:00 in Helsinki, Friday.
         let f = Input::new(&ctx(None), ("o", "s", "c"), None, 0.0, (None, false, &[]));
         assert_eq!(f.hour_of_week, Some(4 * 24 + 9));
+    }
+    #[test]
+    fn base_positions_name_their_features() {
+        let named = [
+            (BIAS, "bias"),
+            (OFFER, "offer"),
+            (STORE, "store"),
+            (CATEGORY, "category"),
+            (CELL7, "cell7"),
+            (CELL8, "cell8"),
+            (CELL9, "cell9"),
+            (HOUR_OF_WEEK, "hour_of_week"),
+            (DAYPART, "daypart"),
+            (WEEKEND, "weekend"),
+            (WEATHER, "weather"),
+            (TEMP, "temp"),
+            (DISTANCE, "distance"),
+            (AFFINITY, "affinity"),
+            (BOUGHT, "bought"),
+            (HISTORY, "history"),
+        ];
+        assert_eq!(named.len(), BASE.len());
+        for (i, name) in named {
+            assert_eq!(BASE[i], name);
+        }
+    }
+
+    /// The encoding of spec version 2, fixed: a change of hashing, token order or values
+    /// would silently change what every shipped model's weights mean.
+    #[test]
+    fn the_encoding_of_a_full_input_is_that_of_spec_version_2() {
+        let hist = [("coffee", 0.4), ("tea", 0.5)];
+        let rain = Some(Weather {
+            condition: Condition::Rain,
+            temp_c: 4.0,
+        });
+        let f = encode(&Input::new(
+            &ctx(rain),
+            ("o1", "s1", "coffee"),
+            cell(),
+            120.0,
+            (Some(0.4), true, &hist),
+        ));
+        let got: Vec<String> = f
+            .idx
+            .iter()
+            .zip(&f.val)
+            .map(|(i, v)| format!("{i}:{v}"))
+            .collect();
+        assert_eq!(
+            got.join(","),
+            "149567:1,65565:1,241182:1,65939:1,5099:1,161080:1,25036:1,173865:1,170145:1,\
+             107682:1,77205:1,88465:1,26721:1,84782:0.4,120609:1,252368:0.4,178768:0.5,\
+             67418:1,95058:1,163959:1,100970:1,253691:1,192233:1,157042:1,118303:1,32490:1,\
+             227914:0.4,29048:0.5,245484:0.4,180903:1,37977:1,174852:1,239641:1"
+        );
+    }
+
+    #[test]
+    fn a_history_longer_than_the_stack_buffer_encodes_every_category() {
+        let names: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+        let hist: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 0.5)).collect();
+        let x = Input::new(
+            &ctx(None),
+            ("o", "s", "c0"),
+            None,
+            10.0,
+            (Some(0.5), false, &hist),
+        );
+        let f = encode(&x);
+        // One feature per category for `history` and for `category*history`.
+        let short = encode(&Input::new(
+            &ctx(None),
+            ("o", "s", "c0"),
+            None,
+            10.0,
+            (Some(0.5), false, &hist[..1]),
+        ));
+        assert_eq!(f.idx.len(), short.idx.len() + 2 * 99);
+        assert!(short.idx.iter().all(|i| f.idx.contains(i)));
     }
 }

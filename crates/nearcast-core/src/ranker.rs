@@ -64,13 +64,16 @@ pub enum ModelError {
 pub fn load(text: &str) -> Result<Arc<dyn Ranker>, ModelError> {
     // The format first, so an artifact of another format is named as such rather than as
     // a parse error of its fields.
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ModelError::Parse(e.to_string()))?;
-    let format = v.get("format").and_then(|f| f.as_str()).unwrap_or_default();
-    if format != FORMAT {
-        return Err(format_error(format));
+    #[derive(Deserialize)]
+    struct Format {
+        #[serde(default)]
+        format: String,
     }
-    let a: Artifact = serde_json::from_value(v).map_err(|e| ModelError::Parse(e.to_string()))?;
+    let f: Format = serde_json::from_str(text).map_err(|e| ModelError::Parse(e.to_string()))?;
+    if f.format != FORMAT {
+        return Err(format_error(&f.format));
+    }
+    let a: Artifact = serde_json::from_str(text).map_err(|e| ModelError::Parse(e.to_string()))?;
     from_artifact(&a)
 }
 
@@ -199,9 +202,11 @@ pub fn sigmoid(z: f64) -> f64 {
 
 impl Ranker for LogisticRanker {
     fn score(&self, input: &Input<'_>) -> f64 {
-        let mut x = Features::default();
-        self.encoder.encode(input, &mut x);
-        sigmoid(self.margin(&x))
+        // The features are summed as they are made: nothing is allocated per candidate.
+        let mut z = 0.0;
+        self.encoder
+            .visit(input, |i, v| z += self.weights[i as usize] * v);
+        sigmoid(z)
     }
 
     fn version(&self) -> &str {
