@@ -15,6 +15,8 @@
 #   STARTUP_TIMEOUT=300           seconds to wait for the server's "listening" line
 #   BUILD=1                       0 skips `cargo build`
 #   JSON_OUT=                     file to append each run's JSON line to
+#   SERVER_BIN=, LOADGEN_BIN=     binaries to use instead of the built ones (e.g. an earlier
+#                                 commit's server, for a side-by-side comparison)
 set -euo pipefail
 
 STORES=${STORES:-10000}
@@ -41,8 +43,10 @@ if [[ "$BUILD" == 1 ]]; then
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN="$TARGET_DIR/release"
-for b in nearcast nearcast-loadgen; do
-    [[ -x "$BIN/$b" ]] || { log "missing $BIN/$b (run with BUILD=1)"; exit 1; }
+SERVER_BIN=${SERVER_BIN:-$BIN/nearcast}
+LOADGEN_BIN=${LOADGEN_BIN:-$BIN/nearcast-loadgen}
+for b in "$SERVER_BIN" "$LOADGEN_BIN"; do
+    [[ -x "$b" ]] || { log "missing $b (run with BUILD=1)"; exit 1; }
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/serve_load.XXXXXX")
@@ -88,12 +92,12 @@ if awk -v b="$BUSY" 'BEGIN {exit !(b > 0.3)}'; then
 fi
 
 log "generating $STORES stores and $OFFERS offers"
-timeout 300 "$BIN/nearcast-loadgen" gen-config --stores "$STORES" --offers "$OFFERS" --out "$WORK/config" >&2
+timeout 300 "$LOADGEN_BIN" gen-config --stores "$STORES" --offers "$OFFERS" --out "$WORK/config" >&2
 
 log "starting nearcast serve (database in $DBDIR, --sync $SYNC)"
 : >"$WORK/server.out" # created here: the background job opens its redirections only once it runs
 t0=$(date +%s.%N)
-"$BIN/nearcast" serve --addr 127.0.0.1:0 --db "$DBDIR/nearcast.db" --outbox "$DBDIR/outbox.jsonl" \
+"$SERVER_BIN" serve --addr 127.0.0.1:0 --db "$DBDIR/nearcast.db" --outbox "$DBDIR/outbox.jsonl" \
     --config "$WORK/config" --sync "$SYNC" >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 PORT=
@@ -122,7 +126,7 @@ for C in $CONNECTIONS; do
     first=0
     log "load: $C connections, ${DURATION}s, $USERS users, batch $BATCH"
     rc=0
-    timeout $((DURATION * 3 + 300)) "$BIN/nearcast-loadgen" run --addr "127.0.0.1:$PORT" --connections "$C" \
+    timeout $((DURATION * 3 + 300)) "$LOADGEN_BIN" run --addr "127.0.0.1:$PORT" --connections "$C" \
         --users "$USERS" --batch "$BATCH" --duration "$DURATION" --max-events "$MAX_EVENTS" \
         --server-pid "$SERVER_PID" --json "${warm[@]}" >"$WORK/run-$C.json" 2>"$WORK/run-$C.txt" || rc=$?
     sed 's/^/    /' "$WORK/run-$C.txt" >&2
