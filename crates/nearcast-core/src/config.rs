@@ -469,4 +469,30 @@ mod tests {
         v["fence"] = json!({"type": "polygon", "geometry": {"type": "Polygon", "coordinates": [[[24.9, 60.1], [24.91, 60.1]]]}});
         assert!(store(v).unwrap_err().field.starts_with("fence.geometry"));
     }
+
+    #[test]
+    fn a_policy_put_needs_every_field_and_equal_quiet_times_switch_quiet_hours_off() {
+        let full = json!({"per_day": 2, "per_week": 6, "min_gap_minutes": 60,
+            "quiet_start": "21:00", "quiet_end": "08:00"});
+        assert!(parse_json::<CapPolicy>(&full).is_ok());
+        let mut partial = full.clone();
+        partial.as_object_mut().unwrap().remove("quiet_end");
+        let e = parse_json::<CapPolicy>(&partial).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("quiet_end", "is required")
+        );
+        let mut off = full;
+        off["quiet_start"] = json!("00:00");
+        off["quiet_end"] = json!("00:00");
+        let p: CapPolicy = parse_json(&off).unwrap();
+        p.validate().unwrap();
+        for minute in 0..24 * 60 {
+            let t = NaiveTime::from_hms_opt(minute / 60, minute % 60, 0).unwrap();
+            assert!(
+                !crate::caps::in_quiet_hours(t, p.quiet_start, p.quiet_end),
+                "{t}"
+            );
+        }
+    }
 }
