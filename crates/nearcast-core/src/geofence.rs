@@ -650,6 +650,17 @@ impl GeofenceIndex {
         }
     }
 
+    /// Whether fence `f` holds the point, by the test [`Self::lookup_into`] applies to each
+    /// candidate (the planar pre-test, then the exact test when it cannot decide): for
+    /// comparing other candidate filters on equal terms.
+    #[inline]
+    pub fn fence_contains(&self, f: u32, lat: f64, lon: f64) -> bool {
+        let fi = f as usize;
+        self.quick[fi]
+            .test(lat, lon)
+            .unwrap_or_else(|| self.shapes[fi].contains(lat, lon))
+    }
+
     /// Fences containing the point, in ascending order.
     pub fn lookup(&self, lat: f64, lon: f64) -> Vec<u32> {
         let mut v = Vec::new();
