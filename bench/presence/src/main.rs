@@ -553,12 +553,13 @@ fn run_walk(params: &Params, seed: u64, pois: &[Poi], noisy: bool) -> Score {
     // Run the service's presence code over the fixes.
     let mut state = UserState::default();
     let mut enters: Vec<(usize, f64)> = Vec::new();
+    let mut exits: Vec<(usize, f64)> = Vec::new();
     let mut present_at_start = vec![false; truth.len()];
     let mut present = vec![false; w.fences.len()];
     let mut next_start: Vec<(f64, usize)> = truth
         .iter()
         .enumerate()
-        .map(|(k, e)| (e.start, k))
+        .map(|(k, e)| (e.start - EARLY_S, k))
         .collect();
     next_start.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut ns = 0;
@@ -582,7 +583,10 @@ fn run_walk(params: &Params, seed: u64, pois: &[Poi], noisy: bool) -> Score {
                     enters.push((f as usize, t));
                     present[f as usize] = true;
                 }
-                Transition::Exit => present[f as usize] = false,
+                Transition::Exit => {
+                    present[f as usize] = false;
+                    exits.push((f as usize, t));
+                }
                 _ => {}
             }
         }
@@ -625,13 +629,36 @@ fn run_walk(params: &Params, seed: u64, pois: &[Poi], noisy: bool) -> Score {
     }
     for (k, e) in truth.iter().enumerate() {
         let n = per_episode[k];
-        let already = present_at_start[k];
+        // Present since before the episode's window, with no exit before its first enter:
+        // the episode was already covered.
+        let first_enter = enters
+            .iter()
+            .filter(|x| x.0 == e.fence && x.1 >= e.start - EARLY_S && x.1 <= e.end)
+            .map(|x| x.1)
+            .fold(f64::INFINITY, f64::min);
+        let already = present_at_start[k]
+            && !exits
+                .iter()
+                .any(|x| x.0 == e.fence && x.1 >= e.start - EARLY_S && x.1 <= first_enter);
         let repeats = if already { n } else { n.saturating_sub(1) };
         s.extra += repeats;
         if repeats > 0 && std::env::var_os("PRESENCE_DEBUG").is_some() {
             eprintln!(
-                "seed {seed} repeat x{repeats} {:?} inside {}s episode {}-{}",
-                w.fences[e.fence].role, e.inside_s, e.start, e.end
+                "seed {seed} repeat x{repeats} {:?} inside {}s episode {}-{} enters {:?} exits {:?}",
+                w.fences[e.fence].role,
+                e.inside_s,
+                e.start,
+                e.end,
+                enters
+                    .iter()
+                    .filter(|x| x.0 == e.fence)
+                    .map(|x| x.1)
+                    .collect::<Vec<_>>(),
+                exits
+                    .iter()
+                    .filter(|x| x.0 == e.fence)
+                    .map(|x| x.1)
+                    .collect::<Vec<_>>()
             );
         }
         if e.inside_s >= VISIT_MIN_INSIDE_S {
@@ -682,6 +709,7 @@ fn set(p: &mut Params, kv: &str) {
     match k {
         "max_enter_accuracy_m" => p.max_enter_accuracy_m = x,
         "enter_depth_m" => p.enter_depth_m = x,
+        "enter_depth_per_accuracy" => p.enter_depth_per_accuracy = x,
         "enter_confirm_s" => p.enter_confirm = secs,
         "alone_after_s" => p.alone_after = secs,
         "exit_margin_m" => p.exit_margin_m = x,
@@ -701,6 +729,8 @@ fn set(p: &mut Params, kv: &str) {
 fn baseline() -> Params {
     Params {
         enter_depth_m: 0.0,
+        enter_depth_per_accuracy: 0.0,
+        exit_margin_m: 30.0,
         enter_confirm: Duration::zero(),
         exit_confirm: Duration::zero(),
         max_speed_mps: f64::INFINITY,

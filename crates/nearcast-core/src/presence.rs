@@ -19,6 +19,34 @@ use crate::state::{Track, UserState};
 use crate::trigger::{self, Evidence, Params, Transition};
 use chrono::{DateTime, Utc};
 
+/// Time constant of the smoothed reported accuracy, seconds.
+const ACCURACY_SMOOTHING_S: f64 = 30.0;
+
+/// The grid the track's position is kept on, degrees: 1e-4° is about 11 m north-south and,
+/// at 60° N, 6 m east-west. The stored point is never the fix's own.
+pub const TRACK_GRID_DEG: f64 = 1e-4;
+
+fn coarse(deg: f64) -> f64 {
+    (deg / TRACK_GRID_DEG).round() * TRACK_GRID_DEG
+}
+
+/// Rounds to the grid up or down at random, with the chance of rounding up equal to how
+/// far up the value lies: the stored point is unbiased, so smoothing over many fixes still
+/// converges, although each stored point is coarse. `u` in [0, 1) is derived from the fix,
+/// so the same event always gives the same state.
+fn dithered(deg: f64, u: f64) -> f64 {
+    (deg / TRACK_GRID_DEG + u).floor() * TRACK_GRID_DEG
+}
+
+/// Two numbers in [0, 1) from the fix's time: deterministic, and unrelated to the place.
+fn dither(at: DateTime<Utc>) -> (f64, f64) {
+    let h = crate::holdout::stable_hash(&["track", &at.timestamp_micros().to_string()]);
+    (
+        (h >> 40) as f64 / (1u64 << 24) as f64,
+        ((h >> 16) & 0xFF_FFFF) as f64 / (1u64 << 24) as f64,
+    )
+}
+
 /// The position a fix is judged at.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Judged {
@@ -28,6 +56,8 @@ pub struct Judged {
     pub lon: f64,
     /// Standard error, metres.
     pub sd_m: f64,
+    /// Recent reported accuracy, smoothed, metres.
+    pub acc_m: f64,
     /// Whether the fix stands alone.
     pub alone: bool,
 }
@@ -39,13 +69,15 @@ pub fn track(p: &Params, state: &mut UserState, fix: &Fix, at: DateTime<Utc>) ->
         lat: fix.lat,
         lon: fix.lon,
         sd_m: fix.accuracy_m,
+        acc_m: fix.accuracy_m,
         alone: true,
     };
     let start = |at| Track {
         at,
-        lat: fix.lat,
-        lon: fix.lon,
+        lat: coarse(fix.lat),
+        lon: coarse(fix.lon),
         sd_m: fix.accuracy_m.max(p.accuracy_floor_m),
+        acc_m: fix.accuracy_m,
         rejected_since: None,
         pending: Default::default(),
     };
@@ -75,18 +107,32 @@ pub fn track(p: &Params, state: &mut UserState, fix: &Fix, at: DateTime<Utc>) ->
         state.track = Some(start(at));
         return Some(alone);
     }
+    if dt >= p.alone_after.as_seconds_f64() {
+        // A rare fix: the track has little to add; it restarts at the fix, which stands
+        // alone (an enter still waiting keeps waiting).
+        let pending = std::mem::take(&mut t.pending);
+        let mut fresh = start(at);
+        fresh.pending = pending;
+        state.track = Some(fresh);
+        return Some(alone);
+    }
     let k = var_pred / (var_pred + r);
     // Moves of metres: interpolating degrees is exact to well under a metre.
-    t.lat += k * (fix.lat - t.lat);
-    t.lon += k * (fix.lon - t.lon);
+    let (lat, lon) = (t.lat + k * (fix.lat - t.lat), t.lon + k * (fix.lon - t.lon));
+    let (ua, ub) = dither(at);
+    (t.lat, t.lon) = (dithered(lat, ua), dithered(lon, ub));
     t.sd_m = ((1.0 - k) * var_pred).sqrt();
+    // Reported accuracy, smoothed over about half a minute.
+    let a = 1.0 - (-dt / ACCURACY_SMOOTHING_S).exp();
+    t.acc_m += a * (fix.accuracy_m - t.acc_m);
     t.at = at;
     t.rejected_since = None;
     Some(Judged {
-        lat: t.lat,
-        lon: t.lon,
+        lat,
+        lon,
         sd_m: t.sd_m,
-        alone: dt >= p.alone_after.as_seconds_f64(),
+        acc_m: t.acc_m,
+        alone: false,
     })
 }
 
@@ -161,6 +207,7 @@ pub fn update(
             depth_m,
             sd_m: j.sd_m,
             accuracy_m: fix.accuracy_m,
+            recent_accuracy_m: j.acc_m,
             at,
             alone: j.alone,
         };
@@ -188,4 +235,198 @@ pub fn update(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CapPolicy, Store, parse_json};
+    use crate::ids::Id;
+    use chrono::Duration;
+    use serde_json::json;
+
+    const P: Params = Params::DEFAULT;
+    const SHOP: (f64, f64) = (60.17, 24.94);
+
+    fn catalog() -> Catalog {
+        let s: Store = parse_json(&json!({"id": "s", "name": "S", "category": "cafe",
+            "time_zone": "Europe/Helsinki",
+            "fence": {"type": "circle", "lat": SHOP.0, "lon": SHOP.1, "radius_m": 50}}))
+        .unwrap();
+        Catalog::build(vec![s], Vec::new(), CapPolicy::default()).unwrap()
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        "2026-11-20T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(secs)
+    }
+
+    /// A fix `north` metres north of the shop's centre.
+    fn fix(north: f64, acc: f64) -> Fix {
+        Fix {
+            lat: SHOP.0 + north / 111_195.0,
+            lon: SHOP.1,
+            accuracy_m: acc,
+        }
+    }
+
+    fn feed(c: &Catalog, s: &mut UserState, north: f64, acc: f64, secs: i64) -> Vec<Transition> {
+        update(&P, c, s, &fix(north, acc), t(secs))
+            .into_iter()
+            .map(|(_, tr)| tr)
+            .collect()
+    }
+
+    fn inside(s: &UserState) -> bool {
+        s.fences.contains_key(&Id::parse("s").unwrap())
+    }
+
+    #[test]
+    fn the_first_fix_stands_alone_and_enters_when_inside() {
+        let c = catalog();
+        let mut s = UserState::default();
+        assert_eq!(feed(&c, &mut s, 0.0, 10.0, 0), vec![Transition::Enter]);
+        let tr = s.track.as_ref().unwrap();
+        assert_eq!((tr.at, tr.acc_m), (t(0), 10.0));
+        // Alone, inside is enough.
+        let mut s = UserState::default();
+        assert_eq!(feed(&c, &mut s, 49.0, 10.0, 0), vec![Transition::Enter]);
+        let mut s = UserState::default();
+        assert!(feed(&c, &mut s, 51.0, 10.0, 0).is_empty());
+        assert!(!inside(&s));
+    }
+
+    #[test]
+    fn frequent_fixes_enter_only_after_the_confirmation() {
+        let c = catalog();
+        let mut s = UserState::default();
+        assert!(feed(&c, &mut s, 300.0, 10.0, 0).is_empty());
+        // Walking in, a fix every 2 s: the track follows, the enter waits for 20 s inside.
+        let mut entered_at = None;
+        for k in 1..200 {
+            let north = (300.0 - 3.0 * k as f64).max(0.0);
+            let trs = feed(&c, &mut s, north, 10.0, 2 * k);
+            if trs.contains(&Transition::Enter) {
+                entered_at = Some(2 * k);
+                break;
+            }
+        }
+        let at = entered_at.expect("entered");
+        let pending_from = at - P.enter_confirm.num_seconds();
+        assert!(pending_from > 0);
+        // The track was inside since then, and not a whole confirmation before.
+        assert!(inside(&s));
+        assert!(s.track.as_ref().unwrap().pending.is_empty());
+    }
+
+    #[test]
+    fn a_rare_fix_enters_on_its_own() {
+        let c = catalog();
+        let mut s = UserState::default();
+        assert!(feed(&c, &mut s, 300.0, 10.0, 0).is_empty());
+        let gap = P.alone_after.num_seconds();
+        assert!(
+            feed(&c, &mut s, 0.0, 10.0, gap - 1).is_empty(),
+            "on the track"
+        );
+        let mut s = UserState::default();
+        feed(&c, &mut s, 300.0, 10.0, 0);
+        assert_eq!(feed(&c, &mut s, 0.0, 10.0, gap), vec![Transition::Enter]);
+    }
+
+    #[test]
+    fn a_jump_is_refused_until_it_has_lasted() {
+        let c = catalog();
+        let mut s = UserState::default();
+        feed(&c, &mut s, 5000.0, 5.0, 0);
+        let before = s.track.clone().unwrap();
+        // 5 km in 2 s: refused, nothing moves.
+        assert!(feed(&c, &mut s, 0.0, 5.0, 2).is_empty());
+        let tr = s.track.clone().unwrap();
+        assert_eq!((tr.lat, tr.lon, tr.at), (before.lat, before.lon, before.at));
+        assert_eq!(tr.rejected_since, Some(t(2)));
+        assert!(!inside(&s));
+        // Still refused just before the reset...
+        let r = P.reset_after.num_seconds();
+        assert!(feed(&c, &mut s, 0.0, 5.0, 2 + r - 1).is_empty());
+        // ...believed once it has lasted: the track restarts there, alone.
+        assert_eq!(feed(&c, &mut s, 0.0, 5.0, 2 + r), vec![Transition::Enter]);
+        let tr = s.track.unwrap();
+        assert_eq!((tr.at, tr.rejected_since), (t(2 + r), None));
+    }
+
+    #[test]
+    fn a_move_the_gate_allows_is_smoothed_by_accuracy() {
+        let c = catalog();
+        let mut s = UserState::default();
+        feed(&c, &mut s, 200.0, 10.0, 0);
+        feed(&c, &mut s, 210.0, 10.0, 2);
+        let moved = (s.track.as_ref().unwrap().lat - SHOP.0) * 111_195.0 - 200.0;
+        assert!(moved > 0.0 && moved < 10.0, "{moved}");
+        // A fix reporting 2 km accuracy barely moves the track.
+        let before = s.track.as_ref().unwrap().lat;
+        feed(&c, &mut s, 400.0, 2000.0, 4);
+        let moved = (s.track.as_ref().unwrap().lat - before) * 111_195.0;
+        assert!(moved > 0.0 && moved < 1.0, "{moved}");
+    }
+
+    #[test]
+    fn a_late_fix_is_judged_alone_and_leaves_the_track() {
+        let c = catalog();
+        let mut s = UserState::default();
+        feed(&c, &mut s, 300.0, 10.0, 10);
+        let before = s.track.clone();
+        assert_eq!(feed(&c, &mut s, 0.0, 10.0, 5), vec![Transition::Enter]);
+        assert_eq!(s.track, before);
+        // At the same instant too.
+        let mut s = UserState::default();
+        feed(&c, &mut s, 3000.0, 10.0, 10);
+        assert_eq!(feed(&c, &mut s, 0.0, 10.0, 10), vec![Transition::Enter]);
+    }
+
+    #[test]
+    fn the_track_is_forgotten_after_its_ttl() {
+        let c = catalog();
+        let mut s = UserState::default();
+        feed(&c, &mut s, 5000.0, 10.0, 0);
+        let ttl = P.track_ttl.num_seconds();
+        // 5 km in 5 minutes and a second is past the gate only because the track expired.
+        assert_eq!(
+            feed(&c, &mut s, 0.0, 10.0, ttl + 1),
+            vec![Transition::Enter]
+        );
+        assert_eq!(s.track.as_ref().unwrap().at, t(ttl + 1));
+    }
+
+    #[test]
+    fn an_exit_needs_the_track_beyond_the_band_for_the_confirmation() {
+        let c = catalog();
+        let mut s = UserState::default();
+        feed(&c, &mut s, 0.0, 10.0, 0);
+        assert!(inside(&s));
+        // Walk out at 1.5 m/s, a fix every 2 s, to 400 m north; then stay there.
+        let mut exit_at = None;
+        for k in 1..600 {
+            let north = (3.0 * k as f64).min(400.0);
+            if feed(&c, &mut s, north, 10.0, 2 * k).contains(&Transition::Exit) {
+                exit_at = Some(2 * k);
+                break;
+            }
+        }
+        let at = exit_at.expect("left");
+        assert!(!inside(&s));
+        // It took at least the confirmation beyond the band (which starts 90 m out at the
+        // earliest: 50 m radius, 40 m margin), so not before 60 s of walking plus 60 s.
+        assert!(at >= 60 + P.exit_confirm.num_seconds(), "{at}");
+    }
+
+    #[test]
+    fn presence_of_a_removed_store_is_dropped() {
+        let c = catalog();
+        let mut s = UserState::default();
+        feed(&c, &mut s, 0.0, 10.0, 0);
+        assert!(inside(&s));
+        let empty = Catalog::empty();
+        update(&P, &empty, &mut s, &fix(0.0, 10.0), t(2));
+        assert!(s.fences.is_empty());
+    }
 }

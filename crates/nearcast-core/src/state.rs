@@ -52,6 +52,9 @@ pub struct Track {
     pub lon: f64,
     /// Standard error of the smoothed position, metres.
     pub sd_m: f64,
+    /// The fixes' reported accuracy, smoothed, metres.
+    #[serde(default)]
+    pub acc_m: f64,
     /// Since when fixes have been refused as impossible jumps, if the last one was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_since: Option<DateTime<Utc>>,

@@ -4,12 +4,15 @@
 //! then jump hundreds of metres. Presence is therefore judged on the user's *track* (the
 //! fixes smoothed and gated, see `presence.rs`), and moves per store like this:
 //!
-//! * **Enter** when the judged position is inside the fence by at least
-//!   [`Params::enter_depth_m`], its fix's accuracy radius is at most
-//!   [`Params::max_enter_accuracy_m`] (a 500 m cell-tower position cannot show that someone
-//!   is at a 50 m café), and either this has held for [`Params::enter_confirm`] or the fix
-//!   stands alone (the first fix, or one [`Params::alone_after`] after the previous: an app
-//!   that reports rarely still gets its enter on one good fix).
+//! * **Enter** when the judged position is inside the fence, its fix's accuracy radius is
+//!   at most [`Params::max_enter_accuracy_m`] (a 500 m cell-tower position cannot show that
+//!   someone is at a 50 m café), and either
+//!   - the fix stands alone (the first fix, or one [`Params::alone_after`] after the
+//!     previous: an app that reports rarely still gets its enter on one good fix), or
+//!   - the track has been inside for [`Params::enter_confirm`], each time by at least
+//!     [`Params::enter_depth_m`] plus [`Params::enter_depth_per_accuracy`] of the accuracy
+//!     the phone has lately been reporting (a phone whose fixes are poor is usually off by
+//!     more, so a walk past the fence's edge must not look like a visit).
 //! * **Stay** while the judged position is inside, or outside by no more than
 //!   [`Params::exit_margin_m`] plus its own standard error.
 //! * **Exit** once the judged position has stayed beyond that band for
@@ -26,7 +29,7 @@ use chrono::{DateTime, Duration, Utc};
 pub const MAX_ENTER_ACCURACY_M: f64 = 100.0;
 /// Distance beyond the fence edge (metres), on top of the position's standard error, that
 /// counts as leaving.
-pub const EXIT_MARGIN_M: f64 = 30.0;
+pub const EXIT_MARGIN_M: f64 = 40.0;
 /// Presence not confirmed for this long has ended.
 pub const PRESENCE_TTL: Duration = Duration::hours(2);
 
@@ -36,8 +39,11 @@ pub const PRESENCE_TTL: Duration = Duration::hours(2);
 pub struct Params {
     /// Largest accuracy radius with which a fix may enter, metres.
     pub max_enter_accuracy_m: f64,
-    /// How far inside the edge the judged position must be to enter, metres.
+    /// How far inside the edge the judged position must be to enter, metres...
     pub enter_depth_m: f64,
+    /// ...plus this share of the fixes' recent reported accuracy (a phone that reports
+    /// poor accuracy is usually also off by more).
+    pub enter_depth_per_accuracy: f64,
     /// How long the judged position must stay inside before an enter, when fixes come
     /// often.
     pub enter_confirm: Duration,
@@ -70,6 +76,7 @@ impl Params {
     pub const DEFAULT: Params = Params {
         max_enter_accuracy_m: MAX_ENTER_ACCURACY_M,
         enter_depth_m: 0.0,
+        enter_depth_per_accuracy: 0.6,
         enter_confirm: Duration::seconds(20),
         alone_after: Duration::seconds(30),
         exit_margin_m: EXIT_MARGIN_M,
@@ -78,7 +85,7 @@ impl Params {
         max_speed_mps: 50.0,
         gate_sigmas: 3.0,
         accuracy_floor_m: 10.0,
-        walk_mps: 1.5,
+        walk_mps: 0.7,
         reset_after: Duration::seconds(30),
         track_ttl: Duration::minutes(5),
     };
@@ -117,6 +124,8 @@ pub struct Evidence {
     pub sd_m: f64,
     /// The fix's reported accuracy radius, metres.
     pub accuracy_m: f64,
+    /// The recent fixes' reported accuracy, smoothed, metres (the fix's own when alone).
+    pub recent_accuracy_m: f64,
     /// The fix's time.
     pub at: DateTime<Utc>,
     /// Whether the fix stands alone (no recent fix to confirm it with).
@@ -154,8 +163,15 @@ pub fn step(
 ) -> Step {
     let at = e.at;
     let inside = e.outside_m <= 0.0;
+    // A fix on the track must be deep enough for the accuracy the phone has been reporting;
+    // a lone fix cannot be weighed against others and enters on its own, as it always did.
+    let depth_needed = if e.alone {
+        p.enter_depth_m
+    } else {
+        p.enter_depth_m + p.enter_depth_per_accuracy * e.recent_accuracy_m
+    };
     let may_enter = inside
-        && e.depth_m >= p.enter_depth_m
+        && e.depth_m >= depth_needed
         && e.accuracy_m <= p.max_enter_accuracy_m
         && e.sd_m <= p.max_enter_accuracy_m;
     let enter_or_wait = || -> Step {
@@ -243,6 +259,7 @@ mod tests {
             depth_m: (-out).max(0.0),
             sd_m: acc,
             accuracy_m: acc,
+            recent_accuracy_m: acc,
             at: t(secs),
             alone: false,
         }
@@ -270,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_lone_good_fix_inside_enters_at_once() {
-        let s = run(None, None, alone(-5.0, 10.0, 0));
+        let s = run(None, None, alone(-30.0, 10.0, 0));
         assert_eq!(s.transition, Transition::Enter);
         assert_eq!(s.state.unwrap().since, t(0));
         assert_eq!(s.pending, None);
@@ -279,12 +296,12 @@ mod tests {
     #[test]
     fn on_the_track_an_enter_waits_for_its_confirmation_exactly() {
         let c = P.enter_confirm.num_seconds();
-        let s = run(None, None, ev(-5.0, 10.0, 0));
+        let s = run(None, None, ev(-30.0, 10.0, 0));
         assert_eq!((s.transition, s.pending), (Transition::Outside, Some(t(0))));
         assert!(s.state.is_none());
-        let s = run(None, s.pending, ev(-5.0, 10.0, c - 1));
+        let s = run(None, s.pending, ev(-30.0, 10.0, c - 1));
         assert_eq!((s.transition, s.pending), (Transition::Outside, Some(t(0))));
-        let s = run(None, s.pending, ev(-5.0, 10.0, c));
+        let s = run(None, s.pending, ev(-30.0, 10.0, c));
         assert_eq!(s.transition, Transition::Enter);
         assert_eq!(s.state.unwrap().since, t(c));
         assert_eq!(s.pending, None);
@@ -294,31 +311,78 @@ mod tests {
     fn one_fix_outside_resets_a_waiting_enter() {
         let s = run(None, Some(t(0)), ev(3.0, 10.0, 10));
         assert_eq!((s.transition, s.pending), (Transition::Outside, None));
-        let s = run(None, s.pending, ev(-5.0, 10.0, 30));
+        let s = run(None, s.pending, ev(-30.0, 10.0, 30));
         assert_eq!(
             (s.transition, s.pending),
             (Transition::Outside, Some(t(30)))
         );
+        // So does one inside but not deep enough for its accuracy.
+        let s = run(None, Some(t(0)), ev(-1.0, 10.0, 10));
+        assert_eq!((s.transition, s.pending), (Transition::Outside, None));
     }
 
     #[test]
-    fn entering_needs_the_depth_and_the_accuracy() {
-        let deep = Params {
+    fn entering_needs_the_depth_for_its_accuracy_and_a_good_accuracy() {
+        let p = Params {
             enter_depth_m: 5.0,
+            enter_depth_per_accuracy: 0.5,
             ..P
         };
-        let shallow = alone(-4.9, 10.0, 0);
+        // On the track, confirmed: 5 m plus half the recent accuracy of 10 m: 10 m deep.
+        let c = P.enter_confirm.num_seconds();
+        let at = |depth: f64, recent: f64| Evidence {
+            recent_accuracy_m: recent,
+            ..ev(-depth, 10.0, c)
+        };
+        let go = |e: Evidence| step(&p, None, Some(t(0)), &e).transition;
+        assert_eq!(go(at(9.9, 10.0)), Transition::Outside);
+        assert_eq!(go(at(10.0, 10.0)), Transition::Enter);
+        // A phone reporting 30 m lately must be 20 m deep.
+        assert_eq!(go(at(19.9, 30.0)), Transition::Outside);
+        assert_eq!(go(at(20.0, 30.0)), Transition::Enter);
+        // Alone, the fixed depth only.
+        let lone = |depth: f64| Evidence {
+            recent_accuracy_m: 30.0,
+            ..alone(-depth, 10.0, 0)
+        };
         assert_eq!(
-            step(&deep, None, None, &shallow).transition,
+            step(&p, None, None, &lone(4.9)).transition,
             Transition::Outside
         );
         assert_eq!(
-            step(&deep, None, None, &alone(-5.0, 10.0, 0)).transition,
+            step(&p, None, None, &lone(5.0)).transition,
             Transition::Enter
         );
-        let coarse = alone(-5.0, P.max_enter_accuracy_m + 0.1, 0);
+        // The defaults: 0.6 of the recent accuracy, for fixes on the track...
+        assert_eq!(P.enter_depth_per_accuracy, 0.6);
+        let c = P.enter_confirm.num_seconds();
+        assert_eq!(
+            run(None, Some(t(0)), ev(-5.9, 10.0, c)).transition,
+            Transition::Outside
+        );
+        assert_eq!(
+            run(None, Some(t(0)), ev(-6.0, 10.0, c)).transition,
+            Transition::Enter
+        );
+        // ...while a lone fix needs only to be inside.
+        assert_eq!(
+            run(None, None, alone(0.0, 10.0, 0)).transition,
+            Transition::Enter
+        );
+        assert_eq!(
+            run(None, None, alone(0.01, 10.0, 0)).transition,
+            Transition::Outside
+        );
+        // A coarse fix never enters, however deep.
+        let coarse = Evidence {
+            recent_accuracy_m: 0.0,
+            ..alone(-5000.0, P.max_enter_accuracy_m + 0.1, 0)
+        };
         assert_eq!(run(None, None, coarse).transition, Transition::Outside);
-        let ok = alone(-5.0, P.max_enter_accuracy_m, 0);
+        let ok = Evidence {
+            recent_accuracy_m: 0.0,
+            ..alone(-5000.0, P.max_enter_accuracy_m, 0)
+        };
         assert_eq!(run(None, None, ok).transition, Transition::Enter);
     }
 
@@ -355,17 +419,17 @@ mod tests {
         let s = run(Some(&p), None, ev(0.0, 10.0, ttl));
         assert_eq!(s.transition, Transition::Inside { minutes: ttl / 60 });
         assert_eq!(s.state.unwrap().last_seen, t(ttl));
-        // Past it, a lone inside fix with good accuracy starts a new visit...
-        let s = run(Some(&p), None, alone(0.0, 10.0, ttl + 1));
+        // Past it, a lone fix deep inside with good accuracy starts a new visit...
+        let s = run(Some(&p), None, alone(-30.0, 10.0, ttl + 1));
         assert_eq!(s.transition, Transition::Enter);
         assert_eq!(s.state.unwrap().since, t(ttl + 1));
         // ...an inside fix too coarse to enter, or one outside, ends it.
-        let s = run(Some(&p), None, alone(0.0, 150.0, ttl + 1));
+        let s = run(Some(&p), None, alone(-30.0, 150.0, ttl + 1));
         assert_eq!((s.transition, s.state), (Transition::Exit, None));
         let s = run(Some(&p), None, alone(5.0, 10.0, ttl + 1));
         assert_eq!((s.transition, s.state), (Transition::Exit, None));
         // On the track an inside fix ends it and waits to enter again.
-        let s = run(Some(&p), None, ev(-5.0, 10.0, ttl + 1));
+        let s = run(Some(&p), None, ev(-30.0, 10.0, ttl + 1));
         assert_eq!(
             (s.transition, s.state, s.pending),
             (Transition::Exit, None, Some(t(ttl + 1)))
@@ -385,7 +449,7 @@ mod tests {
 
     #[test]
     fn dwell_minutes_count_from_the_enter() {
-        let s = run(None, None, alone(0.0, 10.0, 0));
+        let s = run(None, None, alone(-30.0, 10.0, 0));
         let s = run(s.state.as_ref(), None, ev(0.0, 10.0, 7 * 60));
         assert_eq!(s.transition, Transition::Inside { minutes: 7 });
     }
@@ -402,7 +466,7 @@ mod tests {
                  0.0..100_000.0f64, any::<bool>(), 0i64..600),
                 1..200),
         ) {
-            let mut s = run(None, None, alone(-1.0, 10.0, 0)).state;
+            let mut s = run(None, None, alone(-30.0, 10.0, 0)).state;
             let mut pending = None;
             let mut now = 0i64;
             // When the judged position went beyond the band, if it is there now.
