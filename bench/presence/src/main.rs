@@ -392,7 +392,7 @@ fn make_walk(seed: u64, pois: &[Poi]) -> Walk {
 /// RMS, drawn per walk), white jitter, bursts of jumps of hundreds of metres, and an
 /// accuracy radius loosely related to the real error.
 fn phone_fixes(seed: u64, path: &[P]) -> Vec<(P, f64)> {
-    let mut rng = Rng::new(seed ^ 0x5EED_0F_F1C5);
+    let mut rng = Rng::new(seed ^ 0x005E_ED0F_F1C5);
     let bias_rms = rng.range(5.0, 20.0);
     let tau = rng.range(60.0, 300.0);
     let a = (-DT_S / tau).exp();

@@ -7,6 +7,11 @@
 //! both positions, is refused as a jump and changes nothing. Fixes refused for
 //! [`Params::reset_after`] are believed and the track restarts there.
 //!
+//! The track keeps one point, never a trail, and keeps it on a grid of [`TRACK_GRID_DEG`]
+//! (about 11 × 6 m), rounded up or down at random (from the fix's time, so a retried event
+//! gives the same state) so that the smoothing stays unbiased; the fix at hand is judged
+//! at the unrounded smoothed position.
+//!
 //! A fix that cannot be placed on the track stands alone and is judged as it is: the first
 //! fix, one after [`Params::track_ttl`] of silence, or one stamped no later than the track
 //! (a late arrival, or a batch stamped at one instant), which moves presence but not the
@@ -26,6 +31,7 @@ const ACCURACY_SMOOTHING_S: f64 = 30.0;
 /// at 60° N, 6 m east-west. The stored point is never the fix's own.
 pub const TRACK_GRID_DEG: f64 = 1e-4;
 
+/// Rounds to the grid.
 fn coarse(deg: f64) -> f64 {
     (deg / TRACK_GRID_DEG).round() * TRACK_GRID_DEG
 }
@@ -428,5 +434,53 @@ mod tests {
         let empty = Catalog::empty();
         update(&P, &empty, &mut s, &fix(0.0, 10.0), t(2));
         assert!(s.fences.is_empty());
+    }
+
+    #[test]
+    fn the_track_keeps_one_point_on_the_grid_and_the_same_fix_gives_the_same_state() {
+        let c = catalog();
+        let on_grid = |d: f64| {
+            let k = d / TRACK_GRID_DEG;
+            (k - k.round()).abs() < 1e-6
+        };
+        let mut s = UserState::default();
+        let mut walk = Vec::new();
+        for k in 0..30 {
+            let f = Fix {
+                lat: SHOP.0 + 0.000_012_345 * f64::from(k),
+                lon: SHOP.1 + 0.000_006_789 * f64::from(k),
+                accuracy_m: 8.0,
+            };
+            update(&P, &c, &mut s, &f, t(2 * i64::from(k)));
+            let tr = s.track.as_ref().unwrap();
+            assert!(on_grid(tr.lat) && on_grid(tr.lon), "{tr:?}");
+            walk.push(s.clone());
+        }
+        // Deterministic: replaying the same fixes gives the same states.
+        let mut again = UserState::default();
+        for (k, want) in walk.iter().enumerate() {
+            let k = k as i32;
+            let f = Fix {
+                lat: SHOP.0 + 0.000_012_345 * f64::from(k),
+                lon: SHOP.1 + 0.000_006_789 * f64::from(k),
+                accuracy_m: 8.0,
+            };
+            update(&P, &c, &mut again, &f, t(2 * i64::from(k)));
+            assert_eq!(&again, want);
+        }
+        // Unbiased: a track fed the same point for long settles within a grid step of it.
+        let mut s = UserState::default();
+        let target = (SHOP.0 + 0.000_037, SHOP.1 + 0.000_061);
+        for k in 0..600 {
+            let f = Fix {
+                lat: target.0,
+                lon: target.1,
+                accuracy_m: 10.0,
+            };
+            update(&P, &c, &mut s, &f, t(2 * k));
+        }
+        let tr = s.track.unwrap();
+        assert!((tr.lat - target.0).abs() <= TRACK_GRID_DEG);
+        assert!((tr.lon - target.1).abs() <= TRACK_GRID_DEG);
     }
 }

@@ -38,8 +38,8 @@ pub struct UserState {
     pub track: Option<Track>,
 }
 
-/// The presence track of one user: one smoothed point, never a trail. Every fix replaces
-/// it; it is forgotten when the next fix comes more than
+/// The presence track of one user: one smoothed point on a grid of about 11 × 6 m
+/// ([`crate::presence::TRACK_GRID_DEG`]), never a trail. Every fix replaces it; it is forgotten when the next fix comes more than
 /// [`crate::trigger::Params::track_ttl`] later, when location consent is withdrawn, and
 /// on erasure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
