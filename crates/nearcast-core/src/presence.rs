@@ -362,16 +362,20 @@ mod tests {
 
     #[test]
     fn a_move_the_gate_allows_is_smoothed_by_accuracy() {
-        let c = catalog();
         let mut s = UserState::default();
-        feed(&c, &mut s, 200.0, 10.0, 0);
-        feed(&c, &mut s, 210.0, 10.0, 2);
-        let moved = (s.track.as_ref().unwrap().lat - SHOP.0) * 111_195.0 - 200.0;
-        assert!(moved > 0.0 && moved < 10.0, "{moved}");
-        // A fix reporting 2 km accuracy barely moves the track.
-        let before = s.track.as_ref().unwrap().lat;
-        feed(&c, &mut s, 400.0, 2000.0, 4);
-        let moved = (s.track.as_ref().unwrap().lat - before) * 111_195.0;
+        let north = |j: Judged| (j.lat - SHOP.0) * 111_195.0;
+        let j0 = track(&P, &mut s, &fix(200.0, 10.0), t(0)).unwrap();
+        assert!(j0.alone);
+        // 10 m on in 2 s with 10 m accuracy: the judged position moves part of the way.
+        let j = track(&P, &mut s, &fix(210.0, 10.0), t(2)).unwrap();
+        assert!(!j.alone);
+        let from = s.track.as_ref().map(|_| north(j0)).unwrap();
+        let moved = north(j) - from;
+        assert!(moved > 1.0 && moved < 9.0, "{moved}");
+        // A fix reporting 2 km accuracy barely moves it.
+        let before = (s.track.as_ref().unwrap().lat - SHOP.0) * 111_195.0;
+        let j = track(&P, &mut s, &fix(400.0, 2000.0), t(4)).unwrap();
+        let moved = north(j) - before;
         assert!(moved > 0.0 && moved < 1.0, "{moved}");
     }
 
