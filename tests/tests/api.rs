@@ -191,6 +191,7 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         ("redeemed with a long delivery id", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "coupon_redeemed", "at": noon().to_rfc3339(), "offer_id": "o0", "delivery_id": "d".repeat(65)})])), 400, "events[0].delivery_id"),
         ("purchase category not a string", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339(), "product_id": "p2", "category": 5})])), 400, "events[0].category"),
         ("policy unknown field", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3, "per_week": 5, "min_gap_minutes": 0, "quiet_start": "21:00:00", "quiet_end": "08:00:00", "x": 1}).to_string()), 400, "x"),
+        ("policy partial (PUT replaces the whole policy)", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3}).to_string()), 400, "per_week"),
         ("policy bad quiet time", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3, "per_week": 5, "min_gap_minutes": 0, "quiet_start": "25:00:00", "quiet_end": "08:00:00"}).to_string()), 400, "quiet_start"),
         ("simulate no events", "POST", "/v1/admin/simulate", Body::from(json!({"events": []}).to_string()), 400, "events"),
     ];

@@ -1,13 +1,16 @@
 //! Geofence lookup with 10,000 and 100,000 stores in a 50 x 25 km box around Helsinki:
 //! the H3 index, side by side with a brute-force scan and an R-tree (rstar) of the fences'
-//! bounding boxes followed by the same exact test.
+//! bounding boxes followed by the index's own per-fence test (`fence_contains`).
 
+mod common;
+
+use common::{bbox, time};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use nearcast_core::geofence::{DEFAULT_RESOLUTION, GeofenceIndex, Shape};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rstar::RTree;
 use rstar::primitives::{GeomWithData, Rectangle};
-use rstar::{AABB, RTree};
 use std::hint::black_box;
 
 /// A probe, (lat, lon).
@@ -24,19 +27,6 @@ fn shapes(n: usize, rng: &mut StdRng) -> Vec<Shape> {
             radius_m: rng.random_range(30.0..300.0),
         })
         .collect()
-}
-
-fn bbox(s: &Shape) -> Rectangle<[f64; 2]> {
-    match s {
-        Shape::Circle { lat, lon, radius_m } => {
-            let dlat = radius_m / 111_195.0;
-            let dlon = dlat / lat.to_radians().cos();
-            Rectangle::from_corners([lon - dlon, lat - dlat], [lon + dlon, lat + dlat])
-        }
-        Shape::Polygon { bbox, .. } => {
-            Rectangle::from_corners([bbox.min().x, bbox.min().y], [bbox.max().x, bbox.max().y])
-        }
-    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -87,41 +77,27 @@ fn bench(c: &mut Criterion) {
         let sets: [(&str, &[(f64, f64)]); 3] =
             [("mixed", &points), ("hits", &hits), ("misses", &misses)];
         for (label, pts) in sets {
-            let m = pts.len();
-            if m == 0 {
+            if pts.is_empty() {
                 continue;
             }
-            let mut out = Vec::with_capacity(16);
-            let mut k = 0usize;
-            g.bench_with_input(
-                BenchmarkId::new(format!("h3_index/{label}"), n),
-                &n,
-                |b, _| {
-                    b.iter(|| {
-                        let (lat, lon) = pts[k % m];
-                        k += 1;
-                        out.clear();
-                        index.lookup_into(black_box(lat), black_box(lon), &mut out);
-                        black_box(out.len())
-                    })
-                },
+            time(
+                &mut g,
+                &format!("h3_index/{label}"),
+                n,
+                pts,
+                |lat, lon, out| index.lookup_into(lat, lon, out),
             );
-            let mut k = 0usize;
-            g.bench_with_input(
-                BenchmarkId::new(format!("rstar_rtree/{label}"), n),
-                &n,
-                |b, _| {
-                    b.iter(|| {
-                        let (lat, lon) = pts[k % m];
-                        k += 1;
-                        out.clear();
-                        for gd in tree.locate_all_at_point(&[black_box(lon), black_box(lat)]) {
-                            if index.shapes()[gd.data as usize].contains(lat, lon) {
-                                out.push(gd.data);
-                            }
+            time(
+                &mut g,
+                &format!("rstar_rtree/{label}"),
+                n,
+                pts,
+                |lat, lon, out| {
+                    for gd in tree.locate_all_at_point(&[lon, lat]) {
+                        if index.fence_contains(gd.data, lat, lon) {
+                            out.push(gd.data);
                         }
-                        black_box(out.len())
-                    })
+                    }
                 },
             );
         }
@@ -135,7 +111,6 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
-        let _ = AABB::<[f64; 2]>::from_point([0.0, 0.0]);
     }
     g.finish();
 }

@@ -48,6 +48,20 @@ fn check(shapes: Vec<Shape>, points: &[(f64, f64)]) -> Result<(), TestCaseError>
             .filter(|f| !borderline.contains(f))
             .collect();
         prop_assert_eq!(&got_clear, &want, "point ({}, {})", lat, lon);
+        // The per-fence test alone (what other candidate filters are compared with) agrees
+        // with the oracle on every fence, not only on the index's candidates.
+        for f in 0..idx.shapes().len() as u32 {
+            if !borderline.contains(&f) {
+                prop_assert_eq!(
+                    idx.fence_contains(f, lat, lon),
+                    want.contains(&f),
+                    "fence {} at ({}, {})",
+                    f,
+                    lat,
+                    lon
+                );
+            }
+        }
     }
     Ok(())
 }
