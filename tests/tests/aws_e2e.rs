@@ -315,7 +315,11 @@ async fn fifty_concurrent_fixes_for_one_user_never_exceed_the_cap() {
     assert_eq!(messages_to(&endpoint).len(), 2);
     let deliveries = a.direct.deliveries().await.unwrap();
     assert_eq!(deliveries.len(), 2);
-    assert!(deliveries.iter().all(|d| d.status == DeliveryStatus::Sent));
+    assert!(
+        deliveries.iter().all(|d| d.status == DeliveryStatus::Sent),
+        "{:?}",
+        deliveries.iter().map(|d| d.status).collect::<Vec<_>>()
+    );
     let rec = a.direct.load_user(&id("cap")).await.unwrap();
     assert_eq!(rec.state.sends.len(), 2);
     // Every one of the 50 events was recorded once.

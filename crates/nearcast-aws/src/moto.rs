@@ -26,6 +26,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// How long one request to moto may take before the SDK gives up on it (see
+/// [`Moto::sdk_config`]).
+pub const MOTO_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The region the tests use.
 pub const REGION: &str = "us-east-1";
 
@@ -136,8 +140,19 @@ impl Moto {
     /// The AWS configuration of the tests: `endpoint` (moto's own when `None`), region
     /// [`REGION`], test credentials. Nothing is read from the environment or profiles that
     /// could point elsewhere.
+    ///
+    /// Each request may take up to a minute ([`MOTO_ATTEMPT_TIMEOUT`]): moto answers in
+    /// milliseconds when idle but in seconds while a whole test suite shares it on two cores,
+    /// and the SNS client's production default of 5 s would then record slow pushes that
+    /// moto did deliver as `unconfirmed`. Tests that need a timeout cut the connection
+    /// through their proxy instead.
     pub async fn sdk_config(&self, endpoint: Option<&str>) -> SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(MOTO_ATTEMPT_TIMEOUT)
+                    .build(),
+            )
             .region(aws_config::Region::new(REGION))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
                 "test", "test", None, None, "moto",
