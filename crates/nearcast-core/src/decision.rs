@@ -12,6 +12,7 @@ use crate::features::{self, Input};
 use crate::holdout::{self, stable_hash};
 use crate::ids::Id;
 use crate::ports::{OutcomeKind, OutcomeRecord};
+use crate::presence;
 use crate::ranker::Ranker;
 use crate::state::{Purchase, PushTarget, SendRecord, UserState};
 use crate::trigger::{self, Transition};
@@ -410,6 +411,7 @@ pub fn apply_consent_effects(state: &mut UserState) {
     if !state.consents.granted(Purpose::Location) {
         // Without location consent nothing about presence is kept.
         state.fences.clear();
+        state.track = None;
     }
     if !state.consents.granted(Purpose::Personalisation) {
         state.affinities.clear();
@@ -448,48 +450,24 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     let model = inputs.ranker.version();
     if !state.consents.granted(Purpose::Location) {
         state.fences.clear();
+        state.track = None;
         return suppressed(state, event, Reason::NoConsentLocation, model);
     }
 
-    // 1. Presence: fences hit by the fix, plus fences the user was inside (to see them leave).
-    let mut hits = Vec::new();
-    cat.index.lookup_into(fix.lat, fix.lon, &mut hits);
-    let mut touched: Vec<u32> = hits.clone();
-    for sid in state.fences.keys() {
-        if let Some(&p) = cat.store_pos.get(sid) {
-            touched.push(p);
-        }
-    }
-    touched.sort_unstable();
-    touched.dedup();
-    // Presence of stores that no longer exist is dropped.
-    state
-        .fences
-        .retain(|sid, _| cat.store_pos.contains_key(sid));
-
-    let mut moments: Vec<(u32, Transition)> = Vec::new();
-    for &p in &touched {
-        let store = &cat.stores[p as usize];
-        let out = if hits.binary_search(&p).is_ok() {
-            0.0
-        } else {
-            cat.index.shapes()[p as usize]
-                .distance_outside_m(fix.lat, fix.lon)
-                .max(f64::MIN_POSITIVE)
-        };
-        let (tr, next) = trigger::step(state.fences.get(&store.id), out, fix.accuracy_m, event.at);
-        match next {
-            Some(s) => {
-                state.fences.insert(store.id.clone(), s);
-            }
-            None => {
-                state.fences.remove(&store.id);
-            }
-        }
-        if matches!(tr, Transition::Enter | Transition::Inside { .. }) {
-            moments.push((p, tr));
-        }
-    }
+    // 1. Presence: the track, then fences it is in, the user is in, or an enter waits for.
+    let moments: Vec<(u32, Transition)> =
+        presence::update(&trigger::Params::DEFAULT, cat, &mut state, fix, event.at)
+            .into_iter()
+            .filter(|&(p, tr)| match tr {
+                Transition::Enter => true,
+                // Not while an exit waits for confirmation: the user may have left.
+                Transition::Inside { .. } => state
+                    .fences
+                    .get(&cat.stores[p as usize].id)
+                    .is_some_and(|f| f.out_since.is_none()),
+                Transition::Exit | Transition::Outside => false,
+            })
+            .collect();
 
     let age = inputs.now - event.at;
     if age > MAX_FIX_AGE {

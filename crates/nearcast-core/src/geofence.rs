@@ -149,6 +149,38 @@ impl Shape {
             }
         }
     }
+
+    /// How far inside the shape the point is: its distance to the nearest edge, in metres
+    /// (0 outside).
+    pub fn depth_m(&self, lat: f64, lon: f64) -> f64 {
+        match self {
+            Shape::Circle {
+                lat: clat,
+                lon: clon,
+                radius_m,
+            } => (radius_m - haversine_m(*clat, *clon, lat, lon)).max(0.0),
+            Shape::Polygon { geom, .. } => {
+                use geo::{Closest, Contains, HaversineClosestPoint};
+                let c = Coord { x: lon, y: lat };
+                let p = Point::new(lon, lat);
+                let mut best = 0.0f64;
+                for poly in geom.iter().filter(|poly| poly.contains(&c)) {
+                    let mut d = f64::INFINITY;
+                    for ring in std::iter::once(poly.exterior()).chain(poly.interiors()) {
+                        if let Closest::SinglePoint(q) | Closest::Intersection(q) =
+                            ring.haversine_closest_point(&p)
+                        {
+                            d = d.min(haversine_m(lat, lon, q.y(), q.x()));
+                        }
+                    }
+                    if d.is_finite() {
+                        best = best.max(d);
+                    }
+                }
+                best
+            }
+        }
+    }
 }
 
 /// Parses a GeoJSON `Polygon` or `MultiPolygon` geometry object (RFC 7946).

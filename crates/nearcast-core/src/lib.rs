@@ -31,6 +31,7 @@ pub mod ids;
 pub mod memory;
 pub mod model_store;
 pub mod ports;
+pub mod presence;
 pub mod ranker;
 pub mod results;
 pub mod state;

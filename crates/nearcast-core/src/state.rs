@@ -1,6 +1,7 @@
 //! What Nearcast keeps about a user: consents, push target, tastes, purchases, fence
 //! presence and recent sends. No location trail: a fence state keeps only which store,
-//! since when, and when last confirmed.
+//! since when, and when last confirmed; the presence track keeps one point, the smoothed
+//! position of the last fix, replaced by every fix and forgotten after minutes of silence.
 
 use crate::consent::Consents;
 use crate::event::Platform;
@@ -31,6 +32,36 @@ pub struct UserState {
     pub fences: BTreeMap<Id, FenceState>,
     /// Recent sends and holdouts, newest last.
     pub sends: Vec<SendRecord>,
+    /// The presence track: the last fix smoothed, and fences waiting for an enter to be
+    /// confirmed (see `presence.rs`). Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<Track>,
+}
+
+/// The presence track of one user: one smoothed point on a grid of about 11 × 6 m
+/// ([`crate::presence::TRACK_GRID_DEG`]), never a trail. Every fix replaces it; it is forgotten when the next fix comes more than
+/// [`crate::trigger::Params::track_ttl`] later, when location consent is withdrawn, and
+/// on erasure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    /// Time of the last fix taken into the track.
+    pub at: DateTime<Utc>,
+    /// Smoothed latitude, degrees.
+    pub lat: f64,
+    /// Smoothed longitude, degrees.
+    pub lon: f64,
+    /// Standard error of the smoothed position, metres.
+    pub sd_m: f64,
+    /// The fixes' reported accuracy, smoothed, metres.
+    #[serde(default)]
+    pub acc_m: f64,
+    /// Since when fixes have been refused as impossible jumps, if the last one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_since: Option<DateTime<Utc>>,
+    /// Store id -> since when the smoothed position has been inside its fence, for fences
+    /// not entered yet (an enter waits for confirmation when fixes come often).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<Id, DateTime<Utc>>,
 }
 
 /// A device push target.
@@ -67,6 +98,10 @@ pub struct FenceState {
     pub last_seen: DateTime<Utc>,
     /// Offers already decided during this visit (each offer is decided once per visit).
     pub decided: Vec<Id>,
+    /// Since when the smoothed position has been beyond the exit margin, while the exit
+    /// waits for confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_since: Option<DateTime<Utc>>,
 }
 
 /// One push sent (or held out) to the user.
