@@ -747,7 +747,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut params = Params::DEFAULT;
     let mut sets: Vec<(String, std::ops::RangeInclusive<u64>)> = Vec::new();
-    let mut pois_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/helsinki_osm_pois.csv").to_string();
+    let mut pois_path =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../data/helsinki_osm_pois.csv").to_string();
     let mut json_out = false;
     // Send one fix in `every` (an app that reports less often than every 2 s).
     let mut every = 1usize;
