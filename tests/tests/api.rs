@@ -174,6 +174,7 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         ("consent unknown purpose", "PUT", "/v1/users/u1/consent", Body::from(json!({"ads": true}).to_string()), 400, "ads"),
         ("consent empty", "PUT", "/v1/users/u1/consent", Body::from("{}"), 400, "body"),
         ("bad user id in path", "DELETE", "/v1/users/a%20b", Body::empty(), 400, "user_id"),
+        ("bad user id in presence path", "GET", "/v1/users/a%20b/presence", Body::empty(), 400, "user_id"),
         ("store bad time zone", "POST", "/v1/admin/stores", Body::from(with(store_ok.clone(), "time_zone", json!("Europe/Atlantis")).to_string()), 400, "time_zone"),
         ("store negative radius", "POST", "/v1/admin/stores", Body::from(with(store_ok.clone(), "fence", json!({"type": "circle", "lat": 60.17, "lon": 24.94, "radius_m": -1})).to_string()), 400, "fence.radius_m"),
         ("store NaN-ish lat", "POST", "/v1/admin/stores", Body::from(with(store_ok.clone(), "fence", json!({"type": "circle", "lat": "NaN", "lon": 24.94, "radius_m": 10})).to_string()), 400, "fence.lat"),
@@ -321,4 +322,69 @@ async fn consent_erasure_admin_and_simulation_routes_work() {
     assert_eq!((s, v["stores"].clone()), (StatusCode::OK, json!(3)));
     let (s, _) = call(&h, "GET", "/nope", Body::empty()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// Presence through the API on both hosts: each location answer lists the visits it began
+/// or ended, `GET /v1/users/{id}/presence` shows the visit in progress, and a bad id is a
+/// 400 naming `user_id`.
+async fn presence_is_in_each_answer_and_readable_by_the_app(backend: Backend) {
+    let h = harness(backend, 2, policy(5)).await;
+    let consent = ["push", "location"].map(|p| json!({"event_id": format!("c-{p}"), "type": "consent", "at": noon().to_rfc3339(), "purpose": p, "granted": true}));
+    let (s, v) = call(&h, "POST", "/v1/events", batch(consent.to_vec())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let at = |minutes: i64| noon() + chrono::Duration::minutes(minutes);
+    let fix_at = |event: &str, minutes: i64, (lat, lon): (f64, f64)| json!({"event_id": event, "type": "location", "at": at(minutes).to_rfc3339(), "lat": lat, "lon": lon, "accuracy_m": 10});
+    let post = |event: Value, minutes: i64| {
+        h.clock.set(at(minutes));
+        call(&h, "POST", "/v1/events", batch(vec![event]))
+    };
+    let (s, v) = post(fix_at("f1", 0, store_point(0)), 0).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let enter = &v["results"][0]["decision"]["presence"];
+    assert_eq!(
+        enter,
+        &json!([{"store_id": "s0", "transition": "enter", "since": at(0)}]),
+        "{v}"
+    );
+    let (s, v) = post(fix_at("f2", 10, store_point(0)), 10).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["results"][0]["decision"].get("presence").is_none(), "{v}");
+    let (s, v) = call(&h, "GET", "/v1/users/u1/presence", Body::empty()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!({"user_id": "u1", "visits": [{"store_id": "s0", "since": at(0),
+            "last_seen": at(10), "minutes": 10, "leaving": false}]})
+    );
+    // Walking away (250 m south): leaving after one fix, gone after a minute.
+    let away = (store_point(0).0 - 0.00225, store_point(0).1);
+    post(fix_at("f3", 11, away), 11).await;
+    let (_, v) = call(&h, "GET", "/v1/users/u1/presence", Body::empty()).await;
+    assert_eq!(v["visits"][0]["leaving"], true, "{v}");
+    let (_, v) = post(fix_at("f4", 12, away), 12).await;
+    assert_eq!(
+        v["results"][0]["decision"]["presence"],
+        json!([{"store_id": "s0", "transition": "exit", "since": at(0), "minutes": 10}]),
+        "{v}"
+    );
+    let (_, v) = call(&h, "GET", "/v1/users/u1/presence", Body::empty()).await;
+    assert_eq!(v["visits"], json!([]), "{v}");
+    let (_, v) = call(&h, "GET", "/v1/users/nobody/presence", Body::empty()).await;
+    assert_eq!(v["visits"], json!([]), "{v}");
+    let (s, v) = call(&h, "GET", "/v1/users/a%20b/presence", Body::empty()).await;
+    assert_eq!(
+        (s, &v["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("user_id")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn presence_is_in_each_answer_and_readable_by_the_app_on_sqlite() {
+    presence_is_in_each_answer_and_readable_by_the_app(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn presence_is_in_each_answer_and_readable_by_the_app_on_dynamodb() {
+    presence_is_in_each_answer_and_readable_by_the_app(Backend::Dynamo).await;
 }

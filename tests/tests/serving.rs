@@ -204,6 +204,7 @@ fn logged(user: &str, event: &str, offer: &str, model: &str, verdict: Verdict) -
         model_version: model.into(),
         delivery_id: Some(format!("d-{user}-{event}")),
         personalised: false,
+        presence: Vec::new(),
     }
 }
 

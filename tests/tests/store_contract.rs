@@ -145,6 +145,7 @@ fn decision(user: &str, event: &str, minute: i64) -> Decision {
         model_version: "test".into(),
         delivery_id: Some(format!("d-{user}-{event}")),
         personalised: true,
+        presence: Vec::new(),
     }
 }
 

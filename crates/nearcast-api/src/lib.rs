@@ -5,6 +5,7 @@
 //! Routes:
 //! - `POST /v1/events`: a batch of 1-100 events of one user.
 //! - `GET`/`PUT /v1/users/{id}/consent`, `DELETE /v1/users/{id}` (erasure).
+//! - `GET /v1/users/{id}/presence`: the visits in progress (fences entered, not yet left).
 //! - `/v1/admin/stores[/{id}]`, `/v1/admin/offers[/{id}]`, `/v1/admin/policy`,
 //!   `POST /v1/admin/simulate`.
 //! - `GET /v1/admin/results[?window_hours=24]`: per offer and model version, from the logs.
@@ -45,6 +46,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/healthz", get(health))
         .route("/v1/events", post(post_events))
         .route("/v1/users/{id}/consent", get(get_consent).put(put_consent))
+        .route("/v1/users/{id}/presence", get(get_presence))
         .route("/v1/users/{id}", axum::routing::delete(erase))
         .route("/v1/admin/stores", get(list_stores).post(create_store))
         .route(
@@ -147,6 +149,15 @@ async fn get_consent(
     let user = path_id("user_id", &id)?;
     let c = engine.consents(&user).await?;
     Ok(Json(consent_json(&user, &c)))
+}
+
+async fn get_presence(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = path_id("user_id", &id)?;
+    let visits = engine.presence(&user).await?;
+    Ok(Json(json!({"user_id": user, "visits": visits})))
 }
 
 async fn put_consent(

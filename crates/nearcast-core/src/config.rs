@@ -206,6 +206,24 @@ pub enum Trigger {
         /// Minutes inside, 1 to 240.
         minutes: u32,
     },
+    /// On leaving the fence (a confirmed exit, never one inferred from an app gone quiet),
+    /// after a visit of `min_minutes` to `max_minutes` (the visit runs from the enter to
+    /// the last fix inside): "thanks for coming" after a real visit, not after walking by.
+    Exit {
+        /// Shortest visit, minutes, 0 to 1440 (default 0).
+        #[serde(default)]
+        min_minutes: u32,
+        /// Longest visit, minutes, up to 1440 (default 1440).
+        #[serde(default = "max_visit_minutes")]
+        max_minutes: u32,
+    },
+}
+
+/// The longest visit an exit trigger can name, minutes (a day).
+pub const MAX_VISIT_MINUTES: u32 = 24 * 60;
+
+fn max_visit_minutes() -> u32 {
+    MAX_VISIT_MINUTES
 }
 
 /// Weather conditions an offer needs.
@@ -374,6 +392,24 @@ impl Offer {
                 "trigger.minutes",
                 format!("must be in [1, 240], got {minutes}"),
             ));
+        }
+        if let Trigger::Exit {
+            min_minutes,
+            max_minutes,
+        } = self.trigger
+        {
+            if max_minutes > MAX_VISIT_MINUTES {
+                return Err(FieldError::new(
+                    "trigger.max_minutes",
+                    format!("must be at most {MAX_VISIT_MINUTES}, got {max_minutes}"),
+                ));
+            }
+            if min_minutes > max_minutes {
+                return Err(FieldError::new(
+                    "trigger.min_minutes",
+                    format!("must not exceed max_minutes ({max_minutes}), got {min_minutes}"),
+                ));
+            }
         }
         check_range("threshold", self.threshold, 0.0, 1.0)?;
         check_range("holdout", self.holdout, 0.0, 0.5)?;

@@ -229,6 +229,38 @@ pub struct Decision {
     /// Whether the user had given personalisation consent (the user features were used).
     #[serde(default)]
     pub personalised: bool,
+    /// The fences this fix entered or left, in store order (presence is visible whether
+    /// or not an offer could be sent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presence: Vec<PresenceChange>,
+}
+
+/// A visit that began or ended with a location event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    /// The store whose fence it is.
+    pub store_id: Id,
+    /// `enter` or `exit`.
+    pub transition: PresenceTransition,
+    /// When the visit began: the enter's fix time.
+    pub since: DateTime<Utc>,
+    /// An exit's visit length, minutes, from the enter to the last fix inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minutes: Option<i64>,
+    /// An exit inferred because the app stopped reporting for longer than presence lasts,
+    /// rather than confirmed by fixes outside (exit offers do not fire on it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
+}
+
+/// Kind of a [`PresenceChange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceTransition {
+    /// A visit began.
+    Enter,
+    /// A visit ended.
+    Exit,
 }
 
 /// A push to deliver.
@@ -433,6 +465,7 @@ fn blank(event: &Event, reason: Option<Reason>, verdict: Verdict, model: &str) -
         model_version: model.to_string(),
         delivery_id: None,
         personalised: false,
+        presence: Vec::new(),
     }
 }
 
@@ -446,7 +479,6 @@ fn suppressed(state: UserState, event: &Event, reason: Reason, model: &str) -> O
 }
 
 fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix) -> Outcome {
-    let cat = inputs.catalog;
     let model = inputs.ranker.version();
     if !state.consents.granted(Purpose::Location) {
         state.fences.clear();
@@ -455,19 +487,108 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     }
 
     // 1. Presence: the track, then fences it is in, the user is in, or an enter waits for.
-    let moments: Vec<(u32, Transition)> =
-        presence::update(&trigger::Params::DEFAULT, cat, &mut state, fix, event.at)
-            .into_iter()
-            .filter(|&(p, tr)| match tr {
-                Transition::Enter => true,
-                // Not while an exit waits for confirmation: the user may have left.
-                Transition::Inside { .. } => state
-                    .fences
-                    .get(&cat.stores[p as usize].id)
-                    .is_some_and(|f| f.out_since.is_none()),
-                Transition::Exit | Transition::Outside => false,
-            })
-            .collect();
+    // The visits open before the fix, to tell how long one that ends lasted.
+    let visits: Vec<(Id, DateTime<Utc>, DateTime<Utc>)> = state
+        .fences
+        .iter()
+        .map(|(sid, f)| (sid.clone(), f.since, f.last_seen))
+        .collect();
+    let moments = presence::update(
+        &trigger::Params::DEFAULT,
+        inputs.catalog,
+        &mut state,
+        fix,
+        event.at,
+    );
+    let mut changes = Vec::new();
+    let mut fired: Vec<(u32, Moment)> = Vec::new();
+    for (p, tr) in moments {
+        let sid = &inputs.catalog.stores[p as usize].id;
+        match tr {
+            Transition::Enter => {
+                changes.push(PresenceChange {
+                    store_id: sid.clone(),
+                    transition: PresenceTransition::Enter,
+                    since: event.at,
+                    minutes: None,
+                    expired: false,
+                });
+                fired.push((p, Moment::Enter));
+            }
+            // Not while an exit waits for confirmation: the user may have left.
+            Transition::Inside { minutes } => {
+                if state.fences.get(sid).is_some_and(|f| f.out_since.is_none()) {
+                    fired.push((p, Moment::Inside { minutes }));
+                }
+            }
+            Transition::Exit => {
+                let Some((_, since, last_seen)) = visits.iter().find(|(v, _, _)| v == sid) else {
+                    continue;
+                };
+                let expired = event.at - *last_seen > trigger::Params::DEFAULT.presence_ttl;
+                let minutes = (*last_seen - *since).num_minutes().max(0);
+                changes.push(PresenceChange {
+                    store_id: sid.clone(),
+                    transition: PresenceTransition::Exit,
+                    since: *since,
+                    minutes: Some(minutes),
+                    expired,
+                });
+                if !expired {
+                    fired.push((p, Moment::Exit { minutes }));
+                }
+            }
+            Transition::Outside => {}
+        }
+    }
+    let mut out = decide_at(inputs, state, event, fix, fired);
+    if let Some(d) = out.decision.as_mut() {
+        d.presence = changes;
+    }
+    out
+}
+
+/// What a fix means for one store's offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moment {
+    /// The visit began.
+    Enter,
+    /// Inside (and not leaving) for this many minutes.
+    Inside { minutes: i64 },
+    /// A confirmed exit after a visit of this many minutes.
+    Exit { minutes: i64 },
+}
+
+impl Moment {
+    /// Whether an offer with this trigger fires.
+    fn fires(self, t: Trigger) -> bool {
+        match (t, self) {
+            (Trigger::Enter, Moment::Enter) => true,
+            (Trigger::Dwell { minutes: need }, Moment::Inside { minutes }) => {
+                minutes >= i64::from(need)
+            }
+            (
+                Trigger::Exit {
+                    min_minutes,
+                    max_minutes,
+                },
+                Moment::Exit { minutes },
+            ) => (i64::from(min_minutes)..=i64::from(max_minutes)).contains(&minutes),
+            _ => false,
+        }
+    }
+}
+
+/// The decision for a fix, given what it means for each store.
+fn decide_at(
+    inputs: &Inputs<'_>,
+    mut state: UserState,
+    event: &Event,
+    fix: &Fix,
+    moments: Vec<(u32, Moment)>,
+) -> Outcome {
+    let cat = inputs.catalog;
+    let model = inputs.ranker.version();
 
     let age = inputs.now - event.at;
     if age > MAX_FIX_AGE {
@@ -497,22 +618,14 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     let fix_cell = h3o::LatLng::new(fix.lat, fix.lon)
         .ok()
         .map(|ll| ll.to_cell(h3o::Resolution::Nine));
-    for (p, tr) in moments {
+    for (p, moment) in moments {
         let store = &cat.stores[p as usize];
-        let minutes_inside = match tr {
-            Transition::Inside { minutes } => minutes,
-            _ => 0,
-        };
         let triggered: Vec<u32> = cat.offers_at[p as usize]
             .iter()
             .copied()
             .filter(|&k| {
                 let o = &cat.offers[k as usize];
-                let fired = match o.trigger {
-                    Trigger::Enter => tr == Transition::Enter,
-                    Trigger::Dwell { minutes } => minutes_inside >= i64::from(minutes),
-                };
-                fired
+                moment.fires(o.trigger)
                     && !state
                         .fences
                         .get(&store.id)

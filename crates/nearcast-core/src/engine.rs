@@ -17,6 +17,7 @@ use crate::ports::{
     NotifyError, StateStore, StoreError, WeatherSource,
 };
 use crate::ranker::Ranker;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -109,6 +110,21 @@ where
             }
         }
     }
+}
+
+/// A visit in progress (see [`Engine::presence`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Visit {
+    /// The store whose fence the user is in.
+    pub store_id: Id,
+    /// When the visit began.
+    pub since: DateTime<Utc>,
+    /// The last fix that confirmed it.
+    pub last_seen: DateTime<Utc>,
+    /// Its length so far, minutes, from `since` to `last_seen`.
+    pub minutes: i64,
+    /// Whether the latest fixes were beyond the fence (the exit waits for confirmation).
+    pub leaving: bool,
 }
 
 /// One event's answer.
@@ -597,6 +613,33 @@ impl Engine {
             }
         }
         Err(EngineError::Contention)
+    }
+
+    /// The user's current visits, by store id: fences entered and not yet left, whose
+    /// presence was confirmed within [`trigger::PRESENCE_TTL`] of now. A visit whose exit
+    /// waits for confirmation (the last fixes were beyond the fence) is `leaving`.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn presence(&self, user: &Id) -> Result<Vec<Visit>, EngineError> {
+        let state = self.store.load_user(user).await?.state;
+        let now = self.clock.now();
+        let catalog = self.catalog();
+        Ok(state
+            .fences
+            .iter()
+            .filter(|(sid, f)| {
+                catalog.store_pos.contains_key(*sid)
+                    && now - f.last_seen <= crate::trigger::PRESENCE_TTL
+            })
+            .map(|(sid, f)| Visit {
+                store_id: sid.clone(),
+                since: f.since,
+                last_seen: f.last_seen,
+                minutes: (f.last_seen - f.since).num_minutes().max(0),
+                leaving: f.out_since.is_some(),
+            })
+            .collect())
     }
 
     /// A user's consents.

@@ -537,6 +537,7 @@ mod tests {
             delivery_id: matches!(verdict, Verdict::Sent | Verdict::HeldOut)
                 .then(|| format!("d-{event}")),
             personalised: true,
+            presence: Vec::new(),
         }
     }
 

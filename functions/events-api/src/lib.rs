@@ -8,7 +8,8 @@
 //!
 //! - `POST /v1/events`: the batch's `user_id` and every event's own `user_id`; one other
 //!   user refuses the whole batch (403, `field` naming it) before anything is decided;
-//! - `GET`/`PUT /v1/users/{id}/consent`, `DELETE /v1/users/{id}`: the `{id}` of the path
+//! - `GET`/`PUT /v1/users/{id}/consent`, `GET /v1/users/{id}/presence`,
+//!   `DELETE /v1/users/{id}`: the `{id}` of the path
 //!   (refused naming `user_id`, as the router names it);
 //! - any other path but `/healthz` (the admin routes belong to admin-api): 403.
 //!
@@ -67,12 +68,12 @@ fn subject(req: &Request) -> Option<String> {
     }
 }
 
-/// The user a `/v1/users/{id}[/consent]` path is about.
+/// The user a `/v1/users/{id}[/consent|/presence]` path is about.
 fn path_user(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v1/users/")?;
     match rest.split_once('/') {
         None => Some(rest),
-        Some((id, "consent")) => Some(id),
+        Some((id, "consent" | "presence")) => Some(id),
         Some(_) => None,
     }
 }

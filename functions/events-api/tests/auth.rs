@@ -122,6 +122,22 @@ async fn consent_and_erasure_only_for_the_signed_in_user() {
     });
     let (status, _) = invoke(&f, DeviceAuth::Jwt, &get).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Where they are: refused; their own presence is served.
+    let presence = |user: &str| {
+        let path = format!("/v1/users/{user}/presence");
+        edit("apigw-v2-put-consent-jwt-other-user.json", |v| {
+            v["requestContext"]["http"]["method"] = Value::from("GET");
+            v["rawPath"] = Value::from(path.as_str());
+            v["requestContext"]["http"]["path"] = Value::from(path.as_str());
+            v.as_object_mut().unwrap().remove("body");
+        })
+    };
+    let (status, v) = invoke(&f, DeviceAuth::Jwt, &presence("u-0815")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["field"], "user_id");
+    let (status, v) = invoke(&f, DeviceAuth::Jwt, &presence("u-4711")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["user_id"], "u-4711", "{v}");
     // u-4711 erasing u-0815: refused, nothing erased.
     let erase_other = edit("apigw-v2-delete-user-jwt.json", |v| {
         v["rawPath"] = Value::from("/v1/users/u-0815");

@@ -310,6 +310,144 @@ fn enter_fires_once_per_visit_and_dwell_after_its_minutes() {
     assert_eq!(d.verdict, Verdict::None, "each offer once per visit");
 }
 
+/// The presence changes of a decision, as `(store, transition, minutes, expired)`.
+fn changes(d: &Decision) -> Vec<(String, PresenceTransition, Option<i64>, bool)> {
+    d.presence
+        .iter()
+        .map(|c| (c.store_id.to_string(), c.transition, c.minutes, c.expired))
+        .collect()
+}
+
+/// 220 m south of the café: outside its fence and the exit band.
+const AWAY: (f64, f64) = (STORE.0 - 0.002, STORE.1);
+
+#[test]
+fn each_answer_lists_the_visits_it_began_and_ended_whether_or_not_an_offer_went() {
+    // No offer at all: presence is still visible.
+    let mut w = World::new(vec![]);
+    w.onboard();
+    let t0 = w.now;
+    let d = w.fix(STORE);
+    assert_eq!(
+        changes(&d),
+        [("s".into(), PresenceTransition::Enter, None, false)]
+    );
+    assert_eq!(d.presence[0].since, t0);
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["presence"][0]["transition"], "enter", "{v}");
+    assert!(v["presence"][0].get("expired").is_none(), "{v}");
+    w.now += Duration::minutes(10);
+    assert!(w.fix(STORE).presence.is_empty(), "still inside");
+    w.now += Duration::minutes(1);
+    let d = w.fix(AWAY);
+    assert!(
+        d.presence.is_empty(),
+        "one fix outside does not end a visit"
+    );
+    assert!(serde_json::to_value(&d).unwrap().get("presence").is_none());
+    w.now += Duration::minutes(1);
+    let d = w.fix(AWAY);
+    assert_eq!(
+        changes(&d),
+        [("s".into(), PresenceTransition::Exit, Some(10), false)],
+        "the visit lasted from the enter to the last fix inside"
+    );
+    assert_eq!(d.presence[0].since, t0);
+    assert!(w.state.fences.is_empty());
+}
+
+#[test]
+fn an_exit_offer_fires_after_a_visit_of_its_length_and_never_after_a_walk_by_or_silence() {
+    let offers = || {
+        vec![offer(
+            "bye",
+            "s",
+            json!({"trigger": {"type": "exit", "min_minutes": 5, "max_minutes": 60}}),
+        )]
+    };
+    let visit = |minutes: i64| {
+        let mut w = World::new(offers());
+        w.onboard();
+        let d = w.fix(STORE);
+        assert_eq!(
+            (d.verdict, code(&d)),
+            (Verdict::None, "no_trigger"),
+            "not on enter"
+        );
+        w.now += Duration::minutes(minutes);
+        w.fix(STORE);
+        w.now += Duration::minutes(1);
+        w.fix(AWAY);
+        w.now += Duration::minutes(1);
+        w.fix(AWAY)
+    };
+    let d = visit(10);
+    assert_eq!(d.verdict, Verdict::Sent, "{d:?}");
+    assert_eq!(d.offer_id.as_ref().unwrap().as_str(), "bye");
+    assert_eq!(d.store_id.as_ref().unwrap().as_str(), "s");
+    for (minutes, why) in [
+        (2, "shorter than min_minutes"),
+        (90, "longer than max_minutes"),
+    ] {
+        let d = visit(minutes);
+        assert_eq!(d.presence.len(), 1, "{why}");
+        assert_eq!(
+            (d.verdict, code(&d)),
+            (Verdict::None, "no_trigger"),
+            "{why}"
+        );
+    }
+    let d = visit(5);
+    assert_eq!(d.verdict, Verdict::Sent, "bounds are inclusive");
+    let d = visit(60);
+    assert_eq!(d.verdict, Verdict::Sent, "bounds are inclusive");
+
+    // The app went quiet for hours: the visit is over, but nobody just left the shop.
+    let mut w = World::new(offers());
+    w.onboard();
+    w.fix(STORE);
+    w.now += Duration::minutes(10);
+    w.fix(STORE);
+    w.now += Duration::hours(3);
+    let d = w.fix(AWAY);
+    assert_eq!(
+        changes(&d),
+        [("s".into(), PresenceTransition::Exit, Some(10), true)]
+    );
+    assert_eq!((d.verdict, code(&d)), (Verdict::None, "no_trigger"));
+}
+
+#[test]
+fn an_exit_trigger_names_its_bad_field() {
+    for (trigger, field) in [
+        (
+            json!({"type": "exit", "min_minutes": 30, "max_minutes": 10}),
+            "trigger.min_minutes",
+        ),
+        (
+            json!({"type": "exit", "max_minutes": 1441}),
+            "trigger.max_minutes",
+        ),
+        (json!({"type": "exit", "after_minutes": 3}), "trigger"),
+    ] {
+        let o = offer("o", "s", json!({"trigger": trigger}));
+        let e = parse_json::<crate::config::Offer>(&o)
+            .and_then(|o| o.validate().map(|()| o))
+            .expect_err("refused");
+        assert!(e.field.starts_with(field), "{trigger}: {e:?}");
+    }
+    let o: crate::config::Offer =
+        parse_json(&offer("o", "s", json!({"trigger": {"type": "exit"}}))).unwrap();
+    o.validate().unwrap();
+    assert_eq!(
+        o.trigger,
+        Trigger::Exit {
+            min_minutes: 0,
+            max_minutes: 1440
+        }
+    );
+}
+
 #[test]
 fn below_threshold_is_explained_by_the_best_rejected_candidate() {
     let mut w = World::new(vec![
