@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/nearcast-target}"
 log="$(mktemp -t nearcast-test.XXXXXX)"
 trap 'rm -f "$log"' EXIT
-# moto's server (pinned, in .venv) on loopback for the DynamoDB and SNS tests; see scripts/moto.sh.
+# moto (pinned, in .venv) for the DynamoDB and SNS tests: installed here once; each test
+# binary that needs it then starts a server of its own on loopback (nearcast_aws::moto), so
+# no binary waits on state the others left behind (one server shared by the whole run grew
+# to gigabytes, and reading its record of SNS messages took minutes).
+bash scripts/moto.sh --python >/dev/null
 status=0
-bash scripts/moto.sh cargo test --workspace --release --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --release --locked "$@" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
