@@ -20,11 +20,17 @@
 //!
 //! * **Small fences** (the retail case; their bounding box spans at most
 //!   [`MAX_FINE_SQUARES`] squares of a 1/1024° latitude/longitude grid, about 110 × 55 m in
-//!   Helsinki) are answered from per-square candidate lists compiled from the H3 covers: a
-//!   square lists the fences whose cover holds any H3 cell that may overlap the square (the
-//!   cells of its corners and their neighbours). A lookup is two float-to-integer
-//!   conversions, one hash probe, and an exact test per candidate. Most fixes are near no
-//!   fence and stop at the probe.
+//!   Helsinki) are answered from per-square candidate lists: a square lists every fence
+//!   that may hold a point of it (for a circle, the square's point nearest the centre is
+//!   within the radius; for a polygon, geo's planar intersection, the plane of the point
+//!   test), and flags the fences that hold all of it, which a lookup accepts untested. The
+//!   lists are as tight as the shapes allow: a square of a dense downtown lists the fences
+//!   that actually reach it, not every fence of the H3 cells around it (an earlier version
+//!   derived the lists from the H3 covers; its lists were several times longer and lost to
+//!   an R-tree on dense maps). A lookup is two float-to-integer conversions, one hash
+//!   probe, and a planar pre-test per listed fence, which settles almost all of them; the
+//!   pre-tests are stored in the order of the fences' first square, so one square's
+//!   candidates share cache lines. Most fixes are near no fence and stop at the probe.
 //! * **Large fences** (and fences around a pole) are looked up from the fix's own H3 cell:
 //!   one point-to-cell conversion (about 0.4 µs), a hash probe, fully-inside entries
 //!   accepted at once, exact tests on the partial ones. A 1° pre-filter keeps fixes far
@@ -37,12 +43,12 @@
 //! (`benches/geofence_lookup.rs`) compares the index with an rstar R-tree and a brute-force
 //! scan.
 //!
-//! # Resolution
-//! Resolution 9 cells have a mean edge of about 174 m (0.1 km²). Retail fences are 30 m to a
-//! few hundred metres across, so a fence covers a handful of cells, most fences' interior
-//! cells are "fully inside" (no exact test), and a cell's candidate list stays short even in
-//! a dense downtown. Finer resolutions cost memory per fence and make the square lists
-//! longer, with little gain.
+//! # Resolution and grid
+//! The H3 path (large fences) uses resolution 9 cells, of about 174 m mean edge (0.1 km²):
+//! a large fence covers many, most of them "fully inside" (no exact test). The square grid
+//! of small fences is 1/1024°: measured on the realistic benchmark, 1/2048° and 1/4096°
+//! squares made lookups at 100k fences no faster (memory, not tests, bounds them there)
+//! while building took 1.4 and 5 times as long (docs/performance.md).
 
 use crate::FieldError;
 use crate::config::{Fence, MAX_VERTICES};
@@ -348,18 +354,25 @@ pub struct GeofenceIndex {
     resolution: Resolution,
     shapes: Vec<Shape>,
     /// Square -> range in `square_fences`: for every square of a 1/1024° lat/lon grid
-    /// (about 110 × 55 m here) that a small fence's bounding box touches, the small fences
-    /// whose H3 cover meets one of the H3 cells overlapping the square.
+    /// (about 110 × 55 m here) that some small fence may hold a point of, those fences (as
+    /// positions in `quick`), the ones holding all of the square first.
     squares: CellMap<(u32, u32)>,
-    square_fences: Vec<u32>,
+    square_fences: Vec<Entry>,
     /// Large fences (more than [`MAX_FINE_SQUARES`] squares, or around a pole): H3 cell ->
     /// range in `entries`, looked up from the fix's own cell.
     cells: CellMap<(u32, u32)>,
     entries: Vec<Entry>,
     /// 1° squares near some large fence: only fixes there pay the point-to-cell conversion.
     near_coarse: CellMap<()>,
-    /// Per fence, a cheap planar pre-test that settles most exact tests without trigonometry.
+    /// Per fence, a cheap planar pre-test that settles most exact tests without trigonometry,
+    /// in the order of the fences' first grid square rather than fence order: the
+    /// candidates of one square then sit next to each other in memory, so a lookup reads a
+    /// few adjacent cache lines instead of one far-apart line per candidate (at 100k
+    /// fences the table is megabytes, beyond the caches). Square entries hold positions
+    /// in this table; [`Self::rank`] maps a fence to its position.
     quick: Vec<Quick>,
+    /// Fence -> position in `quick`.
+    rank: Vec<u32>,
 }
 
 /// A circle's planar pre-test: on a local equirectangular projection, points well inside
@@ -373,15 +386,18 @@ struct Quick {
     cos_lat: f64,
     in2: f64,
     out2: f64,
+    /// The fence this is the pre-test of.
+    fence: u32,
     usable: bool,
 }
 
 impl Quick {
-    fn of(shape: &Shape) -> Quick {
+    fn of(fence: u32, shape: &Shape) -> Quick {
         match shape {
             Shape::Circle { lat, lon, radius_m } => {
                 let r_deg = radius_m / EARTH_RADIUS_M * 180.0 / std::f64::consts::PI;
                 Quick {
+                    fence,
                     lat: *lat,
                     lon: *lon,
                     cos_lat: lat.to_radians().cos(),
@@ -394,6 +410,7 @@ impl Quick {
                 }
             }
             Shape::Polygon { .. } => Quick {
+                fence,
                 lat: 0.0,
                 lon: 0.0,
                 cos_lat: 0.0,
@@ -468,6 +485,53 @@ fn bounds(shape: &Shape) -> (f64, f64, f64, f64) {
     }
 }
 
+/// Slack of the square tests, degrees (about a centimetre): a fix is assigned its square
+/// by rounding, so the square is taken a little larger than its exact bounds.
+const SQUARE_SLACK_DEG: f64 = 1e-7;
+
+/// Whether a small fence may hold a point of square `(a, b)` of the grid, and whether it
+/// holds all of it: `None` when it holds none of it, `Some(true)` when every point of the
+/// square is inside (a lookup there needs no test), `Some(false)` otherwise.
+///
+/// Circles: the point of the square nearest the centre (clamped in latitude and longitude)
+/// within the radius plus a metre and 0.1 % (the clamped point and the true nearest point
+/// on the sphere differ by far less over a 110 m square); fully inside when the four
+/// corners are within the radius less half a metre, away from the poles (a parallel bulges
+/// from the great circle through its ends by under a micrometre here). Polygons: geo's
+/// planar intersection and containment of the square, the same plane as the point test.
+fn square_overlap(shape: &Shape, a: i64, b: i64) -> Option<bool> {
+    let lat0 = a as f64 / GRID - 90.0 - SQUARE_SLACK_DEG;
+    let lat1 = (a + 1) as f64 / GRID - 90.0 + SQUARE_SLACK_DEG;
+    // Longitudes as the bounding box gave them (they may run past ±180).
+    let lon0 = b as f64 / GRID - 180.0 - SQUARE_SLACK_DEG;
+    let lon1 = (b + 1) as f64 / GRID - 180.0 + SQUARE_SLACK_DEG;
+    match shape {
+        Shape::Circle { lat, lon, radius_m } => {
+            let near_lat = lat.clamp(lat0, lat1);
+            let near_lon = lon.clamp(lon0, lon1);
+            if haversine_m(*lat, *lon, near_lat, near_lon) > radius_m * 1.001 + 1.0 {
+                return None;
+            }
+            let full = lat0.abs().max(lat1.abs()) < 80.0
+                && [(lat0, lon0), (lat0, lon1), (lat1, lon0), (lat1, lon1)]
+                    .iter()
+                    .all(|&(y, x)| haversine_m(*lat, *lon, y, x) <= radius_m - 0.5);
+            Some(full)
+        }
+        Shape::Polygon { geom, .. } => {
+            use geo::Contains;
+            // A polygon's own longitudes lie in [-180, 180]; so do its squares' (no small
+            // polygon crosses the antimeridian: GeoJSON splits such shapes).
+            let rect = Rect::new(Coord { x: lon0, y: lat0 }, Coord { x: lon1, y: lat1 });
+            if !rect.intersects(geom) {
+                return None;
+            }
+            let square = rect.to_polygon();
+            Some(geom.iter().any(|p| p.contains(&square)))
+        }
+    }
+}
+
 impl GeofenceIndex {
     /// Compiles `shapes` at `resolution`. Fence positions in lookups are indexes into `shapes`.
     ///
@@ -483,19 +547,16 @@ impl GeofenceIndex {
     /// assert!(idx.lookup(60.18, 24.94).is_empty());
     /// ```
     pub fn build(shapes: Vec<Shape>, resolution: Resolution) -> Result<Self, FieldError> {
-        let mut small_by_cell: CellMap<Vec<u32>> = CellMap::default();
         let mut big_by_cell: CellMap<Vec<Entry>> = CellMap::default();
         let mut near_coarse = CellMap::default();
-        let mut marked: Vec<u64> = Vec::new();
+        // (square, entry) for every square a small fence may hold a point of.
+        let mut marked: Vec<(u64, Entry)> = Vec::new();
         for (i, shape) in shapes.iter().enumerate() {
             let fence =
                 u32::try_from(i).map_err(|_| FieldError::new("stores", "too many fences"))?;
-            let cover = match shape {
-                Shape::Circle { lat, lon, radius_m } => {
-                    cover_circle(*lat, *lon, *radius_m, resolution)
-                }
-                Shape::Polygon { geom, .. } => cover_polygon(geom, resolution)?,
-            };
+            if fence & Entry::FULL != 0 {
+                return Err(FieldError::new("stores", "too many fences"));
+            }
             let (la0, la1, lo0, lo1) = bounds(shape);
             // Every square the bounding box touches; longitudes past ±180 wrap (`grid_key`).
             let (a0, a1) = (
@@ -507,23 +568,21 @@ impl GeofenceIndex {
                 ((lo1 + 180.0) * GRID).floor() as i64,
             );
             let polar = lo1 - lo0 >= 360.0;
-            // The square lists rely on cells being wider than 200 m (resolution 9 or coarser).
-            if resolution <= Resolution::Nine
-                && !polar
-                && (a1 - a0 + 1) * (b1 - b0 + 1) <= MAX_FINE_SQUARES
-            {
+            if !polar && (a1 - a0 + 1) * (b1 - b0 + 1) <= MAX_FINE_SQUARES {
                 for a in a0..=a1 {
                     for b in b0..=b1 {
-                        marked.push(grid_key(a, b, GRID_LON));
+                        if let Some(full) = square_overlap(shape, a, b) {
+                            marked.push((grid_key(a, b, GRID_LON), Entry::new(fence, full)));
+                        }
                     }
                 }
-                for (cell, _) in cover {
-                    small_by_cell
-                        .entry(u64::from(cell))
-                        .or_default()
-                        .push(fence);
-                }
             } else {
+                let cover = match shape {
+                    Shape::Circle { lat, lon, radius_m } => {
+                        cover_circle(*lat, *lon, *radius_m, resolution)
+                    }
+                    Shape::Polygon { geom, .. } => cover_polygon(geom, resolution)?,
+                };
                 let (a0, a1) = (
                     (la0 + 90.0).floor() as i64 - 1,
                     (la1 + 90.0).floor() as i64 + 1,
@@ -550,53 +609,40 @@ impl GeofenceIndex {
             }
         }
 
-        // Each marked square gets the small fences of every H3 cell that may overlap it:
-        // the cells of its four corners and their neighbours. Why that is every such cell:
-        // a cell overlapping the square (smaller than any resolution-9 cell) meets its
-        // boundary, so it holds a point within half an edge (at most 54 m) of a corner; a
-        // cell that close to a corner's cell borders it, since a cell between them would
-        // put at least its width (over 200 m at resolution 9) in the way. With every cell
-        // that holds a point of the square, the cover property gives every fence that does.
-        marked.sort_unstable();
-        marked.dedup();
-        let mut corner_cells: HashMap<(i64, i64), CellIndex> = HashMap::new();
-        let mut corner = |a: i64, b: i64| -> CellIndex {
-            *corner_cells.entry((a, b)).or_insert_with(|| {
-                let lat = (a as f64 / GRID - 90.0).clamp(-90.0, 90.0);
-                let lon = b.rem_euclid(GRID_LON) as f64 / GRID - 180.0;
-                LatLng::new(lat, lon)
-                    .expect("finite corner")
-                    .to_cell(resolution)
-            })
-        };
+        // The pre-tests in order of each fence's first square (fences without squares
+        // last), and square entries pointing at them.
+        let mut first_square = vec![u64::MAX; shapes.len()];
+        for &(key, e) in &marked {
+            let f = &mut first_square[e.fence() as usize];
+            *f = (*f).min(key);
+        }
+        let mut order: Vec<u32> = (0..shapes.len() as u32).collect();
+        order.sort_unstable_by_key(|&f| (first_square[f as usize], f));
+        let mut rank = vec![0u32; shapes.len()];
+        for (pos, &f) in order.iter().enumerate() {
+            rank[f as usize] = pos as u32;
+        }
+        let quick: Vec<Quick> = order
+            .iter()
+            .map(|&f| Quick::of(f, &shapes[f as usize]))
+            .collect();
+        for (_, e) in &mut marked {
+            *e = Entry::new(rank[e.fence() as usize], e.full());
+        }
+        // One list per square, fully-covering fences first (they need no test), then in
+        // table order.
+        marked.sort_unstable_by_key(|&(key, e)| (key, !e.full(), e.fence()));
         let mut squares = CellMap::default();
-        squares.reserve(marked.len());
-        let mut square_fences = Vec::new();
-        let mut near_cells: Vec<CellIndex> = Vec::with_capacity(32);
-        let mut fences: Vec<u32> = Vec::with_capacity(64);
-        for key in marked {
-            let (a, b) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
-            near_cells.clear();
-            for (da, db) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                let c = corner(a + da, b + db);
-                near_cells.extend(c.grid_disk::<Vec<_>>(1));
-            }
-            near_cells.sort_unstable();
-            near_cells.dedup();
-            fences.clear();
-            for c in &near_cells {
-                if let Some(list) = small_by_cell.get(&u64::from(*c)) {
-                    fences.extend_from_slice(list);
-                }
-            }
-            fences.sort_unstable();
-            fences.dedup();
-            if fences.is_empty() {
-                continue;
-            }
+        let mut square_fences = Vec::with_capacity(marked.len());
+        let mut i = 0;
+        while i < marked.len() {
+            let key = marked[i].0;
             let start = square_fences.len() as u32;
-            square_fences.extend_from_slice(&fences);
-            squares.insert(key, (start, fences.len() as u32));
+            while i < marked.len() && marked[i].0 == key {
+                square_fences.push(marked[i].1);
+                i += 1;
+            }
+            squares.insert(key, (start, square_fences.len() as u32 - start));
         }
 
         let mut cells = CellMap::default();
@@ -609,7 +655,6 @@ impl GeofenceIndex {
             entries.extend_from_slice(&list);
             cells.insert(cell, (start, list.len() as u32));
         }
-        let quick = shapes.iter().map(Quick::of).collect();
         Ok(GeofenceIndex {
             resolution,
             shapes,
@@ -619,6 +664,7 @@ impl GeofenceIndex {
             entries,
             near_coarse,
             quick,
+            rank,
         })
     }
 
@@ -643,13 +689,13 @@ impl GeofenceIndex {
             GRID_LON,
         );
         if let Some(&(start, len)) = self.squares.get(&key) {
-            for &f in &self.square_fences[start as usize..(start + len) as usize] {
-                let fi = f as usize;
-                if self.quick[fi]
-                    .test(lat, lon)
-                    .unwrap_or_else(|| self.shapes[fi].contains(lat, lon))
+            for &e in &self.square_fences[start as usize..(start + len) as usize] {
+                let q = &self.quick[e.fence() as usize];
+                if e.full()
+                    || q.test(lat, lon)
+                        .unwrap_or_else(|| self.shapes[q.fence as usize].contains(lat, lon))
                 {
-                    out.push(f);
+                    out.push(q.fence);
                 }
             }
         }
@@ -687,10 +733,9 @@ impl GeofenceIndex {
     /// comparing other candidate filters on equal terms.
     #[inline]
     pub fn fence_contains(&self, f: u32, lat: f64, lon: f64) -> bool {
-        let fi = f as usize;
-        self.quick[fi]
+        self.quick[self.rank[f as usize] as usize]
             .test(lat, lon)
-            .unwrap_or_else(|| self.shapes[fi].contains(lat, lon))
+            .unwrap_or_else(|| self.shapes[f as usize].contains(lat, lon))
     }
 
     /// Fences containing the point, in ascending order.

@@ -221,6 +221,46 @@ fn lookup_matches_scan_on_a_dense_grid_of_real_sized_fences() {
     }
 }
 
+/// Every square a fence claims whole (a lookup there accepts the fence untested) is inside
+/// it at every point of a fine grid over the square, edges and corners included; and
+/// squares are claimed whole often enough to matter.
+#[test]
+fn a_square_claimed_whole_is_inside_its_fence_everywhere() {
+    let mut shapes = Vec::new();
+    for i in 0..60 {
+        let (lat, lon) = offset(60.16, 24.93, (i % 6) as f64 * 400.0, (i / 6) as f64 * 400.0);
+        shapes.push(Shape::Circle {
+            lat,
+            lon,
+            radius_m: 40.0 + (i * 53 % 400) as f64,
+        });
+        if let Some(p) = polygon_around(lat + 0.001, lon, &[150.0, 320.0, 200.0, 260.0, 90.0]) {
+            shapes.push(p);
+        }
+    }
+    let idx = GeofenceIndex::build(shapes, DEFAULT_RESOLUTION).unwrap();
+    let mut whole = 0;
+    for (&key, &(start, len)) in &idx.squares {
+        let (a, b) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
+        for e in &idx.square_fences[start as usize..(start + len) as usize] {
+            if !e.full() {
+                continue;
+            }
+            whole += 1;
+            let fence = idx.quick[e.fence() as usize].fence;
+            let shape = &idx.shapes()[fence as usize];
+            for i in 0..=8 {
+                for j in 0..=8 {
+                    let lat = (a as f64 + i as f64 / 8.0) / GRID - 90.0;
+                    let lon = (b as f64 + j as f64 / 8.0) / GRID - 180.0;
+                    assert!(shape.contains(lat, lon), "fence {fence} at ({lat}, {lon})");
+                }
+            }
+        }
+    }
+    assert!(whole > 100, "only {whole} squares claimed whole");
+}
+
 #[test]
 fn geojson_errors_name_the_position() {
     let bad = serde_json::json!({"type": "Polygon", "coordinates": [[[24.9, 60.1], [24.91, 60.1], [24.91, 95.0], [24.9, 60.1]]]});
