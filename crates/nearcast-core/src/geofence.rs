@@ -519,15 +519,27 @@ fn square_overlap(shape: &Shape, a: i64, b: i64) -> Option<bool> {
             Some(full)
         }
         Shape::Polygon { geom, .. } => {
-            use geo::Contains;
             // A polygon's own longitudes lie in [-180, 180]; so do its squares' (no small
             // polygon crosses the antimeridian: GeoJSON splits such shapes).
             let rect = Rect::new(Coord { x: lon0, y: lat0 }, Coord { x: lon1, y: lat1 });
             if !rect.intersects(geom) {
                 return None;
             }
-            let square = rect.to_polygon();
-            Some(geom.iter().any(|p| p.contains(&square)))
+            // Whole when its corners are inside and no edge of the polygon meets the
+            // square (an edge inside or across it would leave part of it out; one that only
+            // touches its border counts too, which errs on the safe side). Cheaper than
+            // geo's general `relate`, and silent: that one traces the geometry it compares.
+            let corners = [(lon0, lat0), (lon1, lat0), (lon0, lat1), (lon1, lat1)];
+            let full = corners
+                .iter()
+                .all(|&(x, y)| geom.intersects(&Coord { x, y }))
+                && !geom.iter().any(|p| {
+                    std::iter::once(p.exterior())
+                        .chain(p.interiors())
+                        .flat_map(|ring| ring.lines())
+                        .any(|line| line.intersects(&rect))
+                });
+            Some(full)
         }
     }
 }

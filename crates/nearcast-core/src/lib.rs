@@ -14,6 +14,11 @@
 //! implement them; this crate only decides.
 #![deny(missing_docs)]
 
+/// A log filter directive every host adds to its own: geometry libraries trace the
+/// coordinates they work on at debug level (store shapes, and they could be fixes), and
+/// Nearcast logs no location, whatever level an operator asks for.
+pub const QUIET_GEOMETRY_LOGS: &str = "geo=warn";
+
 pub mod caps;
 pub mod catalog;
 pub mod config;

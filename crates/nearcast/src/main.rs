@@ -614,7 +614,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NEARCAST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn".into())
+                .add_directive(
+                    nearcast_core::QUIET_GEOMETRY_LOGS
+                        .parse()
+                        .expect("directive"),
+                ),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -329,7 +329,13 @@ impl DeviceAuth {
 /// tokens, positions or user ids.
 pub fn init_tracing(filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(
+            nearcast_core::QUIET_GEOMETRY_LOGS
+                .parse()
+                .expect("directive"),
+        );
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
