@@ -11,7 +11,10 @@ fn nearcast(args: &[&str]) -> Output {
     cmd.env_remove("NEARCAST_TABLE");
     // Commands on S3 (and the table that announces models) go to moto's server (started
     // on first use).
-    if args.iter().any(|a| a.starts_with("s3://") || *a == "--table") {
+    if args
+        .iter()
+        .any(|a| a.starts_with("s3://") || *a == "--table")
+    {
         cmd.envs(nearcast_aws::moto::shared().env());
     }
     cmd.args(args).output().expect("runs")
