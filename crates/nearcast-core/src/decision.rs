@@ -488,10 +488,14 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
 
     // 1. Presence: the track, then fences it is in, the user is in, or an enter waits for.
     // The visits open before the fix, to tell how long one that ends lasted.
-    let visits: Vec<(Id, DateTime<Utc>, DateTime<Utc>)> = state
+    // By store position: no id is copied, and a user outside every fence allocates nothing.
+    let visits: Vec<(u32, DateTime<Utc>, DateTime<Utc>)> = state
         .fences
         .iter()
-        .map(|(sid, f)| (sid.clone(), f.since, f.last_seen))
+        .filter_map(|(sid, f)| {
+            let pos = *inputs.catalog.store_pos.get(sid)?;
+            Some((pos, f.since, f.last_seen))
+        })
         .collect();
     let moments = presence::update(
         &trigger::Params::DEFAULT,
@@ -522,7 +526,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
                 }
             }
             Transition::Exit => {
-                let Some((_, since, last_seen)) = visits.iter().find(|(v, _, _)| v == sid) else {
+                let Some((_, since, last_seen)) = visits.iter().find(|(v, _, _)| *v == p) else {
                     continue;
                 };
                 let expired = event.at - *last_seen > trigger::Params::DEFAULT.presence_ttl;
