@@ -15,6 +15,8 @@
 #   STARTUP_TIMEOUT=300           seconds to wait for the server's "listening" line
 #   BUILD=1                       0 skips `cargo build`
 #   JSON_OUT=                     file to append each run's JSON line to
+#   LOADGEN_ARGS=                 extra `nearcast-loadgen run` options (e.g. "--scatter",
+#                                 "--fix-interval 5")
 #   SERVER_BIN=, LOADGEN_BIN=     binaries to use instead of the built ones (e.g. an earlier
 #                                 commit's server, for a side-by-side comparison)
 set -euo pipefail
@@ -128,7 +130,7 @@ for C in $CONNECTIONS; do
     rc=0
     timeout $((DURATION * 3 + 300)) "$LOADGEN_BIN" run --addr "127.0.0.1:$PORT" --connections "$C" \
         --users "$USERS" --batch "$BATCH" --duration "$DURATION" --max-events "$MAX_EVENTS" \
-        --server-pid "$SERVER_PID" --json "${warm[@]}" >"$WORK/run-$C.json" 2>"$WORK/run-$C.txt" || rc=$?
+        --server-pid "$SERVER_PID" --json "${warm[@]}" ${LOADGEN_ARGS:-} >"$WORK/run-$C.json" 2>"$WORK/run-$C.txt" || rc=$?
     sed 's/^/    /' "$WORK/run-$C.txt" >&2
     line=$(tail -n1 "$WORK/run-$C.json")
     [[ -n "$JSON_OUT" && -n "$line" ]] && printf '%s\n' "$line" >>"$JSON_OUT"
@@ -150,7 +152,7 @@ PUSHES=$(wc -l <"$DBDIR/outbox.jsonl" 2>/dev/null || echo 0)
 
 cat <<EOF
 
-nearcast serve load test: $STORES stores, $OFFERS offers, $USERS users, batch $BATCH, ${DURATION}s per run, --sync $SYNC
+nearcast serve load test: $STORES stores, $OFFERS offers, $USERS users, batch $BATCH, ${DURATION}s per run, --sync $SYNC${LOADGEN_ARGS:+, loadgen $LOADGEN_ARGS}
 machine: $(nproc) cores (~$BUSY busy with other processes before the runs), database in $DB_PARENT; server and driver share the cores
 start-up: listening after ${STARTUP_S}s; VmRSS $(mib "$RSS0") MiB, VmHWM $(mib "$HWM0") MiB
  conns  events/s    req/s   p50 ms   p90 ms   p99 ms   max ms  errors srv cpu srv us/ev disk KiB/ev  others  RSS MiB  HWM MiB

@@ -78,6 +78,13 @@ enum Command {
         /// one user's batches never race each other).
         #[arg(long)]
         shared_users: bool,
+        /// Seconds of event time between two fixes of a user's walk.
+        #[arg(long, default_value_t = 2.0)]
+        fix_interval: f64,
+        /// Every fix at a uniformly random point of the box, a batch stamped at one instant
+        /// (the pattern before walks; no phone produces it).
+        #[arg(long)]
+        scatter: bool,
         /// Driver threads (1: a current-thread runtime, leaving the CPUs to the server).
         #[arg(long, default_value_t = 1)]
         threads: usize,
@@ -126,16 +133,19 @@ fn main() -> ExitCode {
             threads,
             json,
             shared_users,
+            fix_interval,
+            scatter,
         } => {
             if connections == 0
                 || users == 0
+                || !(fix_interval > 0.0 && fix_interval <= 3600.0)
                 || duration.is_nan()
                 || duration <= 0.0
                 || timeout.is_nan()
                 || timeout <= 0.0
             {
                 eprintln!(
-                    "error: --connections, --users, --duration and --timeout must be positive"
+                    "error: --connections, --users, --duration, --timeout and --fix-interval (at most 3600) must be positive"
                 );
                 return ExitCode::from(2);
             }
@@ -152,6 +162,8 @@ fn main() -> ExitCode {
                 seed,
                 server_pid,
                 shared_users,
+                fix_interval,
+                scatter,
             };
             let rt = if threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()

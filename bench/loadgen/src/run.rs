@@ -5,15 +5,26 @@
 //! 2. Warm-up, not measured: one batch per user granting location and push consent and
 //!    registering a (fake) FCM push token, so location events run the whole decision path
 //!    and pushes reach the outbox.
-//! 3. Load: every connection loops (pick a user, build `batch` location fixes at random
-//!    points of the box stamped now, POST, check every result is `accepted`) until the
-//!    duration is over or `max_events` have been reserved, whichever comes first.
+//! 3. Load: every connection loops (pick a user, build the next `batch` location fixes of
+//!    that user's walk, POST, check every result is `accepted`) until the duration is over
+//!    or `max_events` have been reserved, whichever comes first.
+//!
+//! Each user walks as a phone reports (see [`Walker`]): a fix every `fix_interval`
+//! seconds of event time, 1.4 m/s with a wandering heading, stops of 20 s to 2 min (at a
+//! shop front or inside), GPS noise of the reported accuracy and a rare outlier hundreds
+//! of metres off. Fixes therefore enter, dwell in and leave fences as real ones do, and
+//! reach candidates and sends. Event time starts 10 minutes before the wall clock and
+//! moves on by the fix interval: users report faster than real time, so in long runs
+//! their clocks run ahead of the wall clock (the server accepts fixes up to 24 h ahead;
+//! caps count in its own clock). `--scatter` restores the old pattern (every fix at a
+//! uniformly random point of the box, a batch stamped at one instant), which no phone
+//! produces and the speed gate refuses after its first fix.
 
 use crate::config::uniform_point;
 use crate::http::Conn;
 use crate::rng::Rng;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +57,88 @@ pub struct Params {
     pub server_pid: Option<u32>,
     /// Let connections pick any user (concurrent batches of one user may race).
     pub shared_users: bool,
+    /// Seconds of event time between two fixes of a walk.
+    pub fix_interval: f64,
+    /// Every fix at a uniformly random point, a batch at one instant (the old pattern).
+    pub scatter: bool,
+}
+
+/// One user's walk, kept by the connection that posts for the user.
+#[derive(Debug, Clone)]
+pub struct Walker {
+    lat: f64,
+    lon: f64,
+    heading: f64,
+    at: chrono::DateTime<chrono::Utc>,
+    stop_left: u32,
+}
+
+/// Metres per degree of latitude.
+const M_PER_DEG: f64 = 111_195.08;
+
+impl Walker {
+    /// A walker at a random point of the box, 10 minutes ago.
+    pub fn new(rng: &mut Rng) -> Self {
+        let (lat, lon) = uniform_point(rng);
+        Walker {
+            lat,
+            lon,
+            heading: rng.range(0.0, std::f64::consts::TAU),
+            at: chrono::Utc::now() - chrono::Duration::minutes(10),
+            stop_left: 0,
+        }
+    }
+
+    /// The next fix: (lat, lon, accuracy_m, at).
+    pub fn step(
+        &mut self,
+        rng: &mut Rng,
+        interval_s: f64,
+    ) -> (f64, f64, f64, chrono::DateTime<chrono::Utc>) {
+        // A user silent for long resumes in the recent past, never later than it stopped.
+        let floor = chrono::Utc::now() - chrono::Duration::minutes(10);
+        if self.at < floor {
+            self.at = floor;
+        }
+        self.at += chrono::Duration::milliseconds((interval_s * 1000.0) as i64);
+        if self.stop_left > 0 {
+            self.stop_left -= 1;
+        } else {
+            self.heading += 0.35 * rng.gauss();
+            let d = 1.4 * interval_s;
+            let (n, e) = (d * self.heading.cos(), d * self.heading.sin());
+            let lat = self.lat + n / M_PER_DEG;
+            let lon = self.lon + e / (M_PER_DEG * self.lat.to_radians().cos());
+            if crate::config::LAT.0 < lat
+                && lat < crate::config::LAT.1
+                && crate::config::LON.0 < lon
+                && lon < crate::config::LON.1
+            {
+                (self.lat, self.lon) = (lat, lon);
+            } else {
+                self.heading += std::f64::consts::PI;
+            }
+            if rng.chance(0.02) {
+                self.stop_left = ((rng.range(20.0, 120.0)) / interval_s) as u32;
+            }
+        }
+        let acc = rng.range(4.0, 25.0);
+        let (mut dn, mut de) = (0.5 * acc * rng.gauss(), 0.5 * acc * rng.gauss());
+        if rng.chance(0.005) {
+            // An outlier of the kind phones produce in street canyons.
+            let (r, a) = (
+                rng.range(200.0, 800.0),
+                rng.range(0.0, std::f64::consts::TAU),
+            );
+            (dn, de) = (r * a.cos(), r * a.sin());
+        }
+        (
+            self.lat + dn / M_PER_DEG,
+            self.lon + de / (M_PER_DEG * self.lat.to_radians().cos()),
+            acc,
+            self.at,
+        )
+    }
 }
 
 /// Per-connection tallies.
@@ -296,23 +389,35 @@ fn pick_user(p: &Params, rng: &mut Rng, conn: usize) -> usize {
 fn location_batch(
     p: &Params,
     rng: &mut Rng,
+    walkers: &mut HashMap<usize, Walker>,
     run: &str,
     conn: usize,
     seq: u64,
     n: usize,
 ) -> Vec<u8> {
     let u = pick_user(p, rng, conn);
-    let at = now_rfc3339();
+    let now = now_rfc3339();
     let mut s = String::with_capacity(64 + n * 150);
     let _ = write!(s, r#"{{"user_id":"{}","events":["#, user_id(p, u));
     for i in 0..n {
-        let (lat, lon) = uniform_point(rng);
+        let (lat, lon, acc, at) = if p.scatter {
+            let (lat, lon) = uniform_point(rng);
+            (lat, lon, 10.0, None)
+        } else {
+            let w = walkers.entry(u).or_insert_with(|| Walker::new(rng));
+            let (lat, lon, acc, at) = w.step(rng, p.fix_interval);
+            (lat, lon, acc, Some(at))
+        };
+        let at = at.map_or_else(
+            || now.clone(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
         if i > 0 {
             s.push(',');
         }
         let _ = write!(
             s,
-            r#"{{"event_id":"{run}-{conn:x}-{seq:x}-{i}","type":"location","at":"{at}","lat":{lat:.6},"lon":{lon:.6},"accuracy_m":10}}"#
+            r#"{{"event_id":"{run}-{conn:x}-{seq:x}-{i}","type":"location","at":"{at}","lat":{lat:.6},"lon":{lon:.6},"accuracy_m":{acc:.1}}}"#
         );
     }
     s.push_str("]}");
@@ -334,6 +439,7 @@ async fn load_conn(
     let mut conn = None;
     let mut seq = 0u64;
     let mut consecutive_io = 0;
+    let mut walkers = HashMap::new();
     while Instant::now() < deadline {
         let start = reserved.fetch_add(p.batch as u64, Ordering::Relaxed);
         if start >= p.max_events {
@@ -341,7 +447,7 @@ async fn load_conn(
         }
         let n = (p.max_events - start).min(p.batch as u64) as usize;
         seq += 1;
-        let body = location_batch(&p, &mut rng, &run, ci, seq, n);
+        let body = location_batch(&p, &mut rng, &mut walkers, &run, ci, seq, n);
         let t0 = Instant::now();
         let r = post(&mut conn, &p.addr, "/v1/events", &body, p.timeout).await;
         let us = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;

@@ -15,7 +15,7 @@
 //! A fix that cannot be placed on the track stands alone and is judged as it is: the first
 //! fix, one after [`Params::track_ttl`] of silence, or one stamped no later than the track
 //! (a late arrival, or a batch stamped at one instant), which moves presence but not the
-//! track. Fences are then judged on the track's position by [`trigger::step`].
+//! track, unless the speed gate against the track refuses it. Fences are then judged on the track's position by [`trigger::step`].
 
 use crate::catalog::Catalog;
 use crate::event::Fix;
@@ -91,8 +91,26 @@ pub fn track(p: &Params, state: &mut UserState, fix: &Fix, at: DateTime<Utc>) ->
         state.track = Some(start(at));
         return Some(alone);
     };
+    let acc = fix.accuracy_m.max(p.accuracy_floor_m);
+    let r = acc * acc;
+    // The speed gate: farther from the track than the time between them allows.
+    let jump = |t: &Track, dt: f64| {
+        let walk = p.walk_mps * dt;
+        let var_pred = t.sd_m * t.sd_m + walk * walk;
+        let d = haversine_m(t.lat, t.lon, fix.lat, fix.lon);
+        (
+            d > p.max_speed_mps * dt + p.gate_sigmas * (var_pred + r).sqrt(),
+            var_pred,
+        )
+    };
     if at <= t.at {
-        // Late, or stamped at the track's instant: judged alone, the track stays.
+        // Late, or stamped at the track's instant: judged alone, the track stays. A late
+        // fix the track rules out (3 km from it at the same instant) is refused, and
+        // changes nothing: otherwise a batch of fixes stamped at one instant all over a
+        // city would enter every fence they touch at once.
+        if t.at - at <= p.track_ttl && jump(t, (t.at - at).as_seconds_f64()).0 {
+            return None;
+        }
         return Some(alone);
     }
     if at - t.at > p.track_ttl {
@@ -100,12 +118,8 @@ pub fn track(p: &Params, state: &mut UserState, fix: &Fix, at: DateTime<Utc>) ->
         return Some(alone);
     }
     let dt = (at - t.at).as_seconds_f64();
-    let walk = p.walk_mps * dt;
-    let var_pred = t.sd_m * t.sd_m + walk * walk;
-    let acc = fix.accuracy_m.max(p.accuracy_floor_m);
-    let r = acc * acc;
-    let d = haversine_m(t.lat, t.lon, fix.lat, fix.lon);
-    if d > p.max_speed_mps * dt + p.gate_sigmas * (var_pred + r).sqrt() {
+    let (is_jump, var_pred) = jump(t, dt);
+    if is_jump {
         let since = *t.rejected_since.get_or_insert(at);
         if at - since < p.reset_after {
             return None;
@@ -385,12 +399,41 @@ mod tests {
         let mut s = UserState::default();
         feed(&c, &mut s, 300.0, 10.0, 10);
         let before = s.track.clone();
-        assert_eq!(feed(&c, &mut s, 0.0, 10.0, 5), vec![Transition::Enter]);
+        // 300 m in 10 s earlier is possible: judged alone, the track stays.
+        assert_eq!(feed(&c, &mut s, 0.0, 10.0, 0), vec![Transition::Enter]);
         assert_eq!(s.track, before);
-        // At the same instant too.
+        // At the same instant too, when the gate allows it.
         let mut s = UserState::default();
-        feed(&c, &mut s, 3000.0, 10.0, 10);
-        assert_eq!(feed(&c, &mut s, 0.0, 10.0, 10), vec![Transition::Enter]);
+        assert!(feed(&c, &mut s, 55.0, 10.0, 10).is_empty());
+        let before = s.track.clone();
+        assert_eq!(feed(&c, &mut s, 0.0, 20.0, 10), vec![Transition::Enter]);
+        assert_eq!(s.track, before);
+    }
+
+    #[test]
+    fn a_late_fix_the_track_rules_out_is_refused() {
+        let c = catalog();
+        // 3 km from the track at the same instant, or 5 s before it: refused, no change.
+        for late in [0, 5] {
+            let mut s = UserState::default();
+            feed(&c, &mut s, 3000.0, 10.0, 10);
+            let before = s.clone();
+            assert!(feed(&c, &mut s, 0.0, 10.0, 10 - late).is_empty());
+            assert_eq!(s, before, "{late}");
+        }
+        // A batch stamped at one instant all over the map enters at most what its first
+        // fix entered, however many fences it touches.
+        let mut s = UserState::default();
+        assert!(feed(&c, &mut s, 3000.0, 10.0, 10).is_empty());
+        for k in 0..50 {
+            assert!(feed(&c, &mut s, (k % 3) as f64 * 20.0, 10.0, 10).is_empty());
+        }
+        assert!(s.fences.is_empty());
+        // Long after the track (past its lifetime), a late fix stands alone again.
+        let mut s = UserState::default();
+        let ttl = P.track_ttl.num_seconds();
+        feed(&c, &mut s, 3000.0, 10.0, ttl + 10);
+        assert_eq!(feed(&c, &mut s, 0.0, 10.0, 0), vec![Transition::Enter]);
     }
 
     #[test]
