@@ -83,9 +83,9 @@ field() { grep -o "\"$1\":[^,}]*" <<<"$2" | head -n1 | cut -d: -f2 || true; }
 # Cores kept busy by other processes over one second (the runs report it too, as "others").
 idle_check() {
     local a b
-    a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+    a=$(awk '/^cpu / {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
     sleep 1
-    b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+    b=$(awk '/^cpu / {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
     awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.2f", (y[1] - x[1]) / 100}'
 }
 BUSY=$(idle_check)
@@ -138,11 +138,11 @@ for C in $CONNECTIONS; do
         log "run with $C connections failed (exit $rc)"; FAILED=1
     fi
     read -r rss hwm < <(mem)
-    ROWS+=("$(printf '%6s %9s %8s %8s %8s %8s %8s %7s %7s %9s %11s %7s %8s %8s' "$C" \
+    ROWS+=("$(printf '%6s %9s %8s %8s %8s %8s %8s %7s %7s %9s %11s %7s %7s %8s %8s' "$C" \
         "$(field events_per_s "$line")" "$(field requests_per_s "$line")" "$(field p50_ms "$line")" \
         "$(field p90_ms "$line")" "$(field p99_ms "$line")" "$(field max_ms "$line")" "$(field errors "$line")" \
         "$(field server_cores "$line")" "$(field server_cpu_us_per_event "$line")" \
-        "$(field server_disk_kib_per_event "$line")" "$(field other_busy_cores "$line")" \
+        "$(field server_disk_kib_per_event "$line")" "$(field other_busy_cores "$line")" "$(field stolen_cores "$line")" \
         "$(mib "$rss")" "$(mib "$hwm")")")
 done
 
@@ -155,12 +155,13 @@ cat <<EOF
 nearcast serve load test: $STORES stores, $OFFERS offers, $USERS users, batch $BATCH, ${DURATION}s per run, --sync $SYNC${LOADGEN_ARGS:+, loadgen $LOADGEN_ARGS}
 machine: $(nproc) cores (~$BUSY busy with other processes before the runs), database in $DB_PARENT; server and driver share the cores
 start-up: listening after ${STARTUP_S}s; VmRSS $(mib "$RSS0") MiB, VmHWM $(mib "$HWM0") MiB
- conns  events/s    req/s   p50 ms   p90 ms   p99 ms   max ms  errors srv cpu srv us/ev disk KiB/ev  others  RSS MiB  HWM MiB
+ conns  events/s    req/s   p50 ms   p90 ms   p99 ms   max ms  errors srv cpu srv us/ev disk KiB/ev  others  stolen  RSS MiB  HWM MiB
 EOF
 printf '%s\n' "${ROWS[@]}"
 cat <<EOF
 after load: VmRSS $(mib "$RSS1") MiB, VmHWM $(mib "$HWM1") MiB; database $(mib $((DB_BYTES / 1024))) MiB; $PUSHES pushes in the outbox
 (srv cpu: server CPU cores used; srv us/ev: server CPU per event; disk KiB/ev: bytes the server sent to storage
- per event; others: cores busy with other processes during the run)
+ per event; others: cores busy with other processes during the run; stolen: cores the hypervisor gave
+ to other guests during the run, which this machine could not use)
 EOF
 exit "$FAILED"

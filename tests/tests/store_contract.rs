@@ -647,7 +647,15 @@ async fn the_engine_commits_a_full_batch_on_dynamodb_in_chunks_that_fit() {
         .unwrap();
     let user = nearcast_tests::id("bulk");
     let mut events = onboarding("bulk", noon());
-    events.extend((0..96).map(|i| fix_at("bulk", &format!("b{i}"), i, noon())));
+    // One store after the other, 3 minutes apart (a person is never at two at once).
+    events.extend((0..96).map(|i| {
+        fix_at(
+            "bulk",
+            &format!("b{i}"),
+            i,
+            noon() + chrono::Duration::minutes(3 * i as i64),
+        )
+    }));
     assert_eq!(events.len(), 100);
     let batch = Batch {
         user_id: user.clone(),

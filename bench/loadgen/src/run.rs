@@ -204,8 +204,10 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((ut + st) / 100.0)
 }
 
-/// Machine-wide CPU seconds from /proc/stat: (busy, iowait), all cores summed.
-pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
+/// Machine-wide CPU seconds from /proc/stat: (busy, iowait, stolen), all cores summed.
+/// Busy excludes the time the hypervisor gave to other guests (steal), which a shared
+/// virtual machine can lose in large amounts: the cores were not ours to use then.
+pub fn machine_cpu_seconds() -> Option<(f64, f64, f64)> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
     let line = s.lines().next()?.strip_prefix("cpu ")?;
     let f: Vec<f64> = line
@@ -216,7 +218,12 @@ pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
     let total: f64 = f.iter().take(8).sum();
     let idle = *f.get(3)?;
     let iowait = *f.get(4)?;
-    Some(((total - idle - iowait) / 100.0, iowait / 100.0))
+    let steal = f.get(7).copied().unwrap_or(0.0);
+    Some((
+        (total - idle - iowait - steal) / 100.0,
+        iowait / 100.0,
+        steal / 100.0,
+    ))
 }
 
 /// Bytes a process wrote: (to storage, through write calls), from /proc/PID/io.
@@ -571,7 +578,7 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
         .map(|(a, b)| (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1)));
     let machine = machine0
         .zip(machine_cpu_seconds())
-        .map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+        .map(|(a, b)| (b.0 - a.0, b.1 - a.1, b.2 - a.2));
 
     t.lat_us.sort_unstable();
     let lat = &t.lat_us;
@@ -633,14 +640,15 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
             c / elapsed
         );
     }
-    if let Some((busy, iowait)) = machine {
+    if let Some((busy, iowait, steal)) = machine {
         let others = busy - server_cpu.unwrap_or(0.0) - client_cpu.unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "  {:<22}{:>12.2}   (iowait {:.2}; other processes ~{:.2}{})",
+            "  {:<22}{:>12.2}   (iowait {:.2}; stolen by the host {:.2}; other processes ~{:.2}{})",
             "machine busy cores",
             busy / elapsed,
             iowait / elapsed,
+            steal / elapsed,
             others / elapsed,
             if server_cpu.is_none() {
                 ", incl. the server"
@@ -701,9 +709,10 @@ pub async fn run(p: Params, as_json: bool) -> Result<bool, String> {
                 json!(r2(c * 1e6 / t.events.max(1) as f64)),
             );
         }
-        if let Some((busy, iowait)) = machine {
+        if let Some((busy, iowait, steal)) = machine {
             o.insert("machine_busy_cores".into(), json!(r2(busy / elapsed)));
             o.insert("machine_iowait_cores".into(), json!(r2(iowait / elapsed)));
+            o.insert("stolen_cores".into(), json!(r2(steal / elapsed)));
             if let Some(c) = server_cpu {
                 let others = busy - c - client_cpu.unwrap_or(0.0);
                 o.insert("other_busy_cores".into(), json!(r2(others / elapsed)));

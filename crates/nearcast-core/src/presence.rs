@@ -107,8 +107,11 @@ pub fn track(p: &Params, state: &mut UserState, fix: &Fix, at: DateTime<Utc>) ->
         // Late, or stamped at the track's instant: judged alone, the track stays. A late
         // fix the track rules out (3 km from it at the same instant) is refused, and
         // changes nothing: otherwise a batch of fixes stamped at one instant all over a
-        // city would enter every fence they touch at once.
-        if t.at - at <= p.track_ttl && jump(t, (t.at - at).as_seconds_f64()).0 {
+        // city would enter every fence they touch at once. The times are not trusted to
+        // the second (some apps stamp a batch when they upload it): the gate allows at
+        // least `alone_after` between them.
+        let dt = (t.at - at).max(p.alone_after);
+        if t.at - at <= p.track_ttl && jump(t, dt.as_seconds_f64()).0 {
             return None;
         }
         return Some(alone);
@@ -413,7 +416,8 @@ mod tests {
     #[test]
     fn a_late_fix_the_track_rules_out_is_refused() {
         let c = catalog();
-        // 3 km from the track at the same instant, or 5 s before it: refused, no change.
+        // 3 km from the track at the same instant, or 5 s before it: refused, no change
+        // (the gate allows 30 s between them: 1.5 km at 50 m/s).
         for late in [0, 5] {
             let mut s = UserState::default();
             feed(&c, &mut s, 3000.0, 10.0, 10);
@@ -426,7 +430,16 @@ mod tests {
         let mut s = UserState::default();
         assert!(feed(&c, &mut s, 3000.0, 10.0, 10).is_empty());
         for k in 0..50 {
-            assert!(feed(&c, &mut s, (k % 3) as f64 * 20.0, 10.0, 10).is_empty());
+            assert!(
+                feed(
+                    &c,
+                    &mut s,
+                    (k % 3) as f64 * 20.0 - 1600.0 * (k % 2) as f64,
+                    10.0,
+                    10
+                )
+                .is_empty()
+            );
         }
         assert!(s.fences.is_empty());
         // Long after the track (past its lifetime), a late fix stands alone again.

@@ -7,8 +7,20 @@
 //! an fsync per commit to survive power loss too. redb was the alternative: pure Rust, but
 //! younger, with no standard tooling to inspect a file in the field.
 //!
-//! Every commit is one `BEGIN IMMEDIATE` transaction: idempotency key check, version check,
-//! user state, decision log, pending delivery and outcome log, all or nothing.
+//! Every commit is all or nothing: idempotency key check, version check, user state,
+//! decision log, pending delivery and outcome log. Commits go to one **writer thread**,
+//! which takes every commit waiting when it starts a transaction (group commit): each
+//! commit runs inside its own savepoint (a duplicate or a version conflict rolls back that
+//! commit alone), the group shares one `BEGIN IMMEDIATE` … `COMMIT`, and each caller is
+//! answered only after that `COMMIT` returned, so an acknowledged event is durable as
+//! `--sync` promises. The callers serialise their rows (JSON) on their own threads while
+//! the writer writes. A group pays the transaction's fixed costs (the WAL append of the
+//! pages it shares, its header, with `--sync full` the fsync) once for all its commits.
+//!
+//! Users are read on their own connections (one per core), which WAL lets read while the
+//! writer writes: a read sees every commit acknowledged before it began, and the version
+//! check in the commit catches anything newer. Everything else (admin, deliveries,
+//! erasure, exports) runs on the writer's connection, behind a lock.
 
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
@@ -21,7 +33,8 @@ use nearcast_core::ports::{
 use nearcast_core::state::UserState;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 /// How hard commits are pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,7 +47,46 @@ pub enum Sync {
 
 /// The SQLite-backed state store.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    /// The connection that writes (the writer thread's, and every other operation's).
+    conn: Arc<Mutex<Connection>>,
+    /// Connections that read users, each behind its own lock.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    /// Commits for the writer thread; `None` once the store is being dropped.
+    commits: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Stops the checkpointer.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the checkpointer copies the write-ahead log into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Most commits one transaction takes.
+const MAX_GROUP: usize = 256;
+
+/// One commit, serialised by its caller, for the writer thread.
+struct Job {
+    user: String,
+    expected_version: u64,
+    state: Option<String>,
+    /// Event id and the answer given.
+    events: Vec<(String, String)>,
+    decisions: Vec<String>,
+    /// Delivery id and body.
+    pushes: Vec<(String, String)>,
+    /// Time (seconds) and body.
+    outcomes: Vec<(i64, String)>,
+    reply: tokio::sync::oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// What the writer did with one commit.
+enum Written {
+    Applied,
+    Conflict,
+    /// The event ids already recorded, each with the answer stored then.
+    Duplicates(Vec<(String, String)>),
 }
 
 const SCHEMA: &str = "
@@ -93,12 +145,6 @@ impl SqliteStore {
     /// When the file cannot be opened or the schema cannot be created.
     pub fn open(path: &Path, sync: Sync) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(err)?;
-        // One process owns the file (a second `nearcast serve` on it fails fast instead of
-        // sharing it), so SQLite keeps its page cache across transactions instead of
-        // re-validating it against a shared WAL index on every one (set before WAL mode, the
-        // index lives in process memory, not in a -shm file).
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
-            .map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(
@@ -143,9 +189,77 @@ impl SqliteStore {
                 .map_err(err)?;
         }
         conn.set_prepared_statement_cache_capacity(64);
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open(path)?;
+                r.pragma_update(None, "busy_timeout", 5000)?;
+                r.pragma_update(None, "query_only", "ON")?;
+                r.set_prepared_statement_cache_capacity(8);
+                Ok(Mutex::new(r))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err)?;
+        // Checkpoints (copying the WAL into the file, and its fsyncs) run mostly on their
+        // own thread and connection, concurrently with the writer. The writer keeps
+        // SQLite's automatic checkpoint: run between two of its own transactions, it finds
+        // little left to copy, and only a checkpoint that reaches the end of the log lets
+        // the next transaction start the log again from its beginning (a log that is
+        // always being appended to is never wholly copied by a concurrent checkpoint, and
+        // would grow without end).
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checkpointer = {
+            let c = Connection::open(path).map_err(err)?;
+            c.pragma_update(None, "busy_timeout", 5000).map_err(err)?;
+            c.pragma_update(
+                None,
+                "synchronous",
+                if sync == Sync::Full { "FULL" } else { "NORMAL" },
+            )
+            .map_err(err)?;
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("nearcast-sqlite-checkpoint".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(CHECKPOINT_EVERY);
+                        if let Err(e) =
+                            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        {
+                            tracing::warn!(error = %e, "checkpoint failed; retried");
+                        }
+                    }
+                })
+                .map_err(err)?
+        };
+        let conn = Arc::new(Mutex::new(conn));
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let conn = Arc::clone(&conn);
+            std::thread::Builder::new()
+                .name("nearcast-sqlite-writer".into())
+                .spawn(move || write_loop(&conn, &rx))
+                .map_err(err)?
+        };
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn,
+            readers,
+            next_reader: AtomicUsize::new(0),
+            commits: Some(tx),
+            writer: Some(writer),
+            stop,
+            checkpointer: Some(checkpointer),
         })
+    }
+
+    /// Runs `f` on a read connection (a free one if any).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        let guard = (0..n)
+            .find_map(|k| self.readers[(start + k) % n].try_lock().ok())
+            .map_or_else(|| self.readers[start % n].lock(), Ok)
+            .map_err(|_| StoreError("store lock poisoned".into()))?;
+        f(&guard).map_err(err)
     }
 
     fn with<T>(
@@ -321,98 +435,41 @@ impl SqliteStore {
         })
     }
 
-    fn commit_sync(&self, cm: &Commit) -> Result<CommitOutcome, StoreError> {
-        let state = cm
-            .state
+    /// Serialises a commit and hands it to the writer thread; the answer comes once the
+    /// transaction that holds it is committed.
+    fn submit(
+        &self,
+        cm: &Commit,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Written, StoreError>>, StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            user: cm.user_id.as_str().to_owned(),
+            expected_version: cm.expected_version,
+            state: cm.state.as_ref().map(json).transpose()?,
+            events: cm
+                .events
+                .iter()
+                .map(|(e, r)| Ok((e.as_str().to_owned(), json(r)?)))
+                .collect::<Result<_, StoreError>>()?,
+            decisions: cm.decisions.iter().map(json).collect::<Result<_, _>>()?,
+            pushes: cm
+                .pushes
+                .iter()
+                .map(|p| Ok((p.delivery_id.clone(), json(p)?)))
+                .collect::<Result<_, StoreError>>()?,
+            outcomes: cm
+                .outcomes
+                .iter()
+                .map(|o| Ok((o.at.timestamp(), json(o)?)))
+                .collect::<Result<_, StoreError>>()?,
+            reply,
+        };
+        self.commits
             .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(err)?;
-        let results: Vec<String> = cm
-            .events
-            .iter()
-            .map(|(_, r)| serde_json::to_string(r))
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        let decisions: Vec<String> = cm
-            .decisions
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        let pushes: Vec<String> = cm
-            .pushes
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        let outcomes: Vec<String> = cm
-            .outcomes
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        let now = chrono::Utc::now().timestamp();
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let user = cm.user_id.as_str();
-            // Insert the idempotency keys first: a key that was already there inserts
-            // nothing, which is the duplicate check without a separate lookup. On a
-            // duplicate the transaction is dropped, so nothing of this commit stays.
-            let mut dup_ids = Vec::new();
-            {
-                let mut ins = tx.prepare_cached(
-                    "INSERT INTO seen (user_id, event_id, at, result) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(user_id, event_id) DO NOTHING",
-                )?;
-                for ((e, _), r) in cm.events.iter().zip(&results) {
-                    if ins.execute(params![user, e.as_str(), now, r])? == 0 {
-                        dup_ids.push(e);
-                    }
-                }
-            }
-            if !dup_ids.is_empty() {
-                let mut seen = tx.prepare_cached(
-                    "SELECT result FROM seen WHERE user_id = ?1 AND event_id = ?2",
-                )?;
-                let mut dups = Vec::with_capacity(dup_ids.len());
-                for e in dup_ids {
-                    let p: String = seen.query_row(params![user, e.as_str()], |r| r.get(0))?;
-                    let r: EventResult = serde_json::from_str(&p)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                    dups.push((e.clone(), r));
-                }
-                return Ok(CommitOutcome::Duplicates(dups));
-            }
-            if let Some(state) = &state {
-                let version: i64 = tx
-                    .prepare_cached("SELECT version FROM users WHERE user_id = ?1")?
-                    .query_row([user], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(0);
-                if version as u64 != cm.expected_version {
-                    return Ok(CommitOutcome::Conflict);
-                }
-                tx.prepare_cached(
-                    "INSERT INTO users (user_id, version, state) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(user_id) DO UPDATE SET version = excluded.version, state = excluded.state",
-                )?
-                .execute(params![user, version + 1, state])?;
-            }
-            for d in &decisions {
-                tx.prepare_cached("INSERT INTO decisions (user_id, body) VALUES (?1, ?2)")?.execute(params![user, d])?;
-            }
-            for (p, body) in cm.pushes.iter().zip(&pushes) {
-                tx.prepare_cached("INSERT INTO deliveries (delivery_id, user_id, status, body) VALUES (?1, ?2, 'pending', ?3)")?
-                    .execute(params![p.delivery_id, user, body])?;
-            }
-            for (o, body) in cm.outcomes.iter().zip(&outcomes) {
-                tx.prepare_cached("INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)")?
-                    .execute(params![user, o.at.timestamp(), body])?;
-            }
-            tx.commit()?;
-            Ok(CommitOutcome::Applied)
-        })
+            .ok_or_else(|| StoreError("store is closing".into()))?
+            .send(job)
+            .map_err(|_| StoreError("the store's writer has stopped".into()))?;
+        Ok(rx)
     }
 
     /// Users with a logged decision or outcome, in id order, after `after`, at most `limit`.
@@ -466,6 +523,146 @@ impl SqliteStore {
     }
 }
 
+/// Read connections: one per core of the machine this was measured on; reads are short.
+const READERS: usize = 2;
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(err)
+}
+
+/// The writer thread: waits for a commit, takes every other one waiting (up to
+/// [`MAX_GROUP`]), writes them in one transaction and answers each. Ends when the store
+/// is dropped.
+fn write_loop(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        let answers = match conn.lock() {
+            Ok(mut c) => write_group(&mut c, &group),
+            Err(_) => Err(StoreError("store lock poisoned".into())),
+        };
+        match answers {
+            Ok(answers) => {
+                for (job, a) in group.into_iter().zip(answers) {
+                    let _ = job.reply.send(a);
+                }
+            }
+            Err(e) => {
+                for job in group {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for a group: each commit in its own savepoint. `Err` when the
+/// transaction itself failed (then nothing of the group is written).
+fn write_group(
+    c: &mut Connection,
+    group: &[Job],
+) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+    let now = chrono::Utc::now().timestamp();
+    let mut tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let mut answers = Vec::with_capacity(group.len());
+    for job in group {
+        let mut sp = tx.savepoint().map_err(err)?;
+        let a = write_one(&sp, job, now);
+        match a {
+            Ok(Written::Applied) => sp.commit().map_err(err)?,
+            // Rolled back and released: nothing of this commit stays.
+            _ => {
+                sp.rollback().map_err(err)?;
+                sp.commit().map_err(err)?;
+            }
+        }
+        answers.push(a.map_err(err));
+    }
+    tx.commit().map_err(err)?;
+    Ok(answers)
+}
+
+fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> {
+    let user = job.user.as_str();
+    // Insert the idempotency keys first: a key that was already there inserts nothing,
+    // which is the duplicate check without a separate lookup. On a duplicate the savepoint
+    // is rolled back, so nothing of this commit stays.
+    let mut dup_ids = Vec::new();
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO seen (user_id, event_id, at, result) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(user_id, event_id) DO NOTHING",
+        )?;
+        for (e, r) in &job.events {
+            if ins.execute(params![user, e, now, r])? == 0 {
+                dup_ids.push(e);
+            }
+        }
+    }
+    if !dup_ids.is_empty() {
+        let mut seen =
+            tx.prepare_cached("SELECT result FROM seen WHERE user_id = ?1 AND event_id = ?2")?;
+        let mut dups = Vec::with_capacity(dup_ids.len());
+        for e in dup_ids {
+            let r: String = seen.query_row(params![user, e], |r| r.get(0))?;
+            dups.push((e.clone(), r));
+        }
+        return Ok(Written::Duplicates(dups));
+    }
+    if let Some(state) = &job.state {
+        let version: i64 = tx
+            .prepare_cached("SELECT version FROM users WHERE user_id = ?1")?
+            .query_row([user], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if version as u64 != job.expected_version {
+            return Ok(Written::Conflict);
+        }
+        tx.prepare_cached(
+            "INSERT INTO users (user_id, version, state) VALUES (?1, ?2, ?3)
+             ON CONFLICT(user_id) DO UPDATE SET version = excluded.version, state = excluded.state",
+        )?
+        .execute(params![user, version + 1, state])?;
+    }
+    for d in &job.decisions {
+        tx.prepare_cached("INSERT INTO decisions (user_id, body) VALUES (?1, ?2)")?
+            .execute(params![user, d])?;
+    }
+    for (id, body) in &job.pushes {
+        tx.prepare_cached(
+            "INSERT INTO deliveries (delivery_id, user_id, status, body) VALUES (?1, ?2, 'pending', ?3)",
+        )?
+        .execute(params![id, user, body])?;
+    }
+    for (at, body) in &job.outcomes {
+        tx.prepare_cached("INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![user, at, body])?;
+    }
+    Ok(Written::Applied)
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has answered what it holds; joined,
+        // so the file is closed when the store is gone.
+        self.commits = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(c) = self.checkpointer.take() {
+            let _ = c.join();
+        }
+    }
+}
+
 fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(v))
 }
@@ -473,7 +670,7 @@ fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
 impl StateStore for SqliteStore {
     fn load_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserRecord, StoreError>> {
         let r = self
-            .with(|c| {
+            .read(|c| {
                 c.prepare_cached("SELECT version, state FROM users WHERE user_id = ?1")?
                     .query_row([user.as_str()], |r| {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
@@ -494,7 +691,26 @@ impl StateStore for SqliteStore {
     }
 
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
-        ready(self.commit_sync(c))
+        let rx = self.submit(c);
+        Box::pin(async move {
+            let written = rx?
+                .await
+                .map_err(|_| StoreError("the store's writer has stopped".into()))??;
+            Ok(match written {
+                Written::Applied => CommitOutcome::Applied,
+                Written::Conflict => CommitOutcome::Conflict,
+                Written::Duplicates(d) => CommitOutcome::Duplicates(
+                    d.into_iter()
+                        .map(|(e, r)| {
+                            Ok((
+                                Id::parse(&e).map_err(err)?,
+                                serde_json::from_str::<EventResult>(&r).map_err(err)?,
+                            ))
+                        })
+                        .collect::<Result<_, StoreError>>()?,
+                ),
+            })
+        })
     }
 
     fn user_data<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<UserData, StoreError>> {
