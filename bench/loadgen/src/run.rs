@@ -759,9 +759,12 @@ mod tests {
             seed: 1,
             server_pid: None,
             shared_users: false,
+            fix_interval: 2.0,
+            scatter: false,
         };
         let mut rng = Rng::new(1);
-        let b = location_batch(&p, &mut rng, "rtest", 3, 7, 50);
+        let mut walkers = HashMap::new();
+        let b = location_batch(&p, &mut rng, &mut walkers, "rtest", 3, 7, 50);
         let v: Value = serde_json::from_slice(&b).unwrap();
         let evs = v["events"].as_array().unwrap();
         assert_eq!(evs.len(), 50);
@@ -771,6 +774,45 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 50);
         assert!(evs.iter().all(|e| e["at"].as_str().unwrap().ends_with('Z')));
+        // The walk: one user, fixes 2 s apart in event time.
+        let at = |e: &Value| {
+            chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis()
+        };
+        assert!(evs.windows(2).all(|w| at(&w[1]) - at(&w[0]) == 2000));
+        assert_eq!(walkers.len(), 1);
+    }
+
+    #[test]
+    fn walkers_walk_stop_and_stay_in_the_box() {
+        let mut rng = Rng::new(9);
+        let mut w = Walker::new(&mut rng);
+        let (mut far, mut still, n) = (0, 0, 20_000);
+        let mut prev = (w.lat, w.lon);
+        for _ in 0..n {
+            let (lat, lon, acc, _) = w.step(&mut rng, 2.0);
+            assert!((4.0..25.0).contains(&acc));
+            // The walker itself moves 2.8 m per fix at most, inside the box.
+            let moved = ((w.lat - prev.0) * M_PER_DEG)
+                .hypot((w.lon - prev.1) * M_PER_DEG * w.lat.to_radians().cos());
+            assert!(moved < 2.81, "{moved}");
+            assert!(crate::config::LAT.0 < w.lat && w.lat < crate::config::LAT.1);
+            assert!(crate::config::LON.0 < w.lon && w.lon < crate::config::LON.1);
+            if moved == 0.0 {
+                still += 1;
+            }
+            prev = (w.lat, w.lon);
+            // The fix is near the walker, but for the rare outlier.
+            let off = ((lat - w.lat) * M_PER_DEG)
+                .hypot((lon - w.lon) * M_PER_DEG * w.lat.to_radians().cos());
+            if off > 150.0 {
+                far += 1;
+            }
+        }
+        // About one fix in 200 is an outlier; people stop now and then.
+        assert!((n / 400..n / 100).contains(&far), "{far}");
+        assert!(still > n / 10, "{still}");
     }
 
     #[test]
@@ -788,6 +830,8 @@ mod tests {
             seed: 1,
             server_pid: None,
             shared_users: false,
+            fix_interval: 2.0,
+            scatter: false,
         };
         let mut rng = Rng::new(3);
         let mut seen = std::collections::HashSet::new();
