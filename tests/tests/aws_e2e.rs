@@ -694,8 +694,11 @@ async fn requests_per_path() {
         m(&[("GetItem", 2), ("TransactWriteItems", 1)])
     );
 
-    // A fix that sends: 4 (load, commit, claim, final status), and one Publish.
-    let (_, _, v) = post(&a, fix("rc", "s1", 0)).await;
+    // A fix that sends: 4 (load, commit, claim, final status), and one Publish. Ten
+    // minutes after the far fixes: at their instant, 15 km away, the speed gate refuses it.
+    let mut s1 = fix("rc", "s1", 0);
+    s1["events"][0]["at"] = json!((noon() + chrono::Duration::minutes(10)).to_rfc3339());
+    let (_, _, v) = post(&a, s1).await;
     assert_eq!(result(&v), ("accepted", "sent"));
     assert_eq!(
         counts(&a.ddb),
