@@ -330,7 +330,12 @@ pub fn delivery_id(user: &Id, event: &Id) -> String {
 
 /// Processes one validated event against the user's current state.
 pub fn decide(inputs: &Inputs<'_>, state: &UserState, event: &Event) -> Outcome {
-    let mut state = state.clone();
+    decide_owned(inputs, state.clone(), event)
+}
+
+/// [`decide`] on a state the caller hands over (no copy of it: a user inside fences
+/// with many offers carries lists worth not copying for every event).
+pub fn decide_owned(inputs: &Inputs<'_>, mut state: UserState, event: &Event) -> Outcome {
     state.prune(inputs.now);
     match &event.kind {
         EventKind::Location(fix) => location(inputs, state, event, fix),

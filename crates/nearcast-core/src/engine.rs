@@ -374,7 +374,7 @@ impl Engine {
                         weather: &wf,
                         now: self.clock.now(),
                     };
-                    decision::decide(&inputs, &state, event)
+                    decision::decide_owned(&inputs, std::mem::take(&mut state), event)
                 };
                 state = next;
                 let kind = event.kind.type_name().to_string();

@@ -234,7 +234,7 @@ pub fn update(
             at,
             alone: j.alone,
         };
-        let s = trigger::step(p, state.fences.get(&store.id), pending, &e);
+        let s = trigger::step_owned(p, state.fences.remove(&store.id), pending, &e);
         match s.state {
             Some(f) => {
                 state.fences.insert(store.id.clone(), f);

@@ -161,6 +161,17 @@ pub fn step(
     pending: Option<DateTime<Utc>>,
     e: &Evidence,
 ) -> Step {
+    step_owned(p, prev.cloned(), pending, e)
+}
+
+/// [`step`] on a presence the caller hands over (its list of offers decided is moved,
+/// not copied).
+pub fn step_owned(
+    p: &Params,
+    prev: Option<FenceState>,
+    pending: Option<DateTime<Utc>>,
+    e: &Evidence,
+) -> Step {
     let at = e.at;
     let inside = e.outside_m <= 0.0;
     // A fix on the track must be deep enough for the accuracy the phone has been reporting;
@@ -199,7 +210,7 @@ pub fn step(
     };
     match prev {
         None => enter_or_wait(),
-        Some(s) if at - s.last_seen > p.presence_ttl => {
+        Some(ref s) if at - s.last_seen > p.presence_ttl => {
             // The visit ended while the app was silent; this fix may start a new one.
             let next = enter_or_wait();
             if next.transition == Transition::Enter {
@@ -211,8 +222,7 @@ pub fn step(
                 }
             }
         }
-        Some(s) => {
-            let mut s = s.clone();
+        Some(mut s) => {
             if e.outside_m > p.exit_margin_m + e.sd_m {
                 let since = s.out_since.map_or(at, |o| o.min(at));
                 if at - since >= p.exit_confirm {
