@@ -71,6 +71,21 @@ pub async fn embedded_engine(
         path: outbox.display().to_string(),
         source,
     })?;
+    // Claims a process left unfinished when it died between a claim and its answer are
+    // settled against the outbox before anything runs: written means sent, otherwise the
+    // push goes back to pending and the relay at start sends it.
+    let in_outbox = notifier.delivery_ids().map_err(|source| HostError::Io {
+        path: outbox.display().to_string(),
+        source,
+    })?;
+    let (settled, reopened) = store.settle_claims(&in_outbox)?;
+    if settled + reopened > 0 {
+        tracing::info!(
+            settled,
+            reopened,
+            "unfinished delivery claims settled against the outbox"
+        );
+    }
     let ranker = load_model(model)?;
     let engine = Engine::new(store.clone(), Arc::new(notifier), weather, clock, ranker).await?;
     Ok((Arc::new(engine), store))

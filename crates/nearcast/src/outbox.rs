@@ -43,6 +43,24 @@ impl OutboxNotifier {
         &self.path
     }
 
+    /// The delivery ids of every push in the outbox (a line cut short by a crash is
+    /// skipped: its push was never acknowledged as sent).
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub fn delivery_ids(&self) -> std::io::Result<std::collections::HashSet<String>> {
+        let _f = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("outbox lock poisoned"))?;
+        let text = std::fs::read_to_string(&self.path)?;
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("delivery_id")?.as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// Rewrites the outbox without the lines addressed to `user`; returns how many went.
     /// A line that is not valid JSON (a torn append) is dropped when it holds the user id
     /// as a JSON string anywhere.

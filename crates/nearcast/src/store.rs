@@ -472,6 +472,48 @@ impl SqliteStore {
         Ok(rx)
     }
 
+    /// Settles the deliveries a sender claimed and never finished because the process
+    /// died between the claim and the answer: those whose line is in the outbox (`sent`
+    /// holds the outbox's delivery ids) went out and are marked sent; the others never
+    /// left, and go back to pending for the relay. Exact on the embedded host, whose
+    /// outbox file is the platform: no push is lost and none is written twice. Returns
+    /// (marked sent, reopened).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub fn settle_claims(
+        &self,
+        sent: &std::collections::HashSet<String>,
+    ) -> Result<(usize, usize), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let ids: Vec<String> = {
+                let mut st =
+                    tx.prepare("SELECT delivery_id FROM deliveries WHERE status = 'sending'")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let (mut done, mut reopened) = (0, 0);
+            for id in ids {
+                if sent.contains(&id) {
+                    tx.execute(
+                        "UPDATE deliveries SET status = 'sent', claim = NULL WHERE delivery_id = ?1",
+                        [&id],
+                    )?;
+                    done += 1;
+                } else {
+                    tx.execute(
+                        "UPDATE deliveries SET status = 'pending', claim = NULL WHERE delivery_id = ?1",
+                        [&id],
+                    )?;
+                    reopened += 1;
+                }
+            }
+            tx.commit()?;
+            Ok((done, reopened))
+        })
+    }
+
     /// Users with a logged decision or outcome, in id order, after `after`, at most `limit`.
     fn logged_users(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
@@ -1049,6 +1091,42 @@ mod tests {
             v, SECURE_DELETE_SINCE,
             "marked, so it is not rewritten again"
         );
+    }
+
+    #[test]
+    fn claims_left_unfinished_are_settled_against_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db"), Sync::Normal).unwrap();
+        store
+            .with(|c| {
+                c.execute_batch(
+                    "INSERT INTO deliveries (delivery_id, user_id, status, body, claim) VALUES
+                     ('d-out', 'u', 'sending', '{}', 'c1'),
+                     ('d-lost', 'u', 'sending', '{}', 'c2'),
+                     ('d-done', 'u', 'sent', '{}', NULL),
+                     ('d-new', 'u', 'pending', '{}', NULL)",
+                )
+            })
+            .unwrap();
+        let outbox = std::collections::HashSet::from(["d-out".to_string(), "d-done".to_string()]);
+        assert_eq!(store.settle_claims(&outbox).unwrap(), (1, 1));
+        let status = |id: &str| {
+            store
+                .with(|c| {
+                    c.query_row(
+                        "SELECT status || '/' || IFNULL(claim, '') FROM deliveries WHERE delivery_id = ?1",
+                        [id],
+                        |r| r.get::<_, String>(0),
+                    )
+                })
+                .unwrap()
+        };
+        assert_eq!(status("d-out"), "sent/");
+        assert_eq!(status("d-lost"), "pending/");
+        assert_eq!(status("d-done"), "sent/");
+        assert_eq!(status("d-new"), "pending/");
+        // Nothing left to settle.
+        assert_eq!(store.settle_claims(&outbox).unwrap(), (0, 0));
     }
 
     #[test]
