@@ -74,11 +74,7 @@ pub async fn embedded_engine(
     // Claims a process left unfinished when it died between a claim and its answer are
     // settled against the outbox before anything runs: written means sent, otherwise the
     // push goes back to pending and the relay at start sends it.
-    let in_outbox = notifier.delivery_ids().map_err(|source| HostError::Io {
-        path: outbox.display().to_string(),
-        source,
-    })?;
-    let (settled, reopened) = store.settle_claims(&in_outbox)?;
+    let (settled, reopened) = store.settle_claims(|| notifier.delivery_ids())?;
     if settled + reopened > 0 {
         tracing::info!(
             settled,

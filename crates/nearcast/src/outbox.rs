@@ -53,12 +53,18 @@ impl OutboxNotifier {
             .file
             .lock()
             .map_err(|_| std::io::Error::other("outbox lock poisoned"))?;
-        let text = std::fs::read_to_string(&self.path)?;
-        Ok(text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v.get("delivery_id")?.as_str().map(str::to_owned))
-            .collect())
+        #[derive(serde::Deserialize)]
+        struct Line {
+            delivery_id: String,
+        }
+        let mut ids = std::collections::HashSet::new();
+        for line in std::io::BufRead::split(std::io::BufReader::new(File::open(&self.path)?), b'\n')
+        {
+            if let Ok(l) = serde_json::from_slice::<Line>(&line?) {
+                ids.insert(l.delivery_id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Rewrites the outbox without the lines addressed to `user`; returns how many went.

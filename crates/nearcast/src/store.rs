@@ -483,8 +483,10 @@ impl SqliteStore {
     /// A database failure.
     pub fn settle_claims(
         &self,
-        sent: &std::collections::HashSet<String>,
+        sent: impl FnOnce() -> std::io::Result<std::collections::HashSet<String>>,
     ) -> Result<(usize, usize), StoreError> {
+        let mut sent = Some(sent);
+        let mut in_outbox = None;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let ids: Vec<String> = {
@@ -492,6 +494,15 @@ impl SqliteStore {
                     tx.prepare("SELECT delivery_id FROM deliveries WHERE status = 'sending'")?;
                 let rows = st.query_map([], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<_>>()?
+            };
+            if ids.is_empty() {
+                return Ok((0, 0));
+            }
+            // The outbox is read only when a claim is left (after a crash): it grows with
+            // every push, and a clean start needs none of it.
+            let sent = match in_outbox.insert(sent.take().map(|f| f())) {
+                Some(Ok(set)) => set,
+                _ => return Err(rusqlite::Error::InvalidQuery),
             };
             let (mut done, mut reopened) = (0, 0);
             for id in ids {
@@ -511,6 +522,10 @@ impl SqliteStore {
             }
             tx.commit()?;
             Ok((done, reopened))
+        })
+        .map_err(|e| match in_outbox {
+            Some(Some(Err(io))) => err(format!("reading the outbox: {io}")),
+            _ => e,
         })
     }
 
@@ -1108,8 +1123,19 @@ mod tests {
                 )
             })
             .unwrap();
-        let outbox = std::collections::HashSet::from(["d-out".to_string(), "d-done".to_string()]);
-        assert_eq!(store.settle_claims(&outbox).unwrap(), (1, 1));
+        let outbox = || {
+            Ok(std::collections::HashSet::from([
+                "d-out".to_string(),
+                "d-done".to_string(),
+            ]))
+        };
+        // An unreadable outbox settles nothing.
+        assert!(
+            store
+                .settle_claims(|| Err(std::io::Error::other("gone")))
+                .is_err()
+        );
+        assert_eq!(store.settle_claims(outbox).unwrap(), (1, 1));
         let status = |id: &str| {
             store
                 .with(|c| {
@@ -1125,8 +1151,89 @@ mod tests {
         assert_eq!(status("d-lost"), "pending/");
         assert_eq!(status("d-done"), "sent/");
         assert_eq!(status("d-new"), "pending/");
-        // Nothing left to settle.
-        assert_eq!(store.settle_claims(&outbox).unwrap(), (0, 0));
+        // Nothing left to settle, and the outbox is not read at all.
+        assert_eq!(
+            store
+                .settle_claims(|| panic!("read without a claim left"))
+                .unwrap(),
+            (0, 0)
+        );
+    }
+
+    /// Many commits at once, so the writer takes them in groups: per user an applied
+    /// commit, a duplicate of it, and a commit on a stale version. Only what each answer
+    /// says was applied is in the file; a refused commit leaves none of its rows, and
+    /// does not take the others of its transaction down with it.
+    #[test]
+    fn a_group_keeps_each_commit_all_or_nothing() {
+        use nearcast_core::ports::EventResult;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("g.db"), Sync::Normal).unwrap();
+        let id = |s: &str| Id::parse(s).unwrap();
+        let result = || EventResult {
+            kind: "location".into(),
+            decision: None,
+        };
+        let commit = |u: usize, version: u64, events: &[&str]| {
+            let mut c = Commit::new(id(&format!("u{u}")), version);
+            c.state = Some(UserState::default());
+            c.events = events.iter().map(|e| (id(e), result())).collect();
+            c
+        };
+        let n = 150;
+        let mut commits = Vec::new();
+        for u in 0..n {
+            commits.push(commit(u, 0, &["a", "b"]));
+            // The same first event: a duplicate, whichever comes second.
+            commits.push(commit(u, 0, &["a", &format!("dup{u}")]));
+            // A fresh event on the version both read: applied only if first.
+            commits.push(commit(u, 0, &[&format!("late{u}")]));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Every commit is handed to the writer before any answer is awaited.
+        let futures: Vec<_> = commits.iter().map(|c| store.commit(c)).collect();
+        let answers: Vec<CommitOutcome> = rt.block_on(async {
+            let mut out = Vec::new();
+            for f in futures {
+                out.push(f.await.unwrap());
+            }
+            out
+        });
+        let seen = |u: usize, e: &str| -> bool {
+            store
+                .with(|c| {
+                    c.query_row(
+                        "SELECT COUNT(*) FROM seen WHERE user_id = ?1 AND event_id = ?2",
+                        params![format!("u{u}"), e],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .unwrap()
+                == 1
+        };
+        for u in 0..n {
+            let a = &answers[3 * u..3 * u + 3];
+            // Sent in order, so the first is applied and the others refused.
+            assert!(matches!(a[0], CommitOutcome::Applied), "{u}: {:?}", a[0]);
+            assert!(
+                matches!(a[1], CommitOutcome::Duplicates(_)),
+                "{u}: {:?}",
+                a[1]
+            );
+            assert!(matches!(a[2], CommitOutcome::Conflict), "{u}: {:?}", a[2]);
+            assert!(seen(u, "a") && seen(u, "b"));
+            assert!(
+                !seen(u, &format!("dup{u}")),
+                "a duplicate's other rows stay out"
+            );
+            assert!(!seen(u, &format!("late{u}")), "a conflict's rows stay out");
+        }
+        let version: i64 = store
+            .with(|c| c.query_row("SELECT MAX(version) FROM users", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, 1);
     }
 
     #[test]
