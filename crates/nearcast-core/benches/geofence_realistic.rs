@@ -67,9 +67,10 @@ fn bench(c: &mut Criterion) {
             .filter(|p| !index.lookup(p.0, p.1).is_empty())
             .count();
         eprintln!(
-            "{n} stores in {cities} cities: {:.2} fences per hit; {near_hits} of {} near-edge probes inside a fence",
+            "{n} stores in {cities} cities: {:.2} fences per hit; {near_hits} of {} near-edge probes inside a fence; {} index entries",
             in_fences as f64 / sets[0].len() as f64,
-            sets[1].len()
+            sets[1].len(),
+            index.entry_count()
         );
         for (label, pts) in [
             ("hits", &sets[0]),

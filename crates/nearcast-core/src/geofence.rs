@@ -28,9 +28,10 @@
 //!   that actually reach it, not every fence of the H3 cells around it (an earlier version
 //!   derived the lists from the H3 covers; its lists were several times longer and lost to
 //!   an R-tree on dense maps). A lookup is two float-to-integer conversions, one hash
-//!   probe, and a planar pre-test per listed fence, which settles almost all of them; the
-//!   pre-tests are stored in the order of the fences' first square, so one square's
-//!   candidates share cache lines. Most fixes are near no fence and stop at the probe.
+//!   probe, and a planar pre-test per listed fence, which settles almost all of them; each
+//!   list entry carries its fence's pre-test in the square's own units, so one square's
+//!   candidates are read from a few adjacent cache lines. Most fixes are near no fence and
+//!   stop at the probe.
 //! * **Large fences** (and fences around a pole) are looked up from the fix's own H3 cell:
 //!   one point-to-cell conversion (about 0.4 µs), a hash probe, fully-inside entries
 //!   accepted at once, exact tests on the partial ones. A 1° pre-filter keeps fixes far
@@ -354,25 +355,87 @@ pub struct GeofenceIndex {
     resolution: Resolution,
     shapes: Vec<Shape>,
     /// Square -> range in `square_fences`: for every square of a 1/1024° lat/lon grid
-    /// (about 110 × 55 m here) that some small fence may hold a point of, those fences (as
-    /// positions in `quick`), the ones holding all of the square first.
+    /// (about 110 × 55 m here) that some small fence may hold a point of, those fences
+    /// with their pre-tests, the ones holding all of the square first.
     squares: CellMap<(u32, u32)>,
-    square_fences: Vec<Entry>,
+    square_fences: Vec<SquareEntry>,
     /// Large fences (more than [`MAX_FINE_SQUARES`] squares, or around a pole): H3 cell ->
     /// range in `entries`, looked up from the fix's own cell.
     cells: CellMap<(u32, u32)>,
     entries: Vec<Entry>,
     /// 1° squares near some large fence: only fixes there pay the point-to-cell conversion.
     near_coarse: CellMap<()>,
-    /// Per fence, a cheap planar pre-test that settles most exact tests without trigonometry,
-    /// in the order of the fences' first grid square rather than fence order: the
-    /// candidates of one square then sit next to each other in memory, so a lookup reads a
-    /// few adjacent cache lines instead of one far-apart line per candidate (at 100k
-    /// fences the table is megabytes, beyond the caches). Square entries hold positions
-    /// in this table; [`Self::rank`] maps a fence to its position.
+    /// Per fence (in fence order), the planar pre-test of [`Self::fence_contains`]. Lookups
+    /// do not read it: each square entry carries its own copy.
     quick: Vec<Quick>,
-    /// Fence -> position in `quick`.
-    rank: Vec<u32>,
+}
+
+/// A small fence's claim on a grid square, with the fence's planar pre-test carried along
+/// in the square's own units (1/1024° from its south-west corner, single precision): a
+/// lookup reads one square's candidates from one run of memory, a few adjacent cache
+/// lines, instead of one far-apart pre-test per candidate (at 100k fences the pre-tests
+/// are megabytes, beyond the caches, and those reads were most of a lookup's time).
+///
+/// Single precision is enough: a circle's centre lies within its bounding box, at most
+/// [`MAX_FINE_SQUARES`] squares from any square it marks, where an `f32` is exact to about
+/// 1e-4 of a square (a centimetre); the pre-test only settles points more than 5 % of the
+/// radius inside or outside, and the exact test decides the rest.
+#[derive(Debug, Clone, Copy)]
+struct SquareEntry {
+    /// The circle's centre, from the square's corner, in squares.
+    y: f32,
+    x: f32,
+    /// Cosine of the centre's latitude (a longitude step in latitude units).
+    cos_lat: f32,
+    /// (0.95 r)² in squares²; negative when the pre-test is unusable (polygons, circles
+    /// where the projection is not accurate enough).
+    in2: f32,
+    entry: Entry,
+}
+
+/// `(1.05 / 0.95)²`: the pre-test's outer bound, (1.05 r)², over its inner one.
+const OUT_OVER_IN: f32 = (1.05 / 0.95) * (1.05 / 0.95);
+
+impl SquareEntry {
+    /// `q`'s pre-test relative to square `(a, b)` (`b` as the fence's bounding box gave it,
+    /// possibly past ±180°).
+    fn new(q: &Quick, a: i64, b: i64, entry: Entry) -> Self {
+        if !q.usable {
+            return SquareEntry {
+                y: 0.0,
+                x: 0.0,
+                cos_lat: 0.0,
+                in2: -1.0,
+                entry,
+            };
+        }
+        SquareEntry {
+            y: ((q.lat + 90.0) * GRID - a as f64) as f32,
+            x: ((q.lon + 180.0) * GRID - b as f64) as f32,
+            cos_lat: q.cos_lat as f32,
+            in2: (q.in2 * GRID * GRID) as f32,
+            entry,
+        }
+    }
+
+    /// `Some(inside)` when the pre-test settles it, for a point at `(y, x)` squares from the
+    /// square's corner.
+    #[inline]
+    fn test(&self, y: f32, x: f32) -> Option<bool> {
+        if self.in2 < 0.0 {
+            return None;
+        }
+        let dy = y - self.y;
+        let dx = (x - self.x) * self.cos_lat;
+        let d2 = dx * dx + dy * dy;
+        if d2 < self.in2 {
+            Some(true)
+        } else if d2 > self.in2 * OUT_OVER_IN {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 /// A circle's planar pre-test: on a local equirectangular projection, points well inside
@@ -386,18 +449,15 @@ struct Quick {
     cos_lat: f64,
     in2: f64,
     out2: f64,
-    /// The fence this is the pre-test of.
-    fence: u32,
     usable: bool,
 }
 
 impl Quick {
-    fn of(fence: u32, shape: &Shape) -> Quick {
+    fn of(shape: &Shape) -> Quick {
         match shape {
             Shape::Circle { lat, lon, radius_m } => {
                 let r_deg = radius_m / EARTH_RADIUS_M * 180.0 / std::f64::consts::PI;
                 Quick {
-                    fence,
                     lat: *lat,
                     lon: *lon,
                     cos_lat: lat.to_radians().cos(),
@@ -410,7 +470,6 @@ impl Quick {
                 }
             }
             Shape::Polygon { .. } => Quick {
-                fence,
                 lat: 0.0,
                 lon: 0.0,
                 cos_lat: 0.0,
@@ -561,8 +620,9 @@ impl GeofenceIndex {
     pub fn build(shapes: Vec<Shape>, resolution: Resolution) -> Result<Self, FieldError> {
         let mut big_by_cell: CellMap<Vec<Entry>> = CellMap::default();
         let mut near_coarse = CellMap::default();
+        let quick: Vec<Quick> = shapes.iter().map(Quick::of).collect();
         // (square, entry) for every square a small fence may hold a point of.
-        let mut marked: Vec<(u64, Entry)> = Vec::new();
+        let mut marked: Vec<(u64, SquareEntry)> = Vec::new();
         for (i, shape) in shapes.iter().enumerate() {
             let fence =
                 u32::try_from(i).map_err(|_| FieldError::new("stores", "too many fences"))?;
@@ -584,7 +644,10 @@ impl GeofenceIndex {
                 for a in a0..=a1 {
                     for b in b0..=b1 {
                         if let Some(full) = square_overlap(shape, a, b) {
-                            marked.push((grid_key(a, b, GRID_LON), Entry::new(fence, full)));
+                            marked.push((
+                                grid_key(a, b, GRID_LON),
+                                SquareEntry::new(&quick[i], a, b, Entry::new(fence, full)),
+                            ));
                         }
                     }
                 }
@@ -621,29 +684,9 @@ impl GeofenceIndex {
             }
         }
 
-        // The pre-tests in order of each fence's first square (fences without squares
-        // last), and square entries pointing at them.
-        let mut first_square = vec![u64::MAX; shapes.len()];
-        for &(key, e) in &marked {
-            let f = &mut first_square[e.fence() as usize];
-            *f = (*f).min(key);
-        }
-        let mut order: Vec<u32> = (0..shapes.len() as u32).collect();
-        order.sort_unstable_by_key(|&f| (first_square[f as usize], f));
-        let mut rank = vec![0u32; shapes.len()];
-        for (pos, &f) in order.iter().enumerate() {
-            rank[f as usize] = pos as u32;
-        }
-        let quick: Vec<Quick> = order
-            .iter()
-            .map(|&f| Quick::of(f, &shapes[f as usize]))
-            .collect();
-        for (_, e) in &mut marked {
-            *e = Entry::new(rank[e.fence() as usize], e.full());
-        }
         // One list per square, fully-covering fences first (they need no test), then in
-        // table order.
-        marked.sort_unstable_by_key(|&(key, e)| (key, !e.full(), e.fence()));
+        // fence order.
+        marked.sort_unstable_by_key(|&(key, e)| (key, !e.entry.full(), e.entry.fence()));
         let mut squares = CellMap::default();
         let mut square_fences = Vec::with_capacity(marked.len());
         let mut i = 0;
@@ -676,7 +719,6 @@ impl GeofenceIndex {
             entries,
             near_coarse,
             quick,
-            rank,
         })
     }
 
@@ -695,19 +737,19 @@ impl GeofenceIndex {
     #[inline]
     pub fn lookup_into(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
         let first = out.len();
-        let key = grid_key(
-            ((lat + 90.0) * GRID).floor() as i64,
-            ((lon + 180.0) * GRID).floor() as i64,
-            GRID_LON,
-        );
+        let (fy, fx) = ((lat + 90.0) * GRID, (lon + 180.0) * GRID);
+        let (a, b) = (fy.floor(), fx.floor());
+        let key = grid_key(a as i64, b as i64, GRID_LON);
         if let Some(&(start, len)) = self.squares.get(&key) {
-            for &e in &self.square_fences[start as usize..(start + len) as usize] {
-                let q = &self.quick[e.fence() as usize];
-                if e.full()
-                    || q.test(lat, lon)
-                        .unwrap_or_else(|| self.shapes[q.fence as usize].contains(lat, lon))
+            // The fix in the square's units, from its corner.
+            let (y, x) = ((fy - a) as f32, (fx - b) as f32);
+            for e in &self.square_fences[start as usize..(start + len) as usize] {
+                let f = e.entry.fence();
+                if e.entry.full()
+                    || e.test(y, x)
+                        .unwrap_or_else(|| self.shapes[f as usize].contains(lat, lon))
                 {
-                    out.push(q.fence);
+                    out.push(f);
                 }
             }
         }
@@ -745,7 +787,7 @@ impl GeofenceIndex {
     /// comparing other candidate filters on equal terms.
     #[inline]
     pub fn fence_contains(&self, f: u32, lat: f64, lon: f64) -> bool {
-        self.quick[self.rank[f as usize] as usize]
+        self.quick[f as usize]
             .test(lat, lon)
             .unwrap_or_else(|| self.shapes[f as usize].contains(lat, lon))
     }

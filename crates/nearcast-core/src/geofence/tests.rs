@@ -243,11 +243,11 @@ fn a_square_claimed_whole_is_inside_its_fence_everywhere() {
     for (&key, &(start, len)) in &idx.squares {
         let (a, b) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
         for e in &idx.square_fences[start as usize..(start + len) as usize] {
-            if !e.full() {
+            if !e.entry.full() {
                 continue;
             }
             whole += 1;
-            let fence = idx.quick[e.fence() as usize].fence;
+            let fence = e.entry.fence();
             let shape = &idx.shapes()[fence as usize];
             for i in 0..=8 {
                 for j in 0..=8 {
@@ -259,6 +259,57 @@ fn a_square_claimed_whole_is_inside_its_fence_everywhere() {
         }
     }
     assert!(whole > 100, "only {whole} squares claimed whole");
+}
+
+/// A square entry's own pre-test (single precision, in the square's units) never
+/// contradicts the exact test, even for the largest circles still listed per square (whose
+/// centres lie farthest from the squares they mark) and at high latitudes: checked at every
+/// point of a fine grid over every square of every such circle. And it settles most points,
+/// or it would save nothing.
+#[test]
+fn a_square_entry_pre_test_never_contradicts_the_exact_test() {
+    let mut shapes = Vec::new();
+    for (i, &(lat, lon)) in [(60.17, 24.94), (-33.9, 151.2), (78.2, 15.6), (0.0, 179.99)]
+        .iter()
+        .enumerate()
+    {
+        for (k, r) in [1.0, 7.5, 45.0, 300.0, 900.0].iter().enumerate() {
+            let (lat, lon) = offset(lat, lon, (k as f64) * 3000.0, (i as f64) * 10.0);
+            shapes.push(Shape::Circle {
+                lat,
+                lon,
+                radius_m: *r,
+            });
+        }
+    }
+    let idx = GeofenceIndex::build(shapes, DEFAULT_RESOLUTION).unwrap();
+    let (mut settled, mut total) = (0u64, 0u64);
+    for (&key, &(start, len)) in &idx.squares {
+        let (a, b) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
+        for e in &idx.square_fences[start as usize..(start + len) as usize] {
+            let shape = &idx.shapes()[e.entry.fence() as usize];
+            for i in 0..16 {
+                for j in 0..16 {
+                    let (y, x) = (i as f64 / 16.0 + 1.0 / 32.0, j as f64 / 16.0 + 1.0 / 32.0);
+                    let lat = (a as f64 + y) / GRID - 90.0;
+                    let lon = (b as f64 + x) / GRID - 180.0;
+                    total += 1;
+                    if let Some(inside) = e.test(y as f32, x as f32) {
+                        settled += 1;
+                        assert_eq!(
+                            inside,
+                            shape.contains(lat, lon),
+                            "{shape:?} at ({lat}, {lon})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        settled * 10 > total * 8,
+        "the pre-test settled only {settled} of {total}"
+    );
 }
 
 #[test]
