@@ -629,9 +629,8 @@ fn decide_at(
         .map(|ll| ll.to_cell(h3o::Resolution::Nine));
     for (p, moment) in moments {
         let store = &cat.stores[p as usize];
-        let triggered: Vec<u32> = cat.offers_at[p as usize]
-            .iter()
-            .copied()
+        let triggered: Vec<u32> = cat
+            .offers_at(p)
             .filter(|&k| {
                 let o = &cat.offers[k as usize];
                 moment.fires(o.trigger)
