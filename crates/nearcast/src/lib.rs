@@ -7,7 +7,7 @@ pub mod model_store;
 pub mod outbox;
 pub mod store;
 
-use nearcast_core::config::{Offer, Store, parse_json};
+use nearcast_core::config::{Offer, Store, parse_json_str};
 use nearcast_core::ranker::{self, Ranker};
 use nearcast_core::weather::{TableWeather, WeatherSpan};
 use std::path::Path;
@@ -53,11 +53,7 @@ fn read(path: &Path) -> Result<String, HostError> {
 
 pub(crate) fn parse_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HostError> {
     let text = read(path)?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| HostError::Invalid {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    parse_json(&v).map_err(|e| HostError::Invalid {
+    parse_json_str(&text).map_err(|e| HostError::Invalid {
         path: path.display().to_string(),
         reason: e.to_string(),
     })
