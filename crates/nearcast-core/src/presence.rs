@@ -12,10 +12,13 @@
 //! gives the same state) so that the smoothing stays unbiased; the fix at hand is judged
 //! at the unrounded smoothed position.
 //!
-//! A fix that cannot be placed on the track stands alone and is judged as it is: the first
-//! fix, one after [`Params::track_ttl`] of silence, or one stamped no later than the track
-//! (a late arrival, or a batch stamped at one instant), which moves presence but not the
-//! track, unless the speed gate against the track refuses it. Fences are then judged on the track's position by [`trigger::step`].
+//! A fix stamped before the track, within the track's lifetime, arrived late: the track
+//! holds newer evidence and the fix changes nothing (phones batch, retry and deliver out of
+//! order; judged on their own, such fixes re-entered fences already left). A fix that
+//! cannot be placed on the track stands alone and is judged as it is: the first fix, one
+//! after [`Params::track_ttl`] of silence, or one stamped at the track's instant (a batch
+//! stamped at one instant), which moves presence but not the track, unless the speed gate
+//! against the track refuses it. Fences are then judged on the track's position by [`trigger::step`].
 
 use crate::catalog::Catalog;
 use crate::event::Fix;
@@ -103,12 +106,21 @@ pub fn track(p: &Params, state: &mut UserState, fix: &Fix, at: DateTime<Utc>) ->
             var_pred,
         )
     };
+    if at < t.at && t.at - at <= p.track_ttl {
+        // Late: the track already holds newer evidence, and presence follows the newest.
+        // A late fix changes nothing. Judged alone, fixes that phones batch and deliver
+        // shuffled, late or twice entered fences the person had already left (on the
+        // presence bench's walks delivered that way: 47 enters outside any visit against
+        // 4 in order; `fixes_in_any_arrival_order_never_enter_a_visit_twice`).
+        return None;
+    }
     if at <= t.at {
-        // Late, or stamped at the track's instant: judged alone, the track stays. A late
-        // fix the track rules out (3 km from it at the same instant) is refused, and
-        // changes nothing: otherwise a batch of fixes stamped at one instant all over a
-        // city would enter every fence they touch at once. The times are not trusted to
-        // the second (some apps stamp a batch when they upload it): the gate allows at
+        // Stamped at the track's instant (some apps stamp a batch when they upload it), or
+        // a fix older than the track's lifetime behind a track stamped ahead (a device
+        // clock running fast): judged alone, the track stays. One the track rules out (3
+        // km from it at the same instant) is refused, and changes nothing: otherwise a
+        // batch of fixes stamped at one instant all over a city would enter every fence
+        // they touch at once. The times are not trusted to the second: the gate allows at
         // least `alone_after` between them.
         let dt = (t.at - at).max(p.alone_after);
         if t.at - at <= p.track_ttl && jump(t, dt.as_seconds_f64()).0 {
@@ -397,15 +409,24 @@ mod tests {
     }
 
     #[test]
-    fn a_late_fix_is_judged_alone_and_leaves_the_track() {
+    fn a_late_fix_changes_nothing_and_one_at_the_tracks_instant_is_judged_alone() {
         let c = catalog();
         let mut s = UserState::default();
         feed(&c, &mut s, 300.0, 10.0, 10);
-        let before = s.track.clone();
-        // 300 m in 10 s earlier is possible: judged alone, the track stays.
-        assert_eq!(feed(&c, &mut s, 0.0, 10.0, 0), vec![Transition::Enter]);
-        assert_eq!(s.track, before);
-        // At the same instant too, when the gate allows it.
+        let before = s.clone();
+        // Inside the shop 10 s before the track: the track is newer, nothing changes.
+        assert!(feed(&c, &mut s, 0.0, 10.0, 0).is_empty());
+        assert_eq!(s, before);
+        // Inside, then a late fix from outside: still inside, no exit.
+        let mut s = UserState::default();
+        for k in 0..40 {
+            feed(&c, &mut s, 0.0, 5.0, 2 * k);
+        }
+        assert!(inside(&s));
+        let before = s.clone();
+        assert!(feed(&c, &mut s, 400.0, 5.0, 40).is_empty());
+        assert_eq!(s, before);
+        // At the same instant, when the gate allows it: judged alone, the track stays.
         let mut s = UserState::default();
         assert!(feed(&c, &mut s, 55.0, 10.0, 10).is_empty());
         let before = s.track.clone();
