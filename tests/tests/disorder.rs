@@ -201,9 +201,24 @@ async fn late_and_early_stamps_are_capped(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(first.decision.unwrap().verdict, Verdict::Sent);
-    let earlier = h
+    // Stamped 5 minutes before the track (its lifetime): a late fix, which moves no
+    // presence at all, so nothing triggers.
+    let late = h
         .engine
         .process(&fix("late", "b", 1, now - Duration::minutes(5), now))
+        .await
+        .unwrap();
+    let d = late.decision.unwrap();
+    assert_eq!(
+        d.reason.as_ref().map(|r| r.code()),
+        Some("no_trigger"),
+        "{d:?}"
+    );
+    // Stamped 6 minutes before: older than the track's lifetime, it stands alone and
+    // enters store b, and the cap (counted in the server's clock) holds it.
+    let earlier = h
+        .engine
+        .process(&fix("late", "b2", 1, now - Duration::minutes(6), now))
         .await
         .unwrap();
     let d = earlier.decision.unwrap();
