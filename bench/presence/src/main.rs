@@ -535,6 +535,25 @@ fn t0() -> DateTime<Utc> {
     "2026-11-20T10:00:00Z".parse().expect("time")
 }
 
+/// The service's presence update for the fix `(position, accuracy)` stamped `t` seconds
+/// into the walk.
+fn feed(
+    params: &Params,
+    cat: &Catalog,
+    state: &mut UserState,
+    (p, acc): (P, f64),
+    t: f64,
+) -> Vec<(u32, Transition)> {
+    let (lat, lon) = to_ll(p);
+    let fix = Fix {
+        lat,
+        lon,
+        accuracy_m: acc,
+    };
+    let at = t0() + Duration::milliseconds((t * 1000.0) as i64);
+    presence::update(params, cat, state, &fix, at)
+}
+
 fn run_walk(params: &Params, seed: u64, pois: &[Poi], noisy: bool, every: usize) -> Score {
     let w = make_walk(seed, pois);
     let stores: Vec<Store> = w.fences.iter().map(FenceSpec::store).collect();
@@ -573,14 +592,7 @@ fn run_walk(params: &Params, seed: u64, pois: &[Poi], noisy: bool, every: usize)
         if i % every != 0 {
             continue;
         }
-        let (lat, lon) = to_ll(p);
-        let fix = Fix {
-            lat,
-            lon,
-            accuracy_m: acc,
-        };
-        let at = t0() + Duration::milliseconds((t * 1000.0) as i64);
-        for (f, tr) in presence::update(params, &cat, &mut state, &fix, at) {
+        for (f, tr) in feed(params, &cat, &mut state, (p, acc), t) {
             match tr {
                 Transition::Enter => {
                     enters.push((f as usize, t));
@@ -910,22 +922,9 @@ mod tests {
             let mut state = UserState::default();
             let mut enters: Vec<(usize, f64)> = Vec::new();
             let mut max_held = 0;
-            let order: Vec<usize> = if std::env::var_os("IN_ORDER").is_some() {
-                (0..fixes.len()).collect()
-            } else {
-                arrival(seed, fixes.len())
-            };
-            for i in order {
-                let (p, acc) = fixes[i];
+            for i in arrival(seed, fixes.len()) {
                 let t = i as f64 * DT_S;
-                let (lat, lon) = to_ll(p);
-                let fix = Fix {
-                    lat,
-                    lon,
-                    accuracy_m: acc,
-                };
-                let at = t0() + Duration::milliseconds((t * 1000.0) as i64);
-                for (f, tr) in presence::update(&params, &cat, &mut state, &fix, at) {
+                for (f, tr) in feed(&params, &cat, &mut state, fixes[i], t) {
                     if tr == Transition::Enter {
                         enters.push((f as usize, t));
                     }
