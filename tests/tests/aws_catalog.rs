@@ -8,6 +8,7 @@ mod aws_support;
 use aws_support::{Proxy, moto, moto_url, unique};
 use nearcast_aws::DynamoStateStore;
 use nearcast_aws::refresh::RefreshingStore;
+use nearcast_core::audit::{Actor, Role};
 use nearcast_core::engine::Engine;
 use nearcast_core::memory::RecordingNotifier;
 use nearcast_core::ports::{ManualClock, StateStore};
@@ -73,7 +74,10 @@ async fn an_admin_change_on_one_instance_reaches_the_other_within_the_interval()
     a.load_config(stores, offers, policy(3)).await.unwrap();
     assert_eq!(a.catalog().stores.len(), 2);
     let version = a_store.inner().catalog_version().await.unwrap();
-    assert!(version >= 5, "every change bumps the version ({version})");
+    assert_eq!(
+        version, 1,
+        "a load of up to 98 changes is one transaction and one version bump"
+    );
 
     // B, within its interval: no check, the old catalog.
     far_fix(&b, "u0").await;
@@ -109,8 +113,34 @@ async fn an_admin_change_on_one_instance_reaches_the_other_within_the_interval()
     );
 
     // A deletion travels the same way; deleting what is not there changes no version.
-    a.delete_offer(&id("o1")).await.unwrap();
-    a.delete_store(&id("s1")).await.unwrap();
+    let maria = Actor {
+        name: "maria".into(),
+        role: Role::Editor,
+    };
+    a.delete_offer(&id("o1"), &maria).await.unwrap();
+    a.delete_store(&id("s1"), &maria).await.unwrap();
+    // Each change wrote its audit entry in its own transaction: newest first.
+    let audit = a.audit_log(None, 10).await.unwrap();
+    let actions: Vec<(&str, Option<&str>, &str)> = audit
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.target.as_deref(),
+                e.actor.name.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("store.delete", Some("s1"), "maria"),
+            ("offer.delete", Some("o1"), "maria"),
+            ("catalog.load", None, "nearcast (configuration load)"),
+        ]
+    );
+    assert_eq!(audit[0].before.as_ref().unwrap()["id"], "s1");
+    assert!(audit[0].after.is_none());
     let version = a_store.inner().catalog_version().await.unwrap();
     assert!(!a_store.inner().delete_store(&id("s-none")).await.unwrap());
     assert_eq!(a_store.inner().catalog_version().await.unwrap(), version);

@@ -4,6 +4,7 @@
 
 use nearcast::store::{SqliteStore, Sync};
 use nearcast_aws::DynamoStateStore;
+use nearcast_core::audit::{Actor, AuditEntry, ConfigChange, Role};
 use nearcast_core::decision::{Decision, Push, Verdict};
 use nearcast_core::event::Platform;
 use nearcast_core::memory::InMemoryStateStore;
@@ -90,6 +91,7 @@ contract!(
     decisions_and_deliveries_are_recorded_and_statuses_move,
     erasure_removes_everything_about_the_user_only,
     configuration_round_trips,
+    config_changes_and_their_audit_entry_apply_together,
     outcomes_are_logged_atomically_with_their_events_and_erased,
     user_logs_hand_over_each_user_once_with_their_logs,
 );
@@ -594,6 +596,73 @@ async fn configuration_round_trips(store: Arc<dyn StateStore>) {
     assert!(store.deliveries().await.unwrap().is_empty());
     assert!(store.decisions().await.unwrap().is_empty());
     assert_eq!(load(&*store, "s1").await.version, 0);
+}
+
+async fn config_changes_and_their_audit_entry_apply_together(store: Arc<dyn StateStore>) {
+    let (stores, offers) = catalog(3);
+    let maria = Actor {
+        name: "maria".into(),
+        role: Role::Editor,
+    };
+    let entry = |minute: i64, action: &str| {
+        AuditEntry::new(noon() + chrono::Duration::minutes(minute), &maria, action)
+    };
+    assert!(store.audit_log(None, 10).await.unwrap().is_empty());
+
+    let e1 = entry(1, "catalog.load");
+    let changes = vec![
+        ConfigChange::PutStore(stores[0].clone()),
+        ConfigChange::PutStore(stores[1].clone()),
+        ConfigChange::PutOffer(offers[0].clone()),
+    ];
+    assert!(store.apply_config(&changes, &e1).await.unwrap());
+    assert_eq!(store.list_stores().await.unwrap(), stores[..2]);
+    assert_eq!(store.list_offers().await.unwrap(), offers[..1]);
+
+    // A delete of nothing: no change of the list applied, and no entry.
+    let e2 = entry(2, "store.delete");
+    let changes = vec![
+        ConfigChange::PutStore(stores[2].clone()),
+        ConfigChange::DeleteStore(id("nope")),
+    ];
+    assert!(!store.apply_config(&changes, &e2).await.unwrap());
+    assert_eq!(store.list_stores().await.unwrap(), stores[..2]);
+    assert_eq!(store.audit_log(None, 10).await.unwrap(), [e1.clone()]);
+
+    let e3 = entry(3, "offer.delete").change(Some(&offers[0]), None);
+    let changes = vec![
+        ConfigChange::DeleteOffer(offers[0].id.clone()),
+        ConfigChange::DeleteStore(stores[0].id.clone()),
+    ];
+    assert!(store.apply_config(&changes, &e3).await.unwrap());
+    assert_eq!(store.list_stores().await.unwrap(), stores[1..2]);
+    assert!(store.list_offers().await.unwrap().is_empty());
+    let e4 = entry(4, "policy.put");
+    assert!(
+        store
+            .apply_config(&[ConfigChange::PutPolicy(policy(7))], &e4)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_policy().await.unwrap(), Some(policy(7)));
+
+    // Newest first, in pages below an entry id.
+    assert_eq!(
+        store.audit_log(None, 10).await.unwrap(),
+        [e4.clone(), e3.clone(), e1.clone()]
+    );
+    assert_eq!(
+        store.audit_log(None, 2).await.unwrap(),
+        [e4.clone(), e3.clone()]
+    );
+    assert_eq!(
+        store.audit_log(Some(&e3.id), 10).await.unwrap(),
+        [e1.clone()]
+    );
+    assert!(store.audit_log(Some(&e1.id), 10).await.unwrap().is_empty());
+    // The log is not user data: an erasure leaves it.
+    store.erase_user(&id("maria")).await.unwrap();
+    assert_eq!(store.audit_log(None, 10).await.unwrap().len(), 3);
 }
 
 // ---------------------------------------------------------------- DynamoDB only

@@ -16,6 +16,10 @@ pub enum ApiError {
     Invalid(FieldError),
     /// 400: events in a batch are wrong; none was applied.
     Events(Vec<Rejection>),
+    /// 401: the caller is not known (no key, an unknown key, no verified identity).
+    Unauthorized(String),
+    /// 403: the caller is known but may not do this (the field says what is missing).
+    Forbidden(FieldError),
     /// 404.
     NotFound(String),
     /// 405.
@@ -71,6 +75,14 @@ impl IntoResponse for ApiError {
                             "field": x.error.field, "reason": x.error.reason})).collect::<Vec<_>>()}}),
                 )
             }
+            ApiError::Unauthorized(r) => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": {"code": "unauthorized", "field": "authorization", "reason": r}}),
+            ),
+            ApiError::Forbidden(f) => (
+                StatusCode::FORBIDDEN,
+                json!({"error": {"code": "forbidden", "field": f.field, "reason": f.reason}}),
+            ),
             ApiError::NotFound(what) => (
                 StatusCode::NOT_FOUND,
                 json!({"error": {"code": "not_found", "reason": format!("{what} not found")}}),

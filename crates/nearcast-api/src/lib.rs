@@ -12,15 +12,22 @@
 //! - `GET /v1/admin/users/{id}/export`: everything held about one person (subject access).
 //! - `GET /v1/admin/model`, `POST /v1/admin/model/reload`: the models in service; load the
 //!   champion again from its source (a refused artifact leaves the current one serving).
+//! - `GET /v1/admin/audit[?before=<entry id>&limit=100]`: who changed what, newest first.
+//! - `DELETE /v1/admin/users/{id}`: erasure on a data-protection request (admin role).
 //! - `GET /healthz`.
+//!
+//! The admin routes need a role ([`auth`]): viewer to read and simulate, editor to change
+//! stores and offers, admin for the policy, models and one person's data.
 
+pub mod auth;
 mod error;
 mod simulate;
 
 pub use error::ApiError;
 
+use auth::Actor;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,8 +47,14 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Shared state of the handlers.
 pub type AppState = Arc<Engine>;
 
-/// The router for both hosts.
+/// The router for both hosts, with every admin caller an admin named `local`
+/// ([`auth::Access::Open`]): for loopback without keys, and tests.
 pub fn router(engine: Arc<Engine>) -> Router {
+    router_with(engine, auth::Access::Open)
+}
+
+/// The router for both hosts, with admin callers known by `access`.
+pub fn router_with(engine: Arc<Engine>, access: auth::Access) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/events", post(post_events))
@@ -62,12 +75,18 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/admin/simulate", post(simulate::simulate))
         .route("/v1/admin/results", get(results))
         .route("/v1/admin/users/{id}/export", get(export_user))
+        .route("/v1/admin/users/{id}", axum::routing::delete(admin_erase))
+        .route("/v1/admin/audit", get(audit_log))
         .route("/v1/admin/model", get(model_status))
         .route("/v1/admin/model/reload", post(reload_model))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Bodies above the limit are cut off while reading, before any parsing.
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Outermost: no admin handler runs, and no body is read, before the role check.
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::check(access.clone(), req, next)
+        }))
         .with_state(engine)
 }
 
@@ -268,7 +287,11 @@ async fn get_store(
         .ok_or_else(|| ApiError::NotFound(format!("store {id}")))
 }
 
-async fn create_store(State(engine): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_store(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let s: Store = parse_with_id(&body, None)?;
     if engine.catalog().store_pos.contains_key(&s.id) {
         return Err(ApiError::Conflict(format!(
@@ -276,27 +299,29 @@ async fn create_store(State(engine): State<AppState>, body: Bytes) -> Result<Res
             s.id
         )));
     }
-    engine.put_store(s.clone()).await?;
+    engine.put_store(s.clone(), &actor).await?;
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
 async fn put_store(
     State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Store>, ApiError> {
     let id = path_id("id", &id)?;
     let s: Store = parse_with_id(&body, Some(id.as_str()))?;
-    engine.put_store(s.clone()).await?;
+    engine.put_store(s.clone(), &actor).await?;
     Ok(Json(s))
 }
 
 async fn delete_store(
     State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id("id", &id)?;
-    engine.delete_store(&id).await?;
+    engine.delete_store(&id, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,7 +341,11 @@ async fn get_offer(
         .ok_or_else(|| ApiError::NotFound(format!("offer {id}")))
 }
 
-async fn create_offer(State(engine): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_offer(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let o: Offer = parse_with_id(&body, None)?;
     if engine.catalog().offer_pos.contains_key(&o.id) {
         return Err(ApiError::Conflict(format!(
@@ -324,27 +353,29 @@ async fn create_offer(State(engine): State<AppState>, body: Bytes) -> Result<Res
             o.id
         )));
     }
-    engine.put_offer(o.clone()).await?;
+    engine.put_offer(o.clone(), &actor).await?;
     Ok((StatusCode::CREATED, Json(o)).into_response())
 }
 
 async fn put_offer(
     State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Offer>, ApiError> {
     let id = path_id("id", &id)?;
     let o: Offer = parse_with_id(&body, Some(id.as_str()))?;
-    engine.put_offer(o.clone()).await?;
+    engine.put_offer(o.clone(), &actor).await?;
     Ok(Json(o))
 }
 
 async fn delete_offer(
     State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id("id", &id)?;
-    engine.delete_offer(&id).await?;
+    engine.delete_offer(&id, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -354,10 +385,11 @@ async fn get_policy(State(engine): State<AppState>) -> Json<CapPolicy> {
 
 async fn put_policy(
     State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
     body: Bytes,
 ) -> Result<Json<CapPolicy>, ApiError> {
     let p: CapPolicy = parse_with_id(&body, None)?;
-    engine.put_policy(p.clone()).await?;
+    engine.put_policy(p.clone(), &actor).await?;
     Ok(Json(p))
 }
 
@@ -418,6 +450,58 @@ async fn results(
         "by_offer": r.by_offer,
         "by_model": r.by_model,
     })))
+}
+
+async fn audit_log(
+    State(engine): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut before = None;
+    let mut limit = 100;
+    for (k, v) in &q {
+        match k.as_str() {
+            "before" => before = Some(v.as_str()),
+            "limit" => {
+                let max = nearcast_core::audit::MAX_AUDIT_PAGE;
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "limit",
+                            format!("must be a whole number from 1 to {max}"),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a known parameter (before, limit)",
+                ));
+            }
+        }
+    }
+    let entries = engine.audit_log(before, limit).await?;
+    // The next page starts below the last entry of a full one.
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.id.clone()))
+        .flatten();
+    Ok(Json(json!({"entries": entries, "next_before": next})))
+}
+
+/// Erasure on a data-protection request, by an admin: the same as the device's own
+/// `DELETE /v1/users/{id}`.
+async fn admin_erase(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = path_id("user_id", &id)?;
+    let e = engine.erase(&user).await?;
+    // The log names the admin, never the person erased.
+    tracing::info!(admin = %actor.name, records = e.records, "erasure by an admin");
+    Ok(Json(json!({"user_id": user, "erased_records": e.records})))
 }
 
 #[allow(

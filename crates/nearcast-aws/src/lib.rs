@@ -74,6 +74,7 @@ use aws_sdk_dynamodb::types::{
     KeyType, Put, PutRequest, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
     TableStatus, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
+use nearcast_core::audit::{AuditEntry, ConfigChange};
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
@@ -99,6 +100,9 @@ pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
 
 /// DynamoDB's limit on the items of one TransactWriteItems.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Configuration changes per transaction: the rest of [`MAX_TRANSACTION_ITEMS`] is the
+/// audit entry and the catalog version bump.
+pub const CONFIG_CHANGES_PER_TRANSACTION: usize = MAX_TRANSACTION_ITEMS - 2;
 /// How long an idempotency key is kept by default.
 pub const SEEN_TTL_SECS: i64 = nearcast_core::ports::IDEMPOTENCY_DAYS * 24 * 3600;
 /// How long decisions, deliveries and outcomes are kept by default.
@@ -991,6 +995,120 @@ impl DynamoStateStore {
         }
     }
 
+    /// Configuration changes with their audit entry: one TransactWriteItems of the changes,
+    /// the entry (`AUDIT / <entry id>`) and the catalog version bump, for up to
+    /// [`CONFIG_CHANGES_PER_TRANSACTION`] changes. A longer list (a whole catalog loaded at
+    /// once) goes in several transactions, in order, each with its version bump and the
+    /// entry with the last: a failure part-way leaves the earlier ones applied, and the
+    /// caller's error says to retry (puts are idempotent).
+    async fn apply_config_async(
+        &self,
+        changes: &[ConfigChange],
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let chunks: Vec<&[ConfigChange]> = if changes.is_empty() {
+            vec![&[]]
+        } else {
+            changes.chunks(CONFIG_CHANGES_PER_TRANSACTION).collect()
+        };
+        let last = chunks.len() - 1;
+        for (k, chunk) in chunks.into_iter().enumerate() {
+            let mut tx = self.client.transact_write_items();
+            for c in chunk {
+                tx = tx.transact_items(match c {
+                    ConfigChange::PutStore(st) => {
+                        let mut item = key(format!("STORE#{}", st.id), "META");
+                        item.insert("body".into(), s(json(st)?));
+                        self.put(item).build()?
+                    }
+                    ConfigChange::PutOffer(o) => {
+                        let mut item = key(format!("OFFER#{}", o.id), "META");
+                        item.insert("body".into(), s(json(o)?));
+                        self.put(item).build()?
+                    }
+                    ConfigChange::PutPolicy(p) => {
+                        let mut item = key("CONFIG", "POLICY");
+                        item.insert("body".into(), s(json(p)?));
+                        self.put(item).build()?
+                    }
+                    ConfigChange::DeleteStore(id) => self.delete_existing(format!("STORE#{id}"))?,
+                    ConfigChange::DeleteOffer(id) => self.delete_existing(format!("OFFER#{id}"))?,
+                });
+            }
+            if k == last {
+                let mut item = key("AUDIT", audit.id.as_str());
+                item.insert("body".into(), s(json(audit)?));
+                tx = tx.transact_items(self.put(item).build()?);
+            }
+            let res = tx.transact_items(self.bump_version()?).send().await;
+            if let Err(e) = res {
+                return match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(tc))
+                        if tc
+                            .cancellation_reasons()
+                            .iter()
+                            .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+                    {
+                        Ok(false)
+                    }
+                    _ => Err(sdk_err("TransactWriteItems", e)),
+                };
+            }
+        }
+        Ok(true)
+    }
+
+    /// A Delete of `pk / META` that cancels the transaction when there is nothing to delete.
+    fn delete_existing(&self, pk: String) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, "META")))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| err("TransactWriteItems", e))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// The audit log, newest first: Queries on the `AUDIT` partition, backwards from
+    /// `before`, until `limit` entries.
+    async fn audit_log_async(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut start: Option<Item> = None;
+        let mut entries = Vec::new();
+        while entries.len() < limit {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s("AUDIT"));
+            if let Some(b) = before {
+                query = query
+                    .key_condition_expression("pk = :pk AND sk < :before")
+                    .expression_attribute_values(":before", s(b));
+            }
+            let want = i32::try_from(limit - entries.len()).unwrap_or(i32::MAX);
+            let out = query
+                .scan_index_forward(false)
+                .limit(want)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("Query", e))?;
+            for i in out.items() {
+                entries.push(body::<AuditEntry>(i, "body")?);
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(entries)
+    }
+
     async fn policy(&self) -> Result<Option<CapPolicy>, StoreError> {
         let out = self
             .client
@@ -1154,6 +1272,22 @@ impl StateStore for DynamoStateStore {
 
     fn put_policy<'a>(&'a self, policy: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.put_body("CONFIG".into(), "POLICY", policy))
+    }
+
+    fn apply_config<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+        audit: &'a AuditEntry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.apply_config_async(changes, audit))
+    }
+
+    fn audit_log<'a>(
+        &'a self,
+        before: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>> {
+        Box::pin(self.audit_log_async(before, limit))
     }
 
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {

@@ -6,6 +6,7 @@
 //! (invariant 4).
 
 use crate::FieldError;
+use crate::audit::{Actor, AuditEntry, ConfigChange};
 use crate::catalog::Catalog;
 use crate::config::{CapPolicy, Offer, Store};
 use crate::consent::{ConsentRecord, Consents, Purpose};
@@ -712,21 +713,19 @@ impl Engine {
         Ok(erased)
     }
 
-    /// Validates and saves a store, then rebuilds the catalog.
+    /// Validates and saves a store with its audit entry, then rebuilds the catalog.
     ///
     /// # Errors
     /// [`EngineError::Invalid`] naming the field; the configuration is unchanged.
-    pub async fn put_store(&self, store: Store) -> Result<(), EngineError> {
+    pub async fn put_store(&self, store: Store, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
         store.validate().map_err(EngineError::Invalid)?;
         // Build the would-be catalog first: nothing is saved unless it compiles.
-        let mut stores: Vec<Store> = self
-            .store
-            .list_stores()
-            .await?
-            .into_iter()
-            .filter(|s| s.id != store.id)
-            .collect();
+        let mut stores = self.store.list_stores().await?;
+        let before = stores
+            .iter()
+            .position(|s| s.id == store.id)
+            .map(|k| stores.remove(k));
         stores.push(store.clone());
         let c = Catalog::build(
             stores,
@@ -734,25 +733,28 @@ impl Engine {
             self.catalog().policy.clone(),
         )
         .map_err(EngineError::Invalid)?;
-        self.store.put_store(&store).await?;
+        let entry = AuditEntry::new(self.now(), actor, "store.put")
+            .target(&store.id)
+            .change(before.as_ref(), Some(&store));
+        self.store
+            .apply_config(&[ConfigChange::PutStore(store)], &entry)
+            .await?;
         *self.catalog.write().expect("catalog lock") = Arc::new(c);
         Ok(())
     }
 
-    /// Validates and saves an offer, then rebuilds the catalog.
+    /// Validates and saves an offer with its audit entry, then rebuilds the catalog.
     ///
     /// # Errors
     /// [`EngineError::Invalid`] naming the field (e.g. an unknown store id); nothing saved.
-    pub async fn put_offer(&self, offer: Offer) -> Result<(), EngineError> {
+    pub async fn put_offer(&self, offer: Offer, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
         offer.validate().map_err(EngineError::Invalid)?;
-        let mut offers: Vec<Offer> = self
-            .store
-            .list_offers()
-            .await?
-            .into_iter()
-            .filter(|o| o.id != offer.id)
-            .collect();
+        let mut offers = self.store.list_offers().await?;
+        let before = offers
+            .iter()
+            .position(|o| o.id == offer.id)
+            .map(|k| offers.remove(k));
         let at = offers.len();
         offers.push(offer.clone());
         let c = Catalog::build(
@@ -767,60 +769,101 @@ impl Engine {
                 e.reason,
             ))
         })?;
-        self.store.put_offer(&offer).await?;
+        let entry = AuditEntry::new(self.now(), actor, "offer.put")
+            .target(&offer.id)
+            .change(before.as_ref(), Some(&offer));
+        self.store
+            .apply_config(&[ConfigChange::PutOffer(offer)], &entry)
+            .await?;
         *self.catalog.write().expect("catalog lock") = Arc::new(c);
         Ok(())
     }
 
-    /// Deletes a store (offers naming it by id must be changed first).
+    /// Deletes a store (offers naming it by id must be changed first), with its audit
+    /// entry.
     ///
     /// # Errors
     /// Not found, or an offer still names it.
-    pub async fn delete_store(&self, id: &Id) -> Result<(), EngineError> {
+    pub async fn delete_store(&self, id: &Id, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
-        let stores: Vec<Store> = self
-            .store
-            .list_stores()
-            .await?
-            .into_iter()
-            .filter(|s| &s.id != id)
-            .collect();
+        let mut stores = self.store.list_stores().await?;
+        let Some(k) = stores.iter().position(|s| &s.id == id) else {
+            return Err(EngineError::NotFound(format!("store {id}")));
+        };
+        let before = stores.remove(k);
         let c = Catalog::build(
             stores,
             self.store.list_offers().await?,
             self.catalog().policy.clone(),
         )
         .map_err(EngineError::Invalid)?;
-        if !self.store.delete_store(id).await? {
+        let entry = AuditEntry::new(self.now(), actor, "store.delete")
+            .target(id)
+            .change(Some(&before), None);
+        if !self
+            .store
+            .apply_config(&[ConfigChange::DeleteStore(id.clone())], &entry)
+            .await?
+        {
             return Err(EngineError::NotFound(format!("store {id}")));
         }
         *self.catalog.write().expect("catalog lock") = Arc::new(c);
         Ok(())
     }
 
-    /// Deletes an offer.
+    /// Deletes an offer, with its audit entry.
     ///
     /// # Errors
     /// Not found.
-    pub async fn delete_offer(&self, id: &Id) -> Result<(), EngineError> {
+    pub async fn delete_offer(&self, id: &Id, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
-        if !self.store.delete_offer(id).await? {
+        let offers = self.store.list_offers().await?;
+        let Some(before) = offers.iter().find(|o| &o.id == id) else {
+            return Err(EngineError::NotFound(format!("offer {id}")));
+        };
+        let entry = AuditEntry::new(self.now(), actor, "offer.delete")
+            .target(id)
+            .change(Some(before), None);
+        if !self
+            .store
+            .apply_config(&[ConfigChange::DeleteOffer(id.clone())], &entry)
+            .await?
+        {
             return Err(EngineError::NotFound(format!("offer {id}")));
         }
         drop(_g);
         self.reload().await
     }
 
-    /// Validates and saves the cap policy.
+    /// Validates and saves the cap policy, with its audit entry.
     ///
     /// # Errors
     /// [`EngineError::Invalid`] naming the field.
-    pub async fn put_policy(&self, policy: CapPolicy) -> Result<(), EngineError> {
+    pub async fn put_policy(&self, policy: CapPolicy, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
         policy.validate().map_err(EngineError::Invalid)?;
-        self.store.put_policy(&policy).await?;
+        let before = self.store.get_policy().await?;
+        let entry =
+            AuditEntry::new(self.now(), actor, "policy.put").change(before.as_ref(), Some(&policy));
+        self.store
+            .apply_config(&[ConfigChange::PutPolicy(policy)], &entry)
+            .await?;
         drop(_g);
         self.reload().await
+    }
+
+    /// The audit log, newest first: at most `limit` entries (capped at
+    /// [`MAX_AUDIT_PAGE`](crate::audit::MAX_AUDIT_PAGE)), below the entry id `before`.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn audit_log(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, EngineError> {
+        let limit = limit.min(crate::audit::MAX_AUDIT_PAGE);
+        Ok(self.store.audit_log(before, limit).await?)
     }
 
     /// Replaces the whole configuration at once (demo and seeding): validated as a whole
@@ -837,13 +880,21 @@ impl Engine {
         let _g = self.admin.lock().await;
         let c = Catalog::build(stores.clone(), offers.clone(), policy.clone())
             .map_err(EngineError::Invalid)?;
-        for s in &stores {
-            self.store.put_store(s).await?;
-        }
-        for o in &offers {
-            self.store.put_offer(o).await?;
-        }
-        self.store.put_policy(&policy).await?;
+        let entry = AuditEntry {
+            after: Some(serde_json::json!({"stores": stores.len(), "offers": offers.len()})),
+            ..AuditEntry::new(
+                self.now(),
+                &Actor::system("configuration load"),
+                "catalog.load",
+            )
+        };
+        let changes: Vec<ConfigChange> = stores
+            .into_iter()
+            .map(ConfigChange::PutStore)
+            .chain(offers.into_iter().map(ConfigChange::PutOffer))
+            .chain(std::iter::once(ConfigChange::PutPolicy(policy)))
+            .collect();
+        self.store.apply_config(&changes, &entry).await?;
         *self.catalog.write().expect("catalog lock") = Arc::new(c);
         Ok(())
     }

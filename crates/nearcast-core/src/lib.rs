@@ -19,6 +19,7 @@
 /// Nearcast logs no location, whatever level an operator asks for.
 pub const QUIET_GEOMETRY_LOGS: &str = "geo=warn";
 
+pub mod audit;
 pub mod caps;
 pub mod catalog;
 pub mod config;

@@ -1,6 +1,7 @@
 //! In-memory port implementations: the reference the store contract suite runs against,
 //! and fakes for tests (`InMemoryStateStore`, `RecordingNotifier`).
 
+use crate::audit::{AuditEntry, ConfigChange};
 use crate::config::{CapPolicy, Offer, Store};
 use crate::decision::{Decision, Push};
 use crate::ids::Id;
@@ -24,6 +25,8 @@ struct Inner {
     stores: BTreeMap<Id, Store>,
     offers: BTreeMap<Id, Offer>,
     policy: Option<CapPolicy>,
+    /// The audit log, by entry id.
+    audit: BTreeMap<String, AuditEntry>,
     /// Erasure pseudonyms, with when.
     erased: HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
@@ -290,6 +293,60 @@ impl StateStore for InMemoryStateStore {
     fn put_policy<'a>(&'a self, p: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with(|i| i.policy = Some(p.clone()));
         ready(Ok(()))
+    }
+
+    fn apply_config<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+        audit: &'a AuditEntry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(self.with(|i| {
+            // Check every delete first: all or nothing, under the one lock.
+            let (mut stores, mut offers) = (i.stores.clone(), i.offers.clone());
+            for c in changes {
+                let found = match c {
+                    ConfigChange::DeleteStore(id) => stores.remove(id).is_some(),
+                    ConfigChange::DeleteOffer(id) => offers.remove(id).is_some(),
+                    ConfigChange::PutStore(s) => {
+                        stores.insert(s.id.clone(), s.clone());
+                        true
+                    }
+                    ConfigChange::PutOffer(o) => {
+                        offers.insert(o.id.clone(), o.clone());
+                        true
+                    }
+                    ConfigChange::PutPolicy(_) => true,
+                };
+                if !found {
+                    return false;
+                }
+            }
+            for c in changes {
+                if let ConfigChange::PutPolicy(p) = c {
+                    i.policy = Some(p.clone());
+                }
+            }
+            i.stores = stores;
+            i.offers = offers;
+            i.audit.insert(audit.id.clone(), audit.clone());
+            true
+        })))
+    }
+
+    fn audit_log<'a>(
+        &'a self,
+        before: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>> {
+        ready(Ok(self.with(|i| {
+            i.audit
+                .values()
+                .rev()
+                .filter(|e| before.is_none_or(|b| e.id.as_str() < b))
+                .take(limit)
+                .cloned()
+                .collect()
+        })))
     }
 
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {

@@ -3,6 +3,7 @@
 //! DynamoDB and SNS. Futures are boxed so the traits stay object-safe (`Arc<dyn StateStore>`):
 //! one allocation per call, negligible next to any real I/O.
 
+use crate::audit::{AuditEntry, ConfigChange};
 use crate::config::{CapPolicy, Offer, Store};
 use crate::decision::{Decision, Push};
 use crate::ids::Id;
@@ -354,6 +355,23 @@ pub trait StateStore: Send + Sync {
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>>;
     /// Saves the cap policy.
     fn put_policy<'a>(&'a self, policy: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Applies configuration changes, in order, together with their audit entry: all of
+    /// them and the entry, or nothing. Answers `false`, having applied nothing, when a
+    /// delete names a store or offer that does not exist. A store whose transactions are
+    /// bounded (DynamoDB: 100 items) applies a longer list in several transactions, in
+    /// order, the entry with the last; it says so in its documentation.
+    fn apply_config<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+        audit: &'a AuditEntry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// The audit log, newest first: at most `limit` entries, those with an id below
+    /// `before` when given (the next page).
+    fn audit_log<'a>(
+        &'a self,
+        before: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>>;
     /// Deliveries, oldest first (results, tests and the outbox relay).
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>>;
     /// Logged decisions, oldest first (exports).
@@ -505,6 +523,22 @@ pub trait StoreLayer: Send + Sync {
     fn put_policy<'a>(&'a self, policy: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
         self.wrapped().put_policy(policy)
     }
+    /// See [`StateStore::apply_config`].
+    fn apply_config<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+        audit: &'a AuditEntry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.wrapped().apply_config(changes, audit)
+    }
+    /// See [`StateStore::audit_log`].
+    fn audit_log<'a>(
+        &'a self,
+        before: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>> {
+        self.wrapped().audit_log(before, limit)
+    }
     /// See [`StateStore::deliveries`].
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
         self.wrapped().deliveries()
@@ -601,6 +635,20 @@ impl<L: StoreLayer> StateStore for L {
     }
     fn put_policy<'a>(&'a self, policy: &'a CapPolicy) -> BoxFuture<'a, Result<(), StoreError>> {
         StoreLayer::put_policy(self, policy)
+    }
+    fn apply_config<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+        audit: &'a AuditEntry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        StoreLayer::apply_config(self, changes, audit)
+    }
+    fn audit_log<'a>(
+        &'a self,
+        before: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>> {
+        StoreLayer::audit_log(self, before, limit)
     }
     fn deliveries(&self) -> BoxFuture<'_, Result<Vec<DeliveryRecord>, StoreError>> {
         StoreLayer::deliveries(self)

@@ -178,3 +178,77 @@ pub fn spawn_retention(
         }
     })
 }
+
+/// The admin routes' access for `nearcast serve` listening on `local`: the keys of
+/// `keys_file` when one is given; with none, open to everyone as an admin, but only on a
+/// loopback address (the demo and local tools), and refused on any other.
+///
+/// # Errors
+/// An unreadable or invalid keys file (naming the field), a file with no keys, or no keys
+/// on an address other machines can reach.
+pub fn admin_access(
+    local: std::net::SocketAddr,
+    keys_file: Option<&Path>,
+) -> Result<nearcast_api::auth::Access, HostError> {
+    use nearcast_api::auth::{Access, ApiKeys};
+    let Some(path) = keys_file else {
+        if local.ip().is_loopback() {
+            return Ok(Access::Open);
+        }
+        return Err(HostError::Invalid {
+            path: "--admin-keys".into(),
+            reason: format!(
+                "is required to serve on {local}, which is not a loopback address: without \
+                 keys anyone who can reach it could change the catalog (make one with \
+                 `nearcast admin-key --name <who> --role admin --keys <file>`)"
+            ),
+        });
+    };
+    let keys = ApiKeys::parse(&read(path)?).map_err(|e| HostError::Invalid {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    if keys.is_empty() {
+        return Err(HostError::Invalid {
+            path: path.display().to_string(),
+            reason: "keys: must hold at least one key".into(),
+        });
+    }
+    Ok(Access::Keys(Arc::new(keys)))
+}
+
+/// A new API key for `name` with `role`: the key (shown once; only its digest is kept)
+/// and the keys file with its entry added. `existing` is the current file's text, if any.
+///
+/// # Errors
+/// An existing file that is not a valid keys file, or a name it already has.
+pub fn new_admin_key(
+    name: &str,
+    role: nearcast_api::auth::Role,
+    existing: Option<&str>,
+) -> Result<(String, String), HostError> {
+    use nearcast_api::auth::{ApiKeys, key_digest};
+    let invalid = |reason: String| HostError::Invalid {
+        path: "--keys".into(),
+        reason,
+    };
+    let mut file: serde_json::Value = match existing {
+        Some(text) => {
+            ApiKeys::parse(text).map_err(|e| invalid(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?
+        }
+        None => serde_json::json!({"keys": []}),
+    };
+    let bytes: [u8; 24] = rand::random();
+    let key: String = std::iter::once("nck_".to_string())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let entries = file["keys"]
+        .as_array_mut()
+        .ok_or_else(|| invalid("keys: must be a list".into()))?;
+    entries.push(serde_json::json!({"name": name, "role": role, "sha256": key_digest(&key)}));
+    let text = serde_json::to_string_pretty(&file).map_err(|e| invalid(e.to_string()))?;
+    // The whole file must still load: this catches a name given twice.
+    ApiKeys::parse(&text).map_err(|e| invalid(e.to_string()))?;
+    Ok((key, text + "\n"))
+}

@@ -108,6 +108,10 @@ enum Command {
         /// Days decisions, deliveries and outcomes are kept.
         #[arg(long, env = "NEARCAST_KEEP_LOG_DAYS", default_value_t = nearcast_core::ports::LOG_RETENTION_DAYS)]
         keep_log_days: i64,
+        /// API keys of the admin routes (a keys file, see `nearcast admin-key`). Required
+        /// unless --addr is a loopback address, where without keys every caller is an admin.
+        #[arg(long, env = "NEARCAST_ADMIN_KEYS")]
+        admin_keys: Option<PathBuf>,
     },
     /// Feeds a JSON-lines file of events through the pipeline and prints the decisions.
     Replay {
@@ -136,6 +140,20 @@ enum Command {
     Model {
         #[command(subcommand)]
         action: ModelCommand,
+    },
+    /// Makes an API key for the admin routes of `nearcast serve`: prints the key once and
+    /// adds its name, role and SHA-256 (never the key) to the keys file.
+    AdminKey {
+        /// Who holds it (the audit log names them).
+        #[arg(long)]
+        name: String,
+        /// viewer (reads, simulates), editor (and changes stores and offers) or admin (and
+        /// the policy, models, one person's data).
+        #[arg(long, value_parser = ["viewer", "editor", "admin"])]
+        role: String,
+        /// The keys file to add it to (created if missing); `serve --admin-keys` reads it.
+        #[arg(long)]
+        keys: PathBuf,
     },
 }
 
@@ -435,6 +453,32 @@ async fn run(cli: Cli) -> Result<(), HostError> {
     match cli.command {
         Command::Export(a) => export(a).await,
         Command::Model { action } => model(action).await,
+        Command::AdminKey { name, role, keys } => {
+            let role =
+                nearcast_api::auth::Role::parse(&role).unwrap_or(nearcast_api::auth::Role::Viewer);
+            let existing = match std::fs::read_to_string(&keys) {
+                Ok(t) => Some(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(source) => {
+                    return Err(HostError::Io {
+                        path: keys.display().to_string(),
+                        source,
+                    });
+                }
+            };
+            let (key, text) = nearcast::new_admin_key(&name, role, existing.as_deref())?;
+            std::fs::write(&keys, text).map_err(|source| HostError::Io {
+                path: keys.display().to_string(),
+                source,
+            })?;
+            eprintln!(
+                "added {name} ({}) to {}; the key is shown once:",
+                role.as_str(),
+                keys.display()
+            );
+            println!("{key}");
+            Ok(())
+        }
         Command::Demo { data, work, model } => {
             let (engine, report, outbox) = run_demo(&DemoOptions { data, work, model }).await?;
             let mut out = std::io::stdout().lock();
@@ -467,6 +511,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             challenger_share,
             keep_idempotency_days,
             keep_log_days,
+            admin_keys,
         } => {
             let retention =
                 nearcast_core::ports::Retention::days(keep_idempotency_days, keep_log_days)
@@ -567,9 +612,14 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 path: addr.clone(),
                 source,
             })?;
-            tracing::info!(%local, ?backend, relayed, stores = engine.catalog().stores.len(), pruned, pruned_logs, "nearcast serving");
+            let access = nearcast::admin_access(local, admin_keys.as_deref())?;
+            let keys = match &access {
+                nearcast_api::auth::Access::Keys(k) => k.len(),
+                _ => 0,
+            };
+            tracing::info!(%local, ?backend, relayed, stores = engine.catalog().stores.len(), pruned, pruned_logs, admin_keys = keys, "nearcast serving");
             println!("nearcast listening on http://{local}");
-            axum::serve(listener, nearcast_api::router(engine))
+            axum::serve(listener, nearcast_api::router_with(engine, access))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })

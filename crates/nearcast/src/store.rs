@@ -22,6 +22,7 @@
 //! check in the commit catches anything newer. Everything else (admin, deliveries,
 //! erasure, exports) runs on the writer's connection, behind a lock.
 
+use nearcast_core::audit::{AuditEntry, ConfigChange};
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
@@ -132,6 +133,7 @@ CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITH
 CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 ";
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -1066,6 +1068,70 @@ impl StateStore for SqliteStore {
                 c.execute("INSERT INTO meta (key, value) VALUES ('policy', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [b])?;
                 Ok(())
             })
+        }))
+    }
+
+    fn apply_config<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+        audit: &'a AuditEntry,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        // Bodies first, outside the lock; then one transaction: the changes and the entry.
+        let bodies: Result<Vec<Option<String>>, StoreError> = changes
+            .iter()
+            .map(|c| match c {
+                ConfigChange::PutStore(s) => json(s).map(Some),
+                ConfigChange::PutOffer(o) => json(o).map(Some),
+                ConfigChange::PutPolicy(p) => json(p).map(Some),
+                ConfigChange::DeleteStore(_) | ConfigChange::DeleteOffer(_) => Ok(None),
+            })
+            .collect();
+        let entry = json(audit);
+        ready(bodies.and_then(|bodies| {
+            let entry = entry?;
+            self.with(|c| {
+                let tx = c.transaction()?;
+                for (change, body) in changes.iter().zip(&bodies) {
+                    let body = body.as_deref().unwrap_or_default();
+                    let n = match change {
+                        ConfigChange::PutStore(s) => tx.execute("INSERT INTO stores (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body", params![s.id.as_str(), body])?,
+                        ConfigChange::PutOffer(o) => tx.execute("INSERT INTO offers (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body", params![o.id.as_str(), body])?,
+                        ConfigChange::PutPolicy(_) => tx.execute("INSERT INTO meta (key, value) VALUES ('policy', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [body])?,
+                        ConfigChange::DeleteStore(id) => tx.execute("DELETE FROM stores WHERE id = ?1", [id.as_str()])?,
+                        ConfigChange::DeleteOffer(id) => tx.execute("DELETE FROM offers WHERE id = ?1", [id.as_str()])?,
+                    };
+                    if n == 0 {
+                        // A delete of nothing: the transaction rolls back when dropped.
+                        return Ok(false);
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO audit (id, body) VALUES (?1, ?2)",
+                    params![audit.id, entry],
+                )?;
+                tx.commit()?;
+                Ok(true)
+            })
+        }))
+    }
+
+    fn audit_log<'a>(
+        &'a self,
+        before: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Result<Vec<String>, StoreError> = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT body FROM audit WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![before, limit], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        });
+        ready(rows.and_then(|rows| {
+            rows.iter()
+                .map(|b| serde_json::from_str(b).map_err(err))
+                .collect()
         }))
     }
 

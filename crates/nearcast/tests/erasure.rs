@@ -163,8 +163,9 @@ fn erase_and_search(end: End) {
             "{needle} still readable after the erasure (files {files:?})"
         );
     }
-    // The coupon is the offer's, so the offer keeps it once; the subject's push that
-    // carried it is gone from the deliveries and the outbox, the keeper's is not.
+    // The coupon is the offer's, so the offer keeps it once and so does the audit entry
+    // of the change that saved it (configuration, not anyone's data); the subject's push
+    // that carried it is gone from the deliveries and the outbox, the keeper's is not.
     let coupon = occurrences(dir.path(), COUPON);
     let db = coupon
         .iter()
@@ -178,7 +179,10 @@ fn erase_and_search(end: End) {
         outbox, 1,
         "the outbox keeps the keeper's push only: {coupon:?}"
     );
-    assert_eq!(db, 2, "the offer and the keeper's delivery: {coupon:?}");
+    assert_eq!(
+        db, 3,
+        "the offer, its audit entry and the keeper's delivery: {coupon:?}"
+    );
     // The person who was not erased is all there, except any position: no location trail.
     for needle in [KEEPER, KEEPER_TOKEN, KEEPER_PRODUCT] {
         assert!(

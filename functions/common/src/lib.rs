@@ -217,6 +217,8 @@ pub struct Config {
     pub fcm_arn: Option<String>,
     /// Device authentication of events-api (`NEARCAST_DEVICE_AUTH`).
     pub device_auth: DeviceAuth,
+    /// Marketers' roles on admin-api (`NEARCAST_ADMIN_AUTH`, `NEARCAST_ADMIN_ROLE_CLAIM`).
+    pub admin_auth: AdminAuth,
     /// Cap policy used until one is saved (`NEARCAST_CAP_*`); `None`: none of them set.
     pub cap_defaults: Option<nearcast_core::config::CapPolicy>,
     /// Open-Meteo-compatible forecast endpoint (`NEARCAST_WEATHER_URL`); `None`: no weather.
@@ -257,6 +259,10 @@ impl Config {
             apns_arn: var("NEARCAST_APNS_ARN"),
             fcm_arn: var("NEARCAST_FCM_ARN"),
             device_auth: DeviceAuth::parse(var("NEARCAST_DEVICE_AUTH").as_deref())?,
+            admin_auth: AdminAuth::parse(
+                var("NEARCAST_ADMIN_AUTH").as_deref(),
+                var("NEARCAST_ADMIN_ROLE_CLAIM"),
+            )?,
             cap_defaults: cap_defaults(&var)?,
             weather_url: var("NEARCAST_WEATHER_URL"),
             catalog_refresh: catalog_refresh(var("NEARCAST_CATALOG_REFRESH_SECS"))?,
@@ -317,6 +323,44 @@ impl DeviceAuth {
             Some("jwt") => Ok(Self::Jwt),
             Some(other) => Err(InitError::Invalid {
                 var: "NEARCAST_DEVICE_AUTH",
+                reason: format!("must be jwt or none, got {other:?}"),
+            }),
+        }
+    }
+}
+
+/// How admin-api knows a marketer's role (`NEARCAST_ADMIN_AUTH`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AdminAuth {
+    /// `none` (the default): every caller API Gateway lets through is an admin.
+    #[default]
+    None,
+    /// `jwt`: the role is the claim `role_claim` (`NEARCAST_ADMIN_ROLE_CLAIM`, default
+    /// `custom:nearcast_role`) of the JWT verified by API Gateway's marketers' authorizer:
+    /// `viewer`, `editor` or `admin`, or a list of groups such as Cognito's `cognito:groups`
+    /// (`[editor marketing]`), of which the highest role counts. No role: 403.
+    Jwt {
+        /// The claim holding the role.
+        role_claim: String,
+    },
+}
+
+/// The role claim read when `NEARCAST_ADMIN_ROLE_CLAIM` is unset.
+pub const DEFAULT_ROLE_CLAIM: &str = "custom:nearcast_role";
+
+impl AdminAuth {
+    /// Parses `NEARCAST_ADMIN_AUTH` and `NEARCAST_ADMIN_ROLE_CLAIM` (`None`: unset).
+    ///
+    /// # Errors
+    /// [`InitError::Invalid`] for anything but `jwt` or `none`.
+    pub fn parse(value: Option<&str>, role_claim: Option<String>) -> Result<Self, InitError> {
+        match value.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("none") => Ok(Self::None),
+            Some("jwt") => Ok(Self::Jwt {
+                role_claim: role_claim.unwrap_or_else(|| DEFAULT_ROLE_CLAIM.to_string()),
+            }),
+            Some(other) => Err(InitError::Invalid {
+                var: "NEARCAST_ADMIN_AUTH",
                 reason: format!("must be jwt or none, got {other:?}"),
             }),
         }
@@ -426,6 +470,9 @@ pub async fn start_with(
         Some(p) => Arc::new(DefaultPolicy::new(refreshing.clone(), p.clone())),
         None => refreshing.clone(),
     };
+    if config.admin_auth == AdminAuth::None && function == "admin-api" {
+        tracing::warn!("NEARCAST_ADMIN_AUTH is none: every caller of admin-api has the admin role");
+    }
     if config.device_auth == DeviceAuth::None && function == "events-api" {
         tracing::warn!(
             "NEARCAST_DEVICE_AUTH is none: events-api does not check who a request is about"
@@ -534,6 +581,39 @@ mod tests {
         assert_eq!(c.model_path.as_deref(), Some(Path::new("/opt/ranker.json")));
         assert_eq!(c.log, "debug");
         assert!(c.apns_arn.is_some() && c.fcm_arn.is_some());
+    }
+
+    #[test]
+    fn admin_auth_is_jwt_with_a_role_claim_or_none() {
+        let auth = |v: &[(&str, &str)]| {
+            let mut vars = vec![("NEARCAST_TABLE", "t")];
+            vars.extend_from_slice(v);
+            Config::from_lookup(lookup(&vars)).map(|c| c.admin_auth)
+        };
+        assert_eq!(auth(&[]).unwrap(), AdminAuth::None);
+        assert_eq!(
+            auth(&[("NEARCAST_ADMIN_AUTH", "jwt")]).unwrap(),
+            AdminAuth::Jwt {
+                role_claim: DEFAULT_ROLE_CLAIM.into()
+            }
+        );
+        assert_eq!(
+            auth(&[
+                ("NEARCAST_ADMIN_AUTH", "jwt"),
+                ("NEARCAST_ADMIN_ROLE_CLAIM", "cognito:groups")
+            ])
+            .unwrap(),
+            AdminAuth::Jwt {
+                role_claim: "cognito:groups".into()
+            }
+        );
+        assert!(matches!(
+            auth(&[("NEARCAST_ADMIN_AUTH", "keys")]),
+            Err(InitError::Invalid {
+                var: "NEARCAST_ADMIN_AUTH",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -6,8 +6,20 @@ use std::net::TcpStream;
 
 /// `method path` with a JSON `body` to `addr`; returns (status, JSON body or null).
 pub fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    request_as(addr, None, method, path, body)
+}
+
+/// [`request`] with `Authorization: Bearer <key>` when a key is given.
+pub fn request_as(
+    addr: &str,
+    key: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status: u16 = resp[9..12].parse().unwrap();
