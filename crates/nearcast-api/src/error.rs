@@ -20,6 +20,15 @@ pub enum ApiError {
     Unauthorized(String),
     /// 403: the caller is known but may not do this (the field says what is missing).
     Forbidden(FieldError),
+    /// 400: rows of an imported file are wrong; nothing was applied.
+    Rows {
+        /// The first rejected row's field, as `rows[<row>].<field>`.
+        field: String,
+        /// What happened.
+        reason: String,
+        /// Every rejected row.
+        rejected: serde_json::Value,
+    },
     /// 404.
     NotFound(String),
     /// 405.
@@ -82,6 +91,14 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(f) => (
                 StatusCode::FORBIDDEN,
                 json!({"error": {"code": "forbidden", "field": f.field, "reason": f.reason}}),
+            ),
+            ApiError::Rows {
+                field,
+                reason,
+                rejected,
+            } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "invalid_rows", "field": field, "reason": reason, "rejected": rejected}}),
             ),
             ApiError::NotFound(what) => (
                 StatusCode::NOT_FOUND,

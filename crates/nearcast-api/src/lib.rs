@@ -12,6 +12,9 @@
 //! - `GET /v1/admin/users/{id}/export`: everything held about one person (subject access).
 //! - `GET /v1/admin/model`, `POST /v1/admin/model/reload`: the models in service; load the
 //!   champion again from its source (a refused artifact leaves the current one serving).
+//! - `POST /v1/admin/stores/import[?format=csv|geojson&dry_run=true&time_zone=&radius_m=]`:
+//!   a store file (`nearcast_core::import`), every row checked first, applied as one
+//!   catalog change or not at all.
 //! - `GET /v1/admin/audit[?before=<entry id>&limit=100]`: who changed what, newest first.
 //! - `DELETE /v1/admin/users/{id}`: erasure on a data-protection request (admin role).
 //! - `GET /healthz`.
@@ -44,6 +47,10 @@ use std::sync::Arc;
 /// Largest request body accepted (a full batch of 100 events is about 20 KB).
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// Largest store file `POST /v1/admin/stores/import` accepts (100k stores as CSV are about
+/// 8 MB). API Gateway and Lambda bound it lower on AWS (6 MB per request).
+pub const MAX_IMPORT_BODY: usize = 32 * 1024 * 1024;
+
 /// Shared state of the handlers.
 pub type AppState = Arc<Engine>;
 
@@ -62,6 +69,10 @@ pub fn router_with(engine: Arc<Engine>, access: auth::Access) -> Router {
         .route("/v1/users/{id}/presence", get(get_presence))
         .route("/v1/users/{id}", axum::routing::delete(erase))
         .route("/v1/admin/stores", get(list_stores).post(create_store))
+        .route(
+            "/v1/admin/stores/import",
+            post(import_stores).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY)),
+        )
         .route(
             "/v1/admin/stores/{id}",
             get(get_store).put(put_store).delete(delete_store),
@@ -450,6 +461,124 @@ async fn results(
         "by_offer": r.by_offer,
         "by_model": r.by_model,
     })))
+}
+
+async fn import_stores(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use nearcast_core::import::{Defaults, Format, parse};
+    let body = body.map_err(|_| {
+        ApiError::invalid("body", format!("must be at most {MAX_IMPORT_BODY} bytes"))
+    })?;
+    let mut format = None;
+    let mut dry_run = false;
+    let mut defaults = Defaults::default();
+    for (k, v) in &q {
+        match k.as_str() {
+            "format" => {
+                format = Some(match v.as_str() {
+                    "csv" => Format::Csv,
+                    "geojson" => Format::Geojson,
+                    _ => return Err(ApiError::invalid("format", "must be csv or geojson")),
+                });
+            }
+            "dry_run" => {
+                dry_run = match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(ApiError::invalid("dry_run", "must be true or false")),
+                };
+            }
+            "time_zone" => {
+                nearcast_core::config::parse_tz(v)
+                    .map_err(|e| ApiError::Invalid(e.within("time_zone")))?;
+                defaults.time_zone = Some(v.clone());
+            }
+            "radius_m" => {
+                defaults.radius_m = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| {
+                        r.is_finite() && *r > 0.0 && *r <= nearcast_core::config::MAX_RADIUS_M
+                    })
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "radius_m",
+                            format!(
+                                "must be a number in (0, {}]",
+                                nearcast_core::config::MAX_RADIUS_M
+                            ),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a known parameter (format, dry_run, time_zone, radius_m)",
+                ));
+            }
+        }
+    }
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body", "is not valid UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "body",
+            "is empty: send the CSV or GeoJSON file",
+        ));
+    }
+    // The format: the parameter, else the content type, else the first character.
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = format.unwrap_or(if content_type.contains("csv") {
+        Format::Csv
+    } else if content_type.contains("json") || text.trim_start().starts_with('{') {
+        Format::Geojson
+    } else {
+        Format::Csv
+    });
+    let parsed = parse(text, format, &defaults).map_err(ApiError::Invalid)?;
+    let rejected = serde_json::to_value(&parsed.rejected).unwrap_or_default();
+    let report = |summary: Option<nearcast_core::engine::ImportSummary>, applied: bool| {
+        json!({
+            "format": format,
+            "dry_run": dry_run,
+            "applied": applied,
+            "rows": parsed.rows,
+            "valid_rows": parsed.stores.len(),
+            "rejected": rejected,
+            "ignored_columns": parsed.ignored_columns,
+            "named_by_id": parsed.named_by_id,
+            "created": summary.map(|s| s.created),
+            "updated": summary.map(|s| s.updated),
+            "unchanged": summary.map(|s| s.unchanged),
+            "stores": summary.map(|s| s.stores),
+        })
+    };
+    if !parsed.rejected.is_empty() {
+        if dry_run {
+            return Ok(Json(report(None, false)));
+        }
+        let first = &parsed.rejected[0];
+        return Err(ApiError::Rows {
+            field: format!("rows[{}].{}", first.row, first.field),
+            reason: format!(
+                "{} of {} rows are invalid; nothing was applied (fix them, or drop them, and send the file again)",
+                parsed.rejected.len(),
+                parsed.rows
+            ),
+            rejected,
+        });
+    }
+    let stores: Vec<Store> = parsed.stores.iter().map(|(_, s)| s.clone()).collect();
+    let summary = engine.import_stores(stores, &actor, dry_run).await?;
+    Ok(Json(report(Some(summary), !dry_run)))
 }
 
 async fn audit_log(

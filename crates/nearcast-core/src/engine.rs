@@ -81,6 +81,19 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_micros(r % (cap_us + 1))).await;
 }
 
+/// What an import did, or would do (a dry run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImportSummary {
+    /// Stores new to the catalog.
+    pub created: usize,
+    /// Stores that replaced a different saved one.
+    pub updated: usize,
+    /// Stores equal to the saved ones (not written).
+    pub unchanged: usize,
+    /// Stores in the catalog afterwards.
+    pub stores: usize,
+}
+
 /// A claim token for one delivery attempt: random, so two senders never share one.
 fn claim_token() -> String {
     use std::hash::{BuildHasher, RandomState};
@@ -850,6 +863,72 @@ impl Engine {
             .await?;
         drop(_g);
         self.reload().await
+    }
+
+    /// Imports stores, upserting by id: the whole list becomes one catalog, built once,
+    /// and is written with one audit entry (`store.import`) in one transaction (on
+    /// DynamoDB, in transactions of 98 in order; see `StateStore::apply_config`). Stores
+    /// equal to the saved ones are not written. With `dry_run`, everything is checked and
+    /// counted and nothing is written.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] when the catalog with these stores does not compile (the
+    /// field names the store); nothing is written.
+    pub async fn import_stores(
+        &self,
+        stores: Vec<Store>,
+        actor: &Actor,
+        dry_run: bool,
+    ) -> Result<ImportSummary, EngineError> {
+        let _g = self.admin.lock().await;
+        let current = self.store.list_stores().await?;
+        let mut by_id: std::collections::BTreeMap<Id, Store> =
+            current.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let mut summary = ImportSummary::default();
+        let mut changes = Vec::new();
+        for s in stores {
+            match by_id.get(&s.id) {
+                Some(old) if crate::import::same_store(old, &s) => summary.unchanged += 1,
+                Some(_) => {
+                    summary.updated += 1;
+                    changes.push(s);
+                }
+                None => {
+                    summary.created += 1;
+                    changes.push(s);
+                }
+            }
+        }
+        for s in &changes {
+            by_id.insert(s.id.clone(), s.clone());
+        }
+        summary.stores = by_id.len();
+        if changes.is_empty() {
+            return Ok(summary);
+        }
+        let c = Catalog::build(
+            by_id.into_values().collect(),
+            self.store.list_offers().await?,
+            self.catalog().policy.clone(),
+        )
+        .map_err(EngineError::Invalid)?;
+        if dry_run {
+            return Ok(summary);
+        }
+        const LISTED: usize = 50;
+        let entry = AuditEntry {
+            after: Some(serde_json::json!({
+                "created": summary.created,
+                "updated": summary.updated,
+                "unchanged": summary.unchanged,
+                "first_ids": changes.iter().take(LISTED).map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            })),
+            ..AuditEntry::new(self.now(), actor, "store.import")
+        };
+        let changes: Vec<ConfigChange> = changes.into_iter().map(ConfigChange::PutStore).collect();
+        self.store.apply_config(&changes, &entry).await?;
+        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        Ok(summary)
     }
 
     /// The audit log, newest first: at most `limit` entries (capped at

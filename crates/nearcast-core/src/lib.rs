@@ -34,6 +34,7 @@ pub mod features;
 pub mod geofence;
 pub mod holdout;
 pub mod ids;
+pub mod import;
 pub mod memory;
 pub mod model_store;
 pub mod ports;
