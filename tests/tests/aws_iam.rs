@@ -742,6 +742,14 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         .invoke(&app, "DELETE", "/v1/users/ana", Some("ana"), None)
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // An admin's erasure on a data-protection request (ben's endpoint at SNS, then his
+    // items), and the audit log of the changes above.
+    let (s, v) = call("DELETE", "/v1/admin/users/ben", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["erased_records"].as_u64().unwrap() > 0, "{v}");
+    let (s, v) = call("GET", "/v1/admin/audit", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["entries"].as_array().unwrap().len() >= 9, "{v}");
 
     // ---- events-queue: batches from SQS.
     let queue = start(&t, queue_bin, queue_name, &params, &resources).await;
