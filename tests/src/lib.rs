@@ -299,3 +299,22 @@ pub async fn scan_table(
     }
     out
 }
+
+/// Admin API keys for tests: each holder's key is `key-of-<name>` (see [`key_of`]).
+pub fn api_keys(holders: &[(&str, nearcast_api::auth::Role)]) -> nearcast_api::auth::Access {
+    use nearcast_api::auth::{Access, ApiKeys, KeyEntry, key_digest};
+    let entries = holders
+        .iter()
+        .map(|&(name, role)| KeyEntry {
+            name: name.into(),
+            role,
+            sha256: key_digest(&key_of(name)),
+        })
+        .collect();
+    Access::Keys(Arc::new(ApiKeys::new(entries).expect("valid test keys")))
+}
+
+/// The key [`api_keys`] gives `name`.
+pub fn key_of(name: &str) -> String {
+    format!("key-of-{name}")
+}

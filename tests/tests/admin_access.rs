@@ -6,26 +6,17 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use nearcast_api::auth::{Access, ApiKeys, KeyEntry, Role, key_digest};
+use nearcast_api::auth::{Access, Role};
 use nearcast_tests::*;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use tower::ServiceExt;
 
 fn keys() -> Access {
-    let entry = |name: &str, role| KeyEntry {
-        name: name.into(),
-        role,
-        sha256: key_digest(&format!("key-of-{name}")),
-    };
-    Access::Keys(Arc::new(
-        ApiKeys::new(vec![
-            entry("vic", Role::Viewer),
-            entry("eddie", Role::Editor),
-            entry("ada", Role::Admin),
-        ])
-        .unwrap(),
-    ))
+    api_keys(&[
+        ("vic", Role::Viewer),
+        ("eddie", Role::Editor),
+        ("ada", Role::Admin),
+    ])
 }
 
 /// One request as `who` (`None`: no Authorization header).
@@ -42,7 +33,7 @@ async fn call(
         .uri(uri)
         .header("content-type", "application/json");
     if let Some(who) = who {
-        req = req.header(header::AUTHORIZATION, format!("Bearer key-of-{who}"));
+        req = req.header(header::AUTHORIZATION, format!("Bearer {}", key_of(who)));
     }
     let body = if body.is_null() {
         Body::empty()

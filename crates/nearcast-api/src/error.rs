@@ -37,6 +37,8 @@ pub enum ApiError {
     Conflict(String),
     /// 413: body over the limit.
     TooLarge,
+    /// 413: body over a route's own limit (bytes).
+    TooLargeFor(usize),
     /// 503: retry later; nothing was half-written.
     Unavailable(String),
     /// 422: a model artifact was refused; the current model stays in service.
@@ -111,6 +113,10 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(r) => (
                 StatusCode::CONFLICT,
                 json!({"error": {"code": "conflict", "reason": r}}),
+            ),
+            ApiError::TooLargeFor(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": {"code": "too_large", "field": "body", "reason": format!("must be at most {limit} bytes")}}),
             ),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

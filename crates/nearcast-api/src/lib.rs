@@ -471,9 +471,7 @@ async fn import_stores(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     use nearcast_core::import::{Defaults, Format, parse};
-    let body = body.map_err(|_| {
-        ApiError::invalid("body", format!("must be at most {MAX_IMPORT_BODY} bytes"))
-    })?;
+    let body = body.map_err(|_| ApiError::TooLargeFor(MAX_IMPORT_BODY))?;
     let mut format = None;
     let mut dry_run = false;
     let mut defaults = Defaults::default();

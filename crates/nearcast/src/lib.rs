@@ -179,42 +179,54 @@ pub fn spawn_retention(
     })
 }
 
-/// The admin routes' access for `nearcast serve` listening on `local`: the keys of
-/// `keys_file` when one is given; with none, open to everyone as an admin, but only on a
-/// loopback address (the demo and local tools), and refused on any other.
+/// The API keys of `keys_file`, read when `serve` starts, before anything else (a bad file
+/// stops it at once).
 ///
 /// # Errors
-/// An unreadable or invalid keys file (naming the field), a file with no keys, or no keys
-/// on an address other machines can reach.
-pub fn admin_access(
-    local: std::net::SocketAddr,
+/// An unreadable or invalid keys file (naming the field), or a file with no keys.
+pub fn load_admin_keys(
     keys_file: Option<&Path>,
-) -> Result<nearcast_api::auth::Access, HostError> {
-    use nearcast_api::auth::{Access, ApiKeys};
+) -> Result<Option<Arc<nearcast_api::auth::ApiKeys>>, HostError> {
     let Some(path) = keys_file else {
-        if local.ip().is_loopback() {
-            return Ok(Access::Open);
-        }
-        return Err(HostError::Invalid {
-            path: "--admin-keys".into(),
-            reason: format!(
-                "is required to serve on {local}, which is not a loopback address: without \
-                 keys anyone who can reach it could change the catalog (make one with \
-                 `nearcast admin-key --name <who> --role admin --keys <file>`)"
-            ),
-        });
+        return Ok(None);
     };
-    let keys = ApiKeys::parse(&read(path)?).map_err(|e| HostError::Invalid {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let keys =
+        nearcast_api::auth::ApiKeys::parse(&read(path)?).map_err(|e| HostError::Invalid {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     if keys.is_empty() {
         return Err(HostError::Invalid {
             path: path.display().to_string(),
             reason: "keys: must hold at least one key".into(),
         });
     }
-    Ok(Access::Keys(Arc::new(keys)))
+    Ok(Some(Arc::new(keys)))
+}
+
+/// The admin routes' access for `nearcast serve` listening on `local`: the keys when there
+/// are some; with none, open to everyone as an admin, but only on a loopback address (the
+/// demo and local tools), and refused on any other.
+///
+/// # Errors
+/// No keys on an address other machines can reach.
+pub fn admin_access(
+    local: std::net::SocketAddr,
+    keys: Option<Arc<nearcast_api::auth::ApiKeys>>,
+) -> Result<nearcast_api::auth::Access, HostError> {
+    use nearcast_api::auth::Access;
+    match keys {
+        Some(k) => Ok(Access::Keys(k)),
+        None if local.ip().is_loopback() => Ok(Access::Open),
+        None => Err(HostError::Invalid {
+            path: "--admin-keys".into(),
+            reason: format!(
+                "is required to serve on {local}, which is not a loopback address: without \
+                 keys anyone who can reach it could change the catalog (make one with \
+                 `nearcast admin-key --name <who> --role admin --keys <file>`)"
+            ),
+        }),
+    }
 }
 
 /// A new API key for `name` with `role`: the key (shown once; only its digest is kept)

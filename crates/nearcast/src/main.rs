@@ -513,6 +513,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             keep_log_days,
             admin_keys,
         } => {
+            let admin_keys = nearcast::load_admin_keys(admin_keys.as_deref())?;
             let retention =
                 nearcast_core::ports::Retention::days(keep_idempotency_days, keep_log_days)
                     .map_err(|e| HostError::Invalid {
@@ -612,7 +613,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 path: addr.clone(),
                 source,
             })?;
-            let access = nearcast::admin_access(local, admin_keys.as_deref())?;
+            let access = nearcast::admin_access(local, admin_keys)?;
             let keys = match &access {
                 nearcast_api::auth::Access::Keys(k) => k.len(),
                 _ => 0,

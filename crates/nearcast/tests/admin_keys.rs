@@ -71,10 +71,9 @@ fn admin_key_writes_the_digest_only_and_refuses_a_name_twice() {
     assert_ne!(other.trim(), key);
 }
 
-#[test]
-fn without_keys_serve_refuses_an_address_other_machines_reach() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = serve(dir.path(), "0.0.0.0:0", None)
+/// Runs `cmd`, which must stop by itself with an error within a minute; its stderr.
+fn refused(mut cmd: Command) -> String {
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -86,14 +85,38 @@ fn without_keys_serve_refuses_an_address_other_machines_reach() {
         }
         if Instant::now() > deadline {
             child.kill().unwrap();
-            panic!("nearcast serve started on 0.0.0.0 without keys");
+            panic!("nearcast serve started instead of refusing");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success());
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    err
+}
+
+#[test]
+fn without_keys_serve_refuses_an_address_other_machines_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = refused(serve(dir.path(), "0.0.0.0:0", None));
     assert!(err.contains("--admin-keys"), "{err}");
+}
+
+#[test]
+fn a_bad_keys_file_stops_serve_before_it_touches_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    std::fs::write(
+        &keys,
+        r#"{"keys": [{"name": "ada", "role": "boss", "sha256": "00"}]}"#,
+    )
+    .unwrap();
+    let err = refused(serve(dir.path(), "127.0.0.1:0", Some(&keys)));
+    assert!(err.contains("keys[0].role"), "{err}");
+    assert!(
+        !dir.path().join("n.db").exists(),
+        "the database was not opened"
+    );
 }
 
 #[test]

@@ -37,6 +37,14 @@ async fn call(router: &axum::Router, req: lambda_http::Request) -> (StatusCode, 
     )
 }
 
+/// The request as it comes on a route without the JWT authorizer: no verified claims.
+fn unverified(v: &mut Value) {
+    v["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+}
+
 fn jwt() -> AdminAuth {
     AdminAuth::Jwt {
         role_claim: DEFAULT_ROLE_CLAIM.into(),
@@ -97,16 +105,7 @@ async fn a_viewer_or_a_caller_without_a_role_changes_nothing() {
         assert!(reason.contains(field_reason), "{reason}");
     }
     // No verified JWT at all (a route without the authorizer): 401.
-    let (status, v) = call(
-        &router,
-        request(|v| {
-            v["requestContext"]
-                .as_object_mut()
-                .unwrap()
-                .remove("authorizer");
-        }),
-    )
-    .await;
+    let (status, v) = call(&router, request(unverified)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
     assert_eq!(v["error"]["field"], "authorization");
     assert_eq!(f.engine.store().list_stores().await.unwrap(), before);
@@ -150,16 +149,7 @@ async fn a_viewer_or_a_caller_without_a_role_changes_nothing() {
 async fn without_admin_auth_every_caller_is_an_admin() {
     let f = engine().await;
     let router = app(f.engine.clone(), AdminAuth::None);
-    let (status, v) = call(
-        &router,
-        request(|v| {
-            v["requestContext"]
-                .as_object_mut()
-                .unwrap()
-                .remove("authorizer");
-        }),
-    )
-    .await;
+    let (status, v) = call(&router, request(unverified)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let audit = f.engine.audit_log(None, 1).await.unwrap();
     assert_eq!(audit[0].actor.name, "local");
