@@ -823,6 +823,7 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         offer_id: nearcast_tests::id("o0"),
         delivery_id: "d-orphan".into(),
         held_out: false,
+        campaign_id: None,
     });
     let target = state.push.clone().expect("fay's push target");
     let mut commit = nearcast_core::ports::Commit::new(nearcast_tests::id("fay"), rec.version);
@@ -839,6 +840,10 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         title: "Coffee".into(),
         body: "Half price".into(),
         coupon: None,
+        variant_id: None,
+        locale: None,
+        deep_link: None,
+        image_url: None,
         score: 0.5,
         model_version: "iam".into(),
         at: earlier,

@@ -205,6 +205,9 @@ fn logged(user: &str, event: &str, offer: &str, model: &str, verdict: Verdict) -
         delivery_id: Some(format!("d-{user}-{event}")),
         personalised: false,
         presence: Vec::new(),
+        campaign_id: None,
+        variant_id: None,
+        catalog_version: None,
     }
 }
 

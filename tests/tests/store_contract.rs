@@ -111,6 +111,7 @@ fn state_with_endpoint(endpoint: &str) -> UserState {
         token: "tok-1".into(),
         endpoint: Some(endpoint.into()),
         disabled: false,
+        locale: Some("fi-FI".into()),
     });
     s
 }
@@ -148,6 +149,9 @@ fn decision(user: &str, event: &str, minute: i64) -> Decision {
         delivery_id: Some(format!("d-{user}-{event}")),
         personalised: true,
         presence: Vec::new(),
+        campaign_id: None,
+        variant_id: None,
+        catalog_version: None,
     }
 }
 
@@ -165,6 +169,10 @@ fn push(user: &str, event: &str, minute: i64) -> Push {
         title: "Coffee".into(),
         body: "Half price".into(),
         coupon: Some("HALF".into()),
+        variant_id: None,
+        locale: None,
+        deep_link: None,
+        image_url: None,
         score: 0.75,
         model_version: "test".into(),
         at: noon() + chrono::Duration::minutes(minute),
@@ -241,6 +249,7 @@ async fn is_recorded(store: &dyn StateStore, user: &str, event: &str) -> bool {
             true
         }
         CommitOutcome::Conflict => panic!("a stateless commit cannot conflict"),
+        CommitOutcome::BudgetSpent(c) => panic!("no budget was given, {c} spent"),
     }
 }
 

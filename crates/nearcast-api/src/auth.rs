@@ -51,10 +51,16 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         // One person's data, the policy that caps everyone, the model in service.
         r if r.starts_with("/users/") => Role::Admin,
         "/policy" | "/model/reload" if !read => Role::Admin,
-        // Simulation reads the catalog and writes nothing.
+        // Simulation and payload previews read the catalog and write nothing.
         "/simulate" => Role::Viewer,
+        r if r.starts_with("/campaigns/") && r.ends_with("/preview") => Role::Viewer,
         r if read && !r.is_empty() => Role::Viewer,
-        r if r.starts_with("/stores") || r.starts_with("/offers") => Role::Editor,
+        r if r.starts_with("/stores")
+            || r.starts_with("/offers")
+            || r.starts_with("/campaigns") =>
+        {
+            Role::Editor
+        }
         // Anything else that writes (and routes that do not exist yet): the highest role.
         _ => Role::Admin,
     })

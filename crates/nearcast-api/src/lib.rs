@@ -23,6 +23,7 @@
 //! stores and offers, admin for the policy, models and one person's data.
 
 pub mod auth;
+mod campaigns;
 mod error;
 mod simulate;
 
@@ -82,6 +83,21 @@ pub fn router_with(engine: Arc<Engine>, access: auth::Access) -> Router {
             "/v1/admin/offers/{id}",
             get(get_offer).put(put_offer).delete(delete_offer),
         )
+        .route(
+            "/v1/admin/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
+        .route(
+            "/v1/admin/campaigns/{id}",
+            get(campaigns::get_one)
+                .put(campaigns::put)
+                .delete(campaigns::delete),
+        )
+        .route(
+            "/v1/admin/campaigns/{id}/status",
+            post(campaigns::set_status),
+        )
+        .route("/v1/admin/campaigns/{id}/preview", post(campaigns::preview))
         .route("/v1/admin/policy", get(get_policy).put(put_policy))
         .route("/v1/admin/simulate", post(simulate::simulate))
         .route("/v1/admin/results", get(results))
@@ -119,7 +135,7 @@ pub(crate) fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::invalid("body", format!("is not valid JSON: {e}")))
 }
 
-fn path_id(name: &str, raw: &str) -> Result<Id, ApiError> {
+pub(crate) fn path_id(name: &str, raw: &str) -> Result<Id, ApiError> {
     Id::parse(raw).map_err(|e| ApiError::Invalid(e.within(name)))
 }
 
@@ -265,7 +281,7 @@ async fn export_user(
     })))
 }
 
-fn parse_with_id<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_with_id<T: serde::de::DeserializeOwned>(
     bytes: &Bytes,
     path_id: Option<&str>,
 ) -> Result<T, ApiError> {

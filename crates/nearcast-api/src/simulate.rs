@@ -98,6 +98,24 @@ pub(crate) async fn simulate(
             .await
             .map_err(nearcast_core::engine::EngineError::from)?;
     }
+    // Campaigns as they are (a draft sends nothing here either); budgets count from zero.
+    let changes: Vec<nearcast_core::audit::ConfigChange> = catalog
+        .campaigns
+        .iter()
+        .cloned()
+        .map(nearcast_core::audit::ConfigChange::PutCampaign)
+        .collect();
+    if !changes.is_empty() {
+        let entry = nearcast_core::audit::AuditEntry::new(
+            start,
+            &nearcast_core::audit::Actor::system("simulation"),
+            "catalog.load",
+        );
+        store
+            .apply_config(&changes, &entry)
+            .await
+            .map_err(nearcast_core::engine::EngineError::from)?;
+    }
     store
         .put_policy(&catalog.policy)
         .await
@@ -144,6 +162,7 @@ fn user_state(v: Option<&Value>, at: chrono::DateTime<chrono::Utc>) -> Result<Us
             token: "simulated".into(),
             endpoint: None,
             disabled: false,
+            locale: None,
         }),
         ..UserState::default()
     };
@@ -174,6 +193,16 @@ fn user_state(v: Option<&Value>, at: chrono::DateTime<chrono::Utc>) -> Result<Us
                 ApiError::invalid(format!("user.consents.{k}"), "must be true or false")
             })?;
             grant(&mut s, p, g);
+        }
+    }
+    if let Some(l) = f
+        .opt_str("locale", 35)
+        .map_err(|e| ApiError::Invalid(e.within("user")))?
+    {
+        let l = nearcast_core::campaign::parse_locale(l)
+            .map_err(|e| ApiError::Invalid(e.within("user.locale")))?;
+        if let Some(p) = s.push.as_mut() {
+            p.locale = Some(l);
         }
     }
     if let Some(a) = f.opt("affinities") {

@@ -15,7 +15,8 @@
 //! | `USER#<user>` | `OUTCOME#<rfc3339 at>#<event>` | `body` (OutcomeRecord JSON), `seq`, `ttl` (90 days) |
 //! | `ERASED#<pseudonym>` | `ERASED` | `at`, `ttl` (30 days): an erasure, by an HMAC pseudonym of the user id (late events store nothing without a new consent) |
 //! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `ttl` (90 days): a delivery not yet claimed by a sender (the outbox relay's work list) |
-//! | `STORE#<id>` / `OFFER#<id>` | `META` | `body` (JSON) |
+//! | `STORE#<id>` / `OFFER#<id>` / `CAMPAIGN#<id>` | `META` | `body` (JSON) |
+//! | `BUDGET#<campaign>` | `SENDS` | `sent` (N): the campaign's pushes, counted in each send's commit (`ADD`, conditioned on staying within the budget) |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
 //! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change; `model` (N): bumped by every model publish, rollback and reload |
 //!
@@ -34,7 +35,9 @@
 //!   `attribute_not_exists(pk)` (returning the old item on failure, so a duplicate needs no
 //!   extra read), the profile Put conditioned on `version = :expected` (or
 //!   `attribute_not_exists(pk)` for version 0) when the state changed, a Put per decision
-//!   and per outcome, and two Puts per push (the delivery and its pending marker). At most
+//!   and per outcome, two Puts per push (the delivery and its pending marker), and per
+//!   campaign with a budget an Update of its `BUDGET#` count (`ADD sent :n` conditioned on
+//!   `sent <= :budget - n`, so a commit that would pass the budget is refused). At most
 //!   100 items: a larger commit is refused with a [`StoreError`]. Each call carries a fresh
 //!   `ClientRequestToken`, so the SDK's retry of a commit whose answer was lost is
 //!   idempotent at DynamoDB (it answers success instead of applying it twice or failing).
@@ -75,6 +78,7 @@ use aws_sdk_dynamodb::types::{
     TableStatus, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use nearcast_core::audit::{AuditEntry, ConfigChange};
+use nearcast_core::campaign::Campaign;
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
@@ -215,6 +219,7 @@ fn pending_pk(delivery_id: &str) -> String {
 enum Slot {
     Event(usize),
     Profile,
+    Budget(usize),
     Other,
 }
 
@@ -385,11 +390,23 @@ impl DynamoStateStore {
     }
 
     async fn commit_async(&self, c: &Commit) -> Result<CommitOutcome, StoreError> {
+        // Sends per campaign with a budget, in first-seen order.
+        let mut budgets: Vec<(&Id, u64, u64)> = Vec::new();
+        for (id, budget) in &c.budgets {
+            match budgets.iter_mut().find(|b| b.0 == id) {
+                Some(b) => b.1 += 1,
+                None => budgets.push((id, 1, *budget)),
+            }
+        }
+        if let Some(b) = budgets.iter().find(|b| b.1 > b.2) {
+            return Ok(CommitOutcome::BudgetSpent(b.0.clone()));
+        }
         let count = c.events.len()
             + usize::from(c.state.is_some())
             + c.decisions.len()
             + c.outcomes.len()
-            + 2 * c.pushes.len();
+            + 2 * c.pushes.len()
+            + budgets.len();
         if count == 0 {
             return Ok(CommitOutcome::Applied);
         }
@@ -477,6 +494,20 @@ impl DynamoStateStore {
             slots.push(Slot::Other);
             slots.push(Slot::Other);
         }
+        for (i, (campaign, sends, budget)) in budgets.iter().enumerate() {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("BUDGET#{campaign}"), "SENDS")))
+                .update_expression("ADD #s :n")
+                .condition_expression("attribute_not_exists(#s) OR #s <= :max")
+                .expression_attribute_names("#s", "sent")
+                .expression_attribute_values(":n", n(*sends as i64))
+                .expression_attribute_values(":max", n((budget - sends) as i64))
+                .build()
+                .map_err(|e| err("TransactWriteItems", e))?;
+            items.push(TransactWriteItem::builder().update(update).build());
+            slots.push(Slot::Budget(i));
+        }
         // One token per call, kept by the SDK across its retries: a retry of a commit that
         // was applied but whose answer was lost succeeds at DynamoDB without applying twice.
         let token = format!("{:032x}", rand::random::<u128>());
@@ -498,6 +529,7 @@ impl DynamoStateStore {
         let reasons = tc.cancellation_reasons();
         let mut dups = Vec::new();
         let mut conflict = false;
+        let mut spent = None;
         for (slot, reason) in slots.iter().zip(reasons) {
             let code = reason.code().unwrap_or("None");
             match (slot, code) {
@@ -518,6 +550,7 @@ impl DynamoStateStore {
                     dups.push((event.clone(), result));
                 }
                 (Slot::Profile, "ConditionalCheckFailed") => conflict = true,
+                (Slot::Budget(i), "ConditionalCheckFailed") => spent = Some(budgets[*i].0.clone()),
                 // A concurrent transaction on the same items: nothing was written; retry.
                 (_, "TransactionConflict") => conflict = true,
                 (_, other) => {
@@ -531,6 +564,8 @@ impl DynamoStateStore {
             Ok(CommitOutcome::Duplicates(dups))
         } else if conflict {
             Ok(CommitOutcome::Conflict)
+        } else if let Some(c) = spent {
+            Ok(CommitOutcome::BudgetSpent(c))
         } else {
             Err(sdk_err("TransactWriteItems", e))
         }
@@ -1033,6 +1068,14 @@ impl DynamoStateStore {
                     }
                     ConfigChange::DeleteStore(id) => self.delete_existing(format!("STORE#{id}"))?,
                     ConfigChange::DeleteOffer(id) => self.delete_existing(format!("OFFER#{id}"))?,
+                    ConfigChange::PutCampaign(cp) => {
+                        let mut item = key(format!("CAMPAIGN#{}", cp.id), "META");
+                        item.insert("body".into(), s(json(cp)?));
+                        self.put(item).build()?
+                    }
+                    ConfigChange::DeleteCampaign(id) => {
+                        self.delete_existing(format!("CAMPAIGN#{id}"))?
+                    }
                 });
             }
             if k == last {
@@ -1264,6 +1307,29 @@ impl StateStore for DynamoStateStore {
 
     fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(self.delete(format!("OFFER#{id}"), "META"))
+    }
+
+    fn list_campaigns(&self) -> BoxFuture<'_, Result<Vec<Campaign>, StoreError>> {
+        Box::pin(self.list_config("CAMPAIGN#"))
+    }
+
+    fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("BUDGET#{id}"), "SENDS")))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_err("GetItem", e))?;
+            Ok(out
+                .item()
+                .and_then(|i| get_n(i, "sent"))
+                .unwrap_or(0)
+                .max(0) as u64)
+        })
     }
 
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {

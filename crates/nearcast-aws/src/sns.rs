@@ -54,18 +54,15 @@ use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use nearcast_core::decision::Push;
 use nearcast_core::event::Platform;
 use nearcast_core::ports::{BoxFuture, Notifier, NotifyError};
-use serde_json::json;
 use std::future::Future;
 use std::time::Duration;
 
 /// The SDK, re-exported so that callers (and tests) use the same version.
 pub use aws_sdk_sns;
 
-/// The largest message published: the APNs and FCM payload limit, 4 KB.
-pub const MAX_PAYLOAD_BYTES: usize = 4096;
-
-/// Appended to a truncated body or title.
-const ELLIPSIS: char = '…';
+/// The payload builder and its limit live in the core, so the admin API previews the
+/// exact message on both hosts.
+pub use nearcast_core::payload::{MAX_PAYLOAD_BYTES, build_message};
 
 /// How failed requests are retried: at most `attempts` attempts; before attempt `n + 1`
 /// (`n` ≥ 1) a delay drawn uniformly from `[0, min(max_delay, base_delay × 2^(n-1))]`
@@ -271,99 +268,6 @@ fn apns_key(arn: Option<&str>) -> &'static str {
         Some(a) if a.contains(":app/APNS_SANDBOX/") => "APNS_SANDBOX",
         _ => "APNS",
     }
-}
-
-/// The platform payload (the value of the `APNS`/`GCM` key, before it is made a string).
-fn platform_payload(push: &Push, key: &str, title: &str, body: &str) -> serde_json::Value {
-    if key.starts_with("APNS") {
-        json!({
-            "aps": {"alert": {"title": title, "body": body}},
-            "delivery_id": push.delivery_id,
-            "offer_id": push.offer_id.to_string(),
-        })
-    } else {
-        let mut data = serde_json::Map::new();
-        data.insert("delivery_id".into(), json!(push.delivery_id));
-        data.insert("offer_id".into(), json!(push.offer_id.to_string()));
-        if let Some(c) = &push.coupon {
-            data.insert("coupon".into(), json!(c));
-        }
-        json!({
-            "notification": {"title": title, "body": body},
-            "data": data,
-        })
-    }
-}
-
-fn render(push: &Push, key: &str, title: &str, body: &str) -> String {
-    let inner = platform_payload(push, key, title, body).to_string();
-    let mut outer = serde_json::Map::new();
-    outer.insert("default".into(), json!(body));
-    outer.insert(key.into(), json!(inner));
-    serde_json::Value::Object(outer).to_string()
-}
-
-/// `text` cut to its first `end` bytes (a char boundary), with an ellipsis if cut.
-fn cut(text: &str, end: usize) -> String {
-    if end >= text.len() {
-        return text.to_string();
-    }
-    let mut s = String::with_capacity(end + ELLIPSIS.len_utf8());
-    s.push_str(&text[..end]);
-    s.push(ELLIPSIS);
-    s
-}
-
-/// The longest cut of `text` for which `fits` holds, if any. The rendered size grows with
-/// the cut, so a binary search over the char boundaries finds it.
-fn longest_fit(text: &str, fits: impl Fn(&str) -> bool) -> Option<String> {
-    let ends: Vec<usize> = text
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain(std::iter::once(text.len()))
-        .collect();
-    // Invariant: ends[..lo] fit (or lo == 0), ends[hi..] do not.
-    let (mut lo, mut hi) = (0usize, ends.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if fits(&cut(text, ends[mid])) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    (lo > 0).then(|| cut(text, ends[lo - 1]))
-}
-
-/// The message published for `push` under platform key `key` (`APNS`, `APNS_SANDBOX` or
-/// `GCM`), with `MessageStructure=json`:
-///
-/// ```json
-/// {"default": "<body>",
-///  "APNS": "{\"aps\":{\"alert\":{\"title\":..,\"body\":..}},\"delivery_id\":..,\"offer_id\":..}"}
-/// {"default": "<body>",
-///  "GCM": "{\"notification\":{\"title\":..,\"body\":..},\"data\":{\"delivery_id\":..,\"offer_id\":..,\"coupon\":..}}"}
-/// ```
-///
-/// (`coupon` only when the offer has one.) At most [`MAX_PAYLOAD_BYTES`] bytes: the body,
-/// then if need be the title, is cut on a char boundary and ends with `…`.
-///
-/// # Errors
-/// [`NotifyError::Permanent`] when even an empty title and body do not fit (huge ids).
-pub fn build_message(push: &Push, key: &str) -> Result<String, NotifyError> {
-    let fits = |title: &str, body: &str| render(push, key, title, body).len() <= MAX_PAYLOAD_BYTES;
-    if fits(&push.title, &push.body) {
-        return Ok(render(push, key, &push.title, &push.body));
-    }
-    if let Some(body) = longest_fit(&push.body, |b| fits(&push.title, b)) {
-        return Ok(render(push, key, &push.title, &body));
-    }
-    if let Some(title) = longest_fit(&push.title, |t| fits(t, "")) {
-        return Ok(render(push, key, &title, ""));
-    }
-    Err(NotifyError::Permanent(format!(
-        "SNS Publish: payload over {MAX_PAYLOAD_BYTES} bytes even without title and body"
-    )))
 }
 
 /// The [`Notifier`] on SNS mobile push.

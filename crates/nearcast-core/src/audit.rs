@@ -8,6 +8,7 @@
 //! subject), never a device user: the log holds no personal data of the people offers are
 //! for.
 
+use crate::campaign::Campaign;
 use crate::config::{CapPolicy, Offer, Store};
 use crate::ids::Id;
 use chrono::{DateTime, Utc};
@@ -80,6 +81,10 @@ pub enum ConfigChange {
     DeleteOffer(Id),
     /// Replaces the cap policy.
     PutPolicy(CapPolicy),
+    /// Creates or replaces a campaign.
+    PutCampaign(Campaign),
+    /// Deletes a campaign.
+    DeleteCampaign(Id),
 }
 
 /// One entry of the audit log.
@@ -91,8 +96,8 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// Who.
     pub actor: Actor,
-    /// What: `store.put`, `store.delete`, `offer.put`, `offer.delete`, `policy.put`,
-    /// `catalog.load`.
+    /// What: `store.put`, `store.delete`, `store.import`, `offer.put`, `offer.delete`,
+    /// `campaign.put`, `campaign.status`, `campaign.delete`, `policy.put`, `catalog.load`.
     pub action: String,
     /// The store or offer id (none for the policy and whole-catalog loads).
     #[serde(default, skip_serializing_if = "Option::is_none")]

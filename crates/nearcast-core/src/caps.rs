@@ -126,6 +126,7 @@ mod tests {
             offer_id: Id::parse("o").unwrap(),
             delivery_id: "d".into(),
             held_out: false,
+            campaign_id: None,
         }
     }
 

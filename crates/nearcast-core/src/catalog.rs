@@ -3,11 +3,13 @@
 //! read-only by every decision.
 
 use crate::FieldError;
+use crate::campaign::Campaign;
 use crate::config::{CapPolicy, Offer, Store};
 use crate::geofence::{DEFAULT_RESOLUTION, GeofenceIndex, Shape};
 use crate::ids::Id;
 use chrono_tz::Tz;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 /// Stores, offers and the cap policy, compiled for lookups.
 #[derive(Debug, Clone)]
@@ -36,6 +38,20 @@ pub struct Catalog {
     pub offer_pos: HashMap<Id, u32>,
     /// Caps and quiet hours.
     pub policy: CapPolicy,
+    /// Defined campaigns.
+    pub campaigns: Vec<Campaign>,
+    /// Offer position -> its campaign's position in `campaigns`, if defined.
+    offer_campaign: Vec<Option<u32>>,
+    /// Campaign id -> the holdout share of its offers: the defined campaign's, else the
+    /// largest among the campaign's offers (one share per campaign, as the draw is).
+    holdouts: HashMap<Id, f64>,
+    /// Campaigns whose budget this host found spent since this catalog was built (a
+    /// commit refused a send). Shared by the catalog's clones; a new catalog (a campaign
+    /// changed, perhaps its budget raised) starts with none.
+    pub spent: Arc<RwLock<HashSet<Id>>>,
+    /// The configuration version: the id of the audit entry of the last change this
+    /// catalog includes, when known. Every decision records it.
+    pub version: Option<String>,
 }
 
 impl Catalog {
@@ -124,6 +140,8 @@ impl Catalog {
         own_start.push(named.len() as u32);
         let own_offers = named.into_iter().map(|(_, k)| k).collect();
         let index = GeofenceIndex::build(shapes, DEFAULT_RESOLUTION)?;
+        let holdouts = holdouts_of(&offers);
+        let offer_campaign = vec![None; offers.len()];
         Ok(Catalog {
             stores,
             tzs,
@@ -136,7 +154,77 @@ impl Catalog {
             store_pos,
             offer_pos,
             policy,
+            campaigns: Vec::new(),
+            offer_campaign,
+            holdouts,
+            spent: Arc::default(),
+            version: None,
         })
+    }
+
+    /// The same catalog with these campaigns defined (validated, ids unique). Offers may
+    /// name campaigns that are not defined, and campaigns may have no offers yet.
+    ///
+    /// # Errors
+    /// The first invalid campaign, with its path (`campaigns[2].holdout`).
+    pub fn with_campaigns(mut self, campaigns: Vec<Campaign>) -> Result<Self, FieldError> {
+        let mut pos: HashMap<Id, u32> = HashMap::with_capacity(campaigns.len());
+        self.holdouts = holdouts_of(&self.offers);
+        self.spent = Arc::default();
+        for (i, c) in campaigns.iter().enumerate() {
+            let at = format!("campaigns[{i}]");
+            c.validate().map_err(|e| e.within(&at))?;
+            if pos.insert(c.id.clone(), i as u32).is_some() {
+                return Err(FieldError::new(
+                    format!("{at}.id"),
+                    format!("duplicate campaign id {:?}", c.id.as_str()),
+                ));
+            }
+            self.holdouts.insert(c.id.clone(), c.holdout);
+        }
+        self.offer_campaign = self
+            .offers
+            .iter()
+            .map(|o| pos.get(&o.campaign_id).copied())
+            .collect();
+        self.campaigns = campaigns;
+        Ok(self)
+    }
+
+    /// The same catalog, recorded as configuration version `version`.
+    #[must_use]
+    pub fn at_version(mut self, version: Option<String>) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The defined campaign of the offer at position `k`, if any.
+    pub fn campaign_of(&self, k: u32) -> Option<&Campaign> {
+        self.offer_campaign
+            .get(k as usize)
+            .copied()
+            .flatten()
+            .map(|c| &self.campaigns[c as usize])
+    }
+
+    /// A defined campaign by id.
+    pub fn campaign(&self, id: &Id) -> Option<&Campaign> {
+        self.campaigns.iter().find(|c| &c.id == id)
+    }
+
+    /// The holdout share of campaign `id` (0 when no offer names it).
+    pub fn holdout_of(&self, id: &Id) -> f64 {
+        self.holdouts.get(id).copied().unwrap_or(0.0)
+    }
+
+    /// Whether this host found the budget of campaign `id` spent.
+    pub fn budget_spent(&self, id: &Id) -> bool {
+        self.spent.read().expect("spent lock").contains(id)
+    }
+
+    /// Records that the budget of campaign `id` is spent (a commit refused a send).
+    pub fn mark_spent(&self, id: &Id) {
+        self.spent.write().expect("spent lock").insert(id.clone());
     }
 
     /// Positions of the offers running at store position `p`, ascending, each once: those
@@ -155,6 +243,16 @@ impl Catalog {
     pub fn empty() -> Self {
         Self::build(Vec::new(), Vec::new(), CapPolicy::default()).expect("empty catalog is valid")
     }
+}
+
+/// Campaign id -> the largest holdout share among its offers.
+fn holdouts_of(offers: &[Offer]) -> HashMap<Id, f64> {
+    let mut holdouts: HashMap<Id, f64> = HashMap::new();
+    for o in offers {
+        let h = holdouts.entry(o.campaign_id.clone()).or_insert(0.0);
+        *h = h.max(o.holdout);
+    }
+    holdouts
 }
 
 /// Two ascending lists merged into one, each value once.

@@ -77,6 +77,17 @@ pub enum Reason {
     HeldOut {
         campaign: String,
     },
+    CampaignNotActive {
+        campaign: String,
+        status: String,
+    },
+    BudgetSpent {
+        campaign: String,
+    },
+    CampaignCapped {
+        campaign: String,
+        detail: String,
+    },
 }
 
 impl Reason {
@@ -103,6 +114,9 @@ impl Reason {
             Reason::Capped { .. } => "capped",
             Reason::QuietHours { .. } => "quiet_hours",
             Reason::HeldOut { .. } => "held_out",
+            Reason::CampaignNotActive { .. } => "campaign_not_active",
+            Reason::BudgetSpent { .. } => "budget_spent",
+            Reason::CampaignCapped { .. } => "campaign_capped",
         }
     }
 }
@@ -142,6 +156,15 @@ impl std::fmt::Display for Reason {
             Reason::Capped { detail } => f.write_str(detail),
             Reason::QuietHours { local } => write!(f, "quiet hours ({local} local)"),
             Reason::HeldOut { campaign } => write!(f, "held out (campaign {campaign})"),
+            Reason::CampaignNotActive { campaign, status } => {
+                write!(f, "campaign {campaign} is {status}")
+            }
+            Reason::BudgetSpent { campaign } => {
+                write!(f, "campaign {campaign} has spent its budget")
+            }
+            Reason::CampaignCapped { campaign, detail } => {
+                write!(f, "campaign {campaign}: {detail}")
+            }
         }
     }
 }
@@ -233,6 +256,16 @@ pub struct Decision {
     /// or not an offer could be sent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub presence: Vec<PresenceChange>,
+    /// The chosen offer's campaign, when it is a defined campaign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<Id>,
+    /// The campaign variant drawn for the user (sent or held out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_id: Option<Id>,
+    /// The configuration version the decision was made with (the id of the audit entry of
+    /// the last configuration change), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_version: Option<String>,
 }
 
 /// A visit that began or ended with a location event.
@@ -289,6 +322,18 @@ pub struct Push {
     pub body: String,
     /// Coupon code.
     pub coupon: Option<String>,
+    /// The campaign variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_id: Option<Id>,
+    /// The locale of the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// Where opening the push leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep_link: Option<String>,
+    /// An image shown with the push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
     /// Score.
     pub score: f64,
     /// Model version.
@@ -360,17 +405,26 @@ pub fn decide_owned(inputs: &Inputs<'_>, mut state: UserState, event: &Event) ->
                 push: None,
             }
         }
-        EventKind::PushToken { platform, token } => {
+        EventKind::PushToken {
+            platform,
+            token,
+            locale,
+        } => {
             let same = state
                 .push
                 .as_ref()
                 .is_some_and(|p| p.platform == *platform && &p.token == token);
-            if !same {
+            if same {
+                if let (Some(p), Some(l)) = (state.push.as_mut(), locale) {
+                    p.locale = Some(l.clone());
+                }
+            } else {
                 state.push = Some(PushTarget {
                     platform: *platform,
                     token: token.clone(),
                     endpoint: None,
                     disabled: false,
+                    locale: locale.clone(),
                 });
             }
             Outcome {
@@ -471,6 +525,9 @@ fn blank(event: &Event, reason: Option<Reason>, verdict: Verdict, model: &str) -
         delivery_id: None,
         personalised: false,
         presence: Vec::new(),
+        campaign_id: None,
+        variant_id: None,
+        catalog_version: None,
     }
 }
 
@@ -663,7 +720,9 @@ fn decide_at(
                     .then(|| state.affinities.get(&o.category).copied().unwrap_or(0.0)),
                 bought_category: state.bought_category(&o.category),
             };
-            match eligible(o, &ctx, &state, personal, inputs.now) {
+            match campaign_rules(cat, k, &state, inputs.now, cat.tzs[p as usize])
+                .and_then(|()| eligible(o, &ctx, &state, personal, inputs.now))
+            {
                 Err(r) => c.reason = Some(r),
                 Ok(()) => eligible_candidates.push((candidates.len(), p, k, contexts.len())),
             }
@@ -718,6 +777,7 @@ fn decide_at(
     };
     let mut d = blank(event, None, Verdict::None, model);
     d.personalised = personal;
+    d.catalog_version = cat.version.clone();
     if candidates.is_empty() {
         d.reason = Some(Reason::NoTrigger);
         return Outcome {
@@ -786,7 +846,20 @@ fn decide_at(
     }
     let did = delivery_id(&event.user_id, &event.event_id);
     d.delivery_id = Some(did.clone());
-    if holdout::held_out(&event.user_id, &offer.campaign_id, offer.holdout) {
+    let campaign = cat.campaign_of(k);
+    let variant = campaign.and_then(|c| c.variant_for(&event.user_id));
+    d.campaign_id = campaign.map(|c| c.id.clone());
+    d.variant_id = variant.map(|v| v.id.clone());
+    if let Some(c) = campaign
+        && c.per_user.total.is_some()
+    {
+        *state.campaign_sends.entry(c.id.clone()).or_insert(0) += 1;
+    }
+    if holdout::held_out(
+        &event.user_id,
+        &offer.campaign_id,
+        cat.holdout_of(&offer.campaign_id),
+    ) {
         let r = Reason::HeldOut {
             campaign: offer.campaign_id.to_string(),
         };
@@ -795,6 +868,7 @@ fn decide_at(
             offer_id: offer.id.clone(),
             delivery_id: did,
             held_out: true,
+            campaign_id: d.campaign_id.clone(),
         });
         candidates[ci].reason = Some(r.clone());
         d.verdict = Verdict::HeldOut;
@@ -811,8 +885,17 @@ fn decide_at(
         offer_id: offer.id.clone(),
         delivery_id: did.clone(),
         held_out: false,
+        campaign_id: d.campaign_id.clone(),
     });
     let target = state.push.as_ref().expect("checked above");
+    let coupon = offer.coupon.clone();
+    let (title, body, locale) = match variant {
+        Some(v) => {
+            let (locale, m) = v.message_for(target.locale.as_deref());
+            (m.title.as_str(), m.body.as_str(), Some(locale.to_string()))
+        }
+        None => (offer.title.as_str(), offer.body.as_str(), None),
+    };
     let push = Push {
         delivery_id: did,
         user_id: event.user_id.clone(),
@@ -822,9 +905,13 @@ fn decide_at(
         offer_id: offer.id.clone(),
         campaign_id: offer.campaign_id.clone(),
         store_id: store.id.clone(),
-        title: offer.title.clone(),
-        body: offer.body.clone(),
-        coupon: offer.coupon.clone(),
+        title: crate::campaign::render_text(title, &store.name, coupon.as_deref()),
+        body: crate::campaign::render_text(body, &store.name, coupon.as_deref()),
+        coupon,
+        variant_id: variant.map(|v| v.id.clone()),
+        locale,
+        deep_link: variant.and_then(|v| v.deep_link.clone()),
+        image_url: variant.and_then(|v| v.image_url.clone()),
         score,
         model_version: model.to_string(),
         at: inputs.now,
@@ -846,6 +933,66 @@ fn centre(shape: &crate::geofence::Shape) -> (f64, f64) {
             (c.y, c.x)
         }
     }
+}
+
+/// The rules of the defined campaign of the offer at position `k`, if it has one: active
+/// and within its schedule, budget not found spent, caps per user not reached. Sends and
+/// holdouts count alike for the caps per user, so the holdout group is drawn from users
+/// the campaign would have reached as often as the treated ones.
+///
+/// # Errors
+/// The first rule not met, as a [`Reason`].
+pub fn campaign_rules(
+    cat: &Catalog,
+    k: u32,
+    state: &UserState,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+) -> Result<(), Reason> {
+    let Some(c) = cat.campaign_of(k) else {
+        return Ok(());
+    };
+    match c.running(now) {
+        Ok(()) => {}
+        Err(crate::campaign::CampaignBlock::NotActive(s)) => {
+            return Err(Reason::CampaignNotActive {
+                campaign: c.id.to_string(),
+                status: s.as_str().to_string(),
+            });
+        }
+        Err(crate::campaign::CampaignBlock::OutsideSchedule) => {
+            return Err(Reason::OutsideSchedule);
+        }
+    }
+    if c.budget.is_some() && cat.budget_spent(&c.id) {
+        return Err(Reason::BudgetSpent {
+            campaign: c.id.to_string(),
+        });
+    }
+    if let Some(total) = c.per_user.total
+        && state.campaign_sends.get(&c.id).copied().unwrap_or(0) >= total
+    {
+        return Err(Reason::CampaignCapped {
+            campaign: c.id.to_string(),
+            detail: format!("{total} per user reached"),
+        });
+    }
+    if let Some(per_day) = c.per_user.per_day {
+        let today = now.with_timezone(&tz).date_naive();
+        let n = state
+            .sends
+            .iter()
+            .filter(|s| s.campaign_id.as_ref() == Some(&c.id))
+            .filter(|s| s.at.with_timezone(&tz).date_naive() == today)
+            .count();
+        if n >= per_day as usize {
+            return Err(Reason::CampaignCapped {
+                campaign: c.id.to_string(),
+                detail: format!("{per_day} per user per day reached"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The offer's rules for this user, here and now.
@@ -1073,6 +1220,7 @@ mod tests {
             offer_id: Id::parse("o").unwrap(),
             delivery_id: "d".into(),
             held_out: true,
+            campaign_id: None,
         });
         assert_eq!(
             code(eligible(&offer(), &c, &s, true, t)),

@@ -7,6 +7,7 @@
 
 use crate::FieldError;
 use crate::audit::{Actor, AuditEntry, ConfigChange};
+use crate::campaign::Campaign;
 use crate::catalog::Catalog;
 use crate::config::{CapPolicy, Offer, Store};
 use crate::consent::{ConsentRecord, Consents, Purpose};
@@ -300,8 +301,28 @@ impl Engine {
         let stores = self.store.list_stores().await?;
         let offers = self.store.list_offers().await?;
         let policy = self.store.get_policy().await?.unwrap_or_default();
-        let c = Catalog::build(stores, offers, policy).map_err(EngineError::Invalid)?;
+        let campaigns = self.store.list_campaigns().await?;
+        let version = self.store.audit_log(None, 1).await?.pop().map(|e| e.id);
+        let c = Catalog::build(stores, offers, policy)
+            .and_then(|c| c.with_campaigns(campaigns))
+            .map_err(EngineError::Invalid)?
+            .at_version(version);
         *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        Ok(())
+    }
+
+    /// Makes `c` the catalog, as configuration version `version` (the audit entry id of
+    /// the change it includes last), with the campaigns of the current catalog unless it
+    /// has its own.
+    fn swap_catalog(&self, c: Catalog, version: &str) -> Result<(), EngineError> {
+        let c = if c.campaigns.is_empty() {
+            c.with_campaigns(self.catalog().campaigns.clone())
+                .map_err(EngineError::Invalid)?
+        } else {
+            c
+        };
+        *self.catalog.write().expect("catalog lock") =
+            Arc::new(c.at_version(Some(version.to_string())));
         Ok(())
     }
 
@@ -404,6 +425,11 @@ impl Engine {
                 {
                     commit.decisions.push(d.clone());
                 }
+                if let Some(p) = &push
+                    && let Some(budget) = catalog.campaign(&p.campaign_id).and_then(|c| c.budget)
+                {
+                    commit.budgets.push((p.campaign_id.clone(), budget));
+                }
                 commit.pushes.extend(push);
                 commit
                     .outcomes
@@ -450,6 +476,11 @@ impl Engine {
                 }
                 CommitOutcome::Duplicates(d) => known.extend(d),
                 CommitOutcome::Conflict => backoff(attempt).await,
+                // Decide again: the campaign's offers are now out of the running here.
+                CommitOutcome::BudgetSpent(c) => {
+                    tracing::info!(campaign = %c, "campaign budget spent");
+                    catalog.mark_spent(&c);
+                }
             }
         }
         Err(EngineError::Contention)
@@ -752,8 +783,7 @@ impl Engine {
         self.store
             .apply_config(&[ConfigChange::PutStore(store)], &entry)
             .await?;
-        *self.catalog.write().expect("catalog lock") = Arc::new(c);
-        Ok(())
+        self.swap_catalog(c, &entry.id)
     }
 
     /// Validates and saves an offer with its audit entry, then rebuilds the catalog.
@@ -788,8 +818,7 @@ impl Engine {
         self.store
             .apply_config(&[ConfigChange::PutOffer(offer)], &entry)
             .await?;
-        *self.catalog.write().expect("catalog lock") = Arc::new(c);
-        Ok(())
+        self.swap_catalog(c, &entry.id)
     }
 
     /// Deletes a store (offers naming it by id must be changed first), with its audit
@@ -820,8 +849,7 @@ impl Engine {
         {
             return Err(EngineError::NotFound(format!("store {id}")));
         }
-        *self.catalog.write().expect("catalog lock") = Arc::new(c);
-        Ok(())
+        self.swap_catalog(c, &entry.id)
     }
 
     /// Deletes an offer, with its audit entry.
@@ -927,7 +955,7 @@ impl Engine {
         };
         let changes: Vec<ConfigChange> = changes.into_iter().map(ConfigChange::PutStore).collect();
         self.store.apply_config(&changes, &entry).await?;
-        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        self.swap_catalog(c, &entry.id)?;
         Ok(summary)
     }
 
@@ -946,7 +974,7 @@ impl Engine {
     }
 
     /// Replaces the whole configuration at once (demo and seeding): validated as a whole
-    /// before anything is written.
+    /// before anything is written. Campaigns already defined stay.
     ///
     /// # Errors
     /// [`EngineError::Invalid`] naming the field.
@@ -956,11 +984,33 @@ impl Engine {
         offers: Vec<Offer>,
         policy: CapPolicy,
     ) -> Result<(), EngineError> {
+        self.load_config_with(stores, offers, Vec::new(), policy)
+            .await
+    }
+
+    /// [`Engine::load_config`] with campaigns.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field.
+    pub async fn load_config_with(
+        &self,
+        stores: Vec<Store>,
+        offers: Vec<Offer>,
+        campaigns: Vec<Campaign>,
+        policy: CapPolicy,
+    ) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
+        let mut all = self.store.list_campaigns().await?;
+        all.retain(|c| !campaigns.iter().any(|n| n.id == c.id));
+        all.extend(campaigns.iter().cloned());
         let c = Catalog::build(stores.clone(), offers.clone(), policy.clone())
+            .and_then(|c| c.with_campaigns(all))
             .map_err(EngineError::Invalid)?;
         let entry = AuditEntry {
-            after: Some(serde_json::json!({"stores": stores.len(), "offers": offers.len()})),
+            after: Some(
+                serde_json::json!({"stores": stores.len(), "offers": offers.len(),
+                "campaigns": campaigns.len()}),
+            ),
             ..AuditEntry::new(
                 self.now(),
                 &Actor::system("configuration load"),
@@ -971,10 +1021,154 @@ impl Engine {
             .into_iter()
             .map(ConfigChange::PutStore)
             .chain(offers.into_iter().map(ConfigChange::PutOffer))
+            .chain(campaigns.into_iter().map(ConfigChange::PutCampaign))
             .chain(std::iter::once(ConfigChange::PutPolicy(policy)))
             .collect();
         self.store.apply_config(&changes, &entry).await?;
-        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        self.swap_catalog(c, &entry.id)
+    }
+
+    /// The defined campaigns, each with the pushes it has sent (as its budget counts).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn campaigns(&self) -> Result<Vec<(Campaign, u64)>, EngineError> {
+        let mut out = Vec::new();
+        for c in self.store.list_campaigns().await? {
+            let sent = self.store.campaign_sends(&c.id).await?;
+            out.push((c, sent));
+        }
+        Ok(out)
+    }
+
+    /// One campaign with the pushes it has sent.
+    ///
+    /// # Errors
+    /// Not found, or a store failure.
+    pub async fn campaign(&self, id: &Id) -> Result<(Campaign, u64), EngineError> {
+        let c = self
+            .store
+            .list_campaigns()
+            .await?
+            .into_iter()
+            .find(|c| &c.id == id)
+            .ok_or_else(|| EngineError::NotFound(format!("campaign {id}")))?;
+        let sent = self.store.campaign_sends(id).await?;
+        Ok((c, sent))
+    }
+
+    /// Validates and saves a campaign with its audit entry (`campaign.put`, or
+    /// `campaign.status` when only the status changed). An ended campaign stays ended.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field; nothing saved.
+    pub async fn put_campaign(&self, campaign: Campaign, actor: &Actor) -> Result<(), EngineError> {
+        let _g = self.admin.lock().await;
+        campaign.validate().map_err(EngineError::Invalid)?;
+        let mut campaigns = self.store.list_campaigns().await?;
+        let before = campaigns
+            .iter()
+            .position(|c| c.id == campaign.id)
+            .map(|k| campaigns.remove(k));
+        if let Some(b) = &before
+            && !b.status.may_become(campaign.status)
+        {
+            return Err(EngineError::Invalid(FieldError::new(
+                "status",
+                format!(
+                    "campaign {} has ended and cannot become {}",
+                    b.id,
+                    campaign.status.as_str()
+                ),
+            )));
+        }
+        campaigns.push(campaign.clone());
+        let c = (*self.catalog())
+            .clone()
+            .with_campaigns(campaigns)
+            .map_err(EngineError::Invalid)?;
+        let only_status = before.as_ref().is_some_and(|b| {
+            Campaign {
+                status: campaign.status,
+                ..b.clone()
+            } == campaign
+                && b.status != campaign.status
+        });
+        let action = if only_status {
+            "campaign.status"
+        } else {
+            "campaign.put"
+        };
+        let entry = AuditEntry::new(self.now(), actor, action)
+            .target(&campaign.id)
+            .change(before.as_ref(), Some(&campaign));
+        self.store
+            .apply_config(&[ConfigChange::PutCampaign(campaign)], &entry)
+            .await?;
+        self.swap_catalog(c, &entry.id)
+    }
+
+    /// Changes a campaign's status only.
+    ///
+    /// # Errors
+    /// Not found, or [`EngineError::Invalid`] (an ended campaign cannot restart).
+    pub async fn set_campaign_status(
+        &self,
+        id: &Id,
+        status: crate::campaign::Status,
+        actor: &Actor,
+    ) -> Result<Campaign, EngineError> {
+        let (mut c, _) = self.campaign(id).await?;
+        c.status = status;
+        self.put_campaign(c.clone(), actor).await?;
+        Ok(c)
+    }
+
+    /// Deletes a campaign no offer names any more (an offer of an undefined campaign would
+    /// run without the campaign's budget and caps), with its audit entry.
+    ///
+    /// # Errors
+    /// Not found, or [`EngineError::Invalid`] naming the offers that still name it.
+    pub async fn delete_campaign(&self, id: &Id, actor: &Actor) -> Result<(), EngineError> {
+        let _g = self.admin.lock().await;
+        let mut campaigns = self.store.list_campaigns().await?;
+        let Some(k) = campaigns.iter().position(|c| &c.id == id) else {
+            return Err(EngineError::NotFound(format!("campaign {id}")));
+        };
+        let naming: Vec<String> = self
+            .store
+            .list_offers()
+            .await?
+            .into_iter()
+            .filter(|o| &o.campaign_id == id)
+            .map(|o| o.id.to_string())
+            .collect();
+        if !naming.is_empty() {
+            return Err(EngineError::Invalid(FieldError::new(
+                "id",
+                format!(
+                    "offers {} still name campaign {id}; delete them first, or end the campaign",
+                    naming.join(", ")
+                ),
+            )));
+        }
+        let before = campaigns.remove(k);
+        let c = (*self.catalog())
+            .clone()
+            .with_campaigns(campaigns)
+            .map_err(EngineError::Invalid)?;
+        let entry = AuditEntry::new(self.now(), actor, "campaign.delete")
+            .target(id)
+            .change(Some(&before), None);
+        if !self
+            .store
+            .apply_config(&[ConfigChange::DeleteCampaign(id.clone())], &entry)
+            .await?
+        {
+            return Err(EngineError::NotFound(format!("campaign {id}")));
+        }
+        *self.catalog.write().expect("catalog lock") =
+            Arc::new(c.at_version(Some(entry.id.clone())));
         Ok(())
     }
 }

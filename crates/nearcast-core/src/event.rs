@@ -50,6 +50,9 @@ pub enum EventKind {
         /// The token; never logged.
         #[serde(skip_serializing)]
         token: String,
+        /// The app's locale (`fi-FI`), for the campaign text in the user's language.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        locale: Option<String>,
     },
     /// The user changed a consent.
     Consent {
@@ -436,7 +439,17 @@ impl Event {
                     }
                 };
                 let token = f.str("token", MAX_TOKEN)?.to_string();
-                EventKind::PushToken { platform, token }
+                let locale = match f.opt_str("locale", 35)? {
+                    Some(l) => {
+                        Some(crate::campaign::parse_locale(l).map_err(|e| e.within("locale"))?)
+                    }
+                    None => None,
+                };
+                EventKind::PushToken {
+                    platform,
+                    token,
+                    locale,
+                }
             }
             "consent" => {
                 let p = f.str("purpose", 32)?;

@@ -538,6 +538,9 @@ mod tests {
                 .then(|| format!("d-{event}")),
             personalised: true,
             presence: Vec::new(),
+            campaign_id: None,
+            variant_id: None,
+            catalog_version: None,
         }
     }
 

@@ -20,6 +20,7 @@
 pub const QUIET_GEOMETRY_LOGS: &str = "geo=warn";
 
 pub mod audit;
+pub mod campaign;
 pub mod caps;
 pub mod catalog;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod ids;
 pub mod import;
 pub mod memory;
 pub mod model_store;
+pub mod payload;
 pub mod ports;
 pub mod presence;
 pub mod ranker;

@@ -2,6 +2,7 @@
 //! and fakes for tests (`InMemoryStateStore`, `RecordingNotifier`).
 
 use crate::audit::{AuditEntry, ConfigChange};
+use crate::campaign::Campaign;
 use crate::config::{CapPolicy, Offer, Store};
 use crate::decision::{Decision, Push};
 use crate::ids::Id;
@@ -24,6 +25,9 @@ struct Inner {
     outcomes: Vec<OutcomeRecord>,
     stores: BTreeMap<Id, Store>,
     offers: BTreeMap<Id, Offer>,
+    campaigns: BTreeMap<Id, Campaign>,
+    /// Campaign id -> pushes sent, as budgets count them.
+    campaign_sends: HashMap<Id, u64>,
     policy: Option<CapPolicy>,
     /// The audit log, by entry id.
     audit: BTreeMap<String, AuditEntry>,
@@ -122,11 +126,24 @@ impl StateStore for InMemoryStateStore {
             if !dups.is_empty() {
                 return CommitOutcome::Duplicates(dups);
             }
-            if let Some(state) = &c.state {
-                let current = i.users.get(&c.user_id).map_or(0, |r| r.version);
-                if current != c.expected_version {
-                    return CommitOutcome::Conflict;
+            let current = i.users.get(&c.user_id).map_or(0, |r| r.version);
+            if c.state.is_some() && current != c.expected_version {
+                return CommitOutcome::Conflict;
+            }
+            let mut spend: HashMap<&Id, (u64, u64)> = HashMap::new();
+            for (id, budget) in &c.budgets {
+                let e = spend.entry(id).or_insert((0, *budget));
+                e.0 += 1;
+            }
+            for (id, (n, budget)) in &spend {
+                if i.campaign_sends.get(*id).copied().unwrap_or(0) + n > *budget {
+                    return CommitOutcome::BudgetSpent((*id).clone());
                 }
+            }
+            for (id, (n, _)) in spend {
+                *i.campaign_sends.entry(id.clone()).or_insert(0) += n;
+            }
+            if let Some(state) = &c.state {
                 i.users.insert(
                     c.user_id.clone(),
                     UserRecord {
@@ -286,6 +303,16 @@ impl StateStore for InMemoryStateStore {
         ready(Ok(self.with(|i| i.offers.remove(id).is_some())))
     }
 
+    fn list_campaigns(&self) -> BoxFuture<'_, Result<Vec<Campaign>, StoreError>> {
+        ready(Ok(self.with(|i| i.campaigns.values().cloned().collect())))
+    }
+
+    fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>> {
+        ready(Ok(
+            self.with(|i| i.campaign_sends.get(id).copied().unwrap_or(0))
+        ))
+    }
+
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
         ready(Ok(self.with(|i| i.policy.clone())))
     }
@@ -303,10 +330,16 @@ impl StateStore for InMemoryStateStore {
         ready(Ok(self.with(|i| {
             // Check every delete first: all or nothing, under the one lock.
             let (mut stores, mut offers) = (i.stores.clone(), i.offers.clone());
+            let mut campaigns = i.campaigns.clone();
             for c in changes {
                 let found = match c {
                     ConfigChange::DeleteStore(id) => stores.remove(id).is_some(),
                     ConfigChange::DeleteOffer(id) => offers.remove(id).is_some(),
+                    ConfigChange::DeleteCampaign(id) => campaigns.remove(id).is_some(),
+                    ConfigChange::PutCampaign(c) => {
+                        campaigns.insert(c.id.clone(), c.clone());
+                        true
+                    }
                     ConfigChange::PutStore(s) => {
                         stores.insert(s.id.clone(), s.clone());
                         true
@@ -328,6 +361,7 @@ impl StateStore for InMemoryStateStore {
             }
             i.stores = stores;
             i.offers = offers;
+            i.campaigns = campaigns;
             i.audit.insert(audit.id.clone(), audit.clone());
             true
         })))

@@ -4,6 +4,7 @@
 //! one allocation per call, negligible next to any real I/O.
 
 use crate::audit::{AuditEntry, ConfigChange};
+use crate::campaign::Campaign;
 use crate::config::{CapPolicy, Offer, Store};
 use crate::decision::{Decision, Push};
 use crate::ids::Id;
@@ -167,6 +168,11 @@ pub struct Commit {
     pub pushes: Vec<Push>,
     /// Outcomes to log (opens, redemptions, purchases), for results and training exports.
     pub outcomes: Vec<OutcomeRecord>,
+    /// Budgets the pushes spend: (campaign, budget) once per push of a campaign with a
+    /// budget. The store counts each campaign's sends in the same transaction and refuses
+    /// the whole commit with [`CommitOutcome::BudgetSpent`] when a count would pass its
+    /// budget.
+    pub budgets: Vec<(Id, u64)>,
 }
 
 /// What a logged outcome is.
@@ -215,6 +221,7 @@ impl Commit {
             decisions: Vec::new(),
             pushes: Vec::new(),
             outcomes: Vec::new(),
+            budgets: Vec::new(),
         }
     }
 }
@@ -228,6 +235,8 @@ pub enum CommitOutcome {
     Duplicates(Vec<(Id, EventResult)>),
     /// Someone else changed the user since the read. Nothing written; re-read and retry.
     Conflict,
+    /// This campaign's budget would be passed. Nothing written; decide again without it.
+    BudgetSpent(Id),
 }
 
 /// What an erasure removed.
@@ -351,6 +360,10 @@ pub trait StateStore: Send + Sync {
     fn put_offer<'a>(&'a self, offer: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Deletes an offer; false if it did not exist.
     fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// The defined campaigns, by id.
+    fn list_campaigns(&self) -> BoxFuture<'_, Result<Vec<Campaign>, StoreError>>;
+    /// How many pushes campaign `id` has sent, as its budget counts them.
+    fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>>;
     /// The cap policy, if one was saved.
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>>;
     /// Saves the cap policy.
@@ -515,6 +528,14 @@ pub trait StoreLayer: Send + Sync {
     fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.wrapped().delete_offer(id)
     }
+    /// See [`StateStore::list_campaigns`].
+    fn list_campaigns(&self) -> BoxFuture<'_, Result<Vec<Campaign>, StoreError>> {
+        self.wrapped().list_campaigns()
+    }
+    /// See [`StateStore::campaign_sends`].
+    fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.wrapped().campaign_sends(id)
+    }
     /// See [`StateStore::get_policy`].
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
         self.wrapped().get_policy()
@@ -629,6 +650,12 @@ impl<L: StoreLayer> StateStore for L {
     }
     fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
         StoreLayer::delete_offer(self, id)
+    }
+    fn list_campaigns(&self) -> BoxFuture<'_, Result<Vec<Campaign>, StoreError>> {
+        StoreLayer::list_campaigns(self)
+    }
+    fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>> {
+        StoreLayer::campaign_sends(self, id)
     }
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
         StoreLayer::get_policy(self)

@@ -36,6 +36,10 @@ pub struct UserState {
     /// confirmed (see `presence.rs`). Absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<Track>,
+    /// Defined campaign id -> decisions to send (or hold out) this user ever made for it:
+    /// what a campaign's `per_user.total` counts. Only campaigns with such a cap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub campaign_sends: BTreeMap<Id, u32>,
 }
 
 /// The presence track of one user: one smoothed point on a grid of about 11 × 6 m
@@ -76,6 +80,9 @@ pub struct PushTarget {
     /// Set when the platform reported the endpoint disabled; never used again.
     #[serde(default)]
     pub disabled: bool,
+    /// The app's locale, when it said (campaign text is chosen by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
 }
 
 /// A purchase.
@@ -113,8 +120,12 @@ pub struct SendRecord {
     pub offer_id: Id,
     /// Delivery id.
     pub delivery_id: String,
-    /// Held out rather than sent: counts for the offer's re-eligibility, not for the caps.
+    /// Held out rather than sent: counts for the offer's re-eligibility and the
+    /// campaign's caps per user, not for the global caps.
     pub held_out: bool,
+    /// The offer's campaign, when it is a defined campaign (its caps per user count it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<Id>,
 }
 
 impl UserState {

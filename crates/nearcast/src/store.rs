@@ -23,6 +23,7 @@
 //! erasure, exports) runs on the writer's connection, behind a lock.
 
 use nearcast_core::audit::{AuditEntry, ConfigChange};
+use nearcast_core::campaign::Campaign;
 use nearcast_core::config::{CapPolicy, Offer, Store};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
@@ -82,6 +83,8 @@ struct Job {
     pushes: Vec<(String, String)>,
     /// Time (seconds) and body.
     outcomes: Vec<(i64, String)>,
+    /// Campaign, sends to count and its budget.
+    budgets: Vec<(String, u64, u64)>,
     reply: tokio::sync::oneshot::Sender<Result<Written, StoreError>>,
 }
 
@@ -91,6 +94,8 @@ enum Written {
     Conflict,
     /// The event ids already recorded, each with the answer stored then.
     Duplicates(Vec<(String, String)>),
+    /// This campaign's budget would be passed.
+    BudgetSpent(String),
 }
 
 const SCHEMA: &str = "
@@ -131,6 +136,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE INDEX IF NOT EXISTS outcomes_user ON outcomes(user_id);
 CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS campaign_sends (campaign_id TEXT PRIMARY KEY, sent INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
@@ -482,6 +489,16 @@ impl SqliteStore {
                 .iter()
                 .map(|o| Ok((o.at.timestamp(), json(o)?)))
                 .collect::<Result<_, StoreError>>()?,
+            budgets: {
+                let mut b: Vec<(String, u64, u64)> = Vec::new();
+                for (id, budget) in &cm.budgets {
+                    match b.iter_mut().find(|x| x.0 == id.as_str()) {
+                        Some(x) => x.1 += 1,
+                        None => b.push((id.as_str().to_owned(), 1, *budget)),
+                    }
+                }
+                b
+            },
             reply,
         };
         let commits = self
@@ -758,6 +775,22 @@ fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> 
         tx.prepare_cached("INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)")?
             .execute(params![user, at, body])?;
     }
+    // Each campaign's count of sends moves with the sends, in the same transaction, and
+    // never past its budget: the commit is rolled back instead.
+    for (campaign, n, budget) in &job.budgets {
+        let counted = *n <= *budget
+            && tx
+                .prepare_cached(
+                    "INSERT INTO campaign_sends (campaign_id, sent) VALUES (?1, ?2)
+                     ON CONFLICT(campaign_id) DO UPDATE SET sent = sent + excluded.sent
+                     WHERE sent + excluded.sent <= ?3",
+                )?
+                .execute(params![campaign, *n as i64, *budget as i64])?
+                == 1;
+        if !counted {
+            return Ok(Written::BudgetSpent(campaign.clone()));
+        }
+    }
     Ok(Written::Applied)
 }
 
@@ -812,6 +845,7 @@ impl StateStore for SqliteStore {
             Ok(match written {
                 Written::Applied => CommitOutcome::Applied,
                 Written::Conflict => CommitOutcome::Conflict,
+                Written::BudgetSpent(c) => CommitOutcome::BudgetSpent(Id::parse(&c).map_err(err)?),
                 Written::Duplicates(d) => CommitOutcome::Duplicates(
                     d.into_iter()
                         .map(|(e, r)| {
@@ -1035,6 +1069,21 @@ impl StateStore for SqliteStore {
         ready(self.list("SELECT body FROM offers ORDER BY id"))
     }
 
+    fn list_campaigns(&self) -> BoxFuture<'_, Result<Vec<Campaign>, StoreError>> {
+        ready(self.list("SELECT body FROM campaigns ORDER BY id"))
+    }
+
+    fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>> {
+        ready(
+            self.read(|c| {
+                c.prepare_cached("SELECT sent FROM campaign_sends WHERE campaign_id = ?1")?
+                    .query_row([id.as_str()], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|n| n.unwrap_or(0) as u64),
+        )
+    }
+
     fn put_offer<'a>(&'a self, o: &'a Offer) -> BoxFuture<'a, Result<(), StoreError>> {
         let body = serde_json::to_string(o).map_err(err);
         ready(body.and_then(|b| {
@@ -1083,7 +1132,10 @@ impl StateStore for SqliteStore {
                 ConfigChange::PutStore(s) => json(s).map(Some),
                 ConfigChange::PutOffer(o) => json(o).map(Some),
                 ConfigChange::PutPolicy(p) => json(p).map(Some),
-                ConfigChange::DeleteStore(_) | ConfigChange::DeleteOffer(_) => Ok(None),
+                ConfigChange::PutCampaign(c) => json(c).map(Some),
+                ConfigChange::DeleteStore(_)
+                | ConfigChange::DeleteOffer(_)
+                | ConfigChange::DeleteCampaign(_) => Ok(None),
             })
             .collect();
         let entry = json(audit);
@@ -1099,6 +1151,8 @@ impl StateStore for SqliteStore {
                         ConfigChange::PutPolicy(_) => tx.execute("INSERT INTO meta (key, value) VALUES ('policy', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [body])?,
                         ConfigChange::DeleteStore(id) => tx.execute("DELETE FROM stores WHERE id = ?1", [id.as_str()])?,
                         ConfigChange::DeleteOffer(id) => tx.execute("DELETE FROM offers WHERE id = ?1", [id.as_str()])?,
+                        ConfigChange::PutCampaign(c) => tx.execute("INSERT INTO campaigns (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body", params![c.id.as_str(), body])?,
+                        ConfigChange::DeleteCampaign(id) => tx.execute("DELETE FROM campaigns WHERE id = ?1", [id.as_str()])?,
                     };
                     if n == 0 {
                         // A delete of nothing: the transaction rolls back when dropped.

@@ -1,0 +1,280 @@
+//! `/v1/admin/campaigns`: campaigns with their status, budget and variants, and previews
+//! of the exact push payloads their variants make.
+
+use crate::auth::Actor;
+use crate::error::ApiError;
+use crate::{AppState, json_body, parse_with_id, path_id};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use nearcast_core::campaign::{Campaign, Status, render_text};
+use nearcast_core::decision::Push;
+use nearcast_core::event::{Fields, Platform};
+use nearcast_core::ids::Id;
+use nearcast_core::payload::{MAX_PAYLOAD_BYTES, build_message, device_payload};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// A campaign as the API answers it: the campaign, what it has sent, what is left of its
+/// budget, and the offers that name it.
+#[derive(Serialize)]
+struct View {
+    #[serde(flatten)]
+    campaign: Campaign,
+    sent: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_left: Option<u64>,
+    offers: Vec<Id>,
+}
+
+fn view(engine: &AppState, campaign: Campaign, sent: u64) -> View {
+    let offers = engine
+        .catalog()
+        .offers
+        .iter()
+        .filter(|o| o.campaign_id == campaign.id)
+        .map(|o| o.id.clone())
+        .collect();
+    View {
+        budget_left: campaign.budget.map(|b| b.saturating_sub(sent)),
+        campaign,
+        sent,
+        offers,
+    }
+}
+
+pub(crate) async fn list(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let all = engine.campaigns().await?;
+    let views: Vec<View> = all
+        .into_iter()
+        .map(|(c, sent)| view(&engine, c, sent))
+        .collect();
+    Ok(Json(json!({ "campaigns": views })))
+}
+
+pub(crate) async fn get_one(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = path_id("id", &id)?;
+    let (c, sent) = engine.campaign(&id).await?;
+    Ok(Json(view(&engine, c, sent)).into_response())
+}
+
+pub(crate) async fn create(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c: Campaign = parse_with_id(&body, None)?;
+    if engine.catalog().campaign(&c.id).is_some() {
+        return Err(ApiError::Conflict(format!(
+            "campaign {} exists; use PUT to replace it",
+            c.id
+        )));
+    }
+    engine.put_campaign(c.clone(), &actor).await?;
+    Ok((StatusCode::CREATED, Json(view(&engine, c, 0))).into_response())
+}
+
+pub(crate) async fn put(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = path_id("id", &id)?;
+    let c: Campaign = parse_with_id(&body, Some(id.as_str()))?;
+    engine.put_campaign(c, &actor).await?;
+    let (c, sent) = engine.campaign(&id).await?;
+    Ok(Json(view(&engine, c, sent)).into_response())
+}
+
+pub(crate) async fn delete(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id("id", &id)?;
+    engine.delete_campaign(&id, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/campaigns/{id}/status {"status": "paused"}`.
+pub(crate) async fn set_status(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = path_id("id", &id)?;
+    let v = json_body(&body)?;
+    let mut f = Fields::of(&v).map_err(ApiError::Invalid)?;
+    let s = f.str("status", 16).map_err(ApiError::Invalid)?;
+    let status: Status = serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
+        ApiError::invalid(
+            "status",
+            format!("must be draft, active, paused or ended, got {s:?}"),
+        )
+    })?;
+    f.finish().map_err(ApiError::Invalid)?;
+    let c = engine.set_campaign_status(&id, status, &actor).await?;
+    let sent = engine.campaign(&id).await?.1;
+    Ok(Json(view(&engine, c, sent)).into_response())
+}
+
+/// `POST /v1/admin/campaigns/{id}/preview`: the exact APNs and FCM payloads of each
+/// variant (or, without variants, of each offer of the campaign), as a device would
+/// receive them, with their sizes. Body (all optional): `store_id` (for `{store}`; default
+/// the first store the campaign's first offer runs at), `locale`, `coupon` (for
+/// `{coupon}`; default the offer's code).
+pub(crate) async fn preview(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_id("id", &id)?;
+    let v = if body.is_empty() {
+        json!({})
+    } else {
+        json_body(&body)?
+    };
+    let mut f = Fields::of(&v).map_err(ApiError::Invalid)?;
+    let store_id = f.opt_id("store_id").map_err(ApiError::Invalid)?;
+    let locale = f
+        .opt_str("locale", 35)
+        .map_err(ApiError::Invalid)?
+        .map(|l| {
+            nearcast_core::campaign::parse_locale(l)
+                .map_err(|e| ApiError::Invalid(e.within("locale")))
+        })
+        .transpose()?;
+    let coupon = f
+        .opt_str("coupon", 64)
+        .map_err(ApiError::Invalid)?
+        .map(str::to_string);
+    f.finish().map_err(ApiError::Invalid)?;
+
+    let (campaign, _) = engine.campaign(&id).await?;
+    let cat = engine.catalog();
+    let offers: Vec<_> = cat.offers.iter().filter(|o| o.campaign_id == id).collect();
+    let store = match &store_id {
+        Some(s) => Some(
+            cat.store_pos
+                .get(s)
+                .map(|&p| &cat.stores[p as usize])
+                .ok_or_else(|| ApiError::invalid("store_id", format!("no store with id {s:?}")))?,
+        ),
+        None => offers.first().and_then(|o| {
+            o.store_ids
+                .iter()
+                .find_map(|s| cat.store_pos.get(s))
+                .or_else(|| {
+                    cat.stores
+                        .iter()
+                        .position(|s| o.store_categories.contains(&s.category))
+                        .and_then(|p| cat.store_pos.get(&cat.stores[p].id))
+                })
+                .map(|&p| &cat.stores[p as usize])
+        }),
+    };
+    let store_name = store.map_or("{store}", |s| s.name.as_str());
+    let offer = offers.first();
+    let coupon = coupon.or_else(|| offer.and_then(|o| o.coupon.clone()));
+    // (variant id, locale, title, body, deep link, image)
+    type Text = (
+        Option<Id>,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+    );
+    let texts: Vec<Text> = if campaign.variants.is_empty() {
+        offers
+            .iter()
+            .map(|o| (None, None, o.title.clone(), o.body.clone(), None, None))
+            .collect()
+    } else {
+        campaign
+            .variants
+            .iter()
+            .map(|v| {
+                let (l, m) = v.message_for(locale.as_deref());
+                (
+                    Some(v.id.clone()),
+                    Some(l.to_string()),
+                    m.title.clone(),
+                    m.body.clone(),
+                    v.deep_link.clone(),
+                    v.image_url.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut previews = Vec::with_capacity(texts.len());
+    for (variant_id, locale, title, body, deep_link, image_url) in texts {
+        let title = render_text(&title, store_name, coupon.as_deref());
+        let body = render_text(&body, store_name, coupon.as_deref());
+        let push = Push {
+            delivery_id: "d-0000000000000000".into(),
+            user_id: Id::parse("preview").expect("valid id"),
+            platform: Platform::Apns,
+            token: String::new(),
+            endpoint: None,
+            offer_id: offer.map_or_else(|| id.clone(), |o| o.id.clone()),
+            campaign_id: id.clone(),
+            store_id: store.map_or_else(|| id.clone(), |s| s.id.clone()),
+            title: title.clone(),
+            body: body.clone(),
+            coupon: coupon.clone(),
+            variant_id: variant_id.clone(),
+            locale: locale.clone(),
+            deep_link,
+            image_url,
+            score: 0.0,
+            model_version: String::new(),
+            at: engine.now(),
+        };
+        let mut out = serde_json::Map::new();
+        let mut sizes = serde_json::Map::new();
+        let mut cut = false;
+        for (name, key) in [("apns", "APNS"), ("fcm", "GCM")] {
+            let message = build_message(&push, key)
+                .map_err(|e| ApiError::invalid("variants", e.to_string()))?;
+            let payload = device_payload(&push, key)
+                .map_err(|e| ApiError::invalid("variants", e.to_string()))?;
+            let (t, b) = if key == "GCM" {
+                (
+                    &payload["notification"]["title"],
+                    &payload["notification"]["body"],
+                )
+            } else {
+                (
+                    &payload["aps"]["alert"]["title"],
+                    &payload["aps"]["alert"]["body"],
+                )
+            };
+            cut |= t.as_str() != Some(title.as_str()) || b.as_str() != Some(body.as_str());
+            sizes.insert(name.into(), json!(message.len()));
+            out.insert(name.into(), payload);
+        }
+        previews.push(json!({
+            "variant_id": variant_id,
+            "locale": locale,
+            "title": title,
+            "body": body,
+            "payloads": out,
+            "bytes": sizes,
+            "max_bytes": MAX_PAYLOAD_BYTES,
+            "cut": cut,
+        }));
+    }
+    Ok(Json(json!({
+        "campaign_id": id,
+        "store_id": store.map(|s| s.id.clone()),
+        "previews": previews,
+    })))
+}
