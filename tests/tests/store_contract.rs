@@ -94,6 +94,8 @@ contract!(
     config_changes_and_their_audit_entry_apply_together,
     outcomes_are_logged_atomically_with_their_events_and_erased,
     user_logs_hand_over_each_user_once_with_their_logs,
+    a_budget_is_counted_in_the_send_commit_and_never_passed_under_concurrency,
+    campaigns_round_trip_with_their_audit_entries,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -924,4 +926,122 @@ async fn sqlite_prunes_decisions_and_outcomes_past_retention() {
     );
     assert_eq!(store.deliveries().await.unwrap().len(), 2);
     assert_eq!(store.prune_logs(noon() - retention).unwrap(), 0);
+}
+
+// ---------------------------------------------------------------- campaigns
+
+/// Fifty users' sends race for a budget of 20: exactly 20 commits apply (each with its
+/// events, decision and delivery), 30 are refused whole, and the count is 20. A commit of
+/// two sends that would pass the budget is refused whole too, and a campaign without a
+/// budget count stays untouched.
+async fn a_budget_is_counted_in_the_send_commit_and_never_passed_under_concurrency(
+    store: Arc<dyn StateStore>,
+) {
+    let rainy = id("rainy");
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            let rainy = rainy.clone();
+            tokio::spawn(async move {
+                let user = format!("u{i}");
+                let mut c = sent(&user, 0, Some(state("a")), &["e1"]);
+                c.budgets.push((rainy, 20));
+                (user, store.commit(&c).await.unwrap())
+            })
+        })
+        .collect();
+    let (mut applied, mut refused) = (Vec::new(), Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            (u, CommitOutcome::Applied) => applied.push(u),
+            (u, CommitOutcome::BudgetSpent(c)) => {
+                assert_eq!(c, rainy);
+                refused.push(u)
+            }
+            (u, other) => panic!("{u}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!((applied.len(), refused.len()), (20, 30));
+    assert_eq!(store.campaign_sends(&rainy).await.unwrap(), 20);
+    for u in &refused {
+        // Nothing of a refused commit stays: not its event, state, decision or delivery.
+        assert_eq!(load(&*store, u).await.version, 0, "{u}");
+        assert!(!is_recorded(&*store, u, "e1").await, "{u}");
+    }
+    let deliveries = store.deliveries().await.unwrap();
+    assert_eq!(deliveries.len(), 20);
+    assert_eq!(store.decisions().await.unwrap().len(), 20);
+
+    // Two sends of one commit against a budget with one left: refused whole.
+    let sunny = id("sunny");
+    let mut c = sent("zoe", 0, Some(state("z")), &["z1", "z2"]);
+    c.budgets.push((sunny.clone(), 1));
+    c.budgets.push((sunny.clone(), 1));
+    assert_eq!(
+        store.commit(&c).await.unwrap(),
+        CommitOutcome::BudgetSpent(sunny.clone())
+    );
+    assert_eq!(store.campaign_sends(&sunny).await.unwrap(), 0);
+    c.budgets.truncate(1);
+    c.pushes.truncate(1);
+    apply(&*store, &c).await;
+    assert_eq!(store.campaign_sends(&sunny).await.unwrap(), 1);
+    assert_eq!(store.campaign_sends(&rainy).await.unwrap(), 20);
+    assert_eq!(store.campaign_sends(&id("unknown")).await.unwrap(), 0);
+}
+
+fn a_campaign(id_: &str, status: &str) -> nearcast_core::campaign::Campaign {
+    serde_json::from_value(serde_json::json!({
+        "id": id_, "name": "Rainy days", "status": status, "holdout": 0.1, "budget": 100,
+        "variants": [{"id": "a", "default_locale": "en",
+            "content": {"en": {"title": "Rain", "body": "Umbrellas at {store}"}}}]
+    }))
+    .unwrap()
+}
+
+async fn campaigns_round_trip_with_their_audit_entries(store: Arc<dyn StateStore>) {
+    let maria = Actor {
+        name: "maria".into(),
+        role: Role::Editor,
+    };
+    assert!(store.list_campaigns().await.unwrap().is_empty());
+    let (a, b) = (a_campaign("a", "draft"), a_campaign("b", "active"));
+    let e1 = AuditEntry::new(noon(), &maria, "campaign.put");
+    let changes = [
+        ConfigChange::PutCampaign(b.clone()),
+        ConfigChange::PutCampaign(a.clone()),
+    ];
+    assert!(store.apply_config(&changes, &e1).await.unwrap());
+    assert_eq!(
+        store.list_campaigns().await.unwrap(),
+        [a.clone(), b.clone()]
+    );
+    let paused = a_campaign("a", "paused");
+    let e2 = AuditEntry::new(noon(), &maria, "campaign.status").change(Some(&a), Some(&paused));
+    assert!(
+        store
+            .apply_config(&[ConfigChange::PutCampaign(paused.clone())], &e2)
+            .await
+            .unwrap()
+    );
+    // A delete of nothing changes nothing and writes no entry.
+    let e3 = AuditEntry::new(noon(), &maria, "campaign.delete");
+    let changes = [
+        ConfigChange::DeleteCampaign(b.id.clone()),
+        ConfigChange::DeleteCampaign(id("nope")),
+    ];
+    assert!(!store.apply_config(&changes, &e3).await.unwrap());
+    assert_eq!(
+        store.list_campaigns().await.unwrap(),
+        [paused.clone(), b.clone()]
+    );
+    let e4 = AuditEntry::new(noon(), &maria, "campaign.delete");
+    assert!(
+        store
+            .apply_config(&[ConfigChange::DeleteCampaign(b.id.clone())], &e4)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.list_campaigns().await.unwrap(), [paused]);
+    assert_eq!(store.audit_log(None, 10).await.unwrap(), [e4, e2, e1]);
 }

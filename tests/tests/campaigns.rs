@@ -1,0 +1,452 @@
+//! Campaigns through the admin API and the engine, on the embedded store (SQLite) and on
+//! DynamoDB (moto): a budget that runs out exactly under 50 concurrent sends, variants and
+//! locales in what is pushed, status, schedule, holdout and caps per user, previews of the
+//! exact payloads, and 4xx answers naming the field that change no state.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use nearcast_api::auth::{Access, Role};
+use nearcast_core::campaign::Campaign;
+use nearcast_tests::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn keys() -> Access {
+    api_keys(&[("vic", Role::Viewer), ("eddie", Role::Editor)])
+}
+
+async fn call(h: &Harness, who: &str, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+    let app = nearcast_api::router_with(h.engine.clone(), keys());
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {}", key_of(who)));
+    let body = if body.is_null() {
+        Body::empty()
+    } else {
+        Body::from(body.to_string())
+    };
+    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The campaign the catalog's offers (`campaign_id` `c1`) belong to.
+fn rainy(status: &str, budget: u64) -> Value {
+    json!({"id": "c1", "name": "Rainy-day umbrellas", "status": status, "budget": budget,
+        "variants": [
+            {"id": "a", "weight": 1, "default_locale": "en",
+             "content": {"en": {"title": "Rain at {store}?", "body": "Umbrellas -20 % with {coupon}"},
+                         "fi": {"title": "Sataako {store}?", "body": "Sateenvarjot -20 % koodilla {coupon}"}},
+             "deep_link": "shop://umbrellas", "image_url": "https://cdn.example.com/u.png"},
+            {"id": "b", "weight": 1, "default_locale": "fi",
+             "content": {"fi": {"title": "Sateenvarjot {store}", "body": "Nyt -20 %"},
+                         "en": {"title": "Umbrellas at {store}", "body": "Now -20 %"}}}],
+        "conversion": {"event": "visit", "within_hours": 72}})
+}
+
+/// Sets a user up, with their app in Finnish for every other user.
+async fn onboard(h: &Harness, user: &str, i: usize) {
+    let at = noon() - chrono::Duration::minutes(5);
+    let mut events = onboarding(user, noon());
+    if i % 2 == 0 {
+        events.push(event(
+            user,
+            json!({"event_id": format!("{user}-loc"), "type": "push_token", "at": at.to_rfc3339(),
+                   "platform": "fcm", "token": "tok-123", "locale": "fi-FI"}),
+        ));
+    }
+    for e in &events {
+        h.engine.process(e).await.unwrap();
+    }
+}
+
+async fn a_budget_runs_out_exactly_under_fifty_concurrent_sends(backend: Backend) {
+    let h = harness(backend, 1, policy(3)).await;
+    let (status, v) = call(
+        &h,
+        "eddie",
+        "PUT",
+        "/v1/admin/campaigns/c1",
+        rainy("active", 10),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["sent"].as_u64(), v["budget_left"].as_u64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(v["offers"], json!(["o0"]));
+    let users: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        onboard(&h, u, i).await;
+    }
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|u| {
+            let engine = h.engine.clone();
+            let e = fix_at(u, &format!("{u}-fix"), 0, noon());
+            tokio::spawn(async move { engine.process(&e).await.unwrap() })
+        })
+        .collect();
+    let mut spent = 0;
+    for t in tasks {
+        let d = t.await.unwrap().decision.expect("a location decision");
+        assert!(d.catalog_version.is_some(), "{d:?}");
+        match d.verdict {
+            nearcast_core::decision::Verdict::Sent => {}
+            _ => {
+                assert_eq!(d.reason.as_ref().unwrap().code(), "budget_spent", "{d:?}");
+                spent += 1;
+            }
+        }
+    }
+    let sent = h.notifier.sent();
+    assert_eq!(
+        (sent.len(), spent),
+        (10, 40),
+        "exactly the budget, never one over"
+    );
+    assert_eq!(h.store.campaign_sends(&id("c1")).await.unwrap(), 10);
+    let (_, v) = call(&h, "vic", "GET", "/v1/admin/campaigns/c1", Value::Null).await;
+    assert_eq!(
+        (v["sent"].as_u64(), v["budget_left"].as_u64()),
+        (Some(10), Some(0))
+    );
+
+    // Each push carries the user's stable variant, in the user's language or the
+    // variant's default, with the tokens filled in.
+    let campaign: Campaign = serde_json::from_value(rainy("active", 10)).unwrap();
+    for p in &sent {
+        let i: usize = p.user_id.as_str()[1..].parse().unwrap();
+        let v = campaign.variant_for(&p.user_id).unwrap();
+        let want_locale = if i % 2 == 0 {
+            "fi"
+        } else {
+            v.default_locale.as_str()
+        };
+        let m = &v.content[want_locale];
+        assert_eq!(p.variant_id.as_ref(), Some(&v.id));
+        assert_eq!(p.locale.as_deref(), Some(want_locale));
+        assert_eq!(p.title, m.title.replace("{store}", "Store 0"), "{p:?}");
+        assert!(!p.body.contains('{'), "{p:?}");
+        assert_eq!(p.deep_link, v.deep_link);
+        assert_eq!(p.image_url, v.image_url);
+    }
+
+    // Raising the budget lets the campaign send again at once, one more and no more.
+    let (status, _) = call(
+        &h,
+        "eddie",
+        "PUT",
+        "/v1/admin/campaigns/c1",
+        rainy("active", 11),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for (i, u) in ["late1", "late2"].into_iter().enumerate() {
+        onboard(&h, u, i).await;
+        let d = h
+            .engine
+            .process(&fix_at(u, &format!("{u}-fix"), 0, noon()))
+            .await
+            .unwrap();
+        let d = d.decision.unwrap();
+        let want = if i == 0 { "Sent" } else { "Suppressed" };
+        assert_eq!(format!("{:?}", d.verdict), want, "{u}: {d:?}");
+    }
+    assert_eq!(h.notifier.sent().len(), 11);
+    assert_eq!(h.store.campaign_sends(&id("c1")).await.unwrap(), 11);
+}
+
+#[tokio::test]
+async fn a_budget_runs_out_exactly_under_fifty_concurrent_sends_on_sqlite() {
+    a_budget_runs_out_exactly_under_fifty_concurrent_sends(Backend::InterleavedSqlite).await;
+}
+
+#[tokio::test]
+async fn a_budget_runs_out_exactly_under_fifty_concurrent_sends_on_dynamodb() {
+    a_budget_runs_out_exactly_under_fifty_concurrent_sends(Backend::InterleavedDynamo).await;
+}
+
+/// What a visit of `user` to store `store` at `minutes` after noon decided: `sent` or the
+/// reason code (a second fix a minute later when the first only began confirming the enter).
+async fn reason_of(h: &Harness, user: &str, store: usize, minutes: i64) -> String {
+    for k in 0..3 {
+        let at = noon() + chrono::Duration::minutes(minutes + k);
+        h.clock.set(at);
+        let d = h
+            .engine
+            .process(&fix_at(
+                user,
+                &format!("{user}-{store}-{minutes}-{k}"),
+                store,
+                at,
+            ))
+            .await
+            .unwrap()
+            .decision
+            .unwrap();
+        match (&d.verdict, &d.reason) {
+            (nearcast_core::decision::Verdict::Sent, _) => return "sent".into(),
+            (_, Some(r)) if r.code() != "no_trigger" => return r.code().to_string(),
+            _ => {}
+        }
+    }
+    "no_trigger".into()
+}
+
+#[tokio::test]
+async fn status_caps_holdout_previews_and_refusals_on_the_embedded_store() {
+    let h = harness(Backend::Sqlite, 40, policy(10)).await;
+    let rows = dump(&h).await;
+
+    // Refusals name the field and change nothing.
+    for (body, field) in [
+        (json!({"id": "c1", "name": "x", "holdout": 0.7}), "holdout"),
+        (json!({"id": "c1", "name": "x", "budget": 0}), "budget"),
+        (json!({"id": "c1", "name": "x", "status": "live"}), "status"),
+        (json!({"id": "c1", "name": "x", "colour": "red"}), "colour"),
+        (
+            {
+                let mut v = rainy("active", 5);
+                v["variants"][1]["content"]["fi"]["title"] = json!("Hei {name}");
+                v
+            },
+            "variants[1].content.fi.title",
+        ),
+    ] {
+        let (status, v) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["field"], field, "{v}");
+    }
+    let (status, v) = call(
+        &h,
+        "vic",
+        "PUT",
+        "/v1/admin/campaigns/c1",
+        rainy("active", 5),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::FORBIDDEN, Some("role"))
+    );
+    assert_eq!(dump(&h).await, rows, "refusals change no state");
+
+    // A draft sends nothing and says why; activating it (an editor) sends.
+    let (status, _) = call(
+        &h,
+        "eddie",
+        "POST",
+        "/v1/admin/campaigns",
+        rainy("draft", 1000),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = call(
+        &h,
+        "eddie",
+        "POST",
+        "/v1/admin/campaigns",
+        rainy("draft", 1000),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    onboard(&h, "anna", 0).await;
+    assert_eq!(reason_of(&h, "anna", 0, 0).await, "campaign_not_active");
+    onboard(&h, "bo", 1).await;
+    let (status, v) = call(
+        &h,
+        "vic",
+        "POST",
+        "/v1/admin/campaigns/c1/status",
+        json!({"status": "active"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::FORBIDDEN, Some("role"))
+    );
+    let (status, v) = call(
+        &h,
+        "eddie",
+        "POST",
+        "/v1/admin/campaigns/c1/status",
+        json!({"status": "active"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (StatusCode::OK, Some("active")),
+        "{v}"
+    );
+    assert_eq!(reason_of(&h, "bo", 1, 20).await, "sent");
+
+    // Caps per user per campaign: one a day.
+    let mut capped = rainy("active", 1000);
+    capped["per_user"] = json!({"per_day": 1});
+    let (status, _) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", capped).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reason_of(&h, "bo", 2, 40).await, "campaign_capped");
+
+    // Paused: nothing; the audit log says who paused it.
+    let (status, _) = call(
+        &h,
+        "eddie",
+        "POST",
+        "/v1/admin/campaigns/c1/status",
+        json!({"status": "paused"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    onboard(&h, "bert", 1).await;
+    assert_eq!(reason_of(&h, "bert", 3, 60).await, "campaign_not_active");
+    let (_, audit) = call(&h, "vic", "GET", "/v1/admin/audit?limit=1", Value::Null).await;
+    let last = &audit["entries"][0];
+    assert_eq!(
+        (
+            last["action"].as_str(),
+            last["actor"]["name"].as_str(),
+            last["target"].as_str()
+        ),
+        (Some("campaign.status"), Some("eddie"), Some("c1")),
+        "{audit}"
+    );
+    assert_eq!(last["before"]["status"], "active");
+    assert_eq!(last["after"]["status"], "paused");
+
+    // Ended stays ended; a campaign offers name cannot be deleted.
+    for s in ["ended"] {
+        let (status, _) = call(
+            &h,
+            "eddie",
+            "POST",
+            "/v1/admin/campaigns/c1/status",
+            json!({"status": s}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, v) = call(
+        &h,
+        "eddie",
+        "POST",
+        "/v1/admin/campaigns/c1/status",
+        json!({"status": "active"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("status"))
+    );
+    let (status, v) = call(&h, "eddie", "DELETE", "/v1/admin/campaigns/c1", Value::Null).await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id"))
+    );
+
+    // Previews: each variant's exact payloads, within 4 KB, coupon and deep link on both
+    // platforms, in the asked locale, for a viewer.
+    let (status, v) = call(
+        &h,
+        "vic",
+        "POST",
+        "/v1/admin/campaigns/c1/preview",
+        json!({"locale": "fi", "coupon": "RAIN-7", "store_id": "s3"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let previews = v["previews"].as_array().unwrap();
+    assert_eq!(previews.len(), 2);
+    let a = &previews[0];
+    assert_eq!(a["variant_id"], "a");
+    assert_eq!(a["locale"], "fi");
+    assert_eq!(
+        a["payloads"]["apns"]["aps"]["alert"]["title"],
+        "Sataako Store 3?"
+    );
+    assert_eq!(a["payloads"]["apns"]["coupon"], "RAIN-7");
+    assert_eq!(a["payloads"]["apns"]["deep_link"], "shop://umbrellas");
+    assert_eq!(a["payloads"]["apns"]["aps"]["mutable-content"], 1);
+    assert_eq!(a["payloads"]["fcm"]["data"]["coupon"], "RAIN-7");
+    assert_eq!(
+        a["payloads"]["fcm"]["notification"]["image"],
+        "https://cdn.example.com/u.png"
+    );
+    assert_eq!(
+        a["payloads"]["fcm"]["notification"]["body"],
+        "Sateenvarjot -20 % koodilla RAIN-7"
+    );
+    for p in previews {
+        for k in ["apns", "fcm"] {
+            assert!(p["bytes"][k].as_u64().unwrap() <= 4096, "{p}");
+        }
+        assert_eq!(p["cut"], false);
+    }
+    let (status, v) = call(
+        &h,
+        "vic",
+        "POST",
+        "/v1/admin/campaigns/c1/preview",
+        json!({"store_id": "nope"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("store_id"))
+    );
+    let (status, _) = call(
+        &h,
+        "vic",
+        "POST",
+        "/v1/admin/campaigns/zz/preview",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The holdout share is the campaign's, whatever its offers say: exactly the users the
+/// stable draw puts in the group are held out.
+#[tokio::test]
+async fn the_holdout_share_is_the_campaigns() {
+    let h = harness(Backend::Memory, 1, policy(10)).await;
+    let mut c = rainy("active", 1000);
+    c["holdout"] = json!(0.5);
+    let (status, _) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut held = 0;
+    for i in 0..40 {
+        let u = format!("h{i}");
+        onboard(&h, &u, i).await;
+        let d = h
+            .engine
+            .process(&fix_at(&u, &format!("{u}-f"), 0, noon()))
+            .await
+            .unwrap()
+            .decision
+            .unwrap();
+        let want = nearcast_core::holdout::held_out(&id(&u), &id("c1"), 0.5);
+        assert_eq!(
+            d.verdict == nearcast_core::decision::Verdict::HeldOut,
+            want,
+            "{u}: {d:?}"
+        );
+        assert_eq!(d.campaign_id, Some(id("c1")));
+        assert!(d.variant_id.is_some());
+        held += usize::from(want);
+    }
+    assert!((8..=32).contains(&held), "{held} of 40 held out at 50 %");
+    // Held-out decisions spend no budget.
+    assert_eq!(
+        h.store.campaign_sends(&id("c1")).await.unwrap(),
+        40 - held as u64
+    );
+}
