@@ -652,6 +652,18 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     let policy = json!({"per_day": 10, "per_week": 50, "min_gap_minutes": 0,
         "quiet_start": "00:00:00", "quiet_end": "00:00:00"});
     assert_eq!(call("PUT", "/v1/admin/policy", Some(policy)).await.0, 200);
+    // The offers' campaign, with a budget: every send below counts it in its commit.
+    let campaign = json!({"id": "c1", "name": "Coffee", "status": "active", "budget": 1000,
+        "variants": [{"id": "a", "default_locale": "en",
+            "content": {"en": {"title": "Coffee at {store}", "body": "Half price"}}}]});
+    assert_eq!(
+        call("PUT", "/v1/admin/campaigns/c1", Some(campaign))
+            .await
+            .0,
+        200
+    );
+    let (s, v) = call("POST", "/v1/admin/campaigns/c1/preview", None).await;
+    assert_eq!(s, 200, "{v}");
     for p in [
         "/v1/admin/stores",
         "/v1/admin/stores/s0",
@@ -659,6 +671,8 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         "/v1/admin/offers/o0",
         "/v1/admin/policy",
         "/v1/admin/model",
+        "/v1/admin/campaigns",
+        "/v1/admin/campaigns/c1",
     ] {
         assert_eq!(call("GET", p, None).await.0, 200, "{p}");
     }
@@ -750,6 +764,10 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     let (s, v) = call("GET", "/v1/admin/audit", None).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["entries"].as_array().unwrap().len() >= 9, "{v}");
+    // The events-api's sends counted the campaign's budget in their commits.
+    let (s, v) = call("GET", "/v1/admin/campaigns/c1", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["sent"].as_u64().unwrap() >= 1, "{v}");
 
     // ---- events-queue: batches from SQS.
     let queue = start(&t, queue_bin, queue_name, &params, &resources).await;
