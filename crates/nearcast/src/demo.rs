@@ -87,7 +87,8 @@ pub async fn embedded_engine(
     Ok((Arc::new(engine), store))
 }
 
-/// Loads stores.json, offers.json (and policy.json if present) from `dir` into the engine.
+/// Loads stores.json, offers.json (and campaigns.json and policy.json if present) from
+/// `dir` into the engine.
 ///
 /// # Errors
 /// Unreadable or invalid files; the configuration is then unchanged.
@@ -100,7 +101,15 @@ pub async fn load_config_dir(engine: &Engine, dir: &Path) -> Result<(), HostErro
     } else {
         CapPolicy::default()
     };
-    engine.load_config(stores, offers, policy).await?;
+    let campaigns_path = dir.join("campaigns.json");
+    let campaigns: Vec<nearcast_core::campaign::Campaign> = if campaigns_path.exists() {
+        crate::parse_file(&campaigns_path)?
+    } else {
+        Vec::new()
+    };
+    engine
+        .load_config_with(stores, offers, campaigns, policy)
+        .await?;
     Ok(())
 }
 
@@ -227,7 +236,10 @@ pub fn print_report(engine: &Engine, report: &Report, out: &mut impl Write) -> s
         let why = match (&d.reason, d.candidates.is_empty()) {
             (Some(r), true) => format!("{r} (first of this kind for this user; all counted below)"),
             (Some(r), false) => r.to_string(),
-            (None, _) => format!("best of {} candidate(s)", d.candidates.len()),
+            (None, _) => match &d.variant_id {
+                Some(v) => format!("best of {} candidate(s); variant {v}", d.candidates.len()),
+                None => format!("best of {} candidate(s)", d.candidates.len()),
+            },
         };
         let mut store = name(&d.store_id);
         store.truncate(store.char_indices().nth(26).map_or(store.len(), |(i, _)| i));
@@ -242,6 +254,41 @@ pub fn print_report(engine: &Engine, report: &Report, out: &mut impl Write) -> s
             verdict,
             why
         )?;
+    }
+    if !catalog.campaigns.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "Campaigns")?;
+        for c in &catalog.campaigns {
+            let mine = |v: Option<&nearcast_core::ids::Id>, verdict: Verdict| {
+                report
+                    .decisions
+                    .iter()
+                    .filter(|d| d.campaign_id.as_ref() == Some(&c.id) && d.verdict == verdict)
+                    .filter(|d| v.is_none() || d.variant_id.as_ref() == v)
+                    .count()
+            };
+            let sent = mine(None, Verdict::Sent);
+            writeln!(
+                out,
+                "  {} ({}): {} sent of a budget of {}, {} held out ({:.0} % holdout)",
+                c.id,
+                c.status.as_str(),
+                sent,
+                c.budget.map_or("unlimited".into(), |b| b.to_string()),
+                mine(None, Verdict::HeldOut),
+                c.holdout * 100.0
+            )?;
+            for v in &c.variants {
+                writeln!(
+                    out,
+                    "    variant {:<12} {} sent, {} held out ({})",
+                    v.id.as_str(),
+                    mine(Some(&v.id), Verdict::Sent),
+                    mine(Some(&v.id), Verdict::HeldOut),
+                    v.content.keys().cloned().collect::<Vec<_>>().join("/")
+                )?;
+            }
+        }
     }
     writeln!(out)?;
     writeln!(out, "Summary")?;
