@@ -95,8 +95,10 @@ async fn an_admin_change_on_one_instance_reaches_the_other_within_the_interval()
             // the version, the reload's policy, the user, and (a user without a profile
             // whose event grants no consent) the erasure pseudonym
             ("GetItem", 4),
-            // the reload's stores and offers
-            ("Scan", 2),
+            // the reload's stores, offers and campaigns
+            ("Scan", 3),
+            // the configuration version: the newest audit entry
+            ("Query", 1),
             ("TransactWriteItems", 1),
         ])
     );

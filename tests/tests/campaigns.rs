@@ -450,3 +450,87 @@ async fn the_holdout_share_is_the_campaigns() {
         40 - held as u64
     );
 }
+
+/// "Why wasn't anna sent this offer?": the decisions that considered it, with the reason
+/// each time, a count per reason, and what stands in the way now.
+#[tokio::test]
+async fn an_admin_can_ask_why_a_user_was_not_sent_an_offer() {
+    let h = harness(Backend::Sqlite, 3, policy(10)).await;
+    let (status, _) = call(
+        &h,
+        "eddie",
+        "PUT",
+        "/v1/admin/campaigns/c1",
+        rainy("draft", 10),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    onboard(&h, "anna", 0).await;
+    assert_eq!(reason_of(&h, "anna", 0, 0).await, "campaign_not_active");
+    // The route is an admin's: personal data.
+    let (status, v) = call(
+        &h,
+        "eddie",
+        "GET",
+        "/v1/admin/users/anna/decisions?offer_id=o0",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::FORBIDDEN, Some("role"))
+    );
+    let app = nearcast_api::router(h.engine.clone());
+    let get = |uri: &str| {
+        let app = app.clone();
+        let uri = uri.to_string();
+        async move {
+            let resp = app
+                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (status, v) = get("/v1/admin/users/anna/decisions?offer_id=o0").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["considered"], 1, "{v}");
+    assert_eq!(v["not_sent_by_reason"]["campaign_not_active"], 1, "{v}");
+    assert_eq!(v["decisions"][0]["outcome"], "campaign_not_active");
+    assert!(v["decisions"][0]["catalog_version"].is_string(), "{v}");
+    assert_eq!(v["blocking_now"], json!(["campaign c1 is draft"]), "{v}");
+    // An offer never considered: said so, with nothing in the way of the user.
+    let (_, v) = get("/v1/admin/users/anna/decisions?offer_id=o2").await;
+    assert_eq!(v["considered"], 0);
+    assert!(
+        v["summary"].as_str().unwrap().contains("no kept decision"),
+        "{v}"
+    );
+    // Someone never seen.
+    let (_, v) = get("/v1/admin/users/zed/decisions").await;
+    assert_eq!(v["considered"], 0);
+    assert!(
+        v["blocking_now"][0]
+            .as_str()
+            .unwrap()
+            .contains("nothing is stored"),
+        "{v}"
+    );
+    for (uri, field) in [
+        ("/v1/admin/users/anna/decisions?limit=0", "limit"),
+        ("/v1/admin/users/anna/decisions?colour=red", "colour"),
+        (
+            "/v1/admin/users/anna/decisions?offer_id=bad%20id",
+            "offer_id",
+        ),
+    ] {
+        let (status, v) = get(uri).await;
+        assert_eq!(
+            (status, v["error"]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{uri}"
+        );
+    }
+}

@@ -26,6 +26,7 @@ pub mod auth;
 mod campaigns;
 mod error;
 mod simulate;
+mod why;
 
 pub use error::ApiError;
 
@@ -102,6 +103,7 @@ pub fn router_with(engine: Arc<Engine>, access: auth::Access) -> Router {
         .route("/v1/admin/simulate", post(simulate::simulate))
         .route("/v1/admin/results", get(results))
         .route("/v1/admin/users/{id}/export", get(export_user))
+        .route("/v1/admin/users/{id}/decisions", get(why::user_decisions))
         .route("/v1/admin/users/{id}", axum::routing::delete(admin_erase))
         .route("/v1/admin/audit", get(audit_log))
         .route("/v1/admin/model", get(model_status))
