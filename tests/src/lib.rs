@@ -58,6 +58,7 @@ pub fn policy(per_day: u32) -> CapPolicy {
         min_gap_minutes: 0,
         quiet_start: chrono::NaiveTime::from_hms_opt(0, 0, 0).expect("valid"),
         quiet_end: chrono::NaiveTime::from_hms_opt(0, 0, 0).expect("valid"),
+        global_control: 0.0,
     }
 }
 

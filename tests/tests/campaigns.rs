@@ -534,3 +534,73 @@ async fn an_admin_can_ask_why_a_user_was_not_sent_an_offer() {
         );
     }
 }
+
+/// The global control group: a share of all users never sent any campaign's push (held
+/// out with `global_control`), drawn once per user for every campaign; the policy refuses a
+/// share above 0.2 naming the field.
+#[tokio::test]
+async fn the_global_control_group_is_held_out_of_every_campaign() {
+    let mut p = policy(10);
+    p.global_control = 0.2;
+    let h = harness(Backend::Sqlite, 1, p).await;
+    let (status, _) = call(
+        &h,
+        "eddie",
+        "PUT",
+        "/v1/admin/campaigns/c1",
+        rainy("active", 1000),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut control = 0;
+    for i in 0..60 {
+        let u = format!("g{i}");
+        onboard(&h, &u, i).await;
+        let d = h
+            .engine
+            .process(&fix_at(&u, &format!("{u}-f"), 0, noon()))
+            .await
+            .unwrap()
+            .decision
+            .unwrap();
+        let want = nearcast_core::holdout::in_global_control(&id(&u), 0.2);
+        let code = d.reason.as_ref().map(|r| r.code());
+        if want {
+            control += 1;
+            assert_eq!(
+                (d.verdict, code),
+                (
+                    nearcast_core::decision::Verdict::HeldOut,
+                    Some("global_control")
+                ),
+                "{u}"
+            );
+        } else {
+            assert_eq!(
+                d.verdict,
+                nearcast_core::decision::Verdict::Sent,
+                "{u}: {d:?}"
+            );
+        }
+    }
+    assert!((3..=24).contains(&control), "{control} of 60 at 20 %");
+    assert_eq!(h.notifier.sent().len(), 60 - control);
+    let app = nearcast_api::router(h.engine.clone());
+    let mut body = serde_json::to_value(policy(10)).unwrap();
+    body["global_control"] = json!(0.5);
+    let resp = app
+        .oneshot(
+            Request::builder()
+                .method("PUT")
+                .uri("/v1/admin/policy")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["error"]["field"], "global_control", "{v}");
+}

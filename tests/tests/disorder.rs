@@ -56,6 +56,7 @@ fn policies() -> impl Strategy<Value = CapPolicy> {
             min_gap_minutes: gap,
             quiet_start: NaiveTime::from_hms_opt(if quiet { 21 } else { 0 }, 0, 0).unwrap(),
             quiet_end: NaiveTime::from_hms_opt(if quiet { 8 } else { 0 }, 0, 0).unwrap(),
+            global_control: 0.0,
         })
 }
 
@@ -189,6 +190,7 @@ async fn late_and_early_stamps_are_capped(backend: Backend) {
         min_gap_minutes: 60,
         quiet_start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
         quiet_end: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        global_control: 0.0,
     };
     let h = harness(backend, STORES, policy).await;
     for e in onboarding("late", noon()) {

@@ -203,6 +203,7 @@ mod tests {
             min_gap_minutes: 0,
             quiet_start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
             quiet_end: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+            global_control: 0.0,
         };
         let tz = chrono_tz::Europe::Helsinki;
         // 23:59:30 local; another host stamped a send 1 minute later, tomorrow locally.
@@ -233,6 +234,7 @@ mod tests {
             min_gap_minutes: 0,
             quiet_start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
             quiet_end: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+            global_control: 0.0,
         };
         let tz = chrono_tz::Europe::Helsinki;
         let almost = [rec(noon() - Duration::days(7) + Duration::seconds(1))];

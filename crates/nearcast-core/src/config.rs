@@ -455,6 +455,15 @@ pub struct CapPolicy {
     pub quiet_start: NaiveTime,
     /// Quiet hours end, local time of the store (`08:00`).
     pub quiet_end: NaiveTime,
+    /// Share of all users in the global control group, in [0, 0.2] (default 0): never sent
+    /// any campaign's push, their decisions logged as held out, so the lift of the whole
+    /// programme can be measured as well as each campaign's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub global_control: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for CapPolicy {
@@ -465,6 +474,7 @@ impl Default for CapPolicy {
             min_gap_minutes: 60,
             quiet_start: NaiveTime::from_hms_opt(21, 0, 0).expect("valid"),
             quiet_end: NaiveTime::from_hms_opt(8, 0, 0).expect("valid"),
+            global_control: 0.0,
         }
     }
 }
@@ -487,6 +497,7 @@ impl CapPolicy {
         if self.min_gap_minutes > 24 * 60 {
             return Err(FieldError::new("min_gap_minutes", "must be at most 1440"));
         }
+        check_range("global_control", self.global_control, 0.0, 0.2)?;
         Ok(())
     }
 }

@@ -88,6 +88,7 @@ pub enum Reason {
         campaign: String,
         detail: String,
     },
+    GlobalControl,
 }
 
 impl Reason {
@@ -117,6 +118,7 @@ impl Reason {
             Reason::CampaignNotActive { .. } => "campaign_not_active",
             Reason::BudgetSpent { .. } => "budget_spent",
             Reason::CampaignCapped { .. } => "campaign_capped",
+            Reason::GlobalControl => "global_control",
         }
     }
 }
@@ -165,6 +167,7 @@ impl std::fmt::Display for Reason {
             Reason::CampaignCapped { campaign, detail } => {
                 write!(f, "campaign {campaign}: {detail}")
             }
+            Reason::GlobalControl => write!(f, "in the global control group"),
         }
     }
 }
@@ -855,13 +858,20 @@ fn decide_at(
     {
         *state.campaign_sends.entry(c.id.clone()).or_insert(0) += 1;
     }
-    if holdout::held_out(
-        &event.user_id,
-        &offer.campaign_id,
-        cat.holdout_of(&offer.campaign_id),
-    ) {
-        let r = Reason::HeldOut {
-            campaign: offer.campaign_id.to_string(),
+    let global = holdout::in_global_control(&event.user_id, cat.policy.global_control);
+    if global
+        || holdout::held_out(
+            &event.user_id,
+            &offer.campaign_id,
+            cat.holdout_of(&offer.campaign_id),
+        )
+    {
+        let r = if global {
+            Reason::GlobalControl
+        } else {
+            Reason::HeldOut {
+                campaign: offer.campaign_id.to_string(),
+            }
         };
         state.sends.push(SendRecord {
             at: inputs.now,

@@ -33,6 +33,12 @@ pub fn held_out(user: &Id, campaign: &Id, share: f64) -> bool {
     draw(user, campaign) < share
 }
 
+/// Whether `user` is in the global control group of share `share`: a draw of its own
+/// (not any campaign's), so the group is the same for every campaign.
+pub fn in_global_control(user: &Id, share: f64) -> bool {
+    ((stable_hash(&["global-control", user.as_str()]) >> 11) as f64 / (1u64 << 53) as f64) < share
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

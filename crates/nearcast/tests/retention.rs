@@ -36,6 +36,7 @@ async fn one_day(dir: &std::path::Path, clock: &ManualClock) -> Arc<SqliteStore>
     let policy = CapPolicy {
         quiet_start: chrono::NaiveTime::MIN,
         quiet_end: chrono::NaiveTime::MIN,
+        global_control: 0.0,
         ..CapPolicy::default()
     };
     engine

@@ -40,6 +40,7 @@ pub fn config() -> (Vec<Store>, Vec<Offer>, CapPolicy) {
         min_gap_minutes: 0,
         quiet_start: midnight,
         quiet_end: midnight,
+        global_control: 0.0,
     };
     (vec![store], vec![offer], policy)
 }

@@ -40,6 +40,7 @@ fn catalog(offers: Vec<Value>) -> Catalog {
         min_gap_minutes: 0,
         quiet_start: chrono::NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
         quiet_end: chrono::NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        global_control: 0.0,
     };
     Catalog::build(stores, offers, policy).unwrap()
 }
