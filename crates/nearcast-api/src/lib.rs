@@ -300,8 +300,102 @@ pub(crate) fn parse_with_id<T: serde::de::DeserializeOwned>(
     parse_json(&v).map_err(ApiError::Invalid)
 }
 
-async fn list_stores(State(engine): State<AppState>) -> Json<Value> {
-    Json(json!({"stores": engine.catalog().stores}))
+/// Most stores one page of `GET /v1/admin/stores?limit=` holds.
+const MAX_STORE_PAGE: usize = 5_000;
+
+/// `GET /v1/admin/stores[?bbox=minLon,minLat,maxLon,maxLat][&limit=N][&after=<id>]`: every
+/// store without parameters; with `bbox`, those whose fence's bounding box meets it (a map
+/// loads what it shows); with `limit`, a page in id order and `next_after`, the cursor of
+/// the next page (absent on the last).
+async fn list_stores(
+    State(engine): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let c = engine.catalog();
+    if q.is_empty() {
+        return Ok(Json(json!({"stores": c.stores})));
+    }
+    let (mut bbox, mut limit, mut after) = (None, None, None);
+    for (k, v) in &q {
+        match k.as_str() {
+            "bbox" => {
+                let n: Vec<f64> = v
+                    .split(',')
+                    .map(|x| x.trim().parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .unwrap_or_default();
+                let ok = n.len() == 4
+                    && n.iter().all(|x| x.is_finite())
+                    && (-180.0..=180.0).contains(&n[0])
+                    && (-180.0..=180.0).contains(&n[2])
+                    && (-90.0..=90.0).contains(&n[1])
+                    && (-90.0..=90.0).contains(&n[3])
+                    && n[0] <= n[2]
+                    && n[1] <= n[3];
+                if !ok {
+                    return Err(ApiError::invalid(
+                        "bbox",
+                        "must be minLon,minLat,maxLon,maxLat in degrees, min not above max",
+                    ));
+                }
+                bbox = Some([n[0], n[1], n[2], n[3]]);
+            }
+            "limit" => {
+                limit = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_STORE_PAGE).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::invalid(
+                                "limit",
+                                format!("must be a whole number from 1 to {MAX_STORE_PAGE}"),
+                            )
+                        })?,
+                );
+            }
+            "after" => after = Some(path_id("after", v)?),
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a known parameter (bbox, limit, after)",
+                ));
+            }
+        }
+    }
+    let shapes = c.index.shapes();
+    let meets = |p: usize| {
+        let Some([x0, y0, x1, y1]) = bbox else {
+            return true;
+        };
+        let (lo_x, lo_y, hi_x, hi_y) = match &shapes[p] {
+            nearcast_core::geofence::Shape::Circle { lat, lon, radius_m } => {
+                let dlat = radius_m / 111_320.0;
+                let dlon = radius_m / (111_320.0 * lat.to_radians().cos().max(1e-6));
+                (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+            }
+            nearcast_core::geofence::Shape::Polygon { bbox, .. } => {
+                (bbox.min().x, bbox.min().y, bbox.max().x, bbox.max().y)
+            }
+        };
+        lo_x <= x1 && hi_x >= x0 && lo_y <= y1 && hi_y >= y0
+    };
+    let mut hits: Vec<&Store> = c
+        .stores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| after.as_ref().is_none_or(|a| &s.id > a))
+        .filter(|(p, _)| meets(*p))
+        .map(|(_, s)| s)
+        .collect();
+    hits.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let next_after = match limit {
+        Some(n) if hits.len() > n => {
+            hits.truncate(n);
+            hits.last().map(|s| s.id.clone())
+        }
+        _ => None,
+    };
+    Ok(Json(json!({"stores": hits, "next_after": next_after})))
 }
 
 async fn get_store(
