@@ -319,3 +319,46 @@ pub fn api_keys(holders: &[(&str, nearcast_api::auth::Role)]) -> nearcast_api::a
 pub fn key_of(name: &str) -> String {
     format!("key-of-{name}")
 }
+
+/// One admin request through the router with `access`, as `who` (an API key's holder from
+/// [`api_keys`]; `None`: no Authorization header). Answers the status, the JSON body (null
+/// when there is none) and the `WWW-Authenticate` challenge, if any.
+pub async fn admin_call(
+    engine: Arc<Engine>,
+    access: nearcast_api::auth::Access,
+    who: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: Value,
+) -> (axum::http::StatusCode, Value, Option<String>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let app = nearcast_api::router_with(engine, access);
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(who) = who {
+        req = req.header(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {}", key_of(who)),
+        );
+    }
+    let body = if body.is_null() {
+        axum::body::Body::empty()
+    } else {
+        axum::body::Body::from(body.to_string())
+    };
+    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let challenge = resp
+        .headers()
+        .get(axum::http::header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        challenge,
+    )
+}

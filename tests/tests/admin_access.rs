@@ -3,13 +3,10 @@
 //! naming the field) changes no state, device routes need no key, and every configuration
 //! change is in the audit log with who made it, before and after.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use nearcast_api::auth::{Access, Role};
 use nearcast_tests::*;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 fn keys() -> Access {
     api_keys(&[
@@ -27,31 +24,7 @@ async fn call(
     uri: &str,
     body: Value,
 ) -> (StatusCode, Value, Option<String>) {
-    let app = nearcast_api::router_with(h.engine.clone(), keys());
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(who) = who {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {}", key_of(who)));
-    }
-    let body = if body.is_null() {
-        Body::empty()
-    } else {
-        Body::from(body.to_string())
-    };
-    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let challenge = resp
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .map(|v| v.to_str().unwrap().to_string());
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        challenge,
-    )
+    admin_call(h.engine.clone(), keys(), who, method, uri, body).await
 }
 
 fn store_body(id: &str, name: &str) -> Value {

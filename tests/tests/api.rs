@@ -169,6 +169,7 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         ("duplicate ids in batch", "POST", "/v1/events", Body::from(batch(vec![fix("a"), fix("a")])), 400, "events[1].event_id"),
         ("bad consent purpose", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "consent", "at": noon().to_rfc3339(), "purpose": "marketing", "granted": true})])), 400, "events[0].purpose"),
         ("bad platform", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "push_token", "at": noon().to_rfc3339(), "platform": "sms", "token": "x"})])), 400, "events[0].platform"),
+        ("bad locale", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "push_token", "at": noon().to_rfc3339(), "platform": "fcm", "token": "x", "locale": "english please"})])), 400, "events[0].locale"),
         ("purchase without product", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339()})])), 400, "events[0].product_id"),
         ("consent not bool", "PUT", "/v1/users/u1/consent", Body::from(json!({"push": "yes"}).to_string()), 400, "push"),
         ("consent unknown purpose", "PUT", "/v1/users/u1/consent", Body::from(json!({"ads": true}).to_string()), 400, "ads"),

@@ -4,7 +4,7 @@
 //! exact payloads, and 4xx answers naming the field that change no state.
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use nearcast_api::auth::{Access, Role};
 use nearcast_core::campaign::Campaign;
@@ -17,24 +17,18 @@ fn keys() -> Access {
 }
 
 async fn call(h: &Harness, who: &str, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
-    let app = nearcast_api::router_with(h.engine.clone(), keys());
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .header(header::AUTHORIZATION, format!("Bearer {}", key_of(who)));
-    let body = if body.is_null() {
-        Body::empty()
-    } else {
-        Body::from(body.to_string())
-    };
-    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let (status, v, _) = admin_call(h.engine.clone(), keys(), Some(who), method, uri, body).await;
+    (status, v)
+}
+
+/// The decision of one fix of `user` at store 0 at noon.
+async fn decide_at_store_0(h: &Harness, user: &str) -> nearcast_core::decision::Decision {
+    h.engine
+        .process(&fix_at(user, &format!("{user}-f"), 0, noon()))
+        .await
+        .unwrap()
+        .decision
+        .unwrap()
 }
 
 /// The campaign the catalog's offers (`campaign_id` `c1`) belong to.
@@ -426,13 +420,7 @@ async fn the_holdout_share_is_the_campaigns() {
     for i in 0..40 {
         let u = format!("h{i}");
         onboard(&h, &u, i).await;
-        let d = h
-            .engine
-            .process(&fix_at(&u, &format!("{u}-f"), 0, noon()))
-            .await
-            .unwrap()
-            .decision
-            .unwrap();
+        let d = decide_at_store_0(&h, &u).await;
         let want = nearcast_core::holdout::held_out(&id(&u), &id("c1"), 0.5);
         assert_eq!(
             d.verdict == nearcast_core::decision::Verdict::HeldOut,
@@ -556,13 +544,7 @@ async fn the_global_control_group_is_held_out_of_every_campaign() {
     for i in 0..60 {
         let u = format!("g{i}");
         onboard(&h, &u, i).await;
-        let d = h
-            .engine
-            .process(&fix_at(&u, &format!("{u}-f"), 0, noon()))
-            .await
-            .unwrap()
-            .decision
-            .unwrap();
+        let d = decide_at_store_0(&h, &u).await;
         let want = nearcast_core::holdout::in_global_control(&id(&u), 0.2);
         let code = d.reason.as_ref().map(|r| r.code());
         if want {

@@ -163,21 +163,7 @@ pub struct Campaign {
 /// Checks a text field of a message: not empty, bounded, no control characters, and no
 /// token other than [`TOKENS`].
 fn check_message_text(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
-    if s.trim().is_empty() {
-        return Err(FieldError::new(field, "must not be empty"));
-    }
-    if s.len() > max {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {max} bytes, got {}", s.len()),
-        ));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
+    crate::config::check_text(field, s, max)?;
     let mut rest = s;
     while let Some(start) = rest.find('{') {
         let tail = &rest[start..];

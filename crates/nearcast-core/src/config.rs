@@ -183,7 +183,7 @@ pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, FieldError> {
         .map_err(|_| FieldError::new("", format!("unknown IANA time zone {name:?}")))
 }
 
-fn check_text(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
+pub(crate) fn check_text(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
     if s.trim().is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }
