@@ -96,6 +96,7 @@ contract!(
     user_logs_hand_over_each_user_once_with_their_logs,
     a_budget_is_counted_in_the_send_commit_and_never_passed_under_concurrency,
     campaigns_round_trip_with_their_audit_entries,
+    coupon_codes_are_given_once_under_concurrency_redeemed_once_and_unlinked_by_erasure,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -252,6 +253,7 @@ async fn is_recorded(store: &dyn StateStore, user: &str, event: &str) -> bool {
         }
         CommitOutcome::Conflict => panic!("a stateless commit cannot conflict"),
         CommitOutcome::BudgetSpent(c) => panic!("no budget was given, {c} spent"),
+        CommitOutcome::CouponTaken(c) => panic!("no coupon was given, {c} taken"),
     }
 }
 
@@ -1044,4 +1046,216 @@ async fn campaigns_round_trip_with_their_audit_entries(store: Arc<dyn StateStore
     );
     assert_eq!(store.list_campaigns().await.unwrap(), [paused]);
     assert_eq!(store.audit_log(None, 10).await.unwrap(), [e4, e2, e1]);
+}
+
+/// A coupon pool: an upload is all or nothing (a code already in any pool refuses the whole
+/// file; a dry run writes nothing); 50 users race for 30 codes, each picking one of the
+/// free ones and committing its send with it as the engine does, so exactly 30 sends go
+/// out with 30 different codes and the other 20 find the pool empty; a code is redeemed
+/// once (the outcome logged against its delivery for its user), a second time answers
+/// when and for which order; an erasure leaves the code issued and redeemable (for its
+/// offer) but tied to no one.
+async fn coupon_codes_are_given_once_under_concurrency_redeemed_once_and_unlinked_by_erasure(
+    store: Arc<dyn StateStore>,
+) {
+    use nearcast_core::coupon::{CouponCounts, CouponIssue, Redemption, Upload};
+    let maria = Actor {
+        name: "maria".into(),
+        role: Role::Editor,
+    };
+    let rainy = id("rainy");
+    let codes: Vec<String> = (0..30).map(|i| format!("RAIN-{i:03}")).collect();
+    let entry = AuditEntry::new(noon(), &maria, "coupons.upload").target(&rainy);
+    assert_eq!(
+        store
+            .add_coupons(&rainy, &codes, Some(&entry))
+            .await
+            .unwrap(),
+        Upload::Added(30)
+    );
+    assert_eq!(
+        store.audit_log(None, 10).await.unwrap()[0].action,
+        "coupons.upload"
+    );
+    let counts = |total, issued, redeemed| CouponCounts {
+        total,
+        issued,
+        redeemed,
+    };
+    assert_eq!(store.coupon_counts(&rainy).await.unwrap(), counts(30, 0, 0));
+    // A file with one code already in a pool adds nothing; a dry run writes nothing.
+    let again = vec!["NEW-1".to_string(), "RAIN-005".to_string()];
+    assert_eq!(
+        store
+            .add_coupons(&id("sunny"), &again, Some(&entry))
+            .await
+            .unwrap(),
+        Upload::Existing(vec!["RAIN-005".into()])
+    );
+    assert_eq!(
+        store
+            .add_coupons(&id("sunny"), &again[..1], None)
+            .await
+            .unwrap(),
+        Upload::Added(1)
+    );
+    assert_eq!(
+        store.coupon_counts(&id("sunny")).await.unwrap(),
+        counts(0, 0, 0)
+    );
+    assert_eq!(
+        store.redeem_coupon("NEW-1", noon(), None).await.unwrap(),
+        Redemption::Unknown
+    );
+
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            let rainy = rainy.clone();
+            tokio::spawn(async move {
+                let user = format!("u{i}");
+                for attempt in 0..200u64 {
+                    let free = store.free_coupons(&rainy, 16).await.unwrap();
+                    if free.is_empty() {
+                        return (user, None);
+                    }
+                    let code = free[(i as u64 * 7 + attempt) as usize % free.len()].clone();
+                    let mut c = sent(&user, 0, Some(state("a")), &["e1"]);
+                    c.pushes[0].coupon = Some(code.clone());
+                    c.coupons.push(CouponIssue {
+                        campaign_id: rainy.clone(),
+                        code: code.clone(),
+                        delivery_id: c.pushes[0].delivery_id.clone(),
+                        offer_id: id("o1"),
+                    });
+                    match store.commit(&c).await.unwrap() {
+                        CommitOutcome::Applied => return (user, Some(code)),
+                        CommitOutcome::CouponTaken(c) => assert_eq!(c, rainy),
+                        other => panic!("{user}: unexpected {other:?}"),
+                    }
+                }
+                panic!("{user}: no code after 200 picks")
+            })
+        })
+        .collect();
+    let mut given = std::collections::BTreeMap::new();
+    let mut empty = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (u, Some(code)) => {
+                assert!(
+                    given.insert(code.clone(), u).is_none(),
+                    "{code} given twice"
+                );
+            }
+            (u, None) => {
+                empty += 1;
+                // A send that found no code wrote nothing.
+                assert_eq!(load(&*store, &u).await.version, 0, "{u}");
+            }
+        }
+    }
+    assert_eq!((given.len(), empty), (30, 20));
+    assert_eq!(given.keys().cloned().collect::<Vec<_>>(), codes);
+    assert!(store.free_coupons(&rainy, 16).await.unwrap().is_empty());
+    assert_eq!(
+        store.coupon_counts(&rainy).await.unwrap(),
+        counts(30, 30, 0)
+    );
+    let deliveries = store.deliveries().await.unwrap();
+    assert_eq!(deliveries.len(), 30);
+    for d in &deliveries {
+        let code = d.push.coupon.as_deref().unwrap();
+        assert_eq!(given[code], d.push.user_id.as_str());
+    }
+
+    // Redeemed once; the outcome is logged for the user, against the delivery.
+    let (code, user) = given
+        .iter()
+        .next()
+        .map(|(c, u)| (c.clone(), u.clone()))
+        .unwrap();
+    let at = noon() + chrono::Duration::hours(2);
+    assert_eq!(
+        store
+            .redeem_coupon(&code, at, Some("order-1"))
+            .await
+            .unwrap(),
+        Redemption::Redeemed {
+            campaign_id: rainy.clone(),
+            offer_id: Some(id("o1")),
+            delivery_id: Some(format!("d-{user}-e1")),
+            user_id: Some(id(&user)),
+        }
+    );
+    let outcomes = store.user_data(&id(&user)).await.unwrap().outcomes;
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].kind, OutcomeKind::Redeemed);
+    assert_eq!(outcomes[0].delivery_id, Some(format!("d-{user}-e1")));
+    assert_eq!(
+        outcomes[0].event_id,
+        nearcast_core::coupon::redemption_event_id(&code)
+    );
+    assert_eq!(
+        store
+            .redeem_coupon(&code, at, Some("order-2"))
+            .await
+            .unwrap(),
+        Redemption::AlreadyRedeemed {
+            redeemed_at: at,
+            order_id: Some("order-1".into())
+        }
+    );
+    assert_eq!(
+        store.coupon_counts(&rainy).await.unwrap(),
+        counts(30, 30, 1)
+    );
+    assert_eq!(store.user_data(&id(&user)).await.unwrap().outcomes.len(), 1);
+
+    // A code in a pool but never sent.
+    let sunny = id("sunny");
+    let spare = vec!["SUN-1".to_string()];
+    let entry = AuditEntry::new(
+        noon() + chrono::Duration::minutes(1),
+        &maria,
+        "coupons.upload",
+    );
+    store
+        .add_coupons(&sunny, &spare, Some(&entry))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.redeem_coupon("SUN-1", at, None).await.unwrap(),
+        Redemption::NotIssued
+    );
+
+    // Erased: the code stays issued (never given again) and redeemable, tied to no one.
+    let (code, user) = given
+        .iter()
+        .nth(1)
+        .map(|(c, u)| (c.clone(), u.clone()))
+        .unwrap();
+    store.erase_user(&id(&user)).await.unwrap();
+    assert!(store.free_coupons(&rainy, 16).await.unwrap().is_empty());
+    assert_eq!(
+        store.redeem_coupon(&code, at, None).await.unwrap(),
+        Redemption::Redeemed {
+            campaign_id: rainy.clone(),
+            offer_id: Some(id("o1")),
+            delivery_id: None,
+            user_id: None,
+        }
+    );
+    assert_eq!(
+        store.user_data(&id(&user)).await.unwrap(),
+        Default::default()
+    );
+    assert!(
+        store
+            .outcomes()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.user_id.as_str() != user)
+    );
 }

@@ -55,9 +55,11 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         "/simulate" => Role::Viewer,
         r if r.starts_with("/campaigns/") && r.ends_with("/preview") => Role::Viewer,
         r if read && !r.is_empty() => Role::Viewer,
+        // Coupon uploads and redemptions (a till or a web shop holds an editor key).
         r if r.starts_with("/stores")
             || r.starts_with("/offers")
-            || r.starts_with("/campaigns") =>
+            || r.starts_with("/campaigns")
+            || r == "/redemptions" =>
         {
             Role::Editor
         }

@@ -10,6 +10,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use nearcast_core::campaign::{Campaign, Status, render_text};
+use nearcast_core::coupon::{CouponCounts, Redemption, Upload, check_code, parse_codes};
 use nearcast_core::decision::Push;
 use nearcast_core::event::{Fields, Platform};
 use nearcast_core::ids::Id;
@@ -27,6 +28,9 @@ struct View {
     #[serde(skip_serializing_if = "Option::is_none")]
     budget_left: Option<u64>,
     offers: Vec<Id>,
+    /// The coupon pool's counts, for a campaign with a pool or codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coupons: Option<CouponCounts>,
 }
 
 fn view(engine: &AppState, campaign: Campaign, sent: u64) -> View {
@@ -42,15 +46,25 @@ fn view(engine: &AppState, campaign: Campaign, sent: u64) -> View {
         campaign,
         sent,
         offers,
+        coupons: None,
     }
 }
 
+/// [`view`] with the coupon pool's counts (one more read).
+async fn full_view(engine: &AppState, campaign: Campaign, sent: u64) -> Result<View, ApiError> {
+    let counts = engine.coupon_counts(&campaign.id).await?;
+    let mut v = view(engine, campaign, sent);
+    if v.campaign.coupon_pool || counts.total > 0 {
+        v.coupons = Some(counts);
+    }
+    Ok(v)
+}
+
 pub(crate) async fn list(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let all = engine.campaigns().await?;
-    let views: Vec<View> = all
-        .into_iter()
-        .map(|(c, sent)| view(&engine, c, sent))
-        .collect();
+    let mut views = Vec::new();
+    for (c, sent) in engine.campaigns().await? {
+        views.push(full_view(&engine, c, sent).await?);
+    }
     Ok(Json(json!({ "campaigns": views })))
 }
 
@@ -60,7 +74,7 @@ pub(crate) async fn get_one(
 ) -> Result<Response, ApiError> {
     let id = path_id("id", &id)?;
     let (c, sent) = engine.campaign(&id).await?;
-    Ok(Json(view(&engine, c, sent)).into_response())
+    Ok(Json(full_view(&engine, c, sent).await?).into_response())
 }
 
 pub(crate) async fn create(
@@ -89,7 +103,7 @@ pub(crate) async fn put(
     let c: Campaign = parse_with_id(&body, Some(id.as_str()))?;
     engine.put_campaign(c, &actor).await?;
     let (c, sent) = engine.campaign(&id).await?;
-    Ok(Json(view(&engine, c, sent)).into_response())
+    Ok(Json(full_view(&engine, c, sent).await?).into_response())
 }
 
 pub(crate) async fn delete(
@@ -122,7 +136,7 @@ pub(crate) async fn set_status(
     f.finish().map_err(ApiError::Invalid)?;
     let c = engine.set_campaign_status(&id, status, &actor).await?;
     let sent = engine.campaign(&id).await?.1;
-    Ok(Json(view(&engine, c, sent)).into_response())
+    Ok(Json(full_view(&engine, c, sent).await?).into_response())
 }
 
 /// `POST /v1/admin/campaigns/{id}/preview`: the exact APNs and FCM payloads of each
@@ -277,4 +291,180 @@ pub(crate) async fn preview(
         "store_id": store.map(|s| s.id.clone()),
         "previews": previews,
     })))
+}
+
+/// `POST /v1/admin/campaigns/{id}/coupons[?dry_run=true]`: a pool of unique codes as CSV
+/// (one code per line, an optional `code` header). Every row is checked first (format,
+/// repeats within the file, codes already in any pool); one bad row and nothing is added,
+/// with every bad row reported (`rows[<line>].code`). Answers the pool's counts.
+pub(crate) async fn upload_coupons(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|_| ApiError::TooLargeFor(crate::MAX_IMPORT_BODY))?;
+    let id = path_id("id", &id)?;
+    let mut dry_run = false;
+    for (k, v) in &q {
+        match (k.as_str(), v.as_str()) {
+            ("dry_run", "true" | "1") => dry_run = true,
+            ("dry_run", "false" | "0") => dry_run = false,
+            ("dry_run", _) => return Err(ApiError::invalid("dry_run", "must be true or false")),
+            (other, _) => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a known parameter (dry_run)",
+                ));
+            }
+        }
+    }
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body", "is not valid UTF-8"))?;
+    let rows_error = |rejected: Vec<nearcast_core::coupon::RejectedCode>, total: usize| {
+        let first = &rejected[0];
+        ApiError::Rows {
+            field: format!("rows[{}].code", first.line),
+            reason: format!(
+                "{} of {total} codes are refused; nothing was added",
+                rejected.len()
+            ),
+            rejected: serde_json::to_value(&rejected).unwrap_or_default(),
+        }
+    };
+    let codes = match parse_codes(text).map_err(ApiError::Invalid)? {
+        Ok(codes) => codes,
+        Err(rejected) => {
+            let total = text.lines().filter(|l| !l.trim().is_empty()).count();
+            return Err(rows_error(rejected, total));
+        }
+    };
+    match engine.upload_coupons(&id, &codes, &actor, dry_run).await? {
+        Upload::Added(n) => {
+            let counts = engine.coupon_counts(&id).await?;
+            let status = if dry_run {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((
+                status,
+                Json(json!({
+                    "campaign_id": id,
+                    "dry_run": dry_run,
+                    "applied": !dry_run,
+                    "codes": n,
+                    "coupons": counts,
+                })),
+            )
+                .into_response())
+        }
+        Upload::Existing(existing) => {
+            // Report them by line, as the file has them.
+            let lines = line_numbers(text);
+            let rejected = existing
+                .into_iter()
+                .map(|c| nearcast_core::coupon::RejectedCode {
+                    line: lines.get(c.as_str()).copied().unwrap_or(0),
+                    code: c,
+                    reason: "is in a coupon pool already (codes are never given twice)".into(),
+                })
+                .collect();
+            Err(rows_error(rejected, codes.len()))
+        }
+    }
+}
+
+fn line_numbers(text: &str) -> std::collections::HashMap<&str, usize> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (l.trim().trim_matches('"').trim(), i + 1))
+        .collect()
+}
+
+/// `GET /v1/admin/campaigns/{id}/coupons`: the pool's counts.
+pub(crate) async fn coupon_counts(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = path_id("id", &id)?;
+    engine.campaign(&id).await?;
+    let counts = engine.coupon_counts(&id).await?;
+    Ok(Json(json!({
+        "campaign_id": id,
+        "total": counts.total,
+        "issued": counts.issued,
+        "free": counts.free(),
+        "redeemed": counts.redeemed,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/admin/redemptions {"code": "...", "order_id": "..."}`, for a till or a web
+/// shop: 200 the first time a code that was sent is redeemed (with its campaign, offer
+/// and delivery; the outcome is logged against the delivery for results), 409 every
+/// later time (`already_redeemed`, with when) or for a code never sent (`not_issued`),
+/// 404 for a code no pool has. A retry with the same `order_id` after a lost answer gets
+/// 200 again, marked `"repeated": true`.
+pub(crate) async fn redeem(
+    State(engine): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let v = json_body(&body)?;
+    let mut f = Fields::of(&v).map_err(ApiError::Invalid)?;
+    let code = f.str("code", 200).map_err(ApiError::Invalid)?.to_string();
+    check_code(&code).map_err(|e| ApiError::invalid("code", e))?;
+    let order_id = f
+        .opt_str("order_id", 128)
+        .map_err(ApiError::Invalid)?
+        .map(str::to_string);
+    f.finish().map_err(ApiError::Invalid)?;
+    let conflict = |code_: &str, reason: String, extra: Value| {
+        let mut e = json!({"code": code_, "field": "code", "reason": reason});
+        if let (Some(m), Value::Object(x)) = (e.as_object_mut(), extra) {
+            m.extend(x);
+        }
+        (StatusCode::CONFLICT, Json(json!({ "error": e }))).into_response()
+    };
+    Ok(
+        match engine.redeem_coupon(&code, order_id.as_deref()).await? {
+            Redemption::Redeemed {
+                campaign_id,
+                offer_id,
+                delivery_id,
+                ..
+            } => Json(json!({
+                "code": code,
+                "result": "redeemed",
+                "campaign_id": campaign_id,
+                "offer_id": offer_id,
+                "delivery_id": delivery_id,
+                "order_id": order_id,
+            }))
+            .into_response(),
+            Redemption::AlreadyRedeemed {
+                redeemed_at,
+                order_id: first,
+            } if first.is_some() && first == order_id => Json(json!({
+                "code": code,
+                "result": "redeemed",
+                "repeated": true,
+                "redeemed_at": redeemed_at,
+                "order_id": order_id,
+            }))
+            .into_response(),
+            Redemption::AlreadyRedeemed { redeemed_at, .. } => conflict(
+                "already_redeemed",
+                format!("code {code} was redeemed at {}", redeemed_at.to_rfc3339()),
+                json!({ "redeemed_at": redeemed_at }),
+            ),
+            Redemption::NotIssued => conflict(
+                "not_issued",
+                format!("code {code} was never sent to anyone"),
+                json!({}),
+            ),
+            Redemption::Unknown => return Err(ApiError::NotFound(format!("coupon code {code}"))),
+        },
+    )
 }

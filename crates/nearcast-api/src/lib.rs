@@ -99,6 +99,13 @@ pub fn router_with(engine: Arc<Engine>, access: auth::Access) -> Router {
             post(campaigns::set_status),
         )
         .route("/v1/admin/campaigns/{id}/preview", post(campaigns::preview))
+        .route(
+            "/v1/admin/campaigns/{id}/coupons",
+            get(campaigns::coupon_counts)
+                .post(campaigns::upload_coupons)
+                .layer(DefaultBodyLimit::max(MAX_IMPORT_BODY)),
+        )
+        .route("/v1/admin/redemptions", post(campaigns::redeem))
         .route("/v1/admin/policy", get(get_policy).put(put_policy))
         .route("/v1/admin/simulate", post(simulate::simulate))
         .route("/v1/admin/results", get(results))

@@ -60,6 +60,7 @@
 //! - Configuration, `deliveries()`, `decisions()` and `outcomes()`: a Scan (small or
 //!   export-only data).
 
+mod coupons;
 pub mod model_store;
 #[cfg(feature = "moto")]
 pub mod moto;
@@ -220,6 +221,7 @@ enum Slot {
     Event(usize),
     Profile,
     Budget(usize),
+    Coupon(usize),
     Other,
 }
 
@@ -406,7 +408,8 @@ impl DynamoStateStore {
             + c.decisions.len()
             + c.outcomes.len()
             + 2 * c.pushes.len()
-            + budgets.len();
+            + budgets.len()
+            + 3 * c.coupons.len();
         if count == 0 {
             return Ok(CommitOutcome::Applied);
         }
@@ -465,17 +468,8 @@ impl DynamoStateStore {
             slots.push(Slot::Other);
         }
         for o in &c.outcomes {
-            let sk = format!(
-                "OUTCOME#{}#{}",
-                o.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                o.event_id
-            );
-            let mut item = key(&pk, sk);
-            item.insert("body".into(), s(json(o)?));
-            item.insert("seq".into(), n(seq + k));
-            item.insert("ttl".into(), n(now + self.log_ttl));
+            items.push(self.outcome_put(o, seq + k, now)?);
             k += 1;
-            items.push(self.put(item).build()?);
             slots.push(Slot::Other);
         }
         for p in &c.pushes {
@@ -508,6 +502,9 @@ impl DynamoStateStore {
             items.push(TransactWriteItem::builder().update(update).build());
             slots.push(Slot::Budget(i));
         }
+        for (i, issue) in c.coupons.iter().enumerate() {
+            self.coupon_items(&c.user_id, issue, i, now, &mut items, &mut slots)?;
+        }
         // One token per call, kept by the SDK across its retries: a retry of a commit that
         // was applied but whose answer was lost succeeds at DynamoDB without applying twice.
         let token = format!("{:032x}", rand::random::<u128>());
@@ -530,6 +527,7 @@ impl DynamoStateStore {
         let mut dups = Vec::new();
         let mut conflict = false;
         let mut spent = None;
+        let mut taken = None;
         for (slot, reason) in slots.iter().zip(reasons) {
             let code = reason.code().unwrap_or("None");
             match (slot, code) {
@@ -551,6 +549,9 @@ impl DynamoStateStore {
                 }
                 (Slot::Profile, "ConditionalCheckFailed") => conflict = true,
                 (Slot::Budget(i), "ConditionalCheckFailed") => spent = Some(budgets[*i].0.clone()),
+                (Slot::Coupon(i), "ConditionalCheckFailed") => {
+                    taken = Some(c.coupons[*i].campaign_id.clone());
+                }
                 // A concurrent transaction on the same items: nothing was written; retry.
                 (_, "TransactionConflict") => conflict = true,
                 (_, other) => {
@@ -566,9 +567,35 @@ impl DynamoStateStore {
             Ok(CommitOutcome::Conflict)
         } else if let Some(c) = spent {
             Ok(CommitOutcome::BudgetSpent(c))
+        } else if let Some(c) = taken {
+            Ok(CommitOutcome::CouponTaken(c))
         } else {
             Err(sdk_err("TransactWriteItems", e))
         }
+    }
+
+    /// The Put of an outcome in its user's partition (`OUTCOME#<time>#<event id>`).
+    fn outcome_put(
+        &self,
+        o: &OutcomeRecord,
+        seq: i64,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let sk = format!(
+            "OUTCOME#{}#{}",
+            o.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            o.event_id
+        );
+        let mut item = key(user_pk(&o.user_id), sk);
+        item.insert("body".into(), s(json(o)?));
+        item.insert("seq".into(), n(seq));
+        item.insert("ttl".into(), n(now + self.log_ttl));
+        self.put(item).build()
+    }
+
+    /// [`Self::outcome_put`] with a fresh sequence number, for a write of its own.
+    fn outcome_item(&self, o: &OutcomeRecord) -> Result<TransactWriteItem, StoreError> {
+        self.outcome_put(o, self.next_seq(1), chrono::Utc::now().timestamp())
     }
 
     async fn seen(&self, user: &Id, event: &Id) -> Result<Option<EventResult>, StoreError> {
@@ -776,6 +803,14 @@ impl DynamoStateStore {
                     .and_then(|s| s.push.and_then(|p| p.endpoint));
             } else if let Some(id) = sk.strip_prefix("DELIVERY#") {
                 keys.push(key(pending_pk(id), id));
+                // The link of a coupon code sent with it: the code stays issued.
+                if let Ok(p) = body::<Push>(&item, "body") {
+                    for k in Self::coupon_link_keys(&p) {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                }
             }
             if sk == "PROFILE" {
                 profile = Some(key(&pk, sk));
@@ -1229,8 +1264,9 @@ impl StateStore for DynamoStateStore {
 
     fn max_commit_events(&self) -> usize {
         // Worst case per event: its idempotency key, a decision, a delivery and its
-        // pending marker (4 items); plus the user's profile once.
-        (MAX_TRANSACTION_ITEMS - 1) / 4
+        // pending marker, a campaign's budget count and a coupon code (3 items: the code,
+        // its free marker, its link): 8 items; plus the user's profile once.
+        (MAX_TRANSACTION_ITEMS - 1) / 8
     }
 
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
@@ -1330,6 +1366,39 @@ impl StateStore for DynamoStateStore {
                 .unwrap_or(0)
                 .max(0) as u64)
         })
+    }
+
+    fn add_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        codes: &'a [String],
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<nearcast_core::coupon::Upload, StoreError>> {
+        Box::pin(self.add_coupons_async(campaign, codes, audit))
+    }
+
+    fn free_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(self.free_coupons_async(campaign, limit))
+    }
+
+    fn coupon_counts<'a>(
+        &'a self,
+        campaign: &'a Id,
+    ) -> BoxFuture<'a, Result<nearcast_core::coupon::CouponCounts, StoreError>> {
+        Box::pin(self.coupon_counts_async(campaign))
+    }
+
+    fn redeem_coupon<'a>(
+        &'a self,
+        code: &'a str,
+        at: chrono::DateTime<chrono::Utc>,
+        order_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<nearcast_core::coupon::Redemption, StoreError>> {
+        Box::pin(self.redeem_coupon_async(code, at, order_id))
     }
 
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {

@@ -21,7 +21,10 @@ pub const MAX_LOCALES: usize = 32;
 /// Largest budget of sends a campaign may have.
 pub const MAX_BUDGET: u64 = 1_000_000_000;
 /// Tokens a title or body may hold, replaced at send.
-pub const TOKENS: [&str; 2] = ["{store}", "{coupon}"];
+pub const TOKENS: [&str; 2] = ["{store}", COUPON_TOKEN];
+
+/// The token for the push's coupon code.
+pub const COUPON_TOKEN: &str = "{coupon}";
 
 /// Where a campaign stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -158,6 +161,12 @@ pub struct Campaign {
     /// The outcome the campaign is judged by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion: Option<Conversion>,
+    /// Each push carries a unique code from the campaign's coupon pool (uploaded as CSV,
+    /// assigned in the send's own commit, never given twice); `{coupon}` in the text is
+    /// that code. With an empty pool the campaign sends nothing (`coupons_exhausted`).
+    /// Without a pool, `{coupon}` is the offer's shared code, if any.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coupon_pool: bool,
 }
 
 /// Checks a text field of a message: not empty, bounded, no control characters, and no

@@ -49,6 +49,9 @@ pub struct Catalog {
     /// commit refused a send). Shared by the catalog's clones; a new catalog (a campaign
     /// changed, perhaps its budget raised) starts with none.
     pub spent: Arc<RwLock<HashSet<Id>>>,
+    /// Campaigns whose coupon pool this host found empty since this catalog was built (an
+    /// upload makes a new catalog).
+    pub coupons_out: Arc<RwLock<HashSet<Id>>>,
     /// The configuration version: the id of the audit entry of the last change this
     /// catalog includes, when known. Every decision records it.
     pub version: Option<String>,
@@ -158,6 +161,7 @@ impl Catalog {
             offer_campaign,
             holdouts,
             spent: Arc::default(),
+            coupons_out: Arc::default(),
             version: None,
         })
     }
@@ -171,6 +175,7 @@ impl Catalog {
         let mut pos: HashMap<Id, u32> = HashMap::with_capacity(campaigns.len());
         self.holdouts = holdouts_of(&self.offers);
         self.spent = Arc::default();
+        self.coupons_out = Arc::default();
         for (i, c) in campaigns.iter().enumerate() {
             let at = format!("campaigns[{i}]");
             c.validate().map_err(|e| e.within(&at))?;
@@ -225,6 +230,19 @@ impl Catalog {
     /// Records that the budget of campaign `id` is spent (a commit refused a send).
     pub fn mark_spent(&self, id: &Id) {
         self.spent.write().expect("spent lock").insert(id.clone());
+    }
+
+    /// Whether this host found the coupon pool of campaign `id` empty.
+    pub fn coupons_exhausted(&self, id: &Id) -> bool {
+        self.coupons_out.read().expect("coupons lock").contains(id)
+    }
+
+    /// Records that the coupon pool of campaign `id` is empty (no free code to pick).
+    pub fn mark_coupons_out(&self, id: &Id) {
+        self.coupons_out
+            .write()
+            .expect("coupons lock")
+            .insert(id.clone());
     }
 
     /// Positions of the offers running at store position `p`, ascending, each once: those

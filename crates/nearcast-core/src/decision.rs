@@ -84,6 +84,9 @@ pub enum Reason {
     BudgetSpent {
         campaign: String,
     },
+    CouponsExhausted {
+        campaign: String,
+    },
     CampaignCapped {
         campaign: String,
         detail: String,
@@ -117,6 +120,7 @@ impl Reason {
             Reason::HeldOut { .. } => "held_out",
             Reason::CampaignNotActive { .. } => "campaign_not_active",
             Reason::BudgetSpent { .. } => "budget_spent",
+            Reason::CouponsExhausted { .. } => "coupons_exhausted",
             Reason::CampaignCapped { .. } => "campaign_capped",
             Reason::GlobalControl => "global_control",
         }
@@ -163,6 +167,9 @@ impl std::fmt::Display for Reason {
             }
             Reason::BudgetSpent { campaign } => {
                 write!(f, "campaign {campaign} has spent its budget")
+            }
+            Reason::CouponsExhausted { campaign } => {
+                write!(f, "campaign {campaign} has given out every coupon code")
             }
             Reason::CampaignCapped { campaign, detail } => {
                 write!(f, "campaign {campaign}: {detail}")
@@ -898,7 +905,14 @@ fn decide_at(
         campaign_id: d.campaign_id.clone(),
     });
     let target = state.push.as_ref().expect("checked above");
-    let coupon = offer.coupon.clone();
+    // A campaign with a coupon pool: the code is picked when the push is committed, and
+    // `{coupon}` stays in the text until then (`Push::with_coupon`).
+    let pooled = cat_campaign_pool(inputs, &offer.campaign_id);
+    let coupon = if pooled {
+        Some(crate::campaign::COUPON_TOKEN.to_string())
+    } else {
+        offer.coupon.clone()
+    };
     let (title, body, locale) = match variant {
         Some(v) => {
             let (locale, m) = v.message_for(target.locale.as_deref());
@@ -917,7 +931,7 @@ fn decide_at(
         store_id: store.id.clone(),
         title: crate::campaign::render_text(title, &store.name, coupon.as_deref()),
         body: crate::campaign::render_text(body, &store.name, coupon.as_deref()),
-        coupon,
+        coupon: coupon.filter(|_| !pooled),
         variant_id: variant.map(|v| v.id.clone()),
         locale,
         deep_link: variant.and_then(|v| v.deep_link.clone()),
@@ -932,6 +946,25 @@ fn decide_at(
         state,
         decision: Some(d),
         push: Some(push),
+    }
+}
+
+fn cat_campaign_pool(inputs: &Inputs<'_>, campaign: &Id) -> bool {
+    inputs
+        .catalog
+        .campaign(campaign)
+        .is_some_and(|c| c.coupon_pool)
+}
+
+impl Push {
+    /// The push with its coupon code from the campaign's pool: `{coupon}` in the title
+    /// and body becomes `code`.
+    #[must_use]
+    pub fn with_coupon(mut self, code: &str) -> Self {
+        self.title = self.title.replace(crate::campaign::COUPON_TOKEN, code);
+        self.body = self.body.replace(crate::campaign::COUPON_TOKEN, code);
+        self.coupon = Some(code.to_string());
+        self
     }
 }
 
@@ -976,6 +1009,11 @@ pub fn campaign_rules(
     }
     if c.budget.is_some() && cat.budget_spent(&c.id) {
         return Err(Reason::BudgetSpent {
+            campaign: c.id.to_string(),
+        });
+    }
+    if c.coupon_pool && cat.coupons_exhausted(&c.id) {
+        return Err(Reason::CouponsExhausted {
             campaign: c.id.to_string(),
         });
     }

@@ -96,6 +96,12 @@ pub struct ImportSummary {
 }
 
 /// A claim token for one delivery attempt: random, so two senders never share one.
+/// A number in `0..n` (n > 0), different on every call: enough to spread concurrent picks.
+fn pick(n: usize) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(std::time::SystemTime::now()) % n as u64) as usize
+}
+
 fn claim_token() -> String {
     use std::hash::{BuildHasher, RandomState};
     let a = RandomState::new().hash_one(std::time::SystemTime::now());
@@ -370,7 +376,7 @@ impl Engine {
         let catalog = self.catalog();
         let ranker = self.ranker_for(user);
         let mut known: HashMap<Id, EventResult> = HashMap::new();
-        for attempt in 0..MAX_ATTEMPTS {
+        'attempt: for attempt in 0..MAX_ATTEMPTS {
             let rec = self.store.load_user(user).await?;
             let mut state = rec.state.clone();
             let mut reports = Vec::with_capacity(events.len());
@@ -430,6 +436,40 @@ impl Engine {
                 {
                     commit.budgets.push((p.campaign_id.clone(), budget));
                 }
+                // A campaign with a coupon pool: pick one of its free codes at random (so
+                // concurrent sends rarely pick the same one); the commit assigns it only
+                // if it is still free. An empty pool takes the campaign out of the running
+                // here, and the batch is decided again without it.
+                let push = match push {
+                    Some(p)
+                        if catalog
+                            .campaign(&p.campaign_id)
+                            .is_some_and(|c| c.coupon_pool) =>
+                    {
+                        let taken = commit.coupons.len();
+                        let free: Vec<String> = self
+                            .store
+                            .free_coupons(&p.campaign_id, crate::coupon::PICK_FROM + taken)
+                            .await?
+                            .into_iter()
+                            .filter(|c| !commit.coupons.iter().any(|t| &t.code == c))
+                            .collect();
+                        if free.is_empty() {
+                            tracing::info!(campaign = %p.campaign_id, "coupon pool empty");
+                            catalog.mark_coupons_out(&p.campaign_id);
+                            continue 'attempt;
+                        }
+                        let code = &free[pick(free.len())];
+                        commit.coupons.push(crate::coupon::CouponIssue {
+                            campaign_id: p.campaign_id.clone(),
+                            code: code.clone(),
+                            delivery_id: p.delivery_id.clone(),
+                            offer_id: p.offer_id.clone(),
+                        });
+                        Some(p.with_coupon(code))
+                    }
+                    other => other,
+                };
                 commit.pushes.extend(push);
                 commit
                     .outcomes
@@ -480,6 +520,10 @@ impl Engine {
                 CommitOutcome::BudgetSpent(c) => {
                     tracing::info!(campaign = %c, "campaign budget spent");
                     catalog.mark_spent(&c);
+                }
+                // Another send took a picked code first: pick again from a fresh read.
+                CommitOutcome::CouponTaken(c) => {
+                    tracing::debug!(campaign = %c, "coupon code taken; picking again");
                 }
             }
         }
@@ -1170,5 +1214,67 @@ impl Engine {
         *self.catalog.write().expect("catalog lock") =
             Arc::new(c.at_version(Some(entry.id.clone())));
         Ok(())
+    }
+
+    /// Adds coupon codes (valid, distinct: [`crate::coupon::parse_codes`]) to the pool of
+    /// campaign `id`, with an audit entry `coupons.upload` that counts them (codes are
+    /// never written to the audit log); with `dry_run`, only checks. All or nothing.
+    ///
+    /// # Errors
+    /// Not found (no such campaign), or a store failure.
+    pub async fn upload_coupons(
+        &self,
+        id: &Id,
+        codes: &[String],
+        actor: &Actor,
+        dry_run: bool,
+    ) -> Result<crate::coupon::Upload, EngineError> {
+        let _g = self.admin.lock().await;
+        self.campaign(id).await?;
+        if dry_run {
+            return Ok(self.store.add_coupons(id, codes, None).await?);
+        }
+        let before = self.store.coupon_counts(id).await?;
+        let entry = AuditEntry::new(self.now(), actor, "coupons.upload")
+            .target(id)
+            .change(
+                Some(&before),
+                Some(&crate::coupon::CouponCounts {
+                    total: before.total + codes.len() as u64,
+                    ..before
+                }),
+            );
+        let up = self.store.add_coupons(id, codes, Some(&entry)).await?;
+        if matches!(up, crate::coupon::Upload::Added(_)) {
+            // A new catalog version, in which no pool is known to be empty.
+            let mut c = (*self.catalog()).clone().at_version(Some(entry.id.clone()));
+            c.coupons_out = Arc::default();
+            *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        }
+        Ok(up)
+    }
+
+    /// The counts of campaign `id`'s coupon pool.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn coupon_counts(&self, id: &Id) -> Result<crate::coupon::CouponCounts, EngineError> {
+        Ok(self.store.coupon_counts(id).await?)
+    }
+
+    /// Redeems a coupon code (see [`StateStore::redeem_coupon`]) at the host's time, for
+    /// `order_id` if the till gives one. A store failure is retried; a retry whose first
+    /// attempt was applied finds the code redeemed for the same order, which the caller
+    /// can tell from a second use.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn redeem_coupon(
+        &self,
+        code: &str,
+        order_id: Option<&str>,
+    ) -> Result<crate::coupon::Redemption, EngineError> {
+        let at = self.now();
+        Ok(retry_store(|| self.store.redeem_coupon(code, at, order_id)).await?)
     }
 }

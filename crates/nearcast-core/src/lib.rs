@@ -26,6 +26,7 @@ pub mod catalog;
 pub mod config;
 pub mod consent;
 pub mod context;
+pub mod coupon;
 pub mod decision;
 pub mod engine;
 pub mod error;

@@ -4,6 +4,7 @@
 use crate::audit::{AuditEntry, ConfigChange};
 use crate::campaign::Campaign;
 use crate::config::{CapPolicy, Offer, Store};
+use crate::coupon::{CouponCounts, Redemption, Upload, redemption_event_id};
 use crate::decision::{Decision, Push};
 use crate::ids::Id;
 use crate::ports::{
@@ -31,8 +32,23 @@ struct Inner {
     policy: Option<CapPolicy>,
     /// The audit log, by entry id.
     audit: BTreeMap<String, AuditEntry>,
+    /// Coupon codes, by code.
+    coupons: HashMap<String, CouponRow>,
+    /// Codes uploaded so far (the order of a pool).
+    coupon_seq: u64,
     /// Erasure pseudonyms, with when.
     erased: HashMap<String, chrono::DateTime<chrono::Utc>>,
+}
+
+struct CouponRow {
+    campaign: Id,
+    seq: u64,
+    issued: bool,
+    delivery_id: Option<String>,
+    user_id: Option<Id>,
+    offer_id: Option<Id>,
+    redeemed_at: Option<chrono::DateTime<chrono::Utc>>,
+    order_id: Option<String>,
 }
 
 /// A state store in memory, with the same atomicity as the durable ones (one lock).
@@ -140,8 +156,20 @@ impl StateStore for InMemoryStateStore {
                     return CommitOutcome::BudgetSpent((*id).clone());
                 }
             }
+            for c in &c.coupons {
+                if i.coupons.get(&c.code).is_none_or(|r| r.issued) {
+                    return CommitOutcome::CouponTaken(c.campaign_id.clone());
+                }
+            }
             for (id, (n, _)) in spend {
                 *i.campaign_sends.entry(id.clone()).or_insert(0) += n;
+            }
+            for issue in &c.coupons {
+                let row = i.coupons.get_mut(&issue.code).expect("checked above");
+                row.issued = true;
+                row.delivery_id = Some(issue.delivery_id.clone());
+                row.user_id = Some(c.user_id.clone());
+                row.offer_id = Some(issue.offer_id.clone());
             }
             if let Some(state) = &c.state {
                 i.users.insert(
@@ -270,6 +298,14 @@ impl StateStore for InMemoryStateStore {
             let before = i.outcomes.len();
             i.outcomes.retain(|o| &o.user_id != user);
             n += (before - i.outcomes.len()) as u64;
+            // The codes stay issued (never reused) but no longer lead to the person.
+            for row in i.coupons.values_mut() {
+                if row.user_id.as_ref() == Some(user) {
+                    row.user_id = None;
+                    row.delivery_id = None;
+                    n += 1;
+                }
+            }
             Erasure {
                 records: n,
                 endpoint,
@@ -311,6 +347,122 @@ impl StateStore for InMemoryStateStore {
         ready(Ok(
             self.with(|i| i.campaign_sends.get(id).copied().unwrap_or(0))
         ))
+    }
+
+    fn add_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        codes: &'a [String],
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Upload, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let existing: Vec<String> = codes
+                .iter()
+                .filter(|c| i.coupons.contains_key(*c))
+                .cloned()
+                .collect();
+            if !existing.is_empty() {
+                return Upload::Existing(existing);
+            }
+            let Some(audit) = audit else {
+                return Upload::Added(codes.len() as u64);
+            };
+            for code in codes {
+                i.coupon_seq += 1;
+                i.coupons.insert(
+                    code.clone(),
+                    CouponRow {
+                        campaign: campaign.clone(),
+                        seq: i.coupon_seq,
+                        issued: false,
+                        delivery_id: None,
+                        user_id: None,
+                        offer_id: None,
+                        redeemed_at: None,
+                        order_id: None,
+                    },
+                );
+            }
+            i.audit.insert(audit.id.clone(), audit.clone());
+            Upload::Added(codes.len() as u64)
+        })))
+    }
+
+    fn free_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let mut free: Vec<(u64, &String)> = i
+                .coupons
+                .iter()
+                .filter(|(_, r)| &r.campaign == campaign && !r.issued)
+                .map(|(c, r)| (r.seq, c))
+                .collect();
+            free.sort_unstable();
+            free.into_iter()
+                .take(limit)
+                .map(|(_, c)| c.clone())
+                .collect()
+        })))
+    }
+
+    fn coupon_counts<'a>(
+        &'a self,
+        campaign: &'a Id,
+    ) -> BoxFuture<'a, Result<CouponCounts, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let mut n = CouponCounts::default();
+            for r in i.coupons.values().filter(|r| &r.campaign == campaign) {
+                n.total += 1;
+                n.issued += u64::from(r.issued);
+                n.redeemed += u64::from(r.redeemed_at.is_some());
+            }
+            n
+        })))
+    }
+
+    fn redeem_coupon<'a>(
+        &'a self,
+        code: &'a str,
+        at: chrono::DateTime<chrono::Utc>,
+        order_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Redemption, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let Some(row) = i.coupons.get_mut(code) else {
+                return Redemption::Unknown;
+            };
+            if let Some(t) = row.redeemed_at {
+                return Redemption::AlreadyRedeemed {
+                    redeemed_at: t,
+                    order_id: row.order_id.clone(),
+                };
+            }
+            if !row.issued {
+                return Redemption::NotIssued;
+            }
+            row.redeemed_at = Some(at);
+            row.order_id = order_id.map(str::to_string);
+            let r = Redemption::Redeemed {
+                campaign_id: row.campaign.clone(),
+                offer_id: row.offer_id.clone(),
+                delivery_id: row.delivery_id.clone(),
+                user_id: row.user_id.clone(),
+            };
+            if let Some(user) = row.user_id.clone() {
+                i.outcomes.push(OutcomeRecord {
+                    event_id: redemption_event_id(code),
+                    user_id: user,
+                    at,
+                    kind: crate::ports::OutcomeKind::Redeemed,
+                    offer_id: row.offer_id.clone(),
+                    category: None,
+                    delivery_id: row.delivery_id.clone(),
+                });
+            }
+            r
+        })))
     }
 
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {

@@ -6,6 +6,7 @@
 use crate::audit::{AuditEntry, ConfigChange};
 use crate::campaign::Campaign;
 use crate::config::{CapPolicy, Offer, Store};
+use crate::coupon::{CouponCounts, CouponIssue, Redemption, Upload};
 use crate::decision::{Decision, Push};
 use crate::ids::Id;
 use crate::state::UserState;
@@ -173,6 +174,10 @@ pub struct Commit {
     /// the whole commit with [`CommitOutcome::BudgetSpent`] when a count would pass its
     /// budget.
     pub budgets: Vec<(Id, u64)>,
+    /// Coupon codes the pushes carry, each assigned to its delivery in the same
+    /// transaction on condition that it is still free; the whole commit is refused with
+    /// [`CommitOutcome::CouponTaken`] when one is not.
+    pub coupons: Vec<CouponIssue>,
 }
 
 /// What a logged outcome is.
@@ -222,6 +227,7 @@ impl Commit {
             pushes: Vec::new(),
             outcomes: Vec::new(),
             budgets: Vec::new(),
+            coupons: Vec::new(),
         }
     }
 }
@@ -237,6 +243,9 @@ pub enum CommitOutcome {
     Conflict,
     /// This campaign's budget would be passed. Nothing written; decide again without it.
     BudgetSpent(Id),
+    /// A coupon code of this campaign was given out since it was picked. Nothing written;
+    /// pick again.
+    CouponTaken(Id),
 }
 
 /// What an erasure removed.
@@ -364,6 +373,39 @@ pub trait StateStore: Send + Sync {
     fn list_campaigns(&self) -> BoxFuture<'_, Result<Vec<Campaign>, StoreError>>;
     /// How many pushes campaign `id` has sent, as its budget counts them.
     fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Adds `codes` (valid, distinct) to campaign `campaign`'s coupon pool with the audit
+    /// entry of the upload: all of them, or none when any code is in a pool already
+    /// (answered). Without an entry (a dry run) it only checks. A store whose transactions are bounded (DynamoDB) checks first and
+    /// writes in several transactions, the entry last; it says so in its documentation.
+    fn add_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        codes: &'a [String],
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Upload, StoreError>>;
+    /// Up to `limit` codes of the pool of `campaign` not given out yet, in upload order as
+    /// far as the store keeps one.
+    fn free_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// The counts of the pool of `campaign` (zero when it has none).
+    fn coupon_counts<'a>(
+        &'a self,
+        campaign: &'a Id,
+    ) -> BoxFuture<'a, Result<CouponCounts, StoreError>>;
+    /// Redeems `code` at `at`, atomically: only an issued code not redeemed before is
+    /// redeemed, and then, when the code still names its user, a `redeemed` outcome is
+    /// logged for them in the same write (event id [`crate::coupon::redemption_event_id`]).
+    /// The redemption keeps `order_id`, so a retry whose first answer was lost can be told
+    /// from a second use ([`Redemption::AlreadyRedeemed`] carries it).
+    fn redeem_coupon<'a>(
+        &'a self,
+        code: &'a str,
+        at: DateTime<Utc>,
+        order_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Redemption, StoreError>>;
     /// The cap policy, if one was saved.
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>>;
     /// Saves the cap policy.
@@ -536,6 +578,39 @@ pub trait StoreLayer: Send + Sync {
     fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.wrapped().campaign_sends(id)
     }
+    /// See [`StateStore::add_coupons`].
+    fn add_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        codes: &'a [String],
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Upload, StoreError>> {
+        self.wrapped().add_coupons(campaign, codes, audit)
+    }
+    /// See [`StateStore::free_coupons`].
+    fn free_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        self.wrapped().free_coupons(campaign, limit)
+    }
+    /// See [`StateStore::coupon_counts`].
+    fn coupon_counts<'a>(
+        &'a self,
+        campaign: &'a Id,
+    ) -> BoxFuture<'a, Result<CouponCounts, StoreError>> {
+        self.wrapped().coupon_counts(campaign)
+    }
+    /// See [`StateStore::redeem_coupon`].
+    fn redeem_coupon<'a>(
+        &'a self,
+        code: &'a str,
+        at: DateTime<Utc>,
+        order_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Redemption, StoreError>> {
+        self.wrapped().redeem_coupon(code, at, order_id)
+    }
     /// See [`StateStore::get_policy`].
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
         self.wrapped().get_policy()
@@ -656,6 +731,35 @@ impl<L: StoreLayer> StateStore for L {
     }
     fn campaign_sends<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<u64, StoreError>> {
         StoreLayer::campaign_sends(self, id)
+    }
+    fn add_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        codes: &'a [String],
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Upload, StoreError>> {
+        StoreLayer::add_coupons(self, campaign, codes, audit)
+    }
+    fn free_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        StoreLayer::free_coupons(self, campaign, limit)
+    }
+    fn coupon_counts<'a>(
+        &'a self,
+        campaign: &'a Id,
+    ) -> BoxFuture<'a, Result<CouponCounts, StoreError>> {
+        StoreLayer::coupon_counts(self, campaign)
+    }
+    fn redeem_coupon<'a>(
+        &'a self,
+        code: &'a str,
+        at: DateTime<Utc>,
+        order_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Redemption, StoreError>> {
+        StoreLayer::redeem_coupon(self, code, at, order_id)
     }
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
         StoreLayer::get_policy(self)

@@ -22,15 +22,17 @@
 //! check in the commit catches anything newer. Everything else (admin, deliveries,
 //! erasure, exports) runs on the writer's connection, behind a lock.
 
+use chrono::{DateTime, Utc};
 use nearcast_core::audit::{AuditEntry, ConfigChange};
 use nearcast_core::campaign::Campaign;
 use nearcast_core::config::{CapPolicy, Offer, Store};
+use nearcast_core::coupon::{CouponCounts, Redemption, Upload};
 use nearcast_core::decision::{Decision, Push};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{
     BoxFuture, Commit, CommitOutcome, DeliveryRecord, DeliveryStatus, Erasure, EventResult,
-    KeptEvent, OutcomeRecord, StateStore, StoreError, UserData, UserLog, UserLogSink, UserRecord,
-    erasure_pseudonym,
+    KeptEvent, OutcomeKind, OutcomeRecord, StateStore, StoreError, UserData, UserLog, UserLogSink,
+    UserRecord, erasure_pseudonym,
 };
 use nearcast_core::state::UserState;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -85,6 +87,8 @@ struct Job {
     outcomes: Vec<(i64, String)>,
     /// Campaign, sends to count and its budget.
     budgets: Vec<(String, u64, u64)>,
+    /// Campaign, code, delivery id and offer of each coupon code to assign.
+    coupons: Vec<(String, String, String, String)>,
     reply: tokio::sync::oneshot::Sender<Result<Written, StoreError>>,
 }
 
@@ -96,6 +100,8 @@ enum Written {
     Duplicates(Vec<(String, String)>),
     /// This campaign's budget would be passed.
     BudgetSpent(String),
+    /// A code of this campaign's pool was given out already.
+    CouponTaken(String),
 }
 
 const SCHEMA: &str = "
@@ -141,6 +147,20 @@ CREATE TABLE IF NOT EXISTS campaign_sends (campaign_id TEXT PRIMARY KEY, sent IN
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS coupons (
+    code        TEXT PRIMARY KEY,
+    campaign_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    issued      INTEGER NOT NULL DEFAULT 0,
+    issued_at   INTEGER,
+    delivery_id TEXT,
+    user_id     TEXT,
+    offer_id    TEXT,
+    redeemed_at INTEGER,
+    order_id    TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS coupons_free ON coupons(campaign_id, seq) WHERE issued = 0;
+CREATE INDEX IF NOT EXISTS coupons_user ON coupons(user_id) WHERE user_id IS NOT NULL;
 ";
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -354,6 +374,13 @@ impl SqliteStore {
                        AND unixepoch(json_extract(body, '$.at')) < ?1",
                     [t],
                 )?;
+            // A coupon code's link to its user expires with the delivery it went out with
+            // (the code stays issued).
+            tx.execute(
+                "UPDATE coupons SET user_id = NULL, delivery_id = NULL
+                 WHERE user_id IS NOT NULL AND issued_at < ?1",
+                [t],
+            )?;
             tx.commit()?;
             if n > 0 {
                 Self::checkpoint(c)?;
@@ -499,6 +526,18 @@ impl SqliteStore {
                 }
                 b
             },
+            coupons: cm
+                .coupons
+                .iter()
+                .map(|c| {
+                    (
+                        c.campaign_id.as_str().to_owned(),
+                        c.code.clone(),
+                        c.delivery_id.clone(),
+                        c.offer_id.as_str().to_owned(),
+                    )
+                })
+                .collect(),
             reply,
         };
         let commits = self
@@ -791,6 +830,19 @@ fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> 
             return Ok(Written::BudgetSpent(campaign.clone()));
         }
     }
+    // Each coupon code is assigned only if still free: a code is never given twice.
+    for (campaign, code, delivery, offer) in &job.coupons {
+        let assigned = tx
+            .prepare_cached(
+                "UPDATE coupons SET issued = 1, issued_at = ?5, delivery_id = ?2, user_id = ?3,
+                   offer_id = ?4
+                 WHERE code = ?1 AND issued = 0",
+            )?
+            .execute(params![code, delivery, user, offer, now])?;
+        if assigned != 1 {
+            return Ok(Written::CouponTaken(campaign.clone()));
+        }
+    }
     Ok(Written::Applied)
 }
 
@@ -846,6 +898,7 @@ impl StateStore for SqliteStore {
                 Written::Applied => CommitOutcome::Applied,
                 Written::Conflict => CommitOutcome::Conflict,
                 Written::BudgetSpent(c) => CommitOutcome::BudgetSpent(Id::parse(&c).map_err(err)?),
+                Written::CouponTaken(c) => CommitOutcome::CouponTaken(Id::parse(&c).map_err(err)?),
                 Written::Duplicates(d) => CommitOutcome::Duplicates(
                     d.into_iter()
                         .map(|(e, r)| {
@@ -1030,6 +1083,12 @@ impl StateStore for SqliteStore {
                     [user.as_str()],
                 )?;
             }
+            // The codes sent to the person stay issued (never reused) but no longer lead
+            // to them.
+            n += tx.execute(
+                "UPDATE coupons SET user_id = NULL, delivery_id = NULL WHERE user_id = ?1",
+                [user.as_str()],
+            )?;
             tx.execute(
                 "INSERT INTO erased (pseudonym, at) VALUES (?1, ?2)
                  ON CONFLICT(pseudonym) DO UPDATE SET at = excluded.at",
@@ -1096,6 +1155,167 @@ impl StateStore for SqliteStore {
 
     fn delete_offer<'a>(&'a self, id: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
         ready(self.with(|c| Ok(c.execute("DELETE FROM offers WHERE id = ?1", [id.as_str()])? > 0)))
+    }
+
+    fn add_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        codes: &'a [String],
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Upload, StoreError>> {
+        let entry = audit.map(json).transpose();
+        ready(entry.and_then(|entry| {
+            self.with(|c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut existing = Vec::new();
+                {
+                    let mut q = tx.prepare_cached("SELECT 1 FROM coupons WHERE code = ?1")?;
+                    for code in codes {
+                        if q.exists([code])? {
+                            existing.push(code.clone());
+                        }
+                    }
+                }
+                if !existing.is_empty() {
+                    return Ok(Upload::Existing(existing));
+                }
+                let Some(entry) = entry else {
+                    return Ok(Upload::Added(codes.len() as u64));
+                };
+                let start: i64 =
+                    tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM coupons", [], |r| {
+                        r.get(0)
+                    })?;
+                {
+                    let mut ins = tx.prepare_cached(
+                        "INSERT INTO coupons (code, campaign_id, seq) VALUES (?1, ?2, ?3)",
+                    )?;
+                    for (k, code) in codes.iter().enumerate() {
+                        ins.execute(params![code, campaign.as_str(), start + 1 + k as i64])?;
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO audit (id, body) VALUES (?1, ?2)",
+                    params![audit.map(|a| a.id.as_str()), entry],
+                )?;
+                tx.commit()?;
+                Ok(Upload::Added(codes.len() as u64))
+            })
+        }))
+    }
+
+    fn free_coupons<'a>(
+        &'a self,
+        campaign: &'a Id,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        ready(self.read(|c| {
+            c.prepare_cached(
+                "SELECT code FROM coupons WHERE campaign_id = ?1 AND issued = 0 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![campaign.as_str(), limit as i64], |r| r.get(0))?
+            .collect()
+        }))
+    }
+
+    fn coupon_counts<'a>(
+        &'a self,
+        campaign: &'a Id,
+    ) -> BoxFuture<'a, Result<CouponCounts, StoreError>> {
+        ready(self.read(|c| {
+            c.prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(issued), 0), COUNT(redeemed_at)
+                 FROM coupons WHERE campaign_id = ?1",
+            )?
+            .query_row([campaign.as_str()], |r| {
+                Ok(CouponCounts {
+                    total: r.get::<_, i64>(0)? as u64,
+                    issued: r.get::<_, i64>(1)? as u64,
+                    redeemed: r.get::<_, i64>(2)? as u64,
+                })
+            })
+        }))
+    }
+
+    fn redeem_coupon<'a>(
+        &'a self,
+        code: &'a str,
+        at: DateTime<Utc>,
+        order_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Redemption, StoreError>> {
+        type Row = (
+            String,
+            bool,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+        );
+        ready(self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row: Option<Row> = tx
+                .query_row(
+                    "SELECT campaign_id, issued, delivery_id, user_id, offer_id, redeemed_at, order_id
+                     FROM coupons WHERE code = ?1",
+                    [code],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get::<_, i64>(1)? != 0,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((campaign, issued, delivery, user, offer, redeemed_at, order)) = row else {
+                return Ok(Redemption::Unknown);
+            };
+            if let Some(t) = redeemed_at {
+                return Ok(Redemption::AlreadyRedeemed {
+                    redeemed_at: DateTime::from_timestamp_micros(t).unwrap_or_default(),
+                    order_id: order,
+                });
+            }
+            if !issued {
+                return Ok(Redemption::NotIssued);
+            }
+            let id = |s: Option<String>| s.and_then(|s| Id::parse(&s).ok());
+            let (user, offer) = (id(user), id(offer));
+            tx.execute(
+                "UPDATE coupons SET redeemed_at = ?2, order_id = ?3 WHERE code = ?1",
+                params![code, at.timestamp_micros(), order_id],
+            )?;
+            if let Some(u) = &user {
+                let o = OutcomeRecord {
+                    event_id: nearcast_core::coupon::redemption_event_id(code),
+                    user_id: u.clone(),
+                    at,
+                    kind: OutcomeKind::Redeemed,
+                    offer_id: offer.clone(),
+                    category: None,
+                    delivery_id: delivery.clone(),
+                };
+                let body = serde_json::to_string(&o)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                tx.execute(
+                    "INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)",
+                    params![u.as_str(), at.timestamp(), body],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Redemption::Redeemed {
+                campaign_id: Id::parse(&campaign)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                offer_id: offer,
+                delivery_id: delivery,
+                user_id: user,
+            })
+        }))
     }
 
     fn get_policy(&self) -> BoxFuture<'_, Result<Option<CapPolicy>, StoreError>> {
