@@ -431,8 +431,11 @@ impl Running {
             "headers": {"content-type": "application/json", "host": "abc123.execute-api.us-east-1.amazonaws.com"},
             "requestContext": context, "isBase64Encoded": false
         });
-        if let Some(b) = body {
-            payload["body"] = Value::from(b.to_string());
+        match body {
+            // A string is the raw body (a CSV file).
+            Some(Value::String(raw)) => payload["body"] = Value::from(raw),
+            Some(b) => payload["body"] = Value::from(b.to_string()),
+            None => {}
         }
         let request =
             lambda_http::request::from_str(&payload.to_string()).expect("an API Gateway request");
@@ -654,6 +657,7 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     assert_eq!(call("PUT", "/v1/admin/policy", Some(policy)).await.0, 200);
     // The offers' campaign, with a budget: every send below counts it in its commit.
     let campaign = json!({"id": "c1", "name": "Coffee", "status": "active", "budget": 1000,
+        "coupon_pool": true,
         "variants": [{"id": "a", "default_locale": "en",
             "content": {"en": {"title": "Coffee at {store}", "body": "Half price"}}}]});
     assert_eq!(
@@ -664,6 +668,15 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     );
     let (s, v) = call("POST", "/v1/admin/campaigns/c1/preview", None).await;
     assert_eq!(s, 200, "{v}");
+    // Its coupon pool: each send below takes a code in its commit.
+    let codes: String = (0..60).map(|i| format!("IAM-{i:03}\n")).collect();
+    let (s, v) = call(
+        "POST",
+        "/v1/admin/campaigns/c1/coupons",
+        Some(Value::from(codes)),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
     for p in [
         "/v1/admin/stores",
         "/v1/admin/stores/s0",
@@ -673,6 +686,7 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         "/v1/admin/model",
         "/v1/admin/campaigns",
         "/v1/admin/campaigns/c1",
+        "/v1/admin/campaigns/c1/coupons",
     ] {
         assert_eq!(call("GET", p, None).await.0, 200, "{p}");
     }
@@ -768,6 +782,7 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     let (s, v) = call("GET", "/v1/admin/campaigns/c1", None).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["sent"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["coupons"]["issued"].as_u64().unwrap() >= 1, "{v}");
 
     // ---- events-queue: batches from SQS.
     let queue = start(&t, queue_bin, queue_name, &params, &resources).await;
@@ -796,6 +811,24 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
             .any(|d| d.push.user_id.as_str() == "dan" && d.status == DeliveryStatus::Sent),
         "the queue sent dan's push"
     );
+    // A till redeems the code the queue's send took from the pool.
+    let code = direct
+        .deliveries()
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|d| d.push.coupon.filter(|c| c.starts_with("IAM-")))
+        .expect("a push with a pool code");
+    let (s, v) = admin
+        .invoke(
+            &api,
+            "POST",
+            "/v1/admin/redemptions",
+            None,
+            Some(json!({"code": code})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     // A push to an endpoint SNS disabled, through the queue.
     let r = batch(vec![sqs_record(
         "m5",

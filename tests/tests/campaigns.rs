@@ -586,3 +586,226 @@ async fn the_global_control_group_is_held_out_of_every_campaign() {
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(v["error"]["field"], "global_control", "{v}");
 }
+
+/// One admin request with a raw body (a CSV file), as `who`.
+async fn call_raw(h: &Harness, who: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+    let app = nearcast_api::router_with(h.engine.clone(), keys());
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "text/csv")
+        .header("authorization", format!("Bearer {}", key_of(who)))
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A campaign with a coupon pool, end to end through the admin API and the engine: an
+/// upload with bad rows is refused whole with each row named, a dry run adds nothing, a
+/// code already in a pool refuses the file; 8 users race for 5 codes, so 5 pushes go out
+/// with 5 different codes from the pool (in the text and in both platforms' payloads) and
+/// 3 decisions say `coupons_exhausted`; a new upload lets the campaign send again; a till
+/// redeems a code once (200, and 200 again for the same order after a lost answer), then
+/// gets 409; the redemption is the user's outcome against the delivery.
+async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend) {
+    let h = harness(backend, 1, policy(3)).await;
+    let mut c = rainy("active", 100);
+    c["coupon_pool"] = json!(true);
+    let (status, v) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["coupons"],
+        json!({"total": 0, "issued": 0, "redeemed": 0})
+    );
+    let uri = "/v1/admin/campaigns/c1/coupons";
+
+    // Refusals change nothing.
+    let (status, _) = call_raw(&h, "vic", uri, "code\nRAIN-001\n").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = call_raw(&h, "eddie", uri, "code\nRAIN-001\nRAIN-001\nBAD CODE\n").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_rows");
+    assert_eq!(v["error"]["field"], "rows[3].code");
+    assert_eq!(v["error"]["rejected"].as_array().unwrap().len(), 2);
+    let (status, v) = call_raw(&h, "eddie", "/v1/admin/campaigns/c1/coupons?size=9", "A\n").await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("size"))
+    );
+    let (status, v) = call_raw(&h, "eddie", "/v1/admin/campaigns/nope/coupons", "A\n").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let five: String = (1..=5).map(|i| format!("RAIN-00{i}\n")).collect();
+    let (status, v) = call_raw(&h, "eddie", &format!("{uri}?dry_run=true"), &five).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["applied"].as_bool(), v["codes"].as_u64()),
+        (Some(false), Some(5))
+    );
+    assert_eq!(v["coupons"]["total"], 0);
+    let audit_before = h.store.audit_log(None, 100).await.unwrap().len();
+
+    let (status, v) = call_raw(&h, "eddie", uri, &format!("code\n{five}")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["coupons"],
+        json!({"total": 5, "issued": 0, "redeemed": 0})
+    );
+    let audit = h.store.audit_log(None, 100).await.unwrap();
+    assert_eq!(audit.len(), audit_before + 1);
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].actor.name.as_str()),
+        ("coupons.upload", "eddie")
+    );
+    assert!(
+        !serde_json::to_string(&audit[0])
+            .unwrap()
+            .contains("RAIN-00"),
+        "no code in the audit log"
+    );
+    let (status, v) = call_raw(&h, "eddie", uri, "NEW-1\nRAIN-004\n").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "rows[2].code");
+    assert!(
+        v["error"]["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already")
+    );
+
+    // 8 users race for 5 codes.
+    let users: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        onboard(&h, u, i).await;
+    }
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|u| {
+            let engine = h.engine.clone();
+            let e = fix_at(u, &format!("{u}-fix"), 0, noon());
+            tokio::spawn(async move { engine.process(&e).await.unwrap() })
+        })
+        .collect();
+    let mut exhausted = 0;
+    for t in tasks {
+        let d = t.await.unwrap().decision.unwrap();
+        if d.verdict != nearcast_core::decision::Verdict::Sent {
+            assert_eq!(
+                d.reason.as_ref().unwrap().code(),
+                "coupons_exhausted",
+                "{d:?}"
+            );
+            exhausted += 1;
+        }
+    }
+    let sent = h.notifier.sent();
+    assert_eq!((sent.len(), exhausted), (5, 3));
+    let mut codes: Vec<String> = sent.iter().map(|p| p.coupon.clone().unwrap()).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        (1..=5).map(|i| format!("RAIN-00{i}")).collect::<Vec<_>>()
+    );
+    for p in &sent {
+        let code = p.coupon.as_deref().unwrap();
+        assert!(
+            !p.title.contains("{coupon}") && !p.body.contains("{coupon}"),
+            "{p:?}"
+        );
+        if p.variant_id.as_ref().map(|v| v.as_str()) == Some("a") {
+            assert!(p.body.ends_with(code), "{}", p.body);
+        }
+        let apns = nearcast_core::payload::device_payload(p, "APNS").unwrap();
+        let fcm = nearcast_core::payload::device_payload(p, "GCM").unwrap();
+        assert_eq!(
+            (apns["coupon"].as_str(), fcm["data"]["coupon"].as_str()),
+            (Some(code), Some(code))
+        );
+    }
+    let (_, v) = call(&h, "vic", "GET", uri, Value::Null).await;
+    assert_eq!(
+        v,
+        json!({"campaign_id": "c1", "total": 5, "issued": 5, "free": 0, "redeemed": 0})
+    );
+
+    // More codes: the campaign sends again.
+    let (status, _) = call_raw(&h, "eddie", uri, "RAIN-006\n").await;
+    assert_eq!(status, StatusCode::CREATED);
+    onboard(&h, "late", 1).await;
+    assert_eq!(
+        decide_at_store_0(&h, "late").await.verdict,
+        nearcast_core::decision::Verdict::Sent
+    );
+    assert_eq!(
+        h.notifier.sent().last().unwrap().coupon.as_deref(),
+        Some("RAIN-006")
+    );
+
+    // Redemption at a till.
+    let p = &sent[0];
+    let code = p.coupon.clone().unwrap();
+    let redeem = |body: Value, who: &'static str| {
+        let h = &h;
+        async move { call(h, who, "POST", "/v1/admin/redemptions", body).await }
+    };
+    let (status, _) = redeem(json!({"code": code}), "vic").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (body, field) in [
+        (json!({"code": "a b"}), "code"),
+        (json!({"code": code, "till": 3}), "till"),
+        (json!({}), "code"),
+        (json!({"code": code, "order_id": 5}), "order_id"),
+    ] {
+        let (status, v) = redeem(body.clone(), "eddie").await;
+        assert_eq!(
+            (status, v["error"]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let (status, v) = redeem(json!({"code": code, "order_id": "o-1"}), "eddie").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["delivery_id"].as_str(), Some(p.delivery_id.as_str()));
+    assert_eq!(v["offer_id"], "o0");
+    assert_eq!(v["campaign_id"], "c1");
+    let (status, v) = redeem(json!({"code": code, "order_id": "o-1"}), "eddie").await;
+    assert_eq!(
+        (status, v["repeated"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    let (status, v) = redeem(json!({"code": code, "order_id": "o-2"}), "eddie").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "already_redeemed");
+    assert!(v["error"]["redeemed_at"].is_string());
+    let (status, _) = redeem(json!({"code": "NOPE-1"}), "eddie").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let outcomes = h.store.user_data(&p.user_id).await.unwrap().outcomes;
+    let r: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.kind == nearcast_core::ports::OutcomeKind::Redeemed)
+        .collect();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].delivery_id.as_deref(), Some(p.delivery_id.as_str()));
+    assert_eq!(r[0].offer_id, Some(id("o0")));
+    let (_, v) = call(&h, "vic", "GET", "/v1/admin/campaigns/c1", Value::Null).await;
+    assert_eq!(
+        v["coupons"],
+        json!({"total": 6, "issued": 6, "redeemed": 1})
+    );
+}
+
+#[tokio::test]
+async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once_on_sqlite() {
+    a_coupon_pool_gives_each_code_once_and_redeems_it_once(Backend::InterleavedSqlite).await;
+}
+
+#[tokio::test]
+async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once_on_dynamodb() {
+    a_coupon_pool_gives_each_code_once_and_redeems_it_once(Backend::InterleavedDynamo).await;
+}

@@ -46,6 +46,8 @@ pub struct Report {
     pub p50_us: f64,
     /// p99.
     pub p99_us: f64,
+    /// Lines about coupon pools and redemptions at the till (the demo's own).
+    pub coupons: Vec<String>,
 }
 
 /// Builds an engine on the SQLite store at `db` and the outbox at `outbox`.
@@ -88,7 +90,8 @@ pub async fn embedded_engine(
 }
 
 /// Loads stores.json, offers.json (and campaigns.json and policy.json if present) from
-/// `dir` into the engine.
+/// `dir` into the engine, and each campaign's coupon pool from `coupons/<campaign>.csv` if
+/// present (only the codes not loaded before, so loading again adds nothing).
 ///
 /// # Errors
 /// Unreadable or invalid files; the configuration is then unchanged.
@@ -107,9 +110,48 @@ pub async fn load_config_dir(engine: &Engine, dir: &Path) -> Result<(), HostErro
     } else {
         Vec::new()
     };
+    let ids: Vec<nearcast_core::ids::Id> = campaigns.iter().map(|c| c.id.clone()).collect();
     engine
         .load_config_with(stores, offers, campaigns, policy)
         .await?;
+    for id in ids {
+        let path = dir.join("coupons").join(format!("{id}.csv"));
+        if !path.exists() {
+            continue;
+        }
+        let invalid = |reason: String| HostError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        let codes = match nearcast_core::coupon::parse_codes(&crate::read(&path)?)
+            .map_err(|e| invalid(e.to_string()))?
+        {
+            Ok(codes) => codes,
+            Err(rejected) => {
+                let r = &rejected[0];
+                return Err(invalid(format!(
+                    "line {}: {} ({} bad rows)",
+                    r.line,
+                    r.reason,
+                    rejected.len()
+                )));
+            }
+        };
+        let actor = nearcast_core::audit::Actor::system("configuration load");
+        let codes = match engine.upload_coupons(&id, &codes, &actor, true).await? {
+            nearcast_core::coupon::Upload::Added(_) => codes,
+            nearcast_core::coupon::Upload::Existing(known) => {
+                let known: HashSet<String> = known.into_iter().collect();
+                codes.into_iter().filter(|c| !known.contains(c)).collect()
+            }
+        };
+        if !codes.is_empty()
+            && let nearcast_core::coupon::Upload::Existing(e) =
+                engine.upload_coupons(&id, &codes, &actor, false).await?
+        {
+            return Err(invalid(format!("{} codes were added meanwhile", e.len())));
+        }
+    }
     Ok(())
 }
 
@@ -290,6 +332,9 @@ pub fn print_report(engine: &Engine, report: &Report, out: &mut impl Write) -> s
             }
         }
     }
+    for l in &report.coupons {
+        writeln!(out, "{l}")?;
+    }
     writeln!(out)?;
     writeln!(out, "Summary")?;
     let types: Vec<String> = report
@@ -372,6 +417,52 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<(Arc<Engine>, Report, PathBu
     )
     .await?;
     load_config_dir(&engine, &opts.data).await?;
-    let report = replay(&engine, &clock, &opts.data.join("demo-day.jsonl")).await?;
+    let mut report = replay(&engine, &clock, &opts.data.join("demo-day.jsonl")).await?;
+    report.coupons = till(&engine).await?;
     Ok((engine, report, outbox))
+}
+
+/// Each coupon pool's counts, and a till redeeming the first code sent: once (the outcome
+/// is logged against the delivery), then again (refused).
+async fn till(engine: &Engine) -> Result<Vec<String>, HostError> {
+    use nearcast_core::coupon::Redemption;
+    let mut lines = Vec::new();
+    for c in engine.catalog().campaigns.iter().filter(|c| c.coupon_pool) {
+        let first = lines.len();
+        let sent = engine
+            .store()
+            .deliveries()
+            .await
+            .map_err(nearcast_core::engine::EngineError::from)?;
+        if let Some(code) = sent
+            .iter()
+            .filter(|d| d.push.campaign_id == c.id)
+            .find_map(|d| d.push.coupon.clone())
+        {
+            for (order, attempt) in [("till-1", "first"), ("till-2", "again")] {
+                let r = engine.redeem_coupon(&code, Some(order)).await?;
+                let what = match r {
+                    Redemption::Redeemed { delivery_id, .. } => format!(
+                        "redeemed (delivery {})",
+                        delivery_id.as_deref().unwrap_or("-")
+                    ),
+                    Redemption::AlreadyRedeemed { order_id, .. } => format!(
+                        "refused: already redeemed for order {}",
+                        order_id.as_deref().unwrap_or("-")
+                    ),
+                    other => format!("{other:?}"),
+                };
+                lines.push(format!("    till redeems {code} ({attempt}): {what}"));
+            }
+        }
+        let n = engine.coupon_counts(&c.id).await?;
+        lines.insert(
+            first,
+            format!(
+                "  {} coupons: {} codes, {} given out (each once), {} redeemed",
+                c.id, n.total, n.issued, n.redeemed
+            ),
+        );
+    }
+    Ok(lines)
 }

@@ -119,6 +119,43 @@ async fn the_demo_day_tells_its_stories() {
         .collect();
     assert_eq!(ids.len(), lines.len());
     assert!(lines.iter().all(|l| !l.contains("token")));
+
+    // The rainy-day campaign's pushes each carry their own code from its pool, in the text
+    // too; the till redeems one once and is refused the second time.
+    let pool: HashSet<String> = std::fs::read_to_string(data().join("coupons/cmp-rainy-day.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let rainy: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|p| p["campaign_id"] == "cmp-rainy-day")
+        .collect();
+    assert!(!rainy.is_empty());
+    let mut codes = HashSet::new();
+    for p in &rainy {
+        let code = p["coupon"].as_str().unwrap();
+        assert!(pool.contains(code), "{code} from the pool");
+        assert!(codes.insert(code.to_string()), "{code} given twice");
+        assert!(p["body"].as_str().unwrap().contains(code), "{p}");
+    }
+    assert!(
+        report.coupons[0].contains("200 codes"),
+        "{:?}",
+        report.coupons
+    );
+    assert!(
+        report.coupons[1].contains("(first): redeemed"),
+        "{:?}",
+        report.coupons
+    );
+    assert!(
+        report.coupons[2].contains("(again): refused"),
+        "{:?}",
+        report.coupons
+    );
 }
 
 #[test]
