@@ -809,3 +809,114 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once_on_sqlite() {
 async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once_on_dynamodb() {
     a_coupon_pool_gives_each_code_once_and_redeems_it_once(Backend::InterleavedDynamo).await;
 }
+
+/// Stores with a brand, tags and opening hours; offers that run at a brand's stores, at
+/// stores with a tag, and only while the store is open. Noon UTC of the harness is 12:00 in
+/// Helsinki on a Friday.
+#[tokio::test]
+async fn offers_target_brands_and_tags_and_can_wait_for_the_store_to_open() {
+    let h = harness(Backend::Sqlite, 3, policy(10)).await;
+    let store = |i: usize, brand: &str, tags: Value, hours: &str| {
+        let (lat, lon) = store_point(i);
+        json!({"id": format!("s{i}"), "name": format!("Store {i}"), "category": "grocery",
+            "time_zone": "Europe/Helsinki", "brand": brand, "tags": tags,
+            "address": format!("Mannerheimintie {i}, Helsinki"), "opening_hours": hours,
+            "fence": {"type": "circle", "lat": lat, "lon": lon, "radius_m": 50}})
+    };
+    for (i, s) in [
+        store(
+            0,
+            "K-Market",
+            json!(["flagship"]),
+            "Mo-Fr 08:00-21:00; Sa 09:00-18:00",
+        ),
+        store(1, "Alepa", json!(["mall:kamppi"]), "Mo-Fr 14:00-22:00"),
+        store(2, "Alepa", json!([]), "24/7"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, v) = call(&h, "eddie", "PUT", &format!("/v1/admin/stores/s{i}"), s).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    // The old offers name the stores by id; replace them with ones by brand and by tag.
+    for i in 0..3 {
+        call(
+            &h,
+            "eddie",
+            "DELETE",
+            &format!("/v1/admin/offers/o{i}"),
+            Value::Null,
+        )
+        .await;
+    }
+    let offer = |id: &str, extra: Value| {
+        let mut o = json!({"id": id, "campaign_id": "c1", "title": "Bread", "body": "Fresh",
+            "category": "bread", "trigger": {"type": "enter"}, "threshold": 0.0,
+            "require_open": true});
+        o.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        o
+    };
+    for o in [
+        offer("alepa", json!({"store_brands": ["Alepa"]})),
+        offer("flagship", json!({"store_tags": ["flagship"]})),
+    ] {
+        let (status, v) = call(&h, "eddie", "POST", "/v1/admin/offers", o).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+    }
+    let cat = h.engine.catalog();
+    let at = |p: usize| -> Vec<&str> {
+        cat.offers_at(p as u32)
+            .map(|k| cat.offers[k as usize].id.as_str())
+            .collect()
+    };
+    assert_eq!(
+        (at(0), at(1), at(2)),
+        (vec!["flagship"], vec!["alepa"], vec!["alepa"])
+    );
+
+    // At noon on Friday: s0 and s2 are open, s1 opens at 14:00.
+    for (i, u) in ["ann", "bob", "cid"].iter().enumerate() {
+        onboard(&h, u, 1).await;
+        assert_eq!(
+            reason_of(&h, u, i, 0).await,
+            ["sent", "store_closed", "sent"][i],
+            "s{i}"
+        );
+    }
+
+    // Refusals name the field and change nothing.
+    let before = h.store.list_stores().await.unwrap();
+    for (body, field) in [
+        (
+            store(0, "K", json!([]), "Mon - Fri 11am - 11pm"),
+            "opening_hours",
+        ),
+        (store(0, "K", json!(["ok", "Not OK"]), "24/7"), "tags[1]"),
+        (store(0, "K", json!(["a", "a"]), "24/7"), "tags[1]"),
+        (store(0, "", json!([]), "24/7"), "brand"),
+    ] {
+        let (status, v) = call(&h, "eddie", "PUT", "/v1/admin/stores/s0", body).await;
+        assert_eq!(
+            (status, v["error"]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{v}"
+        );
+    }
+    let (status, v) = call(
+        &h,
+        "eddie",
+        "POST",
+        "/v1/admin/offers",
+        offer("bad", json!({"store_tags": ["Mall"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("store_tags[0]")),
+        "{v}"
+    );
+    assert_eq!(h.store.list_stores().await.unwrap(), before);
+}

@@ -94,9 +94,15 @@ async fn the_helsinki_extract_imports_all_or_nothing(backend: Backend) {
         .collect();
     // Rows count from the first data row: line k of the file is data row k.
     assert_eq!(rejected, [(10, "lat"), (500, "lon")], "{v}");
-    assert_eq!(
-        v["ignored_columns"],
-        serde_json::json!(["opening_hours", "osm_timestamp"])
+    assert_eq!(v["ignored_columns"], serde_json::json!(["osm_timestamp"]));
+    // The extract's opening hours are kept; the 12 of 608 that OpenStreetMap's syntax cannot
+    // read (`Mon - Fri 11am - 11pm`, `Seasonal, only summer time`...) are left out, each
+    // named, and do not refuse the file.
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 12, "{v}");
+    assert!(
+        warnings.iter().all(|w| w["field"] == "opening_hours"
+            && w["reason"].as_str().unwrap().contains("always open"))
     );
     let (status, v) = import(&h, "eddie", "?time_zone=Europe/Helsinki", csv, &bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
@@ -135,6 +141,39 @@ async fn the_helsinki_extract_imports_all_or_nothing(backend: Backend) {
         hits.iter()
             .any(|&p| catalog.stores[p as usize].id.as_str() == "osm-node-56431331"),
         "{hits:?}"
+    );
+    // Their hours say when they are open, in their own time.
+    let with_hours: Vec<u32> = (0..catalog.stores.len() as u32)
+        .filter(|&p| catalog.stores[p as usize].opening_hours.is_some())
+        .collect();
+    assert_eq!(with_hours.len(), 596);
+    let p = with_hours
+        .iter()
+        .copied()
+        .find(|&p| {
+            catalog.stores[p as usize].opening_hours.as_deref()
+                == Some("Mo-Th 11:00-23:00; Fr 11:00-24:00; Sa 12:00-24:00; Su 13:00-23:00")
+        })
+        .unwrap();
+    let at = |d: u32, h: u32| {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, d)
+            .unwrap()
+            .and_hms_opt(h, 30, 0)
+            .unwrap()
+    };
+    // Thursday 19 November 2026: open at 11:30 and 22:30, closed at 10:30 and 23:30;
+    // Sunday 22 November: closed at 12:30, open at 13:30.
+    assert_eq!(
+        [
+            at(19, 10),
+            at(19, 11),
+            at(19, 22),
+            at(19, 23),
+            at(22, 12),
+            at(22, 13)
+        ]
+        .map(|t| catalog.is_open(p, t)),
+        [false, true, true, false, false, true]
     );
     let entries = h.engine.audit_log(None, 100).await.unwrap();
     assert_eq!(entries.len(), audit.len() + 1);

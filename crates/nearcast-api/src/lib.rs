@@ -662,6 +662,7 @@ async fn import_stores(
     });
     let parsed = parse(text, format, &defaults).map_err(ApiError::Invalid)?;
     let rejected = serde_json::to_value(&parsed.rejected).unwrap_or_default();
+    let warnings = serde_json::to_value(&parsed.warnings).unwrap_or_default();
     let report = |summary: Option<nearcast_core::engine::ImportSummary>, applied: bool| {
         json!({
             "format": format,
@@ -672,6 +673,7 @@ async fn import_stores(
             "rejected": rejected,
             "ignored_columns": parsed.ignored_columns,
             "named_by_id": parsed.named_by_id,
+            "warnings": warnings,
             "created": summary.map(|s| s.created),
             "updated": summary.map(|s| s.updated),
             "unchanged": summary.map(|s| s.unchanged),

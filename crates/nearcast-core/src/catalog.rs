@@ -52,6 +52,8 @@ pub struct Catalog {
     /// Campaigns whose coupon pool this host found empty since this catalog was built (an
     /// upload makes a new catalog).
     pub coupons_out: Arc<RwLock<HashSet<Id>>>,
+    /// Store position -> its parsed opening hours (stores that have them).
+    hours: HashMap<u32, Arc<opening_hours::OpeningHours>>,
     /// The configuration version: the id of the audit entry of the last change this
     /// catalog includes, when known. Every decision records it.
     pub version: Option<String>,
@@ -130,8 +132,42 @@ impl Catalog {
                 }
             }
         }
+        // Offers naming stores by brand or tag: each store of one of them, as if named.
+        if offers
+            .iter()
+            .any(|o| !o.store_brands.is_empty() || !o.store_tags.is_empty())
+        {
+            let mut by_brand: HashMap<&str, Vec<u32>> = HashMap::new();
+            let mut by_tag: HashMap<&str, Vec<u32>> = HashMap::new();
+            for (p, st) in stores.iter().enumerate() {
+                if let Some(b) = &st.brand {
+                    by_brand.entry(b.as_str()).or_default().push(p as u32);
+                }
+                for t in &st.tags {
+                    by_tag.entry(t.as_str()).or_default().push(p as u32);
+                }
+            }
+            for (k, o) in offers.iter().enumerate() {
+                let brands = o
+                    .store_brands
+                    .iter()
+                    .filter_map(|b| by_brand.get(b.as_str()));
+                let tags = o.store_tags.iter().filter_map(|t| by_tag.get(t.as_str()));
+                for list in brands.chain(tags) {
+                    named.extend(list.iter().map(|&p| (p, k as u32)));
+                }
+            }
+        }
         named.sort_unstable();
         named.dedup();
+        let mut hours = HashMap::new();
+        for (p, st) in stores.iter().enumerate() {
+            if let Some(h) = &st.opening_hours {
+                let parsed = crate::config::parse_opening_hours(h)
+                    .map_err(|e| e.within(&format!("stores[{p}].opening_hours")))?;
+                hours.insert(p as u32, Arc::new(parsed));
+            }
+        }
         let mut own_start = Vec::with_capacity(stores.len() + 1);
         let mut i = 0;
         for p in 0..stores.len() as u32 {
@@ -162,6 +198,7 @@ impl Catalog {
             holdouts,
             spent: Arc::default(),
             coupons_out: Arc::default(),
+            hours,
             version: None,
         })
     }
@@ -230,6 +267,12 @@ impl Catalog {
     /// Records that the budget of campaign `id` is spent (a commit refused a send).
     pub fn mark_spent(&self, id: &Id) {
         self.spent.write().expect("spent lock").insert(id.clone());
+    }
+
+    /// Whether the store at position `p` is open at `local` (its own local time) by its
+    /// opening hours; a store without hours is open.
+    pub fn is_open(&self, p: u32, local: chrono::NaiveDateTime) -> bool {
+        self.hours.get(&p).is_none_or(|h| h.is_open(local))
     }
 
     /// Whether this host found the coupon pool of campaign `id` empty.

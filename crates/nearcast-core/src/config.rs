@@ -86,6 +86,64 @@ pub struct Store {
     pub time_zone: String,
     /// The geofence.
     pub fence: Fence,
+    /// Brand (`K-Market`, `Alepa`), for offers' `store_brands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    /// Tags (`flagship`, `mall:kamppi`), for offers' `store_tags`: up to 16, each 1–40
+    /// characters from `a-z 0-9 _ - : .`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Street address, shown to marketers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Opening hours in OpenStreetMap's `opening_hours` syntax (`Mo-Fr 08:00-21:00; Sa
+    /// 09:00-18:00`), in the store's time zone: offers with `require_open` run only while
+    /// the store is open. None: always open as far as offers know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opening_hours: Option<String>,
+}
+
+/// Most tags a store may have.
+pub const MAX_TAGS: usize = 16;
+
+/// Checks a store tag: 1–40 characters from `a-z 0-9 _ - : .`.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_tag(field: &str, tag: &str) -> Result<(), FieldError> {
+    if tag.is_empty() || tag.len() > 40 {
+        return Err(FieldError::new(field, "must be 1 to 40 characters"));
+    }
+    if let Some(c) = tag.chars().find(|c| {
+        !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | ':' | '.'))
+    }) {
+        return Err(FieldError::new(
+            field,
+            format!("character {c:?} is not allowed (use a-z 0-9 _ - : .)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses opening hours in OpenStreetMap's syntax.
+///
+/// # Errors
+/// A [`FieldError`] on the empty field, saying where the text stops making sense.
+pub fn parse_opening_hours(text: &str) -> Result<opening_hours::OpeningHours, FieldError> {
+    if text.trim().is_empty() || text.len() > 255 {
+        return Err(FieldError::new("", "must be 1 to 255 bytes"));
+    }
+    text.parse::<opening_hours::OpeningHours>().map_err(|e| {
+        let e = e.to_string();
+        let first = e.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid");
+        FieldError::new(
+            "",
+            format!(
+                "is not valid OpenStreetMap opening_hours ({}), e.g. \"Mo-Fr 08:00-21:00; Sa 09:00-18:00\"",
+                first.trim()
+            ),
+        )
+    })
 }
 
 /// A geofence: a circle, or a GeoJSON Polygon / MultiPolygon geometry.
@@ -155,6 +213,27 @@ impl Store {
         check_text("name", &self.name, 200)?;
         check_text("category", &self.category, 64)?;
         parse_tz(&self.time_zone).map_err(|e| e.within("time_zone"))?;
+        if let Some(b) = &self.brand {
+            check_text("brand", b, 100)?;
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(FieldError::new(
+                "tags",
+                format!("at most {MAX_TAGS} tags, got {}", self.tags.len()),
+            ));
+        }
+        for (i, t) in self.tags.iter().enumerate() {
+            check_tag(&format!("tags[{i}]"), t)?;
+            if self.tags[..i].contains(t) {
+                return Err(FieldError::new(format!("tags[{i}]"), "repeats a tag"));
+            }
+        }
+        if let Some(a) = &self.address {
+            check_text("address", a, 300)?;
+        }
+        if let Some(h) = &self.opening_hours {
+            parse_opening_hours(h).map_err(|e| e.within("opening_hours"))?;
+        }
         match &self.fence {
             Fence::Circle { lat, lon, radius_m } => {
                 check_range("fence.lat", *lat, -90.0, 90.0)?;
@@ -293,6 +372,16 @@ pub struct Offer {
     /// Stores it runs at, by store category (in addition to `store_ids`).
     #[serde(default)]
     pub store_categories: Vec<String>,
+    /// Stores it runs at, by brand (in addition to the above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_brands: Vec<String>,
+    /// Stores it runs at, by tag: a store with any of them (in addition to the above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_tags: Vec<String>,
+    /// Runs only while the store is open by its `opening_hours` (a store without hours
+    /// counts as open); otherwise `store_closed`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_open: bool,
     /// Start of the schedule.
     pub starts_at: Option<DateTime<Utc>>,
     /// End of the schedule.
@@ -368,14 +457,24 @@ impl Offer {
         if let Some(c) = &self.coupon {
             check_text("coupon", c, 64)?;
         }
-        if self.store_ids.is_empty() && self.store_categories.is_empty() {
+        if self.store_ids.is_empty()
+            && self.store_categories.is_empty()
+            && self.store_brands.is_empty()
+            && self.store_tags.is_empty()
+        {
             return Err(FieldError::new(
                 "store_ids",
-                "give store_ids or store_categories (or both)",
+                "give store_ids, store_categories, store_brands or store_tags (any of them)",
             ));
         }
         for (i, c) in self.store_categories.iter().enumerate() {
             check_text(&format!("store_categories[{i}]"), c, 64)?;
+        }
+        for (i, b) in self.store_brands.iter().enumerate() {
+            check_text(&format!("store_brands[{i}]"), b, 100)?;
+        }
+        for (i, t) in self.store_tags.iter().enumerate() {
+            check_tag(&format!("store_tags[{i}]"), t)?;
         }
         if let (Some(s), Some(e)) = (self.starts_at, self.ends_at)
             && e <= s

@@ -87,6 +87,7 @@ pub enum Reason {
     CouponsExhausted {
         campaign: String,
     },
+    StoreClosed,
     CampaignCapped {
         campaign: String,
         detail: String,
@@ -121,6 +122,7 @@ impl Reason {
             Reason::CampaignNotActive { .. } => "campaign_not_active",
             Reason::BudgetSpent { .. } => "budget_spent",
             Reason::CouponsExhausted { .. } => "coupons_exhausted",
+            Reason::StoreClosed => "store_closed",
             Reason::CampaignCapped { .. } => "campaign_capped",
             Reason::GlobalControl => "global_control",
         }
@@ -171,6 +173,7 @@ impl std::fmt::Display for Reason {
             Reason::CouponsExhausted { campaign } => {
                 write!(f, "campaign {campaign} has given out every coupon code")
             }
+            Reason::StoreClosed => write!(f, "the store is closed now (its opening hours)"),
             Reason::CampaignCapped { campaign, detail } => {
                 write!(f, "campaign {campaign}: {detail}")
             }
@@ -732,7 +735,13 @@ fn decide_at(
             };
             match campaign_rules(cat, k, &state, inputs.now, cat.tzs[p as usize])
                 .and_then(|()| eligible(o, &ctx, &state, personal, inputs.now))
-            {
+                .and_then(|()| {
+                    if o.require_open && !cat.is_open(p, ctx.local.naive_local()) {
+                        Err(Reason::StoreClosed)
+                    } else {
+                        Ok(())
+                    }
+                }) {
                 Err(r) => c.reason = Some(r),
                 Ok(()) => eligible_candidates.push((candidates.len(), p, k, contexts.len())),
             }

@@ -11,12 +11,16 @@
 //! | `time_zone` | IANA name; else the file's default (`time_zone=` parameter) |
 //! | `lat`, `lon` | the centre of a circle fence, degrees |
 //! | `radius_m` | the circle's radius; else the file's default (`radius_m=`, 50 m) |
+//! | `brand`, `address` | optional texts |
+//! | `tags` | optional, separated by `;` (`flagship;mall:kamppi`), lower-cased |
+//! | `opening_hours` | optional, OpenStreetMap syntax; a value that cannot be read is dropped with a warning naming the row (real extracts have a few, e.g. `Mon - Fri 11am - 11pm`), and the store counts as always open |
 //!
-//! Other columns (an OSM extract's `opening_hours`, `osm_timestamp`) are not stored; the
-//! answer lists them under `ignored_columns` so nobody believes they were.
+//! Other columns (an OSM extract's `osm_timestamp`) are not stored; the answer lists them
+//! under `ignored_columns` so nobody believes they were.
 //!
 //! **GeoJSON**: a `FeatureCollection`; each feature's `properties` carry `id` (or the
-//! feature's own `id`), `name`, `category`, `time_zone`, `radius_m` as above; a `Point`
+//! feature's own `id`), `name`, `category`, `time_zone`, `radius_m`, `brand`, `address`,
+//! `tags` (a `;`-separated text or a list), `opening_hours` as above; a `Point`
 //! geometry makes a circle fence, a `Polygon` or `MultiPolygon` the polygon itself.
 //!
 //! Rows are numbered from 1 (the first data row of a CSV file, the first feature); a
@@ -91,6 +95,42 @@ pub struct Parsed {
     pub rows: usize,
     /// Valid stores without a name, named by their id.
     pub named_by_id: usize,
+    /// Values dropped from valid rows (unreadable opening hours), file order.
+    pub warnings: Vec<RejectedRow>,
+}
+
+/// Sets the optional descriptive fields of a store read from a row. Opening hours that
+/// cannot be read are left out and returned as a warning; the other fields are checked
+/// with the store.
+fn describe(
+    store: &mut Store,
+    brand: Option<&str>,
+    tags: Vec<String>,
+    address: Option<&str>,
+    hours: Option<&str>,
+) -> Option<FieldError> {
+    store.brand = brand.map(str::to_string);
+    store.tags = tags;
+    store.address = address.map(str::to_string);
+    match hours.map(|h| crate::config::parse_opening_hours(h).map(|_| h)) {
+        Some(Ok(h)) => {
+            store.opening_hours = Some(h.to_string());
+            None
+        }
+        Some(Err(e)) => Some(FieldError::new(
+            "opening_hours",
+            format!("{}; left out, so the store counts as always open", e.reason),
+        )),
+        None => None,
+    }
+}
+
+/// Tags from a `;`-separated text, trimmed and lower-cased, empty ones dropped.
+fn split_tags(raw: &str) -> Vec<String> {
+    raw.split(';')
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 impl Parsed {
@@ -216,6 +256,10 @@ const CSV_COLUMNS: &[&str] = &[
     "lat",
     "lon",
     "radius_m",
+    "brand",
+    "tags",
+    "address",
+    "opening_hours",
 ];
 
 fn parse_csv(text: &str, defaults: &Defaults) -> Result<Parsed, FieldError> {
@@ -302,13 +346,24 @@ fn parse_csv(text: &str, defaults: &Defaults) -> Result<Parsed, FieldError> {
                 lon: number("lon", get("lon").unwrap_or(""))?,
                 radius_m,
             };
-            let store = Store {
+            let mut store = Store {
                 name: get("name").map_or_else(|| id.to_string(), str::to_string),
                 category: category.to_string(),
                 time_zone: time_zone(get("time_zone"), defaults)?,
                 fence,
                 id,
+                brand: None,
+                tags: Vec::new(),
+                address: None,
+                opening_hours: None,
             };
+            let warning = describe(
+                &mut store,
+                get("brand"),
+                get("tags").map(split_tags).unwrap_or_default(),
+                get("address"),
+                get("opening_hours"),
+            );
             // Fence fields are columns here: `fence.lat` is the `lat` column.
             store.validate().map_err(|e| FieldError {
                 field: e
@@ -318,11 +373,21 @@ fn parse_csv(text: &str, defaults: &Defaults) -> Result<Parsed, FieldError> {
                     .to_string(),
                 ..e
             })?;
-            Ok(store)
+            Ok((store, warning))
         })();
         let id_of = get("id").map(str::to_string);
         match store {
-            Ok(s) => parsed.stores.push((row, s)),
+            Ok((s, warning)) => {
+                if let Some(w) = warning {
+                    parsed.warnings.push(RejectedRow {
+                        row,
+                        id: Some(s.id.to_string()),
+                        field: w.field,
+                        reason: w.reason,
+                    });
+                }
+                parsed.stores.push((row, s));
+            }
             Err(e) => parsed.reject(row, id_of, e),
         }
     }
@@ -330,7 +395,17 @@ fn parse_csv(text: &str, defaults: &Defaults) -> Result<Parsed, FieldError> {
 }
 
 /// The properties a GeoJSON feature may have.
-const GEOJSON_PROPERTIES: &[&str] = &["id", "name", "category", "time_zone", "radius_m"];
+const GEOJSON_PROPERTIES: &[&str] = &[
+    "id",
+    "name",
+    "category",
+    "time_zone",
+    "radius_m",
+    "brand",
+    "tags",
+    "address",
+    "opening_hours",
+];
 
 fn parse_geojson(text: &str, defaults: &Defaults) -> Result<Parsed, FieldError> {
     let v: Value =
@@ -430,13 +505,42 @@ fn parse_geojson(text: &str, defaults: &Defaults) -> Result<Parsed, FieldError> 
                     ));
                 }
             };
-            let store = Store {
+            let mut store = Store {
                 name: text("name")?.map_or_else(|| id.to_string(), str::to_string),
                 id,
                 category: text("category")?.unwrap_or("").to_string(),
                 time_zone: time_zone(text("time_zone")?, defaults)?,
                 fence,
+                brand: None,
+                tags: Vec::new(),
+                address: None,
+                opening_hours: None,
             };
+            let tags = match prop("tags") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(t)) => split_tags(t),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|t| {
+                        t.as_str()
+                            .map(|t| t.trim().to_lowercase())
+                            .ok_or_else(|| FieldError::new("properties.tags", "must be texts"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(FieldError::new(
+                        "properties.tags",
+                        "must be a text (separated by ;) or a list of texts",
+                    ));
+                }
+            };
+            let warning = describe(
+                &mut store,
+                text("brand")?,
+                tags,
+                text("address")?,
+                text("opening_hours")?,
+            );
             store.validate().map_err(|e| {
                 let field = match e.field.as_str() {
                     "fence.lat" => "geometry.coordinates[1]".to_string(),
@@ -449,10 +553,20 @@ fn parse_geojson(text: &str, defaults: &Defaults) -> Result<Parsed, FieldError> 
                 };
                 FieldError { field, ..e }
             })?;
-            Ok(store)
+            Ok((store, warning))
         })();
         match store {
-            Ok(s) => parsed.stores.push((row, s)),
+            Ok((s, warning)) => {
+                if let Some(w) = warning {
+                    parsed.warnings.push(RejectedRow {
+                        row,
+                        id: Some(s.id.to_string()),
+                        field: format!("properties.{}", w.field),
+                        reason: w.reason,
+                    });
+                }
+                parsed.stores.push((row, s));
+            }
             Err(e) => parsed.reject(
                 row,
                 text("id").ok().flatten().map(str::to_string).or(own_id),
