@@ -15,6 +15,10 @@ trap 'rm -f "$log"' EXIT
 bash scripts/moto.sh --python >/dev/null
 status=0
 cargo test --workspace --release --locked "$@" 2>&1 | tee "$log" || status=$?
+# The running server against its own OpenAPI document: schemathesis (pinned, in
+# .venv-schemathesis), deterministic, every operation; no 5xx, nothing outside the document.
+api_status=ok
+bash scripts/schemathesis.sh || { api_status=FAILED; status=1; }
 # What AWS runs: the three functions built as arm64 Lambda zips with cargo-lambda, and
 # infra/template.yaml through `sam validate --lint` and `sam build` (pinned tools in
 # .venv-lambda, builds cached in ~/.cache/nearcast-lambda-target; see the script). After the
@@ -26,6 +30,6 @@ if [ "${NEARCAST_SKIP_LAMBDA_BUILD:-0}" != 1 ]; then
     bash scripts/build-lambdas.sh || { lambda_status=FAILED; status=1; }
 fi
 # One closing line for the whole run (cargo prints one per test binary).
-awk -v lambda="$lambda_status" '/^test result:/ { p += $4; f += $6; s += $8 }
-     END { printf "tests: %d passed, %d failed, %d skipped; Lambda build and sam build: %s\n", p, f, s, lambda }' "$log"
+awk -v lambda="$lambda_status" -v api="$api_status" '/^test result:/ { p += $4; f += $6; s += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped; schemathesis: %s; Lambda build and sam build: %s\n", p, f, s, api, lambda }' "$log"
 exit "$status"

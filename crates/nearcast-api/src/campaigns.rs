@@ -60,6 +60,12 @@ async fn full_view(engine: &AppState, campaign: Campaign, sent: u64) -> Result<V
     Ok(v)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/campaigns",
+    tag = "campaigns",
+    responses((status = 200, description = "Campaigns with their sends, budget left and offers", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn list(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut views = Vec::new();
     for (c, sent) in engine.campaigns().await? {
@@ -68,6 +74,13 @@ pub(crate) async fn list(State(engine): State<AppState>) -> Result<Json<Value>, 
     Ok(Json(json!({ "campaigns": views })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/campaigns/{id}",
+    tag = "campaigns",
+    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id")),
+    responses((status = 200, description = "The campaign", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn get_one(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -77,6 +90,13 @@ pub(crate) async fn get_one(
     Ok(Json(full_view(&engine, c, sent).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/campaigns",
+    tag = "campaigns",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "A campaign (docs/formats.md#campaign)", example = json!({"id": "cmp-new", "name": "Morning coffee", "status": "draft", "holdout": 0.1, "budget": 100, "variants": [{"id": "a", "default_locale": "en", "content": {"en": {"title": "Coffee at {store}", "body": "Half price with {coupon}"}}}]})),
+    responses((status = 201, description = "Created", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn create(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -93,6 +113,14 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(view(&engine, c, 0))).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/campaigns/{id}",
+    tag = "campaigns",
+    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "A campaign", example = json!({"id": "cmp-rainy-day", "name": "Morning coffee", "status": "draft", "holdout": 0.1, "budget": 100, "variants": [{"id": "a", "default_locale": "en", "content": {"en": {"title": "Coffee at {store}", "body": "Half price with {coupon}"}}}]})),
+    responses((status = 200, description = "Saved", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn put(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -106,6 +134,13 @@ pub(crate) async fn put(
     Ok(Json(full_view(&engine, c, sent).await?).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/campaigns/{id}",
+    tag = "campaigns",
+    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub(crate) async fn delete(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -117,6 +152,14 @@ pub(crate) async fn delete(
 }
 
 /// `POST /v1/admin/campaigns/{id}/status {"status": "paused"}`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/campaigns/{id}/status",
+    tag = "campaigns",
+    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"status\": \"draft\" | \"active\" | \"paused\" | \"ended\"}`", example = json!({"status": "paused"})),
+    responses((status = 200, description = "The campaign", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn set_status(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -144,6 +187,14 @@ pub(crate) async fn set_status(
 /// receive them, with their sizes. Body (all optional): `store_id` (for `{store}`; default
 /// the first store the campaign's first offer runs at), `locale`, `coupon` (for
 /// `{coupon}`; default the offer's code).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/campaigns/{id}/preview",
+    tag = "campaigns",
+    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"store_id\", \"locale\", \"coupon\"}`, all optional", example = json!({"locale": "fi-FI", "coupon": "RAIN-7"})),
+    responses((status = 200, description = "Each variant's APNs and FCM payloads", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn preview(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -297,6 +348,14 @@ pub(crate) async fn preview(
 /// (one code per line, an optional `code` header). Every row is checked first (format,
 /// repeats within the file, codes already in any pool); one bad row and nothing is added,
 /// with every bad row reported (`rows[<line>].code`). Answers the pool's counts.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/campaigns/{id}/coupons",
+    tag = "coupons",
+    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id"), ("dry_run" = Option<bool>, Query, description = "check only")),
+    request_body(content = String, content_type = "text/csv", description = "One code per line, optional header `code`"),
+    responses((status = 200, description = "Dry run: the codes would be added", body = serde_json::Value, content_type = "application/json"), (status = 201, description = "Added; the pool counts", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn upload_coupons(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -384,6 +443,13 @@ fn line_numbers(text: &str) -> std::collections::HashMap<&str, usize> {
 }
 
 /// `GET /v1/admin/campaigns/{id}/coupons`: the pool's counts.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/campaigns/{id}/coupons",
+    tag = "coupons",
+    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id")),
+    responses((status = 200, description = "The pool counts", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn coupon_counts(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -407,6 +473,13 @@ pub(crate) async fn coupon_counts(
 /// later time (`already_redeemed`, with when) or for a code never sent (`not_issued`),
 /// 404 for a code no pool has. A retry with the same `order_id` after a lost answer gets
 /// 200 again, marked `"repeated": true`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/redemptions",
+    tag = "coupons",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"code\": \"..\", \"order_id\": \"..\"}`", example = json!({"code": "RAIN-62UPJ4", "order_id": "till-1"})),
+    responses((status = 200, description = "Redeemed (or the same order again)", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn redeem(
     State(engine): State<AppState>,
     body: Bytes,

@@ -25,6 +25,7 @@
 pub mod auth;
 mod campaigns;
 mod error;
+pub mod openapi;
 mod simulate;
 mod why;
 
@@ -35,7 +36,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use nearcast_core::FieldError;
 use nearcast_core::config::{CapPolicy, Offer, Store, parse_json};
@@ -64,57 +64,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
 
 /// The router for both hosts, with admin callers known by `access`.
 pub fn router_with(engine: Arc<Engine>, access: auth::Access) -> Router {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/v1/events", post(post_events))
-        .route("/v1/users/{id}/consent", get(get_consent).put(put_consent))
-        .route("/v1/users/{id}/presence", get(get_presence))
-        .route("/v1/users/{id}", axum::routing::delete(erase))
-        .route("/v1/admin/stores", get(list_stores).post(create_store))
-        .route(
-            "/v1/admin/stores/import",
-            post(import_stores).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY)),
-        )
-        .route(
-            "/v1/admin/stores/{id}",
-            get(get_store).put(put_store).delete(delete_store),
-        )
-        .route("/v1/admin/offers", get(list_offers).post(create_offer))
-        .route(
-            "/v1/admin/offers/{id}",
-            get(get_offer).put(put_offer).delete(delete_offer),
-        )
-        .route(
-            "/v1/admin/campaigns",
-            get(campaigns::list).post(campaigns::create),
-        )
-        .route(
-            "/v1/admin/campaigns/{id}",
-            get(campaigns::get_one)
-                .put(campaigns::put)
-                .delete(campaigns::delete),
-        )
-        .route(
-            "/v1/admin/campaigns/{id}/status",
-            post(campaigns::set_status),
-        )
-        .route("/v1/admin/campaigns/{id}/preview", post(campaigns::preview))
-        .route(
-            "/v1/admin/campaigns/{id}/coupons",
-            get(campaigns::coupon_counts)
-                .post(campaigns::upload_coupons)
-                .layer(DefaultBodyLimit::max(MAX_IMPORT_BODY)),
-        )
-        .route("/v1/admin/redemptions", post(campaigns::redeem))
-        .route("/v1/admin/policy", get(get_policy).put(put_policy))
-        .route("/v1/admin/simulate", post(simulate::simulate))
-        .route("/v1/admin/results", get(results))
-        .route("/v1/admin/users/{id}/export", get(export_user))
-        .route("/v1/admin/users/{id}/decisions", get(why::user_decisions))
-        .route("/v1/admin/users/{id}", axum::routing::delete(admin_erase))
-        .route("/v1/admin/audit", get(audit_log))
-        .route("/v1/admin/model", get(model_status))
-        .route("/v1/admin/model/reload", post(reload_model))
+    let (router, _) = routes();
+    router
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Bodies above the limit are cut off while reading, before any parsing.
@@ -124,6 +75,55 @@ pub fn router_with(engine: Arc<Engine>, access: auth::Access) -> Router {
             auth::check(access.clone(), req, next)
         }))
         .with_state(engine)
+}
+
+/// Every route with its handler, and the OpenAPI document made from the same annotations:
+/// a route and its description cannot disagree (`openapi.rs`).
+pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let limited = |(schemas, paths, m): utoipa_axum::router::UtoipaMethodRouter<AppState>| {
+        (
+            schemas,
+            paths,
+            m.layer(DefaultBodyLimit::max(MAX_IMPORT_BODY)),
+        )
+    };
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(post_events))
+        .routes(routes!(get_consent, put_consent))
+        .routes(routes!(get_presence))
+        .routes(routes!(erase))
+        .routes(routes!(list_stores, create_store))
+        .routes(limited(routes!(import_stores)))
+        .routes(routes!(get_store, put_store, delete_store))
+        .routes(routes!(list_offers, create_offer))
+        .routes(routes!(get_offer, put_offer, delete_offer))
+        .routes(routes!(campaigns::list, campaigns::create))
+        .routes(routes!(
+            campaigns::get_one,
+            campaigns::put,
+            campaigns::delete
+        ))
+        .routes(routes!(campaigns::set_status))
+        .routes(routes!(campaigns::preview))
+        .routes(limited(routes!(
+            campaigns::coupon_counts,
+            campaigns::upload_coupons
+        )))
+        .routes(routes!(campaigns::redeem))
+        .routes(routes!(get_policy, put_policy))
+        .routes(routes!(simulate::simulate))
+        .routes(routes!(results))
+        .routes(routes!(export_user))
+        .routes(routes!(why::user_decisions))
+        .routes(routes!(admin_erase))
+        .routes(routes!(audit_log))
+        .routes(routes!(model_status))
+        .routes(routes!(reload_model))
+        .split_for_parts()
 }
 
 /// Parses a JSON body: bad UTF-8, malformed JSON and empty bodies name the field `body`.
@@ -148,6 +148,12 @@ pub(crate) fn path_id(name: &str, raw: &str) -> Result<Id, ApiError> {
     Id::parse(raw).map_err(|e| ApiError::Invalid(e.within(name)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "Liveness: store and offer counts, the model in service", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn health(State(engine): State<AppState>) -> Json<Value> {
     let c = engine.catalog();
     Json(
@@ -155,6 +161,13 @@ async fn health(State(engine): State<AppState>) -> Json<Value> {
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "devices",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "A batch: `{\"user_id\", \"events\": [..]}` (docs/formats.md#device-events)", example = json!({"user_id": "zoe", "events": [{"event_id": "z1", "type": "consent", "at": "2026-11-20T08:00:00Z", "purpose": "location", "granted": true, "policy_version": "2026-10"}, {"event_id": "z2", "type": "location", "at": "2026-11-20T08:01:00Z", "lat": 60.1692, "lon": 24.9327, "accuracy_m": 10}]})),
+    responses((status = 200, description = "Each event accepted or answered as a duplicate, with its decision", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn post_events(
     State(engine): State<AppState>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -197,6 +210,13 @@ fn consent_json(user: &Id, c: &Consents) -> Value {
     json!({"user_id": user, "consents": m})
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/consent",
+    tag = "devices",
+    params(("id" = String, Path, example = "anna", description = "user id")),
+    responses((status = 200, description = "The user's consents per purpose", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn get_consent(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -206,6 +226,13 @@ async fn get_consent(
     Ok(Json(consent_json(&user, &c)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/presence",
+    tag = "devices",
+    params(("id" = String, Path, example = "anna", description = "user id")),
+    responses((status = 200, description = "The fences the user is in now", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn get_presence(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -215,6 +242,14 @@ async fn get_presence(
     Ok(Json(json!({"user_id": user, "visits": visits})))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/users/{id}/consent",
+    tag = "devices",
+    params(("id" = String, Path, example = "anna", description = "user id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "Consents to change: `{\"location\": true, \"push\": false, \"policy_version\": \"..\"}`", example = json!({"push": true, "location": true, "policy_version": "2026-10"})),
+    responses((status = 200, description = "The user's consents after the change", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn put_consent(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -263,6 +298,13 @@ async fn put_consent(
     Ok(Json(consent_json(&user, &c)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    tag = "devices",
+    params(("id" = String, Path, example = "anna", description = "user id")),
+    responses((status = 200, description = "What the erasure removed", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn erase(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -274,6 +316,13 @@ async fn erase(
 
 /// The subject access export: everything Nearcast holds about one person, as stored
 /// (docs/privacy.md lists what each part is and how long it is kept).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}/export",
+    tag = "users",
+    params(("id" = String, Path, example = "anna", description = "user id")),
+    responses((status = 200, description = "Everything held about the user", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn export_user(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -314,6 +363,13 @@ const MAX_STORE_PAGE: usize = 5_000;
 /// store without parameters; with `bbox`, those whose fence's bounding box meets it (a map
 /// loads what it shows); with `limit`, a page in id order and `next_after`, the cursor of
 /// the next page (absent on the last).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/stores",
+    tag = "stores",
+    params(("bbox" = Option<String>, Query, description = "minLon,minLat,maxLon,maxLat: stores whose fence meets the box"), ("limit" = Option<u32>, Query, description = "page size, 1 to 5000"), ("after" = Option<String>, Query, description = "the last id of the previous page")),
+    responses((status = 200, description = "Stores (a page of them with bbox, limit or after)", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn list_stores(
     State(engine): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
@@ -405,6 +461,13 @@ async fn list_stores(
     Ok(Json(json!({"stores": hits, "next_after": next_after})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/stores/{id}",
+    tag = "stores",
+    params(("id" = String, Path, example = "osm-node-1007416307", description = "store id")),
+    responses((status = 200, description = "The store", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn get_store(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -417,6 +480,13 @@ async fn get_store(
         .ok_or_else(|| ApiError::NotFound(format!("store {id}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/stores",
+    tag = "stores",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "A store (docs/formats.md#store)", example = json!({"id": "s-new", "name": "Kamppi kiosk", "category": "kiosk", "time_zone": "Europe/Helsinki", "brand": "R-kioski", "tags": ["mall:kamppi"], "opening_hours": "Mo-Su 07:00-22:00", "fence": {"type": "circle", "lat": 60.1692, "lon": 24.9327, "radius_m": 40}})),
+    responses((status = 201, description = "Created", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn create_store(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -433,6 +503,14 @@ async fn create_store(
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/stores/{id}",
+    tag = "stores",
+    params(("id" = String, Path, example = "osm-node-1007416307", description = "store id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "A store", example = json!({"id": "osm-node-1007416307", "name": "Kamppi kiosk", "category": "kiosk", "time_zone": "Europe/Helsinki", "brand": "R-kioski", "tags": ["mall:kamppi"], "opening_hours": "Mo-Su 07:00-22:00", "fence": {"type": "circle", "lat": 60.1692, "lon": 24.9327, "radius_m": 40}})),
+    responses((status = 200, description = "Saved", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn put_store(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -445,6 +523,13 @@ async fn put_store(
     Ok(Json(s))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/stores/{id}",
+    tag = "stores",
+    params(("id" = String, Path, example = "osm-node-1007416307", description = "store id")),
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_store(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -455,10 +540,23 @@ async fn delete_store(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/offers",
+    tag = "offers",
+    responses((status = 200, description = "Offers", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn list_offers(State(engine): State<AppState>) -> Json<Value> {
     Json(json!({"offers": engine.catalog().offers}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/offers/{id}",
+    tag = "offers",
+    params(("id" = String, Path, example = "off-afterwork", description = "offer id")),
+    responses((status = 200, description = "The offer", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn get_offer(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -471,6 +569,13 @@ async fn get_offer(
         .ok_or_else(|| ApiError::NotFound(format!("offer {id}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/offers",
+    tag = "offers",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "An offer (docs/formats.md#offer)", example = json!({"id": "off-new", "campaign_id": "cmp-rainy-day", "title": "Rain?", "body": "Umbrellas -30 %", "category": "umbrella", "store_categories": ["kiosk"], "weather": {"conditions": ["rain"]}, "trigger": {"type": "enter"}})),
+    responses((status = 201, description = "Created", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn create_offer(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -487,6 +592,14 @@ async fn create_offer(
     Ok((StatusCode::CREATED, Json(o)).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/offers/{id}",
+    tag = "offers",
+    params(("id" = String, Path, example = "off-afterwork", description = "offer id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "An offer", example = json!({"id": "off-afterwork", "campaign_id": "cmp-rainy-day", "title": "Rain?", "body": "Umbrellas -30 %", "category": "umbrella", "store_categories": ["kiosk"], "weather": {"conditions": ["rain"]}, "trigger": {"type": "enter"}})),
+    responses((status = 200, description = "Saved", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn put_offer(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -499,6 +612,13 @@ async fn put_offer(
     Ok(Json(o))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/offers/{id}",
+    tag = "offers",
+    params(("id" = String, Path, example = "off-afterwork", description = "offer id")),
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete_offer(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -509,10 +629,23 @@ async fn delete_offer(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/policy",
+    tag = "policy",
+    responses((status = 200, description = "The cap policy", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn get_policy(State(engine): State<AppState>) -> Json<CapPolicy> {
     Json(engine.catalog().policy.clone())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/policy",
+    tag = "policy",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "A cap policy (docs/formats.md#cap-policy)", example = json!({"per_day": 2, "per_week": 6, "min_gap_minutes": 60, "quiet_start": "21:00:00", "quiet_end": "08:00:00"})),
+    responses((status = 200, description = "Saved", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn put_policy(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -530,15 +663,34 @@ fn models_json(engine: &Engine) -> Value {
     json!({"champion": engine.ranker().version(), "challenger": challenger})
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/model",
+    tag = "model",
+    responses((status = 200, description = "The champion and challenger in service", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn model_status(State(engine): State<AppState>) -> Json<Value> {
     Json(models_json(&engine))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/model/reload",
+    tag = "model",
+    responses((status = 200, description = "The models now in service", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn reload_model(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
     engine.reload_model().await?;
     Ok(Json(models_json(&engine)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/results",
+    tag = "results",
+    params(("window_hours" = Option<u32>, Query, description = "attribution window, 1 to 8760 hours")),
+    responses((status = 200, description = "Per offer and model version", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn results(
     State(engine): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
@@ -582,6 +734,14 @@ async fn results(
     })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/stores/import",
+    tag = "stores",
+    params(("format" = Option<String>, Query, description = "csv or geojson"), ("dry_run" = Option<bool>, Query, description = "check only"), ("time_zone" = Option<String>, Query, description = "IANA time zone for rows without one"), ("radius_m" = Option<f64>, Query, description = "circle radius for rows without one")),
+    request_body(content = String, content_type = "text/csv", description = "A CSV or GeoJSON store file"),
+    responses((status = 200, description = "The import report", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn import_stores(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -700,6 +860,13 @@ async fn import_stores(
     Ok(Json(report(Some(summary), !dry_run)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "audit",
+    params(("limit" = Option<u32>, Query, description = "entries, 1 to 1000"), ("before" = Option<String>, Query, description = "an entry id: the next page")),
+    responses((status = 200, description = "The audit log, newest first", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn audit_log(
     State(engine): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
@@ -740,6 +907,13 @@ async fn audit_log(
 
 /// Erasure on a data-protection request, by an admin: the same as the device's own
 /// `DELETE /v1/users/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, example = "anna", description = "user id")),
+    responses((status = 200, description = "What the erasure removed", body = serde_json::Value, content_type = "application/json"))
+)]
 async fn admin_erase(
     State(engine): State<AppState>,
     Extension(actor): Extension<Actor>,

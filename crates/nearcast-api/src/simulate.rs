@@ -38,6 +38,13 @@ impl WeatherSource for Fixed {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/simulate",
+    tag = "simulate",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "A path of events and optional profile, weather and time", example = json!({"weather": {"condition": "rain", "temp_c": 4}, "events": [{"type": "location", "at": "2026-11-20T10:00:00Z", "lat": 60.1692, "lon": 24.9327, "accuracy_m": 10}]})),
+    responses((status = 200, description = "What the live configuration would decide", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn simulate(
     State(live): State<AppState>,
     body: Bytes,

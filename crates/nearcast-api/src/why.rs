@@ -16,6 +16,13 @@ use std::collections::{BTreeMap, HashMap};
 /// Most decisions one answer lists.
 const MAX_LIMIT: usize = 500;
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}/decisions",
+    tag = "users",
+    params(("id" = String, Path, example = "anna", description = "user id"), ("offer_id" = Option<String>, Query, description = "an offer"), ("campaign_id" = Option<String>, Query, description = "a campaign"), ("limit" = Option<u32>, Query, description = "decisions to list, 1 to 500")),
+    responses((status = 200, description = "Why the user was or was not sent an offer", body = serde_json::Value, content_type = "application/json"))
+)]
 pub(crate) async fn user_decisions(
     State(engine): State<AppState>,
     Path(id): Path<String>,
