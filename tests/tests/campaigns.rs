@@ -920,3 +920,84 @@ async fn offers_target_brands_and_tags_and_can_wait_for_the_store_to_open() {
     );
     assert_eq!(h.store.list_stores().await.unwrap(), before);
 }
+
+/// A send rate: at most `max_per_minute` pushes of the campaign in one minute of the
+/// server's clock, counted in each send's commit like the budget, so 10 users at once get
+/// 3 pushes and 7 `rate_limited`; the next minute sends again.
+async fn a_send_rate_holds_per_minute_under_concurrency(backend: Backend) {
+    let h = harness(backend, 1, policy(3)).await;
+    let mut c = rainy("active", 1000);
+    c["max_per_minute"] = json!(3);
+    let (status, v) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let wave = |k: usize| {
+        let users: Vec<String> = (0..10).map(|i| format!("w{k}-{i}")).collect();
+        let h = &h;
+        async move {
+            for (i, u) in users.iter().enumerate() {
+                onboard(h, u, i).await;
+            }
+            let at = noon() + chrono::Duration::minutes(k as i64);
+            h.clock.set(at);
+            let tasks: Vec<_> = users
+                .iter()
+                .map(|u| {
+                    let engine = h.engine.clone();
+                    let e = fix_at(u, &format!("{u}-fix"), 0, at);
+                    tokio::spawn(async move { engine.process(&e).await.unwrap() })
+                })
+                .collect();
+            let mut codes = std::collections::BTreeMap::new();
+            for t in tasks {
+                let d = t.await.unwrap().decision.unwrap();
+                let code = d.reason.as_ref().map_or("sent", |r| r.code()).to_string();
+                *codes.entry(code).or_insert(0) += 1;
+            }
+            codes
+        }
+    };
+    let first = wave(0).await;
+    assert_eq!(first.get("sent"), Some(&3), "{first:?}");
+    assert_eq!(first.get("rate_limited"), Some(&7), "{first:?}");
+    let second = wave(1).await;
+    assert_eq!(second.get("sent"), Some(&3), "{second:?}");
+    assert_eq!(h.notifier.sent().len(), 6);
+    assert_eq!(
+        h.store.campaign_sends(&id("c1")).await.unwrap(),
+        6,
+        "the budget counts all"
+    );
+    let (status, v) = call(
+        &h,
+        "eddie",
+        "PUT",
+        "/v1/admin/campaigns/c1",
+        json!({"id": "c1", "name": "x", "max_per_minute": 0}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("max_per_minute"))
+    );
+    // The embedded host forgets a minute's count ten minutes on.
+    if let Some(db) = &h.sqlite {
+        let before = db.count("campaign_sends").unwrap();
+        db.prune(noon() + chrono::Duration::minutes(30), &Default::default())
+            .unwrap();
+        assert_eq!(
+            db.count("campaign_sends").unwrap(),
+            before - 2,
+            "the two minutes' rate rows"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_send_rate_holds_per_minute_under_concurrency_on_sqlite() {
+    a_send_rate_holds_per_minute_under_concurrency(Backend::InterleavedSqlite).await;
+}
+
+#[tokio::test]
+async fn a_send_rate_holds_per_minute_under_concurrency_on_dynamodb() {
+    a_send_rate_holds_per_minute_under_concurrency(Backend::InterleavedDynamo).await;
+}

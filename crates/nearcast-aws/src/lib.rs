@@ -489,16 +489,28 @@ impl DynamoStateStore {
             slots.push(Slot::Other);
         }
         for (i, (campaign, sends, budget)) in budgets.iter().enumerate() {
+            // A send-rate count matters for its minute: it expires a day later.
+            let rate = nearcast_core::campaign::is_rate_key(campaign);
             let update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(format!("BUDGET#{campaign}"), "SENDS")))
-                .update_expression("ADD #s :n")
+                .update_expression(if rate {
+                    "ADD #s :n SET #ttl = :ttl"
+                } else {
+                    "ADD #s :n"
+                })
                 .condition_expression("attribute_not_exists(#s) OR #s <= :max")
                 .expression_attribute_names("#s", "sent")
                 .expression_attribute_values(":n", n(*sends as i64))
-                .expression_attribute_values(":max", n((budget - sends) as i64))
-                .build()
-                .map_err(|e| err("TransactWriteItems", e))?;
+                .expression_attribute_values(":max", n((budget - sends) as i64));
+            let update = if rate {
+                update
+                    .expression_attribute_names("#ttl", "ttl")
+                    .expression_attribute_values(":ttl", n(now + 24 * 3600))
+            } else {
+                update
+            };
+            let update = update.build().map_err(|e| err("TransactWriteItems", e))?;
             items.push(TransactWriteItem::builder().update(update).build());
             slots.push(Slot::Budget(i));
         }

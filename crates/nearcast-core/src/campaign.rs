@@ -152,6 +152,11 @@ pub struct Campaign {
     /// count is kept in the same atomic commit as each send, so it is never exceeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<u64>,
+    /// Most pushes the campaign sends in one minute of the server's clock (a send rate,
+    /// so a campaign that lights up a whole city does not push everyone in the same second
+    /// or flood a store). Counted like the budget, in each send's own commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<u32>,
     /// Caps per user for this campaign.
     #[serde(default)]
     pub per_user: PerUser,
@@ -368,6 +373,14 @@ impl Campaign {
                 format!("must be in [1, {MAX_BUDGET}], got {b}"),
             ));
         }
+        if let Some(r) = self.max_per_minute
+            && !(1..=1_000_000).contains(&r)
+        {
+            return Err(FieldError::new(
+                "max_per_minute",
+                format!("must be in [1, 1000000], got {r}"),
+            ));
+        }
         if let Some(d) = self.per_user.per_day
             && !(1..=50).contains(&d)
         {
@@ -463,6 +476,24 @@ pub enum CampaignBlock {
     OutsideSchedule,
 }
 
+/// The key the send rate of campaign `id` is counted under in the minute of `now` (the
+/// server's clock): a budget of `max_per_minute` sends for that minute alone.
+pub fn rate_key(id: &Id, now: DateTime<Utc>) -> Id {
+    // A long id is hashed so the key stays within the 128 characters of an id.
+    let base = if id.as_str().len() > 100 {
+        format!("h{:016x}", crate::holdout::stable_hash(&[id.as_str()]))
+    } else {
+        id.to_string()
+    };
+    Id::parse(&format!("{base}.rate.{}", now.format("%Y%m%d%H%M")))
+        .expect("ids and digits make an id")
+}
+
+/// Whether `key` is a send-rate key ([`rate_key`]).
+pub fn is_rate_key(key: &Id) -> bool {
+    key.as_str().contains(".rate.")
+}
+
 /// Replaces the tokens of a title or body.
 pub fn render_text(text: &str, store_name: &str, coupon: Option<&str>) -> String {
     text.replace("{store}", store_name)
@@ -501,6 +532,7 @@ mod tests {
         for (pointer, bad, field) in [
             ("/holdout", json!(0.7), "holdout"),
             ("/budget", json!(0), "budget"),
+            ("/max_per_minute", json!(0), "max_per_minute"),
             ("/status", json!("running"), "status"),
             ("/per_user/per_day", json!(0), "per_user.per_day"),
             ("/per_user/total", json!(0), "per_user.total"),

@@ -266,7 +266,16 @@ impl Catalog {
 
     /// Records that the budget of campaign `id` is spent (a commit refused a send).
     pub fn mark_spent(&self, id: &Id) {
-        self.spent.write().expect("spent lock").insert(id.clone());
+        let mut spent = self.spent.write().expect("spent lock");
+        // A send-rate key holds for its minute only: the earlier minutes' keys go.
+        if let Some((_, minute)) = id.as_str().split_once(".rate.") {
+            spent.retain(|k| {
+                k.as_str()
+                    .split_once(".rate.")
+                    .is_none_or(|(_, m)| m >= minute)
+            });
+        }
+        spent.insert(id.clone());
     }
 
     /// Whether the store at position `p` is open at `local` (its own local time) by its

@@ -88,6 +88,9 @@ pub enum Reason {
         campaign: String,
     },
     StoreClosed,
+    RateLimited {
+        campaign: String,
+    },
     CampaignCapped {
         campaign: String,
         detail: String,
@@ -123,6 +126,7 @@ impl Reason {
             Reason::BudgetSpent { .. } => "budget_spent",
             Reason::CouponsExhausted { .. } => "coupons_exhausted",
             Reason::StoreClosed => "store_closed",
+            Reason::RateLimited { .. } => "rate_limited",
             Reason::CampaignCapped { .. } => "campaign_capped",
             Reason::GlobalControl => "global_control",
         }
@@ -174,6 +178,9 @@ impl std::fmt::Display for Reason {
                 write!(f, "campaign {campaign} has given out every coupon code")
             }
             Reason::StoreClosed => write!(f, "the store is closed now (its opening hours)"),
+            Reason::RateLimited { campaign } => {
+                write!(f, "campaign {campaign} has sent its most for this minute")
+            }
             Reason::CampaignCapped { campaign, detail } => {
                 write!(f, "campaign {campaign}: {detail}")
             }
@@ -1018,6 +1025,11 @@ pub fn campaign_rules(
     }
     if c.budget.is_some() && cat.budget_spent(&c.id) {
         return Err(Reason::BudgetSpent {
+            campaign: c.id.to_string(),
+        });
+    }
+    if c.max_per_minute.is_some() && cat.budget_spent(&crate::campaign::rate_key(&c.id, now)) {
+        return Err(Reason::RateLimited {
             campaign: c.id.to_string(),
         });
     }

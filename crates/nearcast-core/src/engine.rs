@@ -432,9 +432,16 @@ impl Engine {
                     commit.decisions.push(d.clone());
                 }
                 if let Some(p) = &push
-                    && let Some(budget) = catalog.campaign(&p.campaign_id).and_then(|c| c.budget)
+                    && let Some(c) = catalog.campaign(&p.campaign_id)
                 {
-                    commit.budgets.push((p.campaign_id.clone(), budget));
+                    if let Some(budget) = c.budget {
+                        commit.budgets.push((p.campaign_id.clone(), budget));
+                    }
+                    // The send rate: a budget of its own for this minute.
+                    if let Some(rate) = c.max_per_minute {
+                        let key = crate::campaign::rate_key(&c.id, p.at);
+                        commit.budgets.push((key, u64::from(rate)));
+                    }
                 }
                 // A campaign with a coupon pool: pick one of its free codes at random (so
                 // concurrent sends rarely pick the same one); the commit assigns it only
@@ -518,7 +525,11 @@ impl Engine {
                 CommitOutcome::Conflict => backoff(attempt).await,
                 // Decide again: the campaign's offers are now out of the running here.
                 CommitOutcome::BudgetSpent(c) => {
-                    tracing::info!(campaign = %c, "campaign budget spent");
+                    if crate::campaign::is_rate_key(&c) {
+                        tracing::debug!(key = %c, "campaign send rate reached for this minute");
+                    } else {
+                        tracing::info!(campaign = %c, "campaign budget spent");
+                    }
                     catalog.mark_spent(&c);
                 }
                 // Another send took a picked code first: pick again from a fresh read.

@@ -401,6 +401,18 @@ impl SqliteStore {
     ) -> Result<(usize, usize), StoreError> {
         let forgotten = now - chrono::Duration::days(nearcast_core::ports::ERASURE_MEMORY_DAYS);
         self.with(|c| c.execute("DELETE FROM erased WHERE at < ?1", [forgotten.timestamp()]))?;
+        // Campaign send-rate counts (`<campaign>.rate.<YYYYMMDDHHMM>`) matter for their
+        // minute only.
+        let minute = (now - chrono::Duration::minutes(10))
+            .format("%Y%m%d%H%M")
+            .to_string();
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM campaign_sends WHERE campaign_id LIKE '%.rate.%'
+                   AND substr(campaign_id, -12) < ?1",
+                [minute],
+            )
+        })?;
         Ok((
             self.prune_seen(now - retention.idempotency)?,
             self.prune_logs(now - retention.logs)?,
@@ -420,6 +432,9 @@ impl SqliteStore {
             "outcomes",
             "stores",
             "offers",
+            "campaigns",
+            "campaign_sends",
+            "coupons",
         ]
         .contains(&table)
         {
