@@ -798,6 +798,34 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
         v["coupons"],
         json!({"total": 6, "issued": 6, "redeemed": 1})
     );
+
+    // The campaign's results count the redemption against the push that carried the code.
+    let (status, v) = call(
+        &h,
+        "vic",
+        "GET",
+        "/v1/admin/campaigns/c1/results",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["window_hours"], 72, "the campaign's conversion deadline");
+    let all = &v["results"]["all"];
+    assert_eq!(all["treated"]["n"], 6, "{v}");
+    assert_eq!(all["treated"]["redeemed"], 1, "{v}");
+    assert_eq!(all["redemption_lift"]["verdict"], "too_small", "{v}");
+    let (status, v) = call(
+        &h,
+        "vic",
+        "GET",
+        "/v1/admin/campaigns/c1/results?window_hours=0",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("window_hours"))
+    );
 }
 
 #[tokio::test]

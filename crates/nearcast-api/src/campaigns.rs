@@ -541,3 +541,64 @@ pub(crate) async fn redeem(
         },
     )
 }
+
+/// `GET /v1/admin/campaigns/{id}/results[?window_hours=]`: treated against held out (and the
+/// global control group), per campaign and variant, on redemptions and purchases in the
+/// offer's category within the window (default: the campaign's conversion deadline, else
+/// 72 h), each difference with its 95 % interval and a verdict, and the variants compared
+/// by chi-squared. Computed from the logs on each call.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/campaigns/{id}/results",
+    tag = "results",
+    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id"), ("window_hours" = Option<u32>, Query, description = "attribution window, 1 to 8760 hours")),
+    responses((status = 200, description = "Arms, lifts with intervals, variant tests", body = serde_json::Value, content_type = "application/json"))
+)]
+pub(crate) async fn results(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let id = path_id("id", &id)?;
+    let (campaign, _) = engine.campaign(&id).await?;
+    let mut hours = campaign
+        .conversion
+        .as_ref()
+        .map_or(72, |c| i64::from(c.within_hours));
+    for (k, v) in &q {
+        match k.as_str() {
+            "window_hours" => {
+                hours = v
+                    .parse()
+                    .ok()
+                    .filter(|h| (1..=8760).contains(h))
+                    .ok_or_else(|| {
+                        ApiError::invalid("window_hours", "must be a whole number from 1 to 8760")
+                    })?;
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a known parameter (window_hours)",
+                ));
+            }
+        }
+    }
+    let decisions = engine
+        .store()
+        .decisions()
+        .await
+        .map_err(|e| ApiError::from(nearcast_core::engine::EngineError::from(e)))?;
+    let outcomes = engine
+        .store()
+        .outcomes()
+        .await
+        .map_err(|e| ApiError::from(nearcast_core::engine::EngineError::from(e)))?;
+    let r = nearcast_core::results::campaign_results(
+        &id,
+        &decisions,
+        &outcomes,
+        chrono::Duration::hours(hours),
+    );
+    Ok(Json(json!({"campaign_id": id, "window_hours": hours, "results": r})).into_response())
+}

@@ -114,6 +114,7 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             campaigns::upload_coupons
         )))
         .routes(routes!(campaigns::redeem))
+        .routes(routes!(campaigns::results))
         .routes(routes!(get_policy, put_policy))
         .routes(routes!(simulate::simulate))
         .routes(routes!(results))
