@@ -13,7 +13,11 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn keys() -> Access {
-    api_keys(&[("vic", Role::Viewer), ("eddie", Role::Editor)])
+    api_keys(&[
+        ("vic", Role::Viewer),
+        ("eddie", Role::Editor),
+        ("ada", Role::Admin),
+    ])
 }
 
 async fn call(h: &Harness, who: &str, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
@@ -732,6 +736,20 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
         v,
         json!({"campaign_id": "c1", "total": 5, "issued": 5, "free": 0, "redeemed": 0})
     );
+
+    // Why did the others get nothing? The pool, then and now.
+    let mut explained = 0;
+    for u in &users {
+        let uri = format!("/v1/admin/users/{u}/decisions?campaign_id=c1");
+        let (status, v) = call(&h, "ada", "GET", &uri, Value::Null).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        if v["not_sent_by_reason"]["coupons_exhausted"] == 1 {
+            explained += 1;
+            let now = v["blocking_now"].to_string();
+            assert!(now.contains("every coupon code (5 of 5)"), "{v}");
+        }
+    }
+    assert_eq!(explained, 3);
 
     // More codes: the campaign sends again.
     let (status, _) = call_raw(&h, "eddie", uri, "RAIN-006\n").await;

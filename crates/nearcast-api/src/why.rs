@@ -157,6 +157,15 @@ pub(crate) async fn user_decisions(
         if c.budget.is_some() && cat.budget_spent(&c.id) {
             now.push(format!("campaign {} has spent its budget", c.id));
         }
+        if c.coupon_pool {
+            let counts = engine.coupon_counts(&c.id).await?;
+            if counts.free() == 0 {
+                now.push(format!(
+                    "campaign {} has given out every coupon code ({} of {})",
+                    c.id, counts.issued, counts.total
+                ));
+            }
+        }
     }
     let summary = if considered == 0 {
         "no kept decision considered it: the user was not seen entering a fence where it runs \
