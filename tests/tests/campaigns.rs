@@ -1047,3 +1047,81 @@ async fn a_send_rate_holds_per_minute_under_concurrency_on_sqlite() {
 async fn a_send_rate_holds_per_minute_under_concurrency_on_dynamodb() {
     a_send_rate_holds_per_minute_under_concurrency(Backend::InterleavedDynamo).await;
 }
+
+/// Capped, not lost: a campaign with `defer_minutes` sends a push held back by quiet hours
+/// or the minimum gap at the first moment the caps allow, if that comes soon enough; the
+/// relay sends it then, once, and not at all if the person withdrew push consent meanwhile.
+async fn quiet_hours_and_the_gap_defer_a_push_instead_of_dropping_it(backend: Backend) {
+    let mut p = policy(5);
+    p.quiet_start = chrono::NaiveTime::from_hms_opt(21, 0, 0).unwrap();
+    p.quiet_end = chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap();
+    p.min_gap_minutes = 60;
+    let h = harness(backend, 3, p).await;
+    let mut c = rainy("active", 100);
+    c["defer_minutes"] = json!(720);
+    let (status, v) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let relay = |minutes_after_noon: i64| {
+        h.clock
+            .set(noon() + chrono::Duration::minutes(minutes_after_noon));
+        let engine = h.engine.clone();
+        async move {
+            engine
+                .relay_pending(chrono::Duration::seconds(30), 100)
+                .await
+                .unwrap()
+        }
+    };
+
+    // 21:30 in Helsinki (19:30Z): quiet until 08:00 (06:00Z next day), 10.5 h away.
+    onboard(&h, "nina", 0).await;
+    onboard(&h, "olli", 1).await;
+    assert_eq!(reason_of(&h, "nina", 0, 570).await, "sent");
+    let d = &h.store.decisions().await.unwrap();
+    let nina = d.iter().find(|d| d.user_id.as_str() == "nina").unwrap();
+    let at_eight: chrono::DateTime<chrono::Utc> = "2026-11-21T06:00:00Z".parse().unwrap();
+    assert_eq!(nina.deferred_until, Some(at_eight));
+    assert!(h.notifier.sent().is_empty(), "nothing in the quiet hours");
+    assert_eq!(relay(600).await, 0, "still quiet at 22:00");
+    // olli is deferred too, then withdraws push consent before the morning.
+    assert_eq!(reason_of(&h, "olli", 1, 575).await, "sent");
+    h.engine
+        .process(&event(
+            "olli",
+            json!({"event_id": "olli-off", "type": "consent", "at": (noon() + chrono::Duration::minutes(580)).to_rfc3339(),
+                   "purpose": "push", "granted": false, "policy_version": "2026-10"}),
+        ))
+        .await
+        .unwrap();
+    // 08:00:30 the next morning: nina's push goes, once; olli's does not.
+    assert_eq!(relay(20 * 60 + 1).await, 1);
+    assert_eq!(relay(20 * 60 + 5).await, 0);
+    let sent = h.notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].user_id.as_str(), sent[0].at), ("nina", at_eight));
+
+    // The minimum gap: nina was sent at 08:00; a visit at 08:20 waits until 09:00.
+    assert_eq!(reason_of(&h, "nina", 2, 20 * 60 + 20).await, "sent");
+    assert_eq!(h.notifier.sent().len(), 1);
+    assert_eq!(relay(21 * 60 + 1).await, 1);
+    assert_eq!(
+        h.notifier.sent()[1].at,
+        at_eight + chrono::Duration::hours(1)
+    );
+
+    // Without deferral (or past its limit) they are dropped, as before.
+    c["defer_minutes"] = json!(30);
+    call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c).await;
+    onboard(&h, "pia", 0).await;
+    assert_eq!(reason_of(&h, "pia", 0, 630).await, "quiet_hours");
+}
+
+#[tokio::test]
+async fn quiet_hours_and_the_gap_defer_a_push_instead_of_dropping_it_on_sqlite() {
+    quiet_hours_and_the_gap_defer_a_push_instead_of_dropping_it(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn quiet_hours_and_the_gap_defer_a_push_instead_of_dropping_it_on_dynamodb() {
+    quiet_hours_and_the_gap_defer_a_push_instead_of_dropping_it(Backend::Dynamo).await;
+}

@@ -208,6 +208,7 @@ fn logged(user: &str, event: &str, offer: &str, model: &str, verdict: Verdict) -
         campaign_id: None,
         variant_id: None,
         catalog_version: None,
+        deferred_until: None,
     }
 }
 

@@ -155,6 +155,7 @@ fn decision(user: &str, event: &str, minute: i64) -> Decision {
         campaign_id: None,
         variant_id: None,
         catalog_version: None,
+        deferred_until: None,
     }
 }
 

@@ -157,6 +157,12 @@ pub struct Campaign {
     /// or flood a store). Counted like the budget, in each send's own commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_minute: Option<u32>,
+    /// Capped, not lost: a push held back only by quiet hours or the minimum gap is sent
+    /// at the first moment the caps allow, if that comes within this many minutes (1 to
+    /// 1440); the push is committed now, with that time, and the outbox relay sends it
+    /// then (consent checked again). None: such a push is dropped (`quiet_hours`, `capped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defer_minutes: Option<u32>,
     /// Caps per user for this campaign.
     #[serde(default)]
     pub per_user: PerUser,
@@ -381,6 +387,14 @@ impl Campaign {
                 format!("must be in [1, 1000000], got {r}"),
             ));
         }
+        if let Some(m) = self.defer_minutes
+            && !(1..=1440).contains(&m)
+        {
+            return Err(FieldError::new(
+                "defer_minutes",
+                format!("must be in [1, 1440], got {m}"),
+            ));
+        }
         if let Some(d) = self.per_user.per_day
             && !(1..=50).contains(&d)
         {
@@ -533,6 +547,7 @@ mod tests {
             ("/holdout", json!(0.7), "holdout"),
             ("/budget", json!(0), "budget"),
             ("/max_per_minute", json!(0), "max_per_minute"),
+            ("/defer_minutes", json!(1441), "defer_minutes"),
             ("/status", json!("running"), "status"),
             ("/per_user/per_day", json!(0), "per_user.per_day"),
             ("/per_user/total", json!(0), "per_user.total"),

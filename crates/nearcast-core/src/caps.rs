@@ -58,6 +58,49 @@ pub fn in_quiet_hours(t: NaiveTime, start: NaiveTime, end: NaiveTime) -> bool {
     }
 }
 
+/// The first moment after `now` at which the caps would let a push through, if quiet hours
+/// or the minimum gap is all that holds it now: the end of the quiet hours in the store's
+/// time zone, or the last send plus the gap (whichever is later when both hold), checked
+/// again at that moment (a daily or weekly cap reached then is not waited out). `None`
+/// when a cap other than those two holds, or nothing does.
+pub fn next_allowed(
+    policy: &CapPolicy,
+    sends: &[SendRecord],
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Option<DateTime<Utc>> {
+    let mut at = now;
+    for _ in 0..3 {
+        match check(policy, sends, at, tz) {
+            Ok(()) => return (at > now).then_some(at),
+            Err(CapBlock::QuietHours { .. }) => {
+                let local = at.with_timezone(&tz);
+                let mut day = local.date_naive();
+                if local.time() >= policy.quiet_end {
+                    day = day.succ_opt()?;
+                }
+                // The first instant at or after the local end (a gap in the clocks moves
+                // it to the next valid local time).
+                let end = day.and_time(policy.quiet_end);
+                at = (0..3)
+                    .find_map(|h| (end + Duration::hours(h)).and_local_timezone(tz).earliest())?
+                    .with_timezone(&Utc);
+            }
+            Err(CapBlock::MinGap { .. }) => {
+                let last = sends.iter().filter(|s| !s.held_out).map(|s| s.at).max()?;
+                let next = last + Duration::minutes(i64::from(policy.min_gap_minutes));
+                at = if next > at {
+                    next
+                } else {
+                    at + Duration::minutes(1)
+                };
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// Checks the caps for a push to a user at `now`, given their recent sends (held-out
 /// records do not count) and the store's time zone for the local day and quiet hours.
 ///
@@ -132,6 +175,51 @@ mod tests {
 
     fn noon() -> DateTime<Utc> {
         "2026-11-20T10:00:00Z".parse().unwrap() // 12:00 in Helsinki
+    }
+
+    #[test]
+    fn the_next_allowed_moment_is_the_end_of_quiet_hours_or_of_the_gap() {
+        let hki = chrono_tz::Europe::Helsinki;
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let p = CapPolicy::default(); // quiet 21:00-08:00, gap 60 min, 2 a day
+        // 22:30 and 01:00 local: 08:00 local the next morning; 07:30: half an hour on.
+        for at in ["2026-11-20T20:30:00Z", "2026-11-20T23:00:00Z"] {
+            assert_eq!(
+                next_allowed(&p, &[], t(at), hki),
+                Some(t("2026-11-21T06:00:00Z"))
+            );
+        }
+        assert_eq!(
+            next_allowed(&p, &[], t("2026-11-21T05:30:00Z"), hki),
+            Some(t("2026-11-21T06:00:00Z"))
+        );
+        // Allowed now, or held by the daily cap: nothing to wait for.
+        assert_eq!(next_allowed(&p, &[], noon(), hki), None);
+        let two = [
+            rec(noon() - Duration::hours(3)),
+            rec(noon() - Duration::hours(2)),
+        ];
+        assert_eq!(next_allowed(&p, &two, noon(), hki), None);
+        // The gap: 20 minutes after a send, 40 more.
+        let one = [rec(noon() - Duration::minutes(20))];
+        assert_eq!(
+            next_allowed(&p, &one, noon(), hki),
+            Some(noon() + Duration::minutes(40))
+        );
+        // A send at 20:30 local: the gap would end at 21:30, in quiet hours: 08:00.
+        let evening = t("2026-11-20T18:30:00Z");
+        assert_eq!(
+            next_allowed(&p, &[rec(evening)], evening + Duration::minutes(10), hki),
+            Some(t("2026-11-21T06:00:00Z"))
+        );
+        // The end of quiet hours in a time zone where the clocks go forward at 03:00: a
+        // quiet end of 03:30 on that night is 04:30 local (the first valid time).
+        let mut q = p.clone();
+        q.quiet_start = NaiveTime::from_hms_opt(1, 0, 0).unwrap();
+        q.quiet_end = NaiveTime::from_hms_opt(3, 30, 0).unwrap();
+        let night = t("2027-03-28T00:00:00Z"); // 02:00 EET, the night of the change
+        let end = next_allowed(&q, &[], night, hki).unwrap();
+        assert_eq!(end.with_timezone(&hki).format("%H:%M").to_string(), "04:30");
     }
 
     #[test]

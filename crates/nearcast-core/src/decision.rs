@@ -286,6 +286,10 @@ pub struct Decision {
     /// the last configuration change), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog_version: Option<String>,
+    /// For a push its campaign deferred past quiet hours or the minimum gap: when it goes
+    /// out (the outbox relay sends it then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<DateTime<Utc>>,
 }
 
 /// A visit that began or ended with a location event.
@@ -548,6 +552,7 @@ fn blank(event: &Event, reason: Option<Reason>, verdict: Verdict, model: &str) -
         campaign_id: None,
         variant_id: None,
         catalog_version: None,
+        deferred_until: None,
     }
 }
 
@@ -846,6 +851,9 @@ fn decide_at(
 
     // 4. Consent, push target, caps, holdout: in that order, so the holdout group is drawn
     // only among users who would otherwise have been sent the push (a fair comparison).
+    // A campaign that defers: quiet hours or the gap that would drop the push postpone it
+    // instead, to the first moment the caps allow, if that is within its limit.
+    let mut send_at = inputs.now;
     let block = if !state.consents.granted(Purpose::Push) {
         Some(Reason::NoConsentPush)
     } else if state.push.as_ref().is_none_or(|t| t.disabled) {
@@ -853,10 +861,26 @@ fn decide_at(
     } else {
         match caps::check(&cat.policy, &state.sends, inputs.now, tz) {
             Ok(()) => None,
-            Err(CapBlock::QuietHours { local }) => Some(Reason::QuietHours { local }),
-            Err(b) => Some(Reason::Capped {
-                detail: b.to_string(),
-            }),
+            Err(b) => {
+                let defer = cat.campaign_of(k).and_then(|c| c.defer_minutes);
+                let later = defer
+                    .filter(|_| matches!(b, CapBlock::QuietHours { .. } | CapBlock::MinGap { .. }))
+                    .and_then(|m| {
+                        caps::next_allowed(&cat.policy, &state.sends, inputs.now, tz)
+                            .filter(|t| *t - inputs.now <= chrono::Duration::minutes(i64::from(m)))
+                    });
+                match (later, b) {
+                    (Some(t), _) => {
+                        send_at = t;
+                        d.deferred_until = Some(t);
+                        None
+                    }
+                    (None, CapBlock::QuietHours { local }) => Some(Reason::QuietHours { local }),
+                    (None, b) => Some(Reason::Capped {
+                        detail: b.to_string(),
+                    }),
+                }
+            }
         }
     };
     if let Some(r) = block {
@@ -914,7 +938,7 @@ fn decide_at(
         };
     }
     state.sends.push(SendRecord {
-        at: inputs.now,
+        at: send_at,
         offer_id: offer.id.clone(),
         delivery_id: did.clone(),
         held_out: false,
@@ -954,7 +978,7 @@ fn decide_at(
         image_url: variant.and_then(|v| v.image_url.clone()),
         score,
         model_version: model.to_string(),
-        at: inputs.now,
+        at: send_at,
     };
     d.verdict = Verdict::Sent;
     d.candidates = candidates;

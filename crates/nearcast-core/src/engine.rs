@@ -516,7 +516,9 @@ impl Engine {
                     {
                         self.register(user, t.platform, &t.token).await;
                     }
-                    for p in &commit.pushes {
+                    // A deferred push waits, pending, for the relay at its time.
+                    let now = self.clock.now();
+                    for p in commit.pushes.iter().filter(|p| p.at <= now) {
                         self.deliver(p).await?;
                     }
                     return Ok(reports);

@@ -541,6 +541,7 @@ mod tests {
             campaign_id: None,
             variant_id: None,
             catalog_version: None,
+            deferred_until: None,
         }
     }
 

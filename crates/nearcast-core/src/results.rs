@@ -482,6 +482,7 @@ mod campaign_tests {
             campaign_id: Some(id("rain")),
             variant_id: (!variant.is_empty()).then(|| id(variant)),
             catalog_version: None,
+            deferred_until: None,
         }
     }
 
