@@ -422,9 +422,14 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<(Arc<Engine>, Report, PathBu
     Ok((engine, report, outbox))
 }
 
-/// Each coupon pool's counts, and a till redeeming the first code sent: once (the outcome
-/// is logged against the delivery), then again (refused).
-async fn till(engine: &Engine) -> Result<Vec<String>, HostError> {
+/// Each coupon pool's counts, and a till redeeming the first code sent (the earliest push,
+/// whatever order the store lists deliveries in): once (the outcome is logged against the
+/// delivery), then again (refused). Part of the demo; public so the same day can be
+/// replayed on another store and compared.
+///
+/// # Errors
+/// A store failure.
+pub async fn till(engine: &Engine) -> Result<Vec<String>, HostError> {
     use nearcast_core::coupon::Redemption;
     let mut lines = Vec::new();
     for c in engine.catalog().campaigns.iter().filter(|c| c.coupon_pool) {
@@ -436,8 +441,9 @@ async fn till(engine: &Engine) -> Result<Vec<String>, HostError> {
             .map_err(nearcast_core::engine::EngineError::from)?;
         if let Some(code) = sent
             .iter()
-            .filter(|d| d.push.campaign_id == c.id)
-            .find_map(|d| d.push.coupon.clone())
+            .filter(|d| d.push.campaign_id == c.id && d.push.coupon.is_some())
+            .min_by_key(|d| (d.push.at, d.push.delivery_id.clone()))
+            .and_then(|d| d.push.coupon.clone())
         {
             for (order, attempt) in [("till-1", "first"), ("till-2", "again")] {
                 let r = engine.redeem_coupon(&code, Some(order)).await?;
