@@ -603,7 +603,14 @@ mod tests {
         assert_eq!(p.rows, 3);
         assert_eq!(p.named_by_id, 1);
         assert_eq!(p.stores[2].1.name, "osm-node-3");
-        assert_eq!(p.ignored_columns, ["opening_hours", "osm_timestamp"]);
+        assert_eq!(p.ignored_columns, ["osm_timestamp"]);
+        // The opening hours are kept; a row without them has none.
+        assert_eq!(
+            p.stores[0].1.opening_hours.as_deref(),
+            Some("Mo-Fr 08:00-18:00")
+        );
+        assert_eq!(p.stores[1].1.opening_hours, None);
+        assert!(p.warnings.is_empty());
         let (row, s) = &p.stores[0];
         assert_eq!(
             (*row, s.id.as_str(), s.name.as_str(), s.category.as_str()),
@@ -716,7 +723,7 @@ mod tests {
     #[test]
     fn geojson_points_become_circles_and_polygons_stay_polygons() {
         let text = r#"{"type": "FeatureCollection", "features": [
-            {"type": "Feature", "id": "p1", "properties": {"name": "Point", "category": "cafe", "radius_m": 30, "brand": "X"},
+            {"type": "Feature", "id": "p1", "properties": {"name": "Point", "category": "cafe", "radius_m": 30, "brand": "X", "tags": ["a", "B"], "opening_hours": "Mon 9am", "floor": 2},
              "geometry": {"type": "Point", "coordinates": [24.94, 60.17]}},
             {"type": "Feature", "properties": {"id": "m1", "name": "Mall", "category": "mall", "time_zone": "Europe/Helsinki"},
              "geometry": {"type": "Polygon", "coordinates": [[[24.9, 60.1], [24.91, 60.1], [24.91, 60.11], [24.9, 60.1]]]}},
@@ -738,7 +745,21 @@ mod tests {
             }
         );
         assert!(matches!(p.stores[1].1.fence, Fence::Polygon { .. }));
-        assert_eq!(p.ignored_columns, ["properties.brand"]);
+        assert_eq!(p.ignored_columns, ["properties.floor"]);
+        let point = &p.stores[0].1;
+        assert_eq!(
+            (
+                point.brand.as_deref(),
+                point.tags.clone(),
+                point.opening_hours.as_deref()
+            ),
+            (Some("X"), vec!["a".to_string(), "b".to_string()], None)
+        );
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(
+            (p.warnings[0].row, p.warnings[0].field.as_str()),
+            (1, "properties.opening_hours")
+        );
         let got: Vec<(usize, &str, Option<&str>)> = p
             .rejected
             .iter()
