@@ -143,6 +143,24 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         )
     };
 
+    // A campaign with a coupon pool, so refused uploads and redemptions have rows to spare.
+    let (s, v) = call(
+        &h,
+        "PUT",
+        "/v1/admin/campaigns/cpool",
+        json!({"id": "cpool", "name": "Pool", "coupon_pool": true}).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = call(
+        &h,
+        "POST",
+        "/v1/admin/campaigns/cpool/coupons",
+        "code\nP-1\nP-2\n",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let campaign_ok = json!({"id": "cpool", "name": "Pool", "coupon_pool": true});
     let cases: Vec<(&str, &str, &str, Body, u16, &str)> = vec![
         ("empty body", "POST", "/v1/events", Body::empty(), 400, "body"),
         ("not json", "POST", "/v1/events", Body::from("{\"user_id\": "), 400, "body"),
@@ -196,10 +214,23 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         ("policy partial (PUT replaces the whole policy)", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3}).to_string()), 400, "per_week"),
         ("policy bad quiet time", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3, "per_week": 5, "min_gap_minutes": 0, "quiet_start": "25:00:00", "quiet_end": "08:00:00"}).to_string()), 400, "quiet_start"),
         ("simulate no events", "POST", "/v1/admin/simulate", Body::from(json!({"events": []}).to_string()), 400, "events"),
+        ("coupon file with a bad code", "POST", "/v1/admin/campaigns/cpool/coupons", Body::from("code\nQ-1\nA B\n"), 400, "rows[3].code"),
+        ("coupon file repeating a code", "POST", "/v1/admin/campaigns/cpool/coupons", Body::from("Q-1\nQ-1\n"), 400, "rows[2].code"),
+        ("coupon already in a pool", "POST", "/v1/admin/campaigns/cpool/coupons", Body::from("Q-1\nP-2\n"), 400, "rows[2].code"),
+        ("coupon file without a code", "POST", "/v1/admin/campaigns/cpool/coupons", Body::from("code\n\n"), 400, "body"),
+        ("coupon upload with an unknown parameter", "POST", "/v1/admin/campaigns/cpool/coupons?size=2", Body::from("Q-1\n"), 400, "size"),
+        ("redemption of a malformed code", "POST", "/v1/admin/redemptions", Body::from(json!({"code": "a b"}).to_string()), 400, "code"),
+        ("redemption with an unknown field", "POST", "/v1/admin/redemptions", Body::from(json!({"code": "P-1", "till": 3}).to_string()), 400, "till"),
+        ("results with a zero window", "GET", "/v1/admin/campaigns/cpool/results?window_hours=0", Body::empty(), 400, "window_hours"),
+        ("campaign with a zero send rate", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "max_per_minute", json!(0)).to_string()), 400, "max_per_minute"),
+        ("campaign deferring over a day", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "defer_minutes", json!(1441)).to_string()), 400, "defer_minutes"),
+        ("store with unreadable opening hours", "PUT", "/v1/admin/stores/s9", Body::from(with(store_ok.clone(), "opening_hours", json!("Mon - Fri 11am - 11pm")).to_string()), 400, "opening_hours"),
+        ("store with an upper-case tag", "PUT", "/v1/admin/stores/s9", Body::from(with(store_ok.clone(), "tags", json!(["Flagship"])).to_string()), 400, "tags[0]"),
+        ("offer with a bad store tag", "PUT", "/v1/admin/offers/o9", Body::from(with(offer_ok.clone(), "store_tags", json!(["a b"])).to_string()), 400, "store_tags[0]"),
     ];
     assert!(cases.len() >= 25);
     let rows = dump(&h).await.unwrap().join("\n");
-    for held in ["tok-u1", "notification_opened", "p1", "per_day"] {
+    for held in ["tok-u1", "notification_opened", "p1", "per_day", "P-2"] {
         assert!(rows.contains(held), "the snapshot covers {held}: {rows}");
     }
     let before = snapshot(&h).await;

@@ -35,6 +35,31 @@ async fn decide_at_store_0(h: &Harness, user: &str) -> nearcast_core::decision::
         .unwrap()
 }
 
+/// Onboards `users`, then sends one fix each at store 0 at `at`, all at once; answers the
+/// decisions in the users' order.
+async fn race(
+    h: &Harness,
+    users: &[String],
+    at: chrono::DateTime<chrono::Utc>,
+) -> Vec<nearcast_core::decision::Decision> {
+    for (i, u) in users.iter().enumerate() {
+        onboard(h, u, i).await;
+    }
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|u| {
+            let engine = h.engine.clone();
+            let e = fix_at(u, &format!("{u}-fix"), 0, at);
+            tokio::spawn(async move { engine.process(&e).await.unwrap() })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap().decision.expect("a location decision"));
+    }
+    out
+}
+
 /// The campaign the catalog's offers (`campaign_id` `c1`) belong to.
 fn rainy(status: &str, budget: u64) -> Value {
     json!({"id": "c1", "name": "Rainy-day umbrellas", "status": status, "budget": budget,
@@ -82,20 +107,8 @@ async fn a_budget_runs_out_exactly_under_fifty_concurrent_sends(backend: Backend
     );
     assert_eq!(v["offers"], json!(["o0"]));
     let users: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
-    for (i, u) in users.iter().enumerate() {
-        onboard(&h, u, i).await;
-    }
-    let tasks: Vec<_> = users
-        .iter()
-        .map(|u| {
-            let engine = h.engine.clone();
-            let e = fix_at(u, &format!("{u}-fix"), 0, noon());
-            tokio::spawn(async move { engine.process(&e).await.unwrap() })
-        })
-        .collect();
     let mut spent = 0;
-    for t in tasks {
-        let d = t.await.unwrap().decision.expect("a location decision");
+    for d in race(&h, &users, noon()).await {
         assert!(d.catalog_version.is_some(), "{d:?}");
         match d.verdict {
             nearcast_core::decision::Verdict::Sent => {}
@@ -684,20 +697,8 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
 
     // 8 users race for 5 codes.
     let users: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
-    for (i, u) in users.iter().enumerate() {
-        onboard(&h, u, i).await;
-    }
-    let tasks: Vec<_> = users
-        .iter()
-        .map(|u| {
-            let engine = h.engine.clone();
-            let e = fix_at(u, &format!("{u}-fix"), 0, noon());
-            tokio::spawn(async move { engine.process(&e).await.unwrap() })
-        })
-        .collect();
     let mut exhausted = 0;
-    for t in tasks {
-        let d = t.await.unwrap().decision.unwrap();
+    for d in race(&h, &users, noon()).await {
         if d.verdict != nearcast_core::decision::Verdict::Sent {
             assert_eq!(
                 d.reason.as_ref().unwrap().code(),
@@ -980,22 +981,10 @@ async fn a_send_rate_holds_per_minute_under_concurrency(backend: Backend) {
         let users: Vec<String> = (0..10).map(|i| format!("w{k}-{i}")).collect();
         let h = &h;
         async move {
-            for (i, u) in users.iter().enumerate() {
-                onboard(h, u, i).await;
-            }
             let at = noon() + chrono::Duration::minutes(k as i64);
             h.clock.set(at);
-            let tasks: Vec<_> = users
-                .iter()
-                .map(|u| {
-                    let engine = h.engine.clone();
-                    let e = fix_at(u, &format!("{u}-fix"), 0, at);
-                    tokio::spawn(async move { engine.process(&e).await.unwrap() })
-                })
-                .collect();
             let mut codes = std::collections::BTreeMap::new();
-            for t in tasks {
-                let d = t.await.unwrap().decision.unwrap();
+            for d in race(h, &users, at).await {
                 let code = d.reason.as_ref().map_or("sent", |r| r.code()).to_string();
                 *codes.entry(code).or_insert(0) += 1;
             }

@@ -931,6 +931,73 @@ async fn sqlite_prunes_decisions_and_outcomes_past_retention() {
     assert_eq!(store.prune_logs(noon() - retention).unwrap(), 0);
 }
 
+/// A coupon code's link to its person expires with the logs (the code stays issued): the
+/// retention cut leaves a code issued within the period linked, and unties one issued
+/// before it.
+#[tokio::test]
+async fn sqlite_unties_coupon_codes_from_people_past_retention() {
+    use nearcast_core::coupon::{CouponIssue, Redemption};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("p.db"), Sync::Normal).unwrap();
+    let maria = Actor {
+        name: "maria".into(),
+        role: Role::Editor,
+    };
+    let entry = AuditEntry::new(noon(), &maria, "coupons.upload");
+    let codes = vec!["OLD-1".to_string(), "NEW-1".to_string()];
+    store
+        .add_coupons(&id("rain"), &codes, Some(&entry))
+        .await
+        .unwrap();
+    for (user, code) in [("ann", "OLD-1"), ("bob", "NEW-1")] {
+        let mut c = sent(user, 0, Some(state("a")), &["e1"]);
+        c.pushes[0].coupon = Some(code.into());
+        c.coupons.push(CouponIssue {
+            campaign_id: id("rain"),
+            code: code.into(),
+            delivery_id: c.pushes[0].delivery_id.clone(),
+            offer_id: id("o1"),
+        });
+        apply(&store, &c).await;
+    }
+    // Both were issued now (the host's clock): a cut a day ago keeps both links.
+    let now = chrono::Utc::now();
+    store.prune_logs(now - chrono::Duration::days(1)).unwrap();
+    let linked = |r: Redemption| {
+        matches!(
+            r,
+            Redemption::Redeemed {
+                user_id: Some(_),
+                ..
+            }
+        )
+    };
+    assert!(linked(
+        store.redeem_coupon("OLD-1", now, None).await.unwrap()
+    ));
+    // A cut after both: the remaining code is untied, still issued, still redeemable once.
+    store
+        .prune_logs(now + chrono::Duration::minutes(1))
+        .unwrap();
+    assert_eq!(
+        store.redeem_coupon("NEW-1", now, None).await.unwrap(),
+        Redemption::Redeemed {
+            campaign_id: id("rain"),
+            offer_id: Some(id("o1")),
+            delivery_id: None,
+            user_id: None,
+        }
+    );
+    assert!(
+        store
+            .free_coupons(&id("rain"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.count("coupons").unwrap(), 2);
+}
+
 // ---------------------------------------------------------------- campaigns
 
 /// Fifty users' sends race for a budget of 20: exactly 20 commits apply (each with its

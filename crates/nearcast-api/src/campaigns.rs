@@ -561,39 +561,12 @@ pub(crate) async fn results(
 ) -> Result<Response, ApiError> {
     let id = path_id("id", &id)?;
     let (campaign, _) = engine.campaign(&id).await?;
-    let mut hours = campaign
+    let default = campaign
         .conversion
         .as_ref()
         .map_or(72, |c| i64::from(c.within_hours));
-    for (k, v) in &q {
-        match k.as_str() {
-            "window_hours" => {
-                hours = v
-                    .parse()
-                    .ok()
-                    .filter(|h| (1..=8760).contains(h))
-                    .ok_or_else(|| {
-                        ApiError::invalid("window_hours", "must be a whole number from 1 to 8760")
-                    })?;
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    other,
-                    "is not a known parameter (window_hours)",
-                ));
-            }
-        }
-    }
-    let decisions = engine
-        .store()
-        .decisions()
-        .await
-        .map_err(|e| ApiError::from(nearcast_core::engine::EngineError::from(e)))?;
-    let outcomes = engine
-        .store()
-        .outcomes()
-        .await
-        .map_err(|e| ApiError::from(nearcast_core::engine::EngineError::from(e)))?;
+    let hours = crate::window_hours(&q, default)?;
+    let (decisions, outcomes) = crate::logs(&engine).await?;
     let r = nearcast_core::results::campaign_results(
         &id,
         &decisions,

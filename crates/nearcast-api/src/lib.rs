@@ -127,6 +127,49 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+/// The results routes' only parameter, `window_hours` (1 to 8760, else `default`); any
+/// other parameter is refused by name.
+pub(crate) fn window_hours(
+    q: &std::collections::HashMap<String, String>,
+    default: i64,
+) -> Result<i64, ApiError> {
+    let mut hours = default;
+    for (k, v) in q {
+        if k != "window_hours" {
+            return Err(ApiError::invalid(
+                k,
+                "is not a known parameter (window_hours)",
+            ));
+        }
+        hours = v
+            .parse()
+            .ok()
+            .filter(|h| (1..=24 * 365).contains(h))
+            .ok_or_else(|| {
+                ApiError::invalid("window_hours", "must be a whole number from 1 to 8760")
+            })?;
+    }
+    Ok(hours)
+}
+
+/// Every logged decision and outcome (the results routes read the whole log).
+pub(crate) async fn logs(
+    engine: &AppState,
+) -> Result<
+    (
+        Vec<nearcast_core::decision::Decision>,
+        Vec<nearcast_core::ports::OutcomeRecord>,
+    ),
+    ApiError,
+> {
+    let store = engine.store();
+    let err = nearcast_core::engine::EngineError::from;
+    Ok((
+        store.decisions().await.map_err(err)?,
+        store.outcomes().await.map_err(err)?,
+    ))
+}
+
 /// Parses a JSON body: bad UTF-8, malformed JSON and empty bodies name the field `body`.
 pub(crate) fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
     if bytes.is_empty() {
@@ -698,35 +741,8 @@ async fn results(
 ) -> Result<Json<Value>, ApiError> {
     use nearcast_core::export::{JoinOptions, join};
     let mut opts = JoinOptions::new(b"results".to_vec());
-    for (k, v) in &q {
-        match k.as_str() {
-            "window_hours" => {
-                let h: i64 = v
-                    .parse()
-                    .ok()
-                    .filter(|h| (1..=24 * 365).contains(h))
-                    .ok_or_else(|| {
-                        ApiError::invalid("window_hours", "must be a whole number from 1 to 8760")
-                    })?;
-                opts.window = chrono::Duration::hours(h);
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    other,
-                    "is not a known parameter (window_hours)",
-                ));
-            }
-        }
-    }
-    let store = engine.store();
-    let decisions = store
-        .decisions()
-        .await
-        .map_err(nearcast_core::engine::EngineError::from)?;
-    let outcomes = store
-        .outcomes()
-        .await
-        .map_err(nearcast_core::engine::EngineError::from)?;
+    opts.window = chrono::Duration::hours(window_hours(&q, opts.window.num_hours())?);
+    let (decisions, outcomes) = logs(&engine).await?;
     let r = nearcast_core::results::results(&join(&decisions, &outcomes, &opts));
     Ok(Json(json!({
         "window_hours": opts.window.num_hours(),

@@ -396,5 +396,41 @@ mod tests {
                 }
             }
         }
+
+        /// A deferred push never beats the caps: whatever the quiet hours (wrapping
+        /// midnight or not), the gap, the earlier sends, the time zone and the moment, a
+        /// moment `next_allowed` gives is later than now and one the caps allow; it is given
+        /// whenever quiet hours alone hold, and never when the caps allow now.
+        #[test]
+        fn the_next_allowed_moment_is_always_allowed(
+            start_min in 0u32..1440, end_min in 0u32..1440, gap in 0u32..180, per_day in 1u32..4,
+            offsets in prop::collection::vec(-2000i64..600, 0..4),
+            now_min in 0i64..(14 * 1440),
+            zone in 0usize..4,
+        ) {
+            let t = |m: u32| NaiveTime::from_hms_opt(m / 60, m % 60, 0).unwrap();
+            let p = CapPolicy {
+                per_day, per_week: per_day * 7, min_gap_minutes: gap,
+                quiet_start: t(start_min), quiet_end: t(end_min), ..CapPolicy::default()
+            };
+            let tz = [chrono_tz::Europe::Helsinki, chrono_tz::America::New_York,
+                chrono_tz::Australia::Lord_Howe, chrono_tz::UTC][zone];
+            // Two weeks from 21 March 2027: the European and American clock changes.
+            let now = "2027-03-21T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(now_min);
+            let sends: Vec<SendRecord> = offsets.iter().map(|o| rec(now + Duration::minutes(*o))).collect();
+            let allowed_now = check(&p, &sends, now, tz).is_ok();
+            match next_allowed(&p, &sends, now, tz) {
+                Some(at) => {
+                    prop_assert!(at > now);
+                    prop_assert!(check(&p, &sends, at, tz).is_ok(), "{at} is not allowed");
+                    prop_assert!(!allowed_now);
+                }
+                None => {
+                    let quiet_only = sends.is_empty()
+                        && matches!(check(&p, &sends, now, tz), Err(CapBlock::QuietHours { .. }));
+                    prop_assert!(!quiet_only, "quiet hours alone, and no moment given");
+                }
+            }
+        }
     }
 }

@@ -947,7 +947,7 @@ fn decide_at(
     let target = state.push.as_ref().expect("checked above");
     // A campaign with a coupon pool: the code is picked when the push is committed, and
     // `{coupon}` stays in the text until then (`Push::with_coupon`).
-    let pooled = cat_campaign_pool(inputs, &offer.campaign_id);
+    let pooled = campaign.is_some_and(|c| c.coupon_pool);
     let coupon = if pooled {
         Some(crate::campaign::COUPON_TOKEN.to_string())
     } else {
@@ -987,13 +987,6 @@ fn decide_at(
         decision: Some(d),
         push: Some(push),
     }
-}
-
-fn cat_campaign_pool(inputs: &Inputs<'_>, campaign: &Id) -> bool {
-    inputs
-        .catalog
-        .campaign(campaign)
-        .is_some_and(|c| c.coupon_pool)
 }
 
 impl Push {

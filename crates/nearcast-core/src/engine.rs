@@ -431,9 +431,9 @@ impl Engine {
                 {
                     commit.decisions.push(d.clone());
                 }
-                if let Some(p) = &push
-                    && let Some(c) = catalog.campaign(&p.campaign_id)
-                {
+                // The push's defined campaign, looked up once.
+                let campaign = push.as_ref().and_then(|p| catalog.campaign(&p.campaign_id));
+                if let (Some(p), Some(c)) = (&push, campaign) {
                     if let Some(budget) = c.budget {
                         commit.budgets.push((p.campaign_id.clone(), budget));
                     }
@@ -448,11 +448,7 @@ impl Engine {
                 // if it is still free. An empty pool takes the campaign out of the running
                 // here, and the batch is decided again without it.
                 let push = match push {
-                    Some(p)
-                        if catalog
-                            .campaign(&p.campaign_id)
-                            .is_some_and(|c| c.coupon_pool) =>
-                    {
+                    Some(p) if campaign.is_some_and(|c| c.coupon_pool) => {
                         let taken = commit.coupons.len();
                         let free: Vec<String> = self
                             .store
