@@ -398,8 +398,8 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
         5
     );
     // GetItem (user), TransactWriteItems (commit), TransactWriteItems (claim), UpdateItem
-    // (final status).
-    let path = 4;
+    // (final status), DeleteItem (the claim's marker).
+    let path = 5;
     for k in 0..=path {
         let user = format!("k{k}");
         let endpoint = onboard(&a, &user).await;
@@ -419,8 +419,9 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
                 assert_retryable(s, &h, &v);
                 assert!(messages_to(&endpoint).is_empty(), "k={k}");
             }
-            // After the claim: the push went out, the status write failed.
-            3 => {
+            // After the claim: the push went out, the status write (3) or the marker's
+            // removal (4) failed.
+            3 | 4 => {
                 assert_retryable(s, &h, &v);
                 assert_eq!(messages_to(&endpoint).len(), 1, "k={k}");
             }
@@ -437,11 +438,26 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
                 .unwrap();
         }
         assert_eq!(messages_to(&endpoint).len(), 1, "k={k}: one push");
+        // A sender that never wrote its final status left its claim: settled (once the
+        // lease is over; zero here) as unconfirmed, never sent again.
+        let settled = a
+            .engine
+            .settle_stale_claims(chrono::Duration::zero())
+            .await
+            .unwrap();
+        assert_eq!(settled, usize::from(k == 3), "k={k}: claims settled");
+        assert_eq!(messages_to(&endpoint).len(), 1, "k={k}: still one push");
         let items = partition(&a, &user).await;
-        assert_eq!(
-            items.keys().filter(|k| k.contains("/ DELIVERY#")).count(),
-            1,
-            "k={k}: one delivery"
+        let deliveries: Vec<_> = items
+            .iter()
+            .filter(|(k, _)| k.contains("/ DELIVERY#"))
+            .collect();
+        assert_eq!(deliveries.len(), 1, "k={k}: one delivery");
+        let want = if k == 3 { "unconfirmed" } else { "sent" };
+        assert!(
+            deliveries[0].1["status"].contains(want),
+            "k={k}: {:?}",
+            deliveries[0].1
         );
         assert_eq!(
             a.direct
@@ -462,6 +478,96 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
             .unwrap()
             .is_empty(),
         "nothing left for the relay"
+    );
+    assert!(
+        !table(&a).await.keys().any(|k| k.starts_with("PENDING#")),
+        "no delivery marker left"
+    );
+}
+
+/// A sender that claims a push and dies before it publishes (a Lambda timeout, a crash):
+/// its delivery is not left `sending` for ever. Within the lease nothing touches it (a
+/// live sender may still be at work); after it the claim is settled as `unconfirmed`,
+/// the cap stays spent, and the push is never sent: at most once, never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_whose_sender_died_is_settled_once_and_never_sent() {
+    aws!(
+        a,
+        a_claim_whose_sender_died_is_settled_once_and_never_sent,
+        1,
+        5
+    );
+    let user = "vanished";
+    let endpoint = onboard(&a, user).await;
+    // The commit is applied, then every later request fails: the engine claimed nothing.
+    a.ddb.fail_after(2);
+    let (s, h, v) = post(&a, fix(user, "f1", 0)).await;
+    a.ddb.restore();
+    assert_retryable(s, &h, &v);
+    let pending = a
+        .direct
+        .pending_deliveries(noon() + chrono::Duration::days(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "committed, unclaimed");
+    // A sender claims it and dies before it publishes.
+    let uid = id(user);
+    let delivery = pending[0].delivery_id.clone();
+    assert!(
+        a.direct
+            .claim_delivery(&uid, &delivery, "dead-sender")
+            .await
+            .unwrap()
+    );
+    // The relay does not take a claimed push; a claim younger than the lease stays.
+    assert_eq!(
+        a.engine
+            .relay_pending(chrono::Duration::zero(), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        a.engine
+            .settle_stale_claims(nearcast_core::engine::CLAIM_LEASE)
+            .await
+            .unwrap(),
+        0,
+        "a live sender is never overtaken"
+    );
+    let status = |items: &BTreeMap<String, BTreeMap<String, String>>| {
+        items
+            .iter()
+            .find(|(k, _)| k.contains("/ DELIVERY#"))
+            .map(|(_, i)| i["status"].clone())
+            .unwrap()
+    };
+    assert!(status(&partition(&a, user).await).contains("sending"));
+    // After the lease: settled, once.
+    let lease_over = chrono::Duration::zero();
+    assert_eq!(a.engine.settle_stale_claims(lease_over).await.unwrap(), 1);
+    assert_eq!(a.engine.settle_stale_claims(lease_over).await.unwrap(), 0);
+    assert!(status(&partition(&a, user).await).contains("unconfirmed"));
+    // Never sent, never sent later, and the cap stays spent.
+    for _ in 0..2 {
+        a.engine
+            .relay_pending(chrono::Duration::zero(), 100)
+            .await
+            .unwrap();
+    }
+    assert!(messages_to(&endpoint).is_empty(), "never pushed");
+    let state = a.direct.load_user(&uid).await.unwrap().state;
+    assert_eq!(state.sends.len(), 1, "the cap stays spent");
+    assert!(
+        !table(&a).await.keys().any(|k| k.starts_with("PENDING#")),
+        "no marker left"
+    );
+    // The dead sender's own claim cannot finish it any more.
+    assert!(
+        !a.direct
+            .finish_delivery(&uid, &delivery, DeliveryStatus::Sent)
+            .await
+            .unwrap()
     );
 }
 
@@ -484,6 +590,7 @@ async fn an_answer_lost_after_each_write_of_the_send_path_still_pushes_exactly_o
         ("ddb", "TransactWriteItems", 2),
         ("sns", "Publish", 1),
         ("ddb", "UpdateItem", 1),
+        ("ddb", "DeleteItem", 1),
     ];
     for (k, (service, op, nth)) in path.into_iter().enumerate() {
         let user = format!("lost{k}");
@@ -694,7 +801,8 @@ async fn requests_per_path() {
         m(&[("GetItem", 2), ("TransactWriteItems", 1)])
     );
 
-    // A fix that sends: 4 (load, commit, claim, final status), and one Publish. Ten
+    // A fix that sends: 5 (load, commit, claim, final status, the claim's marker gone),
+    // and one Publish. Ten
     // minutes after the far fixes: at their instant, 15 km away, the speed gate refuses it.
     let mut s1 = fix("rc", "s1", 0);
     s1["events"][0]["at"] = json!((noon() + chrono::Duration::minutes(10)).to_rfc3339());
@@ -702,9 +810,23 @@ async fn requests_per_path() {
     assert_eq!(result(&v), ("accepted", "sent"));
     assert_eq!(
         counts(&a.ddb),
-        m(&[("GetItem", 1), ("TransactWriteItems", 2), ("UpdateItem", 1)])
+        m(&[
+            ("DeleteItem", 1),
+            ("GetItem", 1),
+            ("TransactWriteItems", 2),
+            ("UpdateItem", 1)
+        ])
     );
     assert_eq!(counts(&a.sns), m(&[("Publish", 1)]));
+
+    // No claim left behind: settling finds nothing, in one Query per marker partition.
+    let settled = a
+        .engine
+        .settle_stale_claims(chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!(settled, 0);
+    assert_eq!(counts(&a.ddb), m(&[("Query", 8)]));
 
     // The outbox relay with nothing to do: one Query per pending-marker partition.
     a.ddb.reset_counts();

@@ -68,7 +68,7 @@ fn rainy(status: &str, budget: u64) -> Value {
              "content": {"en": {"title": "Rain at {store}?", "body": "Umbrellas -20 % with {coupon}"},
                          "fi": {"title": "Sataako {store}?", "body": "Sateenvarjot -20 % koodilla {coupon}"}},
              "deep_link": "shop://umbrellas", "image_url": "https://cdn.example.com/u.png"},
-            {"id": "b", "weight": 1, "default_locale": "fi",
+            {"id": "b", "weight": 1, "default_locale": "fi", "priority": "normal",
              "content": {"fi": {"title": "Sateenvarjot {store}", "body": "Nyt -20 %"},
                          "en": {"title": "Umbrellas at {store}", "body": "Now -20 %"}}}],
         "conversion": {"event": "visit", "within_hours": 72}})
@@ -149,6 +149,7 @@ async fn a_budget_runs_out_exactly_under_fifty_concurrent_sends(backend: Backend
         assert!(!p.body.contains('{'), "{p:?}");
         assert_eq!(p.deep_link, v.deep_link);
         assert_eq!(p.image_url, v.image_url);
+        assert_eq!(p.priority, v.priority, "each variant's own priority");
     }
 
     // Raising the budget lets the campaign send again at once, one more and no more.
@@ -395,6 +396,14 @@ async fn status_caps_holdout_previews_and_refusals_on_the_embedded_store() {
         a["payloads"]["fcm"]["notification"]["body"],
         "Sateenvarjot -20 % koodilla RAIN-7"
     );
+    // Priority: variant a is high (the default), b normal; APNs takes it as a header.
+    assert_eq!(a["priority"], "high");
+    assert_eq!(a["apns_headers"]["apns-priority"], "10");
+    assert_eq!(a["payloads"]["fcm"]["priority"], "high");
+    let b = &previews[1];
+    assert_eq!(b["priority"], "normal");
+    assert_eq!(b["apns_headers"]["apns-priority"], "5");
+    assert_eq!(b["payloads"]["fcm"]["priority"], "normal");
     for p in previews {
         for k in ["apns", "fcm"] {
             assert!(p["bytes"][k].as_u64().unwrap() <= 4096, "{p}");

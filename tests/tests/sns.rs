@@ -35,6 +35,7 @@ fn push(platform: Platform, token: &str) -> Push {
         locale: None,
         deep_link: None,
         image_url: None,
+        priority: Default::default(),
         score: 0.75,
         model_version: "test".into(),
         at: noon(),
@@ -707,4 +708,59 @@ async fn the_engine_registers_publishes_and_erases_the_endpoint() {
             .push
             .is_none()
     );
+}
+
+/// A variant's priority reaches each platform the way it reads it: APNs through SNS's
+/// `AWS.SNS.MOBILE.APNS.PRIORITY` attribute (the `apns-priority` header: 10 or 5), FCM in
+/// its payload (`high` or `normal`). Seen on the wire by a proxy in front of moto.
+#[tokio::test]
+async fn priority_reaches_apns_as_the_header_attribute_and_fcm_in_the_payload() {
+    use nearcast_core::campaign::Priority;
+    let proxy = aws_support::Proxy::start(&aws_support::moto_url()).await;
+    let client = client_at(&proxy.url);
+    let case = "priority_reaches_apns_as_the_header_attribute";
+    let (apns, fcm) = aws_support::platform_applications(&client, case).await;
+    let notifier = SnsNotifier::new(client, apns, fcm).with_retry(fast());
+    let form = |body: &str| -> Vec<(String, String)> {
+        form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect()
+    };
+    let attribute = |params: &[(String, String)]| -> Option<String> {
+        let name = params
+            .iter()
+            .find(|(_, v)| v == "AWS.SNS.MOBILE.APNS.PRIORITY")?;
+        let prefix = name.0.trim_end_matches(".Name");
+        params
+            .iter()
+            .find(|(k, _)| *k == format!("{prefix}.Value.StringValue"))
+            .map(|(_, v)| v.clone())
+    };
+    for (priority, apns_header, fcm_value) in [
+        (Priority::High, "10", "high"),
+        (Priority::Normal, "5", "normal"),
+    ] {
+        for platform in [Platform::Apns, Platform::Fcm] {
+            proxy.reset_counts();
+            let mut p = push(platform, &format!("token-{platform:?}-{priority:?}"));
+            p.priority = priority;
+            notifier.publish(&p).await.expect("published");
+            let bodies = proxy.bodies("Publish");
+            assert_eq!(bodies.len(), 1);
+            let params = form(&bodies[0]);
+            let message = &params.iter().find(|(k, _)| k == "Message").unwrap().1;
+            match platform {
+                Platform::Apns => {
+                    assert_eq!(attribute(&params).as_deref(), Some(apns_header));
+                    let (_, inner) = parse(message, "APNS");
+                    assert!(inner.get("priority").is_none(), "{inner}");
+                }
+                Platform::Fcm => {
+                    assert_eq!(attribute(&params), None, "FCM takes no APNs header");
+                    let (_, inner) = parse(message, "GCM");
+                    assert_eq!(inner["priority"], fcm_value);
+                }
+            }
+        }
+    }
 }

@@ -177,6 +177,7 @@ fn push(user: &str, event: &str, minute: i64) -> Push {
         locale: None,
         deep_link: None,
         image_url: None,
+        priority: Default::default(),
         score: 0.75,
         model_version: "test".into(),
         at: noon() + chrono::Duration::minutes(minute),

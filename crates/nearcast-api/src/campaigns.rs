@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use nearcast_core::campaign::{Campaign, Status, render_text};
+use nearcast_core::campaign::{Campaign, Priority, Status, render_text};
 use nearcast_core::coupon::{CouponCounts, Redemption, Upload, check_code, parse_codes};
 use nearcast_core::decision::Push;
 use nearcast_core::event::{Fields, Platform};
@@ -256,11 +256,15 @@ pub(crate) async fn preview(
         String,
         Option<String>,
         Option<String>,
+        Priority,
     );
     let texts: Vec<Text> = if campaign.variants.is_empty() {
         offers
             .iter()
-            .map(|o| (None, None, o.title.clone(), o.body.clone(), None, None))
+            .map(|o| {
+                let (t, b) = (o.title.clone(), o.body.clone());
+                (None, None, t, b, None, None, Priority::default())
+            })
             .collect()
     } else {
         campaign
@@ -275,12 +279,13 @@ pub(crate) async fn preview(
                     m.body.clone(),
                     v.deep_link.clone(),
                     v.image_url.clone(),
+                    v.priority,
                 )
             })
             .collect()
     };
     let mut previews = Vec::with_capacity(texts.len());
-    for (variant_id, locale, title, body, deep_link, image_url) in texts {
+    for (variant_id, locale, title, body, deep_link, image_url, priority) in texts {
         let title = render_text(&title, store_name, coupon.as_deref());
         let body = render_text(&body, store_name, coupon.as_deref());
         let push = Push {
@@ -299,6 +304,7 @@ pub(crate) async fn preview(
             locale: locale.clone(),
             deep_link,
             image_url,
+            priority,
             score: 0.0,
             model_version: String::new(),
             at: engine.now(),
@@ -329,6 +335,9 @@ pub(crate) async fn preview(
         previews.push(json!({
             "variant_id": variant_id,
             "locale": locale,
+            "priority": priority,
+            // What goes beside the payload: APNs takes its priority as a header.
+            "apns_headers": {"apns-priority": priority.apns()},
             "title": title,
             "body": body,
             "payloads": out,

@@ -14,7 +14,7 @@
 //! | `USER#<user>` | `DELIVERY#<delivery id>` | `status`, `body` (Push JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `OUTCOME#<rfc3339 at>#<event>` | `body` (OutcomeRecord JSON), `seq`, `ttl` (90 days) |
 //! | `ERASED#<pseudonym>` | `ERASED` | `at`, `ttl` (30 days): an erasure, by an HMAC pseudonym of the user id (late events store nothing without a new consent) |
-//! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `ttl` (90 days): a delivery not yet claimed by a sender (the outbox relay's work list) |
+//! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `claimed` (epoch µs, once claimed), `ttl` (90 days): a delivery not yet finished by a sender (the outbox relay's work list while unclaimed; a claim whose sender vanished while claimed) |
 //! | `STORE#<id>` / `OFFER#<id>` / `CAMPAIGN#<id>` | `META` | `body` (JSON) |
 //! | `BUDGET#<campaign>` | `SENDS` | `sent` (N): the campaign's pushes, counted in each send's commit (`ADD`, conditioned on staying within the budget) |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
@@ -24,8 +24,10 @@
 //! its own (`EVENT#<user>#<event> / SEEN`) so that erasure finds it with the rest of the
 //! user's items. A pending delivery also has a marker in one of eight `PENDING#` partitions
 //! (by the delivery id's last hex digit, so no partition gets every push), written in the
-//! commit and deleted in the same transaction as the claim: the outbox relay finds
-//! unclaimed pushes with eight Queries of a few items, never a Scan. `seq` (commit time in microseconds × 1000 + position, monotonic per
+//! commit, stamped `claimed` in the same transaction as the claim and deleted when the
+//! sender finishes: the outbox relay finds unclaimed pushes, and claims whose sender died
+//! (settled as `unconfirmed` after a lease), with eight Queries of a few items, never a
+//! Scan. `seq` (commit time in microseconds × 1000 + position, monotonic per
 //! process) orders `decisions()` and `deliveries()` oldest first, as the other stores do.
 //!
 //! # Requests per path
@@ -43,7 +45,10 @@
 //!   idempotent at DynamoDB (it answers success instead of applying it twice or failing).
 //! - A location fix that sends nothing: 2 round trips (GetItem + TransactWriteItems).
 //! - `claim_delivery`: 1 TransactWriteItems (the conditional status Update and the
-//!   marker's Delete); `finish_delivery`: 1 UpdateItem.
+//!   marker's `claimed` Update); `finish_delivery`: 1 UpdateItem and the marker's
+//!   DeleteItem.
+//! - `settle_stale_claims`: 8 Queries on the marker partitions, and per claimed marker
+//!   older than the lease 1 GetItem, at most 1 UpdateItem and 1 DeleteItem.
 //! - `pending_deliveries`: 8 Queries on the marker partitions, then 1 GetItem per marker
 //!   old enough (the relay runs them once a minute; markers live from commit to claim).
 //! - `erase_user`: 1 PutItem (the `ERASURE / <user>` marker), 1 Query per page of the
@@ -638,9 +643,20 @@ impl DynamoStateStore {
             .expression_attribute_values(":claim", s(claim))
             .build()
             .map_err(|e| err("TransactWriteItems", e))?;
-        let delete = Delete::builder()
+        // The marker stays, stamped with the claim's time, until the sender finishes: a
+        // sender that dies in between (a Lambda timeout, a crash) leaves it for
+        // `settle_stale_claims`, so no delivery stays `sending` for ever.
+        let now = chrono::Utc::now();
+        let marker = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(pending_pk(delivery_id), delivery_id)))
+            .update_expression("SET #cl = :now, #u = :user, #t = if_not_exists(#t, :ttl)")
+            .expression_attribute_names("#cl", "claimed")
+            .expression_attribute_names("#u", "user")
+            .expression_attribute_names("#t", "ttl")
+            .expression_attribute_values(":now", n(now.timestamp_micros()))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .expression_attribute_values(":ttl", n(now.timestamp() + self.log_ttl))
             .build()
             .map_err(|e| err("TransactWriteItems", e))?;
         let token = format!("{:032x}", rand::random::<u128>());
@@ -648,7 +664,7 @@ impl DynamoStateStore {
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().update(marker).build())
             .client_request_token(token)
             .send()
             .await;
@@ -685,16 +701,113 @@ impl DynamoStateStore {
             .expression_attribute_values(":sending", s(DeliveryStatus::Sending.as_str()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
+        let moved = match res {
+            Ok(_) => true,
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                Ok(false)
+                false
             }
-            Err(e) => Err(sdk_err("UpdateItem", e)),
+            Err(e) => return Err(sdk_err("UpdateItem", e)),
+        };
+        // Then the claim's marker. If this fails, the caller's retry finds the status moved
+        // and deletes it again; a marker left anyway is removed by the next settle. A
+        // delivery that did not move may be one nobody claimed: its marker (unclaimed) is
+        // the relay's and stays.
+        self.delete_marker(delivery_id, !moved).await?;
+        Ok(moved)
+    }
+
+    /// Deletes a delivery's marker; with `only_claimed`, only if it was claimed.
+    async fn delete_marker(&self, delivery_id: &str, only_claimed: bool) -> Result<(), StoreError> {
+        let mut delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pending_pk(delivery_id), delivery_id)));
+        if only_claimed {
+            delete = delete
+                .condition_expression("attribute_exists(#cl)")
+                .expression_attribute_names("#cl", "claimed");
         }
+        match delete.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_err("DeleteItem", e)),
+        }
+    }
+
+    /// See [`StateStore::settle_stale_claims`]: 8 Queries on the marker partitions, then
+    /// per claimed marker older than `lease` 1 GetItem, 1 conditional UpdateItem (`sending`
+    /// under that claim → `unconfirmed`) and 1 DeleteItem.
+    async fn settle(&self, lease: chrono::Duration) -> Result<usize, StoreError> {
+        let cutoff = (chrono::Utc::now() - lease).timestamp_micros();
+        let mut settled = 0;
+        for shard in 0..PENDING_SHARDS {
+            for item in self.partition(&format!("PENDING#{shard}"), None).await? {
+                let (Some(id), Some(user), Some(claimed)) = (
+                    get_s(&item, "sk"),
+                    get_s(&item, "user"),
+                    get_n(&item, "claimed"),
+                ) else {
+                    continue;
+                };
+                if claimed > cutoff {
+                    continue;
+                }
+                let delivery = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(format!("USER#{user}"), format!("DELIVERY#{id}"))))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("GetItem", e))?;
+                if let Some(d) = delivery.item()
+                    && get_s(d, "status") == Some(DeliveryStatus::Sending.as_str())
+                    && let Some(claim) = get_s(d, "claim")
+                {
+                    let res = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key(format!("USER#{user}"), format!("DELIVERY#{id}"))))
+                        .update_expression("SET #s = :to REMOVE #c")
+                        .condition_expression("#s = :sending AND #c = :claim")
+                        .expression_attribute_names("#s", "status")
+                        .expression_attribute_names("#c", "claim")
+                        .expression_attribute_values(":to", s(DeliveryStatus::Unconfirmed.as_str()))
+                        .expression_attribute_values(
+                            ":sending",
+                            s(DeliveryStatus::Sending.as_str()),
+                        )
+                        .expression_attribute_values(":claim", s(claim))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(_) => {
+                            tracing::warn!(delivery = %id, "a sender vanished after its claim; the push may have gone out, so it is marked unconfirmed and not sent again");
+                            settled += 1;
+                        }
+                        // Its sender finished meanwhile.
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                        Err(e) => return Err(sdk_err("UpdateItem", e)),
+                    }
+                }
+                // Settled, finished, or gone (erased, expired): the marker has no more use.
+                self.delete_marker(id, false).await?;
+            }
+        }
+        Ok(settled)
     }
 
     async fn pending(
@@ -710,6 +823,10 @@ impl DynamoStateStore {
                 else {
                     continue;
                 };
+                // Claimed: its sender has it, or `settle_stale_claims` will.
+                if get_n(&item, "claimed").is_some() {
+                    continue;
+                }
                 if at <= before.timestamp_micros() {
                     markers.push((at, user.to_string(), id.to_string()));
                 }
@@ -1309,6 +1426,13 @@ impl StateStore for DynamoStateStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
         Box::pin(self.pending(before, limit))
+    }
+
+    fn settle_stale_claims(
+        &self,
+        lease: chrono::Duration,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.settle(lease))
     }
 
     fn unfinished_erasures(

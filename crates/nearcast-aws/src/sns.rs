@@ -51,6 +51,7 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::config::retry::RetryConfig;
 use aws_sdk_sns::config::timeout::TimeoutConfig;
 use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sns::types::MessageAttributeValue;
 use nearcast_core::decision::Push;
 use nearcast_core::event::Platform;
 use nearcast_core::ports::{BoxFuture, Notifier, NotifyError};
@@ -63,6 +64,9 @@ pub use aws_sdk_sns;
 /// The payload builder and its limit live in the core, so the admin API previews the
 /// exact message on both hosts.
 pub use nearcast_core::payload::{MAX_PAYLOAD_BYTES, build_message};
+
+/// The message attribute SNS turns into APNs' `apns-priority` header.
+pub const APNS_PRIORITY: &str = "AWS.SNS.MOBILE.APNS.PRIORITY";
 
 /// How failed requests are retried: at most `attempts` attempts; before attempt `n + 1`
 /// (`n` ≥ 1) a delay drawn uniformly from `[0, min(max_delay, base_delay × 2^(n-1))]`
@@ -414,12 +418,25 @@ impl SnsNotifier {
         let message_id = self
             .retry
             .run_if(id, "Publish", is_refusal, || async {
-                let out = self
+                let mut publish = self
                     .client
                     .publish()
                     .target_arn(&endpoint)
                     .message_structure("json")
-                    .message(&message)
+                    .message(&message);
+                // APNs reads its priority from a header, which SNS sets from this
+                // attribute; FCM's is in the payload.
+                if push.platform == Platform::Apns {
+                    publish = publish.message_attributes(
+                        APNS_PRIORITY,
+                        MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(push.priority.apns())
+                            .build()
+                            .map_err(|e| NotifyError::Permanent(e.to_string()))?,
+                    );
+                }
+                let out = publish
                     .send()
                     .await
                     .map_err(|e| match from_sdk("Publish", &e) {

@@ -122,6 +122,49 @@ pub struct Variant {
     /// An image shown with the push (`https://...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// How urgently the platforms deliver it: `high` (the default: the person is at the
+    /// store now) or `normal` (delivered when it suits the device's power state).
+    #[serde(default, skip_serializing_if = "Priority::is_high")]
+    pub priority: Priority,
+}
+
+/// A push's delivery priority, as the platforms take it: APNs' `apns-priority` header
+/// (10 or 5; SNS's `AWS.SNS.MOBILE.APNS.PRIORITY` attribute) and FCM's message `priority`
+/// (`high` or `normal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Delivered at once, waking the device (APNs 10, FCM `high`).
+    #[default]
+    High,
+    /// Delivered when it suits the device's power state (APNs 5, FCM `normal`).
+    Normal,
+}
+
+impl Priority {
+    /// Whether this is the default, `high`.
+    #[must_use]
+    pub fn is_high(&self) -> bool {
+        *self == Self::High
+    }
+
+    /// The `apns-priority` value: `10` or `5`.
+    #[must_use]
+    pub fn apns(self) -> &'static str {
+        match self {
+            Self::High => "10",
+            Self::Normal => "5",
+        }
+    }
+
+    /// FCM's `priority`: `high` or `normal`.
+    #[must_use]
+    pub fn fcm(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+        }
+    }
 }
 
 fn one() -> u32 {

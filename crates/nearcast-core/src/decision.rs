@@ -358,6 +358,9 @@ pub struct Push {
     /// An image shown with the push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// Delivery priority (the variant's; `high` when absent).
+    #[serde(default, skip_serializing_if = "crate::campaign::Priority::is_high")]
+    pub priority: crate::campaign::Priority,
     /// Score.
     pub score: f64,
     /// Model version.
@@ -976,6 +979,7 @@ fn decide_at(
         locale,
         deep_link: variant.and_then(|v| v.deep_link.clone()),
         image_url: variant.and_then(|v| v.image_url.clone()),
+        priority: variant.map(|v| v.priority).unwrap_or_default(),
         score,
         model_version: model.to_string(),
         at: send_at,

@@ -112,6 +112,11 @@ fn claim_token() -> String {
 /// Attempts of a store call that is safe to repeat, before its error is returned.
 const STORE_ATTEMPTS: u32 = 4;
 
+/// How long a claimed delivery may stay `sending` before
+/// [`Engine::settle_stale_claims`] takes its sender for dead: 15 minutes, Lambda's longest
+/// function timeout, so no live sender is ever overtaken.
+pub const CLAIM_LEASE: chrono::Duration = chrono::Duration::minutes(15);
+
 /// Runs `op` until it succeeds or [`STORE_ATTEMPTS`] attempts failed, with backoff between
 /// them. Only for calls that are safe to repeat: a claim under the same token, a final
 /// delivery status.
@@ -689,6 +694,19 @@ impl Engine {
             }
         }
         Ok(sent)
+    }
+
+    /// Settles deliveries whose sender vanished after its claim (a Lambda timed out or
+    /// crashed between the claim and its final status): claimed more than `lease` ago and
+    /// still `sending`, each becomes `unconfirmed`. The push may have gone out, and the
+    /// platform cannot say, so it is never sent again and its cap stays spent: at most
+    /// once, never twice. `lease` must exceed the longest a live sender can take
+    /// ([`CLAIM_LEASE`] on AWS: Lambda's longest timeout). Answers how many it settled.
+    ///
+    /// # Errors
+    /// A store failure (the rest waits for the next run).
+    pub async fn settle_stale_claims(&self, lease: chrono::Duration) -> Result<usize, EngineError> {
+        Ok(self.store.settle_stale_claims(lease).await?)
     }
 
     /// Read-modify-write of a user's state outside any device event.

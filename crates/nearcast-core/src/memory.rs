@@ -250,6 +250,14 @@ impl StateStore for InMemoryStateStore {
         ready(Ok(Vec::new()))
     }
 
+    fn settle_stale_claims(
+        &self,
+        _lease: chrono::Duration,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        // Senders live in the same process as this store: none vanishes and leaves it.
+        ready(Ok(0))
+    }
+
     fn pending_deliveries(
         &self,
         before: chrono::DateTime<chrono::Utc>,

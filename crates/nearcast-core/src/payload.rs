@@ -18,7 +18,8 @@ const ELLIPSIS: char = '…';
 /// coupon code, the deep link and the campaign variant. APNs gets them as custom keys
 /// next to `aps` (`mutable-content` set when there is an image, so a notification service
 /// extension can fetch it); FCM as string `data` values, the image as the notification's
-/// `image`.
+/// `image`, with the push's `priority`. APNs takes its priority from a header, not the
+/// payload ([`crate::campaign::Priority::apns`]; SNS's message attribute).
 fn platform_payload(push: &Push, key: &str, title: &str, body: &str) -> serde_json::Value {
     let mut extra = serde_json::Map::new();
     extra.insert("delivery_id".into(), json!(push.delivery_id));
@@ -53,6 +54,7 @@ fn platform_payload(push: &Push, key: &str, title: &str, body: &str) -> serde_js
         json!({
             "notification": notification,
             "data": extra,
+            "priority": push.priority.fcm(),
         })
     }
 }

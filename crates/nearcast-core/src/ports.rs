@@ -354,6 +354,16 @@ pub trait StateStore: Send + Sync {
         before: DateTime<Utc>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>>;
+    /// Settles claims whose sender vanished: every delivery still `sending` under a claim
+    /// made more than `lease` ago (by the store's own clock) becomes `unconfirmed` (its cap
+    /// stays spent and it is never sent again: the sender may or may not have pushed it
+    /// before it died, and the push platform cannot be asked). Answers how many it
+    /// settled. A store whose host settles claims otherwise (the embedded host, against
+    /// its outbox at start) or never loses a sender (in memory) answers 0.
+    fn settle_stale_claims(
+        &self,
+        lease: chrono::Duration,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
     /// Deletes everything about a user: state, idempotency keys, decisions, deliveries,
     /// outcomes.
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>>;
@@ -542,6 +552,13 @@ pub trait StoreLayer: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<Push>, StoreError>> {
         self.wrapped().pending_deliveries(before, limit)
     }
+    /// See [`StateStore::settle_stale_claims`].
+    fn settle_stale_claims(
+        &self,
+        lease: chrono::Duration,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.wrapped().settle_stale_claims(lease)
+    }
     /// See [`StateStore::erase_user`].
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
         self.wrapped().erase_user(user)
@@ -691,6 +708,12 @@ impl<L: StoreLayer> StateStore for L {
         to: DeliveryStatus,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         StoreLayer::finish_delivery(self, user, delivery_id, to)
+    }
+    fn settle_stale_claims(
+        &self,
+        lease: chrono::Duration,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        StoreLayer::settle_stale_claims(self, lease)
     }
     fn pending_deliveries(
         &self,

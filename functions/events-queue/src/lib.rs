@@ -148,7 +148,8 @@ pub const RELAY_GRACE_SECS: i64 = 60;
 /// that no sender ever claimed (an events-api or events-queue instance that died or timed
 /// out between its commit and its send, or whose commit answer was lost). Answers how many
 /// it sent. First it completes erasures that stopped halfway
-/// ([`Engine::resume_erasures`]).
+/// ([`Engine::resume_erasures`]); last it settles claims whose sender died after claiming
+/// ([`Engine::settle_stale_claims`]: `unconfirmed`, never sent twice).
 ///
 /// # Errors
 /// A store failure (the rest waits for the next schedule).
@@ -162,6 +163,9 @@ pub async fn relay(engine: &Engine) -> Result<usize, EngineError> {
     let sent = engine
         .relay_pending(chrono::Duration::seconds(RELAY_GRACE_SECS), 500)
         .await?;
-    tracing::info!(relayed = sent, "outbox relay ran");
+    let settled = engine
+        .settle_stale_claims(nearcast_core::engine::CLAIM_LEASE)
+        .await?;
+    tracing::info!(relayed = sent, settled, "outbox relay ran");
     Ok(sent)
 }

@@ -49,6 +49,8 @@ struct ProxyState {
     budget: AtomicI64,
     counts: Mutex<BTreeMap<String, u64>>,
     actions: Mutex<BTreeMap<String, u64>>,
+    /// The bodies of the requests seen since the last reset, with their operation.
+    bodies: Mutex<Vec<(String, Vec<u8>)>>,
     /// Bumped on every cut: open connections close.
     cuts: watch::Sender<u64>,
     /// Faults armed for particular operations, each fired once.
@@ -97,6 +99,7 @@ impl Proxy {
             budget: AtomicI64::new(UNLIMITED),
             counts: Mutex::new(BTreeMap::new()),
             actions: Mutex::new(BTreeMap::new()),
+            bodies: Mutex::new(Vec::new()),
             cuts: watch::channel(0).0,
             faults: Mutex::new(Vec::new()),
         });
@@ -166,15 +169,29 @@ impl Proxy {
         self.state.actions.lock().unwrap().clone()
     }
 
+    /// The bodies of the `op` requests seen since the last reset, in order (SNS's and SQS's
+    /// form-encoded parameters, DynamoDB's JSON), as text.
+    pub fn bodies(&self, op: &str) -> Vec<String> {
+        self.state
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
     /// Requests seen since the last reset.
     pub fn total(&self) -> u64 {
         self.counts().values().sum()
     }
 
-    /// Forgets the counts and actions.
+    /// Forgets the counts, actions and bodies.
     pub fn reset_counts(&self) {
         self.state.counts.lock().unwrap().clear();
         self.state.actions.lock().unwrap().clear();
+        self.state.bodies.lock().unwrap().clear();
     }
 }
 
@@ -466,6 +483,10 @@ async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream, up
             }
             let (op, actions) = iam_actions(&req);
             *s.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
+            s.bodies
+                .lock()
+                .unwrap()
+                .push((op.clone(), req.body.clone()));
             {
                 let mut a = s.actions.lock().unwrap();
                 for action in actions {
