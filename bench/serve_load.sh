@@ -19,6 +19,10 @@
 #                                 "--fix-interval 5")
 #   SERVER_BIN=, LOADGEN_BIN=     binaries to use instead of the built ones (e.g. an earlier
 #                                 commit's server, for a side-by-side comparison)
+#   QUIET=1                       0 writes a policy.json without quiet hours (default caps
+#                                 otherwise), so the send path is loaded at any hour; with 1
+#                                 the default policy's 21:00-08:00 (Helsinki) sends nothing
+#                                 at night
 set -euo pipefail
 
 STORES=${STORES:-10000}
@@ -33,6 +37,7 @@ DB_PARENT=${DB_PARENT:-${TMPDIR:-/tmp}}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-300}
 BUILD=${BUILD:-1}
 JSON_OUT=${JSON_OUT:-}
+QUIET=${QUIET:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -95,6 +100,11 @@ fi
 
 log "generating $STORES stores and $OFFERS offers"
 timeout 300 "$LOADGEN_BIN" gen-config --stores "$STORES" --offers "$OFFERS" --out "$WORK/config" >&2
+if [[ "$QUIET" == 0 ]]; then
+    printf '%s\n' '{"per_day": 2, "per_week": 6, "min_gap_minutes": 60, "quiet_start": "00:00", "quiet_end": "00:00"}' \
+        >"$WORK/config/policy.json"
+    log "policy without quiet hours (default caps)"
+fi
 
 log "starting nearcast serve (database in $DBDIR, --sync $SYNC)"
 : >"$WORK/server.out" # created here: the background job opens its redirections only once it runs

@@ -198,6 +198,74 @@ async fn exactly_one_push_when_an_answer_is_lost(backend: Backend, fault: Fault)
     assert_eq!(r.notifier.sent().len(), 1);
 }
 
+/// The same faults on a push that takes its code from a coupon pool: the code is assigned
+/// in the commit, so whichever answer is lost and whoever sends (the engine or the relay),
+/// exactly one push goes out, it carries the code, and exactly one code is issued.
+async fn one_push_one_code_when_an_answer_is_lost(backend: Backend, fault: Fault) {
+    use nearcast_core::audit::{Actor, Role};
+    let r = rig(backend, Some(fault)).await;
+    let eddie = Actor {
+        name: "eddie".into(),
+        role: Role::Editor,
+    };
+    let campaign = nearcast_core::config::parse_json(&json!({
+        "id": "c1", "name": "Rainy day", "status": "active", "coupon_pool": true,
+        "variants": [{"id": "a", "default_locale": "en",
+            "content": {"en": {"title": "Rain", "body": "Your code {coupon}"}}}]}))
+    .unwrap();
+    r.engine.put_campaign(campaign, &eddie).await.unwrap();
+    let codes: Vec<String> = (1..=4).map(|i| format!("RAIN-{i}")).collect();
+    r.engine
+        .upload_coupons(&id("c1"), &codes, &eddie, false)
+        .await
+        .unwrap();
+    let e = fix_at("pat", "f1", 0, noon());
+    let (_, verdict) = post_until_answered(&r.engine, &e).await;
+    assert_eq!(verdict, Verdict::Sent);
+    relay(&r).await;
+    let (status, _) = post_until_answered(&r.engine, &e).await;
+    assert_eq!(status, "duplicate");
+    relay(&r).await;
+    let sent = r.notifier.sent();
+    assert_eq!(sent.len(), 1, "{fault:?}: exactly one push");
+    let code = sent[0].coupon.clone().expect("the push carries its code");
+    assert!(codes.contains(&code), "{code}");
+    assert_eq!(sent[0].body, format!("Your code {code}"));
+    assert_eq!(delivery_status(&r).await, [DeliveryStatus::Sent]);
+    let counts = r.store.coupon_counts(&id("c1")).await.unwrap();
+    assert_eq!(
+        (counts.total, counts.issued),
+        (4, 1),
+        "{fault:?}: one code issued"
+    );
+}
+
+macro_rules! coupon_fault_cases {
+    ($($name:ident: $fault:expr),* $(,)?) => {$(
+        mod $name {
+            use nearcast_tests::Backend;
+            #[tokio::test]
+            async fn in_memory() {
+                super::one_push_one_code_when_an_answer_is_lost(Backend::Memory, $fault).await;
+            }
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::one_push_one_code_when_an_answer_is_lost(Backend::Sqlite, $fault).await;
+            }
+            #[tokio::test]
+            async fn on_dynamodb() {
+                super::one_push_one_code_when_an_answer_is_lost(Backend::Dynamo, $fault).await;
+            }
+        }
+    )*};
+}
+
+coupon_fault_cases!(
+    coupon_commit_answer_lost: super::Fault::Commit,
+    coupon_claim_answer_lost: super::Fault::Claim,
+    coupon_final_status_answer_lost: super::Fault::Finish,
+);
+
 macro_rules! fault_cases {
     ($($name:ident: $fault:expr),* $(,)?) => {$(
         mod $name {
