@@ -896,6 +896,7 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         deep_link: None,
         image_url: None,
         priority: Default::default(),
+        deferred: false,
         score: 0.5,
         model_version: "iam".into(),
         at: earlier,

@@ -8,6 +8,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use nearcast_api::auth::{Access, Role};
 use nearcast_core::campaign::Campaign;
+use nearcast_core::ports::DeliveryStatus;
 use nearcast_tests::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -1112,6 +1113,86 @@ async fn quiet_hours_and_the_gap_defer_a_push_instead_of_dropping_it(backend: Ba
     call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c).await;
     onboard(&h, "pia", 0).await;
     assert_eq!(reason_of(&h, "pia", 0, 630).await, "quiet_hours");
+}
+
+/// `defer_only_if_present`: a deferred push goes at its time only to a person still at the
+/// store then; one who is not there any more (silent since the evening) is not sent it,
+/// and the cap it held is given back.
+async fn a_deferred_push_can_wait_for_the_person_to_be_still_there(backend: Backend) {
+    let mut p = policy(5);
+    p.quiet_start = chrono::NaiveTime::from_hms_opt(21, 0, 0).unwrap();
+    p.quiet_end = chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap();
+    let h = harness(backend, 3, p).await;
+    let mut c = rainy("active", 100);
+    c["defer_minutes"] = json!(720);
+    c["defer_only_if_present"] = json!(true);
+    let (status, v) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // Both visit a store at 21:30 in Helsinki: deferred until 08:00.
+    onboard(&h, "rita", 0).await;
+    onboard(&h, "sami", 1).await;
+    assert_eq!(reason_of(&h, "rita", 0, 570).await, "sent");
+    assert_eq!(reason_of(&h, "sami", 1, 572).await, "sent");
+    assert!(h.notifier.sent().is_empty());
+    // rita is still at her store at 07:59 (the same visit: no new trigger); sami's app has
+    // said nothing since the evening.
+    let morning = noon() + chrono::Duration::minutes(20 * 60 - 1);
+    h.clock.set(morning);
+    let d = h
+        .engine
+        .process(&fix_at("rita", "rita-morning", 0, morning))
+        .await
+        .unwrap()
+        .decision
+        .unwrap();
+    assert_ne!(d.verdict, nearcast_core::decision::Verdict::Sent, "{d:?}");
+    h.clock.set(noon() + chrono::Duration::minutes(20 * 60 + 1));
+    let relayed = h
+        .engine
+        .relay_pending(chrono::Duration::seconds(30), 100)
+        .await
+        .unwrap();
+    assert_eq!(relayed, 1);
+    let sent = h.notifier.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].user_id.as_str(), "rita");
+    assert!(sent[0].deferred);
+    // sami's push is not sent, now or later, and his cap is free again.
+    for _ in 0..2 {
+        h.engine
+            .relay_pending(chrono::Duration::seconds(30), 100)
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.notifier.sent().len(), 1);
+    let sami = h.store.load_user(&id("sami")).await.unwrap().state;
+    assert!(sami.sends.is_empty(), "{:?}", sami.sends);
+    let statuses: Vec<_> = h
+        .store
+        .deliveries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.push.user_id.to_string(), d.status))
+        .collect();
+    assert!(
+        statuses.contains(&("sami".into(), DeliveryStatus::Failed)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&("rita".into(), DeliveryStatus::Sent)),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_push_can_wait_for_the_person_to_be_still_there_on_sqlite() {
+    a_deferred_push_can_wait_for_the_person_to_be_still_there(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_deferred_push_can_wait_for_the_person_to_be_still_there_on_dynamodb() {
+    a_deferred_push_can_wait_for_the_person_to_be_still_there(Backend::Dynamo).await;
 }
 
 #[tokio::test]

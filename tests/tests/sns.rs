@@ -36,6 +36,7 @@ fn push(platform: Platform, token: &str) -> Push {
         deep_link: None,
         image_url: None,
         priority: Default::default(),
+        deferred: false,
         score: 0.75,
         model_version: "test".into(),
         at: noon(),

@@ -178,6 +178,7 @@ fn push(user: &str, event: &str, minute: i64) -> Push {
         deep_link: None,
         image_url: None,
         priority: Default::default(),
+        deferred: false,
         score: 0.75,
         model_version: "test".into(),
         at: noon() + chrono::Duration::minutes(minute),

@@ -305,6 +305,7 @@ pub(crate) async fn preview(
             deep_link,
             image_url,
             priority,
+            deferred: false,
             score: 0.0,
             model_version: String::new(),
             at: engine.now(),

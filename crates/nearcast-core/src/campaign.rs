@@ -206,6 +206,11 @@ pub struct Campaign {
     /// then (consent checked again). None: such a push is dropped (`quiet_hours`, `capped`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defer_minutes: Option<u32>,
+    /// With `defer_minutes`: a deferred push is sent at its time only if the person is
+    /// still at the store then (a visit in progress there); otherwise it is dropped, its
+    /// cap given back. False (the default): sent anyway within `defer_minutes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub defer_only_if_present: bool,
     /// Caps per user for this campaign.
     #[serde(default)]
     pub per_user: PerUser,
@@ -438,6 +443,12 @@ impl Campaign {
                 format!("must be in [1, 1440], got {m}"),
             ));
         }
+        if self.defer_only_if_present && self.defer_minutes.is_none() {
+            return Err(FieldError::new(
+                "defer_only_if_present",
+                "needs defer_minutes (only a deferred push waits to be sent)",
+            ));
+        }
         if let Some(d) = self.per_user.per_day
             && !(1..=50).contains(&d)
         {
@@ -591,6 +602,11 @@ mod tests {
             ("/budget", json!(0), "budget"),
             ("/max_per_minute", json!(0), "max_per_minute"),
             ("/defer_minutes", json!(1441), "defer_minutes"),
+            (
+                "/defer_only_if_present",
+                json!(true),
+                "defer_only_if_present",
+            ),
             ("/status", json!("running"), "status"),
             ("/per_user/per_day", json!(0), "per_user.per_day"),
             ("/per_user/total", json!(0), "per_user.total"),

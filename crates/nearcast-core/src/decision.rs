@@ -361,6 +361,10 @@ pub struct Push {
     /// Delivery priority (the variant's; `high` when absent).
     #[serde(default, skip_serializing_if = "crate::campaign::Priority::is_high")]
     pub priority: crate::campaign::Priority,
+    /// Held back by quiet hours or the minimum gap and committed for a later `at` (the
+    /// campaign's `defer_minutes`): the outbox relay sends it then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
     /// Score.
     pub score: f64,
     /// Model version.
@@ -980,6 +984,7 @@ fn decide_at(
         deep_link: variant.and_then(|v| v.deep_link.clone()),
         image_url: variant.and_then(|v| v.image_url.clone()),
         priority: variant.map(|v| v.priority).unwrap_or_default(),
+        deferred: send_at > inputs.now,
         score,
         model_version: model.to_string(),
         at: send_at,

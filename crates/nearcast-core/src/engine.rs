@@ -654,15 +654,27 @@ impl Engine {
         grace: chrono::Duration,
         limit: usize,
     ) -> Result<usize, EngineError> {
-        let before = self.clock.now() - grace;
+        let now = self.clock.now();
+        let before = now - grace;
         let mut sent = 0;
         for mut push in self.store.pending_deliveries(before, limit).await? {
             let state = self.store.load_user(&push.user_id).await?.state;
+            // A deferred push of a campaign that wants the person still there: a visit to
+            // its store in progress now.
+            let present = !push.deferred
+                || !self
+                    .catalog()
+                    .campaign(&push.campaign_id)
+                    .is_some_and(|c| c.defer_only_if_present)
+                || state.fences.get(&push.store_id).is_some_and(|f| {
+                    now - f.last_seen <= crate::trigger::PRESENCE_TTL && f.out_since.is_none()
+                });
             let target = state
                 .push
                 .as_ref()
                 .filter(|t| !t.disabled)
                 .filter(|_| state.consents.granted(Purpose::Push))
+                .filter(|_| present)
                 .filter(|_| {
                     state
                         .sends
@@ -683,7 +695,7 @@ impl Engine {
                     let claim = claim_token();
                     let (user, id) = (&push.user_id, push.delivery_id.as_str());
                     if retry_store(|| self.store.claim_delivery(user, id, &claim)).await? {
-                        tracing::info!(delivery = %id, "unclaimed push no longer allowed; not sent");
+                        tracing::info!(delivery = %id, present, "unclaimed push no longer allowed or no longer relevant; not sent");
                         self.release(user, id, false).await?;
                         retry_store(|| {
                             self.store.finish_delivery(user, id, DeliveryStatus::Failed)
