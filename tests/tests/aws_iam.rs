@@ -875,6 +875,7 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         delivery_id: "d-orphan".into(),
         held_out: false,
         campaign_id: None,
+        store_id: None,
     });
     let target = state.push.clone().expect("fay's push target");
     let mut commit = nearcast_core::ports::Commit::new(nearcast_tests::id("fay"), rec.version);

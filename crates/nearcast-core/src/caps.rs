@@ -167,6 +167,7 @@ mod tests {
             delivery_id: "d".into(),
             held_out: false,
             campaign_id: None,
+            store_id: None,
         }
     }
 

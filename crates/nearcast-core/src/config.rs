@@ -407,6 +407,34 @@ pub struct Offer {
     /// Hours before the same user may get this offer again.
     #[serde(default = "default_reeligible")]
     pub reeligible_after_hours: u32,
+    /// Fires only on the user's Nth visit to the store (1: the first visit), counted over
+    /// the 90 days before; 1 to 100. None: any visit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nth_visit: Option<u32>,
+    /// How often it may be decided for one user: once per visit (the default), or at most
+    /// once per local day at each store (`store_day`: a second visit the same day does not
+    /// fire it).
+    #[serde(default, skip_serializing_if = "OncePer::is_visit")]
+    pub once_per: OncePer,
+}
+
+/// How often an offer may be decided for one user at one store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OncePer {
+    /// Once per visit.
+    #[default]
+    Visit,
+    /// At most once per local day at each store (sent or held out).
+    StoreDay,
+}
+
+impl OncePer {
+    /// Whether this is the default, once per visit.
+    #[must_use]
+    pub fn is_visit(&self) -> bool {
+        *self == Self::Visit
+    }
 }
 
 fn default_threshold() -> f64 {
@@ -530,6 +558,14 @@ impl Offer {
         }
         check_range("threshold", self.threshold, 0.0, 1.0)?;
         check_range("holdout", self.holdout, 0.0, 0.5)?;
+        if let Some(n) = self.nth_visit
+            && !(1..=100).contains(&n)
+        {
+            return Err(FieldError::new(
+                "nth_visit",
+                format!("must be in [1, 100], got {n}"),
+            ));
+        }
         if self.reeligible_after_hours > 24 * 365 {
             return Err(FieldError::new(
                 "reeligible_after_hours",

@@ -96,6 +96,11 @@ pub enum Reason {
         detail: String,
     },
     GlobalControl,
+    VisitNumber {
+        visit: u32,
+        needs: u32,
+    },
+    OncePerStoreDay,
 }
 
 impl Reason {
@@ -129,6 +134,8 @@ impl Reason {
             Reason::RateLimited { .. } => "rate_limited",
             Reason::CampaignCapped { .. } => "campaign_capped",
             Reason::GlobalControl => "global_control",
+            Reason::VisitNumber { .. } => "visit_number",
+            Reason::OncePerStoreDay => "once_per_store_day",
         }
     }
 }
@@ -185,6 +192,18 @@ impl std::fmt::Display for Reason {
                 write!(f, "campaign {campaign}: {detail}")
             }
             Reason::GlobalControl => write!(f, "in the global control group"),
+            Reason::VisitNumber { visit, needs } => {
+                write!(
+                    f,
+                    "visit {visit} to this store; the offer is for visit {needs}"
+                )
+            }
+            Reason::OncePerStoreDay => {
+                write!(
+                    f,
+                    "already decided at this store today (once per store and day)"
+                )
+            }
         }
     }
 }
@@ -534,6 +553,7 @@ pub fn apply_consent_effects(state: &mut UserState) {
         // Without location consent nothing about presence is kept.
         state.fences.clear();
         state.track = None;
+        state.visits.clear();
     }
     if !state.consents.granted(Purpose::Personalisation) {
         state.affinities.clear();
@@ -577,6 +597,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     if !state.consents.granted(Purpose::Location) {
         state.fences.clear();
         state.track = None;
+        state.visits.clear();
         return suppressed(state, event, Reason::NoConsentLocation, model);
     }
 
@@ -604,6 +625,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         let sid = &inputs.catalog.stores[p as usize].id;
         match tr {
             Transition::Enter => {
+                state.count_visit(sid, event.at);
                 changes.push(PresenceChange {
                     store_id: sid.clone(),
                     transition: PresenceTransition::Enter,
@@ -760,7 +782,9 @@ fn decide_at(
                     } else {
                         Ok(())
                     }
-                }) {
+                })
+                .and_then(|()| visit_rules(o, &store.id, &state, inputs.now, cat.tzs[p as usize]))
+            {
                 Err(r) => c.reason = Some(r),
                 Ok(()) => eligible_candidates.push((candidates.len(), p, k, contexts.len())),
             }
@@ -933,6 +957,7 @@ fn decide_at(
             delivery_id: did,
             held_out: true,
             campaign_id: d.campaign_id.clone(),
+            store_id: Some(store.id.clone()),
         });
         candidates[ci].reason = Some(r.clone());
         d.verdict = Verdict::HeldOut;
@@ -950,6 +975,7 @@ fn decide_at(
         delivery_id: did.clone(),
         held_out: false,
         campaign_id: d.campaign_id.clone(),
+        store_id: Some(store.id.clone()),
     });
     let target = state.push.as_ref().expect("checked above");
     // A campaign with a coupon pool: the code is picked when the push is committed, and
@@ -1170,6 +1196,38 @@ pub fn eligible(
     Ok(())
 }
 
+/// An offer's visit rules at store `store`: its `nth_visit` (the visit in progress is the
+/// store's count), and `once_per: store_day` (no send or holdout of it at this store on
+/// the local day of `now` in the store's time zone `tz`).
+///
+/// # Errors
+/// [`Reason::VisitNumber`] or [`Reason::OncePerStoreDay`].
+pub fn visit_rules(
+    o: &Offer,
+    store: &Id,
+    state: &UserState,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+) -> Result<(), Reason> {
+    if let Some(needs) = o.nth_visit {
+        let visit = state.visits.get(store).map_or(0, |v| v.count);
+        if visit != needs {
+            return Err(Reason::VisitNumber { visit, needs });
+        }
+    }
+    if o.once_per == crate::config::OncePer::StoreDay {
+        let today = now.with_timezone(&tz).date_naive();
+        if state.sends.iter().any(|s| {
+            s.offer_id == o.id
+                && s.store_id.as_ref() == Some(store)
+                && s.at.with_timezone(&tz).date_naive() == today
+        }) {
+            return Err(Reason::OncePerStoreDay);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1316,6 +1374,7 @@ mod tests {
             delivery_id: "d".into(),
             held_out: true,
             campaign_id: None,
+            store_id: None,
         });
         assert_eq!(
             code(eligible(&offer(), &c, &s, true, t)),

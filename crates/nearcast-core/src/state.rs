@@ -16,6 +16,12 @@ pub const MAX_AFFINITIES: usize = 32;
 pub const MAX_PURCHASES: usize = 200;
 /// How long sends are remembered (the weekly cap's window plus slack).
 pub const SEND_MEMORY: Duration = Duration::days(8);
+/// How long a store's visit count is kept after the last visit to it (an offer's
+/// `nth_visit` counts visits within this; the logs' retention).
+pub const VISIT_MEMORY: Duration = Duration::days(90);
+/// Most stores whose visit count is kept per user (the least recently visited forgotten
+/// first).
+pub const MAX_VISIT_COUNTS: usize = 64;
 
 /// A user's state, stored as one record and replaced as a whole under a version check.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,6 +46,20 @@ pub struct UserState {
     /// what a campaign's `per_user.total` counts. Only campaigns with such a cap.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub campaign_sends: BTreeMap<Id, u32>,
+    /// Store id -> visits to it (enters) within [`VISIT_MEMORY`] of the last one: what an
+    /// offer's `nth_visit` reads. A count and a date per store, never the visits
+    /// themselves; at most [`MAX_VISIT_COUNTS`] stores; forgotten with location consent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub visits: BTreeMap<Id, VisitCount>,
+}
+
+/// How often a user has visited one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitCount {
+    /// Visits (enters), this one included while it lasts.
+    pub count: u32,
+    /// When the last one began.
+    pub last: DateTime<Utc>,
 }
 
 /// The presence track of one user: one smoothed point on a grid of about 11 × 6 m
@@ -126,9 +146,36 @@ pub struct SendRecord {
     /// The offer's campaign, when it is a defined campaign (its caps per user count it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<Id>,
+    /// The store it was decided at (an offer's `once_per: store_day` reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<Id>,
 }
 
 impl UserState {
+    /// Counts a visit to `store` beginning at `at`: visits older than [`VISIT_MEMORY`]
+    /// start the count again, and past [`MAX_VISIT_COUNTS`] stores the least recently
+    /// visited is forgotten.
+    pub fn count_visit(&mut self, store: &Id, at: DateTime<Utc>) {
+        self.visits.retain(|_, v| at - v.last <= VISIT_MEMORY);
+        let v = self
+            .visits
+            .entry(store.clone())
+            .or_insert(VisitCount { count: 0, last: at });
+        v.count = v.count.saturating_add(1);
+        v.last = v.last.max(at);
+        while self.visits.len() > MAX_VISIT_COUNTS {
+            let Some(oldest) = self
+                .visits
+                .iter()
+                .min_by_key(|(_, v)| v.last)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.visits.remove(&oldest);
+        }
+    }
+
     /// Whether the user bought `product` or, when `product` is `None`, anything in `category`.
     pub fn bought(&self, product: Option<&Id>, category: &str) -> bool {
         self.purchases.iter().any(|p| match product {
@@ -173,5 +220,33 @@ impl UserState {
     /// Forgets sends older than [`SEND_MEMORY`].
     pub fn prune(&mut self, now: DateTime<Utc>) {
         self.sends.retain(|s| now - s.at <= SEND_MEMORY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visit_counts_stay_bounded_and_forget_the_least_recent_store() {
+        let t0: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+        let mut s = UserState::default();
+        let store = |i: usize| Id::parse(&format!("s{i}")).unwrap();
+        for i in 0..=MAX_VISIT_COUNTS {
+            s.count_visit(&store(i), t0 + Duration::minutes(i as i64));
+        }
+        assert_eq!(s.visits.len(), MAX_VISIT_COUNTS);
+        assert!(!s.visits.contains_key(&store(0)), "the least recent goes");
+        // Visiting the oldest kept store again makes it recent; the next new one evicts s2.
+        let later = t0 + Duration::hours(2);
+        s.count_visit(&store(1), later);
+        assert_eq!(s.visits[&store(1)].count, 2);
+        s.count_visit(&store(999), later);
+        assert!(s.visits.contains_key(&store(1)));
+        assert!(!s.visits.contains_key(&store(2)));
+        // A visit past the memory forgets every older count.
+        s.count_visit(&store(1), later + VISIT_MEMORY + Duration::seconds(1));
+        assert_eq!(s.visits.len(), 1, "{:?}", s.visits);
+        assert_eq!(s.visits[&store(1)].count, 1);
     }
 }

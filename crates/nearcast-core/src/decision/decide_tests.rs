@@ -152,6 +152,8 @@ fn reason_codes_are_distinct_and_every_reason_reads_as_text() {
         Reason::HeldOut {
             campaign: "c".into(),
         },
+        Reason::VisitNumber { visit: 1, needs: 2 },
+        Reason::OncePerStoreDay,
     ];
     let codes: std::collections::BTreeSet<&str> = all.iter().map(Reason::code).collect();
     assert_eq!(codes.len(), all.len(), "one code per reason");
@@ -550,4 +552,85 @@ fn outcomes_are_logged_for_opens_redemptions_and_purchases_only() {
     );
     let viewed = ev(json!({"event_id": "c", "type": "view", "at": at, "product_id": "p"}));
     assert!(outcome_of(&w.catalog, &viewed).is_none());
+}
+
+/// One visit to `store` at `w.now` (a fix inside), then a confirmed exit (two fixes away,
+/// a minute apart); answers the enter's decision.
+fn visit(w: &mut World, store: (f64, f64)) -> Decision {
+    let d = w.fix(store);
+    for _ in 0..2 {
+        w.now += Duration::minutes(1);
+        w.fix(AWAY);
+    }
+    assert!(w.state.fences.is_empty(), "the visit ended");
+    d
+}
+
+#[test]
+fn an_nth_visit_offer_fires_on_that_visit_only_and_counts_expire() {
+    let mut w = World::new(vec![offer(
+        "second",
+        "s",
+        json!({"nth_visit": 2, "reeligible_after_hours": 0}),
+    )]);
+    w.onboard();
+    let d = visit(&mut w, STORE);
+    assert_eq!(code(&d), "visit_number");
+    assert_eq!(
+        d.candidates[0].reason,
+        Some(Reason::VisitNumber { visit: 1, needs: 2 })
+    );
+    w.now += Duration::hours(3);
+    let d = visit(&mut w, STORE);
+    assert_eq!(d.verdict, Verdict::Sent, "{d:?}");
+    w.now += Duration::hours(3);
+    assert_eq!(code(&visit(&mut w, STORE)), "visit_number");
+    assert_eq!(w.state.visits[&Id::parse("s").unwrap()].count, 3);
+    // Counts are kept 90 days after the last visit: after that a visit is the first again.
+    w.now += Duration::days(91);
+    visit(&mut w, STORE);
+    assert_eq!(w.state.visits[&Id::parse("s").unwrap()].count, 1);
+    w.now += Duration::hours(3);
+    assert_eq!(visit(&mut w, STORE).verdict, Verdict::Sent);
+    // Location consent withdrawn: the counts go with the rest of presence.
+    w.consent("location", false);
+    assert!(w.state.visits.is_empty());
+    // A bad number is refused by name.
+    let bad = offer("o", "s", json!({"nth_visit": 0}));
+    let o: Offer = parse_json(&bad).unwrap();
+    assert_eq!(o.validate().unwrap_err().field, "nth_visit");
+}
+
+#[test]
+fn a_once_per_store_day_offer_skips_a_second_visit_the_same_local_day() {
+    let mut w = World::new(vec![
+        offer(
+            "daily",
+            "s",
+            json!({"once_per": "store_day", "reeligible_after_hours": 0}),
+        ),
+        offer("plain", "m", json!({"reeligible_after_hours": 0})),
+    ]);
+    w.onboard();
+    assert_eq!(visit(&mut w, STORE).verdict, Verdict::Sent);
+    assert_eq!(visit(&mut w, MALL).verdict, Verdict::Sent);
+    w.now += Duration::hours(3); // 15:00 in Helsinki, the same day
+    let d = visit(&mut w, STORE);
+    assert_eq!(code(&d), "once_per_store_day", "{d:?}");
+    assert_eq!(
+        visit(&mut w, MALL).verdict,
+        Verdict::Sent,
+        "once per visit: a second visit fires again"
+    );
+    // 23:30 in Helsinki is still the same local day; 00:30 is the next.
+    w.now = "2026-11-20T21:30:00Z".parse().unwrap();
+    assert_eq!(code(&visit(&mut w, STORE)), "once_per_store_day");
+    w.now = "2026-11-20T22:30:00Z".parse().unwrap();
+    assert_eq!(visit(&mut w, STORE).verdict, Verdict::Sent);
+    let daily: Offer = parse_json(&offer("o", "s", json!({"once_per": "store_day"}))).unwrap();
+    assert_eq!(
+        serde_json::to_value(&daily).unwrap()["once_per"],
+        "store_day"
+    );
+    assert!(parse_json::<Offer>(&offer("o", "s", json!({"once_per": "week"}))).is_err());
 }
