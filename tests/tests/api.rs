@@ -228,6 +228,8 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         ("store with unreadable opening hours", "PUT", "/v1/admin/stores/s9", Body::from(with(store_ok.clone(), "opening_hours", json!("Mon - Fri 11am - 11pm")).to_string()), 400, "opening_hours"),
         ("store with an upper-case tag", "PUT", "/v1/admin/stores/s9", Body::from(with(store_ok.clone(), "tags", json!(["Flagship"])).to_string()), 400, "tags[0]"),
         ("offer with a bad store tag", "PUT", "/v1/admin/offers/o9", Body::from(with(offer_ok.clone(), "store_tags", json!(["a b"])).to_string()), 400, "store_tags[0]"),
+        ("offer for visit 0", "PUT", "/v1/admin/offers/o9", Body::from(with(offer_ok.clone(), "nth_visit", json!(0)).to_string()), 400, "nth_visit"),
+        ("offer once per week", "PUT", "/v1/admin/offers/o9", Body::from(with(offer_ok.clone(), "once_per", json!("week")).to_string()), 400, "once_per"),
     ];
     assert!(cases.len() >= 25);
     let rows = dump(&h).await.unwrap().join("\n");
