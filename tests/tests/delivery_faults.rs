@@ -240,56 +240,34 @@ async fn one_push_one_code_when_an_answer_is_lost(backend: Backend, fault: Fault
     );
 }
 
-macro_rules! coupon_fault_cases {
-    ($($name:ident: $fault:expr),* $(,)?) => {$(
-        mod $name {
-            use nearcast_tests::Backend;
-            #[tokio::test]
-            async fn in_memory() {
-                super::one_push_one_code_when_an_answer_is_lost(Backend::Memory, $fault).await;
-            }
-            #[tokio::test]
-            async fn on_sqlite() {
-                super::one_push_one_code_when_an_answer_is_lost(Backend::Sqlite, $fault).await;
-            }
-            #[tokio::test]
-            async fn on_dynamodb() {
-                super::one_push_one_code_when_an_answer_is_lost(Backend::Dynamo, $fault).await;
-            }
-        }
-    )*};
-}
-
-coupon_fault_cases!(
-    coupon_commit_answer_lost: super::Fault::Commit,
-    coupon_claim_answer_lost: super::Fault::Claim,
-    coupon_final_status_answer_lost: super::Fault::Finish,
-);
-
+/// One module per case, with a test per store: `name: scenario(fault)`.
 macro_rules! fault_cases {
-    ($($name:ident: $fault:expr),* $(,)?) => {$(
+    ($($name:ident: $scenario:ident($fault:expr)),* $(,)?) => {$(
         mod $name {
             use nearcast_tests::Backend;
             #[tokio::test]
             async fn in_memory() {
-                super::exactly_one_push_when_an_answer_is_lost(Backend::Memory, $fault).await;
+                super::$scenario(Backend::Memory, $fault).await;
             }
             #[tokio::test]
             async fn on_sqlite() {
-                super::exactly_one_push_when_an_answer_is_lost(Backend::Sqlite, $fault).await;
+                super::$scenario(Backend::Sqlite, $fault).await;
             }
             #[tokio::test]
             async fn on_dynamodb() {
-                super::exactly_one_push_when_an_answer_is_lost(Backend::Dynamo, $fault).await;
+                super::$scenario(Backend::Dynamo, $fault).await;
             }
         }
     )*};
 }
 
 fault_cases!(
-    commit_answer_lost: super::Fault::Commit,
-    claim_answer_lost: super::Fault::Claim,
-    final_status_answer_lost: super::Fault::Finish,
+    coupon_commit_answer_lost: one_push_one_code_when_an_answer_is_lost(super::Fault::Commit),
+    coupon_claim_answer_lost: one_push_one_code_when_an_answer_is_lost(super::Fault::Claim),
+    coupon_final_status_answer_lost: one_push_one_code_when_an_answer_is_lost(super::Fault::Finish),
+    commit_answer_lost: exactly_one_push_when_an_answer_is_lost(super::Fault::Commit),
+    claim_answer_lost: exactly_one_push_when_an_answer_is_lost(super::Fault::Claim),
+    final_status_answer_lost: exactly_one_push_when_an_answer_is_lost(super::Fault::Finish),
 );
 
 /// The process dies after its commit, before it sends (no client retry at all): the relay

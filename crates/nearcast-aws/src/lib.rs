@@ -743,6 +743,20 @@ impl DynamoStateStore {
         }
     }
 
+    /// One delivery's item (consistent read), if it exists.
+    async fn delivery_item(&self, user: &str, id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("USER#{user}"), format!("DELIVERY#{id}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem", e))?;
+        Ok(out.item)
+    }
+
     /// See [`StateStore::settle_stale_claims`]: 8 Queries on the marker partitions, then
     /// per claimed marker older than `lease` 1 GetItem, 1 conditional UpdateItem (`sending`
     /// under that claim → `unconfirmed`) and 1 DeleteItem.
@@ -761,16 +775,8 @@ impl DynamoStateStore {
                 if claimed > cutoff {
                     continue;
                 }
-                let delivery = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(format!("USER#{user}"), format!("DELIVERY#{id}"))))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_err("GetItem", e))?;
-                if let Some(d) = delivery.item()
+                let delivery = self.delivery_item(user, id).await?;
+                if let Some(d) = &delivery
                     && get_s(d, "status") == Some(DeliveryStatus::Sending.as_str())
                     && let Some(claim) = get_s(d, "claim")
                 {
@@ -838,16 +844,7 @@ impl DynamoStateStore {
             if out.len() >= limit {
                 break;
             }
-            let item = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key(format!("USER#{user}"), format!("DELIVERY#{id}"))))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_err("GetItem", e))?;
-            match item.item() {
+            match self.delivery_item(&user, &id).await?.as_ref() {
                 Some(i) if get_s(i, "status") == Some(DeliveryStatus::Pending.as_str()) => {
                     out.push(body::<Push>(i, "body")?);
                 }
