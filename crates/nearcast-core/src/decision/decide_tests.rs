@@ -634,3 +634,35 @@ fn a_once_per_store_day_offer_skips_a_second_visit_the_same_local_day() {
     );
     assert!(parse_json::<Offer>(&offer("o", "s", json!({"once_per": "week"}))).is_err());
 }
+
+#[test]
+fn an_exit_confirmed_exactly_at_the_presence_lifetime_is_real_and_one_after_it_expired() {
+    let bye = || {
+        vec![offer(
+            "bye",
+            "s",
+            json!({"trigger": {"type": "exit"}, "reeligible_after_hours": 0}),
+        )]
+    };
+    for (extra, expired) in [(Duration::zero(), false), (Duration::seconds(1), true)] {
+        let mut w = World::new(bye());
+        w.onboard();
+        let t0 = w.now;
+        w.fix(STORE);
+        // Silent, then two fixes away a minute apart; the second confirms the exit.
+        w.now = t0 + crate::trigger::PRESENCE_TTL - Duration::minutes(1) + extra;
+        w.fix(AWAY);
+        w.now += Duration::minutes(1);
+        let d = w.fix(AWAY);
+        assert_eq!(
+            changes(&d),
+            [("s".into(), PresenceTransition::Exit, Some(0), expired)],
+            "{extra}"
+        );
+        assert_eq!(
+            d.verdict == Verdict::Sent,
+            !expired,
+            "an exit offer fires after a real exit only: {d:?}"
+        );
+    }
+}
