@@ -180,16 +180,21 @@ async fn delivery_status(r: &Rig) -> Vec<DeliveryStatus> {
 
 use nearcast_core::ports::Clock;
 
-async fn exactly_one_push_when_an_answer_is_lost(backend: Backend, fault: Fault) {
-    let r = rig(backend, Some(fault)).await;
+/// pat's fix f1 sends (retried by the client until answered), the relay runs, the client
+/// retries once more later (a duplicate), and the relay runs again.
+async fn send_retry_and_relay(r: &Rig) {
     let e = fix_at("pat", "f1", 0, noon());
     let (_, verdict) = post_until_answered(&r.engine, &e).await;
     assert_eq!(verdict, Verdict::Sent);
-    relay(&r).await;
-    // The client retries once more, later: still a duplicate, no second push.
+    relay(r).await;
     let (status, _) = post_until_answered(&r.engine, &e).await;
-    assert_eq!(status, "duplicate");
-    relay(&r).await;
+    assert_eq!(status, "duplicate", "a later retry is a duplicate");
+    relay(r).await;
+}
+
+async fn exactly_one_push_when_an_answer_is_lost(backend: Backend, fault: Fault) {
+    let r = rig(backend, Some(fault)).await;
+    send_retry_and_relay(&r).await;
     assert_eq!(r.notifier.sent().len(), 1, "{fault:?}: exactly one push");
     assert_eq!(delivery_status(&r).await, [DeliveryStatus::Sent]);
     // The cap (1 a day) is spent by that one push.
@@ -219,13 +224,7 @@ async fn one_push_one_code_when_an_answer_is_lost(backend: Backend, fault: Fault
         .upload_coupons(&id("c1"), &codes, &eddie, false)
         .await
         .unwrap();
-    let e = fix_at("pat", "f1", 0, noon());
-    let (_, verdict) = post_until_answered(&r.engine, &e).await;
-    assert_eq!(verdict, Verdict::Sent);
-    relay(&r).await;
-    let (status, _) = post_until_answered(&r.engine, &e).await;
-    assert_eq!(status, "duplicate");
-    relay(&r).await;
+    send_retry_and_relay(&r).await;
     let sent = r.notifier.sent();
     assert_eq!(sent.len(), 1, "{fault:?}: exactly one push");
     let code = sent[0].coupon.clone().expect("the push carries its code");
