@@ -12,6 +12,8 @@ const NOW: &str = "2026-11-20T10:00:00Z"; // Friday, 12:00 in Helsinki
 const STORE: (f64, f64) = (60.1699, 24.9384);
 /// A second store 300 m north, a polygon.
 const MALL: (f64, f64) = (60.1726, 24.9384);
+/// A third store 1 km east, open only in the evening (closed at `NOW`).
+const BAR: (f64, f64) = (60.1699, 24.9564);
 
 fn now() -> DateTime<Utc> {
     NOW.parse().unwrap()
@@ -30,6 +32,12 @@ fn catalog(offers: Vec<Value>) -> Catalog {
                 [MALL.1 - 0.001, MALL.0 - 0.0005], [MALL.1 + 0.001, MALL.0 - 0.0005],
                 [MALL.1 + 0.001, MALL.0 + 0.0005], [MALL.1 - 0.001, MALL.0 + 0.0005],
                 [MALL.1 - 0.001, MALL.0 - 0.0005]]]}}}),
+        )
+        .unwrap(),
+        parse_json(
+            &json!({"id": "b", "name": "B", "category": "bar", "time_zone": "Europe/Helsinki",
+            "opening_hours": "Mo-Su 18:00-23:00",
+            "fence": {"type": "circle", "lat": BAR.0, "lon": BAR.1, "radius_m": 50}}),
         )
         .unwrap(),
     ];
@@ -665,4 +673,38 @@ fn an_exit_confirmed_exactly_at_the_presence_lifetime_is_real_and_one_after_it_e
             "an exit offer fires after a real exit only: {d:?}"
         );
     }
+}
+
+#[test]
+fn an_offer_that_needs_the_store_open_waits_for_its_opening_hours() {
+    let offers = || {
+        vec![
+            offer(
+                "open",
+                "b",
+                json!({"require_open": true, "reeligible_after_hours": 0}),
+            ),
+            offer(
+                "any",
+                "s",
+                json!({"require_open": false, "reeligible_after_hours": 0}),
+            ),
+            offer(
+                "cafe",
+                "m",
+                json!({"require_open": true, "reeligible_after_hours": 0}),
+            ),
+        ]
+    };
+    let mut w = World::new(offers());
+    w.onboard();
+    // 12:00 in Helsinki: the bar (18:00-23:00) is closed.
+    let d = visit(&mut w, BAR);
+    assert_eq!(code(&d), "store_closed", "{d:?}");
+    // An offer that does not ask, and a store without opening hours (counted open): sent.
+    assert_eq!(visit(&mut w, STORE).verdict, Verdict::Sent);
+    assert_eq!(visit(&mut w, MALL).verdict, Verdict::Sent);
+    // 19:00: open.
+    w.now = "2026-11-20T17:00:00Z".parse().unwrap();
+    assert_eq!(visit(&mut w, BAR).verdict, Verdict::Sent);
 }
