@@ -461,14 +461,19 @@ fn an_exit_trigger_names_its_bad_field() {
 
 #[test]
 fn below_threshold_is_explained_by_the_best_rejected_candidate() {
-    let mut w = World::new(vec![
-        offer("never", "s", json!({"threshold": 1.0})),
-        offer(
-            "closed",
-            "s",
-            json!({"ends_at": "2026-01-01T00:00:00Z", "category": "tea"}),
-        ),
-    ]);
+    let never = offer("never", "s", json!({"threshold": 1.0}));
+    let closed = offer(
+        "closed",
+        "s",
+        json!({"ends_at": "2026-01-01T00:00:00Z", "category": "tea"}),
+    );
+    // Either order of the candidates: the scored one explains.
+    let mut w = World::new(vec![closed.clone(), never.clone()]);
+    w.onboard();
+    let d = w.fix(STORE);
+    assert_eq!(d.offer_id.as_ref().unwrap().as_str(), "never", "{d:?}");
+    assert_eq!(code(&d), "below_threshold");
+    let mut w = World::new(vec![never, closed]);
     w.onboard();
     let d = w.fix(STORE);
     assert_eq!(d.verdict, Verdict::Suppressed);
@@ -707,4 +712,20 @@ fn an_offer_that_needs_the_store_open_waits_for_its_opening_hours() {
     // 19:00: open.
     w.now = "2026-11-20T17:00:00Z".parse().unwrap();
     assert_eq!(visit(&mut w, BAR).verdict, Verdict::Sent);
+}
+
+#[test]
+fn a_score_equal_to_the_threshold_is_enough() {
+    // The score this fix gets, measured with no threshold...
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    w.onboard();
+    let s = w.fix(STORE).score.expect("scored");
+    // ...is sent with a threshold of exactly that score, and not with one just above.
+    for (threshold, sent) in [(s, true), (s + 1e-9, false)] {
+        let mut w = World::new(vec![offer("o", "s", json!({"threshold": threshold}))]);
+        w.onboard();
+        let d = w.fix(STORE);
+        assert_eq!(d.score, Some(s), "the same inputs score the same");
+        assert_eq!(d.verdict == Verdict::Sent, sent, "{threshold}: {d:?}");
+    }
 }
