@@ -729,3 +729,20 @@ fn a_score_equal_to_the_threshold_is_enough() {
         assert_eq!(d.verdict == Verdict::Sent, sent, "{threshold}: {d:?}");
     }
 }
+
+#[test]
+fn a_push_sent_at_once_is_not_deferred_and_keeps_the_default_priority() {
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    w.onboard();
+    let at = w.now;
+    let out = w.feed(json!({"type": "location", "lat": STORE.0, "lon": STORE.1, "accuracy_m": 5}));
+    let push = out.push.expect("sent");
+    assert!(!push.deferred, "{push:?}");
+    assert_eq!(push.at, at);
+    assert_eq!(push.priority, crate::campaign::Priority::High);
+    let v = serde_json::to_value(&push).unwrap();
+    assert!(
+        v.get("deferred").is_none() && v.get("priority").is_none(),
+        "{v}"
+    );
+}
