@@ -1266,6 +1266,17 @@ mod tests {
             ..offer()
         };
         assert_eq!(code(eligible(&o, &c, &s, true, t)), "outside_schedule");
+        // The schedule starts at its instant, not a second before.
+        let o = Offer {
+            starts_at: Some(t),
+            ..offer()
+        };
+        assert_eq!(code(eligible(&o, &c, &s, true, t)), "ok");
+        let o = Offer {
+            starts_at: Some(t + Duration::seconds(1)),
+            ..offer()
+        };
+        assert_eq!(code(eligible(&o, &c, &s, true, t)), "outside_schedule");
         let o = Offer {
             weekdays: vec![WeekdayName::Sat],
             ..offer()
