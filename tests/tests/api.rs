@@ -224,6 +224,7 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         ("results with a zero window", "GET", "/v1/admin/campaigns/cpool/results?window_hours=0", Body::empty(), 400, "window_hours"),
         ("campaign with a zero send rate", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "max_per_minute", json!(0)).to_string()), 400, "max_per_minute"),
         ("campaign deferring over a day", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "defer_minutes", json!(1441)).to_string()), 400, "defer_minutes"),
+        ("campaign waiting for presence without deferral", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "defer_only_if_present", json!(true)).to_string()), 400, "defer_only_if_present"),
         ("variant with an unknown priority", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "variants", json!([{"id": "a", "default_locale": "en", "content": {"en": {"title": "T", "body": "B"}}, "priority": "urgent"}])).to_string()), 400, "variants[0].priority"),
         ("store with unreadable opening hours", "PUT", "/v1/admin/stores/s9", Body::from(with(store_ok.clone(), "opening_hours", json!("Mon - Fri 11am - 11pm")).to_string()), 400, "opening_hours"),
         ("store with an upper-case tag", "PUT", "/v1/admin/stores/s9", Body::from(with(store_ok.clone(), "tags", json!(["Flagship"])).to_string()), 400, "tags[0]"),

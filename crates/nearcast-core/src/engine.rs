@@ -641,7 +641,9 @@ impl Engine {
     /// never claimed by a sender (the process died after its commit, or the commit's answer
     /// was lost and the retry answered "duplicate"). Each is sent to the user's current
     /// push target; a user who since withdrew push consent, lost their push target or was
-    /// erased is not sent it (the delivery is marked failed and its cap released). Runs at
+    /// erased is not sent it (the delivery is marked failed and its cap released), and
+    /// neither is a deferred push of a campaign with `defer_only_if_present` to someone
+    /// whose visit to its store is no longer in progress. Runs at
     /// most `limit` deliveries; answers how many it sent.
     ///
     /// Safe to run anywhere at any time, as often as wanted: the claim makes every push go
