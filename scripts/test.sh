@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit and property tests, the invariants, the API's
 # handling of bad input, the demo, the kill -9 durability test, and the AWS adapters
-# against moto's server on loopback; then builds the Lambda zips and runs sam build.
+# against moto's server on loopback; then the API against its OpenAPI document, the
+# marketer console in a headless browser, and builds the Lambda zips and runs sam build.
 # One profile (release) for tests, the demo and the benchmarks, so dependencies build once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,11 @@ cargo test --workspace --release --locked "$@" 2>&1 | tee "$log" || status=$?
 # .venv-schemathesis), deterministic, every operation; no 5xx, nothing outside the document.
 api_status=ok
 bash scripts/schemathesis.sh || { api_status=FAILED; status=1; }
+# The marketer console in a real browser: Debian's chromium (installed when missing)
+# driven by playwright-core (pinned in crates/nearcast-console's lockfile) through the
+# marketer's scenario; screenshots in $CARGO_TARGET_DIR/console-test.
+console_status=ok
+bash scripts/console-test.sh || { console_status=FAILED; status=1; }
 # What AWS runs: the three functions built as arm64 Lambda zips with cargo-lambda, and
 # infra/template.yaml through `sam validate --lint` and `sam build` (pinned tools in
 # .venv-lambda, builds cached in ~/.cache/nearcast-lambda-target; see the script). After the
@@ -30,6 +36,6 @@ if [ "${NEARCAST_SKIP_LAMBDA_BUILD:-0}" != 1 ]; then
     bash scripts/build-lambdas.sh || { lambda_status=FAILED; status=1; }
 fi
 # One closing line for the whole run (cargo prints one per test binary).
-awk -v lambda="$lambda_status" -v api="$api_status" '/^test result:/ { p += $4; f += $6; s += $8 }
-     END { printf "tests: %d passed, %d failed, %d skipped; schemathesis: %s; Lambda build and sam build: %s\n", p, f, s, api, lambda }' "$log"
+awk -v lambda="$lambda_status" -v api="$api_status" -v console="$console_status" '/^test result:/ { p += $4; f += $6; s += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped; schemathesis: %s; console in chromium: %s; Lambda build and sam build: %s\n", p, f, s, api, console, lambda }' "$log"
 exit "$status"

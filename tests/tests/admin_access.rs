@@ -79,6 +79,21 @@ async fn roles_decide_and_refusals_change_nothing(backend: Backend) {
         let (status, v, _) = call(&h, Some(who), method, uri, body).await;
         assert_eq!(status, StatusCode::OK, "{who} {method} {uri}: {v}");
     }
+    // Each caller can ask who they are and what they may do (the console does, first).
+    for (who, role, edit, admin) in [
+        ("vic", "viewer", false, false),
+        ("eddie", "editor", true, false),
+        ("ada", "admin", true, true),
+    ] {
+        let (status, v, _) = call(&h, Some(who), "GET", "/v1/admin/me", Value::Null).await;
+        assert_eq!(status, StatusCode::OK, "{who}: {v}");
+        assert_eq!(
+            v,
+            json!({"name": who, "role": role, "can": {"edit": edit, "admin": admin}})
+        );
+    }
+    let (status, _, _) = call(&h, None, "GET", "/v1/admin/me", Value::Null).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     // A viewer simulates (it writes nothing): not refused for its role.
     let (status, v, _) = call(&h, Some("vic"), "POST", "/v1/admin/simulate", json!({})).await;
     assert!(

@@ -695,6 +695,22 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
             .contains("RAIN-00"),
         "no code in the audit log"
     );
+    // A preview shows a sample code, never one of the pool's.
+    let (status, v) = call(
+        &h,
+        "vic",
+        "POST",
+        "/v1/admin/campaigns/c1/preview",
+        json!({"locale": "en"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["previews"][0]["body"], "Umbrellas -20 % with SAMPLE-CODE");
+    assert_eq!(
+        v["previews"][0]["payloads"]["apns"]["coupon"],
+        "SAMPLE-CODE"
+    );
+    assert!(!v.to_string().contains("RAIN-00"), "{v}");
     let (status, v) = call_raw(&h, "eddie", uri, "NEW-1\nRAIN-004\n").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["error"]["field"], "rows[2].code");

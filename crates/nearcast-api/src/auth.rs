@@ -251,6 +251,7 @@ mod tests {
             (Method::GET, "/v1/admin/stores", Some(Role::Viewer)),
             (Method::GET, "/v1/admin/stores/s1", Some(Role::Viewer)),
             (Method::GET, "/v1/admin/results", Some(Role::Viewer)),
+            (Method::GET, "/v1/admin/me", Some(Role::Viewer)),
             (Method::GET, "/v1/admin/audit", Some(Role::Viewer)),
             (Method::GET, "/v1/admin/policy", Some(Role::Viewer)),
             (Method::GET, "/v1/admin/model", Some(Role::Viewer)),

@@ -187,6 +187,9 @@ pub(crate) async fn set_status(
 /// receive them, with their sizes. Body (all optional): `store_id` (for `{store}`; default
 /// the first store the campaign's first offer runs at), `locale`, `coupon` (for
 /// `{coupon}`; default the offer's code).
+/// The code a preview of a coupon-pool campaign shows when none is given.
+pub const SAMPLE_COUPON: &str = "SAMPLE-CODE";
+
 #[utoipa::path(
     post,
     path = "/v1/admin/campaigns/{id}/preview",
@@ -247,7 +250,12 @@ pub(crate) async fn preview(
     };
     let store_name = store.map_or("{store}", |s| s.name.as_str());
     let offer = offers.first();
-    let coupon = coupon.or_else(|| offer.and_then(|o| o.coupon.clone()));
+    // The code shown: the one asked for, else the offer's shared code, else, for a campaign
+    // whose pushes each take a code from its pool, a sample in the pool's alphabet (the
+    // codes themselves are not shown to whoever previews).
+    let coupon = coupon
+        .or_else(|| offer.and_then(|o| o.coupon.clone()))
+        .or_else(|| campaign.coupon_pool.then(|| SAMPLE_COUPON.to_string()));
     // (variant id, locale, title, body, deep link, image)
     type Text = (
         Option<Id>,

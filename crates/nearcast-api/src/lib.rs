@@ -31,7 +31,7 @@ mod why;
 
 pub use error::ApiError;
 
-use auth::Actor;
+use auth::{Actor, Role};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::StatusCode;
@@ -122,6 +122,7 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(why::user_decisions))
         .routes(routes!(admin_erase))
         .routes(routes!(audit_log))
+        .routes(routes!(whoami))
         .routes(routes!(model_status))
         .routes(routes!(reload_model))
         .split_for_parts()
@@ -875,6 +876,25 @@ async fn import_stores(
     let stores: Vec<Store> = parsed.stores.iter().map(|(_, s)| s.clone()).collect();
     let summary = engine.import_stores(stores, &actor, dry_run).await?;
     Ok(Json(report(Some(summary), !dry_run)))
+}
+
+/// Who the caller is and what they may do: the console asks before it shows any button
+/// that writes (a viewer's are disabled; the API refuses them anyway).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/me",
+    tag = "audit",
+    responses((status = 200, description = "The caller's name and role (`viewer`, `editor`, `admin`)", body = serde_json::Value, content_type = "application/json"))
+)]
+async fn whoami(Extension(actor): Extension<Actor>) -> Json<Value> {
+    Json(json!({
+        "name": actor.name,
+        "role": actor.role.as_str(),
+        "can": {
+            "edit": actor.role >= Role::Editor,
+            "admin": actor.role >= Role::Admin,
+        },
+    }))
 }
 
 #[utoipa::path(

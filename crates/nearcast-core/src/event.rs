@@ -358,10 +358,14 @@ pub fn number(v: &Value, lo: f64, hi: f64) -> Result<f64, FieldError> {
         return Err(FieldError::new("", "must be a finite number"));
     }
     if x < lo || x > hi {
-        return Err(FieldError::new(
-            "",
-            format!("must be in [{lo}, {hi}], got {x}"),
-        ));
+        // A lower bound of the smallest positive number means "above zero": said so,
+        // not printed as 2.2e-308 in full.
+        let range = if lo > 0.0 && lo <= f64::MIN_POSITIVE {
+            format!("(0, {hi}]")
+        } else {
+            format!("[{lo}, {hi}]")
+        };
+        return Err(FieldError::new("", format!("must be in {range}, got {x}")));
     }
     Ok(x)
 }
@@ -702,5 +706,14 @@ mod tests {
         let long = json!({"event_id": "e2", "type": "coupon_redeemed",
             "at": "2026-11-20T11:59:00Z", "offer_id": "o1", "delivery_id": "d".repeat(65)});
         assert_eq!(field_of(long), "delivery_id");
+    }
+
+    #[test]
+    fn a_range_open_at_zero_is_written_as_such() {
+        let e = number(&json!(0), f64::MIN_POSITIVE, 50_000.0).unwrap_err();
+        assert_eq!(e.reason, "must be in (0, 50000], got 0");
+        let e = number(&json!(-1), 0.0, 1.0).unwrap_err();
+        assert_eq!(e.reason, "must be in [0, 1], got -1");
+        assert_eq!(number(&json!(0.5), f64::MIN_POSITIVE, 1.0).unwrap(), 0.5);
     }
 }

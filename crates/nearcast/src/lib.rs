@@ -1,6 +1,7 @@
 //! Nearcast on one machine: the embedded SQLite state store, the outbox notifier, and the
 //! `nearcast` command (demo, serve, replay).
 
+pub mod console;
 pub mod demo;
 pub mod export;
 pub mod model_store;

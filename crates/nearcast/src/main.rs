@@ -112,6 +112,11 @@ enum Command {
         /// unless --addr is a loopback address, where without keys every caller is an admin.
         #[arg(long, env = "NEARCAST_ADMIN_KEYS")]
         admin_keys: Option<PathBuf>,
+        /// The marketer console's built files, served at /console/ (default:
+        /// crates/nearcast-console/dist when it exists; build it with
+        /// scripts/build-console.sh).
+        #[arg(long, env = "NEARCAST_CONSOLE")]
+        console: Option<PathBuf>,
     },
     /// Feeds a JSON-lines file of events through the pipeline and prints the decisions.
     Replay {
@@ -512,6 +517,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             keep_idempotency_days,
             keep_log_days,
             admin_keys,
+            console,
         } => {
             let admin_keys = nearcast::load_admin_keys(admin_keys.as_deref())?;
             let retention =
@@ -620,7 +626,16 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             };
             tracing::info!(%local, ?backend, relayed, stores = engine.catalog().stores.len(), pruned, pruned_logs, admin_keys = keys, "nearcast serving");
             println!("nearcast listening on http://{local}");
-            axum::serve(listener, nearcast_api::router_with(engine, access))
+            let console = nearcast::console::console_dir(console.as_deref());
+            if let Some(dir) = &console {
+                println!(
+                    "console at http://{local}/console/ (files of {})",
+                    dir.display()
+                );
+            }
+            let app =
+                nearcast_api::router_with(engine, access).merge(nearcast::console::router(console));
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })

@@ -1,0 +1,368 @@
+// The marketer console, walked end to end in a real browser (Debian's chromium, driven
+// by playwright-core): sign in as a viewer and as an admin, import the Helsinki stores
+// with two bad rows, the fences on the map and the API's validation messages, a campaign
+// with its push preview, the simulator, activation, the demo day replayed, the results,
+// a pause in the audit log, and why a person was not sent an offer.
+//
+// Run by scripts/console-test.sh (which builds the console and the binary and installs
+// chromium when it is missing). Each step saves a screenshot in $CONSOLE_OUT and checks
+// what the page shows; any failed check ends the run with a non-zero status.
+
+import { createRequire } from "node:module";
+import { spawn, execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import fs from "node:fs";
+import path from "node:path";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const require = createRequire(path.join(root, "crates/nearcast-console/package.json"));
+const { chromium } = require("playwright-core");
+
+const bin = process.env.NEARCAST_BIN;
+const out = process.env.CONSOLE_OUT;
+if (!bin || !out) throw new Error("NEARCAST_BIN and CONSOLE_OUT must be set (scripts/console-test.sh sets them)");
+fs.rmSync(out, { recursive: true, force: true });
+fs.mkdirSync(out, { recursive: true });
+const work = fs.mkdtempSync(path.join(out, "work-"));
+const db = path.join(work, "nearcast.db");
+const outbox = path.join(work, "outbox.jsonl");
+const keys = path.join(work, "keys.json");
+const events = path.join(root, "events");
+
+let failures = 0;
+function check(ok, what) {
+  if (ok) {
+    console.log(`  ok    ${what}`);
+  } else {
+    failures++;
+    console.log(`  FAIL  ${what}`);
+    throw new Error(`check failed: ${what}`);
+  }
+}
+
+function key(name, role) {
+  return execFileSync(bin, ["admin-key", "--name", name, "--role", role, "--keys", keys], { stdio: ["ignore", "pipe", "ignore"] })
+    .toString().trim();
+}
+
+/** `nearcast serve` on a free loopback port; resolves with its base URL. */
+function serve(addr = "127.0.0.1:0") {
+  const p = spawn(bin, ["serve", "--addr", addr, "--db", db, "--outbox", outbox, "--config", events,
+    "--weather", path.join(events, "weather.json"), "--admin-keys", keys,
+    "--console", path.join(root, "crates/nearcast-console/dist")], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
+  let log = "";
+  p.stderr.on("data", (d) => (log += d));
+  return new Promise((resolve, reject) => {
+    let text = "";
+    p.stdout.on("data", (d) => {
+      text += d;
+      const m = /nearcast listening on (http:\/\/[0-9.:]+)/.exec(text);
+      if (m) resolve({ proc: p, base: m[1] });
+    });
+    p.on("exit", (code) => reject(new Error(`nearcast serve exited (${code}): ${log}`)));
+  });
+}
+
+async function stop(server) {
+  if (server.proc.exitCode !== null || server.proc.signalCode !== null) return;
+  const done = new Promise((r) => server.proc.once("exit", r));
+  server.proc.kill("SIGINT");
+  await done;
+}
+
+let step = 0;
+async function shot(page, name) {
+  step++;
+  const file = path.join(out, `${String(step).padStart(2, "0")}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: false });
+  console.log(`  shot  ${path.relative(root, file)}`);
+  // CONSOLE_DOCS=docs/console refreshes the pictures of docs/console.md (JPEG, smaller).
+  if (process.env.CONSOLE_DOCS) {
+    await page.screenshot({ path: path.join(process.env.CONSOLE_DOCS, `${name}.jpg`), type: "jpeg", quality: 60 });
+  }
+}
+
+const text = async (page, sel) => ((await page.locator(sel).first().textContent()) || "").trim();
+
+async function signIn(page, k) {
+  await page.locator("#key").fill(k);
+  await page.locator("#sign-in-form button[type=submit]").click();
+  await page.locator("#app").waitFor({ state: "visible" });
+}
+
+async function openTab(page, name) {
+  await page.locator(`#tab-${name}`).click();
+  await page.locator(`#pane-${name}`).waitFor({ state: "visible" });
+}
+
+/** Clicks the map at a place (the map is moved there first). */
+async function clickAt(page, lat, lon) {
+  const pt = await page.evaluate(([lat, lon]) => {
+    const m = window.nearcastConsole.map;
+    const p = m.latLngToContainerPoint([lat, lon]);
+    return { x: p.x, y: p.y };
+  }, [lat, lon]);
+  await page.locator("#map").click({ position: pt });
+}
+
+const viewerKey = key("vic", "viewer");
+const adminKey = key("ada", "admin");
+let server = await serve();
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+});
+const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, timezoneId: "Europe/Helsinki", locale: "en-GB" });
+// The machine reaches only loopback: map tiles and anything else off this server fail at once.
+await context.route("**/*", (route) => {
+  const u = new URL(route.request().url());
+  return u.hostname === "127.0.0.1" ? route.continue() : route.abort();
+});
+const page = await context.newPage();
+page.on("dialog", (d) => d.accept());
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+
+try {
+  // 1. Sign in as a viewer: everything visible, nothing changeable.
+  console.log("1. sign in; a viewer sees everything and can change nothing");
+  await page.goto(`${server.base}/console/`);
+  await page.locator("#sign-in").waitFor({ state: "visible" });
+  await shot(page, "sign-in");
+  await page.locator("#key").fill("not-a-key");
+  await page.locator("#sign-in-form button[type=submit]").click();
+  await page.waitForFunction(() => document.querySelector("#sign-in-error").textContent.length > 0);
+  check(await page.locator("#app").isHidden(), "a wrong key shows nothing of the console");
+  check((await text(page, "#sign-in-error")).includes("not one of this server's keys"), "a wrong key is refused with the API's message");
+  await signIn(page, viewerKey);
+  const whoText = await text(page, "#who");
+  check(whoText.includes("vic (viewer)"), `the header names the viewer and the role: ${whoText}`);
+  await page.waitForFunction(() => Number(document.querySelector("#map").dataset.fences || 0) > 0);
+  const viewerFences = Number(await page.locator("#map").getAttribute("data-fences"));
+  check(viewerFences > 10, `the viewer sees the demo's fences on the map (${viewerFences})`);
+  check(await page.locator("#store-form button[type=submit]").isDisabled(), "Save store is disabled for a viewer");
+  await openTab(page, "campaigns");
+  await page.locator("#campaign-list tbody tr").first().waitFor();
+  check((await page.locator("#campaign-list tbody tr").count()) >= 1, "the viewer sees the campaigns");
+  const activeButtons = page.locator("#campaign-list button");
+  check((await activeButtons.count()) > 0 && (await activeButtons.evaluateAll((bs) => bs.every((b) => b.disabled))), "every status button is disabled for a viewer");
+  const refused = await page.evaluate(async (k) => {
+    const r = await fetch("/v1/admin/policy", { method: "PUT", headers: { Authorization: `Bearer ${k}`, "Content-Type": "application/json" }, body: "{}" });
+    return r.status;
+  }, viewerKey);
+  check(refused === 403, "and the API refuses the viewer's write (403)");
+  await shot(page, "viewer");
+  await page.locator("#sign-out").click();
+  await page.locator("#sign-in").waitFor({ state: "visible" });
+  await signIn(page, adminKey);
+  check((await text(page, "#who")).includes("ada (admin)"), "signed in again as an admin");
+
+  // Keyboard: the tabs move with the arrow keys.
+  await page.locator("#tab-stores").focus();
+  await page.keyboard.press("ArrowRight");
+  check(await page.locator("#tab-campaigns").evaluate((t) => t === document.activeElement && t.getAttribute("aria-selected") === "true"), "ArrowRight moves to the next tab");
+  await page.keyboard.press("ArrowLeft");
+  check(await page.locator("#pane-stores").isVisible(), "ArrowLeft moves back");
+  const unlabelled = await page.evaluate(() => Array.from(document.querySelectorAll("input, select, textarea"))
+    .filter((e) => e.type !== "hidden" && e.labels.length === 0 && !e.getAttribute("aria-label"))
+    .map((e) => e.id || e.name));
+  check(unlabelled.length === 0, `every field has a label (${unlabelled.join(", ") || "none missing"})`);
+
+  // 2. Import the Helsinki stores from CSV, with two bad rows.
+  console.log("2. import the Helsinki stores from CSV with two bad rows");
+  const csv = fs.readFileSync(path.join(root, "bench/data/helsinki_osm_pois.csv"), "utf8").trimEnd().split("\n");
+  const header = csv[0];
+  const rows = csv.slice(1);
+  rows.splice(9, 0, "node,990000001,Broken latitude,supermarket,,,,95.5,24.94,2024-01-01 00:00:00+00:00");
+  rows.splice(19, 0, "node,990000002,Nowhere,cafe,,,,,,2024-01-01 00:00:00+00:00");
+  const file = path.join(work, "helsinki-stores.csv");
+  fs.writeFileSync(file, [header, ...rows].join("\n") + "\n");
+  await page.locator("#import-file").setInputFiles(file);
+  await page.locator("#import-form button[type=submit]").click();
+  await page.locator("#import-report table").first().waitFor();
+  const rejected = await page.locator("#import-report table").first().locator("tbody tr").allTextContents();
+  check(rejected.length === 2, `the report lists the two bad rows (${rejected.length})`);
+  check(rejected[0].startsWith("10") && rejected[0].includes("lat"), `row 10 is rejected for its latitude: ${rejected[0]}`);
+  check(rejected[1].startsWith("20"), `row 20 is rejected: ${rejected[1]}`);
+  check((await text(page, "#import-summary")).includes("nothing is written"), "nothing is written before the import");
+  await shot(page, "import-report");
+  await page.locator("#import-apply").click();
+  await page.locator("#import-applied").waitFor();
+  const applied = await text(page, "#import-applied");
+  const created = Number(/(\d+) created/.exec(applied)[1]);
+  check(created > 1500, `the other rows are imported: ${applied}`);
+  await page.waitForFunction((n) => Number(document.querySelector("#map").dataset.fences || 0) > n, viewerFences);
+  const fences = Number(await page.locator("#map").getAttribute("data-fences"));
+  check(fences > viewerFences, `the map shows the imported fences (${fences} in view)`);
+  await shot(page, "imported");
+
+  // 3. The map: fences drawn (on a blank background: no tiles are reachable), a circle
+  // drawn by clicking, the API's own validation messages.
+  console.log("3. fences on the map; draw and edit with the API's validation");
+  const drawn = await page.locator("#map path.leaflet-interactive").count();
+  check(drawn === fences, `each fence in view is drawn (${drawn})`);
+  await page.locator("#store-new").click();
+  await page.locator("#store-id").fill("kiosk-rautatientori");
+  await page.locator("#store-name").fill("Rautatientori kiosk");
+  await page.locator("#store-category").fill("kiosk");
+  await page.locator("#store-draw").click();
+  await clickAt(page, 60.1710, 24.9435);
+  check(Math.abs(Number(await page.locator("#store-lat").inputValue()) - 60.171) < 0.001, "a click on the map sets the circle's centre");
+  await page.locator("#store-radius").fill("0");
+  await page.locator("#store-form button[type=submit]").click();
+  await page.locator("#store-error").waitFor({ state: "visible" });
+  check((await text(page, "#store-error")).startsWith("fence.radius_m"), `a zero radius is refused naming the field: ${await text(page, "#store-error")}`);
+  await shot(page, "store-error");
+  await page.locator("#store-radius").fill("35");
+  await page.locator("#store-form button[type=submit]").click();
+  await page.locator("#store-ok").waitFor({ state: "visible" });
+  check((await text(page, "#store-ok")).includes("Saved kiosk-rautatientori"), "the circle is saved");
+  // A polygon whose edges cross is refused by the API, naming the geometry.
+  await page.locator("input[name=shape][value=polygon]").check();
+  await page.locator("#store-points").fill("24.9430, 60.1705\n24.9440, 60.1712\n24.9440, 60.1705\n24.9430, 60.1712");
+  await page.locator("#store-form button[type=submit]").click();
+  await page.waitForFunction(() => document.querySelector("#store-error").textContent.includes("fence.geometry"));
+  check(true, `a self-crossing polygon is refused: ${await text(page, "#store-error")}`);
+  await shot(page, "polygon-error");
+  const kiosk = await page.evaluate(async (k) => (await fetch("/v1/admin/stores/kiosk-rautatientori", { headers: { Authorization: `Bearer ${k}` } })).json(), adminKey);
+  check(kiosk.fence.type === "circle" && kiosk.fence.radius_m === 35, "the refused polygon changed nothing: the store is still the circle");
+
+  // 4. A campaign: rainy-day umbrellas, with a preview of the iOS and Android push.
+  console.log("4. create the rainy-day umbrellas campaign and preview its push");
+  await openTab(page, "campaigns");
+  await page.locator("#campaign-editor summary").click();
+  await page.locator("#cmp-id").fill("cmp-umbrellas");
+  await page.locator("#cmp-name").fill("Rainy-day umbrellas");
+  await page.locator("#cmp-holdout").fill("10");
+  await page.locator("#cmp-budget").fill("200");
+  await page.locator("#cmp-title-fi").fill("Sataako? {store} auttaa");
+  await page.locator("#cmp-body-fi").fill("Sateenvarjot -25 % tänään koodilla {coupon}");
+  await page.locator("#cmp-title-en").fill("Caught in the rain near {store}?");
+  await page.locator("#cmp-body-en").fill("Umbrellas -25 % today with {coupon}");
+  await page.locator("#cmp-deep-link").fill("javascript:alert(1)");
+  await page.locator("#off-id").fill("off-umbrellas");
+  await page.locator("#off-category").fill("umbrella");
+  await page.locator("#off-store-categories").fill("cafe, supermarket");
+  for (const d of ["morning", "midday", "afternoon"]) await page.locator(`input[name=daypart][value=${d}]`).check();
+  await page.locator("input[name=weather][value=rain]").check();
+  await page.locator("#cmp-coupons").fill(Array.from({ length: 40 }, (_, i) => `UMB-${String(i + 1).padStart(3, "0")}`).join("\n"));
+  await page.locator("#campaign-form button[type=submit]").click();
+  await page.locator("#campaign-error").waitFor({ state: "visible" });
+  check((await text(page, "#campaign-error")).includes("variants[0].deep_link"), `a javascript: deep link is refused naming the field: ${await text(page, "#campaign-error")}`);
+  await page.locator("#cmp-deep-link").fill("shop://offers/umbrellas");
+  await page.locator("#campaign-form button[type=submit]").click();
+  await page.locator("#campaign-ok").waitFor({ state: "visible" });
+  check((await text(page, "#campaign-ok")).includes("40 codes"), `the campaign, its offer and 40 codes are saved: ${await text(page, "#campaign-ok")}`);
+  check((await page.locator('#campaign-list tr[data-id="cmp-umbrellas"] .badge').textContent()) === "draft", "the new campaign is a draft");
+  await page.locator("#preview-locale").selectOption("fi");
+  await page.locator("#cmp-preview").click();
+  await page.locator("#preview .phone").first().waitFor();
+  const ios = await text(page, '#preview .phone[data-platform="ios"] .notif');
+  const android = await text(page, '#preview .phone[data-platform="android"] .notif');
+  check(ios.includes("Sataako?") && ios.includes("Sateenvarjot -25 %") && !ios.includes("{store}"), `the iOS preview shows the Finnish text with the store filled in: ${ios}`);
+  check(android.includes("Sataako?") && android.includes("Sateenvarjot"), `the Android preview too: ${android}`);
+  await page.locator("#preview").scrollIntoViewIfNeeded();
+  await shot(page, "campaign-preview");
+
+  // 5. Simulate a walk into a café on a rainy morning.
+  console.log("5. simulate a walk into a store");
+  const cafe = JSON.parse(fs.readFileSync(path.join(events, "stores.json"), "utf8")).find((s) => s.id === "osm-node-1378064344");
+  const ring = cafe.fence.geometry ? cafe.fence.geometry.coordinates[0].slice(0, -1) : [[cafe.fence.lon, cafe.fence.lat]];
+  const centre = [ring.reduce((a, p) => a + p[1], 0) / ring.length, ring.reduce((a, p) => a + p[0], 0) / ring.length];
+  await openTab(page, "simulate");
+  await page.evaluate(([lat, lon]) => window.nearcastConsole.map.setView([lat, lon], 18, { animate: false }), centre);
+  await page.waitForTimeout(300);
+  await page.locator("#sim-draw").click();
+  for (const [dlat, dlon] of [[-0.0006, -0.0004], [-0.0003, -0.0002], [0, 0], [0.00001, 0.00001]]) {
+    await clickAt(page, centre[0] + dlat, centre[1] + dlon);
+  }
+  check((await text(page, "#sim-points")) === "4 points", "four points of the walk are on the map");
+  await page.locator("#sim-start").fill("2026-11-20T09:30");
+  await page.locator("#sim-weather").selectOption("rain");
+  await page.locator("#sim-affinities").fill("coffee=0.7");
+  await page.locator("#sim-form button[type=submit]").click();
+  await page.locator("#sim-summary").waitFor();
+  const summary = await text(page, "#sim-summary");
+  check(/4 events: 1 sent/.test(summary), `the walk sends one push: ${summary}`);
+  const candidates = await page.locator("#sim-table tr.candidate").allTextContents();
+  check(candidates.length >= 2, `the ranked candidates are listed (${candidates.length})`);
+  const scores = await page.locator("#sim-table tr.candidates").first().locator("tr.candidate td:nth-child(4)").allTextContents();
+  const scored = scores.filter((x) => x !== "–").map(Number);
+  check(scored.length >= 2 && scored.every((x, i) => i === 0 || scored[i - 1] >= x) && scores.slice(0, scored.length).every((x) => x !== "–"),
+    `the candidates are ranked: scored ones first, best first (${scores.slice(0, 4).join(", ")} ...)`);
+  check(candidates.some((c) => c.includes("off-umbrellas") && c.includes("campaign_not_active")), "the draft campaign's offer is a candidate held back because it is not active");
+  const sentRow = await page.locator("#sim-table tr.decision").evaluateAll((rows) => rows
+    .map((r) => Array.from(r.cells).map((c) => c.textContent))
+    .find((cells) => cells[3] === "sent"));
+  check(sentRow && sentRow[2].length > 0 && sentRow[4].startsWith("off-"), `the decision that sends names its store and offer: ${sentRow && sentRow.join(" ")}`);
+  await shot(page, "simulation");
+
+  // 6. Activate, replay the demo day, read the results.
+  console.log("6. activate, replay the demo day, results");
+  await openTab(page, "campaigns");
+  await page.locator('#campaign-list tr[data-id="cmp-umbrellas"] button', { hasText: "Activate" }).click();
+  await page.waitForFunction(() => document.querySelector('#campaign-list tr[data-id="cmp-umbrellas"] .badge')?.textContent === "active");
+  check(true, "the campaign is active");
+  await stop(server);
+  const replay = execFileSync(bin, ["replay", "--db", db, "--outbox", outbox, "--weather", path.join(events, "weather.json"), path.join(events, "demo-day.jsonl")]).toString();
+  const sentLine = /sent\s+(\d+)/.exec(replay);
+  check(sentLine && Number(sentLine[1]) > 0, `the demo day replays through the same file (${sentLine ? sentLine[1] : "?"} sent)`);
+  // The same address again: the browser keeps its session (per origin).
+  server = await serve(new URL(server.base).host);
+  await page.goto(`${server.base}/console/#results`);
+  await page.locator("#app").waitFor({ state: "visible" });
+  await openTab(page, "results");
+  await page.locator("#results-campaign option[value=cmp-umbrellas]").waitFor({ state: "attached" });
+  await page.locator("#results-campaign").selectOption("cmp-umbrellas");
+  await page.locator("#results-form button[type=submit]").click();
+  await page.locator("#results .result-block").first().waitFor();
+  const arms = await page.locator("#results .result-block").first().locator("table.arms tbody tr").allTextContents();
+  check(arms.length === 3 && arms[0].startsWith("Treated") && arms[1].startsWith("Held out"), `treated, held out and the global control are listed: ${arms.join(" | ")}`);
+  const treatedN = Number(await page.locator("#results .result-block table.arms tbody tr").first().locator("td").first().textContent());
+  check(treatedN > 0, `people were treated by the campaign in the demo day (${treatedN})`);
+  const lifts = await page.locator("#results .result-block").first().locator("table.lifts tbody tr").allTextContents();
+  check(lifts.length === 2 && lifts[0].includes("Redemption") && /too few people to conclude|significant/.test(lifts[0]), `the lift has its verdict: ${lifts[0]}`);
+  await shot(page, "results");
+  // The demo's own rainy-day campaign has the per-offer chart.
+  await page.locator("#results-campaign").selectOption("cmp-rainy-day");
+  await page.locator("#results-form button[type=submit]").click();
+  await page.locator("#results svg.chart").waitFor();
+  check((await page.locator("#results .result-block").count()) >= 1, "the demo campaign's results are shown");
+  const label = await page.locator("#results svg.chart").getAttribute("aria-label");
+  check(/off-rainy-cafe: \d+ sent/.test(label) && !label.includes("off-umbrellas"), `the per-offer chart shows the campaign's own offers: ${label}`);
+  await shot(page, "results-chart");
+
+  // 7. Pause; the audit log shows who did it.
+  console.log("7. pause; the audit log names who did it");
+  await openTab(page, "campaigns");
+  await page.locator('#campaign-list tr[data-id="cmp-umbrellas"] button', { hasText: "Pause" }).click();
+  await page.waitForFunction(() => document.querySelector('#campaign-list tr[data-id="cmp-umbrellas"] .badge')?.textContent === "paused");
+  await openTab(page, "audit");
+  await page.locator("#audit-list tbody tr").first().waitFor();
+  const newest = await page.locator("#audit-list tbody tr").first().locator("td").allTextContents();
+  check(newest[1] === "ada (admin)" && newest[2] === "campaign.status" && newest[3] === "cmp-umbrellas", `the newest entry: ${newest.slice(1, 4).join(" ")}`);
+  await page.locator("#audit-list tbody tr").first().locator("summary").click();
+  check((await text(page, "#audit-list tbody tr:first-child pre")).includes('"paused"'), "its change shows the new status");
+  await shot(page, "audit");
+
+  // 8. Why wasn't anna sent this offer?
+  console.log("8. why wasn't anna sent the umbrella offer?");
+  await openTab(page, "people");
+  await page.locator("#why-offer option[value=off-umbrella-rain]").waitFor({ state: "attached" });
+  await page.locator("#why-user").fill("anna");
+  await page.locator("#why-offer").selectOption("off-umbrella-rain");
+  await page.locator("#why-form button[type=submit]").click();
+  await page.locator("#why-summary").waitFor();
+  const why = await text(page, "#why-summary");
+  check(/considered \d+ time/.test(why) && why.includes("not sent because"), `the answer says why: ${why}`);
+  const whyRows = await page.locator("#why-table tbody tr").allTextContents();
+  check(whyRows.length >= 1 && whyRows.some((r) => /weather|capped/.test(r)), `each decision says why: ${whyRows.join(" | ")}`);
+  await shot(page, "why");
+
+  check(pageErrors.length === 0, `no script errors on the page (${pageErrors.join("; ") || "none"})`);
+} finally {
+  await browser.close();
+  await stop(server).catch(() => {});
+}
+console.log(failures ? `console: ${failures} check(s) failed` : `console: every check passed; screenshots in ${path.relative(root, out)}`);
+process.exit(failures ? 1 : 0);
