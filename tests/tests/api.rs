@@ -123,7 +123,8 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         .map(str::to_string);
     let (s, v) = call(&h, "POST", "/v1/events", batch(vec![
         json!({"event_id": "open", "type": "notification_opened", "at": at, "offer_id": "o0", "delivery_id": delivery}),
-        json!({"event_id": "buy", "type": "purchase", "at": at, "product_id": "p1", "category": "coffee"}),
+        json!({"event_id": "buy", "type": "purchase", "at": at, "product_id": "p1", "category": "coffee",
+            "amount": 4.2, "currency": "EUR", "order_id": "ord-1", "channel": "in_store", "store_id": "s0"}),
     ])).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let store_ok = json!({"id": "s9", "name": "New", "category": "cafe", "time_zone": "Europe/Helsinki",
@@ -209,6 +210,12 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         ("path id mismatch", "PUT", "/v1/admin/stores/s1", Body::from(store_ok.to_string()), 400, "id"),
         ("opened with a bad offer id", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "notification_opened", "at": noon().to_rfc3339(), "offer_id": "a b"})])), 400, "events[0].offer_id"),
         ("redeemed with a long delivery id", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "coupon_redeemed", "at": noon().to_rfc3339(), "offer_id": "o0", "delivery_id": "d".repeat(65)})])), 400, "events[0].delivery_id"),
+        ("purchase amount without currency", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339(), "category": "coffee", "amount": 4.5})])), 400, "events[0].currency"),
+        ("purchase currency not ISO 4217", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339(), "category": "coffee", "amount": 4.5, "currency": "eur"})])), 400, "events[0].currency"),
+        ("purchase amount negative", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339(), "category": "coffee", "amount": -1, "currency": "EUR"})])), 400, "events[0].amount"),
+        ("purchase channel unknown", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339(), "category": "coffee", "channel": "telepathy"})])), 400, "events[0].channel"),
+        ("amount on a view", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "view", "at": noon().to_rfc3339(), "category": "coffee", "amount": 4.5, "currency": "EUR"})])), 400, "events[0].amount"),
+        ("redeemed code with a space", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "coupon_redeemed", "at": noon().to_rfc3339(), "offer_id": "o1", "code": "A B"})])), 400, "events[0].code"),
         ("purchase category not a string", "POST", "/v1/events", Body::from(batch(vec![json!({"event_id": "a", "type": "purchase", "at": noon().to_rfc3339(), "product_id": "p2", "category": 5})])), 400, "events[0].category"),
         ("policy unknown field", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3, "per_week": 5, "min_gap_minutes": 0, "quiet_start": "21:00:00", "quiet_end": "08:00:00", "x": 1}).to_string()), 400, "x"),
         ("policy partial (PUT replaces the whole policy)", "PUT", "/v1/admin/policy", Body::from(json!({"per_day": 3}).to_string()), 400, "per_week"),
@@ -221,7 +228,7 @@ async fn malformed_requests_change_nothing(backend: Backend) {
         ("coupon upload with an unknown parameter", "POST", "/v1/admin/campaigns/cpool/coupons?size=2", Body::from("Q-1\n"), 400, "size"),
         ("redemption of a malformed code", "POST", "/v1/admin/redemptions", Body::from(json!({"code": "a b"}).to_string()), 400, "code"),
         ("redemption with an unknown field", "POST", "/v1/admin/redemptions", Body::from(json!({"code": "P-1", "till": 3}).to_string()), 400, "till"),
-        ("results with a zero window", "GET", "/v1/admin/campaigns/cpool/results?window_hours=0", Body::empty(), 400, "window_hours"),
+        ("results from a day that does not exist", "GET", "/v1/admin/campaigns/cpool/results?from=2026-02-30", Body::empty(), 400, "from"),
         ("campaign with a zero send rate", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "max_per_minute", json!(0)).to_string()), 400, "max_per_minute"),
         ("campaign deferring over a day", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "defer_minutes", json!(1441)).to_string()), 400, "defer_minutes"),
         ("campaign waiting for presence without deferral", "PUT", "/v1/admin/campaigns/cpool", Body::from(with(campaign_ok.clone(), "defer_only_if_present", json!(true)).to_string()), 400, "defer_only_if_present"),

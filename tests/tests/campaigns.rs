@@ -863,13 +863,52 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
         &h,
         "vic",
         "GET",
-        "/v1/admin/campaigns/c1/results?window_hours=0",
+        "/v1/admin/campaigns/c1/results?from=2026-13-01",
         Value::Null,
     )
     .await;
     assert_eq!(
         (status, v["error"]["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("window_hours"))
+        (StatusCode::BAD_REQUEST, Some("from"))
+    );
+    for (q, field) in [
+        ("by=week", "by"),
+        ("window_hours=24", "window_hours"),
+        ("from=2026-11-21&to=2026-11-20", "to"),
+    ] {
+        let (status, v) = call(
+            &h,
+            "vic",
+            "GET",
+            &format!("/v1/admin/campaigns/c1/results?{q}"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            (status, v["error"]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{q}: {v}"
+        );
+    }
+    // The funnel and a breakdown by day: the sends and the redemption, on their day.
+    let (status, v) = call(
+        &h,
+        "vic",
+        "GET",
+        "/v1/admin/campaigns/c1/results?by=day",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["results"]["funnel"]["sent"], 6, "{v}");
+    assert_eq!(v["results"]["funnel"]["redeemed"], 1, "{v}");
+    let rows = v["results"]["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["treated"]["n"].as_u64().unwrap())
+            .sum::<u64>(),
+        6,
+        "{v}"
     );
 }
 

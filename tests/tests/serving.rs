@@ -214,6 +214,7 @@ fn logged(user: &str, event: &str, offer: &str, model: &str, verdict: Verdict) -
 
 fn happened(user: &str, minutes: i64, kind: OutcomeKind, offer: &str) -> OutcomeRecord {
     OutcomeRecord {
+        detail: Default::default(),
         event_id: id(&format!("x-{minutes}")),
         user_id: id(user),
         at: noon() + chrono::Duration::minutes(minutes),

@@ -187,6 +187,7 @@ fn push(user: &str, event: &str, minute: i64) -> Push {
 
 fn outcome(user: &str, event: &str, minute: i64, kind: OutcomeKind) -> OutcomeRecord {
     OutcomeRecord {
+        detail: Default::default(),
         event_id: id(event),
         user_id: id(user),
         at: noon() + chrono::Duration::minutes(minute),

@@ -560,36 +560,77 @@ pub(crate) async fn redeem(
     )
 }
 
-/// `GET /v1/admin/campaigns/{id}/results[?window_hours=]`: treated against held out (and the
-/// global control group), per campaign and variant, on redemptions and purchases in the
-/// offer's category within the window (default: the campaign's conversion deadline, else
-/// 72 h), each difference with its 95 % interval and a verdict, and the variants compared
-/// by chi-squared. Computed from the logs on each call.
+/// `GET /v1/admin/campaigns/{id}/results[?from=&to=&by=day|store|variant]`: treated
+/// against held out (and the global control group), per campaign and variant, on visits,
+/// redemptions, purchases and revenue within the campaign's conversion window, each
+/// difference with its 95 % interval and a verdict; the variants compared by chi-squared;
+/// the funnel; and the breakdown asked for. Days are the stores' local days, `from` and
+/// `to` inclusive.
 #[utoipa::path(
     get,
     path = "/v1/admin/campaigns/{id}/results",
     tag = "results",
-    params(("id" = String, Path, example = "cmp-rainy-day", description = "campaign id"), ("window_hours" = Option<u32>, Query, description = "attribution window, 1 to 8760 hours")),
-    responses((status = 200, description = "Arms, lifts with intervals, variant tests", body = serde_json::Value, content_type = "application/json"))
+    params(
+        ("id" = String, Path, example = "cmp-rainy-day", description = "campaign id"),
+        ("from" = Option<String>, Query, description = "first day, YYYY-MM-DD (store's local day)"),
+        ("to" = Option<String>, Query, description = "last day, YYYY-MM-DD, inclusive"),
+        ("by" = Option<String>, Query, description = "breakdown: day, store or variant"),
+    ),
+    responses((status = 200, description = "Arms, lifts with intervals, variant tests, funnel, breakdown", body = serde_json::Value, content_type = "application/json"))
 )]
 pub(crate) async fn results(
     State(engine): State<AppState>,
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    use nearcast_core::campaign_results::{By, cells_from_logs, summarise, window_of};
     let id = path_id("id", &id)?;
+    let (mut from, mut to, mut by) = (None, None, None);
+    let day = |k: &str, v: &str| {
+        v.parse::<chrono::NaiveDate>()
+            .map_err(|_| ApiError::invalid(k, format!("must be a day as YYYY-MM-DD, got {v:?}")))
+    };
+    for (k, v) in &q {
+        match k.as_str() {
+            "from" => from = Some(day(k, v)?),
+            "to" => to = Some(day(k, v)?),
+            "by" => {
+                by = Some(By::parse(v).ok_or_else(|| {
+                    ApiError::invalid("by", format!("must be day, store or variant, got {v:?}"))
+                })?);
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a known parameter (from, to, by)",
+                ));
+            }
+        }
+    }
+    if let (Some(f), Some(t)) = (from, to)
+        && t < f
+    {
+        return Err(ApiError::invalid("to", "must not be before from"));
+    }
     let (campaign, _) = engine.campaign(&id).await?;
-    let default = campaign
-        .conversion
-        .as_ref()
-        .map_or(72, |c| i64::from(c.within_hours));
-    let hours = crate::window_hours(&q, default)?;
+    let offers: std::collections::HashSet<_> = engine
+        .catalog()
+        .offers
+        .iter()
+        .filter(|o| o.campaign_id == id)
+        .map(|o| o.id.clone())
+        .collect();
     let (decisions, outcomes) = crate::logs(&engine).await?;
-    let r = nearcast_core::results::campaign_results(
-        &id,
-        &decisions,
-        &outcomes,
-        chrono::Duration::hours(hours),
-    );
-    Ok(Json(json!({"campaign_id": id, "window_hours": hours, "results": r})).into_response())
+    let cells = cells_from_logs(&campaign, &offers, &decisions, &outcomes);
+    let r = summarise(&cells, from, to, by);
+    Ok(Json(json!({
+        "campaign_id": id,
+        "window_hours": window_of(&campaign).num_hours(),
+        "from": from,
+        "to": to,
+        "by": by,
+        "source": "logs",
+        "results": r,
+    }))
+    .into_response())
 }

@@ -343,6 +343,7 @@ impl DynamoStateStore {
                 .transact_items(TransactWriteItem::builder().update(count).build());
             if let Some(u) = &user {
                 let o = OutcomeRecord {
+                    detail: Default::default(),
                     event_id: redemption_event_id(code),
                     user_id: u.clone(),
                     at,

@@ -765,59 +765,103 @@ function showSimulation(r) {
 
 // ---------------------------------------------------------------- results
 
-function armRow(name, a) {
-  return h("tr", {}, h("th", { scope: "row" }, name), h("td", { class: "num" }, a.n), h("td", { class: "num" }, a.opened),
-    h("td", { class: "num" }, a.redeemed), h("td", { class: "num" }, a.purchased));
+function money(arm) {
+  return Object.entries(arm.revenue || {}).map(([c, m]) => `${m.sum.toFixed(2)} ${c}`).join(", ") || "–";
 }
 
-function liftRow(name, l) {
+function armRow(name, a) {
+  return h("tr", {}, h("th", { scope: "row" }, name), h("td", { class: "num" }, a.n), h("td", { class: "num" }, a.opened),
+    h("td", { class: "num" }, a.visited), h("td", { class: "num" }, a.redeemed), h("td", { class: "num" }, a.purchased),
+    h("td", { class: "num" }, money(a)));
+}
+
+const VERDICTS = { significant: "significant", not_significant: "not significant", too_small: "too few people to conclude" };
+
+function liftRow(name, l, fmt = pct) {
   const d = l.difference;
-  const ci = d ? `${pct(d.low)} to ${pct(d.high)}` : "–";
-  const verdict = { significant: "significant", not_significant: "not significant", too_small: "too few people to conclude" }[l.verdict] || l.verdict;
-  return h("tr", {}, h("th", { scope: "row" }, name), h("td", { class: "num" }, pct(l.treated_rate)), h("td", { class: "num" }, pct(l.held_out_rate)),
-    h("td", { class: "num" }, d ? pct(d.difference) : "–"), h("td", { class: "num" }, ci),
-    h("td", {}, h("span", { class: `badge ${l.verdict}` }, verdict)));
+  const ci = d ? `${fmt(d.low)} to ${fmt(d.high)}` : "–";
+  const t = l.treated_rate !== undefined ? l.treated_rate : l.treated_mean;
+  const c = l.held_out_rate !== undefined ? l.held_out_rate : l.held_out_mean;
+  return h("tr", {}, h("th", { scope: "row" }, name), h("td", { class: "num" }, t == null ? "–" : fmt(t)), h("td", { class: "num" }, c == null ? "–" : fmt(c)),
+    h("td", { class: "num" }, d ? fmt(d.difference) : "–"), h("td", { class: "num" }, ci),
+    h("td", {}, h("span", { class: `badge ${l.verdict}` }, VERDICTS[l.verdict] || l.verdict)));
 }
 
 function resultBlock(title, r) {
+  const revenue = Object.entries(r.revenue_lift || {}).map(([cur, l]) => liftRow(`Revenue per person (${cur})`, l, (x) => x.toFixed(2)));
   return h("section", { class: "result-block" },
     h("h3", {}, title),
     h("table", { class: "arms" }, h("caption", { class: "sr-only" }, `${title}: people per arm`),
-      h("thead", {}, h("tr", {}, ["Arm", "People", "Opened", "Redeemed", "Purchased"].map((t) => h("th", { scope: "col", class: t === "Arm" ? "" : "num" }, t)))),
+      h("thead", {}, h("tr", {}, ["Arm", "People", "Opened", "Visited", "Redeemed", "Purchased", "Revenue"].map((t) => h("th", { scope: "col", class: t === "Arm" ? "" : "num" }, t)))),
       h("tbody", {}, armRow("Treated", r.treated), armRow("Held out", r.held_out), armRow("Global control", r.global_control))),
     h("table", { class: "lifts" }, h("caption", { class: "sr-only" }, `${title}: lift against the holdout`),
       h("thead", {}, h("tr", {}, ["Outcome", "Treated", "Held out", "Lift", "95 % interval", "Verdict"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, liftRow("Redemption", r.redemption_lift), liftRow("Purchase", r.purchase_lift))));
+      h("tbody", {}, liftRow("Store visit", r.visit_lift), liftRow("Redemption", r.redemption_lift), liftRow("Purchase", r.purchase_lift), revenue)));
 }
 
-/** A grouped bar chart (SVG) of sends, opens and redemptions per offer. */
-function offerChart(rows) {
-  const series = [["sent", "#0b5cad", "sent"], ["opened", "#1a6b32", "opened"], ["redeemed_sent", "#a4161a", "redeemed"]];
-  const max = Math.max(1, ...rows.flatMap((r) => series.map(([k]) => r[k] || 0)));
-  const w = 520, rowH = 16 * series.length + 14, left = 150;
+const svgEl = (svg, tag, attrs, text) => {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  svg.append(e);
+  return e;
+};
+
+function legend(series) {
+  return h("div", { class: "legend" }, series.map(([, c, name]) => h("span", {}, h("i", { style: `background:${c}` }), name)));
+}
+
+/** The daily chart: sends, opens, visits, redemptions and purchases per store's local day. */
+function dailyChart(rows) {
+  const series = [["sent", "#0b5cad", "sent"], ["opened", "#1a6b32", "opened"], ["visited", "#6a3d9a", "visited"],
+    ["redeemed", "#a4161a", "redeemed"], ["purchased", "#8a6100", "purchased"]];
+  const w = 560, hgt = 200, left = 34, bottom = 36;
+  const max = Math.max(1, ...rows.flatMap((r) => series.map(([k]) => r.funnel[k])));
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${w} ${rows.length * rowH + 10}`);
-  svg.setAttribute("class", "chart");
+  svg.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
+  svg.setAttribute("class", "chart daily");
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", rows.map((r) => `${r.offer_id}: ${r.sent} sent, ${r.opened} opened, ${r.redeemed_sent} redeemed`).join("; "));
-  const el = (tag, attrs, text) => {
-    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (text !== undefined) e.textContent = text;
-    svg.append(e);
-  };
+  svg.setAttribute("aria-label", "Per day: " + rows.map((r) => `${r.key}: ${series.map(([k, , n]) => `${r.funnel[k]} ${n}`).join(", ")}`).join("; "));
+  const plotH = hgt - bottom - 8;
+  for (const f of max < 4 ? [0, 1] : [0, 0.5, 1]) {
+    const y = 8 + plotH * (1 - f);
+    svgEl(svg, "line", { x1: left, x2: w, y1: y, y2: y, stroke: "#c9d1d9" });
+    svgEl(svg, "text", { x: 0, y: y + 4 }, String(Math.round(max * f)));
+  }
+  const groupW = (w - left) / Math.max(rows.length, 1);
+  const barW = Math.max(2, Math.min(14, (groupW - 6) / series.length));
   rows.forEach((r, i) => {
-    const y = i * rowH + 6;
-    el("text", { x: 0, y: y + 14 }, r.offer_id);
+    const x0 = left + i * groupW + (groupW - barW * series.length) / 2;
     series.forEach(([k, colour], j) => {
-      const v = r[k] || 0;
-      const bw = ((w - left - 40) * v) / max;
-      el("rect", { x: left, y: y + j * 16, width: Math.max(bw, 1), height: 13, fill: colour });
-      el("text", { x: left + bw + 4, y: y + j * 16 + 11 }, String(v));
+      const v = r.funnel[k];
+      const bh = (plotH * v) / max;
+      svgEl(svg, "rect", { x: x0 + j * barW, y: 8 + plotH - bh, width: barW - 1, height: Math.max(bh, 0.5), fill: colour });
     });
+    if (rows.length <= 14 || i % Math.ceil(rows.length / 14) === 0) {
+      svgEl(svg, "text", { x: left + i * groupW + groupW / 2, y: hgt - bottom + 16, "text-anchor": "middle" }, r.key.slice(5));
+    }
   });
-  const legend = h("div", { class: "legend" }, series.map(([, c, name]) => h("span", {}, h("i", { style: `background:${c}` }), name)));
-  return h("div", {}, legend, svg);
+  return h("div", {}, legend(series), svg);
+}
+
+/** The funnel as bars, each with its count and share of the triggered. */
+function funnelView(f) {
+  const stages = [["Triggered", f.triggered], ["Eligible", f.eligible], ...Object.entries(f.suppressed).map(([k, v]) => [`Not sent: ${k.replaceAll("_", " ")}`, v]),
+    ["Held out", f.held_out], ["Sent", f.sent], ["Opened", f.opened], ["Visited", f.visited], ["Redeemed", f.redeemed], ["Purchased", f.purchased]];
+  const top = Math.max(1, f.triggered);
+  return h("table", { class: "funnel" }, h("caption", { class: "sr-only" }, "Funnel"),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Stage"), h("th", { scope: "col", class: "num" }, "Decisions"), h("th", { scope: "col" }, "Share of triggered"))),
+    h("tbody", {}, stages.map(([name, n]) => h("tr", {},
+      h("th", { scope: "row" }, name), h("td", { class: "num" }, n),
+      h("td", {}, h("span", { class: "bar", style: `width:${Math.round((160 * n) / top)}px` }), ` ${pct(n / top)}`)))));
+}
+
+function storeTable(rows) {
+  return h("div", { class: "scroll" }, h("table", { id: "results-stores" }, h("caption", { class: "sr-only" }, "Per store"),
+    h("thead", {}, h("tr", {}, ["Store", "Triggered", "Sent", "Held out", "Opened", "Visited", "Redeemed", "Purchased"].map((t) => h("th", { scope: "col", class: t === "Store" ? "" : "num" }, t)))),
+    h("tbody", {}, rows.map((r) => h("tr", {},
+      h("th", { scope: "row" }, storeName(r.key) || r.key),
+      ...[r.funnel.triggered, r.funnel.sent, r.funnel.held_out, r.funnel.opened, r.funnel.visited, r.funnel.redeemed, r.funnel.purchased].map((v) => h("td", { class: "num" }, v)))))));
 }
 
 $("#results-form").addEventListener("submit", async (ev) => {
@@ -826,26 +870,25 @@ $("#results-form").addEventListener("submit", async (ev) => {
   const id = $("#results-campaign").value;
   if (!id) return;
   $("#results").replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  const range = [["from", $("#results-from").value], ["to", $("#results-to").value]].filter(([, v]) => v).map(([k, v]) => `&${k}=${v}`).join("");
+  const base = `/v1/admin/campaigns/${encodeURIComponent(id)}/results?`;
   try {
-    const hours = encodeURIComponent($("#results-window").value.trim());
-    const [r, all] = await Promise.all([
-      api("GET", `/v1/admin/campaigns/${encodeURIComponent(id)}/results?window_hours=${hours}`),
-      api("GET", "/v1/admin/results"),
-    ]);
-    const c = campaigns.find((x) => x.id === id);
-    const offers = new Set(c ? c.offers : []);
-    const byOffer = all.by_offer.filter((o) => offers.has(o.offer_id));
-    const parts = [h("p", { class: "muted" }, `Within ${r.window_hours} hours of each decision. Treated people are those sent a push; held-out people were chosen by the same rules and sent nothing.`),
+    const [byDay, byStore] = await Promise.all([api("GET", `${base}by=day${range}`), api("GET", `${base}by=store${range}`)]);
+    const r = byDay;
+    const parts = [h("p", { class: "muted" }, `Within ${r.window_hours} hours of each decision (the campaign's conversion window). Treated people were sent a push; held-out people were chosen by the same rules and sent nothing, so visits, purchases and revenue compare fairly.${r.source === "logs" ? " Store visits are counted from the stores' running totals, not from the logs: 0 here." : ""}`),
       resultBlock("The whole campaign", r.results.all)];
+    parts.push(h("h3", {}, "Per day"), (r.results.rows || []).length ? dailyChart(r.results.rows) : h("p", { class: "muted" }, "Nothing yet in this range."));
+    parts.push(h("h3", {}, "Funnel"), funnelView(r.results.funnel));
     for (const [v, rv] of Object.entries(r.results.variants || {})) parts.push(resultBlock(`Variant ${v}`, rv));
-    for (const [what, test] of [["redemptions", r.results.variants_redemption_test], ["purchases", r.results.variants_purchase_test]]) {
+    for (const [what, test] of [["visits", r.results.variants_visit_test], ["redemptions", r.results.variants_redemption_test], ["purchases", r.results.variants_purchase_test]]) {
       if (test) {
         parts.push(h("p", { class: "variant-test" }, `Variants compared on ${what}: chi-squared ${test.statistic.toFixed(2)} (${test.df} df), p = ${test.p_value.toFixed(3)}${test.valid ? "" : " (too few expected in a cell: not to be concluded from)"}.`));
       }
     }
-    if (byOffer.length) parts.push(h("h3", {}, "Per offer"), offerChart(byOffer));
+    parts.push(h("h3", {}, "Per store"), storeTable(byStore.results.rows || []));
     $("#results").replaceChildren(...parts);
   } catch (e) {
+    $("#results").replaceChildren();
     showError("#results-error", e);
   }
 });

@@ -537,6 +537,7 @@ pub fn outcome_of(catalog: &Catalog, event: &Event) -> Option<OutcomeRecord> {
         .and_then(|o| catalog.offer_pos.get(o))
         .map(|&k| catalog.offers[k as usize].category.clone());
     Some(OutcomeRecord {
+        detail: b.detail.clone(),
         event_id: event.event_id.clone(),
         user_id: event.user_id.clone(),
         at: event.at,

@@ -141,7 +141,12 @@ pub struct Behaviour {
     /// The push concerned, when the app knows it (notification_opened, coupon_redeemed):
     /// the `delivery_id` of the push payload. Attributes the outcome to that decision.
     pub delivery_id: Option<String>,
+    /// A purchase's amount, currency, order, channel and store; a redemption's code.
+    pub detail: crate::ports::OutcomeDetail,
 }
+
+/// The largest purchase amount accepted, in any currency.
+pub const MAX_AMOUNT: f64 = 10_000_000.0;
 
 /// The known event types, listed in rejections of unknown ones.
 pub const EVENT_TYPES: &[&str] = &[
@@ -483,6 +488,21 @@ impl Event {
                     }
                     _ => None,
                 };
+                let detail = match action {
+                    Action::Purchase => purchase_detail(&mut f)?,
+                    Action::CouponRedeemed => crate::ports::OutcomeDetail {
+                        code: f
+                            .opt_str("code", 64)?
+                            .map(|c| {
+                                crate::coupon::check_code(c)
+                                    .map(|()| c.to_string())
+                                    .map_err(|reason| FieldError::new("code", reason))
+                            })
+                            .transpose()?,
+                        ..Default::default()
+                    },
+                    _ => Default::default(),
+                };
                 match action {
                     Action::View | Action::AddToCart | Action::Purchase
                         if product_id.is_none() && category.is_none() =>
@@ -506,6 +526,7 @@ impl Event {
                     category,
                     offer_id,
                     delivery_id,
+                    detail,
                 })
             }
         };
@@ -517,6 +538,49 @@ impl Event {
             kind,
         })
     }
+}
+
+/// A purchase's optional details: `amount` (0 to [`MAX_AMOUNT`]) with its `currency`
+/// (ISO 4217, three capital letters; each needs the other), `order_id` (1-64 bytes),
+/// `channel` and `store_id`.
+fn purchase_detail(f: &mut Fields<'_>) -> Result<crate::ports::OutcomeDetail, FieldError> {
+    let amount = match f.opt("amount") {
+        None => None,
+        Some(v) => Some(number(v, 0.0, MAX_AMOUNT).map_err(|e| e.within("amount"))?),
+    };
+    let currency = f.opt_str("currency", 3)?;
+    if let Some(c) = currency
+        && !(c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(FieldError::new(
+            "currency",
+            format!("must be an ISO 4217 code of three capital letters (EUR), got {c:?}"),
+        ));
+    }
+    match (amount, currency) {
+        (Some(_), None) => {
+            return Err(FieldError::new("currency", "is required with amount"));
+        }
+        (None, Some(_)) => return Err(FieldError::new("amount", "is required with currency")),
+        _ => {}
+    }
+    let channel = match f.opt_str("channel", 32)? {
+        None => None,
+        Some(c) => Some(crate::ports::Channel::parse(c).ok_or_else(|| {
+            FieldError::new(
+                "channel",
+                format!("must be in_store, online or click_and_collect, got {c:?}"),
+            )
+        })?),
+    };
+    Ok(crate::ports::OutcomeDetail {
+        amount,
+        currency: currency.map(str::to_string),
+        order_id: f.opt_str("order_id", 64)?.map(str::to_string),
+        channel,
+        store_id: f.opt_id("store_id")?,
+        code: None,
+    })
 }
 
 /// A validated batch: one user's events, 1 to [`MAX_BATCH`] of them.
@@ -715,5 +779,51 @@ mod tests {
         let e = number(&json!(-1), 0.0, 1.0).unwrap_err();
         assert_eq!(e.reason, "must be in [0, 1], got -1");
         assert_eq!(number(&json!(0.5), f64::MIN_POSITIVE, 1.0).unwrap(), 0.5);
+    }
+
+    #[test]
+    fn a_purchase_carries_its_amount_order_channel_and_store() {
+        let u = Id::parse("u1").unwrap();
+        let bought = json!({"event_id": "e1", "type": "purchase", "at": "2026-11-20T11:59:00Z",
+            "category": "coffee", "amount": 4.2, "currency": "EUR", "order_id": "ord-77",
+            "channel": "click_and_collect", "store_id": "s9"});
+        let e = Event::from_json(&bought, Some(&u), now()).unwrap();
+        let EventKind::Behaviour(b) = &e.kind else {
+            panic!("behaviour")
+        };
+        assert_eq!(b.detail.amount, Some(4.2));
+        assert_eq!(b.detail.currency.as_deref(), Some("EUR"));
+        assert_eq!(b.detail.order_id.as_deref(), Some("ord-77"));
+        assert_eq!(
+            b.detail.channel,
+            Some(crate::ports::Channel::ClickAndCollect)
+        );
+        assert_eq!(b.detail.store_id, Some(Id::parse("s9").unwrap()));
+        // The logged outcome keeps them (and its JSON round-trips, flattened).
+        let cat =
+            crate::catalog::Catalog::build(vec![], vec![], crate::config::CapPolicy::default())
+                .unwrap();
+        let o = crate::decision::outcome_of(&cat, &e).unwrap();
+        assert_eq!(o.detail, b.detail);
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(
+            (v["amount"].as_f64(), v["channel"].as_str()),
+            (Some(4.2), Some("click_and_collect"))
+        );
+        assert_eq!(
+            serde_json::from_value::<crate::ports::OutcomeRecord>(v).unwrap(),
+            o
+        );
+        // Each needs the other; a code is checked; an amount is refused on a view.
+        let no_currency = json!({"event_id": "e2", "type": "purchase", "at": "2026-11-20T11:59:00Z",
+            "category": "coffee", "amount": 1});
+        assert_eq!(field_of(no_currency), "currency");
+        let code = json!({"event_id": "e3", "type": "coupon_redeemed", "at": "2026-11-20T11:59:00Z",
+            "offer_id": "o1", "code": "RAIN-001"});
+        let e = Event::from_json(&code, Some(&u), now()).unwrap();
+        let EventKind::Behaviour(b) = &e.kind else {
+            panic!("behaviour")
+        };
+        assert_eq!(b.detail.code.as_deref(), Some("RAIN-001"));
     }
 }

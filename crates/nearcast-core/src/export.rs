@@ -547,6 +547,7 @@ mod tests {
 
     fn outcome(user: &str, minutes: i64, kind: OutcomeKind, offer: Option<&str>) -> OutcomeRecord {
         OutcomeRecord {
+            detail: Default::default(),
             event_id: id(&format!("x{minutes}")),
             user_id: id(user),
             at: t0() + Duration::minutes(minutes),

@@ -21,6 +21,7 @@ pub const QUIET_GEOMETRY_LOGS: &str = "geo=warn";
 
 pub mod audit;
 pub mod campaign;
+pub mod campaign_results;
 pub mod caps;
 pub mod catalog;
 pub mod config;

@@ -460,6 +460,7 @@ impl StateStore for InMemoryStateStore {
             };
             if let Some(user) = row.user_id.clone() {
                 i.outcomes.push(OutcomeRecord {
+                    detail: Default::default(),
                     event_id: redemption_event_id(code),
                     user_id: user,
                     at,

@@ -213,6 +213,67 @@ pub struct OutcomeRecord {
     /// The delivery named by the app, if any.
     #[serde(default)]
     pub delivery_id: Option<String>,
+    /// What a purchase or a redemption says about itself (all optional).
+    #[serde(flatten)]
+    pub detail: OutcomeDetail,
+}
+
+/// Where a purchase was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// At a till in a store.
+    InStore,
+    /// In a web shop or the app.
+    Online,
+    /// Ordered online, collected at a store.
+    ClickAndCollect,
+}
+
+impl Channel {
+    /// Its name in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::InStore => "in_store",
+            Channel::Online => "online",
+            Channel::ClickAndCollect => "click_and_collect",
+        }
+    }
+
+    /// From its name in events.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "in_store" => Channel::InStore,
+            "online" => Channel::Online,
+            "click_and_collect" => Channel::ClickAndCollect,
+            _ => return None,
+        })
+    }
+}
+
+/// The details of a purchase (amount, currency, order, channel, store) or of a redemption
+/// (its code): what revenue results and a till's reconciliation read. Every field is
+/// optional; an amount always comes with its currency.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeDetail {
+    /// Amount paid, in `currency` (a decimal number, e.g. 12.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<f64>,
+    /// ISO 4217 code of `amount` (`EUR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// The retailer's order id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    /// Where it was bought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    /// The store it was bought at or collected from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<Id>,
+    /// The coupon code redeemed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl Commit {

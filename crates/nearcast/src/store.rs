@@ -1317,6 +1317,7 @@ impl StateStore for SqliteStore {
             )?;
             if let Some(u) = &user {
                 let o = OutcomeRecord {
+                    detail: Default::default(),
                     event_id: nearcast_core::coupon::redemption_event_id(code),
                     user_id: u.clone(),
                     at,

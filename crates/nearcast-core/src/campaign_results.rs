@@ -1,0 +1,951 @@
+//! A campaign's results: what each arm did (treated, held out by the campaign, held out by
+//! the global control group), the lift of treating with its 95 % interval, the funnel from
+//! triggered to purchased, per store's local day, store and variant.
+//!
+//! Everything is counted in [`Cell`]s, one per (day, store, variant): the counts of one
+//! cell add up, so any range of days and any breakdown is a sum of cells
+//! ([`summarise`]). [`cells_from_logs`] computes the cells from the logged decisions and
+//! outcomes (what `nearcast export` reads); the stores keep the same cells up to date in
+//! each commit, so results need no scan of the logs.
+//!
+//! What counts, per decision of the campaign that sent a push or held one out (an
+//! *exposure*), within the campaign's conversion window after it (`conversion.within_hours`,
+//! default 72):
+//! - `opened`: the push was opened (treated only; the open names its delivery);
+//! - `visited`: the person entered a fence of one of the campaign's stores (a new visit,
+//!   after the decision), treated or not: the visits a push brings;
+//! - `redeemed`: a redemption of the offer (or of the code the push carried);
+//! - `purchased`: a purchase in the offer's category; `revenue`: the amounts of all such
+//!   purchases, per currency (each exposure's total, for Welch's interval).
+//!
+//! The funnel counts, per decision that considered one of the campaign's offers:
+//! `triggered`, `eligible` (an offer of the campaign passed its rules and was scored), then
+//! the arm it went to, or the reason it was not sent (`suppressed`, by reason code).
+
+use crate::decision::{Decision, Reason, Verdict};
+use crate::ids::Id;
+use crate::ports::{OutcomeKind, OutcomeRecord};
+use crate::stats::{Difference, Moments};
+use chrono::{Duration, NaiveDate};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The conversion window of a campaign without one.
+pub const DEFAULT_WINDOW_HOURS: u32 = 72;
+
+/// Where a count belongs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CellKey {
+    /// The store's local day of the decision.
+    pub day: NaiveDate,
+    /// The store.
+    pub store: String,
+    /// The variant (`-` for none).
+    pub variant: String,
+}
+
+/// Money of one currency over an arm's exposures: the sum, and the sum of the squares of
+/// each exposure's total (for the variance).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Money {
+    /// Total.
+    pub sum: f64,
+    /// Sum over exposures of (that exposure's total)².
+    pub sum_sq: f64,
+}
+
+/// What one arm did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Arm {
+    /// Exposures: decisions that sent (or held out) one of the campaign's offers.
+    pub n: u64,
+    /// Pushes opened.
+    pub opened: u64,
+    /// Exposures followed by a visit to one of the campaign's stores.
+    pub visited: u64,
+    /// Exposures followed by a redemption.
+    pub redeemed: u64,
+    /// Exposures followed by a purchase in the offer's category.
+    pub purchased: u64,
+    /// Revenue of those purchases, per currency.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revenue: BTreeMap<String, Money>,
+}
+
+impl Arm {
+    fn add(&mut self, o: &Arm) {
+        self.n += o.n;
+        self.opened += o.opened;
+        self.visited += o.visited;
+        self.redeemed += o.redeemed;
+        self.purchased += o.purchased;
+        for (c, m) in &o.revenue {
+            let e = self.revenue.entry(c.clone()).or_default();
+            e.sum += m.sum;
+            e.sum_sq += m.sum_sq;
+        }
+    }
+}
+
+/// The counts of one (day, store, variant).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Sent a push.
+    pub treated: Arm,
+    /// Held out by the campaign's holdout.
+    pub held_out: Arm,
+    /// Held out by the global control group.
+    pub global_control: Arm,
+    /// Decisions that considered one of the campaign's offers.
+    pub triggered: u64,
+    /// Of those, decisions where one of them passed its rules.
+    pub eligible: u64,
+    /// Decisions that considered the campaign and neither sent nor held out, by reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub suppressed: BTreeMap<String, u64>,
+}
+
+impl Cell {
+    /// Adds another cell's counts.
+    pub fn add(&mut self, o: &Cell) {
+        self.treated.add(&o.treated);
+        self.held_out.add(&o.held_out);
+        self.global_control.add(&o.global_control);
+        self.triggered += o.triggered;
+        self.eligible += o.eligible;
+        for (r, n) in &o.suppressed {
+            *self.suppressed.entry(r.clone()).or_default() += n;
+        }
+    }
+
+    /// The arm of an exposure: 0 treated, 1 held out, 2 global control.
+    pub fn arm_mut(&mut self, arm: ArmKind) -> &mut Arm {
+        match arm {
+            ArmKind::Treated => &mut self.treated,
+            ArmKind::HeldOut => &mut self.held_out,
+            ArmKind::GlobalControl => &mut self.global_control,
+        }
+    }
+}
+
+/// Which arm an exposure is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArmKind {
+    /// Sent.
+    Treated,
+    /// Held out by the campaign.
+    HeldOut,
+    /// Held out by the global control group.
+    GlobalControl,
+}
+
+impl ArmKind {
+    /// The arm of a decision of the campaign, if it sent or held out.
+    pub fn of(d: &Decision) -> Option<ArmKind> {
+        match (&d.verdict, &d.reason) {
+            (Verdict::Sent, _) => Some(ArmKind::Treated),
+            (Verdict::HeldOut, Some(Reason::GlobalControl)) => Some(ArmKind::GlobalControl),
+            (Verdict::HeldOut, _) => Some(ArmKind::HeldOut),
+            _ => None,
+        }
+    }
+}
+
+/// The store's local day of a decision (UTC's when it has no context).
+pub fn local_day(d: &Decision) -> NaiveDate {
+    d.context
+        .as_ref()
+        .and_then(|c| c.local_time.get(..10))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| d.at.date_naive())
+}
+
+/// What a decision adds to a campaign's funnel: the cell it belongs to, and either the arm
+/// of its exposure or the reason the campaign was not sent. `None` when no offer of the
+/// campaign was considered.
+pub struct FunnelStep {
+    /// Where it counts.
+    pub key: CellKey,
+    /// One of the campaign's offers passed its rules.
+    pub eligible: bool,
+    /// The exposure's arm, or the reason nothing was sent.
+    pub result: Result<ArmKind, String>,
+}
+
+/// The funnel step of decision `d` for `campaign`, whose offers are `offers`.
+pub fn funnel_step(
+    campaign: &crate::campaign::Campaign,
+    offers: &HashSet<Id>,
+    d: &Decision,
+) -> Option<FunnelStep> {
+    let mine: Vec<_> = d
+        .candidates
+        .iter()
+        .filter(|c| offers.contains(&c.offer_id))
+        .collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let best = mine
+        .iter()
+        .filter(|c| c.score.is_some())
+        .max_by(|a, b| {
+            a.score
+                .partial_cmp(&b.score)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .unwrap_or(&mine[0]);
+    let chosen = d.campaign_id.as_ref() == Some(&campaign.id);
+    let arm = if chosen { ArmKind::of(d) } else { None };
+    let store = match (&d.store_id, chosen) {
+        (Some(s), true) => s.to_string(),
+        _ => best.store_id.to_string(),
+    };
+    // The decision's own variant when the campaign was chosen; else the one the person
+    // would have been drawn (the draw is stable per person and campaign).
+    let variant = if chosen {
+        d.variant_id.as_ref()
+    } else {
+        campaign.variant_for(&d.user_id).map(|v| &v.id)
+    }
+    .map_or_else(|| "-".to_string(), Id::to_string);
+    let result = match arm {
+        Some(a) => Ok(a),
+        None => {
+            let chosen_mine = d.offer_id.as_ref().is_some_and(|o| offers.contains(o));
+            let reason = if chosen_mine {
+                d.reason.as_ref()
+            } else {
+                best.reason.as_ref()
+            };
+            // An offer that passed every rule and lost to a better one has no reason.
+            Err(reason
+                .map_or("another_offer_chosen", Reason::code)
+                .to_string())
+        }
+    };
+    Some(FunnelStep {
+        key: CellKey {
+            day: local_day(d),
+            store,
+            variant,
+        },
+        eligible: mine.iter().any(|c| c.score.is_some()),
+        result,
+    })
+}
+
+/// The conversion window of `campaign`.
+pub fn window_of(campaign: &crate::campaign::Campaign) -> Duration {
+    Duration::hours(i64::from(
+        campaign
+            .conversion
+            .as_ref()
+            .map_or(DEFAULT_WINDOW_HOURS, |c| c.within_hours),
+    ))
+}
+
+/// The cells of `campaign` (whose offers are `offers`) from logged decisions and outcomes,
+/// in any order. Visits are not in the logs (no trail of places is kept): `visited` is 0
+/// here, and counted only by the stores' cells.
+pub fn cells_from_logs(
+    campaign: &crate::campaign::Campaign,
+    offers: &HashSet<Id>,
+    decisions: &[Decision],
+    outcomes: &[OutcomeRecord],
+) -> BTreeMap<CellKey, Cell> {
+    let window = window_of(campaign);
+    let mut by_user: HashMap<&Id, Vec<&OutcomeRecord>> = HashMap::new();
+    for o in outcomes {
+        by_user.entry(&o.user_id).or_default().push(o);
+    }
+    let mut cells: BTreeMap<CellKey, Cell> = BTreeMap::new();
+    for d in decisions {
+        let Some(step) = funnel_step(campaign, offers, d) else {
+            continue;
+        };
+        let cell = cells.entry(step.key).or_default();
+        cell.triggered += 1;
+        cell.eligible += u64::from(step.eligible);
+        let arm = match step.result {
+            Ok(a) => a,
+            Err(reason) => {
+                *cell.suppressed.entry(reason).or_default() += 1;
+                continue;
+            }
+        };
+        let Some(offer) = d.offer_id.as_ref() else {
+            continue;
+        };
+        let category = d
+            .candidates
+            .iter()
+            .find(|c| &c.offer_id == offer)
+            .map(|c| c.category.as_str());
+        let mine = by_user.get(&d.user_id).map(Vec::as_slice).unwrap_or(&[]);
+        let within = |o: &&&OutcomeRecord| o.at >= d.at && o.at - d.at <= window;
+        let a = cell.arm_mut(arm);
+        a.n += 1;
+        let opened = arm == ArmKind::Treated
+            && mine.iter().any(|o| {
+                o.kind == OutcomeKind::Opened
+                    && o.delivery_id.is_some()
+                    && o.delivery_id == d.delivery_id
+            });
+        a.opened += u64::from(opened);
+        a.redeemed += u64::from(
+            mine.iter()
+                .filter(within)
+                .any(|o| redeems(o, offer, d.delivery_id.as_deref())),
+        );
+        let bought: Vec<_> = mine
+            .iter()
+            .filter(within)
+            .filter(|o| buys(o, category))
+            .collect();
+        a.purchased += u64::from(!bought.is_empty());
+        let mut money: BTreeMap<&str, f64> = BTreeMap::new();
+        for o in bought {
+            if let (Some(x), Some(c)) = (o.detail.amount, o.detail.currency.as_deref()) {
+                *money.entry(c).or_default() += x;
+            }
+        }
+        for (c, x) in money {
+            let m = a.revenue.entry(c.to_string()).or_default();
+            m.sum += x;
+            m.sum_sq += x * x;
+        }
+    }
+    cells
+}
+
+/// Whether outcome `o` redeems `offer`, or the code of delivery `delivery`.
+pub fn redeems(o: &OutcomeRecord, offer: &Id, delivery: Option<&str>) -> bool {
+    o.kind == OutcomeKind::Redeemed
+        && (o.offer_id.as_ref() == Some(offer)
+            || (o.delivery_id.is_some() && o.delivery_id.as_deref() == delivery))
+}
+
+/// Whether outcome `o` is a purchase in `category`.
+pub fn buys(o: &OutcomeRecord, category: Option<&str>) -> bool {
+    o.kind == OutcomeKind::Purchased && o.category.as_deref().is_some_and(|c| Some(c) == category)
+}
+
+/// Treated against held out on one proportion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lift {
+    /// Rate in the treated arm.
+    pub treated_rate: Option<f64>,
+    /// Rate in the held-out arm.
+    pub held_out_rate: Option<f64>,
+    /// The difference with its 95 % interval (Newcombe's hybrid score).
+    pub difference: Option<Difference>,
+    /// `significant` (the interval excludes 0), `not_significant`, or `too_small` (an arm
+    /// under 30, or fewer than 5 expected successes or failures in one: the interval is
+    /// shown but not to be concluded from).
+    pub verdict: &'static str,
+}
+
+fn lift(treated_k: u64, treated_n: u64, held_k: u64, held_n: u64) -> Lift {
+    let rate = |k: u64, n: u64| (n > 0).then(|| k as f64 / n as f64);
+    let difference = crate::stats::newcombe(treated_k, treated_n, held_k, held_n);
+    let pooled = (treated_k + held_k) as f64 / (treated_n + held_n).max(1) as f64;
+    let small = [treated_n, held_n]
+        .iter()
+        .any(|&n| n < 30 || (n as f64) * pooled < 5.0 || (n as f64) * (1.0 - pooled) < 5.0);
+    let verdict = match difference {
+        _ if small => "too_small",
+        Some(d) if d.low > 0.0 || d.high < 0.0 => "significant",
+        _ => "not_significant",
+    };
+    Lift {
+        treated_rate: rate(treated_k, treated_n),
+        held_out_rate: rate(held_k, held_n),
+        difference,
+        verdict,
+    }
+}
+
+/// Treated against held out on revenue per exposure, in one currency.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RevenueLift {
+    /// Revenue per treated exposure.
+    pub treated_mean: Option<f64>,
+    /// Revenue per held-out exposure.
+    pub held_out_mean: Option<f64>,
+    /// Revenue in the treated arm.
+    pub treated_total: f64,
+    /// The difference of the means with its 95 % interval (Welch).
+    pub difference: Option<Difference>,
+    /// As for [`Lift`]: `too_small` below 30 exposures in an arm.
+    pub verdict: &'static str,
+}
+
+fn moments(arm: &Arm, currency: &str) -> Moments {
+    let m = arm.revenue.get(currency).copied().unwrap_or_default();
+    Moments {
+        n: arm.n,
+        sum: m.sum,
+        sum_sq: m.sum_sq,
+    }
+}
+
+fn revenue_lift(t: &Arm, h: &Arm, currency: &str) -> RevenueLift {
+    let (mt, mh) = (moments(t, currency), moments(h, currency));
+    let difference = crate::stats::welch(&mt, &mh);
+    let verdict = match difference {
+        _ if t.n < 30 || h.n < 30 => "too_small",
+        Some(d) if d.low > 0.0 || d.high < 0.0 => "significant",
+        _ => "not_significant",
+    };
+    RevenueLift {
+        treated_mean: mt.mean(),
+        held_out_mean: mh.mean(),
+        treated_total: mt.sum,
+        difference,
+        verdict,
+    }
+}
+
+/// One campaign's results, or one variant's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CampaignGroup {
+    /// Pushes sent.
+    pub treated: Arm,
+    /// Held out by the campaign's holdout.
+    pub held_out: Arm,
+    /// Held out by the global control group.
+    pub global_control: Arm,
+    /// Visits to the campaign's stores, treated against held out.
+    pub visit_lift: Lift,
+    /// Redemptions, treated against held out.
+    pub redemption_lift: Lift,
+    /// Purchases in the offer's category, treated against held out.
+    pub purchase_lift: Lift,
+    /// Revenue per exposure, per currency.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub revenue_lift: BTreeMap<String, RevenueLift>,
+}
+
+fn group(c: &Cell) -> CampaignGroup {
+    let (t, h) = (&c.treated, &c.held_out);
+    let currencies: std::collections::BTreeSet<&String> =
+        t.revenue.keys().chain(h.revenue.keys()).collect();
+    CampaignGroup {
+        treated: t.clone(),
+        held_out: h.clone(),
+        global_control: c.global_control.clone(),
+        visit_lift: lift(t.visited, t.n, h.visited, h.n),
+        redemption_lift: lift(t.redeemed, t.n, h.redeemed, h.n),
+        purchase_lift: lift(t.purchased, t.n, h.purchased, h.n),
+        revenue_lift: currencies
+            .into_iter()
+            .map(|cur| (cur.clone(), revenue_lift(t, h, cur)))
+            .collect(),
+    }
+}
+
+/// From triggered to purchased.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Funnel {
+    /// Decisions that considered one of the campaign's offers.
+    pub triggered: u64,
+    /// Of those, where one passed its rules.
+    pub eligible: u64,
+    /// Not sent nor held out, by reason.
+    pub suppressed: BTreeMap<String, u64>,
+    /// Pushes sent.
+    pub sent: u64,
+    /// Held out (the campaign's holdout and the global control group).
+    pub held_out: u64,
+    /// Sent pushes opened.
+    pub opened: u64,
+    /// Treated exposures followed by a visit.
+    pub visited: u64,
+    /// Treated exposures followed by a redemption.
+    pub redeemed: u64,
+    /// Treated exposures followed by a purchase.
+    pub purchased: u64,
+}
+
+fn funnel(c: &Cell) -> Funnel {
+    Funnel {
+        triggered: c.triggered,
+        eligible: c.eligible,
+        suppressed: c.suppressed.clone(),
+        sent: c.treated.n,
+        held_out: c.held_out.n + c.global_control.n,
+        opened: c.treated.opened,
+        visited: c.treated.visited,
+        redeemed: c.treated.redeemed,
+        purchased: c.treated.purchased,
+    }
+}
+
+/// How results are broken down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum By {
+    /// Per store's local day.
+    Day,
+    /// Per store.
+    Store,
+    /// Per variant.
+    Variant,
+}
+
+impl By {
+    /// From its name in a query.
+    pub fn parse(s: &str) -> Option<By> {
+        Some(match s {
+            "day" => By::Day,
+            "store" => By::Store,
+            "variant" => By::Variant,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of a breakdown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// The day (`2026-11-20`), store id or variant id.
+    pub key: String,
+    /// Sent.
+    pub treated: Arm,
+    /// Held out.
+    pub held_out: Arm,
+    /// Global control.
+    pub global_control: Arm,
+    /// Its funnel.
+    pub funnel: Funnel,
+}
+
+/// A campaign's results over a range of days.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CampaignResults {
+    /// The whole campaign.
+    pub all: CampaignGroup,
+    /// Per variant (`-`: decisions without one).
+    pub variants: BTreeMap<String, CampaignGroup>,
+    /// Do the variants' treated purchase rates differ? Pearson's chi-squared across them
+    /// (with two or more variants that sent).
+    pub variants_purchase_test: Option<crate::stats::ChiSquared>,
+    /// The same for redemptions.
+    pub variants_redemption_test: Option<crate::stats::ChiSquared>,
+    /// The same for visits.
+    pub variants_visit_test: Option<crate::stats::ChiSquared>,
+    /// From triggered to purchased.
+    pub funnel: Funnel,
+    /// The breakdown asked for, in key order (none without one).
+    pub rows: Vec<Row>,
+}
+
+/// The results of `cells` on the days from `from` to `to` (inclusive; none: unbounded),
+/// broken down `by`.
+pub fn summarise(
+    cells: &BTreeMap<CellKey, Cell>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    by: Option<By>,
+) -> CampaignResults {
+    let mut all = Cell::default();
+    let mut variants: BTreeMap<String, Cell> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Cell> = BTreeMap::new();
+    for (k, c) in cells {
+        if from.is_some_and(|f| k.day < f) || to.is_some_and(|t| k.day > t) {
+            continue;
+        }
+        all.add(c);
+        variants.entry(k.variant.clone()).or_default().add(c);
+        if let Some(by) = by {
+            let key = match by {
+                By::Day => k.day.to_string(),
+                By::Store => k.store.clone(),
+                By::Variant => k.variant.clone(),
+            };
+            rows.entry(key).or_default().add(c);
+        }
+    }
+    // Variants that exposed nobody (only funnel counts) are not compared.
+    let exposed: Vec<&Cell> = variants.values().filter(|c| c.treated.n > 0).collect();
+    let test = |f: fn(&Arm) -> u64| {
+        crate::stats::chi_squared(
+            &exposed
+                .iter()
+                .map(|c| (f(&c.treated), c.treated.n))
+                .collect::<Vec<_>>(),
+        )
+    };
+    CampaignResults {
+        all: group(&all),
+        variants_purchase_test: test(|a| a.purchased),
+        variants_redemption_test: test(|a| a.redeemed),
+        variants_visit_test: test(|a| a.visited),
+        funnel: funnel(&all),
+        variants: variants
+            .iter()
+            .filter(|(_, c)| c.treated.n + c.held_out.n + c.global_control.n > 0)
+            .map(|(k, c)| (k.clone(), group(c)))
+            .collect(),
+        rows: rows
+            .into_iter()
+            .map(|(key, c)| Row {
+                key,
+                funnel: funnel(&c),
+                treated: c.treated,
+                held_out: c.held_out,
+                global_control: c.global_control,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod campaign_tests {
+    use super::*;
+    use crate::decision::{Candidate, Decision, Reason, Verdict};
+    use crate::ids::Id;
+    use crate::ports::{OutcomeDetail, OutcomeKind, OutcomeRecord};
+    use chrono::{DateTime, Duration, Utc};
+    use serde_json::json;
+
+    fn id(s: &str) -> Id {
+        Id::parse(s).unwrap()
+    }
+
+    fn rain() -> crate::campaign::Campaign {
+        let content = json!({"en": {"title": "Rain", "body": "Umbrellas"}});
+        serde_json::from_value(json!({"id": "rain", "name": "Rain",
+            "variants": [{"id": "a", "default_locale": "en", "content": content},
+                         {"id": "b", "default_locale": "en", "content": content}]}))
+        .unwrap()
+    }
+
+    fn offers() -> HashSet<Id> {
+        [id("umbrellas")].into_iter().collect()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        "2026-11-20T10:00:00Z".parse().unwrap()
+    }
+
+    fn decision(user: &str, verdict: Verdict, reason: Option<Reason>, variant: &str) -> Decision {
+        Decision {
+            event_id: id(&format!("e-{user}")),
+            user_id: id(user),
+            at: t0(),
+            verdict,
+            store_id: Some(id("s1")),
+            offer_id: Some(id("umbrellas")),
+            score: Some(0.5),
+            reason,
+            context: None,
+            candidates: vec![Candidate {
+                store_id: id("s1"),
+                offer_id: id("umbrellas"),
+                category: "umbrella".into(),
+                distance_m: 10.0,
+                score: Some(0.5),
+                reason: None,
+                affinity: None,
+                bought_category: false,
+            }],
+            model_version: "m".into(),
+            delivery_id: Some(format!("d-{user}")),
+            personalised: false,
+            presence: Vec::new(),
+            campaign_id: Some(id("rain")),
+            variant_id: (!variant.is_empty()).then(|| id(variant)),
+            catalog_version: None,
+            deferred_until: None,
+        }
+    }
+
+    fn outcome(user: &str, kind: OutcomeKind, hours: i64, category: &str) -> OutcomeRecord {
+        OutcomeRecord {
+            detail: Default::default(),
+            event_id: id(&format!("o-{user}-{hours}-{category}")),
+            user_id: id(user),
+            at: t0() + Duration::hours(hours),
+            kind,
+            offer_id: (kind != OutcomeKind::Purchased).then(|| id("umbrellas")),
+            category: Some(category.into()),
+            delivery_id: (kind == OutcomeKind::Opened).then(|| format!("d-{user}")),
+        }
+    }
+
+    /// 40 treated (20 in each of variants a and b), 40 held out, 10 in the global control
+    /// group. Treated: 12 redeem (a 9, b 3), 10 buy an umbrella, 20 open. Held out: 2
+    /// redeem, 4 buy. Outcomes outside the 72 h window, of another category, before the
+    /// decision or of another campaign's decisions count for nothing.
+    #[test]
+    fn a_campaign_is_counted_per_arm_and_variant_with_its_intervals() {
+        let mut ds = Vec::new();
+        let mut os = Vec::new();
+        for i in 0..40 {
+            let u = format!("t{i}");
+            ds.push(decision(
+                &u,
+                Verdict::Sent,
+                None,
+                if i < 20 { "a" } else { "b" },
+            ));
+            if i < 9 || (20..23).contains(&i) {
+                os.push(outcome(&u, OutcomeKind::Redeemed, 2, "umbrella"));
+            }
+            if i % 4 == 0 {
+                os.push(outcome(&u, OutcomeKind::Purchased, 24, "umbrella"));
+            }
+            if i % 2 == 0 {
+                os.push(outcome(&u, OutcomeKind::Opened, 0, "umbrella"));
+            }
+            // Too late, another category, before the decision: not counted.
+            os.push(outcome(&u, OutcomeKind::Purchased, 100, "umbrella"));
+            os.push(outcome(&u, OutcomeKind::Purchased, 1, "coffee"));
+            os.push(outcome(&u, OutcomeKind::Purchased, -1, "umbrella"));
+        }
+        for i in 0..40 {
+            let u = format!("h{i}");
+            let held = Reason::HeldOut {
+                campaign: "rain".into(),
+            };
+            ds.push(decision(&u, Verdict::HeldOut, Some(held), "a"));
+            if i < 2 {
+                os.push(outcome(&u, OutcomeKind::Redeemed, 3, "umbrella"));
+            }
+            if i < 4 {
+                os.push(outcome(&u, OutcomeKind::Purchased, 30, "umbrella"));
+            }
+        }
+        for i in 0..10 {
+            let u = format!("g{i}");
+            ds.push(decision(
+                &u,
+                Verdict::HeldOut,
+                Some(Reason::GlobalControl),
+                "",
+            ));
+        }
+        let mut other = decision("t0", Verdict::Sent, None, "a");
+        other.campaign_id = Some(id("sunny"));
+        ds.push(other);
+        ds.push(decision("x", Verdict::Suppressed, None, "a"));
+
+        let r = summarise(
+            &cells_from_logs(&rain(), &offers(), &ds, &os),
+            None,
+            None,
+            None,
+        );
+        let arm = |n, opened, redeemed, purchased| Arm {
+            n,
+            opened,
+            redeemed,
+            purchased,
+            ..Arm::default()
+        };
+        assert_eq!(r.all.treated, arm(40, 20, 12, 10));
+        assert_eq!(r.all.held_out, arm(40, 0, 2, 4));
+        assert_eq!(r.all.global_control, arm(10, 0, 0, 0));
+        assert_eq!(r.variants["a"].treated, arm(20, 10, 9, 5));
+        assert_eq!(r.variants["b"].treated, arm(20, 10, 3, 5));
+        assert_eq!(r.variants["-"].global_control.n, 10);
+
+        // Redemptions: 0.30 against 0.05. By hand (Wilson 12/40 = 0.1806..0.4539, 2/40 =
+        // 0.0138..0.1650): 0.25 - sqrt(0.1194² + 0.1150²) = 0.0842; 0.25 + sqrt(0.1539² +
+        // 0.0362²) = 0.4081. Significant.
+        let l = &r.all.redemption_lift;
+        let d = l.difference.unwrap();
+        assert!((d.difference - 0.25).abs() < 1e-12);
+        assert!(
+            (d.low - 0.0842).abs() < 5e-4 && (d.high - 0.4081).abs() < 5e-4,
+            "{d:?}"
+        );
+        assert_eq!(l.verdict, "significant");
+        // Purchases: 0.25 against 0.10; the interval holds 0 or not, as computed.
+        let p = &r.all.purchase_lift;
+        let pd = p.difference.unwrap();
+        assert!((pd.difference - 0.15).abs() < 1e-12);
+        assert_eq!(
+            p.verdict,
+            if pd.low > 0.0 {
+                "significant"
+            } else {
+                "not_significant"
+            }
+        );
+        // A variant's held-out arm of 20 is too small to conclude from.
+        assert_eq!(r.variants["b"].redemption_lift.verdict, "too_small");
+        // Variants a and b: 9/20 against 3/20 redeemed: chi-squared 4.286 on 1 df, p 0.0384
+        // (expected 6 and 14 in each row).
+        let c = r.variants_redemption_test.unwrap();
+        assert!((c.statistic - 30.0 / 7.0).abs() < 1e-9, "{c:?}");
+        assert!((c.p_value - 0.038_434).abs() < 1e-5, "{c:?}");
+    }
+
+    /// Revenue per exposure by hand: 40 treated of which 10 spend (5 of them 20 EUR, 5 of
+    /// them 10 + 30 = 40 EUR within the window, plus 100 EUR too late), 40 held out of
+    /// which 4 spend 20 EUR. Treated mean 300/40 = 7.5, held out 80/40 = 2.0.
+    #[test]
+    fn revenue_per_exposure_has_welchs_interval() {
+        let mut ds = Vec::new();
+        let mut os = Vec::new();
+        let buy = |u: &str, hours: i64, amount: f64| OutcomeRecord {
+            detail: OutcomeDetail {
+                amount: Some(amount),
+                currency: Some("EUR".into()),
+                ..OutcomeDetail::default()
+            },
+            ..outcome(u, OutcomeKind::Purchased, hours, "umbrella")
+        };
+        for i in 0..40 {
+            let u = format!("t{i}");
+            ds.push(decision(&u, Verdict::Sent, None, "a"));
+            if i < 5 {
+                os.push(buy(&u, 1, 20.0));
+            } else if i < 10 {
+                os.push(buy(&u, 1, 10.0));
+                let mut second = buy(&u, 2, 30.0);
+                second.event_id = id(&format!("second-{u}"));
+                os.push(second);
+                os.push(buy(&u, 100, 100.0));
+            }
+        }
+        for i in 0..40 {
+            let u = format!("h{i}");
+            let held = Reason::HeldOut {
+                campaign: "rain".into(),
+            };
+            ds.push(decision(&u, Verdict::HeldOut, Some(held), "a"));
+            if i < 4 {
+                os.push(buy(&u, 5, 20.0));
+            }
+        }
+        let r = summarise(
+            &cells_from_logs(&rain(), &offers(), &ds, &os),
+            None,
+            None,
+            None,
+        );
+        assert_eq!(r.all.treated.purchased, 10);
+        let m = r.all.treated.revenue["EUR"];
+        assert_eq!((m.sum, m.sum_sq), (300.0, 5.0 * 400.0 + 5.0 * 1600.0));
+        let l = &r.all.revenue_lift["EUR"];
+        assert_eq!((l.treated_mean, l.held_out_mean), (Some(7.5), Some(2.0)));
+        assert_eq!(l.treated_total, 300.0);
+        // By hand: treated variance (10000 - 300²/40)/39 = 198.72, held out (1600 -
+        // 80²/40)/39 = 36.92; se² = 4.968 + 0.923 = 5.891, se 2.4271; df = 5.891² /
+        // (4.968²/39 + 0.923²/39) = 53.0; t(97.5 %, 53) = 2.0057: 5.5 ± 4.868.
+        let d = l.difference.unwrap();
+        assert!((d.difference - 5.5).abs() < 1e-9, "{d:?}");
+        assert!(
+            (d.low - 0.632).abs() < 1e-3 && (d.high - 10.368).abs() < 1e-3,
+            "{d:?}"
+        );
+        assert_eq!(l.verdict, "significant");
+    }
+
+    /// The funnel and the breakdowns: every decision that considered the campaign counts
+    /// once, by the reason it was not sent, and any breakdown adds up to the whole.
+    #[test]
+    fn the_funnel_and_the_breakdowns_add_up() {
+        let c = rain();
+        let mut ds = Vec::new();
+        let next_day = |mut d: Decision| {
+            d.at += Duration::days(1);
+            d
+        };
+        // Day 1: 3 sent at s1, 1 held out. Day 2: 2 sent at s2.
+        for i in 0..3 {
+            ds.push(decision(&format!("t{i}"), Verdict::Sent, None, "a"));
+        }
+        let held = Reason::HeldOut {
+            campaign: "rain".into(),
+        };
+        ds.push(decision("h0", Verdict::HeldOut, Some(held), "a"));
+        for i in 0..2 {
+            let mut d = next_day(decision(&format!("u{i}"), Verdict::Sent, None, "b"));
+            d.store_id = Some(id("s2"));
+            d.candidates[0].store_id = id("s2");
+            ds.push(d);
+        }
+        // Considered, not sent: capped once (chosen, then capped), below the threshold once
+        // (another campaign's offer chosen; ours scored but lost), a rule once (not scored).
+        let mut capped = decision(
+            "c0",
+            Verdict::Suppressed,
+            Some(Reason::Capped {
+                detail: "2/2 today".into(),
+            }),
+            "a",
+        );
+        capped.delivery_id = None;
+        ds.push(capped);
+        let mut lost = decision("c1", Verdict::Sent, None, "a");
+        lost.campaign_id = Some(id("sunny"));
+        lost.offer_id = Some(id("sunglasses"));
+        ds.push(lost);
+        let mut rule = decision("c2", Verdict::None, Some(Reason::NoTrigger), "a");
+        rule.campaign_id = None;
+        rule.offer_id = None;
+        rule.candidates[0].score = None;
+        rule.candidates[0].reason = Some(Reason::Weather {
+            needs: vec!["rain".into()],
+            got: "clear".into(),
+        });
+        ds.push(rule);
+        // A decision that never considered the campaign: not in its funnel.
+        let mut other = decision("z", Verdict::Sent, None, "a");
+        other.candidates[0].offer_id = id("sunglasses");
+        other.offer_id = Some(id("sunglasses"));
+        other.campaign_id = Some(id("sunny"));
+        ds.push(other);
+
+        let cells = cells_from_logs(&c, &offers(), &ds, &[]);
+        let r = summarise(&cells, None, None, Some(By::Day));
+        let f = &r.funnel;
+        assert_eq!((f.triggered, f.eligible, f.sent, f.held_out), (9, 8, 5, 1));
+        assert_eq!(
+            f.suppressed,
+            [("another_offer_chosen", 1), ("capped", 1), ("weather", 1)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<BTreeMap<_, _>>()
+        );
+        assert_eq!(r.rows.len(), 2);
+        assert_eq!(
+            (r.rows[0].key.as_str(), r.rows[0].treated.n),
+            ("2026-11-20", 3)
+        );
+        assert_eq!(
+            (r.rows[1].key.as_str(), r.rows[1].treated.n),
+            ("2026-11-21", 2)
+        );
+        assert_eq!(
+            r.rows[0].funnel.triggered + r.rows[1].funnel.triggered,
+            f.triggered
+        );
+        // By store and by variant: the same totals.
+        for by in [By::Store, By::Variant] {
+            let r = summarise(&cells, None, None, Some(by));
+            assert_eq!(
+                r.rows.iter().map(|x| x.funnel.triggered).sum::<u64>(),
+                9,
+                "{by:?}"
+            );
+            assert_eq!(r.rows.iter().map(|x| x.treated.n).sum::<u64>(), 5, "{by:?}");
+        }
+        let by_store = summarise(&cells, None, None, Some(By::Store));
+        assert_eq!(by_store.rows[1].key, "s2");
+        // A range of days: only day 2.
+        let day2: NaiveDate = "2026-11-21".parse().unwrap();
+        let r = summarise(&cells, Some(day2), Some(day2), None);
+        assert_eq!(
+            (r.funnel.sent, r.funnel.triggered, r.all.treated.n),
+            (2, 2, 2)
+        );
+        assert_eq!(r.variants.keys().collect::<Vec<_>>(), ["b"]);
+    }
+}
