@@ -17,6 +17,7 @@
 //! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `claimed` (epoch µs, once claimed), `ttl` (90 days): a delivery not yet finished by a sender (the outbox relay's work list while unclaimed; a claim whose sender vanished while claimed) |
 //! | `STORE#<id>` / `OFFER#<id>` / `CAMPAIGN#<id>` | `META` | `body` (JSON) |
 //! | `BUDGET#<campaign>` | `SENDS` | `sent` (N): the campaign's pushes, counted in each send's commit (`ADD`, conditioned on staying within the budget) |
+//! | `CELLS#<campaign>` | `<day>#<shard 00-07>#<store>#<variant>` | counts (N) of one results cell ([`nearcast_core::campaign_results`]): `tr`, `el`, `s.<reason>`, and per arm (`t`, `h`, `g`) `.n`, `.op`, `.vi`, `.re`, `.pu`, `.rv.<currency>`, `.rq.<currency>`, each moved with `ADD` in the commit; a person's commits go to one of 8 shards by a hash of their id |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
 //! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change; `model` (N): bumped by every model publish, rollback and reload |
 //!
@@ -39,7 +40,8 @@
 //!   `attribute_not_exists(pk)` for version 0) when the state changed, a Put per decision
 //!   and per outcome, two Puts per push (the delivery and its pending marker), and per
 //!   campaign with a budget an Update of its `BUDGET#` count (`ADD sent :n` conditioned on
-//!   `sent <= :budget - n`, so a commit that would pass the budget is refused). At most
+//!   `sent <= :budget - n`, so a commit that would pass the budget is refused), and per
+//!   results cell the commit moves an Update of its `CELLS#` item (`ADD` only). At most
 //!   100 items: a larger commit is refused with a [`StoreError`]. Each call carries a fresh
 //!   `ClientRequestToken`, so the SDK's retry of a commit whose answer was lost is
 //!   idempotent at DynamoDB (it answers success instead of applying it twice or failing).
@@ -64,6 +66,9 @@
 //!   read the number with the catalog version, in the same GetItem.
 //! - Configuration, `deliveries()`, `decisions()` and `outcomes()`: a Scan (small or
 //!   export-only data).
+//! - `campaign_cells` (`GET /v1/admin/campaigns/{id}/results`): 1 Query of the campaign's
+//!   `CELLS#` partition between two days (paged past 1 MB: about 2,000 cells of a day, a
+//!   store and a variant, each in up to 8 shards).
 
 mod coupons;
 pub mod model_store;
@@ -115,6 +120,9 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 pub const CONFIG_CHANGES_PER_TRANSACTION: usize = MAX_TRANSACTION_ITEMS - 2;
 /// How long an idempotency key is kept by default.
 pub const SEEN_TTL_SECS: i64 = nearcast_core::ports::IDEMPOTENCY_DAYS * 24 * 3600;
+/// Items each campaign cell is spread over on DynamoDB (see `cell_update`).
+pub const CELL_SHARDS: u64 = 8;
+
 /// How long decisions, deliveries and outcomes are kept by default.
 pub const LOG_TTL_SECS: i64 = nearcast_core::ports::LOG_RETENTION_DAYS * 24 * 3600;
 
@@ -414,7 +422,8 @@ impl DynamoStateStore {
             + c.outcomes.len()
             + 2 * c.pushes.len()
             + budgets.len()
-            + 3 * c.coupons.len();
+            + 3 * c.coupons.len()
+            + c.cells.len();
         if count == 0 {
             return Ok(CommitOutcome::Applied);
         }
@@ -521,6 +530,10 @@ impl DynamoStateStore {
         }
         for (i, issue) in c.coupons.iter().enumerate() {
             self.coupon_items(&c.user_id, issue, i, now, &mut items, &mut slots)?;
+        }
+        for (campaign, k, add) in &c.cells {
+            items.push(self.cell_update(campaign, k, add, &c.user_id)?);
+            slots.push(Slot::Other);
         }
         // One token per call, kept by the SDK across its retries: a retry of a commit that
         // was applied but whose answer was lost succeeds at DynamoDB without applying twice.
@@ -865,6 +878,171 @@ impl DynamoStateStore {
 
     /// The items of one partition (with `sk` starting with `sk_prefix`, when given: a key
     /// condition, so only those are read), by Query (paged, consistent), in `sk` order.
+    /// The Update that adds `add` to a campaign's cell: one item per cell and shard
+    /// (`CELLS#<campaign>` / `<day>#<shard>#<store>#<variant>`), every count an attribute
+    /// moved with `ADD`, so concurrent commits add up without reading. A person's commits go
+    /// to one of [`CELL_SHARDS`] items by a hash of their id: a popular store's cell is
+    /// written by many people at once, and TransactWriteItems refuses two transactions on
+    /// one item at the same moment (TransactionConflict), so the writes are spread.
+    fn cell_update(
+        &self,
+        campaign: &Id,
+        k: &nearcast_core::campaign_results::CellKey,
+        add: &nearcast_core::campaign_results::Cell,
+        user: &Id,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let shard = nearcast_core::holdout::stable_hash(&["cells", user.as_str()]) % CELL_SHARDS;
+        let sk = format!("{}#{shard:02}#{}#{}", k.day, k.store, k.variant);
+        let mut adds: Vec<(String, AttributeValue)> = Vec::new();
+        let num = |x: f64| AttributeValue::N(format!("{x}"));
+        let cnt = |x: u64| AttributeValue::N(x.to_string());
+        if add.triggered > 0 {
+            adds.push(("tr".into(), cnt(add.triggered)));
+        }
+        if add.eligible > 0 {
+            adds.push(("el".into(), cnt(add.eligible)));
+        }
+        for (r, x) in &add.suppressed {
+            adds.push((format!("s.{r}"), cnt(*x)));
+        }
+        for (p, a) in [
+            ("t", &add.treated),
+            ("h", &add.held_out),
+            ("g", &add.global_control),
+        ] {
+            for (name, x) in [
+                ("n", a.n),
+                ("op", a.opened),
+                ("vi", a.visited),
+                ("re", a.redeemed),
+                ("pu", a.purchased),
+            ] {
+                if x > 0 {
+                    adds.push((format!("{p}.{name}"), cnt(x)));
+                }
+            }
+            for (cur, m) in &a.revenue {
+                adds.push((format!("{p}.rv.{cur}"), num(m.sum)));
+                adds.push((format!("{p}.rq.{cur}"), num(m.sum_sq)));
+            }
+        }
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("CELLS#{campaign}"), sk)));
+        let mut expr = Vec::with_capacity(adds.len());
+        for (i, (name, v)) in adds.into_iter().enumerate() {
+            expr.push(format!("#a{i} :v{i}"));
+            update = update
+                .expression_attribute_names(format!("#a{i}"), name)
+                .expression_attribute_values(format!(":v{i}"), v);
+        }
+        if expr.is_empty() {
+            // Nothing to add (never made by the engine): touch the item's key only.
+            expr.push("#a0 :v0".into());
+            update = update
+                .expression_attribute_names("#a0", "tr")
+                .expression_attribute_values(":v0", cnt(0));
+        }
+        let update = update
+            .update_expression(format!("ADD {}", expr.join(", ")))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// A campaign's cells between two days: one Query (paged) of its partition, the shards
+    /// of each cell added up.
+    async fn cells(
+        &self,
+        campaign: &Id,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> Result<nearcast_core::campaign_results::Cells, StoreError> {
+        use nearcast_core::campaign_results::{Cell, CellKey, Money};
+        let lo = from.map_or_else(|| "0".to_string(), |d| d.to_string());
+        let hi = to.map_or_else(|| "9".to_string(), |d| format!("{d}#~"));
+        let mut start: Option<Item> = None;
+        let mut out = nearcast_core::campaign_results::Cells::new();
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(format!("CELLS#{campaign}")))
+                .expression_attribute_values(":lo", s(lo.clone()))
+                .expression_attribute_values(":hi", s(hi.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("Query", e))?;
+            for item in page.items() {
+                let sk = get_s(item, "sk").unwrap_or_default();
+                let mut parts = sk.splitn(4, '#');
+                let (Some(day), Some(_shard), Some(store), Some(variant)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(StoreError(format!("DynamoDB cell with a bad key {sk:?}")));
+                };
+                let key = CellKey {
+                    day: day
+                        .parse()
+                        .map_err(|e| StoreError(format!("DynamoDB cell {sk:?}: {e}")))?,
+                    store: store.to_string(),
+                    variant: variant.to_string(),
+                };
+                let mut cell = Cell::default();
+                for (name, v) in item {
+                    let Ok(x) = v.as_n() else {
+                        continue;
+                    };
+                    let f: f64 = x.parse().unwrap_or(0.0);
+                    let u = f as u64;
+                    match name.split('.').collect::<Vec<_>>().as_slice() {
+                        ["tr"] => cell.triggered += u,
+                        ["el"] => cell.eligible += u,
+                        ["s", r] => *cell.suppressed.entry((*r).to_string()).or_default() += u,
+                        [arm @ ("t" | "h" | "g"), rest @ ..] => {
+                            let a = match *arm {
+                                "t" => &mut cell.treated,
+                                "h" => &mut cell.held_out,
+                                _ => &mut cell.global_control,
+                            };
+                            match rest {
+                                ["n"] => a.n += u,
+                                ["op"] => a.opened += u,
+                                ["vi"] => a.visited += u,
+                                ["re"] => a.redeemed += u,
+                                ["pu"] => a.purchased += u,
+                                ["rv", cur] => {
+                                    a.revenue
+                                        .entry((*cur).to_string())
+                                        .or_insert(Money::default())
+                                        .sum += f;
+                                }
+                                ["rq", cur] => {
+                                    a.revenue
+                                        .entry((*cur).to_string())
+                                        .or_insert(Money::default())
+                                        .sum_sq += f;
+                                }
+                                _ => {}
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                out.entry(key).or_default().add(&cell);
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     async fn partition(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
         let mut start: Option<Item> = None;
         let mut items = Vec::new();
@@ -1581,6 +1759,15 @@ impl StateStore for DynamoStateStore {
                 .map(|i| body::<Decision>(i, "body"))
                 .collect()
         })
+    }
+
+    fn campaign_cells<'a>(
+        &'a self,
+        campaign: &'a Id,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> BoxFuture<'a, Result<nearcast_core::campaign_results::Cells, StoreError>> {
+        Box::pin(self.cells(campaign, from, to))
     }
 
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {

@@ -320,6 +320,217 @@ pub fn cells_from_logs(
     cells
 }
 
+/// A decision of a defined campaign that sent or held out, remembered in the person's state
+/// until the campaign's conversion window closes, so that what they do next counts in the
+/// decision's cell, once per outcome. Holds no place but the store it was decided at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exposure {
+    /// The campaign.
+    pub campaign_id: Id,
+    /// Its cell.
+    pub key: CellKey,
+    /// Its arm.
+    pub arm: ArmKind,
+    /// The decision's time.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The end of its conversion window.
+    pub until: chrono::DateTime<chrono::Utc>,
+    /// The offer sent or held out.
+    pub offer_id: Id,
+    /// Its category (purchases in it count).
+    pub category: String,
+    /// The delivery, for a push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// Outcomes counted already: [`OPENED`], [`VISITED`], [`REDEEMED`], [`PURCHASED`].
+    #[serde(default)]
+    pub done: u8,
+    /// Revenue counted so far, per currency.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revenue: BTreeMap<String, f64>,
+}
+
+/// [`Exposure::done`]: the push was opened.
+pub const OPENED: u8 = 1;
+/// [`Exposure::done`]: a visit followed.
+pub const VISITED: u8 = 2;
+/// [`Exposure::done`]: a redemption followed.
+pub const REDEEMED: u8 = 4;
+/// [`Exposure::done`]: a purchase followed.
+pub const PURCHASED: u8 = 8;
+
+/// How long past its window an exposure is kept for outcomes that arrive late.
+pub const EXPOSURE_GRACE: Duration = Duration::days(2);
+
+/// The most exposures a person's state remembers (the newest).
+pub const MAX_EXPOSURES: usize = 64;
+
+/// A campaign's cells, by key.
+pub type Cells = BTreeMap<CellKey, Cell>;
+
+/// Whether `key` is in the days from `from` to `to` (inclusive; none: unbounded).
+pub fn in_range(key: &CellKey, from: Option<NaiveDate>, to: Option<NaiveDate>) -> bool {
+    !(from.is_some_and(|f| key.day < f) || to.is_some_and(|t| key.day > t))
+}
+
+/// What one commit adds to the cells: (campaign, cell) -> counts to add.
+pub type CellDeltas = BTreeMap<(Id, CellKey), Cell>;
+
+fn delta<'a>(out: &'a mut CellDeltas, e: &Exposure) -> &'a mut Arm {
+    out.entry((e.campaign_id.clone(), e.key.clone()))
+        .or_default()
+        .arm_mut(e.arm)
+}
+
+/// Counts an outcome against the exposures it follows (within their windows), each kind
+/// once per exposure; revenue adds up.
+pub fn account_outcome(exposures: &mut [Exposure], o: &OutcomeRecord, out: &mut CellDeltas) {
+    for e in exposures.iter_mut() {
+        if o.at < e.at || o.at > e.until {
+            continue;
+        }
+        match o.kind {
+            OutcomeKind::Opened => {
+                if e.arm == ArmKind::Treated
+                    && e.done & OPENED == 0
+                    && o.delivery_id.is_some()
+                    && o.delivery_id == e.delivery_id
+                {
+                    e.done |= OPENED;
+                    delta(out, e).opened += 1;
+                }
+            }
+            OutcomeKind::Redeemed => {
+                if e.done & REDEEMED == 0 && redeems(o, &e.offer_id, e.delivery_id.as_deref()) {
+                    e.done |= REDEEMED;
+                    delta(out, e).redeemed += 1;
+                }
+            }
+            OutcomeKind::Purchased => {
+                if !buys(o, Some(&e.category)) {
+                    continue;
+                }
+                if e.done & PURCHASED == 0 {
+                    e.done |= PURCHASED;
+                    delta(out, e).purchased += 1;
+                }
+                if let (Some(x), Some(c)) = (o.detail.amount, o.detail.currency.as_deref()) {
+                    let before = e.revenue.get(c).copied().unwrap_or(0.0);
+                    let after = before + x;
+                    e.revenue.insert(c.to_string(), after);
+                    let m = delta(out, e).revenue.entry(c.to_string()).or_default();
+                    m.sum += x;
+                    m.sum_sq += after * after - before * before;
+                }
+            }
+        }
+    }
+}
+
+/// What one event of a person adds to the cells, and to the exposures in their `state`:
+/// enters into a campaign's stores count as visits of its earlier exposures, an outcome
+/// counts against the exposures it follows, and a decision adds to the funnel of every
+/// defined campaign it considered (and, if it sent or held out, a new exposure). The
+/// engine calls it for each event it commits, and the deltas go in the same commit.
+pub fn account(
+    catalog: &crate::catalog::Catalog,
+    state: &mut crate::state::UserState,
+    at: chrono::DateTime<chrono::Utc>,
+    decision: Option<&Decision>,
+    outcome: Option<&OutcomeRecord>,
+    out: &mut CellDeltas,
+) {
+    // Kept a while past their window: events of a person arrive out of order (batches,
+    // retries), and one stamped in the window may come after one stamped past it.
+    state.exposures.retain(|e| e.until + EXPOSURE_GRACE >= at);
+    if let Some(d) = decision {
+        for enter in d
+            .presence
+            .iter()
+            .filter(|p| p.transition == crate::decision::PresenceTransition::Enter)
+        {
+            let Some(&p) = catalog.store_pos.get(&enter.store_id) else {
+                continue;
+            };
+            for e in state.exposures.iter_mut() {
+                if e.done & VISITED != 0 || enter.since <= e.at || enter.since > e.until {
+                    continue;
+                }
+                let campaign_store = catalog
+                    .offers_at(p)
+                    .any(|k| catalog.offers[k as usize].campaign_id == e.campaign_id);
+                if campaign_store {
+                    e.done |= VISITED;
+                    delta(out, e).visited += 1;
+                }
+            }
+        }
+    }
+    if let Some(o) = outcome {
+        account_outcome(&mut state.exposures, o, out);
+    }
+    let Some(d) = decision else {
+        return;
+    };
+    // Every defined campaign among the candidates, with its offers among them.
+    let mut campaigns: BTreeMap<&Id, HashSet<Id>> = BTreeMap::new();
+    for c in &d.candidates {
+        let Some(&k) = catalog.offer_pos.get(&c.offer_id) else {
+            continue;
+        };
+        let cid = &catalog.offers[k as usize].campaign_id;
+        if catalog.campaign(cid).is_some() {
+            campaigns.entry(cid).or_default().insert(c.offer_id.clone());
+        }
+    }
+    for (cid, offers) in campaigns {
+        let Some(campaign) = catalog.campaign(cid) else {
+            continue;
+        };
+        let Some(step) = funnel_step(campaign, &offers, d) else {
+            continue;
+        };
+        let cell = out.entry((cid.clone(), step.key.clone())).or_default();
+        cell.triggered += 1;
+        cell.eligible += u64::from(step.eligible);
+        match step.result {
+            Err(reason) => *cell.suppressed.entry(reason).or_default() += 1,
+            Ok(arm) => {
+                cell.arm_mut(arm).n += 1;
+                let Some(offer) = d.offer_id.clone() else {
+                    continue;
+                };
+                let category = d
+                    .candidates
+                    .iter()
+                    .find(|c| c.offer_id == offer)
+                    .map_or_else(String::new, |c| c.category.clone());
+                state.exposures.push(Exposure {
+                    campaign_id: cid.clone(),
+                    key: step.key,
+                    arm,
+                    at: d.at,
+                    until: d.at + window_of(campaign),
+                    offer_id: offer,
+                    category,
+                    delivery_id: d.delivery_id.clone(),
+                    done: 0,
+                    revenue: BTreeMap::new(),
+                });
+            }
+        }
+    }
+    let extra = state.exposures.len().saturating_sub(MAX_EXPOSURES);
+    state.exposures.drain(..extra);
+}
+
+/// Adds `deltas` to `cells` (what a store does in a commit).
+pub fn apply(cells: &mut BTreeMap<(Id, CellKey), Cell>, deltas: &[(Id, CellKey, Cell)]) {
+    for (c, k, d) in deltas {
+        cells.entry((c.clone(), k.clone())).or_default().add(d);
+    }
+}
+
 /// Whether outcome `o` redeems `offer`, or the code of delivery `delivery`.
 pub fn redeems(o: &OutcomeRecord, offer: &Id, delivery: Option<&str>) -> bool {
     o.kind == OutcomeKind::Redeemed

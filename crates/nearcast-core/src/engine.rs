@@ -386,6 +386,8 @@ impl Engine {
             let mut state = rec.state.clone();
             let mut reports = Vec::with_capacity(events.len());
             let mut commit = Commit::new(user.clone(), rec.version);
+            // What the batch adds to campaigns' result cells, written in the same commit.
+            let mut cells = crate::campaign_results::CellDeltas::new();
             for (i, event) in events.iter().enumerate() {
                 if let Some(prev) = known.get(&event.event_id) {
                     reports.push(EventReport {
@@ -423,6 +425,15 @@ impl Engine {
                     decision::decide_owned(&inputs, std::mem::take(&mut state), event)
                 };
                 state = next;
+                let outcome = decision::outcome_of(&catalog, event);
+                crate::campaign_results::account(
+                    &catalog,
+                    &mut state,
+                    event.at,
+                    decision.as_ref(),
+                    outcome.as_ref(),
+                    &mut cells,
+                );
                 let kind = event.kind.type_name().to_string();
                 commit.events.push((
                     event.event_id.clone(),
@@ -479,9 +490,7 @@ impl Engine {
                     other => other,
                 };
                 commit.pushes.extend(push);
-                commit
-                    .outcomes
-                    .extend(decision::outcome_of(&catalog, event));
+                commit.outcomes.extend(outcome);
                 reports.push(EventReport {
                     index: i,
                     event_id: event.event_id.clone(),
@@ -509,6 +518,7 @@ impl Engine {
             if state != rec.state {
                 commit.state = Some(state);
             }
+            commit.cells = cells.into_iter().map(|((c, k), v)| (c, k, v)).collect();
             match self.store.commit(&commit).await? {
                 CommitOutcome::Applied => {
                     if let Some(t) = commit.state.as_ref().and_then(|s| s.push.as_ref())
@@ -1316,6 +1326,69 @@ impl Engine {
         order_id: Option<&str>,
     ) -> Result<crate::coupon::Redemption, EngineError> {
         let at = self.now();
-        Ok(retry_store(|| self.store.redeem_coupon(code, at, order_id)).await?)
+        let r = retry_store(|| self.store.redeem_coupon(code, at, order_id)).await?;
+        if let crate::coupon::Redemption::Redeemed {
+            offer_id,
+            delivery_id: Some(delivery),
+            user_id: Some(user),
+            ..
+        } = &r
+        {
+            self.count_redemption(user, offer_id.as_ref(), delivery, code, at)
+                .await?;
+        }
+        Ok(r)
+    }
+
+    /// Counts a till's redemption in the campaign's result cells: the person's exposure
+    /// for that delivery is marked redeemed and its cell moves, in one commit of the
+    /// person's record under its own idempotency key (`redemption:<code>:cells`), so it
+    /// counts once even if this runs again.
+    async fn count_redemption(
+        &self,
+        user: &Id,
+        offer: Option<&Id>,
+        delivery: &str,
+        code: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), EngineError> {
+        let key =
+            Id::parse(&format!("redemption:{code}:cells")).expect("codes use the id alphabet");
+        let outcome = crate::ports::OutcomeRecord {
+            event_id: crate::coupon::redemption_event_id(code),
+            user_id: user.clone(),
+            at,
+            kind: crate::ports::OutcomeKind::Redeemed,
+            offer_id: offer.cloned(),
+            category: None,
+            delivery_id: Some(delivery.to_string()),
+            detail: Default::default(),
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            let rec = self.store.load_user(user).await?;
+            let mut state = rec.state.clone();
+            let mut cells = crate::campaign_results::CellDeltas::new();
+            crate::campaign_results::account_outcome(&mut state.exposures, &outcome, &mut cells);
+            if cells.is_empty() {
+                return Ok(());
+            }
+            let c = Commit {
+                state: Some(state),
+                events: vec![(
+                    key.clone(),
+                    EventResult {
+                        kind: "redemption_counted".into(),
+                        decision: None,
+                    },
+                )],
+                cells: cells.into_iter().map(|((c, k), v)| (c, k, v)).collect(),
+                ..Commit::new(user.clone(), rec.version)
+            };
+            match self.store.commit(&c).await? {
+                CommitOutcome::Conflict => backoff(attempt).await,
+                _ => return Ok(()),
+            }
+        }
+        Err(EngineError::Contention)
     }
 }

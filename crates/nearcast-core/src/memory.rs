@@ -38,6 +38,8 @@ struct Inner {
     coupon_seq: u64,
     /// Erasure pseudonyms, with when.
     erased: HashMap<String, chrono::DateTime<chrono::Utc>>,
+    /// Campaigns' result cells.
+    cells: BTreeMap<(Id, crate::campaign_results::CellKey), crate::campaign_results::Cell>,
 }
 
 struct CouponRow {
@@ -185,6 +187,7 @@ impl StateStore for InMemoryStateStore {
             }
             i.decisions.extend(c.decisions.iter().cloned());
             i.outcomes.extend(c.outcomes.iter().cloned());
+            crate::campaign_results::apply(&mut i.cells, &c.cells);
             for p in &c.pushes {
                 i.deliveries.push(DeliveryRecord {
                     push: p.clone(),
@@ -554,6 +557,23 @@ impl StateStore for InMemoryStateStore {
 
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
         ready(Ok(self.with(|i| i.outcomes.clone())))
+    }
+
+    fn campaign_cells<'a>(
+        &'a self,
+        campaign: &'a Id,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
+        ready(Ok(self.with(|i| {
+            i.cells
+                .iter()
+                .filter(|((c, k), _)| {
+                    c == campaign && crate::campaign_results::in_range(k, from, to)
+                })
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect()
+        })))
     }
 
     fn user_logs<'a>(

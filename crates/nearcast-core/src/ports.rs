@@ -178,6 +178,13 @@ pub struct Commit {
     /// transaction on condition that it is still free; the whole commit is refused with
     /// [`CommitOutcome::CouponTaken`] when one is not.
     pub coupons: Vec<CouponIssue>,
+    /// What the commit adds to campaigns' result cells ([`crate::campaign_results`]):
+    /// (campaign, cell, counts to add), each cell once; added in the same transaction.
+    pub cells: Vec<(
+        Id,
+        crate::campaign_results::CellKey,
+        crate::campaign_results::Cell,
+    )>,
 }
 
 /// What a logged outcome is.
@@ -289,6 +296,7 @@ impl Commit {
             outcomes: Vec::new(),
             budgets: Vec::new(),
             coupons: Vec::new(),
+            cells: Vec::new(),
         }
     }
 }
@@ -504,6 +512,14 @@ pub trait StateStore: Send + Sync {
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>>;
     /// Logged outcomes, oldest first (results and exports).
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>>;
+    /// A campaign's result cells on the days from `from` to `to` (inclusive; none:
+    /// unbounded), as the commits added them up ([`crate::campaign_results`]).
+    fn campaign_cells<'a>(
+        &'a self,
+        campaign: &'a Id,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>>;
     /// Walks the logs one user at a time (exports): `sink` gets every user with a logged
     /// decision or outcome exactly once, with both lists oldest first; users come in no
     /// particular order. A store reads a page of users at a time and never holds the whole
@@ -725,6 +741,15 @@ pub trait StoreLayer: Send + Sync {
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
         self.wrapped().outcomes()
     }
+    /// See [`StateStore::campaign_cells`].
+    fn campaign_cells<'a>(
+        &'a self,
+        campaign: &'a Id,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
+        self.wrapped().campaign_cells(campaign, from, to)
+    }
     /// See [`StateStore::user_logs`].
     fn user_logs<'a>(
         &'a self,
@@ -873,6 +898,14 @@ impl<L: StoreLayer> StateStore for L {
     }
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
         StoreLayer::outcomes(self)
+    }
+    fn campaign_cells<'a>(
+        &'a self,
+        campaign: &'a Id,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
+        StoreLayer::campaign_cells(self, campaign, from, to)
     }
     fn user_logs<'a>(
         &'a self,

@@ -51,6 +51,11 @@ pub struct UserState {
     /// themselves; at most [`MAX_VISIT_COUNTS`] stores; forgotten with location consent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub visits: BTreeMap<Id, VisitCount>,
+    /// Decisions of defined campaigns that sent or held out, while their conversion window
+    /// is open: what later visits, opens, redemptions and purchases count against in the
+    /// campaign's results (at most [`crate::campaign_results::MAX_EXPOSURES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposures: Vec<crate::campaign_results::Exposure>,
 }
 
 /// How often a user has visited one store.

@@ -89,6 +89,12 @@ struct Job {
     budgets: Vec<(String, u64, u64)>,
     /// Campaign, code, delivery id and offer of each coupon code to assign.
     coupons: Vec<(String, String, String, String)>,
+    /// Campaign, cell and the counts to add to it.
+    cells: Vec<(
+        String,
+        nearcast_core::campaign_results::CellKey,
+        nearcast_core::campaign_results::Cell,
+    )>,
     reply: tokio::sync::oneshot::Sender<Result<Written, StoreError>>,
 }
 
@@ -144,6 +150,14 @@ CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITH
 CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaign_sends (campaign_id TEXT PRIMARY KEY, sent INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS campaign_cells (
+    campaign_id TEXT NOT NULL,
+    day         TEXT NOT NULL,
+    store_id    TEXT NOT NULL,
+    variant     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (campaign_id, day, store_id, variant)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
@@ -434,6 +448,7 @@ impl SqliteStore {
             "offers",
             "campaigns",
             "campaign_sends",
+            "campaign_cells",
             "coupons",
         ]
         .contains(&table)
@@ -541,6 +556,11 @@ impl SqliteStore {
                 }
                 b
             },
+            cells: cm
+                .cells
+                .iter()
+                .map(|(c, k, v)| (c.as_str().to_owned(), k.clone(), v.clone()))
+                .collect(),
             coupons: cm
                 .coupons
                 .iter()
@@ -828,6 +848,33 @@ fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> 
     for (at, body) in &job.outcomes {
         tx.prepare_cached("INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)")?
             .execute(params![user, at, body])?;
+    }
+    // Campaigns' result cells move with the decisions and outcomes that make them.
+    for (campaign, k, add) in &job.cells {
+        let day = k.day.to_string();
+        let mut cell: nearcast_core::campaign_results::Cell = match tx
+            .prepare_cached(
+                "SELECT body FROM campaign_cells
+                 WHERE campaign_id = ?1 AND day = ?2 AND store_id = ?3 AND variant = ?4",
+            )?
+            .query_row(params![campaign, day, k.store, k.variant], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        {
+            Some(body) => serde_json::from_str(&body).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            })?,
+            None => Default::default(),
+        };
+        cell.add(add);
+        let body = serde_json::to_string(&cell)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO campaign_cells (campaign_id, day, store_id, variant, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![campaign, day, k.store, k.variant, body])?;
     }
     // Each campaign's count of sends moves with the sends, in the same transaction, and
     // never past its budget: the commit is rolled back instead.
@@ -1459,6 +1506,46 @@ impl StateStore for SqliteStore {
 
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {
         ready(self.list("SELECT body FROM outcomes ORDER BY seq"))
+    }
+
+    fn campaign_cells<'a>(
+        &'a self,
+        campaign: &'a Id,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> BoxFuture<'a, Result<nearcast_core::campaign_results::Cells, StoreError>> {
+        let from = from.map_or_else(|| "0000-01-01".to_string(), |d| d.to_string());
+        let to = to.map_or_else(|| "9999-12-31".to_string(), |d| d.to_string());
+        ready(self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT day, store_id, variant, body FROM campaign_cells
+                 WHERE campaign_id = ?1 AND day >= ?2 AND day <= ?3",
+            )?;
+            let rows = st.query_map(params![campaign.as_str(), from, to], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            let mut out = nearcast_core::campaign_results::Cells::new();
+            for row in rows {
+                let (day, store, variant, body) = row?;
+                let bad = |e: Box<dyn std::error::Error + Send + std::marker::Sync>| {
+                    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e)
+                };
+                out.insert(
+                    nearcast_core::campaign_results::CellKey {
+                        day: day.parse().map_err(|e: chrono::ParseError| bad(e.into()))?,
+                        store,
+                        variant,
+                    },
+                    serde_json::from_str(&body).map_err(|e| bad(e.into()))?,
+                );
+            }
+            Ok(out)
+        }))
     }
 
     /// Pages of 500 user ids (in id order, from the `user_id` indexes), then each user's
