@@ -23,6 +23,9 @@
 #                                 otherwise), so the send path is loaded at any hour; with 1
 #                                 the default policy's 21:00-08:00 (Helsinki) sends nothing
 #                                 at night
+#   CAMPAIGNS=0                   1 defines every campaign the offers name (active, 10 %
+#                                 holdout), so sends and holdouts move the results' cells and
+#                                 each person's exposures in every commit
 set -euo pipefail
 
 STORES=${STORES:-10000}
@@ -38,6 +41,7 @@ STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-300}
 BUILD=${BUILD:-1}
 JSON_OUT=${JSON_OUT:-}
 QUIET=${QUIET:-1}
+CAMPAIGNS=${CAMPAIGNS:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -104,6 +108,18 @@ if [[ "$QUIET" == 0 ]]; then
     printf '%s\n' '{"per_day": 2, "per_week": 6, "min_gap_minutes": 60, "quiet_start": "00:00", "quiet_end": "00:00"}' \
         >"$WORK/config/policy.json"
     log "policy without quiet hours (default caps)"
+fi
+if [[ "$CAMPAIGNS" == 1 ]]; then
+    python3 - "$WORK/config" <<'PY'
+import json, sys
+d = sys.argv[1]
+ids = sorted({o["campaign_id"] for o in json.load(open(f"{d}/offers.json"))})
+json.dump([{"id": c, "name": f"Campaign {c}", "status": "active", "holdout": 0.1,
+            "conversion": {"event": "visit", "within_hours": 72}} for c in ids],
+          open(f"{d}/campaigns.json", "w"))
+print(f"{len(ids)} campaigns defined", file=sys.stderr)
+PY
+    log "campaigns defined (results cells in every commit)"
 fi
 
 log "starting nearcast serve (database in $DBDIR, --sync $SYNC)"

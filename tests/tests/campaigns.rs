@@ -1370,8 +1370,35 @@ async fn results_cells_equal_a_recomputation_from_the_logs(backend: Backend) {
     let decisions = h.store.decisions().await.unwrap();
     let outcomes = h.store.outcomes().await.unwrap();
     let from_logs = cells_from_logs(&campaign, &offers, &decisions, &outcomes);
-    let mut kept = h.store.campaign_cells(&id("c1"), None, None).await.unwrap();
+    let mut kept = h
+        .store
+        .campaign_cells(&id("c1"), None, None, true)
+        .await
+        .unwrap();
     let all = summarise(&kept, None, None, None);
+    // The days' roll-ups are the sums of the cells of each day and variant.
+    let rollups = h
+        .store
+        .campaign_cells(&id("c1"), None, None, false)
+        .await
+        .unwrap();
+    assert!(rollups.keys().all(|k| k.store == "*") && !rollups.is_empty());
+    assert_eq!(
+        summarise(
+            &rollups,
+            None,
+            None,
+            Some(nearcast_core::campaign_results::By::Day)
+        )
+        .rows,
+        summarise(
+            &kept,
+            None,
+            None,
+            Some(nearcast_core::campaign_results::By::Day)
+        )
+        .rows
+    );
     assert_eq!(
         all.all.treated.visited + all.all.held_out.visited + all.all.global_control.visited,
         expected_visits

@@ -613,10 +613,11 @@ pub(crate) async fn results(
         return Err(ApiError::invalid("to", "must not be before from"));
     }
     let (campaign, _) = engine.campaign(&id).await?;
-    // The cells the commits keep up to date: a handful of rows, whatever the log's size.
+    // The cells the commits keep up to date: the days' roll-ups (a row per day and
+    // variant), or the cells per store for a breakdown by store; never the log.
     let cells = engine
         .store()
-        .campaign_cells(&id, from, to)
+        .campaign_cells(&id, from, to, by == Some(By::Store))
         .await
         .map_err(nearcast_core::engine::EngineError::from)?;
     let r = summarise(&cells, from, to, by);

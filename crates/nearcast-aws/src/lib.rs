@@ -17,7 +17,7 @@
 //! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `claimed` (epoch µs, once claimed), `ttl` (90 days): a delivery not yet finished by a sender (the outbox relay's work list while unclaimed; a claim whose sender vanished while claimed) |
 //! | `STORE#<id>` / `OFFER#<id>` / `CAMPAIGN#<id>` | `META` | `body` (JSON) |
 //! | `BUDGET#<campaign>` | `SENDS` | `sent` (N): the campaign's pushes, counted in each send's commit (`ADD`, conditioned on staying within the budget) |
-//! | `CELLS#<campaign>` | `<day>#<shard 00-07>#<store>#<variant>` | counts (N) of one results cell ([`nearcast_core::campaign_results`]): `tr`, `el`, `s.<reason>`, and per arm (`t`, `h`, `g`) `.n`, `.op`, `.vi`, `.re`, `.pu`, `.rv.<currency>`, `.rq.<currency>`, each moved with `ADD` in the commit; a person's commits go to one of 8 shards by a hash of their id |
+//! | `CELLS#<campaign>` | `<day>#<shard 00-07>#<store>#<variant>`, and `*#<day>#<shard>#<variant>` for the day's roll-up over all stores | counts (N) of one results cell ([`nearcast_core::campaign_results`]): `tr`, `el`, `s.<reason>`, and per arm (`t`, `h`, `g`) `.n`, `.op`, `.vi`, `.re`, `.pu`, `.rv.<currency>`, `.rq.<currency>`, each moved with `ADD` in the commit; a person's commits go to one of 8 shards by a hash of their id |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
 //! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change; `model` (N): bumped by every model publish, rollback and reload |
 //!
@@ -892,7 +892,13 @@ impl DynamoStateStore {
         user: &Id,
     ) -> Result<TransactWriteItem, StoreError> {
         let shard = nearcast_core::holdout::stable_hash(&["cells", user.as_str()]) % CELL_SHARDS;
-        let sk = format!("{}#{shard:02}#{}#{}", k.day, k.store, k.variant);
+        // Roll-ups (store `*`) first: `*` sorts before the digits of a day, so they are one
+        // range of the partition and the cells another.
+        let sk = if k.store == nearcast_core::campaign_results::ALL_STORES {
+            format!("*#{}#{shard:02}#{}", k.day, k.variant)
+        } else {
+            format!("{}#{shard:02}#{}#{}", k.day, k.store, k.variant)
+        };
         let mut adds: Vec<(String, AttributeValue)> = Vec::new();
         let num = |x: f64| AttributeValue::N(format!("{x}"));
         let cnt = |x: u64| AttributeValue::N(x.to_string());
@@ -957,10 +963,12 @@ impl DynamoStateStore {
         campaign: &Id,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
+        per_store: bool,
     ) -> Result<nearcast_core::campaign_results::Cells, StoreError> {
-        use nearcast_core::campaign_results::{Cell, CellKey, Money};
-        let lo = from.map_or_else(|| "0".to_string(), |d| d.to_string());
-        let hi = to.map_or_else(|| "9".to_string(), |d| format!("{d}#~"));
+        use nearcast_core::campaign_results::{ALL_STORES, Cell, CellKey, Money};
+        let p = if per_store { "" } else { "*#" };
+        let lo = from.map_or_else(|| format!("{p}0"), |d| format!("{p}{d}"));
+        let hi = to.map_or_else(|| format!("{p}9"), |d| format!("{p}{d}#~"));
         let mut start: Option<Item> = None;
         let mut out = nearcast_core::campaign_results::Cells::new();
         loop {
@@ -979,10 +987,17 @@ impl DynamoStateStore {
                 .map_err(|e| sdk_err("Query", e))?;
             for item in page.items() {
                 let sk = get_s(item, "sk").unwrap_or_default();
-                let mut parts = sk.splitn(4, '#');
-                let (Some(day), Some(_shard), Some(store), Some(variant)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
+                let parsed = match sk.strip_prefix("*#") {
+                    Some(rest) => {
+                        let mut parts = rest.splitn(3, '#');
+                        (parts.next(), parts.next(), Some(ALL_STORES), parts.next())
+                    }
+                    None => {
+                        let mut parts = sk.splitn(4, '#');
+                        (parts.next(), parts.next(), parts.next(), parts.next())
+                    }
+                };
+                let (Some(day), Some(_shard), Some(store), Some(variant)) = parsed else {
                     return Err(StoreError(format!("DynamoDB cell with a bad key {sk:?}")));
                 };
                 let key = CellKey {
@@ -1766,8 +1781,9 @@ impl StateStore for DynamoStateStore {
         campaign: &'a Id,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
+        per_store: bool,
     ) -> BoxFuture<'a, Result<nearcast_core::campaign_results::Cells, StoreError>> {
-        Box::pin(self.cells(campaign, from, to))
+        Box::pin(self.cells(campaign, from, to, per_store))
     }
 
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {

@@ -323,31 +323,61 @@ pub fn cells_from_logs(
 /// A decision of a defined campaign that sent or held out, remembered in the person's state
 /// until the campaign's conversion window closes, so that what they do next counts in the
 /// decision's cell, once per outcome. Holds no place but the store it was decided at.
+///
+/// It is part of the person's record, which most fixes rewrite, so it is kept small: short
+/// field names, times in epoch microseconds, the offer's category looked up in the catalog
+/// rather than copied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exposure {
     /// The campaign.
+    #[serde(rename = "c")]
     pub campaign_id: Id,
-    /// Its cell.
-    pub key: CellKey,
+    /// Its cell's day.
+    #[serde(rename = "d")]
+    pub day: NaiveDate,
+    /// Its cell's store.
+    #[serde(rename = "s")]
+    pub store: Id,
+    /// Its cell's variant (`-` for none).
+    #[serde(rename = "v")]
+    pub variant: String,
     /// Its arm.
+    #[serde(rename = "a")]
     pub arm: ArmKind,
     /// The decision's time.
+    #[serde(rename = "t", with = "chrono::serde::ts_microseconds")]
     pub at: chrono::DateTime<chrono::Utc>,
     /// The end of its conversion window.
+    #[serde(rename = "u", with = "chrono::serde::ts_microseconds")]
     pub until: chrono::DateTime<chrono::Utc>,
     /// The offer sent or held out.
+    #[serde(rename = "o")]
     pub offer_id: Id,
-    /// Its category (purchases in it count).
-    pub category: String,
     /// The delivery, for a push.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
     /// Outcomes counted already: [`OPENED`], [`VISITED`], [`REDEEMED`], [`PURCHASED`].
-    #[serde(default)]
+    #[serde(rename = "x", default, skip_serializing_if = "is_zero")]
     pub done: u8,
     /// Revenue counted so far, per currency.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(rename = "r", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub revenue: BTreeMap<String, f64>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(x: &u8) -> bool {
+    *x == 0
+}
+
+impl Exposure {
+    /// Its cell.
+    pub fn key(&self) -> CellKey {
+        CellKey {
+            day: self.day,
+            store: self.store.to_string(),
+            variant: self.variant.clone(),
+        }
+    }
 }
 
 /// [`Exposure::done`]: the push was opened.
@@ -363,7 +393,7 @@ pub const PURCHASED: u8 = 8;
 pub const EXPOSURE_GRACE: Duration = Duration::days(2);
 
 /// The most exposures a person's state remembers (the newest).
-pub const MAX_EXPOSURES: usize = 64;
+pub const MAX_EXPOSURES: usize = 32;
 
 /// A campaign's cells, by key.
 pub type Cells = BTreeMap<CellKey, Cell>;
@@ -377,14 +407,20 @@ pub fn in_range(key: &CellKey, from: Option<NaiveDate>, to: Option<NaiveDate>) -
 pub type CellDeltas = BTreeMap<(Id, CellKey), Cell>;
 
 fn delta<'a>(out: &'a mut CellDeltas, e: &Exposure) -> &'a mut Arm {
-    out.entry((e.campaign_id.clone(), e.key.clone()))
+    out.entry((e.campaign_id.clone(), e.key()))
         .or_default()
         .arm_mut(e.arm)
 }
 
 /// Counts an outcome against the exposures it follows (within their windows), each kind
-/// once per exposure; revenue adds up.
-pub fn account_outcome(exposures: &mut [Exposure], o: &OutcomeRecord, out: &mut CellDeltas) {
+/// once per exposure; revenue adds up. `category` gives an offer's category (purchases in
+/// it count).
+pub fn account_outcome(
+    exposures: &mut [Exposure],
+    o: &OutcomeRecord,
+    category: &dyn Fn(&Id) -> Option<String>,
+    out: &mut CellDeltas,
+) {
     for e in exposures.iter_mut() {
         if o.at < e.at || o.at > e.until {
             continue;
@@ -407,7 +443,7 @@ pub fn account_outcome(exposures: &mut [Exposure], o: &OutcomeRecord, out: &mut 
                 }
             }
             OutcomeKind::Purchased => {
-                if !buys(o, Some(&e.category)) {
+                if !buys(o, category(&e.offer_id).as_deref()) {
                     continue;
                 }
                 if e.done & PURCHASED == 0 {
@@ -467,7 +503,13 @@ pub fn account(
         }
     }
     if let Some(o) = outcome {
-        account_outcome(&mut state.exposures, o, out);
+        let category = |offer: &Id| {
+            catalog
+                .offer_pos
+                .get(offer)
+                .map(|&k| catalog.offers[k as usize].category.clone())
+        };
+        account_outcome(&mut state.exposures, o, &category, out);
     }
     let Some(d) = decision else {
         return;
@@ -500,19 +542,18 @@ pub fn account(
                 let Some(offer) = d.offer_id.clone() else {
                     continue;
                 };
-                let category = d
-                    .candidates
-                    .iter()
-                    .find(|c| c.offer_id == offer)
-                    .map_or_else(String::new, |c| c.category.clone());
+                let Ok(store) = Id::parse(&step.key.store) else {
+                    continue;
+                };
                 state.exposures.push(Exposure {
                     campaign_id: cid.clone(),
-                    key: step.key,
+                    day: step.key.day,
+                    store,
+                    variant: step.key.variant,
                     arm,
                     at: d.at,
                     until: d.at + window_of(campaign),
                     offer_id: offer,
-                    category,
                     delivery_id: d.delivery_id.clone(),
                     done: 0,
                     revenue: BTreeMap::new(),
@@ -522,6 +563,26 @@ pub fn account(
     }
     let extra = state.exposures.len().saturating_sub(MAX_EXPOSURES);
     state.exposures.drain(..extra);
+}
+
+/// The store of a day's roll-up cell: every store of the campaign on that day (no store id
+/// can be `*`). The stores keep roll-ups beside the cells, in the same commit, so a whole
+/// campaign, a range of days or a breakdown by day or variant reads a row per day and
+/// variant, and only a breakdown by store reads the cells themselves.
+pub const ALL_STORES: &str = "*";
+
+/// The deltas of a commit as the stores take them: each cell, and its day's roll-up.
+pub fn with_rollups(deltas: CellDeltas) -> Vec<(Id, CellKey, Cell)> {
+    let mut out: CellDeltas = BTreeMap::new();
+    for ((c, k), v) in deltas {
+        let all = CellKey {
+            store: ALL_STORES.to_string(),
+            ..k.clone()
+        };
+        out.entry((c.clone(), all)).or_default().add(&v);
+        out.entry((c, k)).or_default().add(&v);
+    }
+    out.into_iter().map(|((c, k), v)| (c, k, v)).collect()
 }
 
 /// Adds `deltas` to `cells` (what a store does in a commit).

@@ -518,7 +518,7 @@ impl Engine {
             if state != rec.state {
                 commit.state = Some(state);
             }
-            commit.cells = cells.into_iter().map(|((c, k), v)| (c, k, v)).collect();
+            commit.cells = crate::campaign_results::with_rollups(cells);
             match self.store.commit(&commit).await? {
                 CommitOutcome::Applied => {
                     if let Some(t) = commit.state.as_ref().and_then(|s| s.push.as_ref())
@@ -1368,7 +1368,19 @@ impl Engine {
             let rec = self.store.load_user(user).await?;
             let mut state = rec.state.clone();
             let mut cells = crate::campaign_results::CellDeltas::new();
-            crate::campaign_results::account_outcome(&mut state.exposures, &outcome, &mut cells);
+            let catalog = self.catalog();
+            let category = |o: &Id| {
+                catalog
+                    .offer_pos
+                    .get(o)
+                    .map(|&k| catalog.offers[k as usize].category.clone())
+            };
+            crate::campaign_results::account_outcome(
+                &mut state.exposures,
+                &outcome,
+                &category,
+                &mut cells,
+            );
             if cells.is_empty() {
                 return Ok(());
             }
@@ -1381,7 +1393,7 @@ impl Engine {
                         decision: None,
                     },
                 )],
-                cells: cells.into_iter().map(|((c, k), v)| (c, k, v)).collect(),
+                cells: crate::campaign_results::with_rollups(cells),
                 ..Commit::new(user.clone(), rec.version)
             };
             match self.store.commit(&c).await? {

@@ -564,12 +564,15 @@ impl StateStore for InMemoryStateStore {
         campaign: &'a Id,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
+        per_store: bool,
     ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
         ready(Ok(self.with(|i| {
             i.cells
                 .iter()
                 .filter(|((c, k), _)| {
-                    c == campaign && crate::campaign_results::in_range(k, from, to)
+                    c == campaign
+                        && crate::campaign_results::in_range(k, from, to)
+                        && (k.store == crate::campaign_results::ALL_STORES) != per_store
                 })
                 .map(|((_, k), v)| (k.clone(), v.clone()))
                 .collect()

@@ -513,12 +513,14 @@ pub trait StateStore: Send + Sync {
     /// Logged outcomes, oldest first (results and exports).
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>>;
     /// A campaign's result cells on the days from `from` to `to` (inclusive; none:
-    /// unbounded), as the commits added them up ([`crate::campaign_results`]).
+    /// unbounded), as the commits added them up ([`crate::campaign_results`]): per store
+    /// when `per_store`, else the days' roll-ups (store [`crate::campaign_results::ALL_STORES`]).
     fn campaign_cells<'a>(
         &'a self,
         campaign: &'a Id,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
+        per_store: bool,
     ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>>;
     /// Walks the logs one user at a time (exports): `sink` gets every user with a logged
     /// decision or outcome exactly once, with both lists oldest first; users come in no
@@ -747,8 +749,9 @@ pub trait StoreLayer: Send + Sync {
         campaign: &'a Id,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
+        per_store: bool,
     ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
-        self.wrapped().campaign_cells(campaign, from, to)
+        self.wrapped().campaign_cells(campaign, from, to, per_store)
     }
     /// See [`StateStore::user_logs`].
     fn user_logs<'a>(
@@ -904,8 +907,9 @@ impl<L: StoreLayer> StateStore for L {
         campaign: &'a Id,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
+        per_store: bool,
     ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
-        StoreLayer::campaign_cells(self, campaign, from, to)
+        StoreLayer::campaign_cells(self, campaign, from, to, per_store)
     }
     fn user_logs<'a>(
         &'a self,

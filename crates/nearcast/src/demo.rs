@@ -391,6 +391,68 @@ pub struct DemoOptions {
     pub model: Option<PathBuf>,
 }
 
+/// Each defined campaign's results as `GET /v1/admin/campaigns/{id}/results` gives them
+/// (from the cells the commits kept): per arm the exposures and what followed, and the
+/// lift on visits, redemptions and purchases with its 95 % interval and verdict.
+///
+/// # Errors
+/// The store's, or writing to `out`.
+pub async fn print_campaign_results(
+    engine: &Engine,
+    out: &mut impl Write,
+) -> Result<(), HostError> {
+    use nearcast_core::campaign_results::{Lift, summarise, window_of};
+    let io = |source| HostError::Io {
+        path: "stdout".into(),
+        source,
+    };
+    let pct = |x: f64| format!("{:.1} %", 100.0 * x);
+    let lift = |l: &Lift| match l.difference {
+        Some(d) => format!(
+            "{} against {}: {:+.1} points, 95 % interval [{:+.1}, {:+.1}], {}",
+            l.treated_rate.map_or("-".into(), pct),
+            l.held_out_rate.map_or("-".into(), pct),
+            100.0 * d.difference,
+            100.0 * d.low,
+            100.0 * d.high,
+            l.verdict.replace('_', " ")
+        ),
+        None => format!("no comparison yet ({})", l.verdict.replace('_', " ")),
+    };
+    let catalog = engine.catalog();
+    for c in &catalog.campaigns {
+        let cells = engine
+            .store()
+            .campaign_cells(&c.id, None, None, false)
+            .await
+            .map_err(|e| HostError::Invalid {
+                path: format!("campaign {}", c.id),
+                reason: e.to_string(),
+            })?;
+        let r = summarise(&cells, None, None, None);
+        let (t, h) = (&r.all.treated, &r.all.held_out);
+        writeln!(
+            out,
+            "\ncampaign {} ({}), within {} h of each decision:",
+            c.name,
+            c.id,
+            window_of(c).num_hours()
+        )
+        .map_err(io)?;
+        writeln!(
+            out,
+            "  triggered {}, eligible {}, sent {}, held out {}; treated: {} opened, {} visited, {} redeemed, {} purchased; held out: {} visited, {} redeemed, {} purchased",
+            r.funnel.triggered, r.funnel.eligible, t.n, h.n + r.all.global_control.n,
+            t.opened, t.visited, t.redeemed, t.purchased, h.visited, h.redeemed, h.purchased
+        )
+        .map_err(io)?;
+        writeln!(out, "  visits       {}", lift(&r.all.visit_lift)).map_err(io)?;
+        writeln!(out, "  redemptions  {}", lift(&r.all.redemption_lift)).map_err(io)?;
+        writeln!(out, "  purchases    {}", lift(&r.all.purchase_lift)).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// Runs the demo from scratch: fresh database, the sample configuration, a day of events.
 ///
 /// # Errors

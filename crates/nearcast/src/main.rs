@@ -491,6 +491,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 path: "stdout".into(),
                 source,
             })?;
+            nearcast::demo::print_campaign_results(&engine, &mut out).await?;
             println!(
                 "  outbox          {} ({} pushes)",
                 outbox.display(),

@@ -156,7 +156,7 @@ CREATE TABLE IF NOT EXISTS campaign_cells (
     store_id    TEXT NOT NULL,
     variant     TEXT NOT NULL,
     body        TEXT NOT NULL,
-    PRIMARY KEY (campaign_id, day, store_id, variant)
+    PRIMARY KEY (campaign_id, store_id, day, variant)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
@@ -1513,14 +1513,20 @@ impl StateStore for SqliteStore {
         campaign: &'a Id,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
+        per_store: bool,
     ) -> BoxFuture<'a, Result<nearcast_core::campaign_results::Cells, StoreError>> {
         let from = from.map_or_else(|| "0000-01-01".to_string(), |d| d.to_string());
         let to = to.map_or_else(|| "9999-12-31".to_string(), |d| d.to_string());
+        // Roll-ups (store `*`) come first in the key's order: one range of the index.
+        let sql = if per_store {
+            "SELECT day, store_id, variant, body FROM campaign_cells
+             WHERE campaign_id = ?1 AND store_id > '*' AND day >= ?2 AND day <= ?3"
+        } else {
+            "SELECT day, store_id, variant, body FROM campaign_cells
+             WHERE campaign_id = ?1 AND store_id = '*' AND day >= ?2 AND day <= ?3"
+        };
         ready(self.with(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT day, store_id, variant, body FROM campaign_cells
-                 WHERE campaign_id = ?1 AND day >= ?2 AND day <= ?3",
-            )?;
+            let mut st = c.prepare_cached(sql)?;
             let rows = st.query_map(params![campaign.as_str(), from, to], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
