@@ -899,39 +899,11 @@ impl DynamoStateStore {
         } else {
             format!("{}#{shard:02}#{}#{}", k.day, k.store, k.variant)
         };
-        let mut adds: Vec<(String, AttributeValue)> = Vec::new();
-        let num = |x: f64| AttributeValue::N(format!("{x}"));
-        let cnt = |x: u64| AttributeValue::N(x.to_string());
-        if add.triggered > 0 {
-            adds.push(("tr".into(), cnt(add.triggered)));
-        }
-        if add.eligible > 0 {
-            adds.push(("el".into(), cnt(add.eligible)));
-        }
-        for (r, x) in &add.suppressed {
-            adds.push((format!("s.{r}"), cnt(*x)));
-        }
-        for (p, a) in [
-            ("t", &add.treated),
-            ("h", &add.held_out),
-            ("g", &add.global_control),
-        ] {
-            for (name, x) in [
-                ("n", a.n),
-                ("op", a.opened),
-                ("vi", a.visited),
-                ("re", a.redeemed),
-                ("pu", a.purchased),
-            ] {
-                if x > 0 {
-                    adds.push((format!("{p}.{name}"), cnt(x)));
-                }
-            }
-            for (cur, m) in &a.revenue {
-                adds.push((format!("{p}.rv.{cur}"), num(m.sum)));
-                adds.push((format!("{p}.rq.{cur}"), num(m.sum_sq)));
-            }
-        }
+        let adds: Vec<(String, AttributeValue)> = add
+            .counters()
+            .into_iter()
+            .map(|(name, x)| (name, AttributeValue::N(format!("{x}"))))
+            .collect();
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(format!("CELLS#{campaign}"), sk)));
@@ -947,7 +919,7 @@ impl DynamoStateStore {
             expr.push("#a0 :v0".into());
             update = update
                 .expression_attribute_names("#a0", "tr")
-                .expression_attribute_values(":v0", cnt(0));
+                .expression_attribute_values(":v0", n(0));
         }
         let update = update
             .update_expression(format!("ADD {}", expr.join(", ")))
@@ -965,7 +937,7 @@ impl DynamoStateStore {
         to: Option<chrono::NaiveDate>,
         per_store: bool,
     ) -> Result<nearcast_core::campaign_results::Cells, StoreError> {
-        use nearcast_core::campaign_results::{ALL_STORES, Cell, CellKey, Money};
+        use nearcast_core::campaign_results::{ALL_STORES, Cell, CellKey};
         let p = if per_store { "" } else { "*#" };
         let lo = from.map_or_else(|| format!("{p}0"), |d| format!("{p}{d}"));
         let hi = to.map_or_else(|| format!("{p}9"), |d| format!("{p}{d}#~"));
@@ -1009,43 +981,11 @@ impl DynamoStateStore {
                 };
                 let mut cell = Cell::default();
                 for (name, v) in item {
-                    let Ok(x) = v.as_n() else {
-                        continue;
-                    };
-                    let f: f64 = x.parse().unwrap_or(0.0);
-                    let u = f as u64;
-                    match name.split('.').collect::<Vec<_>>().as_slice() {
-                        ["tr"] => cell.triggered += u,
-                        ["el"] => cell.eligible += u,
-                        ["s", r] => *cell.suppressed.entry((*r).to_string()).or_default() += u,
-                        [arm @ ("t" | "h" | "g"), rest @ ..] => {
-                            let a = match *arm {
-                                "t" => &mut cell.treated,
-                                "h" => &mut cell.held_out,
-                                _ => &mut cell.global_control,
-                            };
-                            match rest {
-                                ["n"] => a.n += u,
-                                ["op"] => a.opened += u,
-                                ["vi"] => a.visited += u,
-                                ["re"] => a.redeemed += u,
-                                ["pu"] => a.purchased += u,
-                                ["rv", cur] => {
-                                    a.revenue
-                                        .entry((*cur).to_string())
-                                        .or_insert(Money::default())
-                                        .sum += f;
-                                }
-                                ["rq", cur] => {
-                                    a.revenue
-                                        .entry((*cur).to_string())
-                                        .or_insert(Money::default())
-                                        .sum_sq += f;
-                                }
-                                _ => {}
-                            }
-                        }
-                        _ => {}
+                    if let Ok(x) = v.as_n()
+                        && name != "pk"
+                        && name != "sk"
+                    {
+                        cell.add_counter(name, x.parse().unwrap_or(0.0));
                     }
                 }
                 out.entry(key).or_default().add(&cell);

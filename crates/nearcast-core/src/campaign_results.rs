@@ -128,6 +128,75 @@ impl Cell {
     }
 }
 
+impl Cell {
+    /// The cell as named counters (what the stores keep, one row or attribute each; zero
+    /// counts left out): `tr` triggered, `el` eligible, `s.<reason>` suppressed, and per
+    /// arm (`t` treated, `h` held out, `g` global control) `.n`, `.op`, `.vi`, `.re`, `.pu`,
+    /// `.rv.<currency>` (revenue) and `.rq.<currency>` (its sum of squares).
+    pub fn counters(&self) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        let mut put = |name: String, x: f64| {
+            if x != 0.0 {
+                out.push((name, x));
+            }
+        };
+        put("tr".into(), self.triggered as f64);
+        put("el".into(), self.eligible as f64);
+        for (r, x) in &self.suppressed {
+            put(format!("s.{r}"), *x as f64);
+        }
+        for (p, a) in [
+            ("t", &self.treated),
+            ("h", &self.held_out),
+            ("g", &self.global_control),
+        ] {
+            for (name, x) in [
+                ("n", a.n),
+                ("op", a.opened),
+                ("vi", a.visited),
+                ("re", a.redeemed),
+                ("pu", a.purchased),
+            ] {
+                put(format!("{p}.{name}"), x as f64);
+            }
+            for (cur, m) in &a.revenue {
+                put(format!("{p}.rv.{cur}"), m.sum);
+                put(format!("{p}.rq.{cur}"), m.sum_sq);
+            }
+        }
+        out
+    }
+
+    /// Adds one named counter of [`Cell::counters`] (an unknown name is ignored).
+    pub fn add_counter(&mut self, name: &str, x: f64) {
+        let u = x.max(0.0).round() as u64;
+        let mut parts = name.split('.');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("tr"), None, _) => self.triggered += u,
+            (Some("el"), None, _) => self.eligible += u,
+            (Some("s"), Some(r), None) => *self.suppressed.entry(r.to_string()).or_default() += u,
+            (Some(arm @ ("t" | "h" | "g")), Some(what), cur) => {
+                let a = match arm {
+                    "t" => &mut self.treated,
+                    "h" => &mut self.held_out,
+                    _ => &mut self.global_control,
+                };
+                match (what, cur) {
+                    ("n", None) => a.n += u,
+                    ("op", None) => a.opened += u,
+                    ("vi", None) => a.visited += u,
+                    ("re", None) => a.redeemed += u,
+                    ("pu", None) => a.purchased += u,
+                    ("rv", Some(c)) => a.revenue.entry(c.to_string()).or_default().sum += x,
+                    ("rq", Some(c)) => a.revenue.entry(c.to_string()).or_default().sum_sq += x,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Which arm an exposure is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1219,5 +1288,40 @@ mod campaign_tests {
             (2, 2, 2)
         );
         assert_eq!(r.variants.keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn a_cell_round_trips_through_its_counters() {
+        let mut c = Cell {
+            triggered: 7,
+            eligible: 5,
+            ..Cell::default()
+        };
+        c.suppressed.insert("capped".into(), 2);
+        c.treated = Arm {
+            n: 3,
+            opened: 1,
+            visited: 2,
+            redeemed: 1,
+            purchased: 1,
+            revenue: [(
+                "EUR".to_string(),
+                Money {
+                    sum: 12.5,
+                    sum_sq: 156.25,
+                },
+            )]
+            .into(),
+        };
+        c.global_control.n = 1;
+        let mut back = Cell::default();
+        for (name, x) in c.counters() {
+            back.add_counter(&name, x);
+        }
+        assert_eq!(back, c);
+        assert!(
+            c.counters().iter().all(|(_, x)| *x != 0.0),
+            "zero counts are left out"
+        );
     }
 }

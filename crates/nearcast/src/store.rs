@@ -152,11 +152,12 @@ CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL) W
 CREATE TABLE IF NOT EXISTS campaign_sends (campaign_id TEXT PRIMARY KEY, sent INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaign_cells (
     campaign_id TEXT NOT NULL,
-    day         TEXT NOT NULL,
     store_id    TEXT NOT NULL,
+    day         TEXT NOT NULL,
     variant     TEXT NOT NULL,
-    body        TEXT NOT NULL,
-    PRIMARY KEY (campaign_id, store_id, day, variant)
+    counter     TEXT NOT NULL,
+    value       REAL NOT NULL,
+    PRIMARY KEY (campaign_id, store_id, day, variant, counter)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
@@ -849,32 +850,18 @@ fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> 
         tx.prepare_cached("INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)")?
             .execute(params![user, at, body])?;
     }
-    // Campaigns' result cells move with the decisions and outcomes that make them.
+    // Campaigns' result cells move with the decisions and outcomes that make them: one
+    // row per named counter, each added to in place (no read, no JSON).
     for (campaign, k, add) in &job.cells {
         let day = k.day.to_string();
-        let mut cell: nearcast_core::campaign_results::Cell = match tx
-            .prepare_cached(
-                "SELECT body FROM campaign_cells
-                 WHERE campaign_id = ?1 AND day = ?2 AND store_id = ?3 AND variant = ?4",
+        for (counter, x) in add.counters() {
+            tx.prepare_cached(
+                "INSERT INTO campaign_cells (campaign_id, store_id, day, variant, counter, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT DO UPDATE SET value = value + excluded.value",
             )?
-            .query_row(params![campaign, day, k.store, k.variant], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()?
-        {
-            Some(body) => serde_json::from_str(&body).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-            })?,
-            None => Default::default(),
-        };
-        cell.add(add);
-        let body = serde_json::to_string(&cell)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO campaign_cells (campaign_id, day, store_id, variant, body)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![campaign, day, k.store, k.variant, body])?;
+            .execute(params![campaign, k.store, day, k.variant, counter, x])?;
+        }
     }
     // Each campaign's count of sends moves with the sends, in the same transaction, and
     // never past its budget: the commit is rolled back instead.
@@ -1519,36 +1506,59 @@ impl StateStore for SqliteStore {
         let to = to.map_or_else(|| "9999-12-31".to_string(), |d| d.to_string());
         // Roll-ups (store `*`) come first in the key's order: one range of the index.
         let sql = if per_store {
-            "SELECT day, store_id, variant, body FROM campaign_cells
+            "SELECT day, store_id, variant, counter, value FROM campaign_cells
              WHERE campaign_id = ?1 AND store_id > '*' AND day >= ?2 AND day <= ?3"
         } else {
-            "SELECT day, store_id, variant, body FROM campaign_cells
+            "SELECT day, store_id, variant, counter, value FROM campaign_cells
              WHERE campaign_id = ?1 AND store_id = '*' AND day >= ?2 AND day <= ?3"
         };
         ready(self.with(|c| {
             let mut st = c.prepare_cached(sql)?;
-            let rows = st.query_map(params![campaign.as_str(), from, to], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
+            let mut rows = st.query(params![campaign.as_str(), from, to])?;
             let mut out = nearcast_core::campaign_results::Cells::new();
-            for row in rows {
-                let (day, store, variant, body) = row?;
-                let bad = |e: Box<dyn std::error::Error + Send + std::marker::Sync>| {
-                    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e)
-                };
-                out.insert(
-                    nearcast_core::campaign_results::CellKey {
-                        day: day.parse().map_err(|e: chrono::ParseError| bad(e.into()))?,
-                        store,
-                        variant,
-                    },
-                    serde_json::from_str(&body).map_err(|e| bad(e.into()))?,
+            // Rows come in key order: one cell's counters together.
+            let mut last: Option<(
+                nearcast_core::campaign_results::CellKey,
+                nearcast_core::campaign_results::Cell,
+            )> = None;
+            let mut last_day = String::new();
+            while let Some(r) = rows.next()? {
+                let (day, store, variant) = (
+                    r.get_ref(0)?.as_str()?,
+                    r.get_ref(1)?.as_str()?,
+                    r.get_ref(2)?.as_str()?,
                 );
+                let same = last.as_ref().is_some_and(|(k, _)| {
+                    k.store == store && k.variant == variant && last_day == day
+                });
+                if !same {
+                    if let Some((k, cell)) = last.take() {
+                        out.entry(k).or_default().add(&cell);
+                    }
+                    last_day.clear();
+                    last_day.push_str(day);
+                    let day = day.parse().map_err(|e: chrono::ParseError| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            0,
+                            rusqlite::types::Type::Text,
+                            e.into(),
+                        )
+                    })?;
+                    last = Some((
+                        nearcast_core::campaign_results::CellKey {
+                            day,
+                            store: store.to_owned(),
+                            variant: variant.to_owned(),
+                        },
+                        Default::default(),
+                    ));
+                }
+                if let Some((_, cell)) = last.as_mut() {
+                    cell.add_counter(r.get_ref(3)?.as_str()?, r.get(4)?);
+                }
+            }
+            if let Some((k, cell)) = last {
+                out.entry(k).or_default().add(&cell);
             }
             Ok(out)
         }))
