@@ -898,3 +898,46 @@ async fn an_erasure_cut_halfway_is_completed_by_the_relay() {
     );
     assert_eq!(a.engine.resume_erasures(any_age).await.unwrap(), 0);
 }
+
+/// A campaign's results on DynamoDB are one Query of its cells' partition per answer (the
+/// days' roll-ups, or the cells for a breakdown by store), never a Scan of the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn campaign_results_are_one_query_of_the_cells() {
+    aws!(a, campaign_results_are_one_query_of_the_cells, 3, 5);
+    let campaign = json!({"id": "c1", "name": "Coffee week", "status": "active", "holdout": 0.2});
+    let (s, _, v) = call(&a.engine, "PUT", "/v1/admin/campaigns/c1", Some(campaign)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for i in 0..6 {
+        let user = format!("res-{i}");
+        onboard(&a, &user).await;
+        let (s, _, v) = post(&a, fix(&user, &format!("{user}-f"), i % 3)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    for by in ["day", "store", "variant"] {
+        let before = a.ddb.counts();
+        let (s, _, v) = call(
+            &a.engine,
+            "GET",
+            &format!("/v1/admin/campaigns/c1/results?by={by}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let f = &v["results"]["funnel"];
+        assert_eq!(
+            f["sent"].as_u64().unwrap() + f["held_out"].as_u64().unwrap(),
+            6,
+            "{v}"
+        );
+        let after = a.ddb.counts();
+        let used: BTreeMap<_, _> = after
+            .iter()
+            .filter_map(|(op, n)| {
+                let d = n - before.get(op).copied().unwrap_or(0);
+                (d > 0).then(|| (op.clone(), d))
+            })
+            .collect();
+        // One Query of the cells' partition; the campaign comes from the catalog.
+        assert_eq!(used, BTreeMap::from([("Query".to_string(), 1)]), "by {by}");
+    }
+}

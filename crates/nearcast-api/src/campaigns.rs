@@ -612,7 +612,13 @@ pub(crate) async fn results(
     {
         return Err(ApiError::invalid("to", "must not be before from"));
     }
-    let (campaign, _) = engine.campaign(&id).await?;
+    // The catalog's copy of the campaign (no read of the store's configuration); one made
+    // since the last refresh is read from the store.
+    let cached = engine.catalog().campaign(&id).cloned();
+    let campaign = match cached {
+        Some(c) => c,
+        None => engine.campaign(&id).await?.0,
+    };
     // The cells the commits keep up to date: the days' roll-ups (a row per day and
     // variant), or the cells per store for a breakdown by store; never the log.
     let cells = engine
