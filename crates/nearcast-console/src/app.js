@@ -875,7 +875,7 @@ $("#results-form").addEventListener("submit", async (ev) => {
   try {
     const [byDay, byStore] = await Promise.all([api("GET", `${base}by=day${range}`), api("GET", `${base}by=store${range}`)]);
     const r = byDay;
-    const parts = [h("p", { class: "muted" }, `Within ${r.window_hours} hours of each decision (the campaign's conversion window). Treated people were sent a push; held-out people were chosen by the same rules and sent nothing, so visits, purchases and revenue compare fairly.${r.source === "logs" ? " Store visits are counted from the stores' running totals, not from the logs: 0 here." : ""}`),
+    const parts = [h("p", { class: "muted" }, `Within ${r.window_hours} hours of each decision (the campaign's conversion window). Treated people were sent a push; held-out people were chosen by the same rules and sent nothing, so visits, purchases and revenue compare fairly.`),
       resultBlock("The whole campaign", r.results.all)];
     parts.push(h("h3", {}, "Per day"), (r.results.rows || []).length ? dailyChart(r.results.rows) : h("p", { class: "muted" }, "Nothing yet in this range."));
     parts.push(h("h3", {}, "Funnel"), funnelView(r.results.funnel));
