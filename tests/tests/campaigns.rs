@@ -1467,3 +1467,91 @@ async fn results_cells_equal_a_recomputation_from_the_logs_on_sqlite() {
 async fn results_cells_equal_a_recomputation_from_the_logs_on_dynamodb() {
     results_cells_equal_a_recomputation_from_the_logs(Backend::Dynamo).await;
 }
+
+/// Outcomes in any order and with any timestamp (before the decision, inside or past the
+/// window, of the offer's category or not, opens naming the right or a wrong delivery):
+/// once the decisions are in, the cells the commits keep equal the recomputation from the
+/// logs, whatever the order the outcomes arrive in.
+#[test]
+fn results_cells_equal_the_logs_for_outcomes_in_any_order_and_at_any_time() {
+    use nearcast_core::campaign_results::cells_from_logs;
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // (user, kind, minutes after noon, right category/delivery, amount in cents)
+    let outcome = (
+        0usize..6,
+        0u8..3,
+        -120i64..(80 * 60),
+        any::<bool>(),
+        0u32..5000,
+    );
+    let config = ProptestConfig {
+        cases: 128,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(outcomes in proptest::collection::vec(outcome, 0..40))| {
+        rt.block_on(async {
+            let h = harness(Backend::Memory, 3, policy(5)).await;
+            let mut c = rainy("active", 1000);
+            c["holdout"] = json!(0.4);
+            let (status, _) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c).await;
+            prop_assert_eq!(status, StatusCode::OK);
+            let mut deliveries = Vec::new();
+            for i in 0..6 {
+                let u = format!("p{i}");
+                onboard(&h, &u, i).await;
+                h.clock.set(noon());
+                let d = h.engine.process(&fix_at(&u, &format!("{u}-a"), i % 3, noon())).await.unwrap().decision.unwrap();
+                deliveries.push((d.offer_id.map(|o| o.to_string()).unwrap_or_else(|| "o0".into()), d.delivery_id.unwrap_or_default()));
+            }
+            for (k, (u, kind, minutes, right, cents)) in outcomes.iter().enumerate() {
+                let user = format!("p{u}");
+                let at = noon() + chrono::Duration::minutes(*minutes);
+                let (offer, delivery) = &deliveries[*u];
+                let delivery = if *right { delivery.clone() } else { "d-0000000000000000".into() };
+                let v = match kind {
+                    0 => json!({"type": "notification_opened", "offer_id": offer, "delivery_id": delivery}),
+                    1 => json!({"type": "coupon_redeemed", "offer_id": if *right { offer.as_str() } else { "o9" }}),
+                    _ => json!({"type": "purchase", "category": if *right { "coffee" } else { "tea" },
+                                "amount": f64::from(*cents) / 100.0, "currency": "EUR"}),
+                };
+                let mut v = v;
+                v["user_id"] = json!(user);
+                v["event_id"] = json!(format!("{user}-o{k}"));
+                v["at"] = json!(at.to_rfc3339());
+                h.clock.set(at.max(noon()));
+                let e = nearcast_core::event::Event::from_json(&v, None, at.max(noon())).unwrap();
+                h.engine.process(&e).await.unwrap();
+            }
+            let (campaign, _) = h.engine.campaign(&id("c1")).await.unwrap();
+            let offers: std::collections::HashSet<_> = (0..3).map(|i| id(&format!("o{i}"))).collect();
+            let from_logs = cells_from_logs(&campaign, &offers, &h.store.decisions().await.unwrap(), &h.store.outcomes().await.unwrap());
+            let mut kept = h.store.campaign_cells(&id("c1"), None, None, true).await.unwrap();
+            for cell in kept.values_mut() {
+                for a in [&mut cell.treated, &mut cell.held_out, &mut cell.global_control] {
+                    a.visited = 0;
+                    for m in a.revenue.values_mut() {
+                        // Sums of the same amounts in another order: equal to the cent.
+                        m.sum = (m.sum * 100.0).round() / 100.0;
+                        m.sum_sq = (m.sum_sq * 100.0).round() / 100.0;
+                    }
+                }
+            }
+            let mut logs = from_logs;
+            for cell in logs.values_mut() {
+                for a in [&mut cell.treated, &mut cell.held_out, &mut cell.global_control] {
+                    for m in a.revenue.values_mut() {
+                        m.sum = (m.sum * 100.0).round() / 100.0;
+                        m.sum_sq = (m.sum_sq * 100.0).round() / 100.0;
+                    }
+                }
+            }
+            prop_assert_eq!(kept, logs);
+            Ok(())
+        })?;
+    });
+}

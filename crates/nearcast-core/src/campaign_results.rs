@@ -491,7 +491,9 @@ pub fn account_outcome(
     out: &mut CellDeltas,
 ) {
     for e in exposures.iter_mut() {
-        if o.at < e.at || o.at > e.until {
+        // An open names its push's delivery: it counts whatever its device clock says, as
+        // in the logs' recomputation; the other outcomes count within the window.
+        if o.kind != OutcomeKind::Opened && (o.at < e.at || o.at > e.until) {
             continue;
         }
         match o.kind {
