@@ -80,7 +80,7 @@ async fn snapshot(h: &Harness) -> String {
         "{rows:#?} {} {:?} {} {} {:?}",
         user.version,
         user.state,
-        serde_json::to_string(&c.stores).unwrap(),
+        serde_json::to_string(&c.stores().collect::<Vec<_>>()).unwrap(),
         serde_json::to_string(&c.offers).unwrap(),
         c.policy,
     )

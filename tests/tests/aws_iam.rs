@@ -764,7 +764,7 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     assert_eq!(call("DELETE", "/v1/admin/stores/s2", None).await.0, 204);
     tokio::time::sleep(device.config.catalog_refresh + std::time::Duration::from_millis(200)).await;
     post("cai", fix("cai", "cai-f1", 2)).await;
-    assert_eq!(device.engine.catalog().stores.len(), 2, "refreshed");
+    assert_eq!(device.engine.catalog().store_count(), 2, "refreshed");
     // Erasure: the endpoint at SNS, then the user's items.
     let (s, v) = device
         .invoke(&app, "DELETE", "/v1/users/ana", Some("ana"), None)

@@ -134,24 +134,24 @@ async fn the_helsinki_extract_imports_all_or_nothing(backend: Backend) {
     assert_eq!(v["stores"], rows_in_file + 2);
     assert_eq!(v["named_by_id"], 533, "the extract's unnamed places");
     let catalog = h.engine.catalog();
-    assert_eq!(catalog.stores.len(), rows_in_file + 2);
+    assert_eq!(catalog.store_count(), rows_in_file + 2);
     // The index knows the imported stores at once: Pääposti, the main post office.
-    let hits = catalog.index.lookup(60.1716419, 24.9385433);
+    let hits = catalog.lookup(60.1716419, 24.9385433);
     assert!(
         hits.iter()
-            .any(|&p| catalog.stores[p as usize].id.as_str() == "osm-node-56431331"),
+            .any(|&p| catalog.store(p).id.as_str() == "osm-node-56431331"),
         "{hits:?}"
     );
     // Their hours say when they are open, in their own time.
-    let with_hours: Vec<u32> = (0..catalog.stores.len() as u32)
-        .filter(|&p| catalog.stores[p as usize].opening_hours.is_some())
+    let with_hours: Vec<u32> = (0..catalog.store_count() as u32)
+        .filter(|&p| catalog.store(p).opening_hours.is_some())
         .collect();
     assert_eq!(with_hours.len(), 596);
     let p = with_hours
         .iter()
         .copied()
         .find(|&p| {
-            catalog.stores[p as usize].opening_hours.as_deref()
+            catalog.store(p).opening_hours.as_deref()
                 == Some("Mo-Th 11:00-23:00; Fr 11:00-24:00; Sa 12:00-24:00; Su 13:00-23:00")
         })
         .unwrap();
@@ -197,8 +197,8 @@ async fn the_helsinki_extract_imports_all_or_nothing(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["updated"], 1);
     let catalog = h.engine.catalog();
-    let p = catalog.store_pos[&id("osm-node-56431331")];
-    assert_eq!(catalog.stores[p as usize].name, "Pääposti (closed)");
+    let p = catalog.store_position(&id("osm-node-56431331")).unwrap();
+    assert_eq!(catalog.store(p).name, "Pääposti (closed)");
 }
 
 #[tokio::test]
@@ -255,11 +255,9 @@ async fn geojson_imports_and_bad_requests_name_their_field() {
         (Some("geojson"), Some(2))
     );
     let c = h.engine.catalog();
-    let inside = c.index.lookup(60.1690, 24.9395);
+    let inside = c.lookup(60.1690, 24.9395);
     assert!(
-        inside
-            .iter()
-            .any(|&p| c.stores[p as usize].id.as_str() == "forum"),
+        inside.iter().any(|&p| c.store(p).id.as_str() == "forum"),
         "{inside:?}"
     );
 }

@@ -491,7 +491,9 @@ struct Episode {
 
 fn episodes(cat: &Catalog, path: &[P]) -> Vec<Episode> {
     let mut out = Vec::new();
-    for (f, shape) in cat.index.shapes().iter().enumerate() {
+    for (f, _) in cat.stores_at() {
+        let shape = cat.shape(f);
+        let f = f as usize;
         let mut cur: Option<(Episode, f64)> = None;
         for (i, &p) in path.iter().enumerate() {
             let t = i as f64 * DT_S;
@@ -628,7 +630,7 @@ fn run_walk(params: &Params, seed: u64, pois: &[Poi], noisy: bool, every: usize)
                 s.extra += 1;
                 if std::env::var_os("PRESENCE_DEBUG").is_some() {
                     let (lat, lon) = to_ll(w.path[(t / DT_S) as usize]);
-                    let out = cat.index.shapes()[f].distance_outside_m(lat, lon);
+                    let out = cat.shape(f as u32).distance_outside_m(lat, lon);
                     let eps: Vec<(f64, f64)> = truth
                         .iter()
                         .filter(|e| e.fence == f)
@@ -932,7 +934,7 @@ mod tests {
                 max_held = max_held.max(state.fences.len());
             }
             for &(f, t) in &enters {
-                let shape = &cat.index.shapes()[f];
+                let shape = cat.shape(f as u32);
                 let nearest = w
                     .path
                     .iter()

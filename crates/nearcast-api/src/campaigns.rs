@@ -230,22 +230,17 @@ pub(crate) async fn preview(
     let offers: Vec<_> = cat.offers.iter().filter(|o| o.campaign_id == id).collect();
     let store = match &store_id {
         Some(s) => Some(
-            cat.store_pos
-                .get(s)
-                .map(|&p| &cat.stores[p as usize])
+            cat.store_by_id(s)
                 .ok_or_else(|| ApiError::invalid("store_id", format!("no store with id {s:?}")))?,
         ),
         None => offers.first().and_then(|o| {
             o.store_ids
                 .iter()
-                .find_map(|s| cat.store_pos.get(s))
+                .find_map(|s| cat.store_by_id(s))
                 .or_else(|| {
-                    cat.stores
-                        .iter()
-                        .position(|s| o.store_categories.contains(&s.category))
-                        .and_then(|p| cat.store_pos.get(&cat.stores[p].id))
+                    cat.stores()
+                        .find(|s| o.store_categories.contains(&s.category))
                 })
-                .map(|&p| &cat.stores[p as usize])
         }),
     };
     let store_name = store.map_or("{store}", |s| s.name.as_str());

@@ -202,7 +202,7 @@ pub(crate) fn path_id(name: &str, raw: &str) -> Result<Id, ApiError> {
 async fn health(State(engine): State<AppState>) -> Json<Value> {
     let c = engine.catalog();
     Json(
-        json!({"status": "ok", "stores": c.stores.len(), "offers": c.offers.len(), "model": engine.ranker().version()}),
+        json!({"status": "ok", "stores": c.store_count(), "offers": c.offers.len(), "model": engine.ranker().version()}),
     )
 }
 
@@ -421,7 +421,9 @@ async fn list_stores(
 ) -> Result<Json<Value>, ApiError> {
     let c = engine.catalog();
     if q.is_empty() {
-        return Ok(Json(json!({"stores": c.stores})));
+        let mut all: Vec<&Store> = c.stores().collect();
+        all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        return Ok(Json(json!({"stores": all})));
     }
     let (mut bbox, mut limit, mut after) = (None, None, None);
     for (k, v) in &q {
@@ -470,12 +472,11 @@ async fn list_stores(
             }
         }
     }
-    let shapes = c.index.shapes();
-    let meets = |p: usize| {
+    let meets = |p: u32| {
         let Some([x0, y0, x1, y1]) = bbox else {
             return true;
         };
-        let (lo_x, lo_y, hi_x, hi_y) = match &shapes[p] {
+        let (lo_x, lo_y, hi_x, hi_y) = match c.shape(p) {
             nearcast_core::geofence::Shape::Circle { lat, lon, radius_m } => {
                 let dlat = radius_m / 111_320.0;
                 let dlon = radius_m / (111_320.0 * lat.to_radians().cos().max(1e-6));
@@ -488,9 +489,7 @@ async fn list_stores(
         lo_x <= x1 && hi_x >= x0 && lo_y <= y1 && hi_y >= y0
     };
     let mut hits: Vec<&Store> = c
-        .stores
-        .iter()
-        .enumerate()
+        .stores_at()
         .filter(|(_, s)| after.as_ref().is_none_or(|a| &s.id > a))
         .filter(|(p, _)| meets(*p))
         .map(|(_, s)| s)
@@ -519,9 +518,8 @@ async fn get_store(
 ) -> Result<Json<Store>, ApiError> {
     let id = path_id("id", &id)?;
     let c = engine.catalog();
-    c.store_pos
-        .get(&id)
-        .map(|&p| Json(c.stores[p as usize].clone()))
+    c.store_by_id(&id)
+        .map(|s| Json(s.clone()))
         .ok_or_else(|| ApiError::NotFound(format!("store {id}")))
 }
 
@@ -538,7 +536,7 @@ async fn create_store(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let s: Store = parse_with_id(&body, None)?;
-    if engine.catalog().store_pos.contains_key(&s.id) {
+    if engine.catalog().has_store(&s.id) {
         return Err(ApiError::Conflict(format!(
             "store {} exists; use PUT to replace it",
             s.id

@@ -93,13 +93,13 @@ pub(crate) async fn simulate(
     let catalog = live.catalog();
     let store = Arc::new(InMemoryStateStore::new());
     let clock = ManualClock::new(start);
-    for s in &catalog.stores {
+    for s in catalog.stores() {
         store
             .put_store(s)
             .await
             .map_err(nearcast_core::engine::EngineError::from)?;
     }
-    for o in &catalog.offers {
+    for o in catalog.offers.iter() {
         store
             .put_offer(o)
             .await

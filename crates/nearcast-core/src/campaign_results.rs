@@ -556,7 +556,7 @@ pub fn account(
             .iter()
             .filter(|p| p.transition == crate::decision::PresenceTransition::Enter)
         {
-            let Some(&p) = catalog.store_pos.get(&enter.store_id) else {
+            let Some(p) = catalog.store_position(&enter.store_id) else {
                 continue;
             };
             for e in state.exposures.iter_mut() {

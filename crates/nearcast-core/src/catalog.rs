@@ -1,50 +1,140 @@
 //! The compiled marketer configuration: stores with their geofence index and time zones,
-//! offers indexed by store. Rebuilt whenever the configuration changes, then shared
-//! read-only by every decision.
+//! offers indexed by store. Shared read-only by every decision; a change makes a new
+//! catalog beside it, which is then swapped in.
+//!
+//! A change of one store (added, moved, edited, removed) is applied in place of a rebuild:
+//! [`Catalog::with_store`] and [`Catalog::without_store`] copy the catalog by reference
+//! counts (stores sit in shared chunks of [`CHUNK`], the geofence index is a
+//! [`FenceSet`] of an immutable base and the changes since) and change the one store's
+//! position, in microseconds at any size. Store positions stay where they are between
+//! full builds: an edited store keeps its position, a removed one leaves a hole, an added
+//! one takes the next. [`Catalog::compacted`] folds the changes into a fresh build (the
+//! engine does it off the request path once [`COMPACT_AFTER`] changes have gathered), and
+//! [`Catalog::rebased`] carries the changes made meanwhile onto it.
 
 use crate::FieldError;
 use crate::campaign::Campaign;
 use crate::config::{CapPolicy, Offer, Store};
-use crate::geofence::{DEFAULT_RESOLUTION, GeofenceIndex, Shape};
+use crate::geofence::{DEFAULT_RESOLUTION, FenceSet, GeofenceIndex, Shape};
 use crate::ids::Id;
 use chrono_tz::Tz;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+/// Store positions per shared chunk: a change copies one chunk's reference counts.
+pub const CHUNK: usize = 256;
+
+/// Single store changes after which the engine folds them into a fresh build (in the
+/// background): each change copies the changes gathered so far, so they are kept few.
+pub const COMPACT_AFTER: usize = 512;
+
+/// One store position: the store and what is compiled from it.
+#[derive(Debug)]
+struct Slot {
+    store: Store,
+    tz: Tz,
+    /// The store's category, a position in [`Categories::offers`].
+    category: u32,
+    hours: Option<Arc<opening_hours::OpeningHours>>,
+    /// Offers naming the store by id, brand or tag, ascending.
+    own: Box<[u32]>,
+}
+
+/// Store positions in shared chunks (`None`: a removed store's hole).
+#[derive(Debug, Clone, Default)]
+struct Slots {
+    chunks: Vec<Arc<Vec<Option<Arc<Slot>>>>>,
+    len: usize,
+}
+
+impl Slots {
+    fn get(&self, p: u32) -> Option<&Slot> {
+        let p = p as usize;
+        self.chunks.get(p / CHUNK)?.get(p % CHUNK)?.as_deref()
+    }
+
+    fn push(&mut self, slot: Option<Arc<Slot>>) {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        let last = self.chunks.last_mut().expect("a chunk");
+        Arc::make_mut(last).push(slot);
+        self.len += 1;
+    }
+
+    fn set(&mut self, p: u32, slot: Option<Arc<Slot>>) {
+        let p = p as usize;
+        while self.len <= p {
+            self.push(None);
+        }
+        Arc::make_mut(&mut self.chunks[p / CHUNK])[p % CHUNK] = slot;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &Slot)> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .enumerate()
+            .filter_map(|(p, s)| s.as_deref().map(|s| (p as u32, s)))
+    }
+}
+
+/// Store categories and the offers running at every store of each.
+#[derive(Debug, Clone, Default)]
+struct Categories {
+    pos: HashMap<String, u32>,
+    /// Category position -> positions of the offers running at every store of it
+    /// (ascending). Shared by the category's stores: one list per store cost 100k stores ×
+    /// ~170 offers × 4 bytes (68 MB) on a national network.
+    offers: Vec<Vec<u32>>,
+}
+
+impl Categories {
+    /// The position of `category`, added (with its offers) if new.
+    fn position(&mut self, category: &str, offers: &[Offer]) -> u32 {
+        if let Some(&p) = self.pos.get(category) {
+            return p;
+        }
+        let p = self.offers.len() as u32;
+        self.pos.insert(category.to_string(), p);
+        self.offers.push(
+            offers
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.store_categories.iter().any(|c| c == category))
+                .map(|(k, _)| k as u32)
+                .collect(),
+        );
+        p
+    }
+}
+
 /// Stores, offers and the cap policy, compiled for lookups.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    /// Stores in index order.
-    pub stores: Vec<Store>,
-    /// Each store's time zone.
-    pub tzs: Vec<Tz>,
-    /// Offers.
-    pub offers: Vec<Offer>,
-    /// Category -> positions of the offers running at every store of it (ascending).
-    /// Shared by the category's stores: one list per store cost 100k stores × ~170 offers
-    /// × 4 bytes (68 MB) on a national network.
-    category_offers: Vec<Vec<u32>>,
-    /// Store position -> its category's position in `category_offers`.
-    store_category: Vec<u32>,
-    /// Offers naming stores by id: store position -> range in `own_offers` (a store's
-    /// offers are `own_offers[own_start[p]..own_start[p + 1]]`, ascending).
-    own_start: Vec<u32>,
-    own_offers: Vec<u32>,
+    slots: Slots,
+    /// Stores present (positions less holes).
+    live: usize,
     /// The geofence index; fence positions are store positions.
-    pub index: GeofenceIndex,
-    /// Store id -> position.
-    pub store_pos: HashMap<Id, u32>,
+    fences: FenceSet,
+    /// Store id -> position at the last full build.
+    store_pos: Arc<HashMap<Id, u32>>,
+    /// Store id -> position (`None`: removed) for the stores changed since.
+    moved: Arc<HashMap<Id, Option<u32>>>,
+    categories: Arc<Categories>,
+    /// Offers.
+    pub offers: Arc<Vec<Offer>>,
     /// Offer id -> position.
-    pub offer_pos: HashMap<Id, u32>,
+    pub offer_pos: Arc<HashMap<Id, u32>>,
     /// Caps and quiet hours.
     pub policy: CapPolicy,
     /// Defined campaigns.
-    pub campaigns: Vec<Campaign>,
+    pub campaigns: Arc<Vec<Campaign>>,
     /// Offer position -> its campaign's position in `campaigns`, if defined.
-    offer_campaign: Vec<Option<u32>>,
+    offer_campaign: Arc<Vec<Option<u32>>>,
     /// Campaign id -> the holdout share of its offers: the defined campaign's, else the
     /// largest among the campaign's offers (one share per campaign, as the draw is).
-    holdouts: HashMap<Id, f64>,
+    holdouts: Arc<HashMap<Id, f64>>,
     /// Campaigns whose budget this host found spent since this catalog was built (a
     /// commit refused a send). Shared by the catalog's clones; a new catalog (a campaign
     /// changed, perhaps its budget raised) starts with none.
@@ -52,11 +142,14 @@ pub struct Catalog {
     /// Campaigns whose coupon pool this host found empty since this catalog was built (an
     /// upload makes a new catalog).
     pub coupons_out: Arc<RwLock<HashSet<Id>>>,
-    /// Store position -> its parsed opening hours (stores that have them).
-    hours: HashMap<u32, Arc<opening_hours::OpeningHours>>,
     /// The configuration version: the id of the audit entry of the last change this
     /// catalog includes, when known. Every decision records it.
     pub version: Option<String>,
+    /// Ids of the stores changed one at a time since the last full build, in order.
+    changed: Arc<Vec<Id>>,
+    /// Shared by every catalog derived from one full build (by store changes, campaigns
+    /// or versions), and by no other.
+    build: Arc<()>,
 }
 
 impl Catalog {
@@ -93,15 +186,15 @@ impl Catalog {
             );
         }
         let mut offer_pos = HashMap::with_capacity(offers.len());
-        let mut category_pos: HashMap<&str, u32> = HashMap::new();
+        let mut categories = Categories::default();
         let store_category: Vec<u32> = stores
             .iter()
             .map(|s| {
-                let n = category_pos.len() as u32;
-                *category_pos.entry(s.category.as_str()).or_insert(n)
+                let n = categories.pos.len() as u32;
+                *categories.pos.entry(s.category.clone()).or_insert(n)
             })
             .collect();
-        let mut category_offers = vec![Vec::new(); category_pos.len()];
+        categories.offers = vec![Vec::new(); categories.pos.len()];
         // (store, offer) for every store an offer names by id.
         let mut named: Vec<(u32, u32)> = Vec::new();
         for (k, o) in offers.iter().enumerate() {
@@ -123,8 +216,8 @@ impl Catalog {
                 named.push((*p, k as u32));
             }
             for c in &o.store_categories {
-                if let Some(&cp) = category_pos.get(c.as_str()) {
-                    let list = &mut category_offers[cp as usize];
+                if let Some(&cp) = categories.pos.get(c.as_str()) {
+                    let list = &mut categories.offers[cp as usize];
                     // Offers come in order: a category named twice is the last entry.
                     if list.last() != Some(&(k as u32)) {
                         list.push(k as u32);
@@ -160,46 +253,51 @@ impl Catalog {
         }
         named.sort_unstable();
         named.dedup();
-        let mut hours = HashMap::new();
-        for (p, st) in stores.iter().enumerate() {
-            if let Some(h) = &st.opening_hours {
-                let parsed = crate::config::parse_opening_hours(h)
-                    .map_err(|e| e.within(&format!("stores[{p}].opening_hours")))?;
-                hours.insert(p as u32, Arc::new(parsed));
-            }
-        }
-        let mut own_start = Vec::with_capacity(stores.len() + 1);
-        let mut i = 0;
-        for p in 0..stores.len() as u32 {
-            own_start.push(i as u32);
-            while i < named.len() && named[i].0 == p {
-                i += 1;
-            }
-        }
-        own_start.push(named.len() as u32);
-        let own_offers = named.into_iter().map(|(_, k)| k).collect();
         let index = GeofenceIndex::build(shapes, DEFAULT_RESOLUTION)?;
+        let mut slots = Slots::default();
+        let mut named = named.into_iter().peekable();
+        for (p, ((store, tz), category)) in
+            stores.into_iter().zip(tzs).zip(store_category).enumerate()
+        {
+            let hours = match &store.opening_hours {
+                Some(h) => Some(Arc::new(
+                    crate::config::parse_opening_hours(h)
+                        .map_err(|e| e.within(&format!("stores[{p}].opening_hours")))?,
+                )),
+                None => None,
+            };
+            let mut own = Vec::new();
+            while let Some((_, k)) = named.next_if(|&(q, _)| q == p as u32) {
+                own.push(k);
+            }
+            slots.push(Some(Arc::new(Slot {
+                store,
+                tz,
+                category,
+                hours,
+                own: own.into_boxed_slice(),
+            })));
+        }
         let holdouts = holdouts_of(&offers);
         let offer_campaign = vec![None; offers.len()];
         Ok(Catalog {
-            stores,
-            tzs,
-            offers,
-            category_offers,
-            store_category,
-            own_start,
-            own_offers,
-            index,
-            store_pos,
-            offer_pos,
+            live: slots.len,
+            slots,
+            fences: FenceSet::new(index),
+            store_pos: Arc::new(store_pos),
+            moved: Arc::default(),
+            categories: Arc::new(categories),
+            offers: Arc::new(offers),
+            offer_pos: Arc::new(offer_pos),
             policy,
-            campaigns: Vec::new(),
-            offer_campaign,
-            holdouts,
+            campaigns: Arc::default(),
+            offer_campaign: Arc::new(offer_campaign),
+            holdouts: Arc::new(holdouts),
             spent: Arc::default(),
             coupons_out: Arc::default(),
-            hours,
             version: None,
+            changed: Arc::default(),
+            build: Arc::new(()),
         })
     }
 
@@ -210,7 +308,7 @@ impl Catalog {
     /// The first invalid campaign, with its path (`campaigns[2].holdout`).
     pub fn with_campaigns(mut self, campaigns: Vec<Campaign>) -> Result<Self, FieldError> {
         let mut pos: HashMap<Id, u32> = HashMap::with_capacity(campaigns.len());
-        self.holdouts = holdouts_of(&self.offers);
+        let mut holdouts = holdouts_of(&self.offers);
         self.spent = Arc::default();
         self.coupons_out = Arc::default();
         for (i, c) in campaigns.iter().enumerate() {
@@ -222,14 +320,16 @@ impl Catalog {
                     format!("duplicate campaign id {:?}", c.id.as_str()),
                 ));
             }
-            self.holdouts.insert(c.id.clone(), c.holdout);
+            holdouts.insert(c.id.clone(), c.holdout);
         }
-        self.offer_campaign = self
-            .offers
-            .iter()
-            .map(|o| pos.get(&o.campaign_id).copied())
-            .collect();
-        self.campaigns = campaigns;
+        self.holdouts = Arc::new(holdouts);
+        self.offer_campaign = Arc::new(
+            self.offers
+                .iter()
+                .map(|o| pos.get(&o.campaign_id).copied())
+                .collect(),
+        );
+        self.campaigns = Arc::new(campaigns);
         Ok(self)
     }
 
@@ -238,6 +338,222 @@ impl Catalog {
     pub fn at_version(mut self, version: Option<String>) -> Self {
         self.version = version;
         self
+    }
+
+    /// The catalog with `store` put in (added, or replacing the store of its id), without
+    /// a rebuild: see the [module documentation](self).
+    ///
+    /// # Errors
+    /// An invalid store, naming the field (`fence.radius_m`).
+    pub fn with_store(&self, store: Store) -> Result<Catalog, FieldError> {
+        store.validate()?;
+        let shape = Shape::from_fence(&store.fence).map_err(|e| e.within("fence.geometry"))?;
+        let tz = crate::config::parse_tz(&store.time_zone).map_err(|e| e.within("time_zone"))?;
+        let hours = match &store.opening_hours {
+            Some(h) => Some(Arc::new(
+                crate::config::parse_opening_hours(h).map_err(|e| e.within("opening_hours"))?,
+            )),
+            None => None,
+        };
+        let mut c = self.clone();
+        let existing = self.store_position(&store.id);
+        let p = existing.unwrap_or(self.slots.len as u32);
+        c.fences.set(p, shape)?;
+        let category = if self.categories.pos.contains_key(&store.category) {
+            self.categories.pos[&store.category]
+        } else {
+            Arc::make_mut(&mut c.categories).position(&store.category, &self.offers)
+        };
+        let own: Box<[u32]> = self
+            .offers
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                o.store_ids.contains(&store.id)
+                    || store
+                        .brand
+                        .as_ref()
+                        .is_some_and(|b| o.store_brands.contains(b))
+                    || o.store_tags.iter().any(|t| store.tags.contains(t))
+            })
+            .map(|(k, _)| k as u32)
+            .collect();
+        if existing.is_none() {
+            c.live += 1;
+            if self.store_pos.get(&store.id) != Some(&p) {
+                Arc::make_mut(&mut c.moved).insert(store.id.clone(), Some(p));
+            }
+        }
+        Arc::make_mut(&mut c.changed).push(store.id.clone());
+        c.slots.set(
+            p,
+            Some(Arc::new(Slot {
+                store,
+                tz,
+                category,
+                hours,
+                own,
+            })),
+        );
+        Ok(c)
+    }
+
+    /// The catalog without the store `id` (`None` when there is no such store), without a
+    /// rebuild.
+    ///
+    /// # Errors
+    /// An offer still names the store by id (the field names it: `offers[2].store_ids[0]`).
+    pub fn without_store(&self, id: &Id) -> Result<Option<Catalog>, FieldError> {
+        let Some(p) = self.store_position(id) else {
+            return Ok(None);
+        };
+        for (k, o) in self.offers.iter().enumerate() {
+            if let Some(j) = o.store_ids.iter().position(|s| s == id) {
+                return Err(FieldError::new(
+                    format!("offers[{k}].store_ids[{j}]"),
+                    format!("no store with id {:?}", id.as_str()),
+                ));
+            }
+        }
+        let mut c = self.clone();
+        c.fences.remove(p);
+        c.slots.set(p, None);
+        c.live -= 1;
+        Arc::make_mut(&mut c.moved).insert(id.clone(), None);
+        Arc::make_mut(&mut c.changed).push(id.clone());
+        Ok(Some(c))
+    }
+
+    /// Single store changes since the last full build.
+    pub fn changes(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// The same configuration as one fresh build (positions renumbered, no holes, no
+    /// changes on top), with this catalog's campaigns, version and what this host found
+    /// spent.
+    ///
+    /// # Errors
+    /// None expected: the configuration was valid piece by piece.
+    pub fn compacted(&self) -> Result<Catalog, FieldError> {
+        let mut stores: Vec<Store> = self.stores().cloned().collect();
+        stores.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut c = Catalog::build(stores, self.offers.to_vec(), self.policy.clone())?;
+        c.offers = self.offers.clone();
+        c.campaigns = self.campaigns.clone();
+        c.offer_campaign = self.offer_campaign.clone();
+        c.holdouts = self.holdouts.clone();
+        c.spent = self.spent.clone();
+        c.coupons_out = self.coupons_out.clone();
+        c.version = self.version.clone();
+        Ok(c)
+    }
+
+    /// `compact` (made by [`Self::compacted`] from `snapshot`, an earlier state of this
+    /// catalog) with what changed here since: the campaigns, version and spent marks of
+    /// this catalog, and the store changes made after the snapshot, replayed. `None` when
+    /// this catalog is not derived from `snapshot`'s build (a full rebuild came between).
+    pub fn rebased(&self, compact: Catalog, snapshot: &Catalog) -> Option<Catalog> {
+        if !Arc::ptr_eq(&self.build, &snapshot.build)
+            || !Arc::ptr_eq(&self.offers, &snapshot.offers)
+            || self.changed.len() < snapshot.changed.len()
+        {
+            return None;
+        }
+        let mut c = compact;
+        c.campaigns = self.campaigns.clone();
+        c.offer_campaign = self.offer_campaign.clone();
+        c.holdouts = self.holdouts.clone();
+        c.spent = self.spent.clone();
+        c.coupons_out = self.coupons_out.clone();
+        c.version = self.version.clone();
+        for id in &self.changed[snapshot.changed.len()..] {
+            c = match self.store_by_id(id) {
+                Some(s) => c.with_store(s.clone()).ok()?,
+                None => c.without_store(id).ok()?.unwrap_or(c),
+            };
+        }
+        Some(c)
+    }
+
+    /// The store at position `p`.
+    ///
+    /// # Panics
+    /// When no store is there: positions come from [`Self::lookup_into`] or
+    /// [`Self::store_position`] of the same catalog.
+    pub fn store(&self, p: u32) -> &Store {
+        &self.slot(p).store
+    }
+
+    fn slot(&self, p: u32) -> &Slot {
+        self.slots
+            .get(p)
+            .unwrap_or_else(|| panic!("no store at position {p}"))
+    }
+
+    /// The time zone of the store at position `p`.
+    pub fn tz(&self, p: u32) -> Tz {
+        self.slot(p).tz
+    }
+
+    /// The fence of the store at position `p`.
+    pub fn shape(&self, p: u32) -> &Shape {
+        self.fences
+            .shape(p)
+            .unwrap_or_else(|| panic!("no fence at position {p}"))
+    }
+
+    /// The position of store `id`, if the catalog has it.
+    #[inline]
+    pub fn store_position(&self, id: &Id) -> Option<u32> {
+        if !self.moved.is_empty()
+            && let Some(&p) = self.moved.get(id)
+        {
+            return p;
+        }
+        self.store_pos.get(id).copied()
+    }
+
+    /// Whether the catalog has store `id`.
+    pub fn has_store(&self, id: &Id) -> bool {
+        self.store_position(id).is_some()
+    }
+
+    /// Store `id`, if the catalog has it.
+    pub fn store_by_id(&self, id: &Id) -> Option<&Store> {
+        self.store_position(id).map(|p| self.store(p))
+    }
+
+    /// The stores, in position order.
+    pub fn stores(&self) -> impl Iterator<Item = &Store> {
+        self.slots.iter().map(|(_, s)| &s.store)
+    }
+
+    /// The stores with their positions, in position order.
+    pub fn stores_at(&self) -> impl Iterator<Item = (u32, &Store)> {
+        self.slots.iter().map(|(p, s)| (p, &s.store))
+    }
+
+    /// Number of stores.
+    pub fn store_count(&self) -> usize {
+        self.live
+    }
+
+    /// Positions of the stores whose fences contain the point, appended to `out`
+    /// (ascending).
+    #[inline]
+    pub fn lookup_into(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
+        self.fences.lookup_into(lat, lon, out);
+    }
+
+    /// Positions of the stores whose fences contain the point (ascending).
+    pub fn lookup(&self, lat: f64, lon: f64) -> Vec<u32> {
+        self.fences.lookup(lat, lon)
+    }
+
+    /// The geofence index.
+    pub fn fences(&self) -> &FenceSet {
+        &self.fences
     }
 
     /// The defined campaign of the offer at position `k`, if any.
@@ -281,7 +597,10 @@ impl Catalog {
     /// Whether the store at position `p` is open at `local` (its own local time) by its
     /// opening hours; a store without hours is open.
     pub fn is_open(&self, p: u32, local: chrono::NaiveDateTime) -> bool {
-        self.hours.get(&p).is_none_or(|h| h.is_open(local))
+        self.slots
+            .get(p)
+            .and_then(|s| s.hours.as_ref())
+            .is_none_or(|h| h.is_open(local))
     }
 
     /// Whether this host found the coupon pool of campaign `id` empty.
@@ -300,12 +619,10 @@ impl Catalog {
     /// Positions of the offers running at store position `p`, ascending, each once: those
     /// of its category and those naming it.
     pub fn offers_at(&self, p: u32) -> impl Iterator<Item = u32> + '_ {
-        let p = p as usize;
-        let by_category = &self.category_offers[self.store_category[p] as usize];
-        let own = &self.own_offers[self.own_start[p] as usize..self.own_start[p + 1] as usize];
+        let slot = self.slot(p);
         Merge {
-            a: by_category,
-            b: own,
+            a: &self.categories.offers[slot.category as usize],
+            b: &slot.own,
         }
     }
 
@@ -356,6 +673,174 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// A store of id `s{i}` for the change tests: a circle near Helsinki, of category
+    /// `c{cat}`, brand `b{brand}` (none for 0), one tag, opening hours or not.
+    fn store_of(i: usize, cat: usize, brand: usize, lon_step: f64, hours: bool) -> Store {
+        let mut v = json!({
+            "id": format!("s{i}"), "name": format!("S{i}"), "category": format!("c{cat}"),
+            "time_zone": if i % 2 == 0 { "Europe/Helsinki" } else { "Europe/Stockholm" },
+            "tags": [format!("t{}", (i + cat) % 3)],
+            "fence": {"type": "circle", "lat": 60.17, "lon": 24.94 + lon_step * 0.001, "radius_m": 40.0 + 30.0 * (i % 3) as f64},
+        });
+        if brand > 0 {
+            v["brand"] = json!(format!("b{brand}"));
+        }
+        if hours {
+            v["opening_hours"] = json!("Mo-Fr 08:00-20:00");
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn offers_for_changes() -> Vec<Offer> {
+        let o = |k: usize, extra: serde_json::Value| -> Offer {
+            let mut v = json!({
+                "id": format!("o{k}"), "campaign_id": "c", "title": "T", "body": "B",
+                "category": "coffee", "trigger": {"type": "enter"}, "threshold": 0.0,
+            });
+            for (key, val) in extra.as_object().unwrap() {
+                v[key] = val.clone();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        vec![
+            o(0, json!({"store_categories": ["c0", "c5"]})),
+            o(1, json!({"store_categories": ["c1"]})),
+            o(2, json!({"store_brands": ["b1"]})),
+            o(3, json!({"store_tags": ["t2"]})),
+            o(4, json!({"store_ids": ["s0"]})),
+            o(
+                5,
+                json!({"store_categories": ["c2", "c3"], "store_brands": ["b2"]}),
+            ),
+        ]
+    }
+
+    /// Everything a decision reads of a store, by its id, from a catalog: the offers there
+    /// (by id), time zone, opening at a weekday and a Sunday noon, fence, and the stores
+    /// found at points across the fences (by id).
+    fn seen(cat: &Catalog) -> Vec<String> {
+        let mut out: Vec<String> = cat
+            .stores()
+            .map(|s| {
+                let p = cat.store_position(&s.id).unwrap();
+                assert_eq!(cat.store(p), s);
+                let offers: Vec<&str> = cat
+                    .offers_at(p)
+                    .map(|k| cat.offers[k as usize].id.as_str())
+                    .collect();
+                let day = |d| {
+                    chrono::NaiveDate::from_ymd_opt(2026, 12, d)
+                        .unwrap()
+                        .and_hms_opt(12, 0, 0)
+                        .unwrap()
+                };
+                format!(
+                    "{} {offers:?} {} {} {} {:?}",
+                    s.id,
+                    cat.tz(p),
+                    cat.is_open(p, day(2)),
+                    cat.is_open(p, day(6)),
+                    cat.shape(p)
+                )
+            })
+            .collect();
+        out.sort();
+        for k in 0..40 {
+            let (lat, lon) = (60.17 + (k % 5) as f64 * 0.0002, 24.94 + k as f64 * 0.0005);
+            let mut ids: Vec<&str> = cat
+                .lookup(lat, lon)
+                .into_iter()
+                .map(|p| cat.store(p).id.as_str())
+                .collect();
+            ids.sort_unstable();
+            out.push(format!("{lat} {lon} {ids:?}"));
+        }
+        out.push(format!("{} stores", cat.store_count()));
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// Stores put and removed one at a time on a built catalog (new ids, edits that
+        /// move a fence or change a category, brand, tag or hours, removals, ids put back)
+        /// leave a catalog that every decision reads as the full build of the same stores:
+        /// offers by category, id, brand and tag, time zones, hours, fences and lookups.
+        /// Its compaction reads the same, and a compaction taken midway and rebased on the
+        /// changes made after it too.
+        #[test]
+        fn single_store_changes_read_as_a_full_build_of_the_same_stores(
+            base in proptest::collection::vec((0usize..4, 0usize..3, 0.0..30.0f64, any::<bool>()), 1..10),
+            changes in proptest::collection::vec(
+                (0usize..14, any::<bool>(), 0usize..6, 0usize..3, 0.0..30.0f64, any::<bool>()), 1..30),
+            midway in 0usize..30,
+        ) {
+            let offers = offers_for_changes();
+            let stores: Vec<Store> = base.iter().enumerate()
+                .map(|(i, &(c, b, x, h))| store_of(i, c, b, x, h)).collect();
+            let mut model: std::collections::BTreeMap<Id, Store> =
+                stores.iter().map(|s| (s.id.clone(), s.clone())).collect();
+            let mut cat = Catalog::build(stores, offers.clone(), CapPolicy::default()).unwrap();
+            let mut snapshot = None;
+            for (n, &(i, put, c, b, x, h)) in changes.iter().enumerate() {
+                if n == midway {
+                    snapshot = Some(cat.clone());
+                }
+                let id = Id::parse(&format!("s{i}")).unwrap();
+                if put || i == 0 {
+                    let s = store_of(i, c, b, x, h);
+                    model.insert(id, s.clone());
+                    cat = cat.with_store(s).unwrap();
+                } else {
+                    let gone = cat.without_store(&id).unwrap();
+                    prop_assert_eq!(gone.is_some(), model.remove(&id).is_some());
+                    if let Some(g) = gone {
+                        cat = g;
+                    }
+                }
+            }
+            let full = Catalog::build(model.into_values().collect(), offers, CapPolicy::default()).unwrap();
+            let want = seen(&full);
+            prop_assert_eq!(&seen(&cat), &want, "changed in place");
+            let compact = cat.compacted().unwrap();
+            prop_assert_eq!(compact.changes(), 0);
+            prop_assert_eq!(&seen(&compact), &want, "compacted");
+            if let Some(snap) = snapshot {
+                let rebased = cat.rebased(snap.compacted().unwrap(), &snap).expect("same build");
+                prop_assert_eq!(&seen(&rebased), &want, "compacted midway, rebased");
+                prop_assert!(rebased.changes() <= changes.len() - midway.min(changes.len()));
+            }
+            // A full build in between: a compaction of the older build is not rebased.
+            let other = Catalog::build(vec![], vec![], CapPolicy::default()).unwrap();
+            prop_assert!(other.rebased(cat.compacted().unwrap(), &cat).is_none());
+        }
+    }
+
+    /// Removing a store that an offer names by id is refused, naming the offer's field, as
+    /// a full build refuses it; the catalog is unchanged.
+    #[test]
+    fn a_store_an_offer_names_cannot_be_removed() {
+        let cat = Catalog::build(
+            vec![store_of(0, 0, 0, 1.0, false), store_of(1, 0, 0, 2.0, false)],
+            offers_for_changes(),
+            CapPolicy::default(),
+        )
+        .unwrap();
+        let e = cat.without_store(&Id::parse("s0").unwrap()).unwrap_err();
+        assert_eq!(e.field, "offers[4].store_ids[0]");
+        assert!(cat.has_store(&Id::parse("s0").unwrap()));
+        assert!(
+            cat.without_store(&Id::parse("nope").unwrap())
+                .unwrap()
+                .is_none()
+        );
+        let c = cat
+            .without_store(&Id::parse("s1").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.store_count(), cat.store_count()), (1, 2));
+    }
 
     proptest! {
         /// An offer runs at a store exactly when it names the store or the store's category,

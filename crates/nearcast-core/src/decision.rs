@@ -609,7 +609,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         .fences
         .iter()
         .filter_map(|(sid, f)| {
-            let pos = *inputs.catalog.store_pos.get(sid)?;
+            let pos = inputs.catalog.store_position(sid)?;
             Some((pos, f.since, f.last_seen))
         })
         .collect();
@@ -623,7 +623,7 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
     let mut changes = Vec::new();
     let mut fired: Vec<(u32, Moment)> = Vec::new();
     for (p, tr) in moments {
-        let sid = &inputs.catalog.stores[p as usize].id;
+        let sid = &inputs.catalog.store(p).id;
         match tr {
             Transition::Enter => {
                 state.count_visit(sid, event.at);
@@ -740,7 +740,7 @@ fn decide_at(
         .ok()
         .map(|ll| ll.to_cell(h3o::Resolution::Nine));
     for (p, moment) in moments {
-        let store = &cat.stores[p as usize];
+        let store = &cat.store(p);
         let triggered: Vec<u32> = cat
             .offers_at(p)
             .filter(|&k| {
@@ -755,10 +755,10 @@ fn decide_at(
         if triggered.is_empty() {
             continue;
         }
-        let (clat, clon) = centre(&cat.index.shapes()[p as usize]);
+        let (clat, clon) = centre(&cat.shape(p));
         let distance_m = crate::geofence::haversine_m(fix.lat, fix.lon, clat, clon);
         let weather = (inputs.weather)(clat, clon, context_at_time);
-        let ctx = Context::new(context_at_time, cat.tzs[p as usize], weather);
+        let ctx = Context::new(context_at_time, cat.tz(p), weather);
         for k in triggered {
             let o = &cat.offers[k as usize];
             if let Some(f) = state.fences.get_mut(&store.id) {
@@ -775,7 +775,7 @@ fn decide_at(
                     .then(|| state.affinities.get(&o.category).copied().unwrap_or(0.0)),
                 bought_category: state.bought_category(&o.category),
             };
-            match campaign_rules(cat, k, &state, inputs.now, cat.tzs[p as usize])
+            match campaign_rules(cat, k, &state, inputs.now, cat.tz(p))
                 .and_then(|()| eligible(o, &ctx, &state, personal, inputs.now))
                 .and_then(|()| {
                     if o.require_open && !cat.is_open(p, ctx.local.naive_local()) {
@@ -784,7 +784,7 @@ fn decide_at(
                         Ok(())
                     }
                 })
-                .and_then(|()| visit_rules(o, &store.id, &state, inputs.now, cat.tzs[p as usize]))
+                .and_then(|()| visit_rules(o, &store.id, &state, inputs.now, cat.tz(p)))
             {
                 Err(r) => c.reason = Some(r),
                 Ok(()) => eligible_candidates.push((candidates.len(), p, k, contexts.len())),
@@ -862,10 +862,7 @@ fn decide_at(
         d.offer_id = Some(best.offer_id.clone());
         d.score = best.score;
         d.reason = best.reason.clone();
-        d.context = cat
-            .store_pos
-            .get(&best.store_id)
-            .and_then(|&q| context_at(q));
+        d.context = cat.store_position(&best.store_id).and_then(context_at);
         d.candidates = candidates;
         return Outcome {
             state,
@@ -873,9 +870,9 @@ fn decide_at(
             push: None,
         };
     };
-    let store = &cat.stores[p as usize];
+    let store = &cat.store(p);
     let offer = &cat.offers[k as usize];
-    let tz = cat.tzs[p as usize];
+    let tz = cat.tz(p);
     d.store_id = Some(store.id.clone());
     d.offer_id = Some(offer.id.clone());
     d.score = candidates[ci].score;

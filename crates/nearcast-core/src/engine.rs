@@ -176,12 +176,15 @@ pub struct Engine {
     notifier: Arc<dyn Notifier>,
     weather: Arc<dyn WeatherSource>,
     clock: Arc<dyn Clock>,
-    catalog: RwLock<Arc<Catalog>>,
+    /// The catalog in service: swapped whole, so readers never wait for a change.
+    catalog: Arc<arc_swap::ArcSwap<Catalog>>,
     ranker: RwLock<Arc<dyn Ranker>>,
     challenger: RwLock<Option<Challenger>>,
     model_source: RwLock<Option<Arc<dyn ModelSource>>>,
     /// Serialises configuration changes (read, validate, write, rebuild).
-    admin: tokio::sync::Mutex<()>,
+    admin: Arc<tokio::sync::Mutex<()>>,
+    /// Whether a compaction of the catalog's store changes is under way.
+    compacting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Engine {
@@ -201,11 +204,12 @@ impl Engine {
             notifier,
             weather,
             clock,
-            catalog: RwLock::new(Arc::new(Catalog::empty())),
+            catalog: Arc::new(arc_swap::ArcSwap::from_pointee(Catalog::empty())),
             ranker: RwLock::new(ranker),
             challenger: RwLock::new(None),
             model_source: RwLock::new(None),
-            admin: tokio::sync::Mutex::new(()),
+            admin: Arc::new(tokio::sync::Mutex::new(())),
+            compacting: Arc::default(),
         };
         e.reload().await?;
         Ok(e)
@@ -213,7 +217,7 @@ impl Engine {
 
     /// The current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().expect("catalog lock").clone()
+        self.catalog.load_full()
     }
 
     /// The current ranker.
@@ -318,7 +322,7 @@ impl Engine {
             .and_then(|c| c.with_campaigns(campaigns))
             .map_err(EngineError::Invalid)?
             .at_version(version);
-        *self.catalog.write().expect("catalog lock") = Arc::new(c);
+        self.catalog.store(Arc::new(c));
         Ok(())
     }
 
@@ -327,13 +331,13 @@ impl Engine {
     /// has its own.
     fn swap_catalog(&self, c: Catalog, version: &str) -> Result<(), EngineError> {
         let c = if c.campaigns.is_empty() {
-            c.with_campaigns(self.catalog().campaigns.clone())
+            c.with_campaigns(self.catalog().campaigns.to_vec())
                 .map_err(EngineError::Invalid)?
         } else {
             c
         };
-        *self.catalog.write().expect("catalog lock") =
-            Arc::new(c.at_version(Some(version.to_string())));
+        self.catalog
+            .store(Arc::new(c.at_version(Some(version.to_string()))));
         Ok(())
     }
 
@@ -404,7 +408,7 @@ impl Engine {
                 let weather = match &event.kind {
                     EventKind::Location(fix)
                         if !state.fences.is_empty()
-                            || !catalog.index.lookup(fix.lat, fix.lon).is_empty() =>
+                            || !catalog.lookup(fix.lat, fix.lon).is_empty() =>
                     {
                         self.weather.weather(fix.lat, fix.lon, event.at).await
                     }
@@ -769,8 +773,7 @@ impl Engine {
             .fences
             .iter()
             .filter(|(sid, f)| {
-                catalog.store_pos.contains_key(*sid)
-                    && now - f.last_seen <= crate::trigger::PRESENCE_TTL
+                catalog.has_store(*sid) && now - f.last_seen <= crate::trigger::PRESENCE_TTL
             })
             .map(|(sid, f)| Visit {
                 store_id: sid.clone(),
@@ -852,13 +855,102 @@ impl Engine {
         Ok(erased)
     }
 
-    /// Validates and saves a store with its audit entry, then rebuilds the catalog.
+    /// The catalog in service, when it holds the last configuration change saved (its
+    /// version is the newest audit entry): then a change of one store can be applied to it
+    /// rather than rebuilt from the saved configuration. Another instance's change, or a
+    /// change this one has not loaded, makes it `None`.
+    async fn current_catalog(&self) -> Result<Option<Arc<Catalog>>, EngineError> {
+        let c = self.catalog();
+        let newest = self.store.audit_log(None, 1).await?.pop().map(|e| e.id);
+        Ok((newest == c.version).then_some(c))
+    }
+
+    /// Makes `c` the catalog (a single store change applied to the one in service), and
+    /// folds the changes gathered into a fresh build off the request path once there are
+    /// [`COMPACT_AFTER`](crate::catalog::COMPACT_AFTER) of them.
+    fn swap_changed(&self, c: Catalog, version: &str) {
+        let due = c.changes() >= crate::catalog::COMPACT_AFTER;
+        self.catalog
+            .store(Arc::new(c.at_version(Some(version.to_string()))));
+        if due {
+            self.compact_catalog_soon();
+        }
+    }
+
+    /// Starts folding the catalog's single store changes into a fresh build on a thread of
+    /// its own (unless one is at work), then swaps it in under the configuration lock,
+    /// with the changes made meanwhile carried over ([`Catalog::rebased`]); if the catalog
+    /// was replaced whole meanwhile, the work is dropped.
+    pub fn compact_catalog_soon(&self) {
+        use std::sync::atomic::Ordering;
+        if self.compacting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (slot, admin, flag) = (
+            self.catalog.clone(),
+            self.admin.clone(),
+            self.compacting.clone(),
+        );
+        let work = move || {
+            let snapshot = slot.load_full();
+            let started = std::time::Instant::now();
+            match snapshot.compacted() {
+                Ok(compact) => {
+                    let _g = admin.blocking_lock();
+                    let current = slot.load_full();
+                    if let Some(c) = current.rebased(compact, &snapshot) {
+                        let prev = slot.compare_and_swap(&current, Arc::new(c));
+                        tracing::info!(
+                            stores = current.store_count(),
+                            changes = snapshot.changes(),
+                            swapped = Arc::ptr_eq(&prev, &current),
+                            ms = started.elapsed().as_millis() as u64,
+                            "catalog compacted"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "catalog compaction failed"),
+            }
+            flag.store(false, Ordering::SeqCst);
+        };
+        if std::thread::Builder::new()
+            .name("catalog-compact".into())
+            .spawn(work)
+            .is_err()
+        {
+            self.compacting.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a compaction started by [`Self::compact_catalog_soon`] is at work.
+    pub fn compacting(&self) -> bool {
+        self.compacting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Validates and saves a store with its audit entry, then applies it to the catalog
+    /// (in place when the catalog in service is current, else by a rebuild from the saved
+    /// configuration).
     ///
     /// # Errors
     /// [`EngineError::Invalid`] naming the field; the configuration is unchanged.
     pub async fn put_store(&self, store: Store, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
         store.validate().map_err(EngineError::Invalid)?;
+        if let Some(cur) = self.current_catalog().await? {
+            // Apply to a copy first: nothing is saved unless it compiles.
+            let before = cur.store_by_id(&store.id).cloned();
+            let c = cur
+                .with_store(store.clone())
+                .map_err(EngineError::Invalid)?;
+            let entry = AuditEntry::new(self.now(), actor, "store.put")
+                .target(&store.id)
+                .change(before.as_ref(), Some(&store));
+            self.store
+                .apply_config(&[ConfigChange::PutStore(store)], &entry)
+                .await?;
+            self.swap_changed(c, &entry.id);
+            return Ok(());
+        }
         // Build the would-be catalog first: nothing is saved unless it compiles.
         let mut stores = self.store.list_stores().await?;
         let before = stores
@@ -923,6 +1015,27 @@ impl Engine {
     /// Not found, or an offer still names it.
     pub async fn delete_store(&self, id: &Id, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
+        if let Some(cur) = self.current_catalog().await? {
+            let Some(before) = cur.store_by_id(id).cloned() else {
+                return Err(EngineError::NotFound(format!("store {id}")));
+            };
+            let c = cur
+                .without_store(id)
+                .map_err(EngineError::Invalid)?
+                .expect("the store is there");
+            let entry = AuditEntry::new(self.now(), actor, "store.delete")
+                .target(id)
+                .change(Some(&before), None);
+            if !self
+                .store
+                .apply_config(&[ConfigChange::DeleteStore(id.clone())], &entry)
+                .await?
+            {
+                return Err(EngineError::NotFound(format!("store {id}")));
+            }
+            self.swap_changed(c, &entry.id);
+            return Ok(());
+        }
         let mut stores = self.store.list_stores().await?;
         let Some(k) = stores.iter().position(|s| &s.id == id) else {
             return Err(EngineError::NotFound(format!("store {id}")));
@@ -1262,8 +1375,8 @@ impl Engine {
         {
             return Err(EngineError::NotFound(format!("campaign {id}")));
         }
-        *self.catalog.write().expect("catalog lock") =
-            Arc::new(c.at_version(Some(entry.id.clone())));
+        self.catalog
+            .store(Arc::new(c.at_version(Some(entry.id.clone()))));
         Ok(())
     }
 
@@ -1300,7 +1413,7 @@ impl Engine {
             // A new catalog version, in which no pool is known to be empty.
             let mut c = (*self.catalog()).clone().at_version(Some(entry.id.clone()));
             c.coupons_out = Arc::default();
-            *self.catalog.write().expect("catalog lock") = Arc::new(c);
+            self.catalog.store(Arc::new(c));
         }
         Ok(up)
     }

@@ -603,6 +603,42 @@ fn square_overlap(shape: &Shape, a: i64, b: i64) -> Option<bool> {
     }
 }
 
+/// Calls `mark` with every grid square a small fence may hold a point of, and that
+/// square's entry for fence `fence`; returns false, marking nothing, when the fence is
+/// large (more than [`MAX_FINE_SQUARES`] squares, or around a pole) and belongs on the H3
+/// path.
+fn mark_squares(
+    shape: &Shape,
+    quick: &Quick,
+    fence: u32,
+    mut mark: impl FnMut(u64, SquareEntry),
+) -> bool {
+    let (la0, la1, lo0, lo1) = bounds(shape);
+    // Every square the bounding box touches; longitudes past ±180 wrap (`grid_key`).
+    let (a0, a1) = (
+        ((la0 + 90.0) * GRID).floor() as i64,
+        ((la1 + 90.0) * GRID).floor() as i64,
+    );
+    let (b0, b1) = (
+        ((lo0 + 180.0) * GRID).floor() as i64,
+        ((lo1 + 180.0) * GRID).floor() as i64,
+    );
+    if lo1 - lo0 >= 360.0 || (a1 - a0 + 1) * (b1 - b0 + 1) > MAX_FINE_SQUARES {
+        return false;
+    }
+    for a in a0..=a1 {
+        for b in b0..=b1 {
+            if let Some(full) = square_overlap(shape, a, b) {
+                mark(
+                    grid_key(a, b, GRID_LON),
+                    SquareEntry::new(quick, a, b, Entry::new(fence, full)),
+                );
+            }
+        }
+    }
+    true
+}
+
 impl GeofenceIndex {
     /// Compiles `shapes` at `resolution`. Fence positions in lookups are indexes into `shapes`.
     ///
@@ -629,40 +665,19 @@ impl GeofenceIndex {
             if fence & Entry::FULL != 0 {
                 return Err(FieldError::new("stores", "too many fences"));
             }
-            let (la0, la1, lo0, lo1) = bounds(shape);
-            // Every square the bounding box touches; longitudes past ±180 wrap (`grid_key`).
-            let (a0, a1) = (
-                ((la0 + 90.0) * GRID).floor() as i64,
-                ((la1 + 90.0) * GRID).floor() as i64,
-            );
-            let (b0, b1) = (
-                ((lo0 + 180.0) * GRID).floor() as i64,
-                ((lo1 + 180.0) * GRID).floor() as i64,
-            );
-            let polar = lo1 - lo0 >= 360.0;
-            if !polar && (a1 - a0 + 1) * (b1 - b0 + 1) <= MAX_FINE_SQUARES {
-                for a in a0..=a1 {
-                    for b in b0..=b1 {
-                        if let Some(full) = square_overlap(shape, a, b) {
-                            marked.push((
-                                grid_key(a, b, GRID_LON),
-                                SquareEntry::new(&quick[i], a, b, Entry::new(fence, full)),
-                            ));
-                        }
-                    }
-                }
-            } else {
+            if !mark_squares(shape, &quick[i], fence, |key, e| marked.push((key, e))) {
                 let cover = match shape {
                     Shape::Circle { lat, lon, radius_m } => {
                         cover_circle(*lat, *lon, *radius_m, resolution)
                     }
                     Shape::Polygon { geom, .. } => cover_polygon(geom, resolution)?,
                 };
+                let (la0, la1, lo0, lo1) = bounds(shape);
                 let (a0, a1) = (
                     (la0 + 90.0).floor() as i64 - 1,
                     (la1 + 90.0).floor() as i64 + 1,
                 );
-                let (b0, b1) = if polar {
+                let (b0, b1) = if lo1 - lo0 >= 360.0 {
                     (0, 359)
                 } else {
                     (
@@ -743,15 +758,13 @@ impl GeofenceIndex {
         if let Some(&(start, len)) = self.squares.get(&key) {
             // The fix in the square's units, from its corner.
             let (y, x) = ((fy - a) as f32, (fx - b) as f32);
-            for e in &self.square_fences[start as usize..(start + len) as usize] {
-                let f = e.entry.fence();
-                if e.entry.full()
-                    || e.test(y, x)
-                        .unwrap_or_else(|| self.shapes[f as usize].contains(lat, lon))
-                {
-                    out.push(f);
-                }
-            }
+            scan_square(
+                &self.square_fences[start as usize..(start + len) as usize],
+                y,
+                x,
+                |f| self.shapes[f as usize].contains(lat, lon),
+                out,
+            );
         }
         if !self.near_coarse.is_empty()
             && self.near_coarse.contains_key(&grid_key(
@@ -804,6 +817,227 @@ impl GeofenceIndex {
     pub fn scan(&self, lat: f64, lon: f64) -> Vec<u32> {
         (0..self.shapes.len() as u32)
             .filter(|&i| self.shapes[i as usize].contains(lat, lon))
+            .collect()
+    }
+}
+
+/// The fences of one square's list that hold the point at `(y, x)` squares from the
+/// square's corner, appended to `out`: those holding the whole square, those the
+/// pre-test settles inside, and those `exact` accepts.
+#[inline(always)]
+fn scan_square(
+    entries: &[SquareEntry],
+    y: f32,
+    x: f32,
+    exact: impl Fn(u32) -> bool,
+    out: &mut Vec<u32>,
+) {
+    for e in entries {
+        let f = e.entry.fence();
+        if e.entry.full() || e.test(y, x).unwrap_or_else(|| exact(f)) {
+            out.push(f);
+        }
+    }
+}
+
+/// A [`GeofenceIndex`] that takes single fence changes in microseconds: an immutable
+/// base index, shared by every copy, plus the changes made since it was built (fences
+/// added or moved, in a small index of their own, and base fences retired). Cloning is a
+/// few reference counts, so a changed copy can be made beside the one readers use and
+/// swapped in; readers never wait.
+///
+/// Fence positions are stable: a moved fence keeps its position, a removed one leaves a
+/// hole, and an added one takes the position it is given. Rebuilding the base
+/// ([`GeofenceIndex::build`] over the live fences) folds the changes in; until then a
+/// lookup costs one more hash probe (and a filter of the base's answers when some base
+/// fence is retired).
+#[derive(Debug, Clone)]
+pub struct FenceSet {
+    base: std::sync::Arc<GeofenceIndex>,
+    /// One bit per base position: set when the base's fence there no longer counts.
+    retired: std::sync::Arc<Vec<u64>>,
+    /// Whether any bit of `retired` is set.
+    any_retired: bool,
+    delta: std::sync::Arc<FenceDelta>,
+}
+
+/// The fences added or moved since the base was built.
+#[derive(Debug, Clone, Default)]
+struct FenceDelta {
+    shapes: HashMap<u32, (Shape, Quick)>,
+    squares: CellMap<Vec<SquareEntry>>,
+    /// Fences too large for the squares (or around a pole), with their bounding boxes:
+    /// tested one by one (they are rare, and rarer among single changes).
+    big: Vec<(u32, (f64, f64, f64, f64))>,
+}
+
+impl FenceDelta {
+    fn insert(&mut self, fence: u32, shape: Shape) {
+        let quick = Quick::of(&shape);
+        let squares = &mut self.squares;
+        if !mark_squares(&shape, &quick, fence, |key, e| {
+            let list = squares.entry(key).or_default();
+            // Whole-square fences first, as in the base (they need no test).
+            if e.entry.full() {
+                list.insert(0, e);
+            } else {
+                list.push(e);
+            }
+        }) {
+            self.big.push((fence, bounds(&shape)));
+        }
+        self.shapes.insert(fence, (shape, quick));
+    }
+
+    fn remove(&mut self, fence: u32) {
+        let Some((shape, quick)) = self.shapes.remove(&fence) else {
+            return;
+        };
+        let squares = &mut self.squares;
+        if !mark_squares(&shape, &quick, fence, |key, _| {
+            if let Some(list) = squares.get_mut(&key) {
+                list.retain(|e| e.entry.fence() != fence);
+                if list.is_empty() {
+                    squares.remove(&key);
+                }
+            }
+        }) {
+            self.big.retain(|(f, _)| *f != fence);
+        }
+    }
+
+    fn lookup_into(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
+        let (fy, fx) = ((lat + 90.0) * GRID, (lon + 180.0) * GRID);
+        let (a, b) = (fy.floor(), fx.floor());
+        if let Some(list) = self.squares.get(&grid_key(a as i64, b as i64, GRID_LON)) {
+            scan_square(
+                list,
+                (fy - a) as f32,
+                (fx - b) as f32,
+                |f| self.shapes[&f].0.contains(lat, lon),
+                out,
+            );
+        }
+        for &(f, (la0, la1, lo0, lo1)) in &self.big {
+            let in_lon = (lo0..=lo1).contains(&lon)
+                || (lo0..=lo1).contains(&(lon + 360.0))
+                || (lo0..=lo1).contains(&(lon - 360.0));
+            if (la0..=la1).contains(&lat) && in_lon && self.shapes[&f].0.contains(lat, lon) {
+                out.push(f);
+            }
+        }
+    }
+}
+
+impl FenceSet {
+    /// `base` with no changes.
+    pub fn new(base: GeofenceIndex) -> Self {
+        FenceSet {
+            retired: std::sync::Arc::new(vec![0; base.shapes.len().div_ceil(64)]),
+            base: std::sync::Arc::new(base),
+            any_retired: false,
+            delta: std::sync::Arc::default(),
+        }
+    }
+
+    /// Fences containing the point, appended to `out` in ascending position order.
+    #[inline]
+    pub fn lookup_into(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
+        let first = out.len();
+        self.base.lookup_into(lat, lon, out);
+        if self.any_retired {
+            let mut w = first;
+            for r in first..out.len() {
+                let f = out[r];
+                if self.retired[f as usize / 64] & (1 << (f % 64)) == 0 {
+                    out[w] = f;
+                    w += 1;
+                }
+            }
+            out.truncate(w);
+        }
+        if !self.delta.shapes.is_empty() {
+            let before = out.len();
+            self.delta.lookup_into(lat, lon, out);
+            if out.len() > before {
+                out[first..].sort_unstable();
+            }
+        }
+    }
+
+    /// Fences containing the point, in ascending order.
+    pub fn lookup(&self, lat: f64, lon: f64) -> Vec<u32> {
+        let mut v = Vec::new();
+        self.lookup_into(lat, lon, &mut v);
+        v
+    }
+
+    fn base_live(&self, p: u32) -> bool {
+        (p as usize) < self.base.shapes.len()
+            && self.retired[p as usize / 64] & (1 << (p % 64)) == 0
+    }
+
+    /// The shape at position `p`, if a fence is there.
+    pub fn shape(&self, p: u32) -> Option<&Shape> {
+        if let Some((s, _)) = self.delta.shapes.get(&p) {
+            return Some(s);
+        }
+        self.base_live(p).then(|| &self.base.shapes[p as usize])
+    }
+
+    /// Puts `shape` at position `p`, replacing the fence there if any.
+    ///
+    /// # Errors
+    /// When `p` is too large to be a fence position.
+    pub fn set(&mut self, p: u32, shape: Shape) -> Result<(), FieldError> {
+        if p & Entry::FULL != 0 {
+            return Err(FieldError::new("stores", "too many fences"));
+        }
+        self.retire(p);
+        let delta = std::sync::Arc::make_mut(&mut self.delta);
+        delta.remove(p);
+        delta.insert(p, shape);
+        Ok(())
+    }
+
+    /// Removes the fence at position `p`, if any.
+    pub fn remove(&mut self, p: u32) {
+        self.retire(p);
+        if self.delta.shapes.contains_key(&p) {
+            std::sync::Arc::make_mut(&mut self.delta).remove(p);
+        }
+    }
+
+    fn retire(&mut self, p: u32) {
+        if self.base_live(p) {
+            std::sync::Arc::make_mut(&mut self.retired)[p as usize / 64] |= 1 << (p % 64);
+            self.any_retired = true;
+        }
+    }
+
+    /// Fences changed since the base was built (added, moved or removed, each once).
+    pub fn changes(&self) -> usize {
+        let retired: usize = self.retired.iter().map(|w| w.count_ones() as usize).sum();
+        let added = self
+            .delta
+            .shapes
+            .keys()
+            .filter(|&&p| (p as usize) >= self.base.shapes.len())
+            .count();
+        retired + added
+    }
+
+    /// Number of (square or cell, fence) entries of the base and the changes.
+    pub fn entry_count(&self) -> usize {
+        self.base.entry_count() + self.delta.squares.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Brute force over the live fences, each tested exactly: the oracle of the tests.
+    pub fn scan(&self, lat: f64, lon: f64) -> Vec<u32> {
+        let n = (self.base.shapes.len() as u32)
+            .max(self.delta.shapes.keys().max().map_or(0, |m| m + 1));
+        (0..n)
+            .filter(|&p| self.shape(p).is_some_and(|s| s.contains(lat, lon)))
             .collect()
     }
 }

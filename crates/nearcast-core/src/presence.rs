@@ -182,12 +182,9 @@ pub fn update(
     at: DateTime<Utc>,
 ) -> Vec<(u32, Transition)> {
     // Presence of stores that no longer exist is dropped.
-    state
-        .fences
-        .retain(|sid, _| catalog.store_pos.contains_key(sid));
+    state.fences.retain(|sid, _| catalog.has_store(sid));
     if let Some(t) = state.track.as_mut() {
-        t.pending
-            .retain(|sid, _| catalog.store_pos.contains_key(sid));
+        t.pending.retain(|sid, _| catalog.has_store(sid));
     }
     let on_track = state.track.as_ref().is_some_and(|t| at > t.at);
     let Some(j) = track(p, state, fix, at) else {
@@ -197,19 +194,19 @@ pub fn update(
     let use_pending = on_track || state.track.as_ref().is_some_and(|t| t.at == at);
 
     let mut hits = Vec::new();
-    catalog.index.lookup_into(j.lat, j.lon, &mut hits);
+    catalog.lookup_into(j.lat, j.lon, &mut hits);
     let mut touched: Vec<u32> = hits.clone();
     touched.extend(
         state
             .fences
             .keys()
-            .filter_map(|sid| catalog.store_pos.get(sid).copied()),
+            .filter_map(|sid| catalog.store_position(sid)),
     );
     if use_pending && let Some(t) = &state.track {
         touched.extend(
             t.pending
                 .keys()
-                .filter_map(|sid| catalog.store_pos.get(sid).copied()),
+                .filter_map(|sid| catalog.store_position(sid)),
         );
     }
     touched.sort_unstable();
@@ -217,8 +214,8 @@ pub fn update(
 
     let mut out = Vec::new();
     for &pos in &touched {
-        let store = &catalog.stores[pos as usize];
-        let shape = &catalog.index.shapes()[pos as usize];
+        let store = &catalog.store(pos);
+        let shape = &catalog.shape(pos);
         let (outside_m, depth_m) = if hits.binary_search(&pos).is_ok() {
             (0.0, shape.depth_m(j.lat, j.lon))
         } else {

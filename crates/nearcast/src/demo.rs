@@ -244,11 +244,14 @@ pub async fn replay(
 /// When `out` cannot be written.
 pub fn print_report(engine: &Engine, report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     let catalog = engine.catalog();
-    let tz = catalog.tzs.first().copied().unwrap_or(chrono_tz::UTC);
+    let tz = catalog
+        .stores_at()
+        .next()
+        .map_or(chrono_tz::UTC, |(p, _)| catalog.tz(p));
     let name = |id: &Option<nearcast_core::ids::Id>| -> String {
         id.as_ref()
-            .and_then(|i| catalog.store_pos.get(i))
-            .map(|&p| catalog.stores[p as usize].name.clone())
+            .and_then(|i| catalog.store_position(i))
+            .map(|p| catalog.store(p).name.clone())
             .unwrap_or_else(|| "-".into())
     };
     writeln!(
@@ -300,7 +303,7 @@ pub fn print_report(engine: &Engine, report: &Report, out: &mut impl Write) -> s
     if !catalog.campaigns.is_empty() {
         writeln!(out)?;
         writeln!(out, "Campaigns")?;
-        for c in &catalog.campaigns {
+        for c in catalog.campaigns.iter() {
             let mine = |v: Option<&nearcast_core::ids::Id>, verdict: Verdict| {
                 report
                     .decisions
@@ -420,7 +423,7 @@ pub async fn print_campaign_results(
         None => format!("no comparison yet ({})", l.verdict.replace('_', " ")),
     };
     let catalog = engine.catalog();
-    for c in &catalog.campaigns {
+    for c in catalog.campaigns.iter() {
         let cells = engine
             .store()
             .campaign_cells(&c.id, None, None, false)

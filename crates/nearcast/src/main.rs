@@ -590,7 +590,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 }))?;
             }
             if let Some(dir) = config
-                && engine.catalog().stores.is_empty()
+                && (engine.catalog().store_count() == 0)
             {
                 load_config_dir(&engine, &dir).await?;
             }
@@ -625,7 +625,7 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                 nearcast_api::auth::Access::Keys(k) => k.len(),
                 _ => 0,
             };
-            tracing::info!(%local, ?backend, relayed, stores = engine.catalog().stores.len(), pruned, pruned_logs, admin_keys = keys, "nearcast serving");
+            tracing::info!(%local, ?backend, relayed, stores = engine.catalog().store_count(), pruned, pruned_logs, admin_keys = keys, "nearcast serving");
             println!("nearcast listening on http://{local}");
             let console = nearcast::console::console_dir(console.as_deref());
             if let Some(dir) = &console {

@@ -60,8 +60,7 @@ async fn an_editor_changes_stores_and_is_audited_by_name() {
     assert!(
         f.engine
             .catalog()
-            .store_pos
-            .contains_key(&nearcast_core::ids::Id::parse("s9").unwrap())
+            .has_store(&nearcast_core::ids::Id::parse("s9").unwrap())
     );
 
     let (status, v) = call(&router, request(|v| route(v, "GET", "/v1/admin/audit"))).await;

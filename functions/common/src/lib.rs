@@ -505,7 +505,7 @@ pub async fn start_with(
     tracing::info!(
         function,
         table = %config.table,
-        stores = catalog.stores.len(),
+        stores = catalog.store_count(),
         offers = catalog.offers.len(),
         model = %engine.ranker().version(),
         challenger = %engine.challenger().map(|c| c.ranker.version().to_string()).unwrap_or_default(),
@@ -776,7 +776,7 @@ mod tests {
     #[tokio::test]
     async fn the_bundled_model_builds_an_engine() {
         let e = memory_engine().await;
-        assert!(e.catalog().stores.is_empty());
+        assert!(e.catalog().store_count() == 0);
     }
 
     #[test]
