@@ -3,18 +3,22 @@
 # OpenStreetMap extract, bench/data/helsinki_osm_pois.csv, replicated onto a grid of
 # offsets: same names, categories and density, 1,711 per copy) posted to
 # POST /v1/admin/stores/import as a dry run, then applied, then posted again unchanged;
-# and, side by side, single-store PUTs into the same catalog (each rebuilds the catalog).
-# Prints wall time per request (curl) and the server's peak RSS. Results: docs/performance.md.
+# and then single store changes into the same catalog, CHANGES of each kind: a new store
+# (PUT), an existing store moved 40 m (PUT), a store removed (DELETE); their median and
+# slowest time. Prints wall time per request (curl) and the server's peak RSS. Results:
+# docs/performance.md.
 #
-#   bench/store_import.sh                 # 100,000 stores, 3 runs of each
-#   STORES=10000 RUNS=5 bench/store_import.sh
+#   bench/store_import.sh                 # 100,000 stores, 3 runs of each import, 20 changes
+#   STORES=10000 RUNS=5 CHANGES=50 bench/store_import.sh
+#   BUILD=0 SERVER_BIN=<other nearcast binary> bench/store_import.sh   # side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORES="${STORES:-100000}"
 RUNS="${RUNS:-3}"
+CHANGES="${CHANGES:-20}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/nearcast-target}"
-cargo build --release -q -p nearcast
-bin="$CARGO_TARGET_DIR/release/nearcast"
+[ "${BUILD:-1}" = 0 ] || cargo build --release -q -p nearcast
+bin="${SERVER_BIN:-$CARGO_TARGET_DIR/release/nearcast}"
 work="$(mktemp -d -t nearcast-import.XXXXXX)"
 trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 - "$STORES" "$work/stores.csv" <<'PY'
@@ -44,10 +48,22 @@ summary() { python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); print("
 for r in $(seq "$RUNS"); do echo "dry run      $(post '&dry_run=true') s  $(summary)"; done
 echo "applied      $(post '') s  $(summary)"
 for r in $(seq "$RUNS"); do echo "again, same  $(post '') s  $(summary)"; done
-for r in $(seq "$RUNS"); do
-    t=$(curl -s -o /dev/null -w '%{time_total}' -X PUT -H 'content-type: application/json' \
-        --data "{\"id\":\"one-$r\",\"name\":\"One\",\"category\":\"cafe\",\"time_zone\":\"Europe/Helsinki\",\"fence\":{\"type\":\"circle\",\"lat\":60.17,\"lon\":24.94,\"radius_m\":50}}" \
-        "$url/v1/admin/stores/one-$r")
-    echo "one PUT      $t s"
-done
+store_json() { # id lat
+    echo "{\"id\":\"$1\",\"name\":\"One\",\"category\":\"cafe\",\"time_zone\":\"Europe/Helsinki\",\"fence\":{\"type\":\"circle\",\"lat\":$2,\"lon\":24.94,\"radius_m\":50}}"
+}
+change() { # method id [lat]
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X "$1" -H 'content-type: application/json' \
+        ${3:+--data "$(store_json "$2" "$3")"} "$url/v1/admin/stores/$2"
+}
+stats() { # label: reads "code seconds" lines
+    python3 -c '
+import sys, statistics
+rows = [l.split() for l in sys.stdin if l.strip()]
+bad = [c for c, _ in rows if not c.startswith("2")]
+t = sorted(float(s) * 1000 for _, s in rows)
+print(f"{sys.argv[1]:<13}{len(t)} requests, median {statistics.median(t):.2f} ms, slowest {t[-1]:.2f} ms" + (f", {len(bad)} not 2xx: {bad[:3]}" if bad else ""))' "$1"
+}
+for r in $(seq "$CHANGES"); do change PUT "one-$r" 60.17; done | stats "new store"
+for r in $(seq "$CHANGES"); do change PUT "one-$r" 60.1704; done | stats "moved 40 m"
+for r in $(seq "$CHANGES"); do change DELETE "one-$r"; done | stats "removed"
 echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status)"

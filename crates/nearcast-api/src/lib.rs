@@ -590,7 +590,7 @@ async fn delete_store(
     responses((status = 200, description = "Offers", body = serde_json::Value, content_type = "application/json"))
 )]
 async fn list_offers(State(engine): State<AppState>) -> Json<Value> {
-    Json(json!({"offers": engine.catalog().offers}))
+    Json(json!({"offers": &*engine.catalog().offers}))
 }
 
 #[utoipa::path(

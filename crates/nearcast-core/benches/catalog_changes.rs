@@ -141,8 +141,10 @@ fn bench(c: &mut Criterion) {
         let policy = CapPolicy::default();
         let built = Catalog::build(stores.clone(), offers.clone(), policy.clone()).expect("valid");
         let mut changed = built.clone();
-        for k in 0..COMPACT_AFTER - 1 {
-            changed = change(&changed, n, &mut rng, (k % 3) as u8);
+        let mut k = 0u8;
+        while changed.changes() < COMPACT_AFTER - 1 {
+            changed = change(&changed, n, &mut rng, k % 3);
+            k = k.wrapping_add(1);
         }
         assert_eq!(changed.changes(), COMPACT_AFTER - 1);
 
@@ -199,8 +201,10 @@ fn rebuild(c: &mut Criterion) {
         let (offers, policy) = (offers(), CapPolicy::default());
         let mut changed =
             Catalog::build(stores.clone(), offers.clone(), policy.clone()).expect("valid");
-        for k in 0..COMPACT_AFTER - 1 {
-            changed = change(&changed, n, &mut rng, (k % 3) as u8);
+        let mut k = 0u8;
+        while changed.changes() < COMPACT_AFTER - 1 {
+            changed = change(&changed, n, &mut rng, k % 3);
+            k = k.wrapping_add(1);
         }
         g.bench_with_input(BenchmarkId::new("full_build", n), &n, |b, _| {
             b.iter(|| {
