@@ -321,6 +321,53 @@ fn enter_fires_once_per_visit_and_dwell_after_its_minutes() {
     assert_eq!(d.verdict, Verdict::None, "each offer once per visit");
 }
 
+/// A store running many offers (as a store of a national network does: the visit's list of
+/// decided offers is then checked as a set): each offer is still decided once per visit,
+/// enter offers at the enter, dwell offers at their minutes, none twice.
+#[test]
+fn many_offers_at_a_store_are_each_decided_once_per_visit() {
+    let mut offers: Vec<Value> = (0..12)
+        .map(|k| offer(&format!("e{k}"), "s", json!({})))
+        .collect();
+    offers.extend((0..12).map(|k| {
+        offer(
+            &format!("d{k}"),
+            "s",
+            json!({"trigger": {"type": "dwell", "minutes": 5 + k}}),
+        )
+    }));
+    let mut w = World::new(offers);
+    w.onboard();
+    let ids = |d: &Decision| -> Vec<String> {
+        let mut v: Vec<String> = d
+            .candidates
+            .iter()
+            .map(|c| c.offer_id.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let d = w.fix(STORE);
+    let enters: Vec<String> = {
+        let mut v: Vec<String> = (0..12).map(|k| format!("e{k}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&d), enters, "the enter offers, each once");
+    let mut seen = std::collections::BTreeSet::new();
+    for minute in 1..=20 {
+        w.now += Duration::minutes(1);
+        let d = w.fix(STORE);
+        for id in ids(&d) {
+            assert!(id.starts_with('d'), "{id} at minute {minute}");
+            assert!(seen.insert(id.clone()), "{id} decided twice in one visit");
+            let need: i64 = id[1..].parse::<i64>().unwrap() + 5;
+            assert!(minute >= need, "{id} before its {need} minutes");
+        }
+    }
+    assert_eq!(seen.len(), 12, "every dwell offer once: {seen:?}");
+}
+
 /// The presence changes of a decision, as `(store, transition, minutes, expired)`.
 fn changes(d: &Decision) -> Vec<(String, PresenceTransition, Option<i64>, bool)> {
     d.presence
