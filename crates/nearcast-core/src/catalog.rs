@@ -440,13 +440,19 @@ impl Catalog {
         stores.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let mut c = Catalog::build(stores, self.offers.to_vec(), self.policy.clone())?;
         c.offers = self.offers.clone();
-        c.campaigns = self.campaigns.clone();
-        c.offer_campaign = self.offer_campaign.clone();
-        c.holdouts = self.holdouts.clone();
-        c.spent = self.spent.clone();
-        c.coupons_out = self.coupons_out.clone();
-        c.version = self.version.clone();
-        Ok(c)
+        Ok(c.with_campaign_state_of(self))
+    }
+
+    /// This catalog with `other`'s campaigns, version and spent marks (what changes
+    /// without a rebuild besides stores).
+    fn with_campaign_state_of(mut self, other: &Catalog) -> Catalog {
+        self.campaigns = other.campaigns.clone();
+        self.offer_campaign = other.offer_campaign.clone();
+        self.holdouts = other.holdouts.clone();
+        self.spent = other.spent.clone();
+        self.coupons_out = other.coupons_out.clone();
+        self.version = other.version.clone();
+        self
     }
 
     /// `compact` (made by [`Self::compacted`] from `snapshot`, an earlier state of this
@@ -460,13 +466,7 @@ impl Catalog {
         {
             return None;
         }
-        let mut c = compact;
-        c.campaigns = self.campaigns.clone();
-        c.offer_campaign = self.offer_campaign.clone();
-        c.holdouts = self.holdouts.clone();
-        c.spent = self.spent.clone();
-        c.coupons_out = self.coupons_out.clone();
-        c.version = self.version.clone();
+        let mut c = compact.with_campaign_state_of(self);
         for id in &self.changed[snapshot.changed.len()..] {
             c = match self.store_by_id(id) {
                 Some(s) => c.with_store(s.clone()).ok()?,

@@ -865,6 +865,16 @@ impl Engine {
         Ok((newest == c.version).then_some(c))
     }
 
+    /// The catalog rebuilt from `stores` and the saved offers, with the policy in service.
+    async fn rebuilt_with(&self, stores: Vec<Store>) -> Result<Catalog, EngineError> {
+        Catalog::build(
+            stores,
+            self.store.list_offers().await?,
+            self.catalog().policy.clone(),
+        )
+        .map_err(EngineError::Invalid)
+    }
+
     /// Makes `c` the catalog (a single store change applied to the one in service), and
     /// folds the changes gathered into a fresh build off the request path once there are
     /// [`COMPACT_AFTER`](crate::catalog::COMPACT_AFTER) of them.
@@ -936,41 +946,35 @@ impl Engine {
     pub async fn put_store(&self, store: Store, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
         store.validate().map_err(EngineError::Invalid)?;
-        if let Some(cur) = self.current_catalog().await? {
-            // Apply to a copy first: nothing is saved unless it compiles.
+        // The would-be catalog first, in place when the one in service is current: nothing
+        // is saved unless it compiles.
+        let (before, c, in_place) = if let Some(cur) = self.current_catalog().await? {
             let before = cur.store_by_id(&store.id).cloned();
             let c = cur
                 .with_store(store.clone())
                 .map_err(EngineError::Invalid)?;
-            let entry = AuditEntry::new(self.now(), actor, "store.put")
-                .target(&store.id)
-                .change(before.as_ref(), Some(&store));
-            self.store
-                .apply_config(&[ConfigChange::PutStore(store)], &entry)
-                .await?;
-            self.swap_changed(c, &entry.id);
-            return Ok(());
-        }
-        // Build the would-be catalog first: nothing is saved unless it compiles.
-        let mut stores = self.store.list_stores().await?;
-        let before = stores
-            .iter()
-            .position(|s| s.id == store.id)
-            .map(|k| stores.remove(k));
-        stores.push(store.clone());
-        let c = Catalog::build(
-            stores,
-            self.store.list_offers().await?,
-            self.catalog().policy.clone(),
-        )
-        .map_err(EngineError::Invalid)?;
+            (before, c, true)
+        } else {
+            let mut stores = self.store.list_stores().await?;
+            let before = stores
+                .iter()
+                .position(|s| s.id == store.id)
+                .map(|k| stores.remove(k));
+            stores.push(store.clone());
+            (before, self.rebuilt_with(stores).await?, false)
+        };
         let entry = AuditEntry::new(self.now(), actor, "store.put")
             .target(&store.id)
             .change(before.as_ref(), Some(&store));
         self.store
             .apply_config(&[ConfigChange::PutStore(store)], &entry)
             .await?;
-        self.swap_catalog(c, &entry.id)
+        if in_place {
+            self.swap_changed(c, &entry.id);
+            Ok(())
+        } else {
+            self.swap_catalog(c, &entry.id)
+        }
     }
 
     /// Validates and saves an offer with its audit entry, then rebuilds the catalog.
@@ -1015,38 +1019,24 @@ impl Engine {
     /// Not found, or an offer still names it.
     pub async fn delete_store(&self, id: &Id, actor: &Actor) -> Result<(), EngineError> {
         let _g = self.admin.lock().await;
-        if let Some(cur) = self.current_catalog().await? {
-            let Some(before) = cur.store_by_id(id).cloned() else {
-                return Err(EngineError::NotFound(format!("store {id}")));
-            };
+        let missing = || EngineError::NotFound(format!("store {id}"));
+        // The would-be catalog first, in place when the one in service is current.
+        let (before, c, in_place) = if let Some(cur) = self.current_catalog().await? {
+            let before = cur.store_by_id(id).cloned().ok_or_else(missing)?;
             let c = cur
                 .without_store(id)
                 .map_err(EngineError::Invalid)?
-                .expect("the store is there");
-            let entry = AuditEntry::new(self.now(), actor, "store.delete")
-                .target(id)
-                .change(Some(&before), None);
-            if !self
-                .store
-                .apply_config(&[ConfigChange::DeleteStore(id.clone())], &entry)
-                .await?
-            {
-                return Err(EngineError::NotFound(format!("store {id}")));
-            }
-            self.swap_changed(c, &entry.id);
-            return Ok(());
-        }
-        let mut stores = self.store.list_stores().await?;
-        let Some(k) = stores.iter().position(|s| &s.id == id) else {
-            return Err(EngineError::NotFound(format!("store {id}")));
+                .ok_or_else(missing)?;
+            (before, c, true)
+        } else {
+            let mut stores = self.store.list_stores().await?;
+            let k = stores
+                .iter()
+                .position(|s| &s.id == id)
+                .ok_or_else(missing)?;
+            let before = stores.remove(k);
+            (before, self.rebuilt_with(stores).await?, false)
         };
-        let before = stores.remove(k);
-        let c = Catalog::build(
-            stores,
-            self.store.list_offers().await?,
-            self.catalog().policy.clone(),
-        )
-        .map_err(EngineError::Invalid)?;
         let entry = AuditEntry::new(self.now(), actor, "store.delete")
             .target(id)
             .change(Some(&before), None);
@@ -1055,9 +1045,14 @@ impl Engine {
             .apply_config(&[ConfigChange::DeleteStore(id.clone())], &entry)
             .await?
         {
-            return Err(EngineError::NotFound(format!("store {id}")));
+            return Err(missing());
         }
-        self.swap_catalog(c, &entry.id)
+        if in_place {
+            self.swap_changed(c, &entry.id);
+            Ok(())
+        } else {
+            self.swap_catalog(c, &entry.id)
+        }
     }
 
     /// Deletes an offer, with its audit entry.
