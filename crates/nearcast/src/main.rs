@@ -677,6 +677,10 @@ async fn run(cli: Cli) -> Result<(), HostError> {
     }
 }
 
+/// mimalloc rather than glibc's allocator: see docs/performance.md ("Memory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
