@@ -551,11 +551,6 @@ impl Catalog {
         self.fences.lookup(lat, lon)
     }
 
-    /// The geofence index.
-    pub fn fences(&self) -> &FenceSet {
-        &self.fences
-    }
-
     /// The defined campaign of the offer at position `k`, if any.
     pub fn campaign_of(&self, k: u32) -> Option<&Campaign> {
         self.offer_campaign

@@ -1014,32 +1014,6 @@ impl FenceSet {
             self.any_retired = true;
         }
     }
-
-    /// Fences changed since the base was built (added, moved or removed, each once).
-    pub fn changes(&self) -> usize {
-        let retired: usize = self.retired.iter().map(|w| w.count_ones() as usize).sum();
-        let added = self
-            .delta
-            .shapes
-            .keys()
-            .filter(|&&p| (p as usize) >= self.base.shapes.len())
-            .count();
-        retired + added
-    }
-
-    /// Number of (square or cell, fence) entries of the base and the changes.
-    pub fn entry_count(&self) -> usize {
-        self.base.entry_count() + self.delta.squares.values().map(Vec::len).sum::<usize>()
-    }
-
-    /// Brute force over the live fences, each tested exactly: the oracle of the tests.
-    pub fn scan(&self, lat: f64, lon: f64) -> Vec<u32> {
-        let n = (self.base.shapes.len() as u32)
-            .max(self.delta.shapes.keys().max().map_or(0, |m| m + 1));
-        (0..n)
-            .filter(|&p| self.shape(p).is_some_and(|s| s.contains(lat, lon)))
-            .collect()
-    }
 }
 
 fn cell_center(cell: CellIndex) -> (f64, f64) {
