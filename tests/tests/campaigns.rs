@@ -8,6 +8,8 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use nearcast_api::auth::{Access, Role};
 use nearcast_core::campaign::Campaign;
+use nearcast_core::campaign_results::CellLevel;
+use nearcast_core::coupon::Redemption;
 use nearcast_core::ports::DeliveryStatus;
 use nearcast_tests::*;
 use serde_json::{Value, json};
@@ -830,6 +832,45 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
     assert!(v["error"]["redeemed_at"].is_string());
     let (status, _) = redeem(json!({"code": "NOPE-1"}), "eddie").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A redemption whose first attempt stopped after the code was marked redeemed and
+    // before its results were counted (the host died between the two commits): the
+    // till's retry gets "redeemed" again, and the results count it, once.
+    let q = &sent[1];
+    let code2 = q.coupon.clone().unwrap();
+    let redeemed_then = nearcast_core::ports::Clock::now(&h.clock);
+    let first = h
+        .store
+        .redeem_coupon(&code2, redeemed_then, Some("o-7"))
+        .await
+        .unwrap();
+    assert!(matches!(first, Redemption::Redeemed { .. }), "{first:?}");
+    let counted = |v: &Value| v["results"]["all"]["treated"]["redeemed"].as_u64();
+    let (_, v) = call(
+        &h,
+        "vic",
+        "GET",
+        "/v1/admin/campaigns/c1/results",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(counted(&v), Some(1), "not yet counted: {v}");
+    for _ in 0..2 {
+        let (status, v) = redeem(json!({"code": code2, "order_id": "o-7"}), "eddie").await;
+        assert_eq!(
+            (status, v["repeated"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{v}"
+        );
+        let (_, v) = call(
+            &h,
+            "vic",
+            "GET",
+            "/v1/admin/campaigns/c1/results",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(counted(&v), Some(2), "counted once by the retry: {v}");
+    }
     let outcomes = h.store.user_data(&p.user_id).await.unwrap().outcomes;
     let r: Vec<_> = outcomes
         .iter()
@@ -841,10 +882,10 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
     let (_, v) = call(&h, "vic", "GET", "/v1/admin/campaigns/c1", Value::Null).await;
     assert_eq!(
         v["coupons"],
-        json!({"total": 6, "issued": 6, "redeemed": 1})
+        json!({"total": 6, "issued": 6, "redeemed": 2})
     );
 
-    // The campaign's results count the redemption against the push that carried the code.
+    // The campaign's results count the redemptions against the pushes that carried the codes.
     let (status, v) = call(
         &h,
         "vic",
@@ -857,7 +898,7 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
     assert_eq!(v["window_hours"], 72, "the campaign's conversion deadline");
     let all = &v["results"]["all"];
     assert_eq!(all["treated"]["n"], 6, "{v}");
-    assert_eq!(all["treated"]["redeemed"], 1, "{v}");
+    assert_eq!(all["treated"]["redeemed"], 2, "{v}");
     assert_eq!(all["redemption_lift"]["verdict"], "too_small", "{v}");
     let (status, v) = call(
         &h,
@@ -901,7 +942,7 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["results"]["funnel"]["sent"], 6, "{v}");
-    assert_eq!(v["results"]["funnel"]["redeemed"], 1, "{v}");
+    assert_eq!(v["results"]["funnel"]["redeemed"], 2, "{v}");
     let rows = v["results"]["rows"].as_array().unwrap();
     assert_eq!(
         rows.iter()
@@ -1372,14 +1413,14 @@ async fn results_cells_equal_a_recomputation_from_the_logs(backend: Backend) {
     let from_logs = cells_from_logs(&campaign, &offers, &decisions, &outcomes);
     let mut kept = h
         .store
-        .campaign_cells(&id("c1"), None, None, true)
+        .campaign_cells(&id("c1"), CellLevel::StoreDays, None, None)
         .await
         .unwrap();
     let all = summarise(&kept, None, None, None);
     // The days' roll-ups are the sums of the cells of each day and variant.
     let rollups = h
         .store
-        .campaign_cells(&id("c1"), None, None, false)
+        .campaign_cells(&id("c1"), CellLevel::Days, None, None)
         .await
         .unwrap();
     assert!(rollups.keys().all(|k| k.store == "*") && !rollups.is_empty());
@@ -1469,9 +1510,10 @@ async fn results_cells_equal_a_recomputation_from_the_logs_on_dynamodb() {
 }
 
 /// Outcomes in any order and with any timestamp (before the decision, inside or past the
-/// window, of the offer's category or not, opens naming the right or a wrong delivery):
-/// once the decisions are in, the cells the commits keep equal the recomputation from the
-/// logs, whatever the order the outcomes arrive in.
+/// window, of the offer's category or not, opens naming the right or a wrong delivery),
+/// some arriving before the decision they follow (stamped after it: the decision's fix
+/// was delayed 14 minutes, as in a batch or a queue): the cells the commits keep equal the
+/// recomputation from the logs, whatever the order the outcomes arrive in.
 #[test]
 fn results_cells_equal_the_logs_for_outcomes_in_any_order_and_at_any_time() {
     use nearcast_core::campaign_results::cells_from_logs;
@@ -1480,19 +1522,23 @@ fn results_cells_equal_the_logs_for_outcomes_in_any_order_and_at_any_time() {
         .enable_all()
         .build()
         .unwrap();
-    // (user, kind, minutes after noon, right category/delivery, amount in cents)
+    // (user, kind, minutes after noon, right category/delivery, amount in cents, arrives
+    // before the decision)
     let outcome = (
         0usize..6,
         0u8..3,
         -120i64..(80 * 60),
         any::<bool>(),
         0u32..5000,
+        any::<bool>(),
     );
     let config = ProptestConfig {
         cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
+    // The fixes are stamped at noon and arrive this much later.
+    let delay = chrono::Duration::minutes(14);
     proptest!(config, |(outcomes in proptest::collection::vec(outcome, 0..40))| {
         rt.block_on(async {
             let h = harness(Backend::Memory, 3, policy(5)).await;
@@ -1500,37 +1546,72 @@ fn results_cells_equal_the_logs_for_outcomes_in_any_order_and_at_any_time() {
             c["holdout"] = json!(0.4);
             let (status, _) = call(&h, "eddie", "PUT", "/v1/admin/campaigns/c1", c).await;
             prop_assert_eq!(status, StatusCode::OK);
-            let mut deliveries = Vec::new();
             for i in 0..6 {
-                let u = format!("p{i}");
-                onboard(&h, &u, i).await;
-                h.clock.set(noon());
-                let d = h.engine.process(&fix_at(&u, &format!("{u}-a"), i % 3, noon())).await.unwrap().decision.unwrap();
-                deliveries.push((d.offer_id.map(|o| o.to_string()).unwrap_or_else(|| "o0".into()), d.delivery_id.unwrap_or_default()));
+                onboard(&h, &format!("p{i}"), i).await;
             }
-            for (k, (u, kind, minutes, right, cents)) in outcomes.iter().enumerate() {
+            let body = |k: usize, u: usize, kind: u8, at: chrono::DateTime<chrono::Utc>, right: bool, cents: u32, offer: &str, delivery: &str| {
                 let user = format!("p{u}");
-                let at = noon() + chrono::Duration::minutes(*minutes);
-                let (offer, delivery) = &deliveries[*u];
-                let delivery = if *right { delivery.clone() } else { "d-0000000000000000".into() };
-                let v = match kind {
+                let mut v = match kind {
                     0 => json!({"type": "notification_opened", "offer_id": offer, "delivery_id": delivery}),
-                    1 => json!({"type": "coupon_redeemed", "offer_id": if *right { offer.as_str() } else { "o9" }}),
-                    _ => json!({"type": "purchase", "category": if *right { "coffee" } else { "tea" },
-                                "amount": f64::from(*cents) / 100.0, "currency": "EUR"}),
+                    1 => json!({"type": "coupon_redeemed", "offer_id": if right { offer } else { "o9" }}),
+                    _ => json!({"type": "purchase", "category": if right { "coffee" } else { "tea" },
+                                "amount": f64::from(cents) / 100.0, "currency": "EUR"}),
                 };
-                let mut v = v;
                 v["user_id"] = json!(user);
                 v["event_id"] = json!(format!("{user}-o{k}"));
                 v["at"] = json!(at.to_rfc3339());
-                h.clock.set(at.max(noon()));
-                let e = nearcast_core::event::Event::from_json(&v, None, at.max(noon())).unwrap();
+                v
+            };
+            // Early: stamped between the fix and its arrival, processed before it. An open
+            // cannot name a delivery not yet made. A person's state keeps the last
+            // MAX_RECENT_OUTCOMES for decisions still to come: more early ones than that
+            // per person arrive late instead.
+            let mut kept = [0usize; 6];
+            let outcomes: Vec<_> = outcomes
+                .into_iter()
+                .map(|(u, kind, minutes, right, cents, early)| {
+                    let early = early && (kind == 0 || {
+                        kept[u] += 1;
+                        kept[u] <= nearcast_core::campaign_results::MAX_RECENT_OUTCOMES
+                    });
+                    (u, kind, minutes, right, cents, early)
+                })
+                .collect();
+            for (k, (u, kind, minutes, right, cents, early)) in outcomes.iter().enumerate() {
+                if !early {
+                    continue;
+                }
+                let at = noon() + chrono::Duration::minutes(minutes.rem_euclid(14));
+                let offer = format!("o{}", u % 3);
+                let v = body(k, *u, *kind, at, *right, *cents, &offer, "d-0000000000000000");
+                h.clock.set(at);
+                let e = nearcast_core::event::Event::from_json(&v, None, at).unwrap();
+                h.engine.process(&e).await.unwrap();
+            }
+            let mut deliveries = Vec::new();
+            h.clock.set(noon() + delay);
+            for i in 0..6 {
+                let u = format!("p{i}");
+                let d = h.engine.process(&fix_at(&u, &format!("{u}-a"), i % 3, noon())).await.unwrap().decision.unwrap();
+                deliveries.push((d.offer_id.map(|o| o.to_string()).unwrap_or_else(|| "o0".into()), d.delivery_id.unwrap_or_default()));
+            }
+            for (k, (u, kind, minutes, right, cents, early)) in outcomes.iter().enumerate() {
+                if *early {
+                    continue;
+                }
+                let at = noon() + chrono::Duration::minutes(*minutes);
+                let (offer, delivery) = &deliveries[*u];
+                let delivery = if *right { delivery.clone() } else { "d-0000000000000000".into() };
+                let v = body(k, *u, *kind, at, *right, *cents, offer, &delivery);
+                let now = at.max(noon() + delay);
+                h.clock.set(now);
+                let e = nearcast_core::event::Event::from_json(&v, None, now).unwrap();
                 h.engine.process(&e).await.unwrap();
             }
             let (campaign, _) = h.engine.campaign(&id("c1")).await.unwrap();
             let offers: std::collections::HashSet<_> = (0..3).map(|i| id(&format!("o{i}"))).collect();
             let from_logs = cells_from_logs(&campaign, &offers, &h.store.decisions().await.unwrap(), &h.store.outcomes().await.unwrap());
-            let mut kept = h.store.campaign_cells(&id("c1"), None, None, true).await.unwrap();
+            let mut kept = h.store.campaign_cells(&id("c1"), CellLevel::StoreDays, None, None).await.unwrap();
             for cell in kept.values_mut() {
                 for a in [&mut cell.treated, &mut cell.held_out, &mut cell.global_control] {
                     a.visited = 0;

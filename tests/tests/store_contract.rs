@@ -97,6 +97,7 @@ contract!(
     a_budget_is_counted_in_the_send_commit_and_never_passed_under_concurrency,
     campaigns_round_trip_with_their_audit_entries,
     coupon_codes_are_given_once_under_concurrency_redeemed_once_and_unlinked_by_erasure,
+    results_by_store_read_from_months_and_end_days_equal_the_sum_of_the_days,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1097,6 +1098,48 @@ async fn campaigns_round_trip_with_their_audit_entries(store: Arc<dyn StateStore
             .await
             .unwrap()
     );
+    // Results of both.
+    use nearcast_core::campaign_results::{Cell, CellDeltas, CellKey, CellLevel, with_rollups};
+    let mut deltas = CellDeltas::new();
+    for c in [&a.id, &b.id] {
+        let k = CellKey {
+            day: "2026-11-20".parse().unwrap(),
+            store: "s1".into(),
+            variant: "-".into(),
+        };
+        deltas.insert(
+            (c.clone(), k),
+            Cell {
+                triggered: 3,
+                ..Cell::default()
+            },
+        );
+    }
+    let mut c = commit("cells-user", 0, None, &["cells-1"]);
+    c.cells = with_rollups(deltas);
+    apply(store.as_ref(), &c).await;
+    let cells = |c: nearcast_core::ids::Id| {
+        let store = store.clone();
+        async move {
+            let mut n = 0;
+            for level in [
+                CellLevel::Days,
+                CellLevel::StoreDays,
+                CellLevel::StoreMonths,
+            ] {
+                n += store
+                    .campaign_cells(&c, level, None, None)
+                    .await
+                    .unwrap()
+                    .len();
+            }
+            n
+        }
+    };
+    assert_eq!(
+        (cells(a.id.clone()).await, cells(b.id.clone()).await),
+        (3, 3)
+    );
     // A delete of nothing changes nothing and writes no entry.
     let e3 = AuditEntry::new(noon(), &maria, "campaign.delete");
     let changes = [
@@ -1108,6 +1151,11 @@ async fn campaigns_round_trip_with_their_audit_entries(store: Arc<dyn StateStore
         store.list_campaigns().await.unwrap(),
         [paused.clone(), b.clone()]
     );
+    assert_eq!(
+        cells(b.id.clone()).await,
+        3,
+        "a refused delete keeps the results"
+    );
     let e4 = AuditEntry::new(noon(), &maria, "campaign.delete");
     assert!(
         store
@@ -1117,6 +1165,11 @@ async fn campaigns_round_trip_with_their_audit_entries(store: Arc<dyn StateStore
     );
     assert_eq!(store.list_campaigns().await.unwrap(), [paused]);
     assert_eq!(store.audit_log(None, 10).await.unwrap(), [e4, e2, e1]);
+    // The deleted campaign's results went with it, at every level; the other's stay.
+    assert_eq!(
+        (cells(a.id.clone()).await, cells(b.id.clone()).await),
+        (3, 0)
+    );
 }
 
 /// A coupon pool: an upload is all or nothing (a code already in any pool refuses the whole
@@ -1274,7 +1327,10 @@ async fn coupon_codes_are_given_once_under_concurrency_redeemed_once_and_unlinke
             .unwrap(),
         Redemption::AlreadyRedeemed {
             redeemed_at: at,
-            order_id: Some("order-1".into())
+            order_id: Some("order-1".into()),
+            offer_id: Some(id("o1")),
+            delivery_id: Some(format!("d-{user}-e1")),
+            user_id: Some(id(&user)),
         }
     );
     assert_eq!(
@@ -1329,4 +1385,108 @@ async fn coupon_codes_are_given_once_under_concurrency_redeemed_once_and_unlinke
             .iter()
             .all(|o| o.user_id.as_str() != user)
     );
+}
+
+/// A campaign's cells, committed over five months by many commits (each cell also added to
+/// its day's roll-up and its store's month), read back for any range: the breakdown by
+/// store (months from the month cells, days added or taken away from the day cells)
+/// equals the same breakdown of the day cells themselves, revenue included, and the day
+/// roll-ups equal the day cells summed per day; across month and year ends, and with open
+/// ends.
+async fn results_by_store_read_from_months_and_end_days_equal_the_sum_of_the_days(
+    store: Arc<dyn StateStore>,
+) {
+    use nearcast_core::campaign_results::{
+        By, Cell, CellDeltas, CellKey, CellLevel, Cells, store_cells, summarise, with_rollups,
+    };
+    let campaign = id("c-results");
+    let day0: chrono::NaiveDate = "2026-10-20".parse().unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut days = Cells::new();
+    for k in 0..40 {
+        let mut deltas = CellDeltas::new();
+        for _ in 0..8 {
+            let key = CellKey {
+                day: day0 + chrono::Duration::days(next(130) as i64),
+                store: format!("s{}", next(4)),
+                variant: if next(2) == 0 { "a" } else { "b" }.into(),
+            };
+            let mut cell = Cell {
+                triggered: 1,
+                ..Cell::default()
+            };
+            if next(3) == 0 {
+                cell.treated.n = 1;
+                cell.treated.purchased = next(2);
+                if cell.treated.purchased == 1 {
+                    // Quarters: sums exact in binary, so any order adds up the same.
+                    let x = (1 + next(40)) as f64 * 0.25;
+                    let m = cell.treated.revenue.entry("EUR".into()).or_default();
+                    m.sum = x;
+                    m.sum_sq = x * x;
+                }
+            } else {
+                *cell.suppressed.entry("capped".into()).or_default() += 1;
+            }
+            days.entry(key.clone()).or_default().add(&cell);
+            deltas
+                .entry((campaign.clone(), key))
+                .or_default()
+                .add(&cell);
+        }
+        let mut c = commit("results-user", 0, None, &[&format!("r{k}")]);
+        c.cells = with_rollups(deltas);
+        apply(store.as_ref(), &c).await;
+    }
+    let kept = store
+        .campaign_cells(&campaign, CellLevel::StoreDays, None, None)
+        .await
+        .unwrap();
+    assert_eq!(kept, days, "the day cells are what was added");
+    let d = |n: i64| Some(day0 + chrono::Duration::days(n));
+    let ranges = [
+        (None, None),
+        (d(0), d(129)),
+        (d(12), d(41)), // 2026-11-01..30: one whole month
+        (d(13), d(40)), // inside November: days only
+        (d(5), d(100)), // ragged ends: October less days, November to January
+        (d(13), d(42)), // November less its first day, and December's first
+        (d(28), d(40)), // the end of November: its days
+        (d(60), None),
+        (None, d(75)),
+        (d(72), d(73)), // across the year's end
+        (d(200), d(300)),
+    ];
+    for (from, to) in ranges {
+        let by_store = store_cells(store.as_ref(), &campaign, from, to)
+            .await
+            .unwrap();
+        let got = summarise(&by_store, from, to, Some(By::Store));
+        let want = summarise(&days, from, to, Some(By::Store));
+        assert_eq!(got.rows, want.rows, "by store, {from:?}..{to:?}");
+        assert_eq!(got.all, want.all, "all, {from:?}..{to:?}");
+        let rollups = store
+            .campaign_cells(&campaign, CellLevel::Days, from, to)
+            .await
+            .unwrap();
+        assert!(rollups.keys().all(|k| k.store == "*"));
+        assert_eq!(
+            summarise(&rollups, from, to, Some(By::Day)).rows,
+            summarise(&days, from, to, Some(By::Day)).rows,
+            "by day, {from:?}..{to:?}"
+        );
+    }
+    // Month cells are keyed by their months' first days, one per store, month and variant.
+    let months = store
+        .campaign_cells(&campaign, CellLevel::StoreMonths, None, None)
+        .await
+        .unwrap();
+    assert!(months.keys().all(|k| chrono::Datelike::day(&k.day) == 1));
+    assert!(months.len() <= 4 * 6 * 2 && months.len() >= 4 * 5);
 }

@@ -532,6 +532,7 @@ pub(crate) async fn redeem(
             Redemption::AlreadyRedeemed {
                 redeemed_at,
                 order_id: first,
+                ..
             } if first.is_some() && first == order_id => Json(json!({
                 "code": code,
                 "result": "redeemed",
@@ -578,7 +579,7 @@ pub(crate) async fn results(
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    use nearcast_core::campaign_results::{By, summarise, window_of};
+    use nearcast_core::campaign_results::{By, CellLevel, summarise, window_of};
     let id = path_id("id", &id)?;
     let (mut from, mut to, mut by) = (None, None, None);
     let day = |k: &str, v: &str| {
@@ -615,12 +616,17 @@ pub(crate) async fn results(
         None => engine.campaign(&id).await?.0,
     };
     // The cells the commits keep up to date: the days' roll-ups (a row per day and
-    // variant), or the cells per store for a breakdown by store; never the log.
-    let cells = engine
-        .store()
-        .campaign_cells(&id, from, to, by == Some(By::Store))
-        .await
-        .map_err(nearcast_core::engine::EngineError::from)?;
+    // variant), or for a breakdown by store the stores' whole months and the days at
+    // either end; never the log.
+    let cells = if by == Some(By::Store) {
+        nearcast_core::campaign_results::store_cells(engine.store().as_ref(), &id, from, to).await
+    } else {
+        engine
+            .store()
+            .campaign_cells(&id, CellLevel::Days, from, to)
+            .await
+    }
+    .map_err(nearcast_core::engine::EngineError::from)?;
     let r = summarise(&cells, from, to, by);
     Ok(Json(json!({
         "campaign_id": id,

@@ -290,18 +290,6 @@ impl DynamoStateStore {
             let Some(item) = find("CODE") else {
                 return Ok(Redemption::Unknown);
             };
-            if let Some(t) = get_n(item, "redeemed_at") {
-                return Ok(Redemption::AlreadyRedeemed {
-                    redeemed_at: DateTime::from_timestamp_micros(t).unwrap_or_default(),
-                    order_id: get_s(item, "order_id").map(str::to_string),
-                });
-            }
-            if get_n(item, "issued") != Some(1) {
-                return Ok(Redemption::NotIssued);
-            }
-            let campaign = get_s(item, "campaign")
-                .and_then(|c| Id::parse(c).ok())
-                .ok_or_else(|| StoreError(format!("coupon {code} has no campaign")))?;
             let link = items
                 .iter()
                 .find(|i| get_s(i, "sk").is_some_and(|k| k.starts_with("LINK#")));
@@ -314,6 +302,21 @@ impl DynamoStateStore {
             let delivery = link
                 .and_then(|l| get_s(l, "delivery_id"))
                 .map(str::to_string);
+            if let Some(t) = get_n(item, "redeemed_at") {
+                return Ok(Redemption::AlreadyRedeemed {
+                    redeemed_at: DateTime::from_timestamp_micros(t).unwrap_or_default(),
+                    order_id: get_s(item, "order_id").map(str::to_string),
+                    offer_id: offer,
+                    delivery_id: delivery,
+                    user_id: user,
+                });
+            }
+            if get_n(item, "issued") != Some(1) {
+                return Ok(Redemption::NotIssued);
+            }
+            let campaign = get_s(item, "campaign")
+                .and_then(|c| Id::parse(c).ok())
+                .ok_or_else(|| StoreError(format!("coupon {code} has no campaign")))?;
             let mut set = "SET redeemed_at = :at".to_string();
             if order_id.is_some() {
                 set.push_str(", order_id = :order");

@@ -17,7 +17,7 @@
 //! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `claimed` (epoch µs, once claimed), `ttl` (90 days): a delivery not yet finished by a sender (the outbox relay's work list while unclaimed; a claim whose sender vanished while claimed) |
 //! | `STORE#<id>` / `OFFER#<id>` / `CAMPAIGN#<id>` | `META` | `body` (JSON) |
 //! | `BUDGET#<campaign>` | `SENDS` | `sent` (N): the campaign's pushes, counted in each send's commit (`ADD`, conditioned on staying within the budget) |
-//! | `CELLS#<campaign>` | `<day>#<shard 00-07>#<store>#<variant>`, and `*#<day>#<shard>#<variant>` for the day's roll-up over all stores | counts (N) of one results cell ([`nearcast_core::campaign_results`]): `tr`, `el`, `s.<reason>`, and per arm (`t`, `h`, `g`) `.n`, `.op`, `.vi`, `.re`, `.pu`, `.rv.<currency>`, `.rq.<currency>`, each moved with `ADD` in the commit; a person's commits go to one of 8 shards by a hash of their id |
+//! | `CELLS#<campaign>` | `<day>#<shard 00-07>#<store>#<variant>` for a store's day, `*#<day>#<shard>#<variant>` for the day's roll-up over all stores, and `M#<month's first day>#<shard>#<store>#<variant>` for a store's month | counts (N) of one results cell ([`nearcast_core::campaign_results`]): `tr`, `el`, `s.<reason>`, and per arm (`t`, `h`, `g`) `.n`, `.op`, `.vi`, `.re`, `.pu`, `.rv.<currency>`, `.rq.<currency>`, each moved with `ADD` in the commit; a person's commits go to one of 8 shards by a hash of their id |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
 //! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change; `model` (N): bumped by every model publish, rollback and reload |
 //!
@@ -67,8 +67,9 @@
 //! - Configuration, `deliveries()`, `decisions()` and `outcomes()`: a Scan (small or
 //!   export-only data).
 //! - `campaign_cells` (`GET /v1/admin/campaigns/{id}/results`): 1 Query of the campaign's
-//!   `CELLS#` partition between two days (paged past 1 MB: about 2,000 cells of a day, a
-//!   store and a variant, each in up to 8 shards).
+//!   `CELLS#` partition between two days of one level (paged past 1 MB: about 2,000 items);
+//!   a breakdown by store reads the whole months of its range with one and the days at
+//!   either end with at most two more.
 
 mod coupons;
 pub mod model_store;
@@ -531,8 +532,8 @@ impl DynamoStateStore {
         for (i, issue) in c.coupons.iter().enumerate() {
             self.coupon_items(&c.user_id, issue, i, now, &mut items, &mut slots)?;
         }
-        for (campaign, k, add) in &c.cells {
-            items.push(self.cell_update(campaign, k, add, &c.user_id)?);
+        for (campaign, level, k, add) in &c.cells {
+            items.push(self.cell_update(campaign, *level, k, add, &c.user_id)?);
             slots.push(Slot::Other);
         }
         // One token per call, kept by the SDK across its retries: a retry of a commit that
@@ -887,17 +888,22 @@ impl DynamoStateStore {
     fn cell_update(
         &self,
         campaign: &Id,
+        level: nearcast_core::campaign_results::CellLevel,
         k: &nearcast_core::campaign_results::CellKey,
         add: &nearcast_core::campaign_results::Cell,
         user: &Id,
     ) -> Result<TransactWriteItem, StoreError> {
+        use nearcast_core::campaign_results::CellLevel;
         let shard = nearcast_core::holdout::stable_hash(&["cells", user.as_str()]) % CELL_SHARDS;
-        // Roll-ups (store `*`) first: `*` sorts before the digits of a day, so they are one
-        // range of the partition and the cells another.
-        let sk = if k.store == nearcast_core::campaign_results::ALL_STORES {
-            format!("*#{}#{shard:02}#{}", k.day, k.variant)
-        } else {
-            format!("{}#{shard:02}#{}#{}", k.day, k.store, k.variant)
+        // Each level is one range of the partition: roll-ups over all stores start with
+        // `*` (before the digits of a day), stores' months with `M` (after them), and the
+        // stores' days with their day.
+        let sk = match level {
+            CellLevel::Days => format!("*#{}#{shard:02}#{}", k.day, k.variant),
+            CellLevel::StoreDays => format!("{}#{shard:02}#{}#{}", k.day, k.store, k.variant),
+            CellLevel::StoreMonths => {
+                format!("M#{}#{shard:02}#{}#{}", k.day, k.store, k.variant)
+            }
         };
         let adds: Vec<(String, AttributeValue)> = add
             .counters()
@@ -933,12 +939,16 @@ impl DynamoStateStore {
     async fn cells(
         &self,
         campaign: &Id,
+        level: nearcast_core::campaign_results::CellLevel,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
-        per_store: bool,
     ) -> Result<nearcast_core::campaign_results::Cells, StoreError> {
-        use nearcast_core::campaign_results::{ALL_STORES, Cell, CellKey};
-        let p = if per_store { "" } else { "*#" };
+        use nearcast_core::campaign_results::{ALL_STORES, Cell, CellKey, CellLevel};
+        let p = match level {
+            CellLevel::Days => "*#",
+            CellLevel::StoreDays => "",
+            CellLevel::StoreMonths => "M#",
+        };
         let lo = from.map_or_else(|| format!("{p}0"), |d| format!("{p}{d}"));
         let hi = to.map_or_else(|| format!("{p}9"), |d| format!("{p}{d}#~"));
         let mut start: Option<Item> = None;
@@ -959,15 +969,13 @@ impl DynamoStateStore {
                 .map_err(|e| sdk_err("Query", e))?;
             for item in page.items() {
                 let sk = get_s(item, "sk").unwrap_or_default();
-                let parsed = match sk.strip_prefix("*#") {
-                    Some(rest) => {
-                        let mut parts = rest.splitn(3, '#');
-                        (parts.next(), parts.next(), Some(ALL_STORES), parts.next())
-                    }
-                    None => {
-                        let mut parts = sk.splitn(4, '#');
-                        (parts.next(), parts.next(), parts.next(), parts.next())
-                    }
+                let rest = sk.strip_prefix(p).unwrap_or(sk);
+                let parsed = if level == CellLevel::Days {
+                    let mut parts = rest.splitn(3, '#');
+                    (parts.next(), parts.next(), Some(ALL_STORES), parts.next())
+                } else {
+                    let mut parts = rest.splitn(4, '#');
+                    (parts.next(), parts.next(), parts.next(), parts.next())
                 };
                 let (Some(day), Some(_shard), Some(store), Some(variant)) = parsed else {
                     return Err(StoreError(format!("DynamoDB cell with a bad key {sk:?}")));
@@ -1103,6 +1111,20 @@ impl DynamoStateStore {
                     .map_err(|e| err("BatchWriteItem", e))?,
             );
         }
+        self.batch_write(writes).await?;
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(ERASURE_PK, user.as_str())))
+            .send()
+            .await
+            .map_err(|e| sdk_err("DeleteItem", e))?;
+        Ok(Erasure { records, endpoint })
+    }
+
+    /// Writes `writes` by BatchWriteItem, 25 at a time, retrying what comes back
+    /// unprocessed (with backoff, at most 8 times per batch).
+    async fn batch_write(&self, writes: Vec<WriteRequest>) -> Result<(), StoreError> {
         for chunk in writes.chunks(25) {
             let mut requests = chunk.to_vec();
             let mut attempt = 0u32;
@@ -1131,14 +1153,30 @@ impl DynamoStateStore {
                 }
             }
         }
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(ERASURE_PK, user.as_str())))
-            .send()
-            .await
-            .map_err(|e| sdk_err("DeleteItem", e))?;
-        Ok(Erasure { records, endpoint })
+        Ok(())
+    }
+
+    /// Deletes every item of partition `pk` (a deleted campaign's results cells).
+    async fn clear_partition(&self, pk: &str) -> Result<(), StoreError> {
+        let writes = self
+            .partition(pk, None)
+            .await?
+            .into_iter()
+            .filter_map(|item| {
+                let sk = item.get("sk")?.clone();
+                let mut k = Item::new();
+                k.insert("pk".into(), s(pk));
+                k.insert("sk".into(), sk);
+                Some(
+                    DeleteRequest::builder()
+                        .set_key(Some(k))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(|e| err("BatchWriteItem", e)),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.batch_write(writes).await
     }
 
     /// Every item whose `pk` starts with `pk_prefix` and `sk` with `sk_prefix`.
@@ -1390,6 +1428,13 @@ impl DynamoStateStore {
                     }
                     _ => Err(sdk_err("TransactWriteItems", e)),
                 };
+            }
+        }
+        // A deleted campaign's results go with it (a campaign made again under its id
+        // starts from nothing): its cells' partition, after the delete is committed.
+        for c in changes {
+            if let ConfigChange::DeleteCampaign(id) = c {
+                self.clear_partition(&format!("CELLS#{id}")).await?;
             }
         }
         Ok(true)
@@ -1719,11 +1764,11 @@ impl StateStore for DynamoStateStore {
     fn campaign_cells<'a>(
         &'a self,
         campaign: &'a Id,
+        level: nearcast_core::campaign_results::CellLevel,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
-        per_store: bool,
     ) -> BoxFuture<'a, Result<nearcast_core::campaign_results::Cells, StoreError>> {
-        Box::pin(self.cells(campaign, from, to, per_store))
+        Box::pin(self.cells(campaign, level, from, to))
     }
 
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>> {

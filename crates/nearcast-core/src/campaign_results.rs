@@ -26,7 +26,7 @@ use crate::decision::{Decision, Reason, Verdict};
 use crate::ids::Id;
 use crate::ports::{OutcomeKind, OutcomeRecord};
 use crate::stats::{Difference, Moments};
-use chrono::{Duration, NaiveDate};
+use chrono::{Datelike, Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -72,7 +72,31 @@ pub struct Arm {
     pub revenue: BTreeMap<String, Money>,
 }
 
+/// Money after a subtraction, to a millionth: what remains of sums of amounts in cents
+/// is exact to that, and no float residue shows.
+fn settle(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
 impl Arm {
+    /// Takes away `o`'s counts, which `self` holds (a month less some of its days).
+    fn sub(&mut self, o: &Arm) {
+        self.n = self.n.saturating_sub(o.n);
+        self.opened = self.opened.saturating_sub(o.opened);
+        self.visited = self.visited.saturating_sub(o.visited);
+        self.redeemed = self.redeemed.saturating_sub(o.redeemed);
+        self.purchased = self.purchased.saturating_sub(o.purchased);
+        for (c, m) in &o.revenue {
+            if let Some(e) = self.revenue.get_mut(c) {
+                e.sum = settle(e.sum - m.sum);
+                e.sum_sq = settle(e.sum_sq - m.sum_sq);
+                if e.sum == 0.0 && e.sum_sq == 0.0 {
+                    self.revenue.remove(c);
+                }
+            }
+        }
+    }
+
     fn add(&mut self, o: &Arm) {
         self.n += o.n;
         self.opened += o.opened;
@@ -106,6 +130,24 @@ pub struct Cell {
 }
 
 impl Cell {
+    /// Takes away another cell's counts, which this one holds (a month's cell less some of
+    /// its days); counts that reach zero are dropped.
+    pub fn sub(&mut self, o: &Cell) {
+        self.treated.sub(&o.treated);
+        self.held_out.sub(&o.held_out);
+        self.global_control.sub(&o.global_control);
+        self.triggered = self.triggered.saturating_sub(o.triggered);
+        self.eligible = self.eligible.saturating_sub(o.eligible);
+        for (r, n) in &o.suppressed {
+            if let Some(e) = self.suppressed.get_mut(r) {
+                *e = e.saturating_sub(*n);
+                if *e == 0 {
+                    self.suppressed.remove(r);
+                }
+            }
+        }
+    }
+
     /// Adds another cell's counts.
     pub fn add(&mut self, o: &Cell) {
         self.treated.add(&o.treated);
@@ -464,6 +506,11 @@ pub const EXPOSURE_GRACE: Duration = Duration::days(2);
 /// The most exposures a person's state remembers (the newest).
 pub const MAX_EXPOSURES: usize = 32;
 
+/// The most recent redemptions and purchases a person's state remembers for decisions that
+/// arrive after them (the newest): more than this within [`crate::decision::MAX_FIX_AGE`]
+/// before a delayed fix, and the oldest count in the logs' recomputation only.
+pub const MAX_RECENT_OUTCOMES: usize = 16;
+
 /// A campaign's cells, by key.
 pub type Cells = BTreeMap<CellKey, Cell>;
 
@@ -543,6 +590,7 @@ pub fn account(
     catalog: &crate::catalog::Catalog,
     state: &mut crate::state::UserState,
     at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
     decision: Option<&Decision>,
     outcome: Option<&OutcomeRecord>,
     out: &mut CellDeltas,
@@ -550,6 +598,16 @@ pub fn account(
     // Kept a while past their window: events of a person arrive out of order (batches,
     // retries), and one stamped in the window may come after one stamped past it.
     state.exposures.retain(|e| e.until + EXPOSURE_GRACE >= at);
+    // A fix is decided only while it is at most MAX_FIX_AGE old by the host's clock, so an
+    // outcome stamped earlier than that can follow no decision still to come.
+    let oldest = now - crate::decision::MAX_FIX_AGE;
+    state.recent_outcomes.retain(|o| o.at >= oldest);
+    let category = |offer: &Id| {
+        catalog
+            .offer_pos
+            .get(offer)
+            .map(|&k| catalog.offers[k as usize].category.clone())
+    };
     if let Some(d) = decision {
         for enter in d
             .presence
@@ -574,17 +632,28 @@ pub fn account(
         }
     }
     if let Some(o) = outcome {
-        let category = |offer: &Id| {
-            catalog
-                .offer_pos
-                .get(offer)
-                .map(|&k| catalog.offers[k as usize].category.clone())
-        };
         account_outcome(&mut state.exposures, o, &category, out);
+        if o.kind != OutcomeKind::Opened && o.at >= oldest {
+            // What counting reads, nothing more (no order, store or code).
+            state.recent_outcomes.push(OutcomeRecord {
+                detail: crate::ports::OutcomeDetail {
+                    amount: o.detail.amount,
+                    currency: o.detail.currency.clone(),
+                    ..Default::default()
+                },
+                ..o.clone()
+            });
+            let extra = state
+                .recent_outcomes
+                .len()
+                .saturating_sub(MAX_RECENT_OUTCOMES);
+            state.recent_outcomes.drain(..extra);
+        }
     }
     let Some(d) = decision else {
         return;
     };
+    let first_new = state.exposures.len();
     // Every defined campaign among the candidates, with its offers among them.
     let mut campaigns: BTreeMap<&Id, HashSet<Id>> = BTreeMap::new();
     for c in &d.candidates {
@@ -632,35 +701,213 @@ pub fn account(
             }
         }
     }
+    // The new exposures count the outcomes that came before them but happened after.
+    if first_new < state.exposures.len() {
+        for o in &state.recent_outcomes {
+            account_outcome(&mut state.exposures[first_new..], o, &category, out);
+        }
+    }
     let extra = state.exposures.len().saturating_sub(MAX_EXPOSURES);
     state.exposures.drain(..extra);
 }
 
 /// The store of a day's roll-up cell: every store of the campaign on that day (no store id
-/// can be `*`). The stores keep roll-ups beside the cells, in the same commit, so a whole
-/// campaign, a range of days or a breakdown by day or variant reads a row per day and
-/// variant, and only a breakdown by store reads the cells themselves.
+/// can be `*`).
 pub const ALL_STORES: &str = "*";
 
-/// The deltas of a commit as the stores take them: each cell, and its day's roll-up.
-pub fn with_rollups(deltas: CellDeltas) -> Vec<(Id, CellKey, Cell)> {
-    let mut out: CellDeltas = BTreeMap::new();
+/// The three kinds of cell the stores keep, each added to in the same commit, so that every
+/// answer reads few of them:
+/// - [`CellLevel::Days`]: a day's roll-up over all stores (store [`ALL_STORES`]), per
+///   variant: a whole campaign, a range of days, a breakdown by day or variant read a row
+///   per day and variant;
+/// - [`CellLevel::StoreDays`]: the cells themselves, per store and day;
+/// - [`CellLevel::StoreMonths`]: per store and calendar month (keyed by the month's first
+///   day): a breakdown by store reads whole months from these and only the days at either
+///   end of the range from the day cells ([`store_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellLevel {
+    /// A day's roll-up over all stores.
+    Days,
+    /// One store, one day.
+    StoreDays,
+    /// One store, one calendar month (its first day).
+    StoreMonths,
+}
+
+/// The first day of `d`'s month.
+pub fn month_of(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).expect("every month has a first day")
+}
+
+/// What a commit adds to the cells, as the stores take them: per (campaign, level, key).
+pub type LevelDeltas = Vec<(Id, CellLevel, CellKey, Cell)>;
+
+/// The deltas of a commit as the stores take them: each cell, its day's roll-up over all
+/// stores and its store's month.
+pub fn with_rollups(deltas: CellDeltas) -> LevelDeltas {
+    let mut out: BTreeMap<(Id, CellLevel, CellKey), Cell> = BTreeMap::new();
     for ((c, k), v) in deltas {
         let all = CellKey {
             store: ALL_STORES.to_string(),
             ..k.clone()
         };
-        out.entry((c.clone(), all)).or_default().add(&v);
-        out.entry((c, k)).or_default().add(&v);
+        let month = CellKey {
+            day: month_of(k.day),
+            ..k.clone()
+        };
+        out.entry((c.clone(), CellLevel::Days, all))
+            .or_default()
+            .add(&v);
+        out.entry((c.clone(), CellLevel::StoreMonths, month))
+            .or_default()
+            .add(&v);
+        out.entry((c, CellLevel::StoreDays, k)).or_default().add(&v);
     }
-    out.into_iter().map(|((c, k), v)| (c, k, v)).collect()
+    out.into_iter().map(|((c, l, k), v)| (c, l, k, v)).collect()
 }
 
 /// Adds `deltas` to `cells` (what a store does in a commit).
-pub fn apply(cells: &mut BTreeMap<(Id, CellKey), Cell>, deltas: &[(Id, CellKey, Cell)]) {
-    for (c, k, d) in deltas {
-        cells.entry((c.clone(), k.clone())).or_default().add(d);
+pub fn apply(cells: &mut BTreeMap<(Id, CellLevel, CellKey), Cell>, deltas: &LevelDeltas) {
+    for (c, l, k, d) in deltas {
+        cells.entry((c.clone(), *l, k.clone())).or_default().add(d);
     }
+}
+
+/// How a breakdown by store reads the days from `from` to `to` (inclusive; none:
+/// unbounded): a run of calendar months from the month cells, plus some day ranges and
+/// less others from the day cells. A month only partly in the range is read as its days
+/// when they are at most half of it, else as the month less the days outside the range,
+/// so no more than half a month of days is read at either end (at most 31 days in all,
+/// whatever the range's length).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorePlan {
+    /// The months read, if any: (first, last), each a month's first day (none: unbounded).
+    pub months: Option<(Option<NaiveDate>, Option<NaiveDate>)>,
+    /// Ranges of days added (inclusive).
+    pub days: Vec<(NaiveDate, NaiveDate)>,
+    /// Ranges of days taken away (inclusive): days of a month read whole that are outside
+    /// the range.
+    pub minus: Vec<(NaiveDate, NaiveDate)>,
+}
+
+/// The last day of `d`'s month.
+fn month_end(d: NaiveDate) -> NaiveDate {
+    month_of(d) + chrono::Months::new(1) - Duration::days(1)
+}
+
+/// See [`StorePlan`].
+pub fn store_plan(from: Option<NaiveDate>, to: Option<NaiveDate>) -> StorePlan {
+    let mut plan = StorePlan {
+        months: None,
+        days: Vec::new(),
+        minus: Vec::new(),
+    };
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return plan;
+    }
+    // The pieces of the range in months it covers only partly: at most one at each end
+    // (one in all when the range lies inside a month).
+    let mut pieces: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+    if let Some(f) = from
+        && f.day() != 1
+    {
+        let end = to.map_or(month_end(f), |t| t.min(month_end(f)));
+        pieces.push((f, end));
+    }
+    if let Some(t) = to
+        && t != month_end(t)
+    {
+        let start = from.map_or(month_of(t), |f| f.max(month_of(t)));
+        if pieces.last() != Some(&(start, t)) {
+            pieces.push((start, t));
+        }
+    }
+    // Months read whole: from the first day of `from`'s month (or the month after, if
+    // `from` is in a piece) to the last (or the month before).
+    let mut first = from.map(|f| {
+        if f.day() == 1 {
+            f
+        } else {
+            month_of(f) + chrono::Months::new(1)
+        }
+    });
+    let mut last = to.map(|t| {
+        if t == month_end(t) {
+            month_of(t)
+        } else {
+            month_of(t) - chrono::Months::new(1)
+        }
+    });
+    for (a, b) in pieces {
+        let m = month_of(a);
+        let (len, whole) = ((b - a).num_days() + 1, (month_end(a) - m).num_days() + 1);
+        if len <= whole - len {
+            plan.days.push((a, b));
+            continue;
+        }
+        // The month less the days outside the piece; the month joins the run read whole.
+        if m < a {
+            plan.minus.push((m, a - Duration::days(1)));
+        }
+        if b < month_end(a) {
+            plan.minus.push((b + Duration::days(1), month_end(a)));
+        }
+        first = first.map(|x| x.min(m));
+        last = last.map(|x| x.max(m));
+    }
+    if first.zip(last).is_none_or(|(a, b)| a <= b) {
+        plan.months = Some((first, last));
+    }
+    plan
+}
+
+/// A campaign's counts per store and variant on the days from `from` to `to`, read by
+/// [`store_plan`]: months from the month cells, and days added or taken away from the day
+/// cells. Each (store, variant) is one summed cell, keyed by the range's first day (or
+/// the earliest date for an open start), which is what a breakdown by store sums.
+///
+/// # Errors
+/// The store's error.
+pub async fn store_cells(
+    store: &(impl crate::ports::StateStore + ?Sized),
+    campaign: &Id,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Cells, crate::ports::StoreError> {
+    let plan = store_plan(from, to);
+    let day = from.unwrap_or(NaiveDate::MIN);
+    let mut out = Cells::new();
+    let mut put = |cells: Cells, add: bool| {
+        for (k, c) in cells {
+            let key = CellKey { day, ..k };
+            let e = out.entry(key).or_default();
+            if add { e.add(&c) } else { e.sub(&c) }
+        }
+    };
+    if let Some((a, b)) = plan.months {
+        put(
+            store
+                .campaign_cells(campaign, CellLevel::StoreMonths, a, b)
+                .await?,
+            true,
+        );
+    }
+    for (add, ranges) in [(true, &plan.days), (false, &plan.minus)] {
+        for &(a, b) in ranges {
+            put(
+                store
+                    .campaign_cells(campaign, CellLevel::StoreDays, Some(a), Some(b))
+                    .await?,
+                add,
+            );
+        }
+    }
+    // A store whose counts in the range are all taken away was not in it.
+    out.retain(|_, c| *c != Cell::default());
+    Ok(out)
 }
 
 /// Whether outcome `o` redeems `offer`, or the code of delivery `delivery`.
@@ -1325,5 +1572,153 @@ mod campaign_tests {
             c.counters().iter().all(|(_, x)| *x != 0.0),
             "zero counts are left out"
         );
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn day(n: i64) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2027, 1, 1).unwrap() + Duration::days(n)
+    }
+
+    /// How many times the plan counts each day from `lo` to `hi`: +1 for each month read
+    /// whole and each day range added, -1 for each day range taken away; and how many
+    /// days it reads from the day cells.
+    fn counted(plan: &StorePlan, lo: NaiveDate, hi: NaiveDate) -> (BTreeMap<NaiveDate, i64>, i64) {
+        let mut n: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+        let mut d = lo - Duration::days(62);
+        while d <= hi + Duration::days(62) {
+            n.insert(d, 0);
+            d += Duration::days(1);
+        }
+        if let Some((a, b)) = plan.months {
+            assert!(a.is_none_or(|a| a.day() == 1) && b.is_none_or(|b| b.day() == 1));
+            for (d, k) in n.iter_mut() {
+                let m = month_of(*d);
+                if a.is_none_or(|a| m >= a) && b.is_none_or(|b| m <= b) {
+                    *k += 1;
+                }
+            }
+        }
+        let mut read = 0;
+        for (sign, ranges) in [(1, &plan.days), (-1, &plan.minus)] {
+            for &(a, b) in ranges {
+                assert!(a <= b, "no empty ranges");
+                read += (b - a).num_days() + 1;
+                for (d, k) in n.range_mut(a..=b) {
+                    let _ = d;
+                    *k += sign;
+                }
+            }
+        }
+        (n, read)
+    }
+
+    proptest! {
+        /// The months, days added and days taken away together count every day of the
+        /// range once and no other day, on ranges of any length across month and year ends
+        /// (leap February included), bounded or open at either end; and never read more
+        /// than 31 days from the day cells.
+        #[test]
+        fn a_store_plan_counts_every_day_of_its_range_once_and_reads_few_days(
+            a in -400i64..800, len in 0i64..500, open_from: bool, open_to: bool,
+        ) {
+            let (f, t) = (day(a), day(a + len));
+            let from = (!open_from).then_some(f);
+            let to = (!open_to).then_some(t);
+            let plan = store_plan(from, to);
+            let (n, read) = counted(&plan, f, t);
+            for (d, k) in n {
+                let inside = from.is_none_or(|f| d >= f) && to.is_none_or(|t| d <= t);
+                prop_assert_eq!(k, i64::from(inside), "{} in {:?}..{:?}: {:?}", d, from, to, plan);
+            }
+            prop_assert!(read <= 31, "{} days read: {:?}", read, plan);
+        }
+    }
+
+    #[test]
+    fn whole_months_come_from_month_cells_and_ragged_ends_from_the_fewer_days() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        // Nearly three months: three months less a day at the start and three at the end.
+        let p = store_plan(Some(d("2026-11-02")), Some(d("2027-01-28")));
+        assert_eq!(
+            p.months,
+            Some((Some(d("2026-11-01")), Some(d("2027-01-01"))))
+        );
+        assert!(p.days.is_empty());
+        assert_eq!(
+            p.minus,
+            vec![
+                (d("2026-11-01"), d("2026-11-01")),
+                (d("2027-01-29"), d("2027-01-31"))
+            ]
+        );
+        // A leap February, whole.
+        let p = store_plan(Some(d("2028-02-01")), Some(d("2028-02-29")));
+        assert_eq!(
+            p.months,
+            Some((Some(d("2028-02-01")), Some(d("2028-02-01"))))
+        );
+        assert!(p.days.is_empty() && p.minus.is_empty());
+        // A week: its days.
+        let p = store_plan(Some(d("2026-11-08")), Some(d("2026-11-14")));
+        assert_eq!(p.months, None);
+        assert_eq!(p.days, vec![(d("2026-11-08"), d("2026-11-14"))]);
+        // A month and a few days past it.
+        let p = store_plan(Some(d("2026-11-01")), Some(d("2026-12-03")));
+        assert_eq!(
+            p.months,
+            Some((Some(d("2026-11-01")), Some(d("2026-11-01"))))
+        );
+        assert_eq!(p.days, vec![(d("2026-12-01"), d("2026-12-03"))]);
+        assert!(p.minus.is_empty());
+        let p = store_plan(None, None);
+        assert_eq!(p.months, Some((None, None)));
+        assert!(p.days.is_empty() && p.minus.is_empty());
+        let p = store_plan(Some(d("2026-11-25")), None);
+        assert_eq!(p.months, Some((Some(d("2026-12-01")), None)));
+        assert_eq!(p.days, vec![(d("2026-11-25"), d("2026-11-30"))]);
+        let p = store_plan(None, Some(d("2026-11-20")));
+        assert_eq!(p.months, Some((None, Some(d("2026-11-01")))));
+        assert_eq!(p.minus, vec![(d("2026-11-21"), d("2026-11-30"))]);
+    }
+
+    #[test]
+    fn each_delta_goes_to_its_day_roll_up_its_store_day_and_its_store_month() {
+        let c = Id::parse("c1").unwrap();
+        let k = |day: &str, store: &str| CellKey {
+            day: day.parse().unwrap(),
+            store: store.into(),
+            variant: "a".into(),
+        };
+        let one = Cell {
+            triggered: 1,
+            ..Cell::default()
+        };
+        let mut deltas = CellDeltas::new();
+        deltas.insert((c.clone(), k("2026-11-03", "s1")), one.clone());
+        deltas.insert((c.clone(), k("2026-11-04", "s1")), one.clone());
+        deltas.insert((c.clone(), k("2026-11-04", "s2")), one.clone());
+        let out = with_rollups(deltas);
+        let got: Vec<(CellLevel, String, String, u64)> = out
+            .iter()
+            .map(|(_, l, k, v)| (*l, k.day.to_string(), k.store.clone(), v.triggered))
+            .collect();
+        let want: Vec<(CellLevel, String, String, u64)> = [
+            (CellLevel::Days, "2026-11-03", "*", 1),
+            (CellLevel::Days, "2026-11-04", "*", 2),
+            (CellLevel::StoreDays, "2026-11-03", "s1", 1),
+            (CellLevel::StoreDays, "2026-11-04", "s1", 1),
+            (CellLevel::StoreDays, "2026-11-04", "s2", 1),
+            (CellLevel::StoreMonths, "2026-11-01", "s1", 2),
+            (CellLevel::StoreMonths, "2026-11-01", "s2", 1),
+        ]
+        .into_iter()
+        .map(|(l, d, s, n)| (l, d.to_string(), s.to_string(), n))
+        .collect();
+        assert_eq!(got, want);
     }
 }

@@ -177,6 +177,16 @@ pub enum Redemption {
         redeemed_at: DateTime<Utc>,
         /// The order it was redeemed for, if the till gave one.
         order_id: Option<String>,
+        /// The offer it was sent with (not answered: for counting a redemption whose
+        /// first attempt stopped before its results were counted).
+        #[serde(skip)]
+        offer_id: Option<Id>,
+        /// The delivery it was sent with (none once its user was erased; not answered).
+        #[serde(skip)]
+        delivery_id: Option<String>,
+        /// The user it was sent to (none once erased; not answered).
+        #[serde(skip)]
+        user_id: Option<Id>,
     },
     /// The code is in a pool but was never given out.
     NotIssued,

@@ -434,6 +434,7 @@ impl Engine {
                     &catalog,
                     &mut state,
                     event.at,
+                    self.clock.now(),
                     decision.as_ref(),
                     outcome.as_ref(),
                     &mut cells,
@@ -1433,17 +1434,34 @@ impl Engine {
         code: &str,
         order_id: Option<&str>,
     ) -> Result<crate::coupon::Redemption, EngineError> {
+        use crate::coupon::Redemption;
         let at = self.now();
         let r = retry_store(|| self.store.redeem_coupon(code, at, order_id)).await?;
-        if let crate::coupon::Redemption::Redeemed {
-            offer_id,
-            delivery_id: Some(delivery),
-            user_id: Some(user),
-            ..
-        } = &r
-        {
-            self.count_redemption(user, offer_id.as_ref(), delivery, code, at)
-                .await?;
+        // Counted in the results by a second commit, which counts once whenever it runs:
+        // a redemption seen again (the till's retry after an answer lost, or a second use)
+        // counts it too, so one whose first attempt stopped between the two commits is
+        // still counted, at the time it was redeemed.
+        match &r {
+            Redemption::Redeemed {
+                offer_id,
+                delivery_id: Some(delivery),
+                user_id: Some(user),
+                ..
+            } => {
+                self.count_redemption(user, offer_id.as_ref(), delivery, code, at)
+                    .await?;
+            }
+            Redemption::AlreadyRedeemed {
+                redeemed_at,
+                offer_id,
+                delivery_id: Some(delivery),
+                user_id: Some(user),
+                ..
+            } => {
+                self.count_redemption(user, offer_id.as_ref(), delivery, code, *redeemed_at)
+                    .await?;
+            }
+            _ => {}
         }
         Ok(r)
     }

@@ -39,7 +39,14 @@ struct Inner {
     /// Erasure pseudonyms, with when.
     erased: HashMap<String, chrono::DateTime<chrono::Utc>>,
     /// Campaigns' result cells.
-    cells: BTreeMap<(Id, crate::campaign_results::CellKey), crate::campaign_results::Cell>,
+    cells: BTreeMap<
+        (
+            Id,
+            crate::campaign_results::CellLevel,
+            crate::campaign_results::CellKey,
+        ),
+        crate::campaign_results::Cell,
+    >,
 }
 
 struct CouponRow {
@@ -448,6 +455,9 @@ impl StateStore for InMemoryStateStore {
                 return Redemption::AlreadyRedeemed {
                     redeemed_at: t,
                     order_id: row.order_id.clone(),
+                    offer_id: row.offer_id.clone(),
+                    delivery_id: row.delivery_id.clone(),
+                    user_id: row.user_id.clone(),
                 };
             }
             if !row.issued {
@@ -523,6 +533,12 @@ impl StateStore for InMemoryStateStore {
                     i.policy = Some(p.clone());
                 }
             }
+            // A deleted campaign's results go with it.
+            for c in changes {
+                if let ConfigChange::DeleteCampaign(id) = c {
+                    i.cells.retain(|(c, _, _), _| c != id);
+                }
+            }
             i.stores = stores;
             i.offers = offers;
             i.campaigns = campaigns;
@@ -562,19 +578,17 @@ impl StateStore for InMemoryStateStore {
     fn campaign_cells<'a>(
         &'a self,
         campaign: &'a Id,
+        level: crate::campaign_results::CellLevel,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
-        per_store: bool,
     ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
         ready(Ok(self.with(|i| {
             i.cells
                 .iter()
-                .filter(|((c, k), _)| {
-                    c == campaign
-                        && crate::campaign_results::in_range(k, from, to)
-                        && (k.store == crate::campaign_results::ALL_STORES) != per_store
+                .filter(|((c, l, k), _)| {
+                    c == campaign && *l == level && crate::campaign_results::in_range(k, from, to)
                 })
-                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .map(|((_, _, k), v)| (k.clone(), v.clone()))
                 .collect()
         })))
     }

@@ -179,12 +179,9 @@ pub struct Commit {
     /// [`CommitOutcome::CouponTaken`] when one is not.
     pub coupons: Vec<CouponIssue>,
     /// What the commit adds to campaigns' result cells ([`crate::campaign_results`]):
-    /// (campaign, cell, counts to add), each cell once; added in the same transaction.
-    pub cells: Vec<(
-        Id,
-        crate::campaign_results::CellKey,
-        crate::campaign_results::Cell,
-    )>,
+    /// (campaign, level, cell, counts to add), each cell once; added in the same
+    /// transaction.
+    pub cells: crate::campaign_results::LevelDeltas,
 }
 
 /// What a logged outcome is.
@@ -512,15 +509,16 @@ pub trait StateStore: Send + Sync {
     fn decisions(&self) -> BoxFuture<'_, Result<Vec<Decision>, StoreError>>;
     /// Logged outcomes, oldest first (results and exports).
     fn outcomes(&self) -> BoxFuture<'_, Result<Vec<OutcomeRecord>, StoreError>>;
-    /// A campaign's result cells on the days from `from` to `to` (inclusive; none:
-    /// unbounded), as the commits added them up ([`crate::campaign_results`]): per store
-    /// when `per_store`, else the days' roll-ups (store [`crate::campaign_results::ALL_STORES`]).
+    /// A campaign's result cells of one `level` whose key's day is from `from` to `to`
+    /// (inclusive; none: unbounded; a month's cell is keyed by the month's first day), as
+    /// the commits added them up ([`crate::campaign_results`]): one range of the store's
+    /// keys.
     fn campaign_cells<'a>(
         &'a self,
         campaign: &'a Id,
+        level: crate::campaign_results::CellLevel,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
-        per_store: bool,
     ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>>;
     /// Walks the logs one user at a time (exports): `sink` gets every user with a logged
     /// decision or outcome exactly once, with both lists oldest first; users come in no
@@ -747,11 +745,11 @@ pub trait StoreLayer: Send + Sync {
     fn campaign_cells<'a>(
         &'a self,
         campaign: &'a Id,
+        level: crate::campaign_results::CellLevel,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
-        per_store: bool,
     ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
-        self.wrapped().campaign_cells(campaign, from, to, per_store)
+        self.wrapped().campaign_cells(campaign, level, from, to)
     }
     /// See [`StateStore::user_logs`].
     fn user_logs<'a>(
@@ -905,11 +903,11 @@ impl<L: StoreLayer> StateStore for L {
     fn campaign_cells<'a>(
         &'a self,
         campaign: &'a Id,
+        level: crate::campaign_results::CellLevel,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
-        per_store: bool,
     ) -> BoxFuture<'a, Result<crate::campaign_results::Cells, StoreError>> {
-        StoreLayer::campaign_cells(self, campaign, from, to, per_store)
+        StoreLayer::campaign_cells(self, campaign, level, from, to)
     }
     fn user_logs<'a>(
         &'a self,

@@ -56,6 +56,13 @@ pub struct UserState {
     /// campaign's results (at most [`crate::campaign_results::MAX_EXPOSURES`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposures: Vec<crate::campaign_results::Exposure>,
+    /// Redemptions and purchases of the last [`crate::decision::MAX_FIX_AGE`] (by the
+    /// host's clock; at most [`crate::campaign_results::MAX_RECENT_OUTCOMES`], with only
+    /// what counting needs: time, offer, category, delivery, amount): a decision that
+    /// arrives after one of them but is stamped before it (a fix delayed in a batch or a
+    /// queue) counts it, as the logs do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_outcomes: Vec<crate::ports::OutcomeRecord>,
 }
 
 /// How often a user has visited one store.

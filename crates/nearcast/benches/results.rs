@@ -1,7 +1,8 @@
 //! A campaign's results from its cells, on the embedded SQLite store, with 1,000,000 logged
 //! decisions behind them: what `GET /v1/admin/campaigns/{id}/results` does (read the cells
 //! of the days asked for, add them up, compute the intervals), for the whole campaign, by
-//! day, by store, and one week. The decisions are spread over `RESULTS_STORES` stores
+//! day, by store, one week by day and by store, one month by store and a range of whole
+//! months with days at either end by store. The decisions are spread over `RESULTS_STORES` stores
 //! (default 200), `RESULTS_DAYS` days (default 30) and 2 variants, each decision in one
 //! cell with its arm and outcomes; the cells are written by commits as the engine writes
 //! them (a few per commit).
@@ -14,7 +15,9 @@
 use chrono::NaiveDate;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nearcast::store::{SqliteStore, Sync};
-use nearcast_core::campaign_results::{By, Cell, CellKey, Money, summarise};
+use nearcast_core::campaign_results::{
+    By, Cell, CellKey, CellLevel, Money, store_cells, summarise,
+};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::{Commit, StateStore};
 use std::hint::black_box;
@@ -113,11 +116,19 @@ fn bench(c: &mut Criterion) {
         rt.block_on(store.commit(&commit)).unwrap();
     }
     let cells = rt
-        .block_on(store.campaign_cells(&campaign, None, None, true))
+        .block_on(store.campaign_cells(&campaign, CellLevel::StoreDays, None, None))
         .unwrap();
     let rollups = rt
-        .block_on(store.campaign_cells(&campaign, None, None, false))
+        .block_on(store.campaign_cells(&campaign, CellLevel::Days, None, None))
         .unwrap();
+    let months = rt
+        .block_on(store.campaign_cells(&campaign, CellLevel::StoreMonths, None, None))
+        .unwrap();
+    assert_eq!(
+        months.values().map(|c| c.triggered).sum::<u64>(),
+        DECISIONS,
+        "and in its store's month"
+    );
     assert_eq!(
         rollups.values().map(|c| c.triggered).sum::<u64>(),
         DECISIONS,
@@ -126,9 +137,10 @@ fn bench(c: &mut Criterion) {
     let triggered: u64 = cells.values().map(|c| c.triggered).sum();
     assert_eq!(triggered, DECISIONS, "every decision is in a cell");
     println!(
-        "results: {DECISIONS} decisions in {} cells ({stores} stores x {days} days x 2 variants) and {} roll-ups, written in {:.1} s",
+        "results: {DECISIONS} decisions in {} cells ({stores} stores x {days} days x 2 variants), {} day roll-ups and {} store months, written in {:.1} s",
         cells.len(),
         rollups.len(),
+        months.len(),
         t.elapsed().as_secs_f64()
     );
 
@@ -136,16 +148,43 @@ fn bench(c: &mut Criterion) {
         day0 + chrono::Duration::days(7),
         day0 + chrono::Duration::days(13),
     );
-    let cases: [(&str, Option<NaiveDate>, Option<NaiveDate>, Option<By>); 4] = [
+    // The second day of the first month to the second last of the third (or of the last
+    // month of the layout): whole months inside, edge days at both ends.
+    let ragged = (
+        day0 + chrono::Duration::days(1),
+        day0 + chrono::Duration::days(days as i64 - 2),
+    );
+    let cases: [(&str, Option<NaiveDate>, Option<NaiveDate>, Option<By>); 7] = [
         ("whole campaign", None, None, None),
         ("by day", None, None, Some(By::Day)),
         ("by store", None, None, Some(By::Store)),
         ("one week by day", Some(week.0), Some(week.1), Some(By::Day)),
+        (
+            "one week by store",
+            Some(week.0),
+            Some(week.1),
+            Some(By::Store),
+        ),
+        (
+            "one month by store",
+            Some(day0),
+            Some(day0 + chrono::Duration::days(29)),
+            Some(By::Store),
+        ),
+        (
+            "all but the first and last day by store",
+            Some(ragged.0),
+            Some(ragged.1),
+            Some(By::Store),
+        ),
     ];
     let answer = |from, to, by| {
-        let cells = rt
-            .block_on(store.campaign_cells(&campaign, from, to, by == Some(By::Store)))
-            .unwrap();
+        let cells = if by == Some(By::Store) {
+            rt.block_on(store_cells(&store, &campaign, from, to))
+        } else {
+            rt.block_on(store.campaign_cells(&campaign, CellLevel::Days, from, to))
+        }
+        .unwrap();
         let r = summarise(&cells, from, to, by);
         // What the route writes back.
         serde_json::to_vec(&r).unwrap().len()

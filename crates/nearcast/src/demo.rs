@@ -426,7 +426,12 @@ pub async fn print_campaign_results(
     for c in catalog.campaigns.iter() {
         let cells = engine
             .store()
-            .campaign_cells(&c.id, None, None, false)
+            .campaign_cells(
+                &c.id,
+                nearcast_core::campaign_results::CellLevel::Days,
+                None,
+                None,
+            )
             .await
             .map_err(|e| HostError::Invalid {
                 path: format!("campaign {}", c.id),

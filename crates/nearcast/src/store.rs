@@ -92,6 +92,7 @@ struct Job {
     /// Campaign, cell and the counts to add to it.
     cells: Vec<(
         String,
+        nearcast_core::campaign_results::CellLevel,
         nearcast_core::campaign_results::CellKey,
         nearcast_core::campaign_results::Cell,
     )>,
@@ -109,6 +110,33 @@ enum Written {
     /// A code of this campaign's pool was given out already.
     CouponTaken(String),
 }
+
+/// How `results_cells` names a level.
+fn level_code(level: nearcast_core::campaign_results::CellLevel) -> i64 {
+    use nearcast_core::campaign_results::CellLevel;
+    match level {
+        CellLevel::Days => 0,
+        CellLevel::StoreDays => 1,
+        CellLevel::StoreMonths => 2,
+    }
+}
+
+/// Moves the cells of a file written before the cells had levels (`campaign_cells`) into
+/// `results_cells`, each store's months added up from its days, in one transaction.
+const MOVE_OLD_CELLS: &str = "
+BEGIN IMMEDIATE;
+INSERT INTO results_cells (campaign_id, level, day, store_id, variant, counter, value)
+    SELECT campaign_id, CASE WHEN store_id = '*' THEN 0 ELSE 1 END, day, store_id, variant,
+           counter, value
+    FROM campaign_cells;
+INSERT INTO results_cells (campaign_id, level, day, store_id, variant, counter, value)
+    SELECT campaign_id, 2, substr(day, 1, 8) || '01' AS month, store_id, variant, counter,
+           SUM(value)
+    FROM campaign_cells WHERE store_id <> '*'
+    GROUP BY campaign_id, month, store_id, variant, counter;
+DROP TABLE campaign_cells;
+COMMIT;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -150,14 +178,15 @@ CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITH
 CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaign_sends (campaign_id TEXT PRIMARY KEY, sent INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS campaign_cells (
+CREATE TABLE IF NOT EXISTS results_cells (
     campaign_id TEXT NOT NULL,
-    store_id    TEXT NOT NULL,
+    level       INTEGER NOT NULL,
     day         TEXT NOT NULL,
+    store_id    TEXT NOT NULL,
     variant     TEXT NOT NULL,
     counter     TEXT NOT NULL,
     value       REAL NOT NULL,
-    PRIMARY KEY (campaign_id, store_id, day, variant, counter)
+    PRIMARY KEY (campaign_id, level, day, store_id, variant, counter)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
@@ -221,6 +250,19 @@ impl SqliteStore {
         if !has_claim {
             conn.execute_batch("ALTER TABLE deliveries ADD COLUMN claim TEXT")
                 .map_err(err)?;
+        }
+        // Files written before the cells had levels keep them in `campaign_cells` (store,
+        // then day): moved into `results_cells` with their stores' months added up.
+        let old_cells: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'campaign_cells'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if old_cells {
+            conn.execute_batch(MOVE_OLD_CELLS).map_err(err)?;
         }
         // A file last written without `secure_delete` may hold deleted rows in its free
         // pages: rewritten once (VACUUM keeps only live rows), then marked so it never is
@@ -449,7 +491,7 @@ impl SqliteStore {
             "offers",
             "campaigns",
             "campaign_sends",
-            "campaign_cells",
+            "results_cells",
             "coupons",
         ]
         .contains(&table)
@@ -560,7 +602,7 @@ impl SqliteStore {
             cells: cm
                 .cells
                 .iter()
-                .map(|(c, k, v)| (c.as_str().to_owned(), k.clone(), v.clone()))
+                .map(|(c, l, k, v)| (c.as_str().to_owned(), *l, k.clone(), v.clone()))
                 .collect(),
             coupons: cm
                 .coupons
@@ -852,15 +894,15 @@ fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> 
     }
     // Campaigns' result cells move with the decisions and outcomes that make them: one
     // row per named counter, each added to in place (no read, no JSON).
-    for (campaign, k, add) in &job.cells {
+    for (campaign, level, k, add) in &job.cells {
         let day = k.day.to_string();
         for (counter, x) in add.counters() {
             tx.prepare_cached(
-                "INSERT INTO campaign_cells (campaign_id, store_id, day, variant, counter, value)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO results_cells (campaign_id, level, day, store_id, variant, counter, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT DO UPDATE SET value = value + excluded.value",
             )?
-            .execute(params![campaign, k.store, day, k.variant, counter, x])?;
+            .execute(params![campaign, level_code(*level), day, k.store, k.variant, counter, x])?;
         }
     }
     // Each campaign's count of sends moves with the sends, in the same transaction, and
@@ -1334,17 +1376,20 @@ impl StateStore for SqliteStore {
             let Some((campaign, issued, delivery, user, offer, redeemed_at, order)) = row else {
                 return Ok(Redemption::Unknown);
             };
+            let id = |s: Option<String>| s.and_then(|s| Id::parse(&s).ok());
+            let (user, offer) = (id(user), id(offer));
             if let Some(t) = redeemed_at {
                 return Ok(Redemption::AlreadyRedeemed {
                     redeemed_at: DateTime::from_timestamp_micros(t).unwrap_or_default(),
                     order_id: order,
+                    offer_id: offer,
+                    delivery_id: delivery,
+                    user_id: user,
                 });
             }
             if !issued {
                 return Ok(Redemption::NotIssued);
             }
-            let id = |s: Option<String>| s.and_then(|s| Id::parse(&s).ok());
-            let (user, offer) = (id(user), id(offer));
             tx.execute(
                 "UPDATE coupons SET redeemed_at = ?2, order_id = ?3 WHERE code = ?1",
                 params![code, at.timestamp_micros(), order_id],
@@ -1432,7 +1477,12 @@ impl StateStore for SqliteStore {
                         ConfigChange::DeleteStore(id) => tx.execute("DELETE FROM stores WHERE id = ?1", [id.as_str()])?,
                         ConfigChange::DeleteOffer(id) => tx.execute("DELETE FROM offers WHERE id = ?1", [id.as_str()])?,
                         ConfigChange::PutCampaign(c) => tx.execute("INSERT INTO campaigns (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body", params![c.id.as_str(), body])?,
-                        ConfigChange::DeleteCampaign(id) => tx.execute("DELETE FROM campaigns WHERE id = ?1", [id.as_str()])?,
+                        ConfigChange::DeleteCampaign(id) => {
+                            // Its results go with it: a campaign made again under its id
+                            // starts from nothing.
+                            tx.execute("DELETE FROM results_cells WHERE campaign_id = ?1", [id.as_str()])?;
+                            tx.execute("DELETE FROM campaigns WHERE id = ?1", [id.as_str()])?
+                        }
                     };
                     if n == 0 {
                         // A delete of nothing: the transaction rolls back when dropped.
@@ -1498,23 +1548,19 @@ impl StateStore for SqliteStore {
     fn campaign_cells<'a>(
         &'a self,
         campaign: &'a Id,
+        level: nearcast_core::campaign_results::CellLevel,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
-        per_store: bool,
     ) -> BoxFuture<'a, Result<nearcast_core::campaign_results::Cells, StoreError>> {
         let from = from.map_or_else(|| "0000-01-01".to_string(), |d| d.to_string());
         let to = to.map_or_else(|| "9999-12-31".to_string(), |d| d.to_string());
-        // Roll-ups (store `*`) come first in the key's order: one range of the index.
-        let sql = if per_store {
-            "SELECT day, store_id, variant, counter, value FROM campaign_cells
-             WHERE campaign_id = ?1 AND store_id > '*' AND day >= ?2 AND day <= ?3"
-        } else {
-            "SELECT day, store_id, variant, counter, value FROM campaign_cells
-             WHERE campaign_id = ?1 AND store_id = '*' AND day >= ?2 AND day <= ?3"
-        };
+        // One range of the key: campaign, level, then day.
         ready(self.with(|c| {
-            let mut st = c.prepare_cached(sql)?;
-            let mut rows = st.query(params![campaign.as_str(), from, to])?;
+            let mut st = c.prepare_cached(
+                "SELECT day, store_id, variant, counter, value FROM results_cells
+                 WHERE campaign_id = ?1 AND level = ?2 AND day >= ?3 AND day <= ?4",
+            )?;
+            let mut rows = st.query(params![campaign.as_str(), level_code(level), from, to])?;
             let mut out = nearcast_core::campaign_results::Cells::new();
             // Rows come in key order: one cell's counters together.
             let mut last: Option<(
@@ -1629,6 +1675,93 @@ mod tests {
             v, SECURE_DELETE_SINCE,
             "marked, so it is not rewritten again"
         );
+    }
+
+    #[test]
+    fn cells_of_a_file_written_before_levels_are_moved_with_their_months_on_open() {
+        use nearcast_core::campaign_results::{CellLevel, store_cells};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cells.db");
+        {
+            // As the version before left it: cells per store then day, roll-ups as `*`.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE campaign_cells (
+                     campaign_id TEXT NOT NULL, store_id TEXT NOT NULL, day TEXT NOT NULL,
+                     variant TEXT NOT NULL, counter TEXT NOT NULL, value REAL NOT NULL,
+                     PRIMARY KEY (campaign_id, store_id, day, variant, counter)) WITHOUT ROWID;
+                 INSERT INTO campaign_cells VALUES
+                     ('c1', 's1', '2026-11-03', 'a', 'tr', 2),
+                     ('c1', 's1', '2026-11-20', 'a', 'tr', 3),
+                     ('c1', 's1', '2026-12-01', 'a', 'tr', 5),
+                     ('c1', 's2', '2026-11-20', 'a', 't.n', 1),
+                     ('c1', '*', '2026-11-03', 'a', 'tr', 2),
+                     ('c1', '*', '2026-11-20', 'a', 'tr', 3),
+                     ('c1', '*', '2026-11-20', 'a', 't.n', 1),
+                     ('c1', '*', '2026-12-01', 'a', 'tr', 5);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Sync::Normal).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let c1 = Id::parse("c1").unwrap();
+        let get = |level, from: Option<&str>, to: Option<&str>| {
+            let cells = rt
+                .block_on(store.campaign_cells(
+                    &c1,
+                    level,
+                    from.map(|d| d.parse().unwrap()),
+                    to.map(|d| d.parse().unwrap()),
+                ))
+                .unwrap();
+            cells
+                .into_iter()
+                .map(|(k, c)| (k.day.to_string(), k.store, c.triggered, c.treated.n))
+                .collect::<Vec<_>>()
+        };
+        let row = |d: &str, s: &str, tr: u64, n: u64| (d.to_string(), s.to_string(), tr, n);
+        assert_eq!(
+            get(CellLevel::StoreMonths, None, None),
+            vec![
+                row("2026-11-01", "s1", 5, 0),
+                row("2026-11-01", "s2", 0, 1),
+                row("2026-12-01", "s1", 5, 0)
+            ]
+        );
+        assert_eq!(
+            get(CellLevel::StoreDays, Some("2026-11-20"), None),
+            vec![
+                row("2026-11-20", "s1", 3, 0),
+                row("2026-11-20", "s2", 0, 1),
+                row("2026-12-01", "s1", 5, 0)
+            ]
+        );
+        assert_eq!(
+            get(CellLevel::Days, None, Some("2026-11-30")),
+            vec![row("2026-11-03", "*", 2, 0), row("2026-11-20", "*", 3, 1)]
+        );
+        let by_store = rt
+            .block_on(store_cells(
+                &store,
+                &c1,
+                Some("2026-11-04".parse().unwrap()),
+                None,
+            ))
+            .unwrap();
+        assert_eq!(by_store.values().map(|c| c.triggered).sum::<u64>(), 8);
+        assert_eq!(store.count("results_cells").unwrap(), 11);
+        drop(store);
+        let c = Connection::open(&path).unwrap();
+        let old: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'campaign_cells'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old table is gone");
     }
 
     #[test]
