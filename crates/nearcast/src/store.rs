@@ -812,6 +812,7 @@ fn write_group(
         // a tenth of its time): the transaction is the commit.
         let a = write_one(&tx, job, now);
         if matches!(a, Ok(Written::Applied)) {
+            write_cells(&tx, [job]).map_err(err)?;
             tx.commit().map_err(err)?;
         } else {
             tx.rollback().map_err(err)?;
@@ -832,8 +833,55 @@ fn write_group(
         }
         answers.push(a.map_err(err));
     }
+    let applied = group
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| matches!(a, Ok(Written::Applied)))
+        .map(|(job, _)| job);
+    write_cells(&tx, applied).map_err(err)?;
     tx.commit().map_err(err)?;
     Ok(answers)
+}
+
+/// Adds the result cells of the applied commits `jobs` in the group's transaction: the
+/// cells they share (a campaign's day roll-up above all, which every decision that
+/// considers the campaign moves) summed first, so each is written once per group; then one
+/// row per named counter, added to in place (no read, no JSON).
+fn write_cells<'a>(
+    tx: &Connection,
+    jobs: impl IntoIterator<Item = &'a Job>,
+) -> rusqlite::Result<()> {
+    use nearcast_core::campaign_results::{Cell, CellKey, CellLevel};
+    let mut merged: std::collections::BTreeMap<(&str, CellLevel, &CellKey), Cell> =
+        std::collections::BTreeMap::new();
+    for job in jobs {
+        for (campaign, level, k, add) in &job.cells {
+            merged
+                .entry((campaign.as_str(), *level, k))
+                .or_default()
+                .add(add);
+        }
+    }
+    let mut up = tx.prepare_cached(
+        "INSERT INTO results_cells (campaign_id, level, day, store_id, variant, counter, value)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT DO UPDATE SET value = value + excluded.value",
+    )?;
+    for ((campaign, level, k), add) in merged {
+        let day = k.day.to_string();
+        for (counter, x) in add.counters() {
+            up.execute(params![
+                campaign,
+                level_code(level),
+                day,
+                k.store,
+                k.variant,
+                counter,
+                x
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> {
@@ -892,19 +940,8 @@ fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> 
         tx.prepare_cached("INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)")?
             .execute(params![user, at, body])?;
     }
-    // Campaigns' result cells move with the decisions and outcomes that make them: one
-    // row per named counter, each added to in place (no read, no JSON).
-    for (campaign, level, k, add) in &job.cells {
-        let day = k.day.to_string();
-        for (counter, x) in add.counters() {
-            tx.prepare_cached(
-                "INSERT INTO results_cells (campaign_id, level, day, store_id, variant, counter, value)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT DO UPDATE SET value = value + excluded.value",
-            )?
-            .execute(params![campaign, level_code(*level), day, k.store, k.variant, counter, x])?;
-        }
-    }
+    // The campaigns' result cells are written by the caller once the commit is applied,
+    // in the same transaction (`write_cells`).
     // Each campaign's count of sends moves with the sends, in the same transaction, and
     // never past its budget: the commit is rolled back instead.
     for (campaign, n, budget) in &job.budgets {
@@ -1895,10 +1932,28 @@ mod tests {
             kind: "location".into(),
             decision: None,
         };
+        // Each commit also adds one to a campaign's cells, the same roll-up for all (the
+        // group sums what its applied commits share before writing it).
         let commit = |u: usize, version: u64, events: &[&str]| {
             let mut c = Commit::new(id(&format!("u{u}")), version);
             c.state = Some(UserState::default());
             c.events = events.iter().map(|e| (id(e), result())).collect();
+            let mut deltas = nearcast_core::campaign_results::CellDeltas::new();
+            deltas.insert(
+                (
+                    id("c1"),
+                    nearcast_core::campaign_results::CellKey {
+                        day: "2026-11-20".parse().unwrap(),
+                        store: format!("s{}", u % 7),
+                        variant: "-".into(),
+                    },
+                ),
+                nearcast_core::campaign_results::Cell {
+                    triggered: 1,
+                    ..Default::default()
+                },
+            );
+            c.cells = nearcast_core::campaign_results::with_rollups(deltas);
             c
         };
         let n = 150;
@@ -1959,6 +2014,22 @@ mod tests {
             .with(|c| c.query_row("SELECT MAX(version) FROM users", [], |r| r.get(0)))
             .unwrap();
         assert_eq!(version, 1);
+        // The cells count the applied commits only, once each, at every level.
+        use nearcast_core::campaign_results::CellLevel;
+        for level in [
+            CellLevel::Days,
+            CellLevel::StoreDays,
+            CellLevel::StoreMonths,
+        ] {
+            let cells = rt
+                .block_on(store.campaign_cells(&id("c1"), level, None, None))
+                .unwrap();
+            assert_eq!(
+                cells.values().map(|c| c.triggered).sum::<u64>(),
+                n as u64,
+                "{level:?}"
+            );
+        }
     }
 
     #[test]
