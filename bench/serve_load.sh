@@ -23,6 +23,7 @@
 #                                 otherwise), so the send path is loaded at any hour; with 1
 #                                 the default policy's 21:00-08:00 (Helsinki) sends nothing
 #                                 at night
+#   KEEP_DB=                      non-empty keeps the database folder (its path is printed)
 #   CAMPAIGNS=0                   1 defines every campaign the offers name (active, 10 %
 #                                 holdout), so sends and holdouts move the results' cells and
 #                                 each person's exposures in every commit
@@ -42,6 +43,7 @@ BUILD=${BUILD:-1}
 JSON_OUT=${JSON_OUT:-}
 QUIET=${QUIET:-1}
 CAMPAIGNS=${CAMPAIGNS:-0}
+KEEP_DB=${KEEP_DB:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -77,7 +79,12 @@ cleanup() {
         fi
         wait "$SERVER_PID" 2>/dev/null || true
     fi
-    rm -rf "$WORK" "$DBDIR"
+    if [[ -n "$KEEP_DB" ]]; then
+        echo "[serve_load] database kept in $DBDIR" >&2
+        rm -rf "$WORK"
+    else
+        rm -rf "$WORK" "$DBDIR"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT

@@ -224,7 +224,15 @@ async fn post_events(
         Err(BatchError::Body(e)) => return Err(ApiError::Invalid(e)),
         Err(BatchError::Events(rejected)) => return Err(ApiError::Events(rejected)),
     };
-    let results = engine.process_batch(&batch).await?;
+    let mut results = engine.process_batch(&batch).await?;
+    // Each decision without its candidates, as a duplicate's answer carries it too: the
+    // device needs the verdict, the offer and the presence, not every offer weighed at
+    // every store around it (the decision log keeps those, for the admin routes).
+    for r in &mut results {
+        if let Some(d) = r.decision.as_mut() {
+            d.candidates = Vec::new();
+        }
+    }
     // Serialised once, straight from the reports.
     #[derive(serde::Serialize)]
     struct Answer<'a> {

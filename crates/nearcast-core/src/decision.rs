@@ -311,6 +311,34 @@ pub struct Decision {
     pub deferred_until: Option<DateTime<Utc>>,
 }
 
+impl Decision {
+    /// The decision as an event's answer and its idempotency record carry it: everything
+    /// but the candidates, which only the decision log keeps (a fix at a store of a large
+    /// network can weigh hundreds of offers, and the device needs none of them).
+    pub fn without_candidates(&self) -> Decision {
+        Decision {
+            event_id: self.event_id.clone(),
+            user_id: self.user_id.clone(),
+            at: self.at,
+            verdict: self.verdict.clone(),
+            store_id: self.store_id.clone(),
+            offer_id: self.offer_id.clone(),
+            score: self.score,
+            reason: self.reason.clone(),
+            context: self.context.clone(),
+            candidates: Vec::new(),
+            model_version: self.model_version.clone(),
+            delivery_id: self.delivery_id.clone(),
+            personalised: self.personalised,
+            presence: self.presence.clone(),
+            campaign_id: self.campaign_id.clone(),
+            variant_id: self.variant_id.clone(),
+            catalog_version: self.catalog_version.clone(),
+            deferred_until: self.deferred_until,
+        }
+    }
+}
+
 /// A visit that began or ended with a location event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PresenceChange {
@@ -741,25 +769,28 @@ fn decide_at(
         .map(|ll| ll.to_cell(h3o::Resolution::Nine));
     for (p, moment) in moments {
         let store = cat.store(p);
-        // The offers that fire at this moment, less those decided in this visit. A store
-        // of a large network runs a hundred offers and more: checking each against the
-        // visit's list made deciding quadratic in them (a fifth of the CPU of a fix at
-        // 100k stores), so past a few the list becomes a set (FxHash: short keys).
+        // The offers that fire at this moment, less those decided in this visit: a dwell
+        // offer whose time inside was reached at an earlier fix of the visit (the visit
+        // keeps the longest time inside at which offers were decided, not the offers: a
+        // store of a large network runs a hundred offers and more, and listing them in the
+        // person's record made every fix inside rewrite them).
+        let visit = state.fences.get(&store.id);
+        let dwelt = visit.and_then(|f| f.dwelt);
+        let legacy: &[Id] = visit.map_or(&[], |f| f.decided.as_slice());
         let mut triggered: Vec<u32> = cat
             .offers_at(p)
-            .filter(|&k| moment.fires(cat.offers[k as usize].trigger))
+            .filter(|&k| {
+                let t = cat.offers[k as usize].trigger;
+                moment.fires(t)
+                    && !matches!((t, dwelt), (Trigger::Dwell { minutes }, Some(d)) if i64::from(minutes) <= d)
+            })
             .collect();
-        let decided: &[Id] = state
-            .fences
-            .get(&store.id)
-            .map_or(&[], |f| f.decided.as_slice());
-        if !triggered.is_empty() && !decided.is_empty() {
-            if triggered.len() * decided.len() <= 64 {
-                triggered.retain(|&k| !decided.contains(&cat.offers[k as usize].id));
-            } else {
-                let set: rustc_hash::FxHashSet<&str> = decided.iter().map(Id::as_str).collect();
-                triggered.retain(|&k| !set.contains(cat.offers[k as usize].id.as_str()));
-            }
+        if !triggered.is_empty() && !legacy.is_empty() {
+            let set: rustc_hash::FxHashSet<&str> = legacy.iter().map(Id::as_str).collect();
+            triggered.retain(|&k| !set.contains(cat.offers[k as usize].id.as_str()));
+        }
+        if let (Moment::Inside { minutes }, Some(f)) = (moment, state.fences.get_mut(&store.id)) {
+            f.dwelt = Some(f.dwelt.map_or(minutes, |d| d.max(minutes)));
         }
         if triggered.is_empty() {
             continue;
@@ -770,9 +801,6 @@ fn decide_at(
         let ctx = Context::new(context_at_time, cat.tz(p), weather);
         for k in triggered {
             let o = &cat.offers[k as usize];
-            if let Some(f) = state.fences.get_mut(&store.id) {
-                f.decided.push(o.id.clone());
-            }
             let mut c = Candidate {
                 store_id: store.id.clone(),
                 offer_id: o.id.clone(),

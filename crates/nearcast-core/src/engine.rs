@@ -444,7 +444,7 @@ impl Engine {
                     event.event_id.clone(),
                     EventResult {
                         kind: kind.clone(),
-                        decision: decision.clone(),
+                        decision: decision.as_ref().map(Decision::without_candidates),
                     },
                 ));
                 if let Some(d) = &decision

@@ -135,7 +135,15 @@ pub struct FenceState {
     pub since: DateTime<Utc>,
     /// Last fix that confirmed presence.
     pub last_seen: DateTime<Utc>,
-    /// Offers already decided during this visit (each offer is decided once per visit).
+    /// The longest time inside (minutes) at which this visit's dwell offers were decided:
+    /// an offer that dwells that long or less was decided in this visit, and is not again
+    /// (each offer is decided once per visit; an enter offer fires only at the visit's
+    /// enter, an exit offer only at its exit). A few bytes, whatever the store's offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dwelt: Option<i64>,
+    /// Offers decided during this visit, as states written before `dwelt` listed them
+    /// (read, never added to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decided: Vec<Id>,
     /// Since when the smoothed position has been beyond the exit margin, while the exit
     /// waits for confirmation.

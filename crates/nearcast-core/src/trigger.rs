@@ -147,6 +147,7 @@ fn entered(at: DateTime<Utc>) -> Option<FenceState> {
     Some(FenceState {
         since: at,
         last_seen: at,
+        dwelt: None,
         decided: Vec::new(),
         out_since: None,
     })
@@ -286,6 +287,7 @@ mod tests {
         FenceState {
             since: t(secs),
             last_seen: t(secs),
+            dwelt: None,
             decided: Vec::new(),
             out_since: None,
         }

@@ -368,6 +368,63 @@ fn many_offers_at_a_store_are_each_decided_once_per_visit() {
     assert_eq!(seen.len(), 12, "every dwell offer once: {seen:?}");
 }
 
+/// The visit remembers the longest time inside at which dwell offers were decided, not the
+/// offers: a fix that arrives late (stamped before one already decided) decides none of
+/// them again, and the record stays a few bytes with two dozen offers at the store. A
+/// record written when the visit listed its decided offers is still read: those are not
+/// decided again.
+#[test]
+fn a_visit_remembers_how_long_its_dwell_offers_waited_not_the_offers() {
+    let offers: Vec<Value> = (0..12)
+        .map(|k| offer(&format!("e{k}"), "s", json!({})))
+        .chain((0..12).map(|k| {
+            offer(
+                &format!("d{k}"),
+                "s",
+                json!({"trigger": {"type": "dwell", "minutes": 5 + k}}),
+            )
+        }))
+        .collect();
+    let mut w = World::new(offers.clone());
+    w.onboard();
+    let t0 = w.now;
+    w.fix(STORE);
+    w.now = t0 + Duration::minutes(12);
+    let d = w.fix(STORE);
+    assert_eq!(
+        d.candidates.len(),
+        8,
+        "d0..d7 at 12 minutes: {:?}",
+        d.candidates
+    );
+    // Stamped at minute 9, arriving now: d0..d4 were decided at minute 12.
+    let late = w.fix_at(STORE, t0 + Duration::minutes(9));
+    assert!(late.candidates.is_empty(), "{:?}", late.candidates);
+    let visit = w.state.fences.values().next().unwrap();
+    assert_eq!(visit.dwelt, Some(12));
+    assert!(visit.decided.is_empty());
+    assert!(serde_json::to_string(visit).unwrap().len() < 120);
+    w.now = t0 + Duration::minutes(16);
+    let d = w.fix(STORE);
+    let got: Vec<&str> = d.candidates.iter().map(|c| c.offer_id.as_str()).collect();
+    assert_eq!(got.len(), 4, "d8..d11: {got:?}");
+    assert!(got.iter().all(|o| ["d8", "d9", "d10", "d11"].contains(o)));
+
+    // A visit recorded with its decided offers listed (d0 and d3, say, at 8 minutes).
+    let mut w = World::new(offers);
+    w.onboard();
+    let t0 = w.now;
+    w.fix(STORE);
+    let visit = w.state.fences.values_mut().next().unwrap();
+    visit.dwelt = None;
+    visit.decided = vec![Id::parse("d0").unwrap(), Id::parse("d3").unwrap()];
+    w.now = t0 + Duration::minutes(8);
+    let d = w.fix(STORE);
+    let mut got: Vec<&str> = d.candidates.iter().map(|c| c.offer_id.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["d1", "d2"], "d0 and d3 were decided before");
+}
+
 /// The presence changes of a decision, as `(store, transition, minutes, expired)`.
 fn changes(d: &Decision) -> Vec<(String, PresenceTransition, Option<i64>, bool)> {
     d.presence
