@@ -285,6 +285,27 @@ async fn a_location_batch_answers_each_event_with_its_decision() {
             .all(|r| r["status"] == "duplicate")
     );
     assert_eq!(v2["results"][4]["decision"]["verdict"], "sent");
+    // The answer carries the decision without the candidates weighed, the first time and
+    // as a duplicate alike (the idempotency record keeps what was answered); the decision
+    // log keeps them.
+    assert_eq!(v["results"][4]["decision"]["candidates"], json!([]), "{v}");
+    assert_eq!(v2["results"][4]["decision"], v["results"][4]["decision"]);
+    let logged = h.store.decisions().await.unwrap();
+    assert!(
+        logged
+            .iter()
+            .any(|d| d.event_id.as_str() == "f1" && !d.candidates.is_empty()),
+        "{logged:?}"
+    );
+    // The idempotency record itself holds no candidates: a duplicate seen by the engine
+    // answers the stored decision, without them.
+    let again =
+        nearcast_core::event::Event::from_json(&fix("f1"), Some(&id("u1")), noon()).unwrap();
+    let r = h.engine.process(&again).await.unwrap();
+    assert_eq!(r.status, "duplicate");
+    let d = r.decision.unwrap();
+    assert_eq!(d.verdict, nearcast_core::decision::Verdict::Sent);
+    assert!(d.candidates.is_empty(), "{d:?}");
     assert_eq!(h.notifier.sent().len(), 1);
     // The token never appears in an answer.
     assert!(!v.to_string().contains("ab12"));

@@ -1549,7 +1549,7 @@ fn results_cells_equal_the_logs_for_outcomes_in_any_order_and_at_any_time() {
                     0 => json!({"type": "notification_opened", "offer_id": offer, "delivery_id": delivery}),
                     1 => json!({"type": "coupon_redeemed", "offer_id": if right { offer } else { "o9" }}),
                     _ => json!({"type": "purchase", "category": if right { "coffee" } else { "tea" },
-                                "amount": f64::from(cents) / 100.0, "currency": "EUR"}),
+                                "amount": f64::from(cents) / 100.0, "currency": "EUR", "order_id": format!("ord-{k}")}),
                 };
                 v["user_id"] = json!(user);
                 v["event_id"] = json!(format!("{user}-o{k}"));
@@ -1605,6 +1605,11 @@ fn results_cells_equal_the_logs_for_outcomes_in_any_order_and_at_any_time() {
             let (campaign, _) = h.engine.campaign(&id("c1")).await.unwrap();
             let offers: std::collections::HashSet<_> = (0..3).map(|i| id(&format!("o{i}"))).collect();
             let from_logs = cells_from_logs(&campaign, &offers, &h.store.decisions().await.unwrap(), &h.store.outcomes().await.unwrap());
+            // What a person's state keeps of outcomes for late decisions holds no order id.
+            for i in 0..6 {
+                let st = h.store.load_user(&id(&format!("p{i}"))).await.unwrap().state;
+                prop_assert!(!serde_json::to_string(&st).unwrap().contains("ord-"), "{:?}", st.recent_outcomes);
+            }
             let mut kept = h.store.campaign_cells(&id("c1"), CellLevel::StoreDays, None, None).await.unwrap();
             for cell in kept.values_mut() {
                 for a in [&mut cell.treated, &mut cell.held_out, &mut cell.global_control] {
