@@ -7,7 +7,8 @@
 //! dropping the previous copy. Lookups are timed on the hits probe set through the catalog
 //! with no changes and with `COMPACT_AFTER - 1`, beside the bare index, so that the cost
 //! the changes add to every fix shows. The compaction itself (a full build from the
-//! catalog's stores, off the request path) is timed last.
+//! catalog's stores, off the request path) is timed last, and beside it the same catalog
+//! read from its snapshot (`nearcast_core::snapshot`, what a cold start loads) and written.
 //!
 //! `cargo bench -p nearcast-core --bench catalog_changes -- --verbose` (medians in the
 //! verbose output).
@@ -215,6 +216,25 @@ fn rebuild(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("compaction", n), &n, |b, _| {
             b.iter(|| changed.compacted().expect("valid").store_count())
+        });
+        // The cold start's alternative to the full build: the same catalog read from its
+        // snapshot (and written, what the admin side pays after a change).
+        let built = Catalog::build(stores.clone(), offers.clone(), policy.clone()).expect("valid");
+        let blob = nearcast_core::snapshot::encode(&built).expect("encoded");
+        eprintln!("snapshot of {n} stores: {} bytes", blob.len());
+        g.bench_with_input(BenchmarkId::new("snapshot_read", n), &n, |b, _| {
+            b.iter(|| {
+                nearcast_core::snapshot::decode(black_box(&blob))
+                    .expect("read")
+                    .store_count()
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("snapshot_write", n), &n, |b, _| {
+            b.iter(|| {
+                nearcast_core::snapshot::encode(black_box(&built))
+                    .expect("written")
+                    .len()
+            })
         });
     }
     g.finish();

@@ -35,7 +35,9 @@ struct Slot {
     tz: Tz,
     /// The store's category, a position in [`Categories::offers`].
     category: u32,
-    hours: Option<Arc<opening_hours::OpeningHours>>,
+    /// The parsed opening hours: parsed when the store is compiled, or on first use in a
+    /// catalog read from a [`crate::snapshot`] (its stores were checked when it was written).
+    hours: std::sync::OnceLock<Option<Arc<opening_hours::OpeningHours>>>,
     /// Offers naming the store by id, brand or tag, ascending.
     own: Box<[u32]>,
 }
@@ -185,6 +187,23 @@ impl Catalog {
                     .map_err(|e| e.within(&format!("{at}.time_zone")))?,
             );
         }
+        let index = GeofenceIndex::build(shapes, DEFAULT_RESOLUTION)?;
+        Self::assemble(stores, tzs, store_pos, index, offers, policy, true)
+    }
+
+    /// The catalog of `stores` (with their time zones and id -> position map) on `index`
+    /// (their fences, in store order) with `offers` and `policy`: the offers checked and
+    /// indexed by store. `parse_hours`: parse every store's opening hours now (and refuse
+    /// invalid ones); else each is parsed on first use.
+    pub(crate) fn assemble(
+        stores: Vec<Store>,
+        tzs: Vec<Tz>,
+        store_pos: HashMap<Id, u32>,
+        index: GeofenceIndex,
+        offers: Vec<Offer>,
+        policy: CapPolicy,
+        parse_hours: bool,
+    ) -> Result<Self, FieldError> {
         let mut offer_pos = HashMap::with_capacity(offers.len());
         let mut categories = Categories::default();
         let store_category: Vec<u32> = stores
@@ -253,19 +272,22 @@ impl Catalog {
         }
         named.sort_unstable();
         named.dedup();
-        let index = GeofenceIndex::build(shapes, DEFAULT_RESOLUTION)?;
         let mut slots = Slots::default();
         let mut named = named.into_iter().peekable();
         for (p, ((store, tz), category)) in
             stores.into_iter().zip(tzs).zip(store_category).enumerate()
         {
-            let hours = match &store.opening_hours {
-                Some(h) => Some(Arc::new(
-                    crate::config::parse_opening_hours(h)
-                        .map_err(|e| e.within(&format!("stores[{p}].opening_hours")))?,
-                )),
-                None => None,
-            };
+            let hours = std::sync::OnceLock::new();
+            if parse_hours {
+                let parsed = match &store.opening_hours {
+                    Some(h) => Some(Arc::new(
+                        crate::config::parse_opening_hours(h)
+                            .map_err(|e| e.within(&format!("stores[{p}].opening_hours")))?,
+                    )),
+                    None => None,
+                };
+                let _ = hours.set(parsed);
+            }
             let mut own = Vec::new();
             while let Some((_, k)) = named.next_if(|&(q, _)| q == p as u32) {
                 own.push(k);
@@ -391,7 +413,7 @@ impl Catalog {
                 store,
                 tz,
                 category,
-                hours,
+                hours: std::sync::OnceLock::from(hours),
                 own,
             })),
         );
@@ -422,6 +444,16 @@ impl Catalog {
         Arc::make_mut(&mut c.moved).insert(id.clone(), None);
         Arc::make_mut(&mut c.changed).push(id.clone());
         Ok(Some(c))
+    }
+
+    /// The geofence index as built, when no store change was made on top of it.
+    pub(crate) fn fences_as_built(&self) -> Option<&GeofenceIndex> {
+        self.fences.unchanged()
+    }
+
+    /// Whether every store position holds a store (no removed store's hole).
+    pub(crate) fn without_holes(&self) -> bool {
+        self.live == self.slots.len
     }
 
     /// Single store changes since the last full build.
@@ -594,7 +626,14 @@ impl Catalog {
     pub fn is_open(&self, p: u32, local: chrono::NaiveDateTime) -> bool {
         self.slots
             .get(p)
-            .and_then(|s| s.hours.as_ref())
+            .and_then(|s| {
+                s.hours
+                    .get_or_init(|| {
+                        let text = s.store.opening_hours.as_deref()?;
+                        crate::config::parse_opening_hours(text).ok().map(Arc::new)
+                    })
+                    .as_ref()
+            })
             .is_none_or(|h| h.is_open(local))
     }
 
@@ -801,6 +840,8 @@ mod tests {
             let compact = cat.compacted().unwrap();
             prop_assert_eq!(compact.changes(), 0);
             prop_assert_eq!(&seen(&compact), &want, "compacted");
+            let read = crate::snapshot::decode(&crate::snapshot::encode(&cat).unwrap()).unwrap();
+            prop_assert_eq!(&seen(&read), &want, "through a snapshot");
             if let Some(snap) = snapshot {
                 let rebased = cat.rebased(snap.compacted().unwrap(), &snap).expect("same build");
                 prop_assert_eq!(&seen(&rebased), &want, "compacted midway, rebased");

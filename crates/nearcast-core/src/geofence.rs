@@ -737,6 +737,118 @@ impl GeofenceIndex {
         })
     }
 
+    /// Writes the compiled tables (not the shapes, which the reader rebuilds from the stores'
+    /// fences) for [`crate::snapshot`].
+    pub(crate) fn write_tables(&self, w: &mut crate::snapshot::Writer) {
+        w.u8(u8::from(self.resolution));
+        let map = |w: &mut crate::snapshot::Writer, m: &CellMap<(u32, u32)>| {
+            w.len(m.len());
+            for (k, (start, len)) in m {
+                w.u64(*k);
+                w.u32(*start);
+                w.u32(*len);
+            }
+        };
+        map(w, &self.squares);
+        w.len(self.square_fences.len());
+        for e in &self.square_fences {
+            w.f32(e.y);
+            w.f32(e.x);
+            w.f32(e.cos_lat);
+            w.f32(e.in2);
+            w.u32(e.entry.0);
+        }
+        map(w, &self.cells);
+        w.len(self.entries.len());
+        for e in &self.entries {
+            w.u32(e.0);
+        }
+        w.len(self.near_coarse.len());
+        for k in self.near_coarse.keys() {
+            w.u64(*k);
+        }
+    }
+
+    /// The index of `shapes` from tables written by [`Self::write_tables`], checked so
+    /// that no lookup can index out of range: every range lies within its list and every
+    /// entry names one of `shapes`.
+    ///
+    /// # Errors
+    /// A truncated or inconsistent input, described.
+    pub(crate) fn read_tables(
+        r: &mut crate::snapshot::Reader<'_>,
+        shapes: Vec<Shape>,
+    ) -> Result<Self, String> {
+        let resolution =
+            Resolution::try_from(r.u8()?).map_err(|e| format!("index resolution: {e}"))?;
+        let fences = shapes.len() as u64;
+        let map = |r: &mut crate::snapshot::Reader<'_>| -> Result<Vec<(u64, u32, u32)>, String> {
+            let n = r.len(16)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push((r.u64()?, r.u32()?, r.u32()?));
+            }
+            Ok(v)
+        };
+        let in_range = |v: &[(u64, u32, u32)], total: usize, what: &str| match v
+            .iter()
+            .find(|(_, s, l)| u64::from(*s) + u64::from(*l) > total as u64)
+        {
+            Some(_) => Err(format!("index {what}: a range past the end")),
+            None => Ok(()),
+        };
+        let entry = |raw: u32, what: &str| {
+            if u64::from(Entry(raw).fence()) < fences {
+                Ok(Entry(raw))
+            } else {
+                Err(format!("index {what}: an entry names no fence"))
+            }
+        };
+        let squares_list = map(r)?;
+        let n = r.len(20)?;
+        let mut square_fences = Vec::with_capacity(n);
+        for _ in 0..n {
+            square_fences.push(SquareEntry {
+                y: r.f32()?,
+                x: r.f32()?,
+                cos_lat: r.f32()?,
+                in2: r.f32()?,
+                entry: entry(r.u32()?, "squares")?,
+            });
+        }
+        in_range(&squares_list, square_fences.len(), "squares")?;
+        let cells_list = map(r)?;
+        let n = r.len(4)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push(entry(r.u32()?, "cells")?);
+        }
+        in_range(&cells_list, entries.len(), "cells")?;
+        let n = r.len(8)?;
+        let mut near_coarse = CellMap::default();
+        near_coarse.reserve(n);
+        for _ in 0..n {
+            near_coarse.insert(r.u64()?, ());
+        }
+        let collect = |v: Vec<(u64, u32, u32)>| {
+            let mut m: CellMap<(u32, u32)> = CellMap::default();
+            m.reserve(v.len());
+            m.extend(v.into_iter().map(|(k, s, l)| (k, (s, l))));
+            m
+        };
+        let quick = shapes.iter().map(Quick::of).collect();
+        Ok(GeofenceIndex {
+            resolution,
+            shapes,
+            squares: collect(squares_list),
+            square_fences,
+            cells: collect(cells_list),
+            entries,
+            near_coarse,
+            quick,
+        })
+    }
+
     /// The shapes, in fence order.
     pub fn shapes(&self) -> &[Shape] {
         &self.shapes
@@ -938,6 +1050,11 @@ impl FenceSet {
             any_retired: false,
             delta: std::sync::Arc::default(),
         }
+    }
+
+    /// The index as built, when no change was made on top of it.
+    pub(crate) fn unchanged(&self) -> Option<&GeofenceIndex> {
+        (!self.any_retired && self.delta.shapes.is_empty()).then_some(&*self.base)
     }
 
     /// Fences containing the point, appended to `out` in ascending position order.

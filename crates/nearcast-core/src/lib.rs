@@ -45,6 +45,7 @@ pub mod ports;
 pub mod presence;
 pub mod ranker;
 pub mod results;
+pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod trigger;
