@@ -150,3 +150,136 @@ async fn an_admin_change_on_one_instance_reaches_the_other_within_the_interval()
     far_fix(&b, "u2").await;
     assert_eq!(b.catalog().store_count(), 1);
 }
+
+/// An instance of the functions with a catalog bucket: its catalog from the newest snapshot
+/// when that holds the newest change, else from the table. `admin`: it publishes a snapshot
+/// after each change, as admin-api does.
+async fn instance_with_snapshots(
+    proxy: &Proxy,
+    table: &str,
+    bucket: &str,
+    admin: bool,
+) -> (Arc<Engine>, Arc<RefreshingStore>) {
+    use nearcast_aws::snapshots::CatalogSnapshots;
+    let dynamo = Arc::new(DynamoStateStore::new(
+        moto().dynamodb(Some(&proxy.url)).await,
+        table,
+    ));
+    let store = RefreshingStore::new(dynamo.clone(), Duration::from_millis(300));
+    store.prime().await.expect("catalog version");
+    let snapshots = Arc::new(CatalogSnapshots::new(
+        moto().s3(Some(&proxy.url)).await,
+        bucket,
+        dynamo,
+    ));
+    store.use_snapshots(snapshots.clone());
+    let initial = snapshots.load_logged().await;
+    let engine = Arc::new(
+        Engine::starting_from(
+            store.clone(),
+            Arc::new(RecordingNotifier::new()),
+            Arc::new(weather()),
+            Arc::new(ManualClock::new(noon())),
+            model(),
+            initial,
+        )
+        .await
+        .expect("engine"),
+    );
+    store.attach(&engine);
+    if admin {
+        engine.set_catalog_sink(snapshots);
+    }
+    (engine, store)
+}
+
+/// Stores by id with their fences, offers by id, and the policy: what a decision reads.
+fn config_of(c: &nearcast_core::catalog::Catalog) -> String {
+    let mut stores: Vec<String> = c.stores().map(|s| format!("{s:?}")).collect();
+    stores.sort();
+    format!("{stores:?} {:?} {:?} {:?}", c.offers, c.policy, c.version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
+    let proxy = Proxy::start(&moto_url()).await;
+    let (table, bucket) = (unique("snap"), unique("snap"));
+    DynamoStateStore::create_table(&moto().dynamodb(None).await, &table)
+        .await
+        .expect("create table");
+    nearcast_aws::model_store::S3Blobs::create_bucket(&moto().s3(None).await, &bucket)
+        .await
+        .expect("bucket");
+    let admin_actor = Actor {
+        name: "ana@example.com".into(),
+        role: Role::Admin,
+    };
+
+    // Nothing published yet: a start reads the table.
+    let (admin, _) = instance_with_snapshots(&proxy, &table, &bucket, true).await;
+    let (stores, offers) = catalog(3);
+    admin.load_config(stores, offers, policy(3)).await.unwrap();
+    assert!(admin.publish_catalog().await.unwrap());
+
+    // A new instance starts from the snapshot: one GetObject, no Scan of the table.
+    proxy.reset_counts();
+    let (b, b_store) = instance_with_snapshots(&proxy, &table, &bucket, false).await;
+    let counts = proxy.counts();
+    assert_eq!(counts.get("Scan"), None, "{counts:?}");
+    assert_eq!(counts.get("GetObject"), Some(&1), "{counts:?}");
+    assert_eq!(config_of(&b.catalog()), config_of(&admin.catalog()));
+    let (lat, lon) = nearcast_tests::store_point(0);
+    let e = event(
+        "snap-user",
+        json!({"event_id": "in", "type": "location", "at": noon().to_rfc3339(),
+            "lat": lat, "lon": lon, "accuracy_m": 8}),
+    );
+    let r = b.process(&e).await.unwrap();
+    assert_eq!(r.status, "accepted");
+    assert_eq!(b.catalog().lookup(lat, lon).len(), 1);
+
+    // One store moved and published: the running instance takes the change from the new
+    // snapshot at its next check, without a Scan; the old object is deleted.
+    let mut moved = admin.catalog().stores().next().unwrap().clone();
+    moved.name = "Moved".into();
+    admin.put_store(moved, &admin_actor).await.unwrap();
+    assert!(admin.publish_catalog().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    proxy.reset_counts();
+    b_store.refresh_if_due().await;
+    let counts = proxy.counts();
+    assert_eq!(counts.get("Scan"), None, "{counts:?}");
+    assert_eq!(config_of(&b.catalog()), config_of(&admin.catalog()));
+    let objects = moto()
+        .s3(None)
+        .await
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(
+        keys,
+        vec![nearcast_aws::snapshots::CatalogSnapshots::key_of(
+            admin.catalog().version.as_deref().unwrap()
+        )]
+    );
+
+    // A change whose snapshot was never published (the admin instance died after its
+    // commit): the pointer is stale, so a new instance reads the table, and so does the
+    // running one at its next check. Neither serves the older snapshot.
+    let (quiet_admin, _) = instance_with_snapshots(&proxy, &table, &bucket, false).await;
+    quiet_admin
+        .delete_offer(&quiet_admin.catalog().offers[0].id.clone(), &admin_actor)
+        .await
+        .unwrap();
+    assert!(!quiet_admin.publish_catalog().await.unwrap(), "no sink");
+    proxy.reset_counts();
+    let (c, _) = instance_with_snapshots(&proxy, &table, &bucket, false).await;
+    assert!(proxy.counts().get("Scan").is_some_and(|n| *n >= 2));
+    assert_eq!(config_of(&c.catalog()), config_of(&quiet_admin.catalog()));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    b_store.refresh_if_due().await;
+    assert_eq!(config_of(&b.catalog()), config_of(&quiet_admin.catalog()));
+}

@@ -652,9 +652,13 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         call("PUT", "/v1/admin/offers/o2", Some(offer(2))).await.0,
         200
     );
+    // What admin-api's app does after each change (`nearcast_admin_api::app`): publish the
+    // catalog snapshot; the second replaces (deletes) the first.
+    assert!(admin.engine.publish_catalog().await.unwrap());
     let policy = json!({"per_day": 10, "per_week": 50, "min_gap_minutes": 0,
         "quiet_start": "00:00:00", "quiet_end": "00:00:00"});
     assert_eq!(call("PUT", "/v1/admin/policy", Some(policy)).await.0, 200);
+    assert!(admin.engine.publish_catalog().await.unwrap());
     // The offers' campaign, with a budget: every send below counts it in its commit.
     let campaign = json!({"id": "c1", "name": "Coffee", "status": "active", "budget": 1000,
         "coupon_pool": true,

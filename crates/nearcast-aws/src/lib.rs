@@ -76,6 +76,7 @@ pub mod model_store;
 #[cfg(feature = "moto")]
 pub mod moto;
 pub mod refresh;
+pub mod snapshots;
 pub mod sns;
 
 pub use aws_config::SdkConfig;
@@ -130,12 +131,15 @@ pub const LOG_TTL_SECS: i64 = nearcast_core::ports::LOG_RETENTION_DAYS * 24 * 36
 type Item = HashMap<String, AttributeValue>;
 
 /// What `CONFIG / VERSION` holds: [`DynamoStateStore::versions`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Versions {
     /// Bumped by every catalog change (stores, offers, policy).
     pub catalog: u64,
     /// Bumped by every model announcement (publish, rollback, reload).
     pub model: u64,
+    /// The newest catalog snapshot published ([`snapshots`]): its object key and the
+    /// configuration version (audit entry id) it holds.
+    pub snapshot: Option<(String, String)>,
 }
 
 /// The DynamoDB single-table state store.
@@ -1283,10 +1287,60 @@ impl DynamoStateStore {
             .await
             .map_err(|e| sdk_err("GetItem", e))?;
         let n = |name| out.item().and_then(|i| get_n(i, name)).unwrap_or(0).max(0) as u64;
+        let snapshot = out.item().and_then(|i| {
+            Some((
+                get_s(i, "snapshot_key")?.to_string(),
+                get_s(i, "snapshot_of")?.to_string(),
+            ))
+        });
         Ok(Versions {
             catalog: n("version"),
             model: n("model"),
+            snapshot,
         })
+    }
+
+    /// Points `CONFIG / VERSION` at the catalog snapshot `key` holding configuration version
+    /// `of`, unless it points at a newer one already (one conditional UpdateItem; the same version
+    /// again points at it again). Returns
+    /// whether it now points at `key`, and the key it pointed at before.
+    ///
+    /// # Errors
+    /// When DynamoDB fails.
+    pub async fn point_snapshot(
+        &self,
+        key_: &str,
+        of: &str,
+    ) -> Result<(bool, Option<String>), StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key("CONFIG", "VERSION")))
+            .update_expression("SET #k = :k, #o = :o")
+            .condition_expression("attribute_not_exists(#o) OR #o <= :o")
+            .expression_attribute_names("#k", "snapshot_key")
+            .expression_attribute_names("#o", "snapshot_of")
+            .expression_attribute_values(":k", s(key_))
+            .expression_attribute_values(":o", s(of))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok((
+                true,
+                o.attributes()
+                    .and_then(|a| get_s(a, "snapshot_key"))
+                    .map(str::to_string),
+            )),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok((false, None))
+            }
+            Err(e) => Err(sdk_err("UpdateItem", e)),
+        }
     }
 
     /// Announces a model change (publish, rollback, reload) to every instance: `ADD model 1`

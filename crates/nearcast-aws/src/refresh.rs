@@ -7,14 +7,15 @@
 //! ([`crate::model_store::announced`], [`RefreshingStore::reload_models_and_announce`]).
 //! Every instance reads that item at most once per interval
 //! (`NEARCAST_CATALOG_REFRESH_SECS`, default 10 s), on the first user read after the
-//! interval, rebuilds its catalog when the catalog version moved, and loads its champion
+//! interval, rebuilds its catalog when the catalog version moved (from the newest catalog
+//! snapshot when one holds the change, [`crate::snapshots`]), and loads its champion
 //! and challenger from S3 again when the model number moved. A refused artifact keeps the
 //! models in service (logged at error level, not tried again until the next
 //! announcement); an S3 failure is tried again at the next interval.
 //!
 //! Cost: one eventually consistent GetItem per instance per interval, whatever the traffic,
 //! for both checks: an instance serving `r` events a second adds `1 / (r × interval)` round
-//! trips per event (0.01 at 1 event/s and 10 s), plus a rebuild (two Scans and a GetItem)
+//! trips per event (0.1 at 1 event/s and 10 s), plus a rebuild (two Scans and a GetItem)
 //! only after a catalog change and one GetObject per model only after an announcement. A
 //! location event that sends nothing stays at 2 round trips on average.
 
@@ -46,6 +47,7 @@ pub struct RefreshingStore {
     every: Duration,
     engine: OnceLock<Weak<Engine>>,
     models: OnceLock<Arc<ModelRollout>>,
+    snapshots: OnceLock<Arc<crate::snapshots::CatalogSnapshots>>,
     check: tokio::sync::Mutex<Check>,
 }
 
@@ -57,6 +59,7 @@ impl RefreshingStore {
             every,
             engine: OnceLock::new(),
             models: OnceLock::new(),
+            snapshots: OnceLock::new(),
             check: tokio::sync::Mutex::new(Check::default()),
         })
     }
@@ -81,6 +84,12 @@ impl RefreshingStore {
     pub fn serve_models(self: &Arc<Self>, engine: &Engine, rollout: Arc<ModelRollout>) {
         let _ = self.models.set(rollout);
         engine.set_model_source(Arc::new(AnnouncingReload(self.clone())));
+    }
+
+    /// Takes the catalog from `snapshots` after a change when a current one is published
+    /// (else it is built from the table, as without).
+    pub fn use_snapshots(&self, snapshots: Arc<crate::snapshots::CatalogSnapshots>) {
+        let _ = self.snapshots.set(snapshots);
     }
 
     /// The engine whose catalog to rebuild.
@@ -120,7 +129,18 @@ impl RefreshingStore {
             return;
         };
         if versions.catalog != c.version {
-            match engine.reload().await {
+            let from_snapshot = match self.snapshots.get() {
+                Some(s) => s.load_logged().await,
+                None => None,
+            };
+            let loaded = match from_snapshot {
+                Some(catalog) => {
+                    engine.set_catalog(catalog);
+                    Ok(())
+                }
+                None => engine.reload().await,
+            };
+            match loaded {
                 Ok(()) => {
                     tracing::info!(from = c.version, to = versions.catalog, "catalog reloaded");
                     c.version = versions.catalog;

@@ -55,6 +55,13 @@ pub trait ModelSource: Send + Sync {
     fn load(&self) -> BoxFuture<'_, Result<Arc<dyn Ranker>, String>>;
 }
 
+/// Where a host publishes its catalog after a configuration change, so that other
+/// instances can start from it ([`crate::snapshot`]; on AWS an S3 object).
+pub trait CatalogSink: Send + Sync {
+    /// Publishes `catalog`. A failure is the cause; the change itself stands.
+    fn publish(&self, catalog: Arc<Catalog>) -> BoxFuture<'_, Result<(), String>>;
+}
+
 /// The challenger: a second model scoring a stable share of users.
 #[derive(Clone)]
 pub struct Challenger {
@@ -181,6 +188,7 @@ pub struct Engine {
     ranker: RwLock<Arc<dyn Ranker>>,
     challenger: RwLock<Option<Challenger>>,
     model_source: RwLock<Option<Arc<dyn ModelSource>>>,
+    catalog_sink: RwLock<Option<Arc<dyn CatalogSink>>>,
     /// Serialises configuration changes (read, validate, write, rebuild).
     admin: Arc<tokio::sync::Mutex<()>>,
     /// Whether a compaction of the catalog's store changes is under way.
@@ -199,6 +207,23 @@ impl Engine {
         clock: Arc<dyn Clock>,
         ranker: Arc<dyn Ranker>,
     ) -> Result<Self, EngineError> {
+        Self::starting_from(store, notifier, weather, clock, ranker, None).await
+    }
+
+    /// As [`Engine::new`], starting from `catalog` when given (read from a snapshot the
+    /// caller checked is current) instead of loading it from the store.
+    ///
+    /// # Errors
+    /// Without a catalog, when the store fails or holds an invalid configuration.
+    pub async fn starting_from(
+        store: Arc<dyn StateStore>,
+        notifier: Arc<dyn Notifier>,
+        weather: Arc<dyn WeatherSource>,
+        clock: Arc<dyn Clock>,
+        ranker: Arc<dyn Ranker>,
+        catalog: Option<Catalog>,
+    ) -> Result<Self, EngineError> {
+        let loaded = catalog.is_some();
         let e = Engine {
             store,
             notifier,
@@ -208,11 +233,46 @@ impl Engine {
             ranker: RwLock::new(ranker),
             challenger: RwLock::new(None),
             model_source: RwLock::new(None),
+            catalog_sink: RwLock::new(None),
             admin: Arc::new(tokio::sync::Mutex::new(())),
             compacting: Arc::default(),
         };
-        e.reload().await?;
+        match catalog {
+            Some(c) => e.catalog.store(Arc::new(c)),
+            None => e.reload().await?,
+        }
+        if loaded {
+            tracing::debug!("catalog taken from a snapshot");
+        }
         Ok(e)
+    }
+
+    /// Puts `catalog` in service whole (one read from a snapshot the caller checked is
+    /// current).
+    pub fn set_catalog(&self, catalog: Catalog) {
+        self.catalog.store(Arc::new(catalog));
+    }
+
+    /// Sets where [`Engine::publish_catalog`] publishes.
+    pub fn set_catalog_sink(&self, sink: Arc<dyn CatalogSink>) {
+        *self.catalog_sink.write().expect("catalog sink lock") = Some(sink);
+    }
+
+    /// Publishes the catalog in service to the sink, if one is set (hosts call it after a
+    /// configuration change is answered for).
+    ///
+    /// # Errors
+    /// The sink's failure; the catalog in service is unchanged.
+    pub async fn publish_catalog(&self) -> Result<bool, EngineError> {
+        let sink = self.catalog_sink.read().expect("catalog sink lock").clone();
+        let Some(sink) = sink else {
+            return Ok(false);
+        };
+        let _g = self.admin.lock().await;
+        sink.publish(self.catalog())
+            .await
+            .map_err(|e| EngineError::Store(crate::ports::StoreError(e)))?;
+        Ok(true)
     }
 
     /// The current catalog.

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 /// The router of admin-api, with callers known by `auth`.
 pub fn app(engine: Arc<Engine>, auth: AdminAuth) -> axum::Router {
-    match auth {
+    let publisher = engine.clone();
+    let router = match auth {
         AdminAuth::None => nearcast_api::router(engine),
         AdminAuth::Jwt { role_claim } => {
             let claim: Arc<str> = role_claim.into();
@@ -33,7 +34,32 @@ pub fn app(engine: Arc<Engine>, auth: AdminAuth) -> axum::Router {
                 },
             ))
         }
+    };
+    router.layer(from_fn(move |req: Request, next: Next| {
+        let engine = publisher.clone();
+        async move { publishing(&engine, req, next).await }
+    }))
+}
+
+/// Runs the request; after a change answered with success, publishes the catalog in
+/// service ([`Engine::publish_catalog`]: a snapshot when `NEARCAST_CATALOG_BUCKET` is set),
+/// before the answer goes out, so that a function starting after it starts from it. A
+/// failed publish is logged; the change stands, and instances build the catalog from the
+/// table until the next publish.
+async fn publishing(engine: &Engine, req: Request, next: Next) -> Response {
+    let changes = req.method() != axum::http::Method::GET
+        && req.method() != axum::http::Method::HEAD
+        && req.uri().path().starts_with("/v1/admin/")
+        && !req.uri().path().starts_with("/v1/admin/simulate")
+        && !req.uri().path().starts_with("/v1/admin/model");
+    let res = next.run(req).await;
+    if changes
+        && res.status().is_success()
+        && let Err(e) = engine.publish_catalog().await
+    {
+        tracing::warn!(error = %e, "catalog snapshot not published");
     }
+    res
 }
 
 /// The highest role named by a claim's value: a role, or a list of groups (`[a b]`,

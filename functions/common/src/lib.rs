@@ -34,6 +34,7 @@
 
 use nearcast_aws::model_store::ModelRollout;
 use nearcast_aws::refresh::RefreshingStore;
+use nearcast_aws::snapshots::CatalogSnapshots;
 use nearcast_aws::sns::SnsNotifier;
 use nearcast_aws::{DynamoStateStore, SdkConfig};
 use nearcast_core::decision::Push;
@@ -225,6 +226,10 @@ pub struct Config {
     pub weather_url: Option<String>,
     /// How often the catalog version is checked (`NEARCAST_CATALOG_REFRESH_SECS`).
     pub catalog_refresh: std::time::Duration,
+    /// Bucket of the catalog snapshots (`NEARCAST_CATALOG_BUCKET`): admin-api publishes one
+    /// after every configuration change, and every function starts from the newest one when
+    /// it is current ([`nearcast_aws::snapshots`]). `None`: every start reads the table.
+    pub catalog_bucket: Option<String>,
     /// Champion from S3 and challenger.
     pub models: ModelConfig,
     /// How long idempotency keys and logs are kept (`NEARCAST_KEEP_IDEMPOTENCY_DAYS`,
@@ -266,6 +271,7 @@ impl Config {
             cap_defaults: cap_defaults(&var)?,
             weather_url: var("NEARCAST_WEATHER_URL"),
             catalog_refresh: catalog_refresh(var("NEARCAST_CATALOG_REFRESH_SECS"))?,
+            catalog_bucket: var("NEARCAST_CATALOG_BUCKET"),
             models: ModelConfig::from_lookup(&var)?,
             retention: retention(&var)?,
         })
@@ -425,8 +431,24 @@ pub async fn build_engine(
     clock: Arc<dyn Clock>,
     model_path: Option<&Path>,
 ) -> Result<Arc<Engine>, InitError> {
+    build_engine_from(store, notifier, weather, clock, model_path, None).await
+}
+
+/// As [`build_engine`], starting from `catalog` when given (a current snapshot) instead of
+/// loading it from the store.
+///
+/// # Errors
+/// As [`build_engine`].
+pub async fn build_engine_from(
+    store: Arc<dyn StateStore>,
+    notifier: Arc<dyn Notifier>,
+    weather: Arc<dyn WeatherSource>,
+    clock: Arc<dyn Clock>,
+    model_path: Option<&Path>,
+    catalog: Option<nearcast_core::catalog::Catalog>,
+) -> Result<Arc<Engine>, InitError> {
     let ranker = nearcast::load_model(model_path)?;
-    let engine = Engine::new(store, notifier, weather, clock, ranker).await?;
+    let engine = Engine::starting_from(store, notifier, weather, clock, ranker, catalog).await?;
     Ok(Arc::new(engine))
 }
 
@@ -454,18 +476,30 @@ pub async fn start_with(
     config: &Config,
     aws: &SdkConfig,
 ) -> Result<Arc<Engine>, InitError> {
-    let refreshing = RefreshingStore::new(
-        Arc::new(
-            DynamoStateStore::new(DynamoStateStore::client_from(aws), config.table.clone())
-                .with_retention(config.retention),
-        ),
-        config.catalog_refresh,
+    let dynamo = Arc::new(
+        DynamoStateStore::new(DynamoStateStore::client_from(aws), config.table.clone())
+            .with_retention(config.retention),
     );
+    let refreshing = RefreshingStore::new(dynamo.clone(), config.catalog_refresh);
     // The version before the catalog is loaded: a change in between shows as new.
     refreshing
         .prime()
         .await
         .map_err(|e| InitError::Engine(EngineError::Store(e)))?;
+    let snapshots = config.catalog_bucket.as_ref().map(|bucket| {
+        Arc::new(CatalogSnapshots::new(
+            nearcast_aws::model_store::S3Blobs::client_from(aws),
+            bucket.clone(),
+            dynamo.clone(),
+        ))
+    });
+    let initial = match &snapshots {
+        Some(s) => {
+            refreshing.use_snapshots(s.clone());
+            s.load_logged().await
+        }
+        None => None,
+    };
     let store: Arc<dyn StateStore> = match &config.cap_defaults {
         Some(p) => Arc::new(DefaultPolicy::new(refreshing.clone(), p.clone())),
         None => refreshing.clone(),
@@ -488,15 +522,22 @@ pub async fn start_with(
             config.fcm_arn.clone(),
         ))
     };
-    let engine = build_engine(
+    let engine = build_engine_from(
         store,
         notifier,
         weather_source(config.weather_url.as_deref())?,
         Arc::new(SystemClock),
         config.model_path.as_deref(),
+        initial,
     )
     .await?;
     refreshing.attach(&engine);
+    // admin-api publishes the catalog after every change it answers for.
+    if let Some(s) = snapshots
+        && function == "admin-api"
+    {
+        engine.set_catalog_sink(s);
+    }
     // Models from S3 follow every announced publish, rollback and reload.
     if let Some(rollout) = apply_models(&engine, &config.models, aws).await? {
         refreshing.serve_models(&engine, rollout);
@@ -576,8 +617,10 @@ mod tests {
             ("NEARCAST_LOG", "debug"),
             ("NEARCAST_APNS_ARN", "arn:aws:sns:eu-north-1:1:app/APNS/x"),
             ("NEARCAST_FCM_ARN", "arn:aws:sns:eu-north-1:1:app/GCM/y"),
+            ("NEARCAST_CATALOG_BUCKET", "artifacts"),
         ]))
         .unwrap();
+        assert_eq!(c.catalog_bucket.as_deref(), Some("artifacts"));
         assert_eq!(c.model_path.as_deref(), Some(Path::new("/opt/ranker.json")));
         assert_eq!(c.log, "debug");
         assert!(c.apns_arn.is_some() && c.fcm_arn.is_some());

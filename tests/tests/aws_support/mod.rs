@@ -16,6 +16,8 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub mod cost;
+
 /// The process's moto server (started on first use; the test fails, saying how to run it,
 /// when it cannot be started).
 pub fn moto() -> &'static Moto {
