@@ -42,6 +42,8 @@ WORK="$(mktemp -d)"
 cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
 
+# As infra/template.yaml sets it for the functions.
+export MIMALLOC_PURGE_DELAY=0
 TABLE="coldstart-$$"
 BUCKET="coldstart-$$"
 export NEARCAST_TABLE="$TABLE"

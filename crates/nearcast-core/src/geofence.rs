@@ -782,17 +782,18 @@ impl GeofenceIndex {
         let resolution =
             Resolution::try_from(r.u8()?).map_err(|e| format!("index resolution: {e}"))?;
         let fences = shapes.len() as u64;
-        let map = |r: &mut crate::snapshot::Reader<'_>| -> Result<Vec<(u64, u32, u32)>, String> {
+        let map = |r: &mut crate::snapshot::Reader<'_>| -> Result<CellMap<(u32, u32)>, String> {
             let n = r.len(16)?;
-            let mut v = Vec::with_capacity(n);
+            let mut m: CellMap<(u32, u32)> = CellMap::default();
+            m.reserve(n);
             for _ in 0..n {
-                v.push((r.u64()?, r.u32()?, r.u32()?));
+                m.insert(r.u64()?, (r.u32()?, r.u32()?));
             }
-            Ok(v)
+            Ok(m)
         };
-        let in_range = |v: &[(u64, u32, u32)], total: usize, what: &str| match v
-            .iter()
-            .find(|(_, s, l)| u64::from(*s) + u64::from(*l) > total as u64)
+        let in_range = |m: &CellMap<(u32, u32)>, total: usize, what: &str| match m
+            .values()
+            .find(|(s, l)| u64::from(*s) + u64::from(*l) > total as u64)
         {
             Some(_) => Err(format!("index {what}: a range past the end")),
             None => Ok(()),
@@ -804,7 +805,7 @@ impl GeofenceIndex {
                 Err(format!("index {what}: an entry names no fence"))
             }
         };
-        let squares_list = map(r)?;
+        let squares = map(r)?;
         let n = r.len(20)?;
         let mut square_fences = Vec::with_capacity(n);
         for _ in 0..n {
@@ -816,33 +817,27 @@ impl GeofenceIndex {
                 entry: entry(r.u32()?, "squares")?,
             });
         }
-        in_range(&squares_list, square_fences.len(), "squares")?;
-        let cells_list = map(r)?;
+        in_range(&squares, square_fences.len(), "squares")?;
+        let cells = map(r)?;
         let n = r.len(4)?;
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
             entries.push(entry(r.u32()?, "cells")?);
         }
-        in_range(&cells_list, entries.len(), "cells")?;
+        in_range(&cells, entries.len(), "cells")?;
         let n = r.len(8)?;
         let mut near_coarse = CellMap::default();
         near_coarse.reserve(n);
         for _ in 0..n {
             near_coarse.insert(r.u64()?, ());
         }
-        let collect = |v: Vec<(u64, u32, u32)>| {
-            let mut m: CellMap<(u32, u32)> = CellMap::default();
-            m.reserve(v.len());
-            m.extend(v.into_iter().map(|(k, s, l)| (k, (s, l))));
-            m
-        };
         let quick = shapes.iter().map(Quick::of).collect();
         Ok(GeofenceIndex {
             resolution,
             shapes,
-            squares: collect(squares_list),
+            squares,
             square_fences,
-            cells: collect(cells_list),
+            cells,
             entries,
             near_coarse,
             quick,

@@ -16,3 +16,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let engine = nearcast_functions::start("admin-api").await?;
     lambda_http::run(nearcast_admin_api::app(engine, auth)).await
 }
+
+/// mimalloc rather than glibc's allocator, as `nearcast serve`: the cold start allocates the
+/// whole catalog at once (docs/performance.md, "Cold start").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

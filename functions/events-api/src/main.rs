@@ -10,3 +10,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let auth = nearcast_functions::Config::from_env()?.device_auth;
     lambda_http::run(nearcast_events_api::app(engine, auth)).await
 }
+
+/// mimalloc rather than glibc's allocator, as `nearcast serve`: the cold start allocates the
+/// whole catalog at once (docs/performance.md, "Cold start").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

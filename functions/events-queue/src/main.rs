@@ -23,3 +23,8 @@ async fn main() -> Result<(), Error> {
     ))
     .await
 }
+
+/// mimalloc rather than glibc's allocator, as `nearcast serve`: the cold start allocates the
+/// whole catalog at once (docs/performance.md, "Cold start").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
