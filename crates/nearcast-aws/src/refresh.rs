@@ -7,16 +7,18 @@
 //! ([`crate::model_store::announced`], [`RefreshingStore::reload_models_and_announce`]).
 //! Every instance reads that item at most once per interval
 //! (`NEARCAST_CATALOG_REFRESH_SECS`, default 10 s), on the first user read after the
-//! interval, rebuilds its catalog when the catalog version moved (from the newest catalog
-//! snapshot when one holds the change, [`crate::snapshots`]), and loads its champion
+//! interval, follows the catalog when the catalog version moved (single store changes
+//! applied in place from the audit log, one Query; anything else from the newest catalog
+//! snapshot when one holds the change, [`crate::snapshots`], else rebuilt), and loads its champion
 //! and challenger from S3 again when the model number moved. A refused artifact keeps the
 //! models in service (logged at error level, not tried again until the next
 //! announcement); an S3 failure is tried again at the next interval.
 //!
 //! Cost: one eventually consistent GetItem per instance per interval, whatever the traffic,
 //! for both checks: an instance serving `r` events a second adds `1 / (r × interval)` round
-//! trips per event (0.1 at 1 event/s and 10 s), plus a rebuild (two Scans and a GetItem)
-//! only after a catalog change and one GetObject per model only after an announcement. A
+//! trips per event (0.1 at 1 event/s and 10 s); only after a catalog change, one Query of
+//! the audit log, and when that does not do, a snapshot (GetItem, Query, GetObject) or a
+//! rebuild (two Scans and a GetItem); one GetObject per model only after an announcement. A
 //! location event that sends nothing stays at 2 round trips on average.
 
 use crate::DynamoStateStore;
@@ -27,6 +29,10 @@ use nearcast_core::ports::{BoxFuture, StateStore, StoreError, StoreLayer, UserRe
 use nearcast_core::ranker::Ranker;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+
+/// Audit entries read to follow a catalog change: more store changes than this since the
+/// last check take the whole catalog.
+pub const FOLLOW_AT_MOST: usize = 16;
 
 #[derive(Default)]
 struct Check {
@@ -129,11 +135,21 @@ impl RefreshingStore {
             return;
         };
         if versions.catalog != c.version {
+            // Single store changes are applied from the audit log, in place; anything else
+            // (or more changes than are read) takes the whole catalog.
+            let followed = match self.inner.audit_log(None, FOLLOW_AT_MOST).await {
+                Ok(entries) => engine.follow_changes(&entries),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit log not read; reading the whole catalog");
+                    false
+                }
+            };
             let from_snapshot = match self.snapshots.get() {
-                Some(s) => s.load_logged().await,
-                None => None,
+                Some(s) if !followed => s.load_logged().await,
+                _ => None,
             };
             let loaded = match from_snapshot {
+                _ if followed => Ok(()),
                 Some(catalog) => {
                     engine.set_catalog(catalog);
                     Ok(())

@@ -446,6 +446,33 @@ impl Catalog {
         Ok(Some(c))
     }
 
+    /// This catalog with the configuration changes made after it, when each is one store
+    /// put or removed: what an instance applies (in microseconds each) to follow changes
+    /// made through another. `newest_first` is the head of the audit log, newest first.
+    /// `None` when this catalog's version is not among them (more changes than were read,
+    /// or a catalog of no known version) or a change of another kind is (offers, policy,
+    /// campaigns, imports, loads): the caller then reads the whole catalog.
+    pub fn following(&self, newest_first: &[crate::audit::AuditEntry]) -> Option<Catalog> {
+        let mine = self.version.as_deref()?;
+        let k = newest_first.iter().position(|e| e.id == mine)?;
+        let mut c = self.clone();
+        for e in newest_first[..k].iter().rev() {
+            c = match e.action.as_str() {
+                "store.put" => {
+                    let store: Store = serde_json::from_value(e.after.clone()?).ok()?;
+                    c.with_store(store).ok()?
+                }
+                "store.delete" => {
+                    let id = Id::parse(e.target.as_deref()?).ok()?;
+                    let without = c.without_store(&id).ok()?;
+                    without.unwrap_or(c)
+                }
+                _ => return None,
+            };
+        }
+        Some(c.at_version(newest_first.first().map(|e| e.id.clone())))
+    }
+
     /// The geofence index as built, when no store change was made on top of it.
     pub(crate) fn fences_as_built(&self) -> Option<&GeofenceIndex> {
         self.fences.unchanged()
@@ -851,6 +878,58 @@ mod tests {
             let other = Catalog::build(vec![], vec![], CapPolicy::default()).unwrap();
             prop_assert!(other.rebased(cat.compacted().unwrap(), &cat).is_none());
         }
+    }
+
+    /// Store changes read from the audit log are applied as the full build of the same
+    /// stores reads; any other change, or a log that does not reach back to the catalog's
+    /// version, is refused (the caller reads the whole catalog).
+    #[test]
+    fn store_changes_from_the_audit_log_are_followed_and_nothing_else() {
+        use crate::audit::{Actor, AuditEntry};
+        let actor = Actor::system("test");
+        let at = chrono::Utc::now();
+        let offers = offers_for_changes();
+        let stores: Vec<Store> = (0..6)
+            .map(|i| store_of(i, i % 4, i % 3, i as f64, i % 2 == 0))
+            .collect();
+        let start = AuditEntry::new(at, &actor, "catalog.load");
+        let cat = Catalog::build(stores.clone(), offers.clone(), CapPolicy::default())
+            .unwrap()
+            .at_version(Some(start.id.clone()));
+        let moved = store_of(3, 1, 2, 9.5, true);
+        let added = store_of(7, 2, 1, 12.0, false);
+        let put = |s: &Store| {
+            AuditEntry::new(at, &actor, "store.put")
+                .target(&s.id)
+                .change(None, Some(s))
+        };
+        let gone = Id::parse("s5").unwrap();
+        let delete = AuditEntry::new(at, &actor, "store.delete")
+            .target(&gone)
+            .change(Some(&stores[5]), None);
+        let mut log = vec![start.clone(), put(&moved), put(&added), delete];
+        log.reverse();
+        let followed = cat.following(&log).expect("store changes only");
+        assert_eq!(followed.version.as_deref(), Some(log[0].id.as_str()));
+        let mut want: Vec<Store> = stores[..5].to_vec();
+        want[3] = moved.clone();
+        want.push(added.clone());
+        let full = Catalog::build(want, offers.clone(), CapPolicy::default()).unwrap();
+        assert_eq!(seen(&followed), seen(&full));
+        // Nothing newer: the same catalog.
+        assert_eq!(seen(&cat.following(&[start.clone()]).unwrap()), seen(&cat));
+        // An offer change among them, or a log that does not reach the catalog's version.
+        let offer = AuditEntry::new(at, &actor, "offer.put");
+        assert!(
+            cat.following(&[offer, put(&added), start.clone()])
+                .is_none()
+        );
+        assert!(cat.following(&[put(&added)]).is_none());
+        assert!(cat.clone().at_version(None).following(&log).is_none());
+        // A put whose store does not read is refused, not half applied.
+        let mut bad = put(&added);
+        bad.after = Some(serde_json::json!({"id": "s9"}));
+        assert!(cat.following(&[bad, start]).is_none());
     }
 
     /// Removing a store that an offer names by id is refused, naming the offer's field, as

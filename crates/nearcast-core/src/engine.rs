@@ -253,6 +253,19 @@ impl Engine {
         self.catalog.store(Arc::new(catalog));
     }
 
+    /// Applies the store changes made through another instance since the catalog in
+    /// service, read from the head of the audit log (`newest_first`), in place: see
+    /// [`Catalog::following`]. Returns whether it could (else the caller reads the whole
+    /// catalog).
+    pub fn follow_changes(&self, newest_first: &[crate::audit::AuditEntry]) -> bool {
+        let Some(c) = self.catalog().following(newest_first) else {
+            return false;
+        };
+        let version = c.version.clone().unwrap_or_default();
+        self.swap_changed(c, &version);
+        true
+    }
+
     /// Sets where [`Engine::publish_catalog`] publishes.
     pub fn set_catalog_sink(&self, sink: Arc<dyn CatalogSink>) {
         *self.catalog_sink.write().expect("catalog sink lock") = Some(sink);
