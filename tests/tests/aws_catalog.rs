@@ -8,6 +8,7 @@ mod aws_support;
 use aws_support::{Proxy, moto, moto_url, unique};
 use nearcast_aws::DynamoStateStore;
 use nearcast_aws::refresh::RefreshingStore;
+use nearcast_aws::snapshots::CatalogSnapshots;
 use nearcast_core::audit::{Actor, Role};
 use nearcast_core::engine::Engine;
 use nearcast_core::memory::RecordingNotifier;
@@ -162,7 +163,6 @@ async fn instance_with_snapshots(
     bucket: &str,
     admin: bool,
 ) -> (Arc<Engine>, Arc<RefreshingStore>) {
-    use nearcast_aws::snapshots::CatalogSnapshots;
     let dynamo = Arc::new(DynamoStateStore::new(
         moto().dynamodb(Some(&proxy.url)).await,
         table,
@@ -222,6 +222,7 @@ async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
     let (stores, offers) = catalog(3);
     admin.load_config(stores, offers, policy(3)).await.unwrap();
     assert!(admin.publish_catalog().await.unwrap());
+    let first_version = admin.catalog().version.clone().unwrap();
 
     // A new instance starts from the snapshot: one GetObject, no Scan of the table.
     proxy.reset_counts();
@@ -256,18 +257,9 @@ async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
     assert_eq!(counts.get("Query"), Some(&1), "{counts:?}");
     assert_eq!(b.catalog().changes(), 1, "applied in place");
     assert_eq!(config_of(&b.catalog()), config_of(&admin.catalog()));
-    let objects = moto()
-        .s3(None)
-        .await
-        .list_objects_v2()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(
-        keys,
-        vec![nearcast_aws::snapshots::CatalogSnapshots::key_of(
+        keys_in(&bucket).await,
+        vec![CatalogSnapshots::key_of(
             admin.catalog().version.as_deref().unwrap()
         )]
     );
@@ -288,4 +280,69 @@ async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     b_store.refresh_if_due().await;
     assert_eq!(config_of(&b.catalog()), config_of(&quiet_admin.catalog()));
+
+    // A publish of an older catalog (a slow admin instance) never moves the pointer back,
+    // and its object is deleted.
+    let mut again = admin.catalog().stores().next().unwrap().clone();
+    again.name = "Moved again".into();
+    admin.put_store(again, &admin_actor).await.unwrap();
+    assert!(admin.publish_catalog().await.unwrap());
+    let newest = admin.catalog().version.clone().unwrap();
+    let snapshots = nearcast_aws::snapshots::CatalogSnapshots::new(
+        moto().s3(None).await,
+        &bucket,
+        Arc::new(DynamoStateStore::new(moto().dynamodb(None).await, &table)),
+    );
+    let older = admin
+        .catalog()
+        .as_ref()
+        .clone()
+        .at_version(Some(first_version.clone()));
+    assert!(!snapshots.publish(&older).await.unwrap());
+    assert_eq!(
+        keys_in(&bucket).await,
+        vec![CatalogSnapshots::key_of(&newest)]
+    );
+    assert_eq!(
+        config_of(&snapshots.load().await.unwrap()),
+        config_of(&admin.catalog())
+    );
+
+    // A snapshot that does not read (a corrupt object) is not used: a new instance reads the
+    // table, and says why.
+    moto()
+        .s3(None)
+        .await
+        .put_object()
+        .bucket(&bucket)
+        .key(CatalogSnapshots::key_of(&newest))
+        .body(b"NCCATLOG garbage".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(
+        snapshots.load().await,
+        Err(nearcast_aws::snapshots::Skipped::Failed(_))
+    ));
+    proxy.reset_counts();
+    let (d, _) = instance_with_snapshots(&proxy, &table, &bucket, false).await;
+    assert!(proxy.counts().get("Scan").is_some_and(|n| *n >= 2));
+    assert_eq!(config_of(&d.catalog()), config_of(&admin.catalog()));
+}
+
+/// The object keys in `bucket`.
+async fn keys_in(bucket: &str) -> Vec<String> {
+    let objects = moto()
+        .s3(None)
+        .await
+        .list_objects_v2()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    objects
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
 }

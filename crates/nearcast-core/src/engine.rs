@@ -223,7 +223,6 @@ impl Engine {
         ranker: Arc<dyn Ranker>,
         catalog: Option<Catalog>,
     ) -> Result<Self, EngineError> {
-        let loaded = catalog.is_some();
         let e = Engine {
             store,
             notifier,
@@ -238,11 +237,8 @@ impl Engine {
             compacting: Arc::default(),
         };
         match catalog {
-            Some(c) => e.catalog.store(Arc::new(c)),
+            Some(c) => e.set_catalog(c),
             None => e.reload().await?,
-        }
-        if loaded {
-            tracing::debug!("catalog taken from a snapshot");
         }
         Ok(e)
     }
