@@ -305,11 +305,13 @@ async fn fifty_concurrent_fixes_for_one_user_never_exceed_the_cap() {
         })
         .collect();
     let mut sent = 0;
+    let mut answers = Vec::new();
     for t in tasks {
         let v = t.await.unwrap();
         if result(&v).1 == "sent" {
             sent += 1;
         }
+        answers.push(v);
     }
     assert_eq!(sent, 2, "per_day cap is 2");
     assert_eq!(messages_to(&endpoint).len(), 2);
@@ -322,12 +324,32 @@ async fn fifty_concurrent_fixes_for_one_user_never_exceed_the_cap() {
     );
     let rec = a.direct.load_user(&id("cap")).await.unwrap();
     assert_eq!(rec.state.sends.len(), 2);
-    // Every one of the 50 events was recorded once.
+    // Every one of the 50 events was recorded once: under its idempotency key when it
+    // did more than move the presence track, otherwise (a routine fix: at one instant,
+    // most are kilometres from the track and refused) in the profile's memory of the
+    // user's last 32 events, where the newest are.
     let items = partition(&a, "cap").await;
-    let missing: Vec<usize> = (0..50)
-        .filter(|i| !items.contains_key(&format!("USER#cap / EVENT#c{i}")))
-        .collect();
+    let mut missing = Vec::new();
+    let mut routine = 0;
+    for (i, v) in answers.iter().enumerate() {
+        let r = &v["results"][0];
+        assert_eq!(r["status"], "accepted", "c{i}: {v}");
+        let d = &r["decision"];
+        let eventful = d["presence"].as_array().is_some_and(|p| !p.is_empty())
+            || !d["store_id"].is_null()
+            || !d["delivery_id"].is_null();
+        let keyed = items.contains_key(&format!("USER#cap / EVENT#c{i}"));
+        if eventful && !keyed {
+            missing.push(i);
+        }
+        if !eventful {
+            assert!(!keyed, "c{i}: a routine fix keeps no key");
+            routine += 1;
+        }
+    }
     assert!(missing.is_empty(), "events not recorded: {missing:?}");
+    assert!(routine > 0, "the case has routine fixes");
+    assert_eq!(rec.state.recent.len(), 32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -764,42 +786,60 @@ async fn requests_per_path() {
     onboard(&a, "rc").await;
     assert_eq!(
         counts(&a.ddb),
-        m(&[("GetItem", 2), ("TransactWriteItems", 2)])
+        m(&[("GetItem", 2), ("PutItem", 1), ("TransactWriteItems", 1)])
     );
     assert_eq!(counts(&a.sns), m(&[("CreatePlatformEndpoint", 1)]));
 
-    // A fix that sends nothing: 2 round trips.
+    // A routine fix (no fence entered or left, no candidate): 2 round trips, the commit
+    // a PutItem of the profile alone.
     let (_, _, v) = post(&a, far_fix("rc", "n1")).await;
     assert_eq!(result(&v).0, "accepted");
-    assert_eq!(
-        counts(&a.ddb),
-        m(&[("GetItem", 1), ("TransactWriteItems", 1)])
-    );
+    assert_eq!(counts(&a.ddb), m(&[("GetItem", 1), ("PutItem", 1)]));
     assert!(counts(&a.sns).is_empty());
 
-    // A batch of 10 such fixes: still 2.
-    let at = noon().to_rfc3339();
+    // A batch of 10 such fixes, each newer than every event before: still 2.
     let events: Vec<Value> = (0..10)
         .map(|i| {
+            let at = (noon() + chrono::Duration::seconds(i64::from(i) + 1)).to_rfc3339();
             json!({"event_id": format!("b{i}"), "type": "location", "at": at,
             "lat": 60.25, "lon": 25.10 + 0.001 * f64::from(i), "accuracy_m": 8})
         })
         .collect();
     let (s, _, _) = post(&a, json!({"user_id": "rc", "events": events})).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(
-        counts(&a.ddb),
-        m(&[("GetItem", 1), ("TransactWriteItems", 1)])
-    );
+    assert_eq!(counts(&a.ddb), m(&[("GetItem", 1), ("PutItem", 1)]));
 
-    // A retried (duplicate) event: 3. The cancelled transaction returns the recorded
-    // answer; the engine then reads the user again to find nothing left to commit.
+    // A retried (duplicate) event among the user's last 32: 2. The profile remembers it;
+    // its key is looked up for its first answer (a routine fix has none), and nothing is
+    // written.
     let (_, _, v) = post(&a, far_fix("rc", "n1")).await;
     assert_eq!(result(&v).0, "duplicate");
-    assert_eq!(
-        counts(&a.ddb),
-        m(&[("GetItem", 2), ("TransactWriteItems", 1)])
+    assert_eq!(counts(&a.ddb), m(&[("GetItem", 2)]));
+
+    // Retried events the profile no longer remembers (the onboarding's four, after 32
+    // newer fixes): stamped before the newest accepted event, each is looked up by its
+    // key, which answers it. 1 GetItem for the profile and 1 per event; nothing written.
+    let later: Vec<Value> = (0..32)
+        .map(|i| {
+            let at = (noon() + chrono::Duration::seconds(20 + i)).to_rfc3339();
+            json!({"event_id": format!("r{i}"), "type": "location", "at": at,
+            "lat": 60.25, "lon": 25.10, "accuracy_m": 8})
+        })
+        .collect();
+    let (s, _, _) = post(&a, json!({"user_id": "rc", "events": later})).await;
+    assert_eq!(s, StatusCode::OK);
+    counts(&a.ddb);
+    let (s, _, v) = post(&a, onboarding("rc")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "duplicate"),
+        "{v}"
     );
+    assert_eq!(counts(&a.ddb), m(&[("GetItem", 5)]));
 
     // A fix that sends: 5 (load, commit, claim, final status, the claim's marker gone),
     // and one Publish. Ten
@@ -863,11 +903,12 @@ async fn an_erasure_cut_halfway_is_completed_by_the_relay() {
     aws!(a, an_erasure_cut_halfway_is_completed_by_the_relay, 1, 5);
     let user = "half";
     onboard(&a, user).await;
-    // More items than one batch of 25 deletes.
+    // More items than one batch of 25 deletes: events that keep their idempotency keys
+    // (a routine fix keeps none).
     let events: Vec<Value> = (0..30)
         .map(|i| {
-            json!({"event_id": format!("h{i}"), "type": "location", "at": noon().to_rfc3339(),
-            "lat": 60.25, "lon": 25.10 + 0.001 * f64::from(i), "accuracy_m": 8})
+            json!({"event_id": format!("h{i}"), "type": "consent", "at": noon().to_rfc3339(),
+            "purpose": "location", "granted": true})
         })
         .collect();
     let (s, _, v) = post(&a, json!({"user_id": user, "events": events})).await;
@@ -940,4 +981,114 @@ async fn campaign_results_are_one_query_of_the_cells() {
         // One Query of the cells' partition; the campaign comes from the catalog.
         assert_eq!(used, BTreeMap::from([("Query".to_string(), 1)]), "by {by}");
     }
+}
+
+/// A routine fix (no fence entered or left, no candidate) keeps no idempotency key on
+/// DynamoDB: the profile, written by the same commit anyway, remembers the ids of the
+/// person's last 32 events, and that alone answers their resends. An eventful fix keeps
+/// its key, and its resend answers with its first decision however late it comes. A
+/// routine fix resent after 32 newer events is decided again as the late fix it is then:
+/// it moves nothing and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routine_fixes_keep_no_key_and_their_resends_are_still_duplicates() {
+    aws!(
+        a,
+        routine_fixes_keep_no_key_and_their_resends_are_still_duplicates,
+        1,
+        5
+    );
+    let endpoint = onboard(&a, "rr").await;
+    let keys = |items: &BTreeMap<String, BTreeMap<String, String>>| -> Vec<String> {
+        items
+            .keys()
+            .filter_map(|k| k.split(" / EVENT#").nth(1).map(str::to_string))
+            .collect()
+    };
+
+    // An eventful fix: an enter, a push, and a key.
+    let (_, _, v) = post(&a, fix("rr", "e1", 0)).await;
+    assert_eq!(result(&v), ("accepted", "sent"), "{v}");
+    assert!(keys(&partition(&a, "rr").await).contains(&"e1".to_string()));
+
+    // A routine one: still inside, 20 s later.
+    let at = |s: i64| (noon() + chrono::Duration::seconds(s)).to_rfc3339();
+    let (lat, lon) = store_point(0);
+    let inside = |event: &str, s: i64| {
+        json!({"user_id": "rr", "events": [{"event_id": event, "type": "location",
+            "at": at(s), "lat": lat, "lon": lon, "accuracy_m": 8}]})
+    };
+    let (_, _, v) = post(&a, inside("n1", 20)).await;
+    assert_eq!(result(&v), ("accepted", "none"), "{v}");
+    assert!(
+        !keys(&partition(&a, "rr").await).contains(&"n1".to_string()),
+        "a routine fix keeps no key"
+    );
+    let before = a.direct.load_user(&id("rr")).await.unwrap();
+    assert!(
+        before.state.recent.contains(&id("n1")),
+        "the profile remembers it"
+    );
+    let (_, _, v) = post(&a, inside("n1", 20)).await;
+    assert_eq!(v["results"][0]["status"], "duplicate", "{v}");
+    assert!(v["results"][0]["decision"].is_null(), "{v}");
+    assert_eq!(
+        a.direct.load_user(&id("rr")).await.unwrap().version,
+        before.version,
+        "a resend writes nothing"
+    );
+
+    // 40 fixes later, both have left the profile's memory.
+    for i in 0..40 {
+        let (s, _, v) = post(&a, inside(&format!("later{i}"), 30 + 10 * i)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+    }
+    let after = a.direct.load_user(&id("rr")).await.unwrap();
+    assert!(!after.state.recent.contains(&id("e1")));
+    assert!(!after.state.recent.contains(&id("n1")));
+    assert_eq!(after.state.recent.len(), 32);
+
+    // The eventful fix still answers from its key, with its first decision.
+    let (_, _, v) = post(&a, fix("rr", "e1", 0)).await;
+    assert_eq!(result(&v), ("duplicate", "sent"), "{v}");
+    // The routine one is decided again: late behind the track, it moves nothing.
+    let (_, _, v) = post(&a, inside("n1", 20)).await;
+    assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+    assert!(
+        v["results"][0]["decision"]["presence"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{v}"
+    );
+    let last = a.direct.load_user(&id("rr")).await.unwrap();
+    assert_eq!(last.state.fences, after.state.fences, "no fence moved");
+    assert_eq!(last.state.track, after.state.track, "the track stayed");
+    assert_eq!(last.state.sends, after.state.sends, "no send");
+    assert_eq!(messages_to(&endpoint).len(), 1, "one push in all");
+}
+
+/// A routine commit is one conditional PutItem of the profile. When DynamoDB applies it
+/// and the answer is lost, the SDK's retry finds the version moved: the engine reads the
+/// profile again, finds the fix remembered and answers it as a duplicate. Written once,
+/// never lost, never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_routine_commit_whose_answer_is_lost_is_answered_once() {
+    aws!(
+        a,
+        a_routine_commit_whose_answer_is_lost_is_answered_once,
+        1,
+        5
+    );
+    onboard(&a, "lr").await;
+    let before = a.direct.load_user(&id("lr")).await.unwrap();
+    a.ddb.fault("PutItem", 1, Fault::LoseAnswer);
+    let v = post_until_answered(a.engine.clone(), far_fix("lr", "n1")).await;
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    let status = v["results"][0]["status"].as_str().unwrap_or("?");
+    assert!(matches!(status, "accepted" | "duplicate"), "{v}");
+    let after = a.direct.load_user(&id("lr")).await.unwrap();
+    assert_eq!(after.version, before.version + 1, "applied exactly once");
+    assert!(after.state.recent.contains(&id("n1")));
+    let (_, _, v) = post(&a, far_fix("lr", "n1")).await;
+    assert_eq!(v["results"][0]["status"], "duplicate", "{v}");
 }

@@ -179,10 +179,7 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
     proxy.reset_counts();
     assert_eq!(fix(&a, &uc).await, "m1");
     assert_eq!(fix(&b, &uc).await, "m1");
-    assert_eq!(
-        proxy.counts(),
-        m(&[("GetItem", 4), ("TransactWriteItems", 2)])
-    );
+    assert_eq!(proxy.counts(), m(&[("GetItem", 4), ("PutItem", 2)]));
 
     // New champion and challenger land in S3, then `POST /v1/admin/model/reload` on A:
     // A loads both (2 GetObjects) and announces them (1 UpdateItem).
@@ -205,10 +202,7 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
     proxy.reset_counts();
     assert_eq!(fix(&b, &uc).await, "m1");
     assert_eq!(fix(&b, &ux).await, "c1");
-    assert_eq!(
-        proxy.counts(),
-        m(&[("GetItem", 2), ("TransactWriteItems", 2)])
-    );
+    assert_eq!(proxy.counts(), m(&[("GetItem", 2), ("PutItem", 2)]));
 
     // After the interval, B's next event reads the versions item (the same GetItem as the
     // catalog check), sees the new model number and loads both models. That event was
@@ -218,7 +212,7 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
     assert_eq!(fix(&b, &uc).await, "m1");
     assert_eq!(
         proxy.counts(),
-        m(&[("GetItem", 2), ("GetObject", 2), ("TransactWriteItems", 1)])
+        m(&[("GetItem", 2), ("GetObject", 2), ("PutItem", 1)])
     );
     assert_eq!(models_of(&b), pair("m2", "c2"));
     assert_eq!(fix(&b, &uc).await, "m2");
@@ -226,10 +220,7 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
     // A announced what it had loaded: its own check loads nothing again.
     proxy.reset_counts();
     assert_eq!(fix(&a, &uc).await, "m2");
-    assert_eq!(
-        proxy.counts(),
-        m(&[("GetItem", 2), ("TransactWriteItems", 1)])
-    );
+    assert_eq!(proxy.counts(), m(&[("GetItem", 2), ("PutItem", 1)]));
 
     // Within the interval: 2 round trips per event, no check, no S3.
     proxy.reset_counts();
@@ -238,10 +229,7 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
         let v = fix(&b, u).await;
         assert_eq!(v, if i % 2 == 0 { "m2" } else { "c2" });
     }
-    assert_eq!(
-        proxy.counts(),
-        m(&[("GetItem", 10), ("TransactWriteItems", 10)])
-    );
+    assert_eq!(proxy.counts(), m(&[("GetItem", 10), ("PutItem", 10)]));
 
     // A corrupt artifact through the CLI's path is refused before anything is written or
     // announced.
@@ -274,7 +262,7 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
     assert_eq!(fix(&b, &uc).await, "m2");
     assert_eq!(
         proxy.counts(),
-        m(&[("GetItem", 4), ("GetObject", 2), ("TransactWriteItems", 2)])
+        m(&[("GetItem", 4), ("GetObject", 2), ("PutItem", 2)])
     );
     assert_eq!(models_of(&a), pair("m2", "c2"));
     assert_eq!(models_of(&b), pair("m2", "c2"));
@@ -284,10 +272,7 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
     proxy.reset_counts();
     assert_eq!(fix(&a, &uc).await, "m2");
     assert_eq!(fix(&b, &uc).await, "m2");
-    assert_eq!(
-        proxy.counts(),
-        m(&[("GetItem", 4), ("TransactWriteItems", 2)])
-    );
+    assert_eq!(proxy.counts(), m(&[("GetItem", 4), ("PutItem", 2)]));
 
     // Rollback through the CLI's path: the previous version (m1) becomes current in S3 and
     // is announced. Not before the interval...
@@ -304,7 +289,7 @@ async fn a_model_change_through_one_instance_reaches_the_other_within_the_interv
     fix(&b, &uc).await;
     assert_eq!(
         proxy.counts(),
-        m(&[("GetItem", 4), ("GetObject", 4), ("TransactWriteItems", 2)])
+        m(&[("GetItem", 4), ("GetObject", 4), ("PutItem", 2)])
     );
     assert_eq!(fix(&a, &uc).await, "m1");
     assert_eq!(fix(&b, &uc).await, "m1");

@@ -8,8 +8,8 @@
 //!
 //! | pk | sk | attributes |
 //! |---|---|---|
-//! | `USER#<user>` | `PROFILE` | `state` (UserState JSON), `version` (N) |
-//! | `USER#<user>` | `EVENT#<event>` | `result` (EventResult JSON), `at`, `ttl` (7 days): idempotency key |
+//! | `USER#<user>` | `PROFILE` | `z` (B: the UserState JSON, raw DEFLATE), `recent` (B: 8-byte digests of the ids of the user's last 32 events), `version` (N); `state` (UserState JSON text) in profiles written before |
+//! | `USER#<user>` | `EVENT#<event>` | `result` (EventResult JSON), `at`, `ttl` (7 days): idempotency key of every event but a routine fix |
 //! | `USER#<user>` | `DECISION#<rfc3339 at>#<event>` | `body` (Decision JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `DELIVERY#<delivery id>` | `status`, `body` (Push JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `OUTCOME#<rfc3339 at>#<event>` | `body` (OutcomeRecord JSON), `seq`, `ttl` (90 days) |
@@ -20,6 +20,16 @@
 //! | `CELLS#<campaign>` | `<day>#<shard 00-07>#<store>#<variant>` for a store's day, `*#<day>#<shard>#<variant>` for the day's roll-up over all stores, and `M#<month's first day>#<shard>#<store>#<variant>` for a store's month | counts (N) of one results cell ([`nearcast_core::campaign_results`]): `tr`, `el`, `s.<reason>`, and per arm (`t`, `h`, `g`) `.n`, `.op`, `.vi`, `.re`, `.pu`, `.rv.<currency>`, `.rq.<currency>`, each moved with `ADD` in the commit; a person's commits go to one of 8 shards by a hash of their id |
 //! | `CONFIG` | `POLICY` | `body` (CapPolicy JSON) |
 //! | `CONFIG` | `VERSION` | `version` (N): bumped with every configuration change; `model` (N): bumped by every model publish, rollback and reload |
+//!
+//! A routine location fix (it entered or left no fence, found no candidate offer and sent
+//! nothing: [`EventResult::is_routine`], about 95 % of fixes) keeps no idempotency key: the
+//! profile, which its commit writes anyway, remembers the ids of the user's last 32 events
+//! ([`nearcast_core::state::RecentEvents`]), and the engine answers a resend found there
+//! as a duplicate before deciding anything. Every other event keeps its key, with its
+//! answer, for 7 days. A routine fix resent after 32 newer events of its person is decided
+//! again as the late fix it is by then, which moves nothing and sends nothing. This is
+//! what takes a million fixes from about $1.56 to about $0.32 at 10 fixes per request
+//! (docs/aws.md): a key in a transaction cost 2 WRU a fix.
 //!
 //! The idempotency key is kept as `USER#<user> / EVENT#<event>` rather than a partition of
 //! its own (`EVENT#<user>#<event> / SEEN`) so that erasure finds it with the rest of the
@@ -34,7 +44,11 @@
 //! # Requests per path
 //!
 //! - `load_user`: 1 GetItem (consistent read).
-//! - `commit`: 1 TransactWriteItems: a Put per idempotency key conditioned on
+//! - `commit` of routine fixes only (the profile alone): 1 PutItem conditioned on
+//!   `version = :expected` (or `attribute_not_exists(pk)` for version 0). A retry of one
+//!   whose answer was lost fails the condition; the engine reads the profile again and
+//!   answers the fixes as duplicates.
+//! - `commit` otherwise: 1 TransactWriteItems: a Put per idempotency key conditioned on
 //!   `attribute_not_exists(pk)` (returning the old item on failure, so a duplicate needs no
 //!   extra read), the profile Put conditioned on `version = :expected` (or
 //!   `attribute_not_exists(pk)` for version 0) when the state changed, a Put per decision
@@ -45,7 +59,8 @@
 //!   100 items: a larger commit is refused with a [`StoreError`]. Each call carries a fresh
 //!   `ClientRequestToken`, so the SDK's retry of a commit whose answer was lost is
 //!   idempotent at DynamoDB (it answers success instead of applying it twice or failing).
-//! - A location fix that sends nothing: 2 round trips (GetItem + TransactWriteItems).
+//! - A routine location fix, or a batch of them: 2 round trips (GetItem + PutItem); its
+//!   resend 1 (GetItem) and 1 GetItem more per resent event (its key, if any).
 //! - `claim_delivery`: 1 TransactWriteItems (the conditional status Update and the
 //!   marker's `claimed` Update); `finish_delivery`: 1 UpdateItem and the marker's
 //!   DeleteItem.
@@ -84,6 +99,7 @@ pub use aws_sdk_dynamodb;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
@@ -190,6 +206,61 @@ fn get_n(item: &Item, name: &str) -> Option<i64> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// Whether `c` writes an idempotency key (`EVENT#`) for `event`: always, except for a
+/// routine fix ([`EventResult::is_routine`]) that the profile written in the same commit
+/// remembers ([`nearcast_core::state::UserState::recent`]): the profile alone then tells
+/// its resends, and its answer is not kept.
+fn keeps_key(c: &Commit, event: &Id, result: &EventResult) -> bool {
+    !(result.is_routine() && c.state.as_ref().is_some_and(|s| s.recent.contains(event)))
+}
+
+/// The largest state a profile's `z` may inflate to (a corrupt item is refused, not
+/// followed into memory).
+const MAX_STATE_BYTES: usize = 1 << 20;
+
+/// The profile item, written by every commit and billed per KB started: the state's JSON
+/// deflated (raw DEFLATE, in the binary attribute `z`: about half the JSON's bytes, and
+/// a typical profile stays under 1 KB), without its recent events, which go to the binary
+/// attribute `recent` (8 bytes an event). Profiles written as JSON text (`state`) before
+/// are read as they are.
+fn profile_item(pk: &str, state: &UserState, version: u64) -> Result<Item, StoreError> {
+    let mut item = key(pk, "PROFILE");
+    let blob = |b: Vec<u8>| AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b));
+    let text = if state.recent.is_empty() {
+        serde_json::to_vec(state)
+    } else {
+        let mut st = state.clone();
+        let recent = std::mem::take(&mut st.recent);
+        item.insert("recent".into(), blob(recent.to_bytes()));
+        serde_json::to_vec(&st)
+    }
+    .map_err(|e| err("encode", e))?;
+    item.insert(
+        "z".into(),
+        blob(miniz_oxide::deflate::compress_to_vec(&text, 6)),
+    );
+    item.insert("version".into(), n(version as i64));
+    Ok(item)
+}
+
+/// The state of a profile item ([`profile_item`]).
+fn profile_state(item: &Item) -> Result<UserState, StoreError> {
+    let mut state: UserState = match item.get("z") {
+        Some(AttributeValue::B(z)) => {
+            let text =
+                miniz_oxide::inflate::decompress_to_vec_with_limit(z.as_ref(), MAX_STATE_BYTES)
+                    .map_err(|e| StoreError(format!("decode profile: {e}")))?;
+            serde_json::from_slice(&text).map_err(|e| err("decode profile", e))?
+        }
+        _ => body(item, "state")?,
+    };
+    if let Some(AttributeValue::B(b)) = item.get("recent") {
+        state.recent = nearcast_core::state::RecentEvents::from_bytes(b.as_ref())
+            .ok_or_else(|| StoreError("decode profile: recent is not 8 bytes an event".into()))?;
+    }
+    Ok(state)
 }
 
 fn body<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<T, StoreError> {
@@ -403,7 +474,7 @@ impl DynamoStateStore {
         match out.item() {
             None => Ok(UserRecord::default()),
             Some(item) => Ok(UserRecord {
-                state: body::<UserState>(item, "state")?,
+                state: profile_state(item)?,
                 version: get_n(item, "version").unwrap_or(0) as u64,
             }),
         }
@@ -421,7 +492,7 @@ impl DynamoStateStore {
         if let Some(b) = budgets.iter().find(|b| b.1 > b.2) {
             return Ok(CommitOutcome::BudgetSpent(b.0.clone()));
         }
-        let count = c.events.len()
+        let count = c.events.iter().filter(|(e, r)| keeps_key(c, e, r)).count()
             + usize::from(c.state.is_some())
             + c.decisions.len()
             + c.outcomes.len()
@@ -442,6 +513,9 @@ impl DynamoStateStore {
         let mut items = Vec::with_capacity(count);
         let mut slots = Vec::with_capacity(count);
         for (i, (event, result)) in c.events.iter().enumerate() {
+            if !keeps_key(c, event, result) {
+                continue;
+            }
             let mut item = key(&pk, format!("EVENT#{event}"));
             item.insert("result".into(), s(json(result)?));
             item.insert("at".into(), n(now));
@@ -457,9 +531,12 @@ impl DynamoStateStore {
             slots.push(Slot::Event(i));
         }
         if let Some(state) = &c.state {
-            let mut item = key(&pk, "PROFILE");
-            item.insert("state".into(), s(json(state)?));
-            item.insert("version".into(), n(c.expected_version as i64 + 1));
+            let item = profile_item(&pk, state, c.expected_version + 1)?;
+            if count == 1 {
+                // The profile alone (routine fixes): one conditional PutItem, at half the
+                // write units of the same Put in a transaction.
+                return self.put_profile(item, c.expected_version).await;
+            }
             let put = self.put(item).0;
             let put = if c.expected_version == 0 {
                 put.condition_expression("attribute_not_exists(pk)")
@@ -631,6 +708,33 @@ impl DynamoStateStore {
     /// [`Self::outcome_put`] with a fresh sequence number, for a write of its own.
     fn outcome_item(&self, o: &OutcomeRecord) -> Result<TransactWriteItem, StoreError> {
         self.outcome_put(o, self.next_seq(1), chrono::Utc::now().timestamp())
+    }
+
+    /// Writes a profile alone, on condition that its version is still `expected` (or that
+    /// there is none for version 0). A retry of a write whose answer was lost finds the
+    /// version moved and answers a conflict: the engine reads the profile again, and its
+    /// recent events answer the batch as duplicates.
+    async fn put_profile(&self, item: Item, expected: u64) -> Result<CommitOutcome, StoreError> {
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let req = if expected == 0 {
+            req.condition_expression("attribute_not_exists(pk)")
+        } else {
+            req.condition_expression("version = :expected")
+                .expression_attribute_values(":expected", n(expected as i64))
+        };
+        match req.send().await {
+            Ok(_) => Ok(CommitOutcome::Applied),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    Ok(CommitOutcome::Conflict)
+                }
+                _ => Err(sdk_err("PutItem", e)),
+            },
+        }
     }
 
     async fn seen(&self, user: &Id, event: &Id) -> Result<Option<EventResult>, StoreError> {
@@ -1069,7 +1173,7 @@ impl DynamoStateStore {
             };
             records += 1;
             if sk == "PROFILE" {
-                endpoint = body::<UserState>(&item, "state")
+                endpoint = profile_state(&item)
                     .ok()
                     .and_then(|s| s.push.and_then(|p| p.endpoint));
             } else if let Some(id) = sk.strip_prefix("DELIVERY#") {
@@ -1584,7 +1688,7 @@ impl StateStore for DynamoStateStore {
                     continue;
                 };
                 if sk == "PROFILE" {
-                    data.profile = Some(body(&item, "state")?);
+                    data.profile = Some(profile_state(&item)?);
                 } else if let Some(e) = sk.strip_prefix("EVENT#") {
                     data.events.push(KeptEvent {
                         event_id: Id::parse(e).map_err(|e| err("decode", e))?,
@@ -1629,6 +1733,14 @@ impl StateStore for DynamoStateStore {
 
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         Box::pin(self.commit_async(c))
+    }
+
+    fn event_result<'a>(
+        &'a self,
+        user: &'a Id,
+        event: &'a Id,
+    ) -> BoxFuture<'a, Result<Option<EventResult>, StoreError>> {
+        Box::pin(self.seen(user, event))
     }
 
     fn claim_delivery<'a>(

@@ -472,6 +472,34 @@ impl Engine {
                     });
                     continue;
                 }
+                // A resend of one of the user's last events: answered from its key when
+                // the store kept one, otherwise (a routine fix) by its type alone. An
+                // event not newer than every accepted one may be a resend the profile has
+                // forgotten: its key, if any, answers it. Asked of the state as read: the
+                // events of one batch are distinct, so none is a resend of another.
+                let prev = if rec.state.recent.contains(&event.event_id) {
+                    Some(
+                        self.store
+                            .event_result(user, &event.event_id)
+                            .await?
+                            .unwrap_or_else(|| EventResult::resent(event.kind.type_name())),
+                    )
+                } else if rec.state.recent.may_have_forgotten(event.at) {
+                    self.store.event_result(user, &event.event_id).await?
+                } else {
+                    None
+                };
+                if let Some(prev) = prev {
+                    reports.push(EventReport {
+                        index: i,
+                        event_id: event.event_id.clone(),
+                        status: "duplicate",
+                        kind: prev.kind.clone(),
+                        decision: prev.decision.clone(),
+                    });
+                    known.insert(event.event_id.clone(), prev);
+                    continue;
+                }
                 // Weather is fetched only when the fix is near a fence or the user is
                 // inside one: most fixes need none.
                 let weather = match &event.kind {
@@ -498,6 +526,7 @@ impl Engine {
                     decision::decide_owned(&inputs, std::mem::take(&mut state), event)
                 };
                 state = next;
+                state.recent.remember(&event.event_id, event.at);
                 let outcome = decision::outcome_of(&catalog, event);
                 crate::campaign_results::account(
                     &catalog,

@@ -137,6 +137,16 @@ impl StateStore for InMemoryStateStore {
         })))
     }
 
+    fn event_result<'a>(
+        &'a self,
+        user: &'a Id,
+        event: &'a Id,
+    ) -> BoxFuture<'a, Result<Option<EventResult>, StoreError>> {
+        ready(Ok(self.with(|i| {
+            i.seen.get(&(user.clone(), event.clone())).cloned()
+        })))
+    }
+
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         ready(Ok(self.with(|i| {
             let dups: Vec<(Id, EventResult)> = c

@@ -97,6 +97,32 @@ pub struct EventResult {
     pub decision: Option<Decision>,
 }
 
+impl EventResult {
+    /// Whether this is a routine location fix's answer: it entered or left no fence, found
+    /// no candidate offer and sent nothing. Such a fix only moved the presence track, and
+    /// a store may let [`crate::state::UserState::recent`] alone tell its resends
+    /// ([`StateStore::event_result`] then answers `None` for it).
+    pub fn is_routine(&self) -> bool {
+        self.kind == "location"
+            && self.decision.as_ref().is_none_or(|d| {
+                d.presence.is_empty()
+                    && d.delivery_id.is_none()
+                    && d.offer_id.is_none()
+                    && d.store_id.is_none()
+            })
+    }
+
+    /// The answer of a resent event found only in [`crate::state::UserState::recent`],
+    /// whose first answer was not kept (a routine fix on a store that keeps no key for
+    /// those): its type, without the decision.
+    pub fn resent(kind: &str) -> Self {
+        Self {
+            kind: kind.to_string(),
+            decision: None,
+        }
+    }
+}
+
 /// A delivery's life: `pending` (committed with the decision) → `sending` (claimed by
 /// exactly one sender: the engine right after the commit, or the outbox relay for a push
 /// whose sender never came) → `sent`, `failed` or `unconfirmed`.
@@ -380,6 +406,13 @@ pub trait StateStore: Send + Sync {
     /// deliveries, outcomes.
     fn commit<'a>(&'a self, commit: &'a Commit)
     -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
+    /// The answer recorded with `user`'s event `event`'s idempotency key, if the store
+    /// keeps one (a store may keep none for a routine fix: [`EventResult::is_routine`]).
+    fn event_result<'a>(
+        &'a self,
+        user: &'a Id,
+        event: &'a Id,
+    ) -> BoxFuture<'a, Result<Option<EventResult>, StoreError>>;
     /// Claims `user`'s delivery `delivery_id` for one sender: moves it from `pending` to
     /// `sending` under `claim` (a token the sender made up), atomically. Answers `true` if
     /// it moved, or if it was already `sending` under the same `claim` (the sender retrying
@@ -589,6 +622,14 @@ pub trait StoreLayer: Send + Sync {
     fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.wrapped().erased_recently(user)
     }
+    /// See [`StateStore::event_result`].
+    fn event_result<'a>(
+        &'a self,
+        user: &'a Id,
+        event: &'a Id,
+    ) -> BoxFuture<'a, Result<Option<EventResult>, StoreError>> {
+        self.wrapped().event_result(user, event)
+    }
     /// See [`StateStore::commit`].
     fn commit<'a>(
         &'a self,
@@ -773,6 +814,13 @@ impl<L: StoreLayer> StateStore for L {
     }
     fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
         StoreLayer::erased_recently(self, user)
+    }
+    fn event_result<'a>(
+        &'a self,
+        user: &'a Id,
+        event: &'a Id,
+    ) -> BoxFuture<'a, Result<Option<EventResult>, StoreError>> {
+        StoreLayer::event_result(self, user, event)
     }
     fn commit<'a>(
         &'a self,

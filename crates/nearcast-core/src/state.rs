@@ -63,6 +63,143 @@ pub struct UserState {
     /// queue) counts it, as the logs do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_outcomes: Vec<crate::ports::OutcomeRecord>,
+    /// The user's last [`RECENT_EVENTS`] accepted events, as digests of their ids: what
+    /// tells a resent event from a new one before anything is decided, in the record that
+    /// every batch reads and writes anyway (see [`RecentEvents`]).
+    #[serde(default, skip_serializing_if = "RecentEvents::is_empty")]
+    pub recent: RecentEvents,
+}
+
+/// How many of a user's last accepted events [`UserState::recent`] remembers.
+pub const RECENT_EVENTS: usize = 32;
+
+/// Digests of a user's last [`RECENT_EVENTS`] accepted event ids, oldest first (8 bytes
+/// each: the first 8 of the id's SHA-256), and the newest event time ever accepted.
+///
+/// An event found here is a resend and answers "duplicate" without being decided again.
+/// An event not found here that is stamped after every accepted event is new: no lookup is
+/// needed for the usual traffic, which comes in order. Any other (a late event, or one at
+/// the same instant as an earlier one) may be a resend this memory has forgotten, and the
+/// engine asks the store for its idempotency key ([`crate::ports::StateStore::event_result`]).
+/// A store may keep a key only for events whose answer matters (DynamoDB keeps one for
+/// every event that did more than move the presence track: see `nearcast_aws`); a routine
+/// fix resent after 32 newer events of its person is then decided again as the late fix it
+/// is, which moves nothing.
+///
+/// Ids are digested, not kept: the digests say nothing about the events. Two ids share a
+/// digest with a chance of 2^-64 per pair; the worst a collision does is answer one of the
+/// person's own events as a duplicate of another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecentEvents {
+    digests: std::collections::VecDeque<u64>,
+    /// The newest event time accepted, in microseconds since the epoch.
+    newest: Option<i64>,
+}
+
+impl RecentEvents {
+    /// The digest of an event id.
+    pub fn digest(event: &Id) -> u64 {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(event.as_str().as_bytes());
+        u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    }
+
+    /// Whether `event` is among the remembered ones.
+    pub fn contains(&self, event: &Id) -> bool {
+        let d = Self::digest(event);
+        self.digests.contains(&d)
+    }
+
+    /// Whether an event stamped `at` that is not among the remembered ones may still be
+    /// a resend of a forgotten one: it is not newer than every event accepted.
+    pub fn may_have_forgotten(&self, at: DateTime<Utc>) -> bool {
+        self.newest.is_some_and(|n| at.timestamp_micros() <= n)
+    }
+
+    /// Remembers `event`, stamped `at`, forgetting the oldest beyond [`RECENT_EVENTS`].
+    pub fn remember(&mut self, event: &Id, at: DateTime<Utc>) {
+        self.digests.push_back(Self::digest(event));
+        while self.digests.len() > RECENT_EVENTS {
+            self.digests.pop_front();
+        }
+        let at = at.timestamp_micros();
+        self.newest = Some(self.newest.map_or(at, |n| n.max(at)));
+    }
+
+    /// Whether nothing was ever remembered.
+    pub fn is_empty(&self) -> bool {
+        self.newest.is_none() && self.digests.is_empty()
+    }
+
+    /// How many events are remembered.
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    /// The binary form (a store's binary attribute): the newest time (8 bytes, big-endian
+    /// microseconds), then the digests, 8 bytes each, oldest first.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * (self.digests.len() + 1));
+        out.extend_from_slice(&self.newest.unwrap_or(i64::MIN).to_be_bytes());
+        for d in &self.digests {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out
+    }
+
+    /// Reads [`Self::to_bytes`]' form; `None` when it is not. More than
+    /// [`RECENT_EVENTS`] digests keep the newest.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() < 8 || b.len() % 8 != 0 {
+            return None;
+        }
+        let word = |c: &[u8]| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            a
+        };
+        let newest = i64::from_be_bytes(word(&b[..8]));
+        let mut r = Self {
+            digests: b[8..]
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes(word(c)))
+                .collect(),
+            newest: (newest != i64::MIN).then_some(newest),
+        };
+        while r.digests.len() > RECENT_EVENTS {
+            r.digests.pop_front();
+        }
+        Some(r)
+    }
+}
+
+/// In JSON: the binary form in hex, 16 digits a word.
+impl Serialize for RecentEvents {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::fmt::Write;
+        let bytes = self.to_bytes();
+        let mut out = String::with_capacity(2 * bytes.len());
+        for b in bytes {
+            let _ = write!(out, "{b:02x}");
+        }
+        s.serialize_str(&out)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecentEvents {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom("recent: expected 16 hex digits a word");
+        if !s.is_ascii() || s.len() % 2 != 0 {
+            return Err(bad());
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| bad())?;
+        Self::from_bytes(&bytes).ok_or_else(bad)
+    }
 }
 
 /// How often a user has visited one store.
@@ -246,6 +383,69 @@ impl UserState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn ids(n: usize) -> Vec<Id> {
+        (0..n)
+            .map(|i| Id::parse(&format!("ev-{i}")).unwrap())
+            .collect()
+    }
+
+    proptest! {
+        /// The last 32 events are remembered, no earlier one is, the newest time is kept
+        /// whatever the order, and both encodings read back as they were written.
+        #[test]
+        fn recent_events_remember_exactly_the_last_ones(
+            secs in proptest::collection::vec(0i64..1_000, 0..100)
+        ) {
+            let n = secs.len();
+            let all = ids(n);
+            let t0: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+            let at = |i: usize| t0 + Duration::seconds(secs[i]);
+            let mut r = RecentEvents::default();
+            prop_assert!(!r.may_have_forgotten(t0 - Duration::days(365)));
+            for (i, e) in all.iter().enumerate() {
+                r.remember(e, at(i));
+            }
+            prop_assert_eq!(r.len(), n.min(RECENT_EVENTS));
+            for (i, e) in all.iter().enumerate() {
+                prop_assert_eq!(r.contains(e), i + RECENT_EVENTS >= n, "event {}", i);
+                // Whatever was accepted, forgotten or not, is never taken for new.
+                prop_assert!(r.may_have_forgotten(at(i)), "event {}", i);
+            }
+            if let Some(newest) = (0..n).map(at).max() {
+                prop_assert!(!r.may_have_forgotten(newest + Duration::microseconds(1)));
+            }
+            prop_assert!(!r.contains(&Id::parse("never-sent").unwrap()));
+            let bytes = r.to_bytes();
+            prop_assert_eq!(bytes.len(), 8 * (r.len() + 1));
+            prop_assert_eq!(RecentEvents::from_bytes(&bytes), Some(r.clone()));
+            let state = UserState { recent: r.clone(), ..UserState::default() };
+            let text = serde_json::to_string(&state).unwrap();
+            let back: UserState = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back.recent, r);
+        }
+    }
+
+    #[test]
+    fn recent_events_refuse_what_they_did_not_write() {
+        assert_eq!(RecentEvents::from_bytes(&[0; 7]), None);
+        assert_eq!(RecentEvents::from_bytes(&[]), None);
+        assert_eq!(RecentEvents::from_bytes(&[0; 12]), None);
+        for bad in [r#""abc""#, r#""zzzzzzzzzzzzzzzz""#, r#""00""#, "12"] {
+            assert!(serde_json::from_str::<RecentEvents>(bad).is_err(), "{bad}");
+        }
+        // A state written before the field existed reads as remembering nothing.
+        let before = serde_json::to_string(&UserState::default()).unwrap();
+        assert!(!before.contains("recent\""), "{before}");
+        let s: UserState = serde_json::from_str(&before).unwrap();
+        assert!(s.recent.is_empty());
+        // The digest is SHA-256's first 8 bytes, stable across versions and hosts.
+        assert_eq!(
+            RecentEvents::digest(&Id::parse("abc").unwrap()),
+            0xba78_16bf_8f01_cfea
+        );
+    }
 
     #[test]
     fn visit_counts_stay_bounded_and_forget_the_least_recent_store() {

@@ -1109,6 +1109,26 @@ impl StateStore for SqliteStore {
         ready(rows.and_then(decode))
     }
 
+    fn event_result<'a>(
+        &'a self,
+        user: &'a Id,
+        event: &'a Id,
+    ) -> BoxFuture<'a, Result<Option<EventResult>, StoreError>> {
+        ready(
+            self.with(|c| {
+                c.prepare_cached("SELECT result FROM seen WHERE user_id = ?1 AND event_id = ?2")?
+                    .query_row(params![user.as_str(), event.as_str()], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .optional()
+            })
+            .and_then(|r| {
+                r.map(|j| serde_json::from_str::<EventResult>(&j).map_err(err))
+                    .transpose()
+            }),
+        )
+    }
+
     fn erased_recently<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<bool, StoreError>> {
         ready(self.with(|c| {
             c.prepare_cached(
