@@ -75,10 +75,14 @@ async fn instance(
 /// decided it.
 async fn fix(engine: &Engine, user: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
+    // Each fix a second after the one before: newer than every event accepted, so no
+    // fix needs its key looked up (a fix at an earlier one's instant would).
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let at = noon() + chrono::Duration::seconds(n as i64 + 1);
     let e = event(
         user,
-        json!({"event_id": format!("f{}", N.fetch_add(1, Ordering::Relaxed)), "type": "location",
-            "at": noon().to_rfc3339(), "lat": 60.25, "lon": 25.10, "accuracy_m": 8}),
+        json!({"event_id": format!("f{n}"), "type": "location",
+            "at": at.to_rfc3339(), "lat": 60.25, "lon": 25.10, "accuracy_m": 8}),
     );
     let r = engine.process(&e).await.expect("processed");
     r.decision
