@@ -454,6 +454,8 @@ impl Engine {
         let catalog = self.catalog();
         let ranker = self.ranker_for(user);
         let mut known: HashMap<Id, EventResult> = HashMap::new();
+        // A store that finds every resend at commit needs no memory of recent events.
+        let remember = !self.store.keeps_every_event_key();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
             let rec = self.store.load_user(user).await?;
             let mut state = rec.state.clone();
@@ -477,7 +479,9 @@ impl Engine {
                 // event not newer than every accepted one may be a resend the profile has
                 // forgotten: its key, if any, answers it. Asked of the state as read: the
                 // events of one batch are distinct, so none is a resend of another.
-                let prev = if rec.state.recent.contains(&event.event_id) {
+                let prev = if !remember {
+                    None
+                } else if rec.state.recent.contains(&event.event_id) {
                     Some(
                         self.store
                             .event_result(user, &event.event_id)
@@ -526,7 +530,9 @@ impl Engine {
                     decision::decide_owned(&inputs, std::mem::take(&mut state), event)
                 };
                 state = next;
-                state.recent.remember(&event.event_id, event.at);
+                if remember {
+                    state.recent.remember(&event.event_id, event.at);
+                }
                 let outcome = decision::outcome_of(&catalog, event);
                 crate::campaign_results::account(
                     &catalog,

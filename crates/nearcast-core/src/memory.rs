@@ -618,6 +618,10 @@ impl StateStore for InMemoryStateStore {
     fn max_commit_events(&self) -> usize {
         usize::MAX
     }
+
+    fn keeps_every_event_key(&self) -> bool {
+        true
+    }
 }
 
 /// A notifier that records what it was asked to send, and can be told to fail, before

@@ -565,6 +565,12 @@ pub trait StateStore: Send + Sync {
     /// 100 items) says so, and the engine commits a larger batch in several chunks; a store
     /// without one answers `usize::MAX`.
     fn max_commit_events(&self) -> usize;
+    /// Whether the store keeps an idempotency key for every event, and so finds every
+    /// resend at commit (memory, SQLite). A store that keeps none for routine fixes
+    /// (DynamoDB, where a key is most of the cost of a fix) answers `false`, and the engine
+    /// then keeps the user's last events in the profile ([`crate::state::RecentEvents`])
+    /// and answers resends from there before deciding.
+    fn keeps_every_event_key(&self) -> bool;
 }
 
 /// One user's logged decisions and outcomes, each oldest first.
@@ -803,6 +809,10 @@ pub trait StoreLayer: Send + Sync {
     fn max_commit_events(&self) -> usize {
         self.wrapped().max_commit_events()
     }
+    /// See [`StateStore::keeps_every_event_key`].
+    fn keeps_every_event_key(&self) -> bool {
+        self.wrapped().keeps_every_event_key()
+    }
 }
 
 impl<L: StoreLayer> StateStore for L {
@@ -965,6 +975,9 @@ impl<L: StoreLayer> StateStore for L {
     }
     fn max_commit_events(&self) -> usize {
         StoreLayer::max_commit_events(self)
+    }
+    fn keeps_every_event_key(&self) -> bool {
+        StoreLayer::keeps_every_event_key(self)
     }
 }
 

@@ -81,8 +81,9 @@ pub const RECENT_EVENTS: usize = 32;
 /// needed for the usual traffic, which comes in order. Any other (a late event, or one at
 /// the same instant as an earlier one) may be a resend this memory has forgotten, and the
 /// engine asks the store for its idempotency key ([`crate::ports::StateStore::event_result`]).
-/// A store may keep a key only for events whose answer matters (DynamoDB keeps one for
-/// every event that did more than move the presence track: see `nearcast_aws`); a routine
+/// Kept only for a store that does not keep a key for every event
+/// ([`crate::ports::StateStore::keeps_every_event_key`]: DynamoDB keeps one for every event
+/// that did more than move the presence track, see `nearcast_aws`); a routine
 /// fix resent after 32 newer events of its person is then decided again as the late fix it
 /// is, which moves nothing.
 ///

@@ -1692,6 +1692,11 @@ impl StateStore for SqliteStore {
         // One SQLite transaction takes any number of events.
         usize::MAX
     }
+
+    fn keeps_every_event_key(&self) -> bool {
+        // A key is a row of an indexed table: cheap enough to keep for every event.
+        true
+    }
 }
 
 #[cfg(test)]
