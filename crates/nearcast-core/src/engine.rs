@@ -464,22 +464,15 @@ impl Engine {
             // What the batch adds to campaigns' result cells, written in the same commit.
             let mut cells = crate::campaign_results::CellDeltas::new();
             for (i, event) in events.iter().enumerate() {
-                if let Some(prev) = known.get(&event.event_id) {
-                    reports.push(EventReport {
-                        index: i,
-                        event_id: event.event_id.clone(),
-                        status: "duplicate",
-                        kind: prev.kind.clone(),
-                        decision: prev.decision.clone(),
-                    });
-                    continue;
-                }
-                // A resend of one of the user's last events: answered from its key when
-                // the store kept one, otherwise (a routine fix) by its type alone. An
-                // event not newer than every accepted one may be a resend the profile has
-                // forgotten: its key, if any, answers it. Asked of the state as read: the
-                // events of one batch are distinct, so none is a resend of another.
-                let prev = if !remember {
+                // A resend: an event answered earlier in this call, or one of the user's
+                // last events, answered from its key when the store kept one, otherwise (a
+                // routine fix) by its type alone. An event not newer than every accepted
+                // one may be a resend the profile has forgotten: its key, if any, answers
+                // it. Asked of the state as read: the events of one batch are distinct, so
+                // none is a resend of another.
+                let prev = if let Some(p) = known.get(&event.event_id) {
+                    Some(p.clone())
+                } else if !remember {
                     None
                 } else if rec.state.recent.contains(&event.event_id) {
                     Some(
@@ -501,7 +494,7 @@ impl Engine {
                         kind: prev.kind.clone(),
                         decision: prev.decision.clone(),
                     });
-                    known.insert(event.event_id.clone(), prev);
+                    known.entry(event.event_id.clone()).or_insert(prev);
                     continue;
                 }
                 // Weather is fetched only when the fix is near a fence or the user is
