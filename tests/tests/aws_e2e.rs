@@ -988,7 +988,9 @@ async fn campaign_results_are_one_query_of_the_cells() {
 /// person's last 32 events, and that alone answers their resends. An eventful fix keeps
 /// its key, and its resend answers with its first decision however late it comes. A
 /// routine fix resent after 32 newer events is decided again as the late fix it is then:
-/// it moves nothing and sends nothing.
+/// here (behind the track within its lifetime) it moves nothing and sends nothing. (One
+/// older than the track's lifetime is judged alone, as any fix that late:
+/// `disorder.rs` covers every order.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn routine_fixes_keep_no_key_and_their_resends_are_still_duplicates() {
     aws!(
@@ -1051,7 +1053,7 @@ async fn routine_fixes_keep_no_key_and_their_resends_are_still_duplicates() {
     // The eventful fix still answers from its key, with its first decision.
     let (_, _, v) = post(&a, fix("rr", "e1", 0)).await;
     assert_eq!(result(&v), ("duplicate", "sent"), "{v}");
-    // The routine one is decided again: late behind the track, it moves nothing.
+    // The routine one is decided again: late behind the track, here it moves nothing.
     let (_, _, v) = post(&a, inside("n1", 20)).await;
     assert_eq!(v["results"][0]["status"], "accepted", "{v}");
     assert!(

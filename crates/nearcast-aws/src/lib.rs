@@ -27,7 +27,8 @@
 //! ([`nearcast_core::state::RecentEvents`]), and the engine answers a resend found there
 //! as a duplicate before deciding anything. Every other event keeps its key, with its
 //! answer, for 7 days. A routine fix resent after 32 newer events of its person is decided
-//! again as the late fix it is by then, which moves nothing and sends nothing. This is
+//! again as a fix that late would be (it did nothing the first time; judged again it can
+//! move presence as any late fix can, and caps hold: `disorder.rs`). This is
 //! what takes a million fixes from about $1.56 to about $0.32 at 10 fixes per request
 //! (docs/aws.md): a key in a transaction cost 2 WRU a fix.
 //!

@@ -85,7 +85,8 @@ pub const RECENT_EVENTS: usize = 32;
 /// ([`crate::ports::StateStore::keeps_every_event_key`]: DynamoDB keeps one for every event
 /// that did more than move the presence track, see `nearcast_aws`); a routine
 /// fix resent after 32 newer events of its person is then decided again as the late fix it
-/// is, which moves nothing.
+/// is (it did nothing the first time; a fix that late can still move presence, never
+/// beyond the caps).
 ///
 /// Ids are digested, not kept: the digests say nothing about the events. Two ids share a
 /// digest with a chance of 2^-64 per pair; the worst a collision does is answer one of the
