@@ -2,6 +2,13 @@
 //! order and every timestamp the API accepts (15 minutes behind to 24 hours ahead of the
 //! host's clock), on every state store. Devices batch and retry, and the AWS queue is not
 //! FIFO, so events arrive in any order; the caps count in the host's clock.
+//!
+//! The arrivals also resend earlier events, however late: a resend never pushes again, an
+//! event that did more than move the presence track answers `duplicate` with its first
+//! verdict, and a routine fix is answered as a duplicate or (on DynamoDB, once the
+//! profile's memory of the last 32 events has forgotten it) decided again as a late fix
+//! that moves no presence: it did nothing the first time and does nothing now. No event
+//! has an effect twice, and caps hold over every push.
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use nearcast_core::config::CapPolicy;
@@ -22,11 +29,14 @@ struct Arrival {
     advance_min: i64,
     /// (store, offset of the device time from the host's clock, in seconds)
     fixes: Vec<(usize, i64)>,
+    /// Earlier events sent again in this batch (picked among all sent before it).
+    resends: Vec<u64>,
 }
 
 fn arrivals() -> impl Strategy<Value = Vec<Arrival>> {
     let fix = (
-        0..STORES,
+        // The last two are places without a store: routine fixes.
+        0..STORES + 2,
         prop_oneof![
             // Stale (refused to push), slightly behind, slightly ahead, far ahead.
             -1500i64..-900,
@@ -37,10 +47,21 @@ fn arrivals() -> impl Strategy<Value = Vec<Arrival>> {
     );
     let arrival = (
         prop_oneof![Just(0i64), 0i64..30, 30i64..180, 180i64..900],
-        prop::collection::vec(fix, 1..4),
+        prop::collection::vec(fix, 1..6),
+        prop::collection::vec(any::<u64>(), 0..3),
     )
-        .prop_map(|(advance_min, fixes)| Arrival { advance_min, fixes });
-    prop::collection::vec(arrival, 1..14)
+        .prop_map(|(advance_min, fixes, resends)| Arrival {
+            advance_min,
+            fixes,
+            resends,
+        });
+    // Up to 95 fixes and the resends: enough for the profile's memory of 32 events to forget some.
+    prop::collection::vec(arrival, 1..20)
+}
+
+/// `raw` scaled to `0..n`, as `prop::sample::Index` does.
+fn pick(raw: u64, n: usize) -> usize {
+    ((u128::from(raw) * n as u128) >> 64) as usize
 }
 
 fn policies() -> impl Strategy<Value = CapPolicy> {
@@ -109,11 +130,14 @@ async fn run(h: &Harness, policy: &CapPolicy, plan: &[Arrival]) -> Result<(), Te
         h.engine.process(&e).await.expect("onboarding");
     }
     let mut n = 0;
+    // Every event sent once, with its first answer's decision.
+    let mut sent: Vec<(Event, nearcast_core::decision::Decision)> = Vec::new();
+    let mut first_sends = 0;
     for a in plan {
         h.clock
             .set(h.clock.now() + Duration::minutes(a.advance_min));
         let now = h.clock.now();
-        let events: Vec<Event> = a
+        let mut events: Vec<Event> = a
             .fixes
             .iter()
             .map(|&(store, offset)| {
@@ -127,20 +151,71 @@ async fn run(h: &Harness, policy: &CapPolicy, plan: &[Arrival]) -> Result<(), Te
                 )
             })
             .collect();
+        let fresh = events.len();
+        let mut resent: Vec<usize> = Vec::new();
+        if !sent.is_empty() {
+            for i in &a.resends {
+                // Half the resends among the first 8 events: the ones a profile's memory
+                // of the last 32 has forgotten in a long plan.
+                let k = if pick(*i, 2) == 0 {
+                    pick(*i, sent.len().min(8))
+                } else {
+                    pick(*i, sent.len())
+                };
+                if !resent.contains(&k) {
+                    resent.push(k);
+                    events.push(sent[k].0.clone());
+                }
+            }
+        }
         let batch = Batch {
             user_id: id("dis"),
             events,
         };
         let reports = h.engine.process_batch(&batch).await.expect("processed");
-        for r in &reports {
+        for (j, r) in reports.iter().enumerate() {
+            if j >= fresh {
+                let (e, first) = &sent[resent[j - fresh]];
+                let eventful = !first.presence.is_empty()
+                    || first.store_id.is_some()
+                    || first.delivery_id.is_some();
+                if eventful || r.status == "duplicate" {
+                    prop_assert_eq!(r.status, "duplicate", "resent {}", e.event_id);
+                    if let Some(d) = &r.decision {
+                        prop_assert_eq!(&d.verdict, &first.verdict);
+                        prop_assert_eq!(&d.delivery_id, &first.delivery_id);
+                    } else {
+                        prop_assert!(!eventful, "{} lost its first answer", e.event_id);
+                    }
+                } else {
+                    // A routine fix the profile forgot, decided again as a late fix: it
+                    // does now what it did then, nothing.
+                    let d = r.decision.as_ref().expect("a decision");
+                    prop_assert!(
+                        d.presence.is_empty()
+                            && d.store_id.is_none()
+                            && d.delivery_id.is_none()
+                            && d.verdict != Verdict::Sent,
+                        "{} had an effect when resent: {:?}",
+                        e.event_id,
+                        d
+                    );
+                }
+                continue;
+            }
+            prop_assert_eq!(r.status, "accepted");
             let d = r.decision.as_ref().expect("a decision");
             if d.verdict == Verdict::Sent {
                 prop_assert!(d.delivery_id.is_some());
+                first_sends += 1;
             }
+            sent.push((batch.events[j].clone(), d.clone()));
         }
     }
     let pushes = h.notifier.sent();
     assert_caps(policy, &pushes)?;
+    // One push per answer that sent: no event pushed twice.
+    prop_assert_eq!(pushes.len(), first_sends);
     // The state remembers exactly the pushes that went out.
     let state = h.store.load_user(&id("dis")).await.expect("load").state;
     let remembered = state.sends.iter().filter(|s| !s.held_out).count();
@@ -178,7 +253,7 @@ fn caps_hold_for_any_arrival_order_and_timestamp_on_sqlite() {
 
 #[test]
 fn caps_hold_for_any_arrival_order_and_timestamp_on_dynamodb() {
-    check(Backend::Dynamo, 16);
+    check(Backend::Dynamo, 64);
 }
 
 /// The case the old rule let through: a fix stamped before a push that arrives after it, and
@@ -249,4 +324,53 @@ async fn late_and_early_stamps_are_capped_on_sqlite() {
 #[tokio::test]
 async fn late_and_early_stamps_are_capped_on_dynamodb() {
     late_and_early_stamps_are_capped(Backend::Dynamo).await;
+}
+
+/// The case that found the rule: a fix that did nothing (stamped with the visit's enter),
+/// forgotten after 32 newer events, is resent once a fix stamped 10 minutes ahead has
+/// ended the visit. Judged alone, as a new fix that late would have been, it entered the
+/// store again; as a possible resend it moves nothing, and its next resend answers as
+/// its first answer did.
+async fn a_forgotten_fix_resent_behind_a_track_ahead_moves_nothing(backend: Backend) {
+    let policy = CapPolicy {
+        per_day: 1,
+        per_week: 1,
+        min_gap_minutes: 0,
+        quiet_start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        quiet_end: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        global_control: 0.0,
+    };
+    let at = |fixes: Vec<(usize, i64)>, resends: usize| Arrival {
+        advance_min: 0,
+        fixes,
+        // The third event sent (`f3`).
+        resends: vec![1u64 << 62; resends],
+    };
+    let stale = |n: usize| vec![(0, -902); n];
+    let mut plan = vec![
+        at(stale(1), 0),
+        at(vec![(3, -2), (3, -2), (0, -902), (0, -902), (0, -902)], 0),
+    ];
+    plan.extend([4, 4, 4, 2, 4, 4, 2, 2, 3].map(|n| at(stale(n), 0)));
+    plan.push(at(vec![(0, 600)], 1));
+    plan.push(at(stale(1), 1));
+    let h = harness(backend, STORES, policy.clone()).await;
+    run(&h, &policy, &plan)
+        .await
+        .expect("no resend has an effect");
+}
+
+#[tokio::test]
+async fn a_forgotten_fix_resent_behind_a_track_ahead_moves_nothing_in_memory() {
+    a_forgotten_fix_resent_behind_a_track_ahead_moves_nothing(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_forgotten_fix_resent_behind_a_track_ahead_moves_nothing_on_sqlite() {
+    a_forgotten_fix_resent_behind_a_track_ahead_moves_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_forgotten_fix_resent_behind_a_track_ahead_moves_nothing_on_dynamodb() {
+    a_forgotten_fix_resent_behind_a_track_ahead_moves_nothing(Backend::Dynamo).await;
 }

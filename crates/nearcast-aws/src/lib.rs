@@ -8,7 +8,7 @@
 //!
 //! | pk | sk | attributes |
 //! |---|---|---|
-//! | `USER#<user>` | `PROFILE` | `z` (B: the UserState JSON, raw DEFLATE), `recent` (B: 8-byte digests of the ids of the user's last 32 events), `version` (N); `state` (UserState JSON text) in profiles written before |
+//! | `USER#<user>` | `PROFILE` | `z` (B: the UserState JSON, raw DEFLATE), `recent` (B: [`nearcast_core::state::RecentEvents`], digests of the ids of the user's last 32 events with their times), `version` (N); `state` (UserState JSON text) in profiles written before |
 //! | `USER#<user>` | `EVENT#<event>` | `result` (EventResult JSON), `at`, `ttl` (7 days): idempotency key of every event but a routine fix |
 //! | `USER#<user>` | `DECISION#<rfc3339 at>#<event>` | `body` (Decision JSON), `seq`, `ttl` (90 days) |
 //! | `USER#<user>` | `DELIVERY#<delivery id>` | `status`, `body` (Push JSON), `seq`, `ttl` (90 days) |
@@ -26,9 +26,9 @@
 //! profile, which its commit writes anyway, remembers the ids of the user's last 32 events
 //! ([`nearcast_core::state::RecentEvents`]), and the engine answers a resend found there
 //! as a duplicate before deciding anything. Every other event keeps its key, with its
-//! answer, for 7 days. A routine fix resent after 32 newer events of its person is decided
-//! again as a fix that late would be (it did nothing the first time; judged again it can
-//! move presence as any late fix can, and caps hold: `disorder.rs`). This is
+//! answer, for 7 days. A routine fix resent after 32 newer events of its person finds no
+//! key, and is judged as a late fix that moves no presence (it did nothing the first time
+//! and does nothing now: `disorder.rs`). This is
 //! what takes a million fixes from about $1.56 to about $0.32 at 10 fixes per request
 //! (docs/aws.md): a key in a transaction cost 2 WRU a fix.
 //!
@@ -224,7 +224,7 @@ const MAX_STATE_BYTES: usize = 1 << 20;
 /// The profile item, written by every commit and billed per KB started: the state's JSON
 /// deflated (raw DEFLATE, in the binary attribute `z`: about half the JSON's bytes, and
 /// a typical profile stays under 1 KB), without its recent events, which go to the binary
-/// attribute `recent` (8 bytes an event). Profiles written as JSON text (`state`) before
+/// attribute `recent` ([`nearcast_core::state::RecentEvents::to_bytes`]). Profiles written as JSON text (`state`) before
 /// are read as they are.
 fn profile_item(pk: &str, state: &UserState, version: u64) -> Result<Item, StoreError> {
     let mut item = key(pk, "PROFILE");
@@ -258,8 +258,10 @@ fn profile_state(item: &Item) -> Result<UserState, StoreError> {
         _ => body(item, "state")?,
     };
     if let Some(AttributeValue::B(b)) = item.get("recent") {
-        state.recent = nearcast_core::state::RecentEvents::from_bytes(b.as_ref())
-            .ok_or_else(|| StoreError("decode profile: recent is not 8 bytes an event".into()))?;
+        state.recent =
+            nearcast_core::state::RecentEvents::from_bytes(b.as_ref()).ok_or_else(|| {
+                StoreError("decode profile: recent is not the form of RecentEvents".into())
+            })?;
     }
     Ok(state)
 }

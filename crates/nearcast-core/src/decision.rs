@@ -456,6 +456,20 @@ pub fn decide(inputs: &Inputs<'_>, state: &UserState, event: &Event) -> Outcome 
     decide_owned(inputs, state.clone(), event)
 }
 
+/// A location fix that may be the resend of one decided before whose answer was not kept
+/// (a routine fix a store keeps no key for, forgotten by [`UserState::recent`]): judged as
+/// the late fix it is, moving no presence and so triggering nothing, so that a resend has
+/// no effect its first answer did not have. Any other event as [`decide_owned`].
+pub fn decide_possible_resend(inputs: &Inputs<'_>, mut state: UserState, event: &Event) -> Outcome {
+    match &event.kind {
+        EventKind::Location(fix) if state.consents.granted(Purpose::Location) => {
+            state.prune(inputs.now);
+            decide_at(inputs, state, event, fix, Vec::new())
+        }
+        _ => decide_owned(inputs, state, event),
+    }
+}
+
 /// [`decide`] on a state the caller hands over (no copy of it: a user inside fences
 /// with many offers carries lists worth not copying for every event).
 pub fn decide_owned(inputs: &Inputs<'_>, mut state: UserState, event: &Event) -> Outcome {

@@ -466,10 +466,11 @@ impl Engine {
             for (i, event) in events.iter().enumerate() {
                 // A resend: an event answered earlier in this call, or one of the user's
                 // last events, answered from its key when the store kept one, otherwise (a
-                // routine fix) by its type alone. An event not newer than every accepted
-                // one may be a resend the profile has forgotten: its key, if any, answers
-                // it. Asked of the state as read: the events of one batch are distinct, so
-                // none is a resend of another.
+                // routine fix) by its type alone. An event not stamped after the profile's
+                // horizon may be a resend the profile has forgotten: its key, if any,
+                // answers it; a fix without one moves no presence. Asked of the state as
+                // read: the events of one batch are distinct, so none is a resend of another.
+                let mut possible_resend = false;
                 let prev = if let Some(p) = known.get(&event.event_id) {
                     Some(p.clone())
                 } else if !remember {
@@ -482,7 +483,11 @@ impl Engine {
                             .unwrap_or_else(|| EventResult::resent(event.kind.type_name())),
                     )
                 } else if rec.state.recent.may_have_forgotten(event.at) {
-                    self.store.event_result(user, &event.event_id).await?
+                    let found = self.store.event_result(user, &event.event_id).await?;
+                    // No key: a new event, or a routine fix resent after the profile
+                    // forgot it, which must not do now what it did not do then.
+                    possible_resend = found.is_none();
+                    found
                 } else {
                     None
                 };
@@ -520,7 +525,12 @@ impl Engine {
                         weather: &wf,
                         now: self.clock.now(),
                     };
-                    decision::decide_owned(&inputs, std::mem::take(&mut state), event)
+                    let state = std::mem::take(&mut state);
+                    if possible_resend {
+                        decision::decide_possible_resend(&inputs, state, event)
+                    } else {
+                        decision::decide_owned(&inputs, state, event)
+                    }
                 };
                 state = next;
                 if remember {

@@ -73,103 +73,162 @@ pub struct UserState {
 /// How many of a user's last accepted events [`UserState::recent`] remembers.
 pub const RECENT_EVENTS: usize = 32;
 
-/// Digests of a user's last [`RECENT_EVENTS`] accepted event ids, oldest first (8 bytes
-/// each: the first 8 of the id's SHA-256), and the newest event time ever accepted.
+/// Digests of a user's last [`RECENT_EVENTS`] accepted event ids, oldest first, each with
+/// an upper bound of its time; the newest event time ever accepted; and an upper bound of
+/// the times of every event no longer remembered (the **horizon**).
 ///
 /// An event found here is a resend and answers "duplicate" without being decided again.
-/// An event not found here that is stamped after every accepted event is new: no lookup is
-/// needed for the usual traffic, which comes in order. Any other (a late event, or one at
-/// the same instant as an earlier one) may be a resend this memory has forgotten, and the
-/// engine asks the store for its idempotency key ([`crate::ports::StateStore::event_result`]).
+/// An event not found here that is stamped after the horizon is new: a resend of a
+/// forgotten event carries the forgotten event's time, which is not after the horizon. No
+/// lookup is needed for the usual traffic, which comes in order or a little shuffled.
+/// Any other event may be a resend this memory has forgotten, and the engine asks the
+/// store for its idempotency key ([`crate::ports::StateStore::event_result`]); a location
+/// fix with no key (a routine fix forgotten here, or a new fix older than the 33rd newest
+/// event) is then judged as a late fix that moves no presence, so that no resend has an
+/// effect its first answer did not have.
 /// Kept only for a store that does not keep a key for every event
 /// ([`crate::ports::StateStore::keeps_every_event_key`]: DynamoDB keeps one for every event
-/// that did more than move the presence track, see `nearcast_aws`); a routine
-/// fix resent after 32 newer events of its person is then decided again as the late fix it
-/// is (it did nothing the first time; a fix that late can still move presence, never
-/// beyond the caps).
+/// that did more than move the presence track, see `nearcast_aws`).
 ///
-/// Ids are digested, not kept: the digests say nothing about the events. Two ids share a
-/// digest with a chance of 2^-64 per pair; the worst a collision does is answer one of the
+/// Each entry is 8 bytes: the first 6 bytes of the id's SHA-256 and the seconds between
+/// the event and the newest event (rounded down, at most 65,535: 18 hours). Ids are
+/// digested, not kept: the digests say nothing about the events. Two ids share a digest
+/// with a chance of 2^-48 per pair; the worst a collision does is answer one of the
 /// person's own events as a duplicate of another.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecentEvents {
-    digests: std::collections::VecDeque<u64>,
+    /// (digest, whole seconds before `newest`), oldest first.
+    entries: std::collections::VecDeque<(u64, u16)>,
     /// The newest event time accepted, in microseconds since the epoch.
     newest: Option<i64>,
+    /// No forgotten event is stamped after this (microseconds since the epoch).
+    horizon: Option<i64>,
 }
 
+/// The binary form's version byte (the first form, without times, has none).
+const RECENT_FORM: u8 = 2;
+
+const MICROS: i64 = 1_000_000;
+
 impl RecentEvents {
-    /// The digest of an event id.
+    /// The digest of an event id: the first 6 bytes of its SHA-256.
     pub fn digest(event: &Id) -> u64 {
         use sha2::Digest;
         let d = sha2::Sha256::digest(event.as_str().as_bytes());
-        u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        u64::from_be_bytes([0, 0, d[0], d[1], d[2], d[3], d[4], d[5]])
     }
 
     /// Whether `event` is among the remembered ones.
     pub fn contains(&self, event: &Id) -> bool {
         let d = Self::digest(event);
-        self.digests.contains(&d)
+        self.entries.iter().any(|(e, _)| *e == d)
     }
 
     /// Whether an event stamped `at` that is not among the remembered ones may still be
-    /// a resend of a forgotten one: it is not newer than every event accepted.
+    /// a resend of a forgotten one: it is not stamped after the horizon.
     pub fn may_have_forgotten(&self, at: DateTime<Utc>) -> bool {
-        self.newest.is_some_and(|n| at.timestamp_micros() <= n)
+        self.horizon.is_some_and(|h| at.timestamp_micros() <= h)
     }
 
-    /// Remembers `event`, stamped `at`, forgetting the oldest beyond [`RECENT_EVENTS`].
+    /// Remembers `event`, stamped `at`, forgetting the oldest beyond [`RECENT_EVENTS`]
+    /// (the horizon moves up to the forgotten one's time).
     pub fn remember(&mut self, event: &Id, at: DateTime<Utc>) {
-        self.digests.push_back(Self::digest(event));
-        while self.digests.len() > RECENT_EVENTS {
-            self.digests.pop_front();
-        }
         let at = at.timestamp_micros();
-        self.newest = Some(self.newest.map_or(at, |n| n.max(at)));
+        let behind = |newest: i64, t: i64| {
+            u16::try_from(newest.saturating_sub(t).max(0) / MICROS).unwrap_or(u16::MAX)
+        };
+        match self.newest {
+            Some(n) if at > n => {
+                // Every bound stays where it was (to the second below): its seconds
+                // behind grow with the newest time.
+                for (_, b) in &mut self.entries {
+                    *b = behind(at, n - i64::from(*b) * MICROS);
+                }
+                self.newest = Some(at);
+            }
+            Some(_) => {}
+            None => self.newest = Some(at),
+        }
+        let newest = self.newest.unwrap_or(at);
+        self.entries
+            .push_back((Self::digest(event), behind(newest, at)));
+        while self.entries.len() > RECENT_EVENTS {
+            if let Some((_, b)) = self.entries.pop_front() {
+                let bound = newest - i64::from(b) * MICROS;
+                self.horizon = Some(self.horizon.map_or(bound, |h| h.max(bound)));
+            }
+        }
     }
 
     /// Whether nothing was ever remembered.
     pub fn is_empty(&self) -> bool {
-        self.newest.is_none() && self.digests.is_empty()
+        self.newest.is_none() && self.entries.is_empty() && self.horizon.is_none()
     }
 
     /// How many events are remembered.
     pub fn len(&self) -> usize {
-        self.digests.len()
+        self.entries.len()
     }
 
-    /// The binary form (a store's binary attribute): the newest time (8 bytes, big-endian
-    /// microseconds), then the digests, 8 bytes each, oldest first.
+    /// The binary form (a store's binary attribute): the version byte 2, the newest time
+    /// and the horizon (8 bytes each, big-endian microseconds, `i64::MIN` for none), then
+    /// the entries, oldest first: the digest's 6 bytes and the seconds behind (2 bytes).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 * (self.digests.len() + 1));
+        let mut out = Vec::with_capacity(17 + 8 * self.entries.len());
+        out.push(RECENT_FORM);
         out.extend_from_slice(&self.newest.unwrap_or(i64::MIN).to_be_bytes());
-        for d in &self.digests {
-            out.extend_from_slice(&d.to_be_bytes());
+        out.extend_from_slice(&self.horizon.unwrap_or(i64::MIN).to_be_bytes());
+        for (d, b) in &self.entries {
+            out.extend_from_slice(&d.to_be_bytes()[2..]);
+            out.extend_from_slice(&b.to_be_bytes());
         }
         out
     }
 
-    /// Reads [`Self::to_bytes`]' form; `None` when it is not. More than
-    /// [`RECENT_EVENTS`] digests keep the newest.
+    /// Reads [`Self::to_bytes`]' form, or the first form (the newest time, then 8-byte
+    /// digests, no times: each is taken as stamped at the newest time, and the horizon as
+    /// the newest time, since what it forgot is not known); `None` when it is neither.
+    /// More than [`RECENT_EVENTS`] entries keep the newest.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() < 8 || b.len() % 8 != 0 {
-            return None;
-        }
         let word = |c: &[u8]| {
             let mut a = [0u8; 8];
             a.copy_from_slice(c);
-            a
+            i64::from_be_bytes(a)
         };
-        let newest = i64::from_be_bytes(word(&b[..8]));
-        let mut r = Self {
-            digests: b[8..]
-                .chunks_exact(8)
-                .map(|c| u64::from_be_bytes(word(c)))
-                .collect(),
-            newest: (newest != i64::MIN).then_some(newest),
+        let time = |t: i64| (t != i64::MIN).then_some(t);
+        let mut r = if b.len() >= 17 && b.len() % 8 == 1 && b[0] == RECENT_FORM {
+            Self {
+                newest: time(word(&b[1..9])),
+                horizon: time(word(&b[9..17])),
+                entries: b[17..]
+                    .chunks_exact(8)
+                    .map(|c| {
+                        let d = u64::from_be_bytes([0, 0, c[0], c[1], c[2], c[3], c[4], c[5]]);
+                        (d, u16::from_be_bytes([c[6], c[7]]))
+                    })
+                    .collect(),
+            }
+        } else if b.len() >= 8 && b.len() % 8 == 0 {
+            let newest = time(word(&b[..8]));
+            Self {
+                newest,
+                horizon: newest,
+                entries: b[8..]
+                    .chunks_exact(8)
+                    .map(|c| ((word(c) as u64) >> 16, 0))
+                    .collect(),
+            }
+        } else {
+            return None;
         };
-        while r.digests.len() > RECENT_EVENTS {
-            r.digests.pop_front();
+        let Some(newest) = r.newest else {
+            return (r.entries.is_empty() && r.horizon.is_none()).then_some(r);
+        };
+        while r.entries.len() > RECENT_EVENTS {
+            if let Some((_, b)) = r.entries.pop_front() {
+                let bound = newest - i64::from(b) * MICROS;
+                r.horizon = Some(r.horizon.map_or(bound, |h| h.max(bound)));
+            }
         }
         Some(r)
     }
@@ -191,7 +250,7 @@ impl Serialize for RecentEvents {
 impl<'de> Deserialize<'de> for RecentEvents {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let bad = || serde::de::Error::custom("recent: expected 16 hex digits a word");
+        let bad = || serde::de::Error::custom("recent: expected the hex of its binary form");
         if !s.is_ascii() || s.len() % 2 != 0 {
             return Err(bad());
         }
@@ -394,16 +453,18 @@ mod tests {
     }
 
     proptest! {
-        /// The last 32 events are remembered, no earlier one is, the newest time is kept
-        /// whatever the order, and both encodings read back as they were written.
+        /// The last 32 events are remembered and no earlier one is; every forgotten event
+        /// is at or before the horizon, whatever the order of times; an event after the
+        /// horizon is new; and both encodings read back as they were written.
         #[test]
         fn recent_events_remember_exactly_the_last_ones(
-            secs in proptest::collection::vec(0i64..1_000, 0..100)
+            micros in proptest::collection::vec(
+                prop_oneof![0i64..2_000_000_000, 0i64..100_000_000_000], 0..100)
         ) {
-            let n = secs.len();
+            let n = micros.len();
             let all = ids(n);
             let t0: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
-            let at = |i: usize| t0 + Duration::seconds(secs[i]);
+            let at = |i: usize| t0 + Duration::microseconds(micros[i]);
             let mut r = RecentEvents::default();
             prop_assert!(!r.may_have_forgotten(t0 - Duration::days(365)));
             for (i, e) in all.iter().enumerate() {
@@ -411,16 +472,32 @@ mod tests {
             }
             prop_assert_eq!(r.len(), n.min(RECENT_EVENTS));
             for (i, e) in all.iter().enumerate() {
-                prop_assert_eq!(r.contains(e), i + RECENT_EVENTS >= n, "event {}", i);
-                // Whatever was accepted, forgotten or not, is never taken for new.
-                prop_assert!(r.may_have_forgotten(at(i)), "event {}", i);
+                let kept = i + RECENT_EVENTS >= n;
+                prop_assert_eq!(r.contains(e), kept, "event {}", i);
+                // A forgotten event is never taken for new.
+                prop_assert!(kept || r.may_have_forgotten(at(i)), "event {}", i);
+            }
+            // The horizon is the latest forgotten time, give or take the second each
+            // entry's time is rounded to (or 18 hours for an entry that far behind).
+            let forgotten = (0..n.saturating_sub(RECENT_EVENTS)).map(at).max();
+            match forgotten {
+                None => prop_assert!(!r.may_have_forgotten(t0 - Duration::days(365))),
+                Some(f) => {
+                    let newest = (0..n).map(at).max().unwrap();
+                    let slack = if newest - f > Duration::hours(18) {
+                        newest - f
+                    } else {
+                        Duration::seconds(1) * i32::try_from(n).unwrap()
+                    };
+                    prop_assert!(!r.may_have_forgotten(f + slack + Duration::microseconds(1)));
+                }
             }
             if let Some(newest) = (0..n).map(at).max() {
                 prop_assert!(!r.may_have_forgotten(newest + Duration::microseconds(1)));
             }
             prop_assert!(!r.contains(&Id::parse("never-sent").unwrap()));
             let bytes = r.to_bytes();
-            prop_assert_eq!(bytes.len(), 8 * (r.len() + 1));
+            prop_assert_eq!(bytes.len(), 17 + 8 * r.len());
             prop_assert_eq!(RecentEvents::from_bytes(&bytes), Some(r.clone()));
             let state = UserState { recent: r.clone(), ..UserState::default() };
             let text = serde_json::to_string(&state).unwrap();
@@ -429,11 +506,40 @@ mod tests {
         }
     }
 
+    /// In time order (the usual traffic), the horizon is the forgotten event's own time to
+    /// the second: a fix a few seconds late needs no lookup.
+    #[test]
+    fn in_order_the_horizon_follows_the_forgotten_event() {
+        let t0: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+        let mut r = RecentEvents::default();
+        for (i, e) in ids(40).iter().enumerate() {
+            r.remember(e, t0 + Duration::seconds(2 * i as i64));
+        }
+        // Events 0..8 forgotten; event 7 was stamped t0 + 14 s.
+        assert!(r.may_have_forgotten(t0 + Duration::seconds(14)));
+        assert!(!r.may_have_forgotten(t0 + Duration::seconds(15)));
+    }
+
     #[test]
     fn recent_events_refuse_what_they_did_not_write() {
         assert_eq!(RecentEvents::from_bytes(&[0; 7]), None);
         assert_eq!(RecentEvents::from_bytes(&[]), None);
         assert_eq!(RecentEvents::from_bytes(&[0; 12]), None);
+        assert_eq!(
+            RecentEvents::from_bytes(&[2; 17]),
+            Some(RecentEvents {
+                entries: Default::default(),
+                newest: Some(i64::from_be_bytes([2; 8])),
+                horizon: Some(i64::from_be_bytes([2; 8])),
+            })
+        );
+        // Entries without a newest time.
+        let mut none = vec![2u8];
+        none.extend_from_slice(&i64::MIN.to_be_bytes());
+        none.extend_from_slice(&i64::MIN.to_be_bytes());
+        assert!(RecentEvents::from_bytes(&none).is_some_and(|r| r.is_empty()));
+        none.extend_from_slice(&[1; 8]);
+        assert_eq!(RecentEvents::from_bytes(&none), None);
         for bad in [r#""abc""#, r#""zzzzzzzzzzzzzzzz""#, r#""00""#, "12"] {
             assert!(serde_json::from_str::<RecentEvents>(bad).is_err(), "{bad}");
         }
@@ -442,11 +548,19 @@ mod tests {
         assert!(!before.contains("recent\""), "{before}");
         let s: UserState = serde_json::from_str(&before).unwrap();
         assert!(s.recent.is_empty());
-        // The digest is SHA-256's first 8 bytes, stable across versions and hosts.
-        assert_eq!(
-            RecentEvents::digest(&Id::parse("abc").unwrap()),
-            0xba78_16bf_8f01_cfea
-        );
+        // The digest is SHA-256's first 6 bytes, stable across versions and hosts.
+        let abc = Id::parse("abc").unwrap();
+        assert_eq!(RecentEvents::digest(&abc), 0xba78_16bf_8f01);
+        // The first form (the newest time, 8-byte digests): read with every event at the
+        // newest time, and the horizon there too.
+        let mut first = 1_000_000i64.to_be_bytes().to_vec();
+        first.extend_from_slice(&0xba78_16bf_8f01_cfeau64.to_be_bytes());
+        let r = RecentEvents::from_bytes(&first).unwrap();
+        assert!(r.contains(&abc));
+        assert_eq!(r.len(), 1);
+        let t = DateTime::<Utc>::from_timestamp_micros(1_000_000).unwrap();
+        assert!(r.may_have_forgotten(t));
+        assert!(!r.may_have_forgotten(t + Duration::microseconds(1)));
     }
 
     #[test]
