@@ -227,6 +227,35 @@ try {
   const kiosk = await page.evaluate(async (k) => (await fetch("/v1/admin/stores/kiosk-rautatientori", { headers: { Authorization: `Bearer ${k}` } })).json(), adminKey);
   check(kiosk.fence.type === "circle" && kiosk.fence.radius_m === 35, "the refused polygon changed nothing: the store is still the circle");
 
+  // Zoomed out over more fences than the map draws one by one: clusters with their counts.
+  // 1,200 stores more, 15 km north of the centre (a category no offer names), imported
+  // through the API.
+  const grid = ["id,name,category,time_zone,lat,lon,radius_m"];
+  for (let i = 0; i < 1200; i++) {
+    grid.push(`grid-${i},Grid ${i},test-grid,Europe/Helsinki,${(60.30 + 0.0009 * Math.floor(i / 40)).toFixed(5)},${(24.90 + 0.0018 * (i % 40)).toFixed(5)},30`);
+  }
+  const gridImport = await page.evaluate(async ([k, body]) => {
+    const r = await fetch("/v1/admin/stores/import?format=csv", { method: "POST", headers: { Authorization: `Bearer ${k}`, "Content-Type": "text/csv" }, body });
+    return { status: r.status, body: await r.json() };
+  }, [adminKey, grid.join("\n") + "\n"]);
+  check(gridImport.status === 200 || gridImport.status === 201, `1,200 more stores imported (${gridImport.status})`);
+  await page.evaluate(() => window.nearcastConsole.map.setView([60.235, 24.93], 11));
+  await page.waitForFunction(() => Number(document.querySelector("#map").dataset.clusters || 0) > 0);
+  const clustered = Number(await page.locator("#map").getAttribute("data-clustered"));
+  const markers = await page.locator("#map .cluster").allTextContents();
+  const sum = markers.reduce((a, t) => a + Number(t), 0);
+  check(clustered > 2000 && sum === clustered, `zoomed out, ${clustered} fences show as ${markers.length} clusters whose counts add up (${sum})`);
+  check((await text(page, "#fence-count")).includes("clusters"), `the map says it shows clusters: ${await text(page, "#fence-count")}`);
+  await shot(page, "clusters");
+  // A click on the largest cluster zooms to its stores, drawn as fences again.
+  const counts = markers.map(Number);
+  await page.locator("#map .cluster").nth(counts.indexOf(Math.max(...counts))).click();
+  await page.waitForFunction(() => Number(document.querySelector("#map").dataset.fences || 0) > 0);
+  const zoomedIn = Number(await page.locator("#map").getAttribute("data-fences"));
+  check(zoomedIn > 0 && zoomedIn <= 2000, `a click on a cluster zooms in to its fences (${zoomedIn} drawn)`);
+  await page.evaluate(() => window.nearcastConsole.map.setView([60.1699, 24.9384], 15));
+  await page.waitForFunction(() => Number(document.querySelector("#map").dataset.fences || 0) > 0);
+
   // 4. A campaign: rainy-day umbrellas, with a preview of the iOS and Android push.
   console.log("4. create the rainy-day umbrellas campaign and preview its push");
   await openTab(page, "campaigns");

@@ -8,6 +8,8 @@
 //! - `GET /v1/users/{id}/presence`: the visits in progress (fences entered, not yet left).
 //! - `/v1/admin/stores[/{id}]`, `/v1/admin/offers[/{id}]`, `/v1/admin/policy`,
 //!   `POST /v1/admin/simulate`.
+//! - `GET /v1/admin/store-clusters?bbox=&grid=`: the stores in a box counted on a grid (a
+//!   map zoomed out draws these instead of every fence).
 //! - `GET /v1/admin/results[?window_hours=24]`: per offer and model version, from the logs.
 //! - `GET /v1/admin/users/{id}/export`: everything held about one person (subject access).
 //! - `GET /v1/admin/model`, `POST /v1/admin/model/reload`: the models in service; load the
@@ -97,6 +99,7 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_presence))
         .routes(routes!(erase))
         .routes(routes!(list_stores, create_store))
+        .routes(routes!(store_clusters))
         .routes(limited(routes!(import_stores)))
         .routes(routes!(get_store, put_store, delete_store))
         .routes(routes!(list_offers, create_offer))
@@ -436,28 +439,7 @@ async fn list_stores(
     let (mut bbox, mut limit, mut after) = (None, None, None);
     for (k, v) in &q {
         match k.as_str() {
-            "bbox" => {
-                let n: Vec<f64> = v
-                    .split(',')
-                    .map(|x| x.trim().parse::<f64>())
-                    .collect::<Result<_, _>>()
-                    .unwrap_or_default();
-                let ok = n.len() == 4
-                    && n.iter().all(|x| x.is_finite())
-                    && (-180.0..=180.0).contains(&n[0])
-                    && (-180.0..=180.0).contains(&n[2])
-                    && (-90.0..=90.0).contains(&n[1])
-                    && (-90.0..=90.0).contains(&n[3])
-                    && n[0] <= n[2]
-                    && n[1] <= n[3];
-                if !ok {
-                    return Err(ApiError::invalid(
-                        "bbox",
-                        "must be minLon,minLat,maxLon,maxLat in degrees, min not above max",
-                    ));
-                }
-                bbox = Some([n[0], n[1], n[2], n[3]]);
-            }
+            "bbox" => bbox = Some(parse_bbox(v)?),
             "limit" => {
                 limit = Some(
                     v.parse::<usize>()
@@ -484,16 +466,7 @@ async fn list_stores(
         let Some([x0, y0, x1, y1]) = bbox else {
             return true;
         };
-        let (lo_x, lo_y, hi_x, hi_y) = match c.shape(p) {
-            nearcast_core::geofence::Shape::Circle { lat, lon, radius_m } => {
-                let dlat = radius_m / 111_320.0;
-                let dlon = radius_m / (111_320.0 * lat.to_radians().cos().max(1e-6));
-                (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
-            }
-            nearcast_core::geofence::Shape::Polygon { bbox, .. } => {
-                (bbox.min().x, bbox.min().y, bbox.max().x, bbox.max().y)
-            }
-        };
+        let (lo_x, lo_y, hi_x, hi_y) = fence_box(c.shape(p));
         lo_x <= x1 && hi_x >= x0 && lo_y <= y1 && hi_y >= y0
     };
     let mut hits: Vec<&Store> = c
@@ -511,6 +484,142 @@ async fn list_stores(
         _ => None,
     };
     Ok(Json(json!({"stores": hits, "next_after": next_after})))
+}
+
+/// Most cells a side of `GET /v1/admin/store-clusters` may ask for.
+const MAX_CLUSTER_GRID: usize = 64;
+
+/// The bounding box of a fence: (min lon, min lat, max lon, max lat).
+fn fence_box(shape: &nearcast_core::geofence::Shape) -> (f64, f64, f64, f64) {
+    match shape {
+        nearcast_core::geofence::Shape::Circle { lat, lon, radius_m } => {
+            let dlat = radius_m / 111_320.0;
+            let dlon = radius_m / (111_320.0 * lat.to_radians().cos().max(1e-6));
+            (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+        }
+        nearcast_core::geofence::Shape::Polygon { bbox, .. } => {
+            (bbox.min().x, bbox.min().y, bbox.max().x, bbox.max().y)
+        }
+    }
+}
+
+/// `bbox=minLon,minLat,maxLon,maxLat`, checked.
+fn parse_bbox(v: &str) -> Result<[f64; 4], ApiError> {
+    let n: Vec<f64> = v
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    let ok = n.len() == 4
+        && n.iter().all(|x| x.is_finite())
+        && (-180.0..=180.0).contains(&n[0])
+        && (-180.0..=180.0).contains(&n[2])
+        && (-90.0..=90.0).contains(&n[1])
+        && (-90.0..=90.0).contains(&n[3])
+        && n[0] <= n[2]
+        && n[1] <= n[3];
+    if ok {
+        Ok([n[0], n[1], n[2], n[3]])
+    } else {
+        Err(ApiError::invalid(
+            "bbox",
+            "must be minLon,minLat,maxLon,maxLat in degrees, min not above max",
+        ))
+    }
+}
+
+/// `GET /v1/admin/store-clusters?bbox=minLon,minLat,maxLon,maxLat[&grid=N]`: the stores whose
+/// fence's centre lies in the box, counted on a grid of N × N cells over it (default 16, at
+/// most 64): per cell with stores, their count, the mean of their centres and the box of
+/// those centres (where a map zooms to show them), and the total. A map zoomed out over
+/// thousands of fences draws these instead.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/store-clusters",
+    tag = "stores",
+    params(("bbox" = String, Query, description = "minLon,minLat,maxLon,maxLat"), ("grid" = Option<u32>, Query, description = "cells a side, 1 to 64 (default 16)")),
+    responses((status = 200, description = "{total, grid, clusters: [{lat, lon, count, bbox}]}", body = serde_json::Value, content_type = "application/json"))
+)]
+async fn store_clusters(
+    State(engine): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let (mut bbox, mut grid) = (None, 16usize);
+    for (k, v) in &q {
+        match k.as_str() {
+            "bbox" => bbox = Some(parse_bbox(v)?),
+            "grid" => {
+                grid = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_CLUSTER_GRID).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "grid",
+                            format!("must be a whole number from 1 to {MAX_CLUSTER_GRID}"),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a known parameter (bbox, grid)",
+                ));
+            }
+        }
+    }
+    let [x0, y0, x1, y1] = bbox.ok_or_else(|| ApiError::invalid("bbox", "is required"))?;
+    // Per cell: count, sums of the centres, and their box.
+    #[derive(Clone, Copy)]
+    struct Cell {
+        n: u64,
+        lat: f64,
+        lon: f64,
+        bx: [f64; 4],
+    }
+    let mut cells: std::collections::BTreeMap<usize, Cell> = std::collections::BTreeMap::new();
+    let c = engine.catalog();
+    let (w, h) = ((x1 - x0).max(1e-12), (y1 - y0).max(1e-12));
+    let mut total = 0u64;
+    for (p, _) in c.stores_at() {
+        let (lo_x, lo_y, hi_x, hi_y) = fence_box(c.shape(p));
+        let (lon, lat) = ((lo_x + hi_x) / 2.0, (lo_y + hi_y) / 2.0);
+        if !(x0..=x1).contains(&lon) || !(y0..=y1).contains(&lat) {
+            continue;
+        }
+        total += 1;
+        let cx = (((lon - x0) / w * grid as f64) as usize).min(grid - 1);
+        let cy = (((lat - y0) / h * grid as f64) as usize).min(grid - 1);
+        let e = cells.entry(cy * grid + cx).or_insert(Cell {
+            n: 0,
+            lat: 0.0,
+            lon: 0.0,
+            bx: [lon, lat, lon, lat],
+        });
+        e.n += 1;
+        e.lat += lat;
+        e.lon += lon;
+        e.bx = [
+            e.bx[0].min(lon),
+            e.bx[1].min(lat),
+            e.bx[2].max(lon),
+            e.bx[3].max(lat),
+        ];
+    }
+    let clusters: Vec<Value> = cells
+        .values()
+        .map(|e| {
+            json!({
+                "lat": e.lat / e.n as f64,
+                "lon": e.lon / e.n as f64,
+                "count": e.n,
+                "bbox": e.bx,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({"total": total, "grid": grid, "clusters": clusters}),
+    ))
 }
 
 #[utoipa::path(

@@ -226,22 +226,37 @@ function fenceShape(store, style) {
 }
 
 let fenceSeq = 0;
+/** Most fences drawn one by one: beyond this many in view, the map shows clusters. */
+const MAX_DRAWN = 2000;
 async function loadFences() {
   const seq = ++fenceSeq;
   const b = map.getBounds();
-  const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((x) => x.toFixed(6)).join(",");
+  const bbox = [
+    Math.max(-180, b.getWest()), Math.max(-90, b.getSouth()),
+    Math.min(180, b.getEast()), Math.min(90, b.getNorth()),
+  ].map((x) => x.toFixed(6)).join(",");
+  let clusters;
+  try {
+    clusters = await api("GET", `/v1/admin/store-clusters?bbox=${bbox}&grid=12`);
+    if (seq !== fenceSeq) return; // the map moved on
+    if (clusters.total > MAX_DRAWN) {
+      drawClusters(clusters);
+      return;
+    }
+  } catch (e) {
+    $("#fence-count").textContent = `Fences could not be loaded: ${e.message}`;
+    return;
+  }
   const found = [];
   let after = null;
-  let more = false;
   try {
-    for (let page = 0; page < 4; page++) {
+    for (let page = 0; page < 6; page++) {
       const q = `/v1/admin/stores?bbox=${bbox}&limit=500${after ? `&after=${encodeURIComponent(after)}` : ""}`;
       const r = await api("GET", q);
-      if (seq !== fenceSeq) return; // the map moved on
+      if (seq !== fenceSeq) return;
       found.push(...r.stores);
       after = r.next_after;
       if (!after) break;
-      more = page === 3;
     }
   } catch (e) {
     $("#fence-count").textContent = `Fences could not be loaded: ${e.message}`;
@@ -259,10 +274,62 @@ async function loadFences() {
     });
     shape.addTo(fenceLayer);
   }
-  $("#fence-count").textContent = more
-    ? `${found.length} fences drawn: zoom in to see every fence here`
-    : `${found.length} fence${found.length === 1 ? "" : "s"} in view`;
+  $("#fence-count").textContent = `${found.length} fence${found.length === 1 ? "" : "s"} in view`;
   $("#map").dataset.fences = String(found.length);
+  $("#map").dataset.clusters = "0";
+  $("#map").dataset.clustered = "0";
+}
+
+/** The disc's diameter for a cluster of `count` stores, in pixels. */
+const discSize = (count) => Math.round(28 + 10 * Math.log10(count));
+
+/** The server's grid cells, with those whose discs would overlap on screen merged (largest
+ * first): counts added, centres weighted by count, boxes joined. */
+function mergeOverlapping(cells) {
+  const out = [];
+  for (const k of [...cells].sort((a, b) => b.count - a.count)) {
+    const p = map.latLngToContainerPoint([k.lat, k.lon]);
+    const near = out.find((o) => p.distanceTo(o.p) < (discSize(o.count) + discSize(k.count)) / 2);
+    if (!near) {
+      out.push({ ...k, bbox: [...k.bbox], p });
+      continue;
+    }
+    const n = near.count + k.count;
+    near.lat = (near.lat * near.count + k.lat * k.count) / n;
+    near.lon = (near.lon * near.count + k.lon * k.count) / n;
+    near.count = n;
+    near.bbox = [Math.min(near.bbox[0], k.bbox[0]), Math.min(near.bbox[1], k.bbox[1]), Math.max(near.bbox[2], k.bbox[2]), Math.max(near.bbox[3], k.bbox[3])];
+    near.p = map.latLngToContainerPoint([near.lat, near.lon]);
+  }
+  return out;
+}
+
+/** Too many fences in view to draw: one marker per cluster, with its count; a click (or
+ * Enter on the focused marker) zooms to the cluster's stores. */
+function drawClusters(c) {
+  fenceLayer.clearLayers();
+  for (const k of mergeOverlapping(c.clusters)) {
+    const label = `${k.count} store${k.count === 1 ? "" : "s"}`;
+    const size = discSize(k.count);
+    const icon = L.divIcon({
+      className: "cluster",
+      html: `<span>${k.count}</span>`,
+      iconSize: [size, size],
+    });
+    const m = L.marker([k.lat, k.lon], { icon, title: label, alt: label, keyboard: true });
+    m.on("click", () => {
+      const [w, s, e, n] = k.bbox;
+      if (k.count === 1 || (w === e && s === n)) map.setView([k.lat, k.lon], Math.max(map.getZoom() + 3, 16));
+      else map.fitBounds([[s, w], [n, e]], { padding: [24, 24] });
+    });
+    m.addTo(fenceLayer);
+  }
+  const drawn = fenceLayer.getLayers().length;
+  $("#fence-count").textContent =
+    `${c.total} fences in view, in ${drawn} clusters: zoom in, or click a cluster, to see the fences`;
+  $("#map").dataset.fences = "0";
+  $("#map").dataset.clusters = String(drawn);
+  $("#map").dataset.clustered = String(c.total);
 }
 
 function onMapClick(latlng) {
