@@ -13,6 +13,8 @@ import { spawn, execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import fs from "node:fs";
 import path from "node:path";
+import http from "node:http";
+import crypto from "node:crypto";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const require = createRequire(path.join(root, "crates/nearcast-console/package.json"));
@@ -49,7 +51,7 @@ function key(name, role) {
 function serve(addr = "127.0.0.1:0") {
   const p = spawn(bin, ["serve", "--addr", addr, "--db", db, "--outbox", outbox, "--config", events,
     "--weather", path.join(events, "weather.json"), "--admin-keys", keys,
-    "--console", path.join(root, "crates/nearcast-console/dist")], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
+    "--console", consoleDir], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
   let log = "";
   p.stderr.on("data", (d) => (log += d));
   return new Promise((resolve, reject) => {
@@ -107,6 +109,64 @@ async function clickAt(page, lat, lon) {
 
 const viewerKey = key("vic", "viewer");
 const adminKey = key("ada", "admin");
+
+// A stand-in for the marketers' identity provider (on AWS, the user pool's hosted sign-in):
+// the authorization-code flow with PKCE, checked as a provider checks it (S256 challenge,
+// one use per code, the verifier against the challenge, the client and redirect URI). The
+// token it issues is the admin's API key, which this server takes as a bearer token.
+const idp = { asked: [], issued: 0, refused: 0, forgeState: false, codes: new Map() };
+const idpServer = http.createServer(async (req, res) => {
+  const u = new URL(req.url, "http://127.0.0.1");
+  if (u.pathname === "/authorize") {
+    const p = Object.fromEntries(u.searchParams);
+    idp.asked.push(p);
+    const back = new URL(p.redirect_uri || server.base);
+    const ok = p.response_type === "code" && p.client_id === "console-test" && p.code_challenge_method === "S256"
+      && /^[A-Za-z0-9_-]{43}$/.test(p.code_challenge || "") && p.state && (p.redirect_uri || "").startsWith(`${server.base}/console/`);
+    if (ok) {
+      const code = crypto.randomBytes(16).toString("hex");
+      idp.codes.set(code, { challenge: p.code_challenge, redirect: p.redirect_uri });
+      back.searchParams.set("code", code);
+      back.searchParams.set("state", idp.forgeState ? "forged" : p.state);
+    } else {
+      back.searchParams.set("error", "invalid_request");
+    }
+    res.writeHead(302, { Location: back.toString() });
+    res.end();
+    return;
+  }
+  if (u.pathname === "/token" && req.method === "POST") {
+    let body = "";
+    for await (const c of req) body += c;
+    const f = new URLSearchParams(body);
+    const grant = idp.codes.get(f.get("code"));
+    idp.codes.delete(f.get("code"));
+    const hash = crypto.createHash("sha256").update(f.get("code_verifier") || "").digest("base64url");
+    const headers = { "Access-Control-Allow-Origin": server.base, "Content-Type": "application/json" };
+    if (!grant || f.get("grant_type") !== "authorization_code" || f.get("client_id") !== "console-test"
+      || f.get("redirect_uri") !== grant.redirect || hash !== grant.challenge) {
+      idp.refused++;
+      res.writeHead(400, headers);
+      res.end(JSON.stringify({ error: "invalid_grant" }));
+      return;
+    }
+    idp.issued++;
+    res.writeHead(200, headers);
+    res.end(JSON.stringify({ id_token: adminKey, access_token: "not-this-one", token_type: "Bearer", expires_in: 3600 }));
+    return;
+  }
+  res.writeHead(404);
+  res.end();
+});
+await new Promise((r) => idpServer.listen(0, "127.0.0.1", r));
+const idpBase = `http://127.0.0.1:${idpServer.address().port}`;
+// The console as hosted next to that provider: its files and a config.json naming it.
+const consoleDir = path.join(work, "console");
+fs.cpSync(path.join(root, "crates/nearcast-console/dist"), consoleDir, { recursive: true });
+fs.writeFileSync(path.join(consoleDir, "config.json"), JSON.stringify({
+  oidc: { label: "Example Retail", authorization_endpoint: `${idpBase}/authorize`, token_endpoint: `${idpBase}/token`, client_id: "console-test", scope: "openid email" },
+}));
+
 let server = await serve();
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -154,8 +214,21 @@ try {
   await shot(page, "viewer");
   await page.locator("#sign-out").click();
   await page.locator("#sign-in").waitFor({ state: "visible" });
-  await signIn(page, adminKey);
-  check((await text(page, "#who")).includes("ada (admin)"), "signed in again as an admin");
+  // Single sign-on through the provider config.json names (OIDC, code flow with PKCE).
+  check((await text(page, "#sso-button")) === "Sign in with Example Retail", `the sign-in offers the organisation's provider: ${await text(page, "#sso-button")}`);
+  idp.forgeState = true;
+  await page.locator("#sso-button").click();
+  await page.waitForFunction(() => document.querySelector("#sign-in-error").textContent.includes("state"));
+  check(!page.url().includes("code=") && (await page.locator("#app").isHidden()), `an answer with a forged state is refused: ${await text(page, "#sign-in-error")}`);
+  check(idp.issued === 0 && idp.refused === 0, "and its code is never exchanged");
+  idp.forgeState = false;
+  await page.locator("#sso-button").click();
+  await page.locator("#app").waitFor({ state: "visible" });
+  const asked = idp.asked[idp.asked.length - 1];
+  check(asked.code_challenge_method === "S256" && asked.redirect_uri === `${server.base}/console/`, "the provider is asked for a code with an S256 challenge, back to the console");
+  check(idp.issued === 1 && idp.refused === 0, "the code is exchanged once, with the verifier that matches its challenge");
+  check(!page.url().includes("code="), `the code is gone from the address bar: ${page.url()}`);
+  check((await text(page, "#who")).includes("ada (admin)"), "signed in through the provider as an admin");
 
   // Keyboard: the tabs move with the arrow keys.
   await page.locator("#tab-stores").focus();
@@ -402,6 +475,7 @@ try {
 } finally {
   await browser.close();
   await stop(server).catch(() => {});
+  idpServer.close();
 }
 console.log(failures ? `console: ${failures} check(s) failed` : `console: every check passed; screenshots in ${path.relative(root, out)}`);
 process.exit(failures ? 1 : 0);

@@ -1044,4 +1044,101 @@ function startApp() {
   selectTab(wanted || tabs[0], false);
 }
 
-signIn().catch((e) => toast(e.message));
+// ---------------------------------------------------------------- single sign-on
+
+// Where the console is hosted next to an identity provider (on AWS: the marketer user
+// pool), `config.json` beside this page names it, and marketers sign in there: the OAuth 2.0
+// authorization-code flow with PKCE (RFC 7636, S256), as a public client with no secret. The
+// verifier and state live in sessionStorage for the round trip only; the code is taken off
+// the address bar at once and used once; the token it buys is kept like an API key, in
+// sessionStorage, until the tab closes or the marketer signs out.
+const FLOW = "nearcast.oidc";
+let config = {};
+
+async function loadConfig() {
+  try {
+    const r = await fetch("config.json", { cache: "no-store" });
+    if (r.ok) config = await r.json();
+  } catch {
+    config = {};
+  }
+  const o = config.oidc;
+  if (o && o.authorization_endpoint && o.token_endpoint && o.client_id) {
+    $("#sso").hidden = false;
+    $("#sso-button").textContent = `Sign in with ${o.label || "your organisation's account"}`;
+  }
+}
+
+const base64url = (bytes) =>
+  btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+function randomText(n) {
+  const a = new Uint8Array(n);
+  crypto.getRandomValues(a);
+  return base64url(a);
+}
+const redirectUri = () => location.origin + location.pathname;
+
+async function startSso() {
+  const o = config.oidc;
+  const verifier = randomText(48);
+  const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const state = randomText(16);
+  sessionStorage.setItem(FLOW, JSON.stringify({ state, verifier }));
+  const u = new URL(o.authorization_endpoint);
+  for (const [k, v] of Object.entries({
+    response_type: "code",
+    client_id: o.client_id,
+    redirect_uri: redirectUri(),
+    scope: o.scope || "openid email profile",
+    state,
+    code_challenge: challenge,
+    code_challenge_method: "S256",
+  })) u.searchParams.set(k, v);
+  location.assign(u.toString());
+}
+
+/** Back from the provider (`?code=&state=` or `?error=`): the code exchanged for a token. */
+async function finishSso() {
+  const q = new URLSearchParams(location.search);
+  if (!q.has("code") && !q.has("error")) return;
+  history.replaceState(null, "", location.pathname + location.hash);
+  const flow = JSON.parse(sessionStorage.getItem(FLOW) || "null");
+  sessionStorage.removeItem(FLOW);
+  if (q.has("error")) throw new Error(`The sign-in was refused: ${q.get("error_description") || q.get("error")}`);
+  if (!flow || flow.state !== q.get("state") || !config.oidc) {
+    throw new Error("The sign-in answer does not match a sign-in started here (state); please sign in again.");
+  }
+  const o = config.oidc;
+  const r = await fetch(o.token_endpoint, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({
+      grant_type: "authorization_code",
+      code: q.get("code"),
+      redirect_uri: redirectUri(),
+      client_id: o.client_id,
+      code_verifier: flow.verifier,
+    }),
+  });
+  const t = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`The sign-in could not be completed: ${t.error_description || t.error || `HTTP ${r.status}`}`);
+  // The ID token by default: it carries the role claim (a user pool's custom attributes are
+  // not in its access tokens); `"token": "access_token"` in config.json sends that instead.
+  const token = o.token === "access_token" ? t.access_token : t.id_token || t.access_token;
+  if (!token) throw new Error("The sign-in answered without a token");
+  sessionStorage.setItem(KEY, token);
+}
+
+$("#sso-button").addEventListener("click", () => startSso().catch((e) => showError("#sign-in-error", e)));
+
+(async () => {
+  await loadConfig();
+  try {
+    await finishSso();
+  } catch (e) {
+    await signIn();
+    showError("#sign-in-error", e);
+    return;
+  }
+  await signIn();
+})().catch((e) => toast(e.message));

@@ -4,7 +4,9 @@
 //! are built by `scripts/build-console.sh` into `crates/nearcast-console/dist` (Leaflet
 //! from npm, pinned in that folder's lockfile; nothing is fetched from a CDN at run time).
 //! Files are served as they are, with a Content-Security-Policy that lets the page talk
-//! only to this server (map tiles excepted: their URL is the marketer's setting).
+//! only to this server (map tiles excepted: their URL is the marketer's setting) and, when
+//! the folder's `config.json` names an identity provider for single sign-on (OIDC with
+//! PKCE; docs/console.md), to that provider's token endpoint.
 //! Without a built folder, `/console/` says how to build it.
 
 use axum::Router;
@@ -37,6 +39,14 @@ pub fn console_dir(dir: Option<&Path>) -> Option<PathBuf> {
 
 /// `/console` and `/console/...`: the files of `dir`, or a page saying how to build them.
 pub fn router(dir: Option<PathBuf>) -> Router {
+    let csp = match dir.as_deref().and_then(token_origin) {
+        Some(origin) => HeaderValue::from_str(&CONSOLE_CSP.replace(
+            "connect-src 'self'",
+            &format!("connect-src 'self' {origin}"),
+        ))
+        .unwrap_or(HeaderValue::from_static(CONSOLE_CSP)),
+        None => HeaderValue::from_static(CONSOLE_CSP),
+    };
     let r = Router::new().route(
         "/console",
         get(|| async { Redirect::permanent("/console/") }),
@@ -52,7 +62,7 @@ pub fn router(dir: Option<PathBuf>) -> Router {
     };
     r.layer(SetResponseHeaderLayer::overriding(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONSOLE_CSP),
+        csp,
     ))
     .layer(SetResponseHeaderLayer::overriding(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -62,6 +72,31 @@ pub fn router(dir: Option<PathBuf>) -> Router {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     ))
+}
+
+/// The origin (`https://host[:port]`) of the token endpoint that `dir/config.json` names for
+/// single sign-on (`oidc.token_endpoint`), if any: the one place besides this server that
+/// the console's script may call. Only `https`, or `http` on loopback (a test's provider).
+fn token_origin(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = v.get("oidc")?.get("token_endpoint")?.as_str()?;
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    let name = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let ok_chars = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    let ok_scheme = scheme == "https"
+        || (scheme == "http" && matches!(name, "127.0.0.1" | "localhost" | "[::1]"));
+    (ok_chars && ok_scheme).then(|| format!("{scheme}://{host}"))
 }
 
 async fn not_built() -> impl IntoResponse {
@@ -91,6 +126,39 @@ mod tests {
         let headers = res.headers().clone();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A `config.json` naming a sign-in provider opens the policy to its token endpoint's
+    /// origin, and only to a well-formed https origin (or http on loopback).
+    #[test]
+    fn the_policy_admits_the_configured_token_endpoint_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |endpoint: &str| {
+            std::fs::write(
+                dir.path().join("config.json"),
+                serde_json::json!({"oidc": {"token_endpoint": endpoint, "client_id": "c"}})
+                    .to_string(),
+            )
+            .unwrap();
+            token_origin(dir.path())
+        };
+        assert_eq!(token_origin(dir.path()), None, "no config.json");
+        assert_eq!(
+            with("https://nearcast.auth.eu-north-1.amazoncognito.com/oauth2/token").as_deref(),
+            Some("https://nearcast.auth.eu-north-1.amazoncognito.com")
+        );
+        assert_eq!(
+            with("http://127.0.0.1:4321/token").as_deref(),
+            Some("http://127.0.0.1:4321")
+        );
+        for bad in [
+            "http://idp.example.com/token",
+            "https://idp.example.com; script-src *",
+            "https:///token",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(with(bad), None, "{bad}");
+        }
     }
 
     #[tokio::test]
