@@ -92,6 +92,52 @@ async function signIn(page, k) {
   await page.locator("#app").waitFor({ state: "visible" });
 }
 
+/** Visible text whose contrast with what is behind it is under WCAG AA (4.5:1, or 3:1
+ * for large text: 24 px, or 18.66 px bold), colours composited through every ancestor's
+ * background (alpha included) over white. Disabled controls are exempt, as WCAG says. */
+async function lowContrast(page) {
+  return page.evaluate(() => {
+    const rgba = (c) => {
+      const m = /rgba?\(([^)]+)\)/.exec(c);
+      if (!m) return [0, 0, 0, 0];
+      const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+      return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+    };
+    const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3]));
+    const lum = (c) => {
+      const [r, g, b] = c.map((v) => {
+        const x = v / 255;
+        return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const problems = [];
+    let checked = 0;
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const seen = new Set();
+    while (walker.nextNode()) {
+      const el = walker.currentNode.parentElement;
+      if (!el || seen.has(el) || !walker.currentNode.textContent.trim()) continue;
+      seen.add(el);
+      if (!el.checkVisibility || !el.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true })) continue;
+      if (el.closest(":disabled, [aria-disabled=true], .leaflet-container")) continue;
+      checked++;
+      const chain = [];
+      for (let e = el; e; e = e.parentElement) chain.unshift(e);
+      let bg = [255, 255, 255];
+      for (const e of chain) bg = over(rgba(getComputedStyle(e).backgroundColor), bg);
+      const st = getComputedStyle(el);
+      const fg = over(rgba(st.color), bg);
+      const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+      const ratio = (a + 0.05) / (b + 0.05);
+      const size = parseFloat(st.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(st.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) problems.push(`${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""} "${walker.currentNode.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+    }
+    return { problems, checked };
+  });
+}
+
 async function openTab(page, name) {
   await page.locator(`#tab-${name}`).click();
   await page.locator(`#pane-${name}`).waitFor({ state: "visible" });
@@ -218,7 +264,8 @@ try {
   check((await text(page, "#sso-button")) === "Sign in with Example Retail", `the sign-in offers the organisation's provider: ${await text(page, "#sso-button")}`);
   idp.forgeState = true;
   await page.locator("#sso-button").click();
-  await page.waitForFunction(() => document.querySelector("#sign-in-error").textContent.includes("state"));
+  // Through the provider and back: the predicate also runs on the pages in between.
+  await page.waitForFunction(() => (document.querySelector("#sign-in-error")?.textContent || "").includes("state"));
   check(!page.url().includes("code=") && (await page.locator("#app").isHidden()), `an answer with a forged state is refused: ${await text(page, "#sign-in-error")}`);
   check(idp.issued === 0 && idp.refused === 0, "and its code is never exchanged");
   idp.forgeState = false;
@@ -268,6 +315,8 @@ try {
   const fences = Number(await page.locator("#map").getAttribute("data-fences"));
   check(fences > viewerFences, `the map shows the imported fences (${fences} in view)`);
   await shot(page, "imported");
+  const lowAfterImport = await lowContrast(page);
+  check(lowAfterImport.checked > 20 && lowAfterImport.problems.length === 0, `each of the ${lowAfterImport.checked} texts on the Stores screen keeps a contrast of 4.5:1 (${lowAfterImport.problems.join("; ") || "none below"})`);
 
   // 3. The map: fences drawn (on a blank background: no tiles are reachable), a circle
   // drawn by clicking, the API's own validation messages.
@@ -435,6 +484,8 @@ try {
   const storeRows = await page.locator("#results-stores tbody tr").allTextContents();
   check(storeRows.length >= 1, `a row per store: ${storeRows.slice(0, 3).join(" | ")}`);
   await shot(page, "results");
+  const lowAtResults = await lowContrast(page);
+  check(lowAtResults.checked > 20 && lowAtResults.problems.length === 0, `and the ${lowAtResults.checked} on the Results screen, chart and tables included (${lowAtResults.problems.join("; ") || "none below"})`);
   await page.locator("#results table.funnel").scrollIntoViewIfNeeded();
   await shot(page, "results-funnel");
   // A range of days with nothing in it: zero, not an error.
@@ -470,6 +521,8 @@ try {
   const whyRows = await page.locator("#why-table tbody tr").allTextContents();
   check(whyRows.length >= 1 && whyRows.some((r) => /weather|capped/.test(r)), `each decision says why: ${whyRows.join(" | ")}`);
   await shot(page, "why");
+  const lowAtWhy = await lowContrast(page);
+  check(lowAtWhy.checked > 10 && lowAtWhy.problems.length === 0, `and the ${lowAtWhy.checked} on the People screen (${lowAtWhy.problems.join("; ") || "none below"})`);
 
   check(pageErrors.length === 0, `no script errors on the page (${pageErrors.join("; ") || "none"})`);
 } finally {
