@@ -390,10 +390,15 @@ async fn consent_erasure_admin_and_simulation_routes_work() {
 }
 
 /// Presence through the API on both hosts: each location answer lists the visits it began
-/// or ended, `GET /v1/users/{id}/presence` shows the visit in progress, and a bad id is a
+/// or ended, `GET /v1/users/{id}/presence` shows the visit in progress, both say when the
+/// store's dwell offer falls due (the fix the app should send by then), and a bad id is a
 /// 400 naming `user_id`.
 async fn presence_is_in_each_answer_and_readable_by_the_app(backend: Backend) {
     let h = harness(backend, 2, policy(5)).await;
+    let dwell = json!({"id": "o-dwell", "campaign_id": "c-dwell", "title": "T", "body": "B",
+        "category": "tea", "store_ids": ["s0"], "trigger": {"type": "dwell", "minutes": 15}});
+    let (s, v) = call(&h, "PUT", "/v1/admin/offers/o-dwell", Body::from(dwell.to_string())).await;
+    assert!(s.is_success(), "{v}");
     let consent = ["push", "location"].map(|p| json!({"event_id": format!("c-{p}"), "type": "consent", "at": noon().to_rfc3339(), "purpose": p, "granted": true}));
     let (s, v) = call(&h, "POST", "/v1/events", batch(consent.to_vec())).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -411,6 +416,7 @@ async fn presence_is_in_each_answer_and_readable_by_the_app(backend: Backend) {
         &json!([{"store_id": "s0", "transition": "enter", "since": at(0)}]),
         "{v}"
     );
+    assert_eq!(v["results"][0]["decision"]["next_fix_by"], json!(at(15)), "{v}");
     let (s, v) = post(fix_at("f2", 10, store_point(0)), 10).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v["results"][0]["decision"].get("presence").is_none(), "{v}");
@@ -419,7 +425,7 @@ async fn presence_is_in_each_answer_and_readable_by_the_app(backend: Backend) {
     assert_eq!(
         v,
         json!({"user_id": "u1", "visits": [{"store_id": "s0", "since": at(0),
-            "last_seen": at(10), "minutes": 10, "leaving": false}]})
+            "last_seen": at(10), "minutes": 10, "leaving": false, "next_dwell_at": at(15)}]})
     );
     // Walking away (250 m south): leaving after one fix, gone after a minute.
     let away = (store_point(0).0 - 0.00225, store_point(0).1);

@@ -209,6 +209,7 @@ fn logged(user: &str, event: &str, offer: &str, model: &str, verdict: Verdict) -
         variant_id: None,
         catalog_version: None,
         deferred_until: None,
+        next_fix_by: None,
     }
 }
 

@@ -157,6 +157,7 @@ fn decision(user: &str, event: &str, minute: i64) -> Decision {
         variant_id: None,
         catalog_version: None,
         deferred_until: None,
+        next_fix_by: None,
     }
 }
 

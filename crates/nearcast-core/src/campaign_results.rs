@@ -1250,6 +1250,7 @@ mod campaign_tests {
             variant_id: (!variant.is_empty()).then(|| id(variant)),
             catalog_version: None,
             deferred_until: None,
+            next_fix_by: None,
         }
     }
 

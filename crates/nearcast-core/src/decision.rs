@@ -309,6 +309,12 @@ pub struct Decision {
     /// out (the outbox relay sends it then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_until: Option<DateTime<Utc>>,
+    /// For a location fix that leaves a visit in progress at a store with dwell offers still
+    /// to fire: when the first of them is due. An app that reports rarely (or stops, as
+    /// phones do while the person stands still) sends one fix by then, so that the dwell
+    /// offer fires although no fix would otherwise come (docs/formats.md#dwell-while-the-app-is-quiet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_fix_by: Option<DateTime<Utc>>,
 }
 
 impl Decision {
@@ -335,6 +341,7 @@ impl Decision {
             variant_id: self.variant_id.clone(),
             catalog_version: self.catalog_version.clone(),
             deferred_until: self.deferred_until,
+            next_fix_by: self.next_fix_by,
         }
     }
 }
@@ -623,7 +630,33 @@ fn blank(event: &Event, reason: Option<Reason>, verdict: Verdict, model: &str) -
         variant_id: None,
         catalog_version: None,
         deferred_until: None,
+        next_fix_by: None,
     }
+}
+
+/// When the next dwell offer of store `p` falls due in a visit that began at `since` and
+/// has had its dwell offers decided up to `dwelt` minutes inside: the smallest `minutes` of
+/// a dwell offer at the store beyond `dwelt` whose campaign (if any) runs then, after
+/// `since`; `None` without one.
+pub fn next_dwell_at(
+    cat: &Catalog,
+    p: u32,
+    since: DateTime<Utc>,
+    dwelt: Option<i64>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    cat.offers_at(p)
+        .filter_map(|k| match cat.offers[k as usize].trigger {
+            Trigger::Dwell { minutes } if dwelt.is_none_or(|d| i64::from(minutes) > d) => {
+                let due = since + chrono::Duration::minutes(i64::from(minutes));
+                let runs = cat
+                    .campaign_of(k)
+                    .is_none_or(|c| c.running(due.max(now)).is_ok());
+                runs.then_some(due)
+            }
+            _ => None,
+        })
+        .min()
 }
 
 /// A decision suppressed before any candidate was considered.
@@ -705,8 +738,21 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         }
     }
     let mut out = decide_at(inputs, state, event, fix, fired);
+    // The first dwell offer still to come in the visits in progress.
+    let next = out
+        .state
+        .fences
+        .iter()
+        .filter(|(_, f)| f.out_since.is_none())
+        .filter_map(|(sid, f)| {
+            let p = inputs.catalog.store_position(sid)?;
+            next_dwell_at(inputs.catalog, p, f.since, f.dwelt, inputs.now)
+        })
+        .filter(|t| *t > event.at)
+        .min();
     if let Some(d) = out.decision.as_mut() {
         d.presence = changes;
+        d.next_fix_by = next;
     }
     out
 }

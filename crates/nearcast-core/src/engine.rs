@@ -158,6 +158,10 @@ pub struct Visit {
     pub minutes: i64,
     /// Whether the latest fixes were beyond the fence (the exit waits for confirmation).
     pub leaving: bool,
+    /// When the visit's next dwell offer falls due, if one is still to come: a fix by then
+    /// lets it fire ([`crate::decision::Decision::next_fix_by`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_dwell_at: Option<DateTime<Utc>>,
 }
 
 /// One event's answer.
@@ -889,6 +893,12 @@ impl Engine {
                 last_seen: f.last_seen,
                 minutes: (f.last_seen - f.since).num_minutes().max(0),
                 leaving: f.out_since.is_some(),
+                next_dwell_at: catalog
+                    .store_position(sid)
+                    .and_then(|p| {
+                        crate::decision::next_dwell_at(&catalog, p, f.since, f.dwelt, now)
+                    })
+                    .filter(|t| *t > f.last_seen),
             })
             .collect())
     }

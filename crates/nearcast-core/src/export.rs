@@ -542,6 +542,7 @@ mod tests {
             variant_id: None,
             catalog_version: None,
             deferred_until: None,
+            next_fix_by: None,
         }
     }
 

@@ -321,6 +321,53 @@ fn enter_fires_once_per_visit_and_dwell_after_its_minutes() {
     assert_eq!(d.verdict, Verdict::None, "each offer once per visit");
 }
 
+/// An app that reports only when told: the enter's answer says when the first dwell offer
+/// falls due, one fix then fires it, its answer names the next, and a visit with no dwell
+/// offer left (or none at all) asks for nothing.
+#[test]
+fn a_quiet_app_is_told_when_to_report_for_its_dwell_offers() {
+    let mut w = World::new(vec![
+        offer("enter", "s", json!({})),
+        offer(
+            "dwell-10",
+            "s",
+            json!({"trigger": {"type": "dwell", "minutes": 10}, "category": "tea"}),
+        ),
+        offer(
+            "dwell-25",
+            "s",
+            json!({"trigger": {"type": "dwell", "minutes": 25}, "category": "cake"}),
+        ),
+    ]);
+    w.onboard();
+    let t0 = w.now;
+    let d = w.fix(STORE);
+    assert_eq!(d.offer_id.as_ref().unwrap().as_str(), "enter");
+    assert_eq!(d.next_fix_by, Some(t0 + Duration::minutes(10)), "{d:?}");
+    // Nothing for ten minutes (the phone lay still), then the one fix asked for.
+    w.now = d.next_fix_by.unwrap();
+    let d = w.fix(STORE);
+    assert_eq!(
+        (d.verdict.clone(), d.offer_id.as_ref().map(Id::as_str)),
+        (Verdict::Sent, Some("dwell-10")),
+        "{d:?}"
+    );
+    assert_eq!(d.next_fix_by, Some(t0 + Duration::minutes(25)));
+    w.now = d.next_fix_by.unwrap();
+    let d = w.fix(STORE);
+    assert_eq!(
+        d.offer_id.as_ref().map(Id::as_str),
+        Some("dwell-25"),
+        "{d:?}"
+    );
+    assert_eq!(d.next_fix_by, None, "no dwell offer left in this visit");
+    // Outside every fence: nothing to report for.
+    let mut w = World::new(vec![offer("enter", "s", json!({}))]);
+    w.onboard();
+    let d = w.fix(STORE);
+    assert_eq!(d.next_fix_by, None, "a store without dwell offers");
+}
+
 /// A store running many offers (as a store of a national network does: the visit's list of
 /// decided offers is then checked as a set): each offer is still decided once per visit,
 /// enter offers at the enter, dwell offers at their minutes, none twice.
