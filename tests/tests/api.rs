@@ -397,7 +397,13 @@ async fn presence_is_in_each_answer_and_readable_by_the_app(backend: Backend) {
     let h = harness(backend, 2, policy(5)).await;
     let dwell = json!({"id": "o-dwell", "campaign_id": "c-dwell", "title": "T", "body": "B",
         "category": "tea", "store_ids": ["s0"], "trigger": {"type": "dwell", "minutes": 15}});
-    let (s, v) = call(&h, "PUT", "/v1/admin/offers/o-dwell", Body::from(dwell.to_string())).await;
+    let (s, v) = call(
+        &h,
+        "PUT",
+        "/v1/admin/offers/o-dwell",
+        Body::from(dwell.to_string()),
+    )
+    .await;
     assert!(s.is_success(), "{v}");
     let consent = ["push", "location"].map(|p| json!({"event_id": format!("c-{p}"), "type": "consent", "at": noon().to_rfc3339(), "purpose": p, "granted": true}));
     let (s, v) = call(&h, "POST", "/v1/events", batch(consent.to_vec())).await;
@@ -416,7 +422,11 @@ async fn presence_is_in_each_answer_and_readable_by_the_app(backend: Backend) {
         &json!([{"store_id": "s0", "transition": "enter", "since": at(0)}]),
         "{v}"
     );
-    assert_eq!(v["results"][0]["decision"]["next_fix_by"], json!(at(15)), "{v}");
+    assert_eq!(
+        v["results"][0]["decision"]["next_fix_by"],
+        json!(at(15)),
+        "{v}"
+    );
     let (s, v) = post(fix_at("f2", 10, store_point(0)), 10).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v["results"][0]["decision"].get("presence").is_none(), "{v}");

@@ -309,10 +309,11 @@ pub struct Decision {
     /// out (the outbox relay sends it then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_until: Option<DateTime<Utc>>,
-    /// For a location fix that leaves a visit in progress at a store with dwell offers still
-    /// to fire: when the first of them is due. An app that reports rarely (or stops, as
-    /// phones do while the person stands still) sends one fix by then, so that the dwell
-    /// offer fires although no fix would otherwise come (docs/formats.md#dwell-while-the-app-is-quiet).
+    /// For a location fix that began or ended a visit, or decided offers, and leaves a visit
+    /// in progress at a store with dwell offers still to fire: when the first of them is
+    /// due. An app that reports rarely (or stops, as phones do while the person stands
+    /// still) sends one fix by then, so that the dwell offer fires although no fix would
+    /// otherwise come (docs/formats.md#dwell-while-the-app-is-quiet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_fix_by: Option<DateTime<Utc>>,
 }
@@ -738,18 +739,28 @@ fn location(inputs: &Inputs<'_>, mut state: UserState, event: &Event, fix: &Fix)
         }
     }
     let mut out = decide_at(inputs, state, event, fix, fired);
-    // The first dwell offer still to come in the visits in progress.
-    let next = out
-        .state
-        .fences
-        .iter()
-        .filter(|(_, f)| f.out_since.is_none())
-        .filter_map(|(sid, f)| {
-            let p = inputs.catalog.store_position(sid)?;
-            next_dwell_at(inputs.catalog, p, f.since, f.dwelt, inputs.now)
+    // The first dwell offer still to come in the visits in progress, when it may have
+    // changed: a visit began or ended, or offers were decided (a dwell offer's minute came).
+    // Not on every fix inside: that would look through every offer of the store each time.
+    let changed = !changes.is_empty()
+        || out
+            .decision
+            .as_ref()
+            .is_some_and(|d| !d.candidates.is_empty());
+    let next = changed
+        .then(|| {
+            out.state
+                .fences
+                .iter()
+                .filter(|(_, f)| f.out_since.is_none())
+                .filter_map(|(sid, f)| {
+                    let p = inputs.catalog.store_position(sid)?;
+                    next_dwell_at(inputs.catalog, p, f.since, f.dwelt, inputs.now)
+                })
+                .filter(|t| *t > event.at)
+                .min()
         })
-        .filter(|t| *t > event.at)
-        .min();
+        .flatten();
     if let Some(d) = out.decision.as_mut() {
         d.presence = changes;
         d.next_fix_by = next;
