@@ -256,17 +256,23 @@ fn caps_hold_for_any_arrival_order_and_timestamp_on_dynamodb() {
     check(Backend::Dynamo, 64);
 }
 
+/// Caps without quiet hours or a global control group.
+fn without_quiet_hours(per_day: u32, per_week: u32, min_gap_minutes: u32) -> CapPolicy {
+    let midnight = NaiveTime::from_hms_opt(0, 0, 0).unwrap();
+    CapPolicy {
+        per_day,
+        per_week,
+        min_gap_minutes,
+        quiet_start: midnight,
+        quiet_end: midnight,
+        global_control: 0.0,
+    }
+}
+
 /// The case the old rule let through: a fix stamped before a push that arrives after it, and
 /// one stamped 20 hours ahead, are both capped.
 async fn late_and_early_stamps_are_capped(backend: Backend) {
-    let policy = CapPolicy {
-        per_day: 1,
-        per_week: 7,
-        min_gap_minutes: 60,
-        quiet_start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
-        quiet_end: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
-        global_control: 0.0,
-    };
+    let policy = without_quiet_hours(1, 7, 60);
     let h = harness(backend, STORES, policy).await;
     for e in onboarding("late", noon()) {
         h.engine.process(&e).await.unwrap();
@@ -332,14 +338,7 @@ async fn late_and_early_stamps_are_capped_on_dynamodb() {
 /// store again; as a possible resend it moves nothing, and its next resend answers as
 /// its first answer did.
 async fn a_forgotten_fix_resent_behind_a_track_ahead_moves_nothing(backend: Backend) {
-    let policy = CapPolicy {
-        per_day: 1,
-        per_week: 1,
-        min_gap_minutes: 0,
-        quiet_start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
-        quiet_end: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
-        global_control: 0.0,
-    };
+    let policy = without_quiet_hours(1, 1, 0);
     let at = |fixes: Vec<(usize, i64)>, resends: usize| Arrival {
         advance_min: 0,
         fixes,
