@@ -3,7 +3,9 @@
 //! the template's own rules hold: every function crate has a resource whose code and binary
 //! exist, no IAM statement allows a wildcard action or a wildcard resource where a narrower
 //! one exists, the table has PITR, encryption and TTL on the attribute the adapter writes,
-//! the queue has its dead-letter queue and partial batch responses, routes have authorizers.
+//! the queue has its dead-letter queue and partial batch responses, routes have authorizers,
+//! and the console sits privately behind CloudFront, which passes the API its Authorization
+//! header uncached.
 //! That each role allows exactly what its function calls is `aws_iam.rs`.
 //!
 //! Each checker returns the list of problems it found; the `checker_*` tests feed it small bad
@@ -483,6 +485,155 @@ fn the_queue_has_a_dead_letter_queue_and_partial_batch_responses() {
 fn the_model_bucket_is_versioned_encrypted_and_private() {
     let problems = bucket_problems(&template());
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// Managed-CachingDisabled and Managed-AllViewerExceptHostHeader: nothing cached, every
+/// viewer header but Host (so the Authorization header) passed on to API Gateway.
+const CACHING_DISABLED: &str = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad";
+const ALL_VIEWER_EXCEPT_HOST: &str = "b689b0a8-53d0-40ab-baf2-68738e2966ac";
+
+/// Problems with the console's distribution: `/v1/*` must reach the HTTP API uncached with
+/// the Authorization header (else every admin call is a 401, or worse, a cached answer
+/// served to another marketer); the console's files come only through CloudFront (an
+/// origin access control, and a bucket policy that lets no principal but that distribution
+/// read them); viewers are sent to HTTPS.
+fn console_problems(t: &Value) -> Vec<String> {
+    let mut problems = vec![];
+    let dists = of_type(t, "AWS::CloudFront::Distribution");
+    if dists.is_empty() {
+        problems.push("no CloudFront distribution for the console".into());
+    }
+    for (name, d) in dists {
+        let origins = prop(d, &["DistributionConfig", "Origins"])
+            .map(items)
+            .unwrap_or_default();
+        let origin = |id: &str| {
+            origins
+                .iter()
+                .find(|o| o.get("Id").and_then(Value::as_str) == Some(id))
+                .copied()
+        };
+        let behaviours = prop(d, &["DistributionConfig", "CacheBehaviors"])
+            .map(items)
+            .unwrap_or_default();
+        let api = behaviours
+            .iter()
+            .find(|b| b.get("PathPattern").and_then(Value::as_str) == Some("/v1/*"));
+        match api {
+            None => problems.push(format!("{name}: no /v1/* behaviour")),
+            Some(b) => {
+                let target = b
+                    .get("TargetOriginId")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let to_api = origin(target)
+                    .and_then(|o| o.get("DomainName"))
+                    .and_then(|v| intrinsic(v).map(|(_, x)| x).or(Some(v)))
+                    .and_then(|v| v.as_str().or_else(|| v.get(0).and_then(Value::as_str)))
+                    .is_some_and(|s| s.contains("${HttpApi}"));
+                if !to_api {
+                    problems.push(format!("{name}: /v1/* does not go to the HTTP API"));
+                }
+                if b.get("CachePolicyId").and_then(Value::as_str) != Some(CACHING_DISABLED) {
+                    problems.push(format!("{name}: /v1/* is cached"));
+                }
+                if b.get("OriginRequestPolicyId").and_then(Value::as_str)
+                    != Some(ALL_VIEWER_EXCEPT_HOST)
+                {
+                    problems.push(format!(
+                        "{name}: /v1/* does not pass the Authorization header on"
+                    ));
+                }
+            }
+        }
+        let default = prop(d, &["DistributionConfig", "DefaultCacheBehavior"]);
+        let https = default
+            .and_then(|b| b.get("ViewerProtocolPolicy"))
+            .and_then(Value::as_str)
+            .is_some_and(|p| p != "allow-all");
+        if !https {
+            problems.push(format!("{name}: the console is served over plain HTTP"));
+        }
+        let files = default
+            .and_then(|b| b.get("TargetOriginId"))
+            .and_then(Value::as_str)
+            .and_then(origin);
+        if files.and_then(|o| o.get("OriginAccessControlId")).is_none() {
+            problems.push(format!(
+                "{name}: the console's bucket is read without an origin access control"
+            ));
+        }
+    }
+    for (name, p) in of_type(t, "AWS::S3::BucketPolicy") {
+        for s in prop(p, &["PolicyDocument", "Statement"])
+            .map(items)
+            .unwrap_or_default()
+        {
+            if s.get("Effect").and_then(Value::as_str) != Some("Allow") {
+                continue;
+            }
+            let cloudfront = s
+                .get("Principal")
+                .and_then(|p| p.get("Service"))
+                .and_then(Value::as_str)
+                == Some("cloudfront.amazonaws.com");
+            let scoped = s
+                .get("Condition")
+                .and_then(|c| c.get("StringEquals"))
+                .and_then(|c| c.get("aws:SourceArn"))
+                .is_some();
+            if !(cloudfront && scoped) {
+                problems.push(format!(
+                    "{name}: a bucket read allowed to another principal than one distribution"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_console_is_private_behind_cloudfront_and_the_api_gets_its_authorization_header() {
+    let problems = console_problems(&template());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn checker_refuses_a_cached_api_a_public_console_bucket_and_plain_http() {
+    let mut t = template();
+    let text = serde_yaml_ng::to_string(&t).unwrap();
+    assert!(console_problems(&t).is_empty());
+    for (from, to, want) in [
+        (
+            CACHING_DISABLED,
+            "658327ea-f89d-4fab-a63d-7e88639e58f6",
+            "is cached",
+        ),
+        (
+            ALL_VIEWER_EXCEPT_HOST,
+            "88a5eaf4-2fd4-4709-b370-b4c650ea3fcf",
+            "Authorization",
+        ),
+        ("redirect-to-https", "allow-all", "plain HTTP"),
+        (
+            "cloudfront.amazonaws.com",
+            "s3.amazonaws.com",
+            "another principal",
+        ),
+        (
+            "PathPattern: /v1/*",
+            "PathPattern: /api/*",
+            "no /v1/* behaviour",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        t = parse(&text.replacen(from, to, 1));
+        let problems = console_problems(&t);
+        assert!(
+            problems.iter().any(|p| p.contains(want)),
+            "{from} -> {to}: {problems:?}"
+        );
+    }
 }
 
 #[test]

@@ -344,8 +344,20 @@ fn a_quiet_app_is_told_when_to_report_for_its_dwell_offers() {
     let d = w.fix(STORE);
     assert_eq!(d.offer_id.as_ref().unwrap().as_str(), "enter");
     assert_eq!(d.next_fix_by, Some(t0 + Duration::minutes(10)), "{d:?}");
-    // Nothing for ten minutes (the phone lay still), then the one fix asked for.
-    w.now = d.next_fix_by.unwrap();
+    let due = d.next_fix_by.unwrap();
+    // A fix inside that decides nothing repeats no hint (the app keeps the last one), and
+    // the presence the app can read still has it.
+    w.now = t0 + Duration::minutes(4);
+    let d = w.fix(STORE);
+    assert_eq!((d.candidates.len(), d.next_fix_by), (0, None), "{d:?}");
+    let f = &w.state.fences[&Id::parse("s").unwrap()];
+    let p = w.catalog.store_position(&Id::parse("s").unwrap()).unwrap();
+    assert_eq!(
+        next_dwell_at(&w.catalog, p, f.since, f.dwelt, w.now),
+        Some(due)
+    );
+    // Nothing for six minutes more (the phone lay still), then the one fix asked for.
+    w.now = due;
     let d = w.fix(STORE);
     assert_eq!(
         (d.verdict.clone(), d.offer_id.as_ref().map(Id::as_str)),
