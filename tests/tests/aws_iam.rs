@@ -932,7 +932,9 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         panic!("a scheduled event runs the relay");
     };
     assert_eq!(
-        nearcast_events_queue::relay(&queue.engine).await.unwrap(),
+        nearcast_events_queue::relay(&queue.engine, None)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(

@@ -50,6 +50,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     Some(match rest {
         // One person's data, the policy that caps everyone, the model in service.
         r if r.starts_with("/users/") => Role::Admin,
+        // Webhook dead letters name people.
+        r if r.starts_with("/webhooks") => Role::Admin,
         "/policy" | "/model/reload" if !read => Role::Admin,
         // Simulation and payload previews read the catalog and write nothing.
         "/simulate" => Role::Viewer,
@@ -267,6 +269,11 @@ mod tests {
                 Some(Role::Admin),
             ),
             (Method::DELETE, "/v1/admin/users/anna", Some(Role::Admin)),
+            (
+                Method::GET,
+                "/v1/admin/webhooks/dead-letters",
+                Some(Role::Admin),
+            ),
             (Method::POST, "/v1/admin/anything-new", Some(Role::Admin)),
             (Method::GET, "/v1/admin", Some(Role::Admin)),
             (Method::POST, "/v1/events", None),

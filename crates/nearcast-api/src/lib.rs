@@ -128,6 +128,8 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(whoami))
         .routes(routes!(model_status))
         .routes(routes!(reload_model))
+        .routes(routes!(webhook_dead_letters))
+        .routes(routes!(redrive_webhooks))
         .split_for_parts()
 }
 
@@ -1010,6 +1012,70 @@ async fn whoami(Extension(actor): Extension<Actor>) -> Json<Value> {
             "admin": actor.role >= Role::Admin,
         },
     }))
+}
+
+/// Most dead letters one page lists.
+const MAX_DEAD_LETTERS: usize = 1000;
+
+/// `GET /v1/admin/webhooks/dead-letters?limit=N`: presence webhook messages that failed
+/// every attempt, oldest death first (default 100, at most 1000), with whether webhooks
+/// are on in this instance.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/webhooks/dead-letters",
+    tag = "webhooks",
+    params(("limit" = Option<u32>, Query, description = "messages, 1 to 1000 (default 100)")),
+    responses((status = 200, description = "{enabled, dead_letters: [{message, attempts, next_at, last_error, dead}]}", body = serde_json::Value, content_type = "application/json"))
+)]
+async fn webhook_dead_letters(
+    State(engine): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut limit = 100;
+    for (k, v) in &q {
+        match k.as_str() {
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_DEAD_LETTERS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "limit",
+                            format!("must be a whole number from 1 to {MAX_DEAD_LETTERS}"),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(ApiError::invalid(other, "is not a known parameter (limit)"));
+            }
+        }
+    }
+    let dead = engine
+        .store()
+        .dead_webhooks(limit)
+        .await
+        .map_err(nearcast_core::engine::EngineError::from)?;
+    Ok(Json(
+        json!({"enabled": engine.webhooks(), "dead_letters": dead}),
+    ))
+}
+
+/// `POST /v1/admin/webhooks/dead-letters/redrive`: every dead letter back into the outbox,
+/// due now, with its attempts reset.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/webhooks/dead-letters/redrive",
+    tag = "webhooks",
+    responses((status = 200, description = "{redriven: N}", body = serde_json::Value, content_type = "application/json"))
+)]
+async fn redrive_webhooks(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let n = engine
+        .store()
+        .redrive_webhooks(engine.now())
+        .await
+        .map_err(nearcast_core::engine::EngineError::from)?;
+    Ok(Json(json!({"redriven": n})))
 }
 
 #[utoipa::path(

@@ -15,6 +15,8 @@
 //! | `USER#<user>` | `OUTCOME#<rfc3339 at>#<event>` | `body` (OutcomeRecord JSON), `seq`, `ttl` (90 days) |
 //! | `ERASED#<pseudonym>` | `ERASED` | `at`, `ttl` (30 days): an erasure, by an HMAC pseudonym of the user id (late events store nothing without a new consent) |
 //! | `PENDING#<0-7>` | `<delivery id>` | `user`, `at` (decided, epoch µs), `claimed` (epoch µs, once claimed), `ttl` (90 days): a delivery not yet finished by a sender (the outbox relay's work list while unclaimed; a claim whose sender vanished while claimed) |
+//! | `HOOK#<0-7>` | `<user>#<message id>` | `body` (WebhookMessage JSON), `attempts`, `next_at` (epoch µs, 0 = now), `last_error`, `ttl` (30 days): a presence webhook message not yet delivered, written in its event's commit; a person's messages share a partition by a hash of their id ([`webhooks`]) |
+//! | `HOOKDEAD#<0-7>` | `<user>#<message id>` | the same, `next_at` = when it died, `ttl` (30 days): a dead letter |
 //! | `STORE#<id>` / `OFFER#<id>` / `CAMPAIGN#<id>` | `META` | `body` (JSON) |
 //! | `BUDGET#<campaign>` | `SENDS` | `sent` (N): the campaign's pushes, counted in each send's commit (`ADD`, conditioned on staying within the budget) |
 //! | `CELLS#<campaign>` | `<day>#<shard 00-07>#<store>#<variant>` for a store's day, `*#<day>#<shard>#<variant>` for the day's roll-up over all stores, and `M#<month's first day>#<shard>#<store>#<variant>` for a store's month | counts (N) of one results cell ([`nearcast_core::campaign_results`]): `tr`, `el`, `s.<reason>`, and per arm (`t`, `h`, `g`) `.n`, `.op`, `.vi`, `.re`, `.pu`, `.rv.<currency>`, `.rq.<currency>`, each moved with `ADD` in the commit; a person's commits go to one of 8 shards by a hash of their id |
@@ -94,6 +96,7 @@ pub mod moto;
 pub mod refresh;
 pub mod snapshots;
 pub mod sns;
+mod webhooks;
 
 pub use aws_config::SdkConfig;
 pub use aws_sdk_dynamodb;
@@ -118,6 +121,7 @@ use nearcast_core::ports::{
     erasure_pseudonym,
 };
 use nearcast_core::state::UserState;
+use nearcast_core::webhook::{WebhookOutcome, WebhookRecord};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -502,7 +506,8 @@ impl DynamoStateStore {
             + 2 * c.pushes.len()
             + budgets.len()
             + 3 * c.coupons.len()
-            + c.cells.len();
+            + c.cells.len()
+            + c.webhooks.len();
         if count == 0 {
             return Ok(CommitOutcome::Applied);
         }
@@ -615,6 +620,10 @@ impl DynamoStateStore {
         }
         for (i, issue) in c.coupons.iter().enumerate() {
             self.coupon_items(&c.user_id, issue, i, now, &mut items, &mut slots)?;
+        }
+        for m in &c.webhooks {
+            items.push(self.webhook_put(m, now)?);
+            slots.push(Slot::Other);
         }
         for (campaign, level, k, add) in &c.cells {
             items.push(self.cell_update(campaign, *level, k, add, &c.user_id)?);
@@ -1196,6 +1205,11 @@ impl DynamoStateStore {
                 keys.push(key(&pk, sk));
             }
         }
+        // Presence webhook messages, delivered or not (one Query of each partition).
+        for k in self.user_webhook_keys(user).await? {
+            records += 1;
+            keys.push(k);
+        }
         keys.extend(profile);
         // The erasure is remembered by its pseudonym (a late event then stores nothing
         // without a new consent), written with the first batch of deletes.
@@ -1708,6 +1722,7 @@ impl StateStore for DynamoStateStore {
                     data.outcomes.push(body(&item, "body")?);
                 }
             }
+            data.webhooks = self.user_webhooks(user).await?;
             Ok(data)
         })
     }
@@ -1729,9 +1744,10 @@ impl StateStore for DynamoStateStore {
 
     fn max_commit_events(&self) -> usize {
         // Worst case per event: its idempotency key, a decision, a delivery and its
-        // pending marker, a campaign's budget count and a coupon code (3 items: the code,
-        // its free marker, its link): 8 items; plus the user's profile once.
-        (MAX_TRANSACTION_ITEMS - 1) / 8
+        // pending marker, a campaign's budget count, a coupon code (3 items: the code,
+        // its free marker, its link) and a presence webhook message: 9 items; plus the
+        // user's profile once.
+        (MAX_TRANSACTION_ITEMS - 1) / 9
     }
 
     fn keeps_every_event_key(&self) -> bool {
@@ -1800,6 +1816,44 @@ impl StateStore for DynamoStateStore {
             }
             Ok(users)
         })
+    }
+
+    fn due_webhooks(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<WebhookRecord>, StoreError>> {
+        Box::pin(self.due_webhooks_async(now, limit))
+    }
+
+    fn lease_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        attempts: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.lease_webhook_async(user, id, attempts, until))
+    }
+
+    fn settle_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        outcome: WebhookOutcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.settle_webhook_async(user, id, outcome))
+    }
+
+    fn dead_webhooks(&self, limit: usize) -> BoxFuture<'_, Result<Vec<WebhookRecord>, StoreError>> {
+        Box::pin(self.dead_webhooks_async(limit))
+    }
+
+    fn redrive_webhooks(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.redrive_webhooks_async(now))
     }
 
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {

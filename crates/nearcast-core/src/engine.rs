@@ -19,6 +19,7 @@ use crate::ports::{
     NotifyError, StateStore, StoreError, WeatherSource,
 };
 use crate::ranker::Ranker;
+use crate::webhook::WebhookMessage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -197,6 +198,8 @@ pub struct Engine {
     admin: Arc<tokio::sync::Mutex<()>>,
     /// Whether a compaction of the catalog's store changes is under way.
     compacting: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether presence changes go to the webhook outbox ([`crate::webhook`]).
+    webhooks: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -239,12 +242,25 @@ impl Engine {
             catalog_sink: RwLock::new(None),
             admin: Arc::new(tokio::sync::Mutex::new(())),
             compacting: Arc::default(),
+            webhooks: Default::default(),
         };
         match catalog {
             Some(c) => e.set_catalog(c),
             None => e.reload().await?,
         }
         Ok(e)
+    }
+
+    /// Turns presence webhooks on or off: while on, every event that enters or leaves
+    /// fences adds one message to the webhook outbox in its commit ([`crate::webhook`]).
+    pub fn set_webhooks(&self, on: bool) {
+        self.webhooks
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether presence webhooks are on.
+    pub fn webhooks(&self) -> bool {
+        self.webhooks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Puts `catalog` in service whole (one read from a snapshot the caller checked is
@@ -460,6 +476,7 @@ impl Engine {
         let mut known: HashMap<Id, EventResult> = HashMap::new();
         // A store that finds every resend at commit needs no memory of recent events.
         let remember = !self.store.keeps_every_event_key();
+        let webhooks = self.webhooks();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
             let rec = self.store.load_user(user).await?;
             let mut state = rec.state.clone();
@@ -562,6 +579,9 @@ impl Engine {
                     && !d.candidates.is_empty()
                 {
                     commit.decisions.push(d.clone());
+                }
+                if webhooks && let Some(m) = decision.as_ref().and_then(WebhookMessage::of) {
+                    commit.webhooks.push(m);
                 }
                 // The push's defined campaign, looked up once.
                 let campaign = push.as_ref().and_then(|p| catalog.campaign(&p.campaign_id));

@@ -50,5 +50,6 @@ pub mod state;
 pub mod stats;
 pub mod trigger;
 pub mod weather;
+pub mod webhook;
 
 pub use error::FieldError;

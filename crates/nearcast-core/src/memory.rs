@@ -38,6 +38,10 @@ struct Inner {
     coupon_seq: u64,
     /// Erasure pseudonyms, with when.
     erased: HashMap<String, chrono::DateTime<chrono::Utc>>,
+    /// Presence webhook messages not yet delivered, in commit order.
+    webhooks: Vec<crate::webhook::WebhookRecord>,
+    /// Dead letters, in order of death.
+    dead_webhooks: Vec<crate::webhook::WebhookRecord>,
     /// Campaigns' result cells.
     cells: BTreeMap<
         (
@@ -127,6 +131,13 @@ impl StateStore for InMemoryStateStore {
                     .filter(|o| &o.user_id == user)
                     .cloned()
                     .collect(),
+                webhooks: i
+                    .webhooks
+                    .iter()
+                    .chain(&i.dead_webhooks)
+                    .filter(|w| &w.message.user_id == user)
+                    .cloned()
+                    .collect(),
             }
         })))
     }
@@ -210,6 +221,12 @@ impl StateStore for InMemoryStateStore {
                     push: p.clone(),
                     status: DeliveryStatus::Pending,
                 });
+            }
+            for m in &c.webhooks {
+                i.webhooks.push(crate::webhook::WebhookRecord::new(
+                    m.clone(),
+                    chrono::DateTime::UNIX_EPOCH,
+                ));
             }
             CommitOutcome::Applied
         })))
@@ -299,6 +316,88 @@ impl StateStore for InMemoryStateStore {
         })))
     }
 
+    fn due_webhooks(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::webhook::WebhookRecord>, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let mut v: Vec<_> = i
+                .webhooks
+                .iter()
+                .filter(|w| w.next_at <= now)
+                .cloned()
+                .collect();
+            v.sort_by_key(|w| w.next_at);
+            v.truncate(limit);
+            v
+        })))
+    }
+
+    fn lease_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        attempts: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(self.with(|i| {
+            match i
+                .webhooks
+                .iter_mut()
+                .find(|w| w.message.id == id && &w.message.user_id == user)
+            {
+                Some(w) if w.attempts == attempts => {
+                    w.attempts += 1;
+                    w.next_at = until;
+                    true
+                }
+                _ => false,
+            }
+        })))
+    }
+
+    fn settle_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        outcome: crate::webhook::WebhookOutcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = user;
+        ready(Ok(self.with(|i| {
+            let Inner {
+                webhooks,
+                dead_webhooks,
+                ..
+            } = i;
+            crate::webhook::settle_in(webhooks, dead_webhooks, id, outcome, chrono::Utc::now());
+        })))
+    }
+
+    fn dead_webhooks(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::webhook::WebhookRecord>, StoreError>> {
+        ready(Ok(self.with(|i| {
+            i.dead_webhooks.iter().take(limit).cloned().collect()
+        })))
+    }
+
+    fn redrive_webhooks(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        ready(Ok(self.with(|i| {
+            let dead = std::mem::take(&mut i.dead_webhooks);
+            let n = dead.len();
+            i.webhooks.extend(
+                dead.into_iter()
+                    .map(|w| crate::webhook::WebhookRecord::new(w.message, now)),
+            );
+            n
+        })))
+    }
+
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
         ready(Ok(self.with(|i| {
             let mut n = 0u64;
@@ -326,6 +425,10 @@ impl StateStore for InMemoryStateStore {
             let before = i.outcomes.len();
             i.outcomes.retain(|o| &o.user_id != user);
             n += (before - i.outcomes.len()) as u64;
+            let before = i.webhooks.len() + i.dead_webhooks.len();
+            i.webhooks.retain(|w| &w.message.user_id != user);
+            i.dead_webhooks.retain(|w| &w.message.user_id != user);
+            n += (before - i.webhooks.len() - i.dead_webhooks.len()) as u64;
             // The codes stay issued (never reused) but no longer lead to the person.
             for row in i.coupons.values_mut() {
                 if row.user_id.as_ref() == Some(user) {

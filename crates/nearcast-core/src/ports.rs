@@ -208,6 +208,9 @@ pub struct Commit {
     /// (campaign, level, cell, counts to add), each cell once; added in the same
     /// transaction.
     pub cells: crate::campaign_results::LevelDeltas,
+    /// Presence webhook messages to add to the outbox ([`crate::webhook`]): one per event
+    /// that entered or left fences, when webhooks are on.
+    pub webhooks: Vec<crate::webhook::WebhookMessage>,
 }
 
 /// What a logged outcome is.
@@ -320,6 +323,7 @@ impl Commit {
             budgets: Vec::new(),
             coupons: Vec::new(),
             cells: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -387,6 +391,9 @@ pub struct UserData {
     pub deliveries: Vec<DeliveryRecord>,
     /// Logged outcomes.
     pub outcomes: Vec<OutcomeRecord>,
+    /// Presence webhook messages not yet delivered, and dead letters.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhook::WebhookRecord>,
 }
 
 /// A logged delivery.
@@ -463,6 +470,40 @@ pub trait StateStore: Send + Sync {
         &self,
         lease: chrono::Duration,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
+    /// Webhook messages due at `now` (not dead, `next_at <= now`), earliest first, at
+    /// most `limit`.
+    fn due_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::webhook::WebhookRecord>, StoreError>>;
+    /// Leases `user`'s message `id` for one attempt: if it is still in the outbox with
+    /// `attempts` attempts, counts one more and makes it due again at `until`, atomically;
+    /// `false` if another relay took it first, or it was delivered, dead-lettered or
+    /// erased.
+    fn lease_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        attempts: u32,
+        until: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Records what an attempt at `user`'s message `id` came to: delivered (it leaves the
+    /// outbox), retry later, or dead. Nothing if it is no longer in the outbox (erased).
+    fn settle_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        outcome: crate::webhook::WebhookOutcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Dead letters, oldest death first, at most `limit`.
+    fn dead_webhooks(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::webhook::WebhookRecord>, StoreError>>;
+    /// Moves every dead letter back into the outbox with no attempts, due at `now`;
+    /// answers how many.
+    fn redrive_webhooks(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>>;
     /// Deletes everything about a user: state, idempotency keys, decisions, deliveries,
     /// outcomes.
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>>;
@@ -683,6 +724,44 @@ pub trait StoreLayer: Send + Sync {
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         self.wrapped().settle_stale_claims(lease)
     }
+    /// See [`StateStore::due_webhooks`].
+    fn due_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::webhook::WebhookRecord>, StoreError>> {
+        self.wrapped().due_webhooks(now, limit)
+    }
+    /// See [`StateStore::lease_webhook`].
+    fn lease_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        attempts: u32,
+        until: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.wrapped().lease_webhook(user, id, attempts, until)
+    }
+    /// See [`StateStore::settle_webhook`].
+    fn settle_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        outcome: crate::webhook::WebhookOutcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.wrapped().settle_webhook(user, id, outcome)
+    }
+    /// See [`StateStore::dead_webhooks`].
+    fn dead_webhooks(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::webhook::WebhookRecord>, StoreError>> {
+        self.wrapped().dead_webhooks(limit)
+    }
+    /// See [`StateStore::redrive_webhooks`].
+    fn redrive_webhooks(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.wrapped().redrive_webhooks(now)
+    }
     /// See [`StateStore::erase_user`].
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
         self.wrapped().erase_user(user)
@@ -872,6 +951,39 @@ impl<L: StoreLayer> StateStore for L {
         before: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Vec<Id>, StoreError>> {
         StoreLayer::unfinished_erasures(self, before)
+    }
+    fn due_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::webhook::WebhookRecord>, StoreError>> {
+        StoreLayer::due_webhooks(self, now, limit)
+    }
+    fn lease_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        attempts: u32,
+        until: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        StoreLayer::lease_webhook(self, user, id, attempts, until)
+    }
+    fn settle_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        outcome: crate::webhook::WebhookOutcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        StoreLayer::settle_webhook(self, user, id, outcome)
+    }
+    fn dead_webhooks(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::webhook::WebhookRecord>, StoreError>> {
+        StoreLayer::dead_webhooks(self, limit)
+    }
+    fn redrive_webhooks(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        StoreLayer::redrive_webhooks(self, now)
     }
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
         StoreLayer::erase_user(self, user)

@@ -7,6 +7,7 @@ pub mod export;
 pub mod model_store;
 pub mod outbox;
 pub mod store;
+pub mod webhooks;
 
 use nearcast_core::config::{Offer, Store, parse_json_str};
 use nearcast_core::ranker::{self, Ranker};

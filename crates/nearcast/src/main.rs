@@ -117,6 +117,19 @@ enum Command {
         /// scripts/build-console.sh).
         #[arg(long, env = "NEARCAST_CONSOLE")]
         console: Option<PathBuf>,
+        /// Presence webhooks: every visit begun or ended is posted to this URL (https://,
+        /// or http:// on loopback), signed with NEARCAST_WEBHOOK_SECRET (docs/formats.md).
+        #[arg(long, env = "NEARCAST_WEBHOOK_URL", requires = "webhook_secret")]
+        webhook_url: Option<String>,
+        /// Signing secrets of the webhooks: `whsec_<base64>`, several separated by spaces
+        /// during a rotation. Read from the environment only, never a command line.
+        #[arg(
+            long,
+            env = "NEARCAST_WEBHOOK_SECRET",
+            hide = true,
+            hide_env_values = true
+        )]
+        webhook_secret: Option<String>,
     },
     /// Feeds a JSON-lines file of events through the pipeline and prints the decisions.
     Replay {
@@ -519,8 +532,33 @@ async fn run(cli: Cli) -> Result<(), HostError> {
             keep_log_days,
             admin_keys,
             console,
+            webhook_url,
+            webhook_secret,
         } => {
             let admin_keys = nearcast::load_admin_keys(admin_keys.as_deref())?;
+            let webhooks = match (&webhook_url, &webhook_secret) {
+                (Some(url), Some(secret)) => Some((
+                    nearcast::webhooks::HttpWebhookSender::new(url).map_err(|reason| {
+                        HostError::Invalid {
+                            path: "--webhook-url".into(),
+                            reason,
+                        }
+                    })?,
+                    nearcast_core::webhook::WebhookSecret::parse_list(secret).map_err(
+                        |reason| HostError::Invalid {
+                            path: "NEARCAST_WEBHOOK_SECRET".into(),
+                            reason,
+                        },
+                    )?,
+                )),
+                (None, Some(_)) => {
+                    return Err(HostError::Invalid {
+                        path: "--webhook-url".into(),
+                        reason: "NEARCAST_WEBHOOK_SECRET is set but no webhook URL".into(),
+                    });
+                }
+                _ => None,
+            };
             let retention =
                 nearcast_core::ports::Retention::days(keep_idempotency_days, keep_log_days)
                     .map_err(|e| HostError::Invalid {
@@ -610,6 +648,20 @@ async fn run(cli: Cli) -> Result<(), HostError> {
                     0
                 });
             nearcast::spawn_relay(engine.clone());
+            // Presence webhooks: messages go to the outbox in each commit from now on, and
+            // the relay posts them (and those left by an earlier run) every second.
+            if let Some((sender, secrets)) = webhooks {
+                engine.set_webhooks(true);
+                nearcast::webhooks::spawn_relay(Arc::new(
+                    nearcast_core::webhook::WebhookRelay::new(
+                        engine.store().clone(),
+                        Arc::new(sender),
+                        secrets,
+                        nearcast_core::webhook::RetryPolicy::DEFAULT,
+                        Arc::new(SystemClock),
+                    ),
+                ));
+            }
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .map_err(|source| HostError::Io {

@@ -35,6 +35,7 @@ use nearcast_core::ports::{
     UserRecord, erasure_pseudonym,
 };
 use nearcast_core::state::UserState;
+use nearcast_core::webhook::{WebhookOutcome, WebhookRecord};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,6 +90,8 @@ struct Job {
     budgets: Vec<(String, u64, u64)>,
     /// Campaign, code, delivery id and offer of each coupon code to assign.
     coupons: Vec<(String, String, String, String)>,
+    /// Webhook message id and body (the message's JSON).
+    webhooks: Vec<(String, String)>,
     /// Campaign, cell and the counts to add to it.
     cells: Vec<(
         String,
@@ -205,6 +208,18 @@ CREATE TABLE IF NOT EXISTS coupons (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS coupons_free ON coupons(campaign_id, seq) WHERE issued = 0;
 CREATE INDEX IF NOT EXISTS coupons_user ON coupons(user_id) WHERE user_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS webhooks (
+    id         TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    dead       INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks(next_at) WHERE dead = 0;
+CREATE INDEX IF NOT EXISTS webhooks_dead ON webhooks(next_at) WHERE dead = 1;
+CREATE INDEX IF NOT EXISTS webhooks_user ON webhooks(user_id);
 ";
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -547,7 +562,14 @@ impl SqliteStore {
     pub fn rows_about(&self, user: &Id) -> Result<u64, StoreError> {
         self.with(|c| {
             let mut n = 0i64;
-            for t in ["users", "seen", "decisions", "deliveries", "outcomes"] {
+            for t in [
+                "users",
+                "seen",
+                "decisions",
+                "deliveries",
+                "outcomes",
+                "webhooks",
+            ] {
                 n += c.query_row(
                     &format!("SELECT COUNT(*) FROM {t} WHERE user_id = ?1"),
                     [user.as_str()],
@@ -616,6 +638,11 @@ impl SqliteStore {
                     )
                 })
                 .collect(),
+            webhooks: cm
+                .webhooks
+                .iter()
+                .map(|m| Ok((m.id.clone(), json(m)?)))
+                .collect::<Result<_, StoreError>>()?,
             reply,
         };
         let commits = self
@@ -744,6 +771,36 @@ impl SqliteStore {
                 .map(|b| serde_json::from_str(b).map_err(err))
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Webhook rows matching `filter` (SQL after `FROM webhooks`, two parameters).
+    fn webhook_rows(
+        &self,
+        filter: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        type Row = (String, i64, i64, Option<String>, bool);
+        let rows: Vec<Row> = self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT body, attempts, next_at, last_error, dead FROM webhooks {filter}"
+            ))?;
+            let rows = st.query_map(p, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|(body, attempts, next_at, last_error, dead)| {
+                Ok(WebhookRecord {
+                    message: serde_json::from_str(&body).map_err(err)?,
+                    attempts: u32::try_from(attempts).map_err(err)?,
+                    next_at: DateTime::<Utc>::from_timestamp_micros(next_at)
+                        .ok_or_else(|| err("webhook time out of range"))?,
+                    last_error,
+                    dead,
+                })
+            })
+            .collect()
     }
 
     fn list<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
@@ -940,6 +997,11 @@ fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> 
         tx.prepare_cached("INSERT INTO outcomes (user_id, at, body) VALUES (?1, ?2, ?3)")?
             .execute(params![user, at, body])?;
     }
+    // Presence webhook messages, due at once (`next_at` 0): the outbox the relay reads.
+    for (id, body) in &job.webhooks {
+        tx.prepare_cached("INSERT INTO webhooks (id, user_id, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![id, user, body])?;
+    }
     // The campaigns' result cells are written by the caller once the commit is applied,
     // in the same transaction (`write_cells`).
     // Each campaign's count of sends moves with the sends, in the same transaction, and
@@ -1104,9 +1166,17 @@ impl StateStore for SqliteStore {
                     .iter()
                     .map(|b| serde_json::from_str(b).map_err(err))
                     .collect::<Result<_, _>>()?,
+                webhooks: Vec::new(),
             })
         };
-        ready(rows.and_then(decode))
+        let hooks = self.webhook_rows(
+            "WHERE user_id = ?1 AND ?2 = ?2 ORDER BY dead, next_at, id",
+            params![user.as_str(), 0],
+        );
+        ready(rows.and_then(decode).and_then(|mut d| {
+            d.webhooks = hooks?;
+            Ok(d)
+        }))
     }
 
     fn event_result<'a>(
@@ -1222,6 +1292,89 @@ impl StateStore for SqliteStore {
         }))
     }
 
+    fn due_webhooks(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<WebhookRecord>, StoreError>> {
+        ready(self.webhook_rows(
+            "WHERE dead = 0 AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2",
+            params![now.timestamp_micros(), limit as i64],
+        ))
+    }
+
+    fn lease_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        attempts: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(self.with(|c| {
+            Ok(c.prepare_cached(
+                "UPDATE webhooks SET attempts = attempts + 1, next_at = ?4
+                 WHERE id = ?1 AND user_id = ?2 AND attempts = ?3 AND dead = 0",
+            )?
+            .execute(params![
+                id,
+                user.as_str(),
+                i64::from(attempts),
+                until.timestamp_micros()
+            ])? == 1)
+        }))
+    }
+
+    fn settle_webhook<'a>(
+        &'a self,
+        user: &'a Id,
+        id: &'a str,
+        outcome: WebhookOutcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(self.with(|c| {
+            let u = user.as_str();
+            match outcome {
+                WebhookOutcome::Delivered => c
+                    .prepare_cached(
+                        "DELETE FROM webhooks WHERE id = ?1 AND user_id = ?2 AND dead = 0",
+                    )?
+                    .execute(params![id, u])?,
+                WebhookOutcome::Retry { at, error } => c
+                    .prepare_cached(
+                        "UPDATE webhooks SET next_at = ?3, last_error = ?4
+                         WHERE id = ?1 AND user_id = ?2 AND dead = 0",
+                    )?
+                    .execute(params![id, u, at.timestamp_micros(), error])?,
+                WebhookOutcome::Dead { error } => c
+                    .prepare_cached(
+                        "UPDATE webhooks SET dead = 1, next_at = ?3, last_error = ?4
+                         WHERE id = ?1 AND user_id = ?2 AND dead = 0",
+                    )?
+                    .execute(params![id, u, chrono::Utc::now().timestamp_micros(), error])?,
+            };
+            Ok(())
+        }))
+    }
+
+    fn dead_webhooks(&self, limit: usize) -> BoxFuture<'_, Result<Vec<WebhookRecord>, StoreError>> {
+        ready(self.webhook_rows(
+            "WHERE dead = 1 AND ?1 = ?1 ORDER BY next_at, id LIMIT ?2",
+            params![0, limit as i64],
+        ))
+    }
+
+    fn redrive_webhooks(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        ready(self.with(|c| {
+            Ok(c.prepare_cached(
+                "UPDATE webhooks SET dead = 0, attempts = 0, next_at = ?1, last_error = NULL
+                 WHERE dead = 1",
+            )?
+            .execute([now.timestamp_micros()])?)
+        }))
+    }
+
     fn erase_user<'a>(&'a self, user: &'a Id) -> BoxFuture<'a, Result<Erasure, StoreError>> {
         ready(self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -1235,7 +1388,14 @@ impl StateStore for SqliteStore {
                 .and_then(|s| serde_json::from_str::<UserState>(&s).ok())
                 .and_then(|s| s.push.and_then(|p| p.endpoint));
             let mut n = 0usize;
-            for t in ["users", "seen", "decisions", "deliveries", "outcomes"] {
+            for t in [
+                "users",
+                "seen",
+                "decisions",
+                "deliveries",
+                "outcomes",
+                "webhooks",
+            ] {
                 n += tx.execute(
                     &format!("DELETE FROM {t} WHERE user_id = ?1"),
                     [user.as_str()],

@@ -235,6 +235,80 @@ pub struct Config {
     /// How long idempotency keys and logs are kept (`NEARCAST_KEEP_IDEMPOTENCY_DAYS`,
     /// `NEARCAST_KEEP_LOG_DAYS`; default 7 and 90 days): the `ttl` written on them.
     pub retention: nearcast_core::ports::Retention,
+    /// Presence webhooks (`NEARCAST_WEBHOOK_URL`, `NEARCAST_WEBHOOK_SECRET`): the receiver
+    /// and the signing secrets. `None`: off.
+    pub webhooks: Option<WebhookConfig>,
+}
+
+/// Where presence webhooks go and what signs them.
+#[derive(Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// The receiver.
+    pub url: String,
+    /// The signing secrets (several during a rotation).
+    pub secrets: Vec<nearcast_core::webhook::WebhookSecret>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the secrets nor the URL (it may carry a token).
+        write!(f, "WebhookConfig({} secrets)", self.secrets.len())
+    }
+}
+
+fn webhooks(var: &impl Fn(&str) -> Option<String>) -> Result<Option<WebhookConfig>, InitError> {
+    match (var("NEARCAST_WEBHOOK_URL"), var("NEARCAST_WEBHOOK_SECRET")) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(InitError::Invalid {
+            var: "NEARCAST_WEBHOOK_SECRET",
+            reason: "must be set with NEARCAST_WEBHOOK_URL".into(),
+        }),
+        (None, Some(_)) => Err(InitError::Invalid {
+            var: "NEARCAST_WEBHOOK_URL",
+            reason: "must be set with NEARCAST_WEBHOOK_SECRET".into(),
+        }),
+        (Some(url), Some(secret)) => {
+            nearcast::webhooks::check_url(&url).map_err(|reason| InitError::Invalid {
+                var: "NEARCAST_WEBHOOK_URL",
+                reason,
+            })?;
+            let secrets =
+                nearcast_core::webhook::WebhookSecret::parse_list(&secret).map_err(|reason| {
+                    InitError::Invalid {
+                        var: "NEARCAST_WEBHOOK_SECRET",
+                        reason,
+                    }
+                })?;
+            Ok(Some(WebhookConfig { url, secrets }))
+        }
+    }
+}
+
+/// The presence webhook relay of `config` on `engine`'s store (events-queue runs it after
+/// every batch and on its schedule); `None` when webhooks are off.
+///
+/// # Errors
+/// [`InitError::Invalid`] when the HTTP client cannot be built.
+pub fn webhook_relay(
+    engine: &Engine,
+    config: &Config,
+) -> Result<Option<nearcast_core::webhook::WebhookRelay>, InitError> {
+    let Some(w) = &config.webhooks else {
+        return Ok(None);
+    };
+    let sender = nearcast::webhooks::HttpWebhookSender::new(&w.url).map_err(|reason| {
+        InitError::Invalid {
+            var: "NEARCAST_WEBHOOK_URL",
+            reason,
+        }
+    })?;
+    Ok(Some(nearcast_core::webhook::WebhookRelay::new(
+        engine.store().clone(),
+        Arc::new(sender),
+        w.secrets.clone(),
+        nearcast_core::webhook::RetryPolicy::DEFAULT,
+        Arc::new(SystemClock),
+    )))
 }
 
 impl Config {
@@ -274,6 +348,7 @@ impl Config {
             catalog_bucket: var("NEARCAST_CATALOG_BUCKET"),
             models: ModelConfig::from_lookup(&var)?,
             retention: retention(&var)?,
+            webhooks: webhooks(&var)?,
         })
     }
 }
@@ -458,9 +533,18 @@ pub async fn build_engine_from(
 /// # Errors
 /// As [`Config::from_env`] and [`start_with`]; the function then fails its init phase.
 pub async fn start(function: &'static str) -> Result<Arc<Engine>, InitError> {
+    Ok(start_configured(function).await?.0)
+}
+
+/// As [`start`], answering the configuration read too.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_configured(function: &'static str) -> Result<(Arc<Engine>, Config), InitError> {
     let config = Config::from_env()?;
     init_tracing(&config.log);
-    start_with(function, &config, &nearcast_aws::sdk_config(None).await).await
+    let engine = start_with(function, &config, &nearcast_aws::sdk_config(None).await).await?;
+    Ok((engine, config))
 }
 
 /// The cold start after the configuration is read: the engine on [`DynamoStateStore`] (behind
@@ -532,6 +616,8 @@ pub async fn start_with(
     )
     .await?;
     refreshing.attach(&engine);
+    // Every event that changes presence adds its message to the outbox in its commit.
+    engine.set_webhooks(config.webhooks.is_some());
     // admin-api publishes the catalog after every change it answers for.
     if let Some(s) = snapshots
         && function == "admin-api"

@@ -141,6 +141,29 @@ pub fn invocation(payload: serde_json::Value) -> Result<Invocation, String> {
     }
 }
 
+/// Presence webhook messages one run posts at most.
+pub const WEBHOOKS_PER_RUN: usize = 500;
+
+/// Posts the presence webhook messages due (after each SQS batch, whose commits wrote
+/// them, and on the relay's schedule, which takes retries and what events-api wrote).
+///
+/// # Errors
+/// A store failure (the rest waits for the next run).
+pub async fn deliver_webhooks(
+    hooks: &nearcast_core::webhook::WebhookRelay,
+) -> Result<(), EngineError> {
+    let r = hooks.run_once(WEBHOOKS_PER_RUN).await?;
+    if r.delivered + r.retried + r.dead > 0 {
+        tracing::info!(
+            delivered = r.delivered,
+            retried = r.retried,
+            dead = r.dead,
+            "webhook relay ran"
+        );
+    }
+    Ok(())
+}
+
 /// How long a committed push waits for its own sender before the relay takes it.
 pub const RELAY_GRACE_SECS: i64 = 60;
 
@@ -153,7 +176,10 @@ pub const RELAY_GRACE_SECS: i64 = 60;
 ///
 /// # Errors
 /// A store failure (the rest waits for the next schedule).
-pub async fn relay(engine: &Engine) -> Result<usize, EngineError> {
+pub async fn relay(
+    engine: &Engine,
+    webhooks: Option<&nearcast_core::webhook::WebhookRelay>,
+) -> Result<usize, EngineError> {
     let erased = engine
         .resume_erasures(chrono::Duration::seconds(RELAY_GRACE_SECS))
         .await?;
@@ -167,5 +193,8 @@ pub async fn relay(engine: &Engine) -> Result<usize, EngineError> {
         .settle_stale_claims(nearcast_core::engine::CLAIM_LEASE)
         .await?;
     tracing::info!(relayed = sent, settled, "outbox relay ran");
+    if let Some(hooks) = webhooks {
+        deliver_webhooks(hooks).await?;
+    }
     Ok(sent)
 }

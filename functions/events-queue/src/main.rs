@@ -6,16 +6,24 @@ use nearcast_events_queue::Invocation;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let engine = nearcast_functions::start("events-queue").await?;
-    let engine = &engine;
+    let (engine, config) = nearcast_functions::start_configured("events-queue").await?;
+    let hooks = nearcast_functions::webhook_relay(&engine, &config)?;
+    let (engine, hooks) = (&engine, hooks.as_ref());
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             match nearcast_events_queue::invocation(event.payload)? {
-                Invocation::Sqs(batch) => Ok::<serde_json::Value, Error>(serde_json::to_value(
-                    nearcast_events_queue::handle(engine, batch).await,
-                )?),
+                Invocation::Sqs(batch) => {
+                    let answer = nearcast_events_queue::handle(engine, batch).await;
+                    if let Some(h) = hooks
+                        && let Err(e) = nearcast_events_queue::deliver_webhooks(h).await
+                    {
+                        // The batch is done; its messages wait for the next run.
+                        tracing::warn!(error = %e, "webhook relay failed");
+                    }
+                    Ok::<serde_json::Value, Error>(serde_json::to_value(answer)?)
+                }
                 Invocation::Relay => {
-                    let sent = nearcast_events_queue::relay(engine).await?;
+                    let sent = nearcast_events_queue::relay(engine, hooks).await?;
                     Ok(serde_json::json!({ "relayed": sent }))
                 }
             }

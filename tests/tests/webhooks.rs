@@ -1,0 +1,377 @@
+//! Presence webhooks, on the in-memory, SQLite and DynamoDB (moto) stores: each visit begun
+//! or ended reaches the back end signed, at least once, under a dedupe id that never
+//! changes; failures are retried with backoff and dead-lettered; two relays do not post
+//! one message twice while both live; a relay that dies mid-attempt leaves the message to
+//! the next; erasure removes a person's messages, delivered or not.
+
+use chrono::Duration;
+use nearcast_core::engine::{Engine, EventReport};
+use nearcast_core::ports::{BoxFuture, Clock};
+use nearcast_core::webhook::{
+    RetryPolicy, WebhookRelay, WebhookRequest, WebhookSecret, WebhookSender, message_id,
+};
+use nearcast_tests::{Backend, Harness, fix_at, harness, id, noon, onboarding, policy};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A receiver that records every request and answers as told.
+#[derive(Default)]
+struct Receiver {
+    got: Mutex<Vec<WebhookRequest>>,
+    /// Fail this many requests first (then succeed), or all of them with `u32::MAX`.
+    fail_first: Mutex<u32>,
+}
+
+impl Receiver {
+    fn failing(n: u32) -> Arc<Self> {
+        let r = Self::default();
+        *r.fail_first.lock().unwrap() = n;
+        Arc::new(r)
+    }
+    fn got(&self) -> Vec<WebhookRequest> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl WebhookSender for Receiver {
+    fn post<'a>(&'a self, r: &'a WebhookRequest) -> BoxFuture<'a, Result<(), String>> {
+        self.got.lock().unwrap().push(r.clone());
+        let mut fail = self.fail_first.lock().unwrap();
+        let res = if *fail > 0 {
+            *fail = fail.saturating_sub(u32::from(*fail != u32::MAX));
+            Err("HTTP 503".to_string())
+        } else {
+            Ok(())
+        };
+        Box::pin(std::future::ready(res))
+    }
+}
+
+fn relay(h: &Harness, to: Arc<Receiver>, policy: RetryPolicy) -> WebhookRelay {
+    WebhookRelay::new(
+        h.store.clone(),
+        to,
+        vec![WebhookSecret::parse(SECRET).unwrap()],
+        policy,
+        Arc::new(h.clock.clone()),
+    )
+}
+
+async fn run(engine: &Engine, events: Vec<nearcast_core::event::Event>) -> Vec<EventReport> {
+    let mut out = Vec::new();
+    for e in events {
+        out.push(engine.process(&e).await.expect("processed"));
+    }
+    out
+}
+
+/// `user` onboarded, then a walk: at store 0, away at store 5 twice (leaving 0), back.
+/// Answers the reports of the fixes.
+async fn walk(h: &Harness, user: &str) -> Vec<EventReport> {
+    run(&h.engine, onboarding(user, noon())).await;
+    let t = |m: i64| noon() + Duration::minutes(m);
+    run(
+        &h.engine,
+        vec![
+            fix_at(user, &format!("{user}-f1"), 0, t(0)),
+            fix_at(user, &format!("{user}-f2"), 5, t(2)),
+            fix_at(user, &format!("{user}-f3"), 5, t(4)),
+            fix_at(user, &format!("{user}-f4"), 0, t(6)),
+        ],
+    )
+    .await
+}
+
+/// The reports that changed presence.
+fn changing(reports: &[EventReport]) -> Vec<&EventReport> {
+    reports
+        .iter()
+        .filter(|r| r.decision.as_ref().is_some_and(|d| !d.presence.is_empty()))
+        .collect()
+}
+
+async fn every_change_reaches_the_back_end_signed_and_once(backend: Backend) {
+    let h = harness(backend, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    let reports = walk(&h, "ana").await;
+    let changed = changing(&reports);
+    assert!(
+        changed.len() >= 3,
+        "the walk enters and leaves: {:?}",
+        reports.iter().map(|r| &r.decision).collect::<Vec<_>>()
+    );
+    // A resend changes nothing and adds no message.
+    let again = run(
+        &h.engine,
+        vec![fix_at("ana", "ana-f1", 0, noon() + Duration::minutes(0))],
+    )
+    .await;
+    assert_eq!(again[0].status, "duplicate");
+    let due = h.store.due_webhooks(h.clock.now(), 100).await.unwrap();
+    assert_eq!(due.len(), changed.len(), "one message per changing event");
+
+    let to = Receiver::failing(0);
+    let r = relay(&h, to.clone(), RetryPolicy::DEFAULT);
+    let report = r.run_once(100).await.unwrap();
+    assert_eq!(report.delivered, changed.len());
+    let got = to.got();
+    assert_eq!(got.len(), changed.len(), "each posted once");
+    let secret = WebhookSecret::parse(SECRET).unwrap();
+    for (req, rep) in got.iter().zip(&changed) {
+        let d = rep.decision.as_ref().unwrap();
+        // In commit order here (all due at once, ordered by id then): match by id.
+        let req = got
+            .iter()
+            .find(|g| g.id == message_id(&id("ana"), &d.event_id))
+            .unwrap_or(req);
+        assert_eq!(req.id, message_id(&id("ana"), &d.event_id));
+        assert_eq!(req.timestamp, h.clock.now().timestamp());
+        assert_eq!(
+            req.signature,
+            secret.sign(&req.id, req.timestamp, &req.body),
+            "signed over id, timestamp and the exact body"
+        );
+        let body: Value = serde_json::from_str(&req.body).unwrap();
+        assert_eq!(body["type"], "presence.changed");
+        assert_eq!(body["data"]["user_id"], "ana");
+        assert_eq!(body["data"]["event_id"], d.event_id.as_str());
+        assert_eq!(
+            body["data"]["changes"],
+            serde_json::to_value(&d.presence).unwrap(),
+            "the changes the event's answer listed"
+        );
+    }
+    // Nothing is left, and a second pass posts nothing.
+    assert!(
+        h.store
+            .due_webhooks(h.clock.now() + Duration::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(r.run_once(100).await.unwrap().delivered, 0);
+    assert_eq!(to.got().len(), changed.len());
+}
+
+async fn failures_back_off_then_dead_letter_then_redrive(backend: Backend) {
+    let h = harness(backend, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    run(&h.engine, onboarding("bo", noon())).await;
+    run(&h.engine, vec![fix_at("bo", "bo-f1", 0, noon())]).await;
+    let to = Receiver::failing(u32::MAX);
+    let p = RetryPolicy::DEFAULT;
+    let r = relay(&h, to.clone(), p);
+    let mut waited = Vec::new();
+    for attempt in 1..=p.max_attempts {
+        let report = r.run_once(100).await.unwrap();
+        let before = h.clock.now();
+        if attempt < p.max_attempts {
+            assert_eq!(report.retried, 1, "attempt {attempt}");
+            // Not due again until its backoff has passed.
+            assert!(h.store.due_webhooks(before, 10).await.unwrap().is_empty());
+            let rec = h
+                .store
+                .due_webhooks(before + Duration::hours(2), 10)
+                .await
+                .unwrap()
+                .remove(0);
+            assert_eq!(rec.attempts, attempt);
+            assert_eq!(rec.last_error.as_deref(), Some("HTTP 503"));
+            waited.push(rec.next_at - before);
+            h.clock.set(rec.next_at);
+        } else {
+            assert_eq!(report.dead, 1, "the last attempt dead-letters");
+        }
+    }
+    assert_eq!(to.got().len() as u32, p.max_attempts);
+    assert!(
+        to.got().iter().all(|g| g.id == to.got()[0].id),
+        "one dedupe id across attempts"
+    );
+    // Doubling waits, within the jitter, up to the cap.
+    for (k, w) in waited.iter().enumerate() {
+        let base = (10_000i64 << k).min(3_600_000);
+        let ms = w.num_milliseconds();
+        assert!(
+            ms >= base * 8 / 10 && ms <= base * 12 / 10 + 1,
+            "wait {k}: {ms} ms against {base}"
+        );
+    }
+    assert!(
+        h.store
+            .due_webhooks(h.clock.now() + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a dead letter is never due"
+    );
+    let dead = h.store.dead_webhooks(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].dead);
+    assert_eq!(dead[0].attempts, p.max_attempts);
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 503"));
+    // Redriven, it is due now with no attempts, and a receiver that is back takes it.
+    assert_eq!(h.store.redrive_webhooks(h.clock.now()).await.unwrap(), 1);
+    assert!(h.store.dead_webhooks(10).await.unwrap().is_empty());
+    let due = h.store.due_webhooks(h.clock.now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].attempts, 0);
+    *to.fail_first.lock().unwrap() = 0;
+    assert_eq!(r.run_once(10).await.unwrap().delivered, 1);
+    assert!(h.store.dead_webhooks(10).await.unwrap().is_empty());
+    assert!(
+        h.store
+            .due_webhooks(h.clock.now() + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn two_live_relays_post_each_message_once(backend: Backend) {
+    let h = harness(backend, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    let mut expected = 0;
+    for u in ["c1", "c2", "c3"] {
+        expected += changing(&walk(&h, u).await).len();
+    }
+    let to = Receiver::failing(0);
+    let (a, b) = (
+        relay(&h, to.clone(), RetryPolicy::DEFAULT),
+        relay(&h, to.clone(), RetryPolicy::DEFAULT),
+    );
+    let (ra, rb) = tokio::join!(a.run_once(100), b.run_once(100));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.delivered + rb.delivered, expected);
+    let mut ids: Vec<String> = to.got().into_iter().map(|g| g.id).collect();
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(n, expected, "no message posted twice");
+    assert_eq!(ids.len(), expected);
+}
+
+async fn a_relay_that_dies_mid_attempt_leaves_the_message_to_the_next(backend: Backend) {
+    let h = harness(backend, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    run(&h.engine, onboarding("di", noon())).await;
+    run(&h.engine, vec![fix_at("di", "di-f1", 0, noon())]).await;
+    let m = h
+        .store
+        .due_webhooks(h.clock.now(), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    // A relay leases it (and perhaps posts it) and dies before settling.
+    let lease = RetryPolicy::DEFAULT.lease;
+    assert!(
+        h.store
+            .lease_webhook(&id("di"), &m.message.id, 0, h.clock.now() + lease)
+            .await
+            .unwrap()
+    );
+    // The same lease cannot be taken twice.
+    assert!(
+        !h.store
+            .lease_webhook(&id("di"), &m.message.id, 0, h.clock.now() + lease)
+            .await
+            .unwrap()
+    );
+    let to = Receiver::failing(0);
+    let r = relay(&h, to.clone(), RetryPolicy::DEFAULT);
+    assert_eq!(
+        r.run_once(10).await.unwrap().delivered,
+        0,
+        "held by the lease"
+    );
+    h.clock.set(h.clock.now() + lease + Duration::seconds(1));
+    assert_eq!(
+        r.run_once(10).await.unwrap().delivered,
+        1,
+        "then taken over"
+    );
+    assert_eq!(to.got().len(), 1);
+    assert_eq!(to.got()[0].id, m.message.id);
+}
+
+async fn erasure_removes_a_persons_messages_live_and_dead(backend: Backend) {
+    let h = harness(backend, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    walk(&h, "er").await;
+    walk(&h, "ok").await;
+    // Some of "er"'s messages die (one attempt allowed), others stay due.
+    let one = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::DEFAULT
+    };
+    let r = relay(&h, Receiver::failing(u32::MAX), one);
+    r.run_once(2).await.unwrap();
+    let data = h.store.user_data(&id("er")).await.unwrap();
+    assert!(!data.webhooks.is_empty(), "subject access lists them");
+    let others_before = h.store.user_data(&id("ok")).await.unwrap().webhooks.len();
+    h.engine.erase(&id("er")).await.expect("erased");
+    assert!(
+        h.store
+            .user_data(&id("er"))
+            .await
+            .unwrap()
+            .webhooks
+            .is_empty()
+    );
+    let later = h.clock.now() + Duration::days(1);
+    for rec in h.store.due_webhooks(later, 100).await.unwrap() {
+        assert_ne!(rec.message.user_id, id("er"));
+    }
+    for rec in h.store.dead_webhooks(100).await.unwrap() {
+        assert_ne!(rec.message.user_id, id("er"));
+    }
+    assert_eq!(
+        h.store.user_data(&id("ok")).await.unwrap().webhooks.len(),
+        others_before,
+        "nobody else's"
+    );
+}
+
+async fn with_webhooks_off_nothing_is_written(backend: Backend) {
+    let h = harness(backend, 10, policy(3)).await;
+    let reports = walk(&h, "of").await;
+    assert!(!changing(&reports).is_empty());
+    assert!(
+        h.store
+            .due_webhooks(h.clock.now() + Duration::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+macro_rules! on_every_store {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            use nearcast_tests::Backend;
+            #[tokio::test]
+            async fn in_memory() {
+                super::$case(Backend::Memory).await;
+            }
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$case(Backend::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn on_dynamodb() {
+                super::$case(Backend::Dynamo).await;
+            }
+        }
+    )*};
+}
+
+on_every_store!(
+    every_change_reaches_the_back_end_signed_and_once,
+    failures_back_off_then_dead_letter_then_redrive,
+    two_live_relays_post_each_message_once,
+    a_relay_that_dies_mid_attempt_leaves_the_message_to_the_next,
+    erasure_removes_a_persons_messages_live_and_dead,
+    with_webhooks_off_nothing_is_written,
+);
