@@ -954,6 +954,8 @@ const KNOWN_VARS: &[&str] = &[
     "NEARCAST_CAP_MIN_GAP_MINUTES",
     "NEARCAST_KEEP_IDEMPOTENCY_DAYS",
     "NEARCAST_KEEP_LOG_DAYS",
+    "NEARCAST_WEBHOOK_URL",
+    "NEARCAST_WEBHOOK_SECRET",
 ];
 
 fn unknown_variables(t: &Value) -> Vec<String> {

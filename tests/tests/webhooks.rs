@@ -375,3 +375,85 @@ on_every_store!(
     erasure_removes_a_persons_messages_live_and_dead,
     with_webhooks_off_nothing_is_written,
 );
+
+/// The admin routes: dead letters listed and redriven by an admin only, bad parameters
+/// named, on both hosts' router.
+#[tokio::test]
+async fn dead_letters_are_listed_and_redriven_by_admins_only() {
+    use nearcast_api::auth::Role;
+    use nearcast_tests::{admin_call, api_keys};
+    let h = harness(Backend::Sqlite, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    walk(&h, "dl").await;
+    let one = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::DEFAULT
+    };
+    let dead = relay(&h, Receiver::failing(u32::MAX), one)
+        .run_once(100)
+        .await
+        .unwrap()
+        .dead;
+    assert!(dead >= 3);
+    let access = || {
+        api_keys(&[
+            ("ada", Role::Admin),
+            ("ed", Role::Editor),
+            ("vi", Role::Viewer),
+        ])
+    };
+    let call = |who: &'static str, method: &'static str, uri: &'static str| {
+        admin_call(
+            h.engine.clone(),
+            access(),
+            Some(who),
+            method,
+            uri,
+            Value::Null,
+        )
+    };
+    let list = "/v1/admin/webhooks/dead-letters";
+    let redrive = "/v1/admin/webhooks/dead-letters/redrive";
+    for who in ["ed", "vi"] {
+        assert_eq!(
+            call(who, "GET", list).await.0,
+            403,
+            "{who} may not read them"
+        );
+        assert_eq!(call(who, "POST", redrive).await.0, 403);
+    }
+    let (status, v, _) = call("ada", "GET", list).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["dead_letters"].as_array().unwrap().len(), dead);
+    assert_eq!(v["dead_letters"][0]["last_error"], "HTTP 503");
+    assert_eq!(v["dead_letters"][0]["message"]["user_id"], "dl");
+    let (status, v, _) = call("ada", "GET", "/v1/admin/webhooks/dead-letters?limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["dead_letters"].as_array().unwrap().len(), 1);
+    for bad in [
+        "/v1/admin/webhooks/dead-letters?limit=0",
+        "/v1/admin/webhooks/dead-letters?limit=x",
+        "/v1/admin/webhooks/dead-letters?limit=1001",
+    ] {
+        let (status, v, _) = call("ada", "GET", bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(v.to_string().contains("limit"), "names the field: {v}");
+    }
+    let (status, v, _) = call("ada", "GET", "/v1/admin/webhooks/dead-letters?page=2").await;
+    assert_eq!(status, 400);
+    assert!(v.to_string().contains("page"), "{v}");
+    let (status, v, _) = call("ada", "POST", redrive).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["redriven"], dead);
+    let (_, v, _) = call("ada", "GET", list).await;
+    assert!(v["dead_letters"].as_array().unwrap().is_empty());
+    assert_eq!(
+        relay(&h, Receiver::failing(0), RetryPolicy::DEFAULT)
+            .run_once(100)
+            .await
+            .unwrap()
+            .delivered,
+        dead
+    );
+}
