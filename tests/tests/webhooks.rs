@@ -374,6 +374,7 @@ on_every_store!(
     a_relay_that_dies_mid_attempt_leaves_the_message_to_the_next,
     erasure_removes_a_persons_messages_live_and_dead,
     with_webhooks_off_nothing_is_written,
+    an_attempt_settled_after_erasure_writes_nothing_back,
 );
 
 /// The admin routes: dead letters listed and redriven by an admin only, bad parameters
@@ -456,4 +457,99 @@ async fn dead_letters_are_listed_and_redriven_by_admins_only() {
             .delivered,
         dead
     );
+}
+
+/// An attempt that settles after its person was erased writes nothing back: a retry, a
+/// dead letter or a delivery of a message that is gone leaves no trace of them.
+async fn an_attempt_settled_after_erasure_writes_nothing_back(backend: Backend) {
+    use nearcast_core::webhook::WebhookOutcome;
+    let h = harness(backend, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    walk(&h, "ga").await;
+    let due = h.store.due_webhooks(h.clock.now(), 100).await.unwrap();
+    assert!(due.len() >= 3);
+    for r in &due {
+        let lease = h.clock.now() + RetryPolicy::DEFAULT.lease;
+        assert!(
+            h.store
+                .lease_webhook(&id("ga"), &r.message.id, 0, lease)
+                .await
+                .unwrap()
+        );
+    }
+    h.engine.erase(&id("ga")).await.expect("erased");
+    let outcomes = [
+        WebhookOutcome::Retry {
+            at: h.clock.now(),
+            error: "HTTP 503".into(),
+        },
+        WebhookOutcome::Dead {
+            error: "HTTP 503".into(),
+        },
+        WebhookOutcome::Delivered,
+    ];
+    for (r, o) in due.iter().zip(outcomes.iter().cycle()) {
+        h.store
+            .settle_webhook(&id("ga"), &r.message.id, o.clone())
+            .await
+            .unwrap();
+        assert!(
+            !h.store
+                .lease_webhook(&id("ga"), &r.message.id, 1, h.clock.now())
+                .await
+                .unwrap(),
+            "nothing to lease"
+        );
+    }
+    let later = h.clock.now() + Duration::days(1);
+    assert!(h.store.due_webhooks(later, 100).await.unwrap().is_empty());
+    assert!(h.store.dead_webhooks(100).await.unwrap().is_empty());
+    assert!(
+        h.store
+            .user_data(&id("ga"))
+            .await
+            .unwrap()
+            .webhooks
+            .is_empty()
+    );
+    if let Some(rows) = nearcast_tests::dump(&h).await {
+        assert!(
+            !rows.iter().any(|r| r.contains("msg_")),
+            "no webhook row left: {rows:?}"
+        );
+    }
+}
+
+/// On DynamoDB, messages and dead letters expire (TTL) within 30 days, in their person's
+/// partition of the eight.
+#[tokio::test]
+async fn dynamodb_messages_expire_and_share_their_persons_partition() {
+    let h = harness(Backend::Dynamo, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    walk(&h, "tt").await;
+    let table = h.dynamo_table.clone().unwrap();
+    let items = nearcast_tests::scan_table(&table).await;
+    let now = chrono::Utc::now().timestamp();
+    let hooks: Vec<(&str, &str, &std::collections::BTreeMap<String, String>)> = items
+        .iter()
+        .filter_map(|(k, a)| {
+            let (pk, sk) = k.split_once(" / ")?;
+            pk.starts_with("HOOK#").then_some((pk, sk, a))
+        })
+        .collect();
+    assert!(hooks.len() >= 3, "{:?}", items.keys().collect::<Vec<_>>());
+    let pks: std::collections::BTreeSet<_> = hooks.iter().map(|(pk, _, _)| *pk).collect();
+    assert_eq!(pks.len(), 1, "one partition per person: {pks:?}");
+    for (_, sk, attrs) in &hooks {
+        assert!(sk.starts_with("tt#msg_"), "{sk}");
+        let ttl: i64 = attrs["ttl"]
+            .trim_start_matches("N(\"")
+            .trim_end_matches("\")")
+            .parse()
+            .unwrap();
+        assert!(
+            (ttl - now - 30 * 24 * 3600).abs() < 600,
+            "expires in 30 days: {ttl} against {now}"
+        );
+    }
 }

@@ -496,6 +496,35 @@ pub trait StateStore: Send + Sync {
         id: &'a str,
         outcome: crate::webhook::WebhookOutcome,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// [`StateStore::lease_webhook`] for several messages at once (a relay's pass), each
+    /// `(user, id, attempts)`; answers whether each was leased, in order. A store may do
+    /// them in one transaction; the default leases one by one.
+    fn lease_webhooks<'a>(
+        &'a self,
+        leases: &'a [(Id, String, u32)],
+        until: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(leases.len());
+            for (user, id, attempts) in leases {
+                out.push(self.lease_webhook(user, id, *attempts, until).await?);
+            }
+            Ok(out)
+        })
+    }
+    /// [`StateStore::settle_webhook`] for several messages at once, each `(user, id,
+    /// outcome)`. A store may do them in one transaction; the default settles one by one.
+    fn settle_webhooks<'a>(
+        &'a self,
+        settles: &'a [(Id, String, crate::webhook::WebhookOutcome)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for (user, id, outcome) in settles {
+                self.settle_webhook(user, id, outcome.clone()).await?;
+            }
+            Ok(())
+        })
+    }
     /// Dead letters, oldest death first, at most `limit`.
     fn dead_webhooks(
         &self,
@@ -975,6 +1004,19 @@ impl<L: StoreLayer> StateStore for L {
         outcome: crate::webhook::WebhookOutcome,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         StoreLayer::settle_webhook(self, user, id, outcome)
+    }
+    fn lease_webhooks<'a>(
+        &'a self,
+        leases: &'a [(Id, String, u32)],
+        until: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        self.wrapped().lease_webhooks(leases, until)
+    }
+    fn settle_webhooks<'a>(
+        &'a self,
+        settles: &'a [(Id, String, crate::webhook::WebhookOutcome)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.wrapped().settle_webhooks(settles)
     }
     fn dead_webhooks(
         &self,

@@ -283,6 +283,11 @@ pub trait WebhookSender: Send + Sync {
     /// `Ok` on a 2xx answer; otherwise what went wrong (status or error; never the
     /// answer's body, which may hold anything).
     fn post<'a>(&'a self, request: &'a WebhookRequest) -> BoxFuture<'a, Result<(), String>>;
+
+    /// [`WebhookSender::post`] of a request it keeps.
+    fn post_owned(&self, request: WebhookRequest) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.post(&request).await })
+    }
 }
 
 /// What one pass of the relay did.
@@ -347,8 +352,8 @@ impl WebhookRelay {
         }
     }
 
-    /// One pass: every message due now (at most `limit`), each leased, posted and settled,
-    /// [`CONCURRENCY`] at a time.
+    /// One pass: every message due now (at most `limit`), [`CONCURRENCY`] at a time: the
+    /// group leased together, posted concurrently, settled together.
     ///
     /// # Errors
     /// When the store fails (messages it did not settle are tried again when their lease
@@ -357,56 +362,52 @@ impl WebhookRelay {
         let due = self.store.due_webhooks(self.clock.now(), limit).await?;
         let mut report = RelayReport::default();
         for chunk in due.chunks(CONCURRENCY) {
-            let results = join_all(chunk.iter().map(|r| self.attempt(r))).await;
-            for r in results {
-                match r? {
-                    Attempt::Delivered => report.delivered += 1,
-                    Attempt::Retried => report.retried += 1,
-                    Attempt::Dead => report.dead += 1,
-                    Attempt::Skipped => report.skipped += 1,
-                }
+            // The lease counts the attempt and holds the message for its length, so another
+            // relay leaves it alone and a relay that dies mid-attempt only delays it.
+            let leases: Vec<(Id, String, u32)> = chunk
+                .iter()
+                .map(|r| (r.message.user_id.clone(), r.message.id.clone(), r.attempts))
+                .collect();
+            let until = self.clock.now() + self.policy.lease;
+            let leased = self.store.lease_webhooks(&leases, until).await?;
+            let mine: Vec<&WebhookRecord> = chunk
+                .iter()
+                .zip(&leased)
+                .filter_map(|(r, &ok)| ok.then_some(r))
+                .collect();
+            report.skipped += chunk.len() - mine.len();
+            let answers = join_all(
+                mine.iter()
+                    .map(|r| self.sender.post_owned(self.request(&r.message))),
+            )
+            .await;
+            let mut settles = Vec::with_capacity(mine.len());
+            for (r, answer) in mine.into_iter().zip(answers) {
+                let m = &r.message;
+                let attempts = r.attempts + 1;
+                let outcome = match answer {
+                    Ok(()) => {
+                        report.delivered += 1;
+                        WebhookOutcome::Delivered
+                    }
+                    Err(error) if attempts >= self.policy.max_attempts => {
+                        tracing::warn!(webhook = %m.id, attempts, %error, "webhook dead-lettered");
+                        report.dead += 1;
+                        WebhookOutcome::Dead { error }
+                    }
+                    Err(error) => {
+                        let at = self.clock.now() + self.policy.backoff(attempts, &m.id);
+                        tracing::info!(webhook = %m.id, attempts, %error, retry_at = %at, "webhook attempt failed");
+                        report.retried += 1;
+                        WebhookOutcome::Retry { at, error }
+                    }
+                };
+                settles.push((m.user_id.clone(), m.id.clone(), outcome));
             }
+            self.store.settle_webhooks(&settles).await?;
         }
         Ok(report)
     }
-
-    async fn attempt(&self, r: &WebhookRecord) -> Result<Attempt, StoreError> {
-        let m = &r.message;
-        let now = self.clock.now();
-        // The lease: counts the attempt and holds the message for its length, so another
-        // relay leaves it alone and a relay that dies mid-attempt only delays it.
-        if !self
-            .store
-            .lease_webhook(&m.user_id, &m.id, r.attempts, now + self.policy.lease)
-            .await?
-        {
-            return Ok(Attempt::Skipped);
-        }
-        let attempts = r.attempts + 1;
-        let (outcome, kind) = match self.sender.post(&self.request(m)).await {
-            Ok(()) => (WebhookOutcome::Delivered, Attempt::Delivered),
-            Err(error) if attempts >= self.policy.max_attempts => {
-                tracing::warn!(webhook = %m.id, attempts, %error, "webhook dead-lettered");
-                (WebhookOutcome::Dead { error }, Attempt::Dead)
-            }
-            Err(error) => {
-                let at = self.clock.now() + self.policy.backoff(attempts, &m.id);
-                tracing::info!(webhook = %m.id, attempts, %error, retry_at = %at, "webhook attempt failed");
-                (WebhookOutcome::Retry { at, error }, Attempt::Retried)
-            }
-        };
-        self.store
-            .settle_webhook(&m.user_id, &m.id, outcome.clone())
-            .await?;
-        Ok(kind)
-    }
-}
-
-enum Attempt {
-    Delivered,
-    Retried,
-    Dead,
-    Skipped,
 }
 
 /// Runs futures concurrently on the current task, answers in order.

@@ -1036,6 +1036,54 @@ fn write_one(tx: &Connection, job: &Job, now: i64) -> rusqlite::Result<Written> 
     Ok(Written::Applied)
 }
 
+/// Leases one webhook message for an attempt ([`StateStore::lease_webhook`]).
+fn lease_one(
+    c: &Connection,
+    user: &Id,
+    id: &str,
+    attempts: u32,
+    until: DateTime<Utc>,
+) -> rusqlite::Result<bool> {
+    Ok(c.prepare_cached(
+        "UPDATE webhooks SET attempts = attempts + 1, next_at = ?4
+         WHERE id = ?1 AND user_id = ?2 AND attempts = ?3 AND dead = 0",
+    )?
+    .execute(params![
+        id,
+        user.as_str(),
+        i64::from(attempts),
+        until.timestamp_micros()
+    ])? == 1)
+}
+
+/// Settles one attempt ([`StateStore::settle_webhook`]); nothing for a message gone.
+fn settle_one(
+    c: &Connection,
+    user: &Id,
+    id: &str,
+    outcome: &WebhookOutcome,
+) -> rusqlite::Result<()> {
+    let u = user.as_str();
+    match outcome {
+        WebhookOutcome::Delivered => c
+            .prepare_cached("DELETE FROM webhooks WHERE id = ?1 AND user_id = ?2 AND dead = 0")?
+            .execute(params![id, u])?,
+        WebhookOutcome::Retry { at, error } => c
+            .prepare_cached(
+                "UPDATE webhooks SET next_at = ?3, last_error = ?4
+                 WHERE id = ?1 AND user_id = ?2 AND dead = 0",
+            )?
+            .execute(params![id, u, at.timestamp_micros(), error])?,
+        WebhookOutcome::Dead { error } => c
+            .prepare_cached(
+                "UPDATE webhooks SET dead = 1, next_at = ?3, last_error = ?4
+                 WHERE id = ?1 AND user_id = ?2 AND dead = 0",
+            )?
+            .execute(params![id, u, Utc::now().timestamp_micros(), error])?,
+    };
+    Ok(())
+}
+
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Closing the channel ends the writer once it has answered what it holds; joined,
@@ -1310,17 +1358,23 @@ impl StateStore for SqliteStore {
         attempts: u32,
         until: chrono::DateTime<chrono::Utc>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(self.with(|c| lease_one(c, user, id, attempts, until)))
+    }
+
+    fn lease_webhooks<'a>(
+        &'a self,
+        leases: &'a [(Id, String, u32)],
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        // A relay's pass in one transaction: one WAL append, not one per message.
         ready(self.with(|c| {
-            Ok(c.prepare_cached(
-                "UPDATE webhooks SET attempts = attempts + 1, next_at = ?4
-                 WHERE id = ?1 AND user_id = ?2 AND attempts = ?3 AND dead = 0",
-            )?
-            .execute(params![
-                id,
-                user.as_str(),
-                i64::from(attempts),
-                until.timestamp_micros()
-            ])? == 1)
+            let tx = c.transaction()?;
+            let out = leases
+                .iter()
+                .map(|(u, id, a)| lease_one(&tx, u, id, *a, until))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(out)
         }))
     }
 
@@ -1330,28 +1384,19 @@ impl StateStore for SqliteStore {
         id: &'a str,
         outcome: WebhookOutcome,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(self.with(|c| settle_one(c, user, id, &outcome)))
+    }
+
+    fn settle_webhooks<'a>(
+        &'a self,
+        settles: &'a [(Id, String, WebhookOutcome)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         ready(self.with(|c| {
-            let u = user.as_str();
-            match outcome {
-                WebhookOutcome::Delivered => c
-                    .prepare_cached(
-                        "DELETE FROM webhooks WHERE id = ?1 AND user_id = ?2 AND dead = 0",
-                    )?
-                    .execute(params![id, u])?,
-                WebhookOutcome::Retry { at, error } => c
-                    .prepare_cached(
-                        "UPDATE webhooks SET next_at = ?3, last_error = ?4
-                         WHERE id = ?1 AND user_id = ?2 AND dead = 0",
-                    )?
-                    .execute(params![id, u, at.timestamp_micros(), error])?,
-                WebhookOutcome::Dead { error } => c
-                    .prepare_cached(
-                        "UPDATE webhooks SET dead = 1, next_at = ?3, last_error = ?4
-                         WHERE id = ?1 AND user_id = ?2 AND dead = 0",
-                    )?
-                    .execute(params![id, u, chrono::Utc::now().timestamp_micros(), error])?,
-            };
-            Ok(())
+            let tx = c.transaction()?;
+            for (u, id, outcome) in settles {
+                settle_one(&tx, u, id, outcome)?;
+            }
+            tx.commit()
         }))
     }
 
