@@ -499,6 +499,58 @@ async fn start(
     }
 }
 
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A webhook receiver on loopback answering 200 to every POST: its URL and how many it got.
+async fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then the body's declared length.
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, got)
+}
+
 fn events(user: &str, events: Vec<Value>) -> Value {
     json!({"user_id": user, "events": events})
 }
@@ -601,6 +653,9 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         ("ModelBucket", bucket.clone()),
         ("ApnsApplication", apns.clone().unwrap()),
         ("FcmApplication", fcm.clone().unwrap()),
+        // The environment's one `!Sub`: the webhook secret, which CloudFormation resolves
+        // from Secrets Manager (`{{resolve:secretsmanager:...}}`).
+        ("Sub", WEBHOOK_SECRET.to_string()),
     ]);
     // Every optional part of the stack on.
     let params = [
@@ -610,6 +665,8 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         ("ApnsSecretName", "nearcast/apns"),
         ("FcmSecretName", "nearcast/fcm"),
         ("CatalogRefreshSecs", "1"),
+        ("PresenceWebhookUrl", "https://hooks.example.com/nearcast"),
+        ("PresenceWebhookSecretName", "nearcast/webhooks"),
     ];
     let [
         (events_bin, events_name),
@@ -931,11 +988,36 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     else {
         panic!("a scheduled event runs the relay");
     };
+    // Presence webhooks: events-api's commits wrote messages; the relay posts them (to a
+    // receiver on loopback instead of the stack's https URL).
+    let (hook_url, posted) = receiver().await;
+    let mut hook_config = queue.config.clone();
+    hook_config.webhooks.as_mut().expect("webhooks on").url = hook_url;
+    let hooks = nearcast_functions::webhook_relay(&queue.engine, &hook_config)
+        .unwrap()
+        .expect("a webhook relay");
+    assert!(
+        !direct
+            .due_webhooks(chrono::Utc::now(), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the fixes that entered fences left messages"
+    );
     assert_eq!(
-        nearcast_events_queue::relay(&queue.engine, None)
+        nearcast_events_queue::relay(&queue.engine, Some(&hooks))
             .await
             .unwrap(),
         1
+    );
+    assert!(posted.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(
+        direct
+            .due_webhooks(chrono::Utc::now() + chrono::Duration::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "every message delivered"
     );
     assert_eq!(
         direct
@@ -957,6 +1039,13 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
             .is_none(),
         "gus's erasure was completed"
     );
+
+    // ---- admin-api again: the webhooks' dead letters (none) and their redrive.
+    let (s, v) = call("GET", "/v1/admin/webhooks/dead-letters", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["enabled"], true);
+    let (s, v) = call("POST", "/v1/admin/webhooks/dead-letters/redrive", None).await;
+    assert_eq!(s, 200, "{v}");
 
     // ---- admin-api again: results over what was decided.
     let (s, v) = call("GET", "/v1/admin/results?window_hours=24", None).await;
