@@ -879,7 +879,8 @@ async fn requests_per_path() {
     assert_eq!(counts(&a.ddb), m(&[("Query", 8)]));
     a.ddb.reset_counts();
 
-    // Erasure: load, marker, Query, BatchWriteItem, marker gone; DeleteEndpoint at SNS.
+    // Erasure: load, marker, Query of the user's partition and of their two webhook
+    // partitions, BatchWriteItem, marker gone; DeleteEndpoint at SNS.
     let (s, _, _) = call(&a.engine, "DELETE", "/v1/users/rc", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
@@ -889,7 +890,7 @@ async fn requests_per_path() {
             ("DeleteItem", 1),
             ("GetItem", 1),
             ("PutItem", 1),
-            ("Query", 1)
+            ("Query", 3)
         ])
     );
     assert_eq!(counts(&a.sns), m(&[("DeleteEndpoint", 1)]));

@@ -1171,6 +1171,63 @@ async fn campaigns_round_trip_with_their_audit_entries(store: Arc<dyn StateStore
         (cells(a.id.clone()).await, cells(b.id.clone()).await),
         (3, 0)
     );
+    // Cells of the deleted campaign written after its delete (an instance that still knew
+    // it; on DynamoDB also a sweep that failed after the commit) do not pass to a campaign
+    // created again under its id: it starts from nothing.
+    let mut deltas = CellDeltas::new();
+    deltas.insert(
+        (
+            b.id.clone(),
+            CellKey {
+                day: "2026-11-21".parse().unwrap(),
+                store: "s1".into(),
+                variant: "-".into(),
+            },
+        ),
+        Cell {
+            triggered: 2,
+            ..Cell::default()
+        },
+    );
+    let mut c = commit("cells-user", 1, None, &["cells-2"]);
+    c.cells = with_rollups(deltas);
+    apply(store.as_ref(), &c).await;
+    assert_eq!(cells(b.id.clone()).await, 3, "a late commit's cells");
+    let e5 = AuditEntry::new(noon(), &maria, "campaign.create");
+    assert!(
+        store
+            .apply_config(&[ConfigChange::PutCampaign(b.clone())], &e5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(cells(b.id.clone()).await, 0, "created again, from nothing");
+    // An update of an existing campaign keeps its results.
+    let mut deltas = CellDeltas::new();
+    deltas.insert(
+        (
+            b.id.clone(),
+            CellKey {
+                day: "2026-11-22".parse().unwrap(),
+                store: "s1".into(),
+                variant: "-".into(),
+            },
+        ),
+        Cell {
+            triggered: 1,
+            ..Cell::default()
+        },
+    );
+    let mut c = commit("cells-user", 2, None, &["cells-3"]);
+    c.cells = with_rollups(deltas);
+    apply(store.as_ref(), &c).await;
+    let e6 = AuditEntry::new(noon(), &maria, "campaign.update");
+    assert!(
+        store
+            .apply_config(&[ConfigChange::PutCampaign(b.clone())], &e6)
+            .await
+            .unwrap()
+    );
+    assert_eq!(cells(b.id.clone()).await, 3, "an update keeps them");
 }
 
 /// A coupon pool: an upload is all or nothing (a code already in any pool refuses the whole

@@ -1014,6 +1014,16 @@ async fn whoami(Extension(actor): Extension<Actor>) -> Json<Value> {
     }))
 }
 
+/// A `limit` query parameter: a whole number from 1 to `max`.
+fn limit_param(v: &str, max: usize) -> Result<usize, ApiError> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid("limit", format!("must be a whole number from 1 to {max}"))
+        })
+}
+
 /// Most dead letters one page lists.
 const MAX_DEAD_LETTERS: usize = 1000;
 
@@ -1034,18 +1044,7 @@ async fn webhook_dead_letters(
     let mut limit = 100;
     for (k, v) in &q {
         match k.as_str() {
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_DEAD_LETTERS).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "limit",
-                            format!("must be a whole number from 1 to {MAX_DEAD_LETTERS}"),
-                        )
-                    })?;
-            }
+            "limit" => limit = limit_param(v, MAX_DEAD_LETTERS)?,
             other => {
                 return Err(ApiError::invalid(other, "is not a known parameter (limit)"));
             }
@@ -1094,19 +1093,7 @@ async fn audit_log(
     for (k, v) in &q {
         match k.as_str() {
             "before" => before = Some(v.as_str()),
-            "limit" => {
-                let max = nearcast_core::audit::MAX_AUDIT_PAGE;
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=max).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "limit",
-                            format!("must be a whole number from 1 to {max}"),
-                        )
-                    })?;
-            }
+            "limit" => limit = limit_param(v, nearcast_core::audit::MAX_AUDIT_PAGE)?,
             other => {
                 return Err(ApiError::invalid(
                     other,

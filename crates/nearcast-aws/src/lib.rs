@@ -72,7 +72,8 @@
 //! - `pending_deliveries`: 8 Queries on the marker partitions, then 1 GetItem per marker
 //!   old enough (the relay runs them once a minute; markers live from commit to claim).
 //! - `erase_user`: 1 PutItem (the `ERASURE / <user>` marker), 1 Query per page of the
-//!   user's partition, BatchWriteItem deletes in groups of 25 (the profile last), 1
+//!   user's partition and 1 of each of their two webhook partitions (`HOOK#`, `HOOKDEAD#`),
+//!   BatchWriteItem deletes in groups of 25 (the profile last), 1
 //!   DeleteItem (the marker). Unlike SQLite this is not one transaction: an erasure that
 //!   stopped halfway keeps its marker, and `unfinished_erasures` (1 Query) finds it for the
 //!   relay's schedule to complete.
@@ -283,6 +284,25 @@ fn body<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<T, St
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| err("encode", e))
+}
+
+/// The answer of a two-item transaction whose first item carries the condition: `true`
+/// when applied, `false` when that condition failed (nothing written).
+fn moved<T, R: std::fmt::Debug>(
+    res: Result<T, SdkError<TransactWriteItemsError, R>>,
+) -> Result<bool, StoreError> {
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) => match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(tc))
+                if tc.cancellation_reasons().first().and_then(|r| r.code())
+                    == Some("ConditionalCheckFailed") =>
+            {
+                Ok(false)
+            }
+            _ => Err(sdk_err("TransactWriteItems", e)),
+        },
+    }
 }
 
 fn status_of(s: &str) -> Result<DeliveryStatus, StoreError> {
@@ -802,18 +822,7 @@ impl DynamoStateStore {
             .client_request_token(token)
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(tc))
-                    if tc.cancellation_reasons().first().and_then(|r| r.code())
-                        == Some("ConditionalCheckFailed") =>
-                {
-                    Ok(false)
-                }
-                _ => Err(sdk_err("TransactWriteItems", e)),
-            },
-        }
+        moved(res)
     }
 
     async fn finish(
@@ -1553,6 +1562,20 @@ impl DynamoStateStore {
         } else {
             changes.chunks(CONFIG_CHANGES_PER_TRANSACTION).collect()
         };
+        // A campaign created (none under its id) starts from no results: cells a deleted
+        // namesake left (its partition is cleared after its delete commits, so a failure
+        // there, or a late commit of an instance that still knew it, can leave some) are
+        // cleared before the campaign exists, so no commit of the new one can be among them.
+        for c in changes {
+            if let ConfigChange::PutCampaign(cp) = c
+                && self
+                    .partition(&format!("CAMPAIGN#{}", cp.id), None)
+                    .await?
+                    .is_empty()
+            {
+                self.clear_partition(&format!("CELLS#{}", cp.id)).await?;
+            }
+        }
         let last = chunks.len() - 1;
         for (k, chunk) in chunks.into_iter().enumerate() {
             let mut tx = self.client.transact_write_items();

@@ -15,8 +15,7 @@
 //! message moved to its dead-letter partition). A message costs about 2 WRU in its commit's
 //! transaction, 1 for the lease and 1 for the delete.
 
-use super::{DynamoStateStore, Item, body, err, get_n, get_s, json, key, n, s, sdk_err};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use super::{DynamoStateStore, Item, body, err, get_n, get_s, json, key, moved, n, s, sdk_err};
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use nearcast_core::ids::Id;
@@ -27,7 +26,7 @@ use nearcast_core::webhook::{WebhookMessage, WebhookOutcome, WebhookRecord};
 pub(crate) const SHARDS: u64 = 8;
 
 /// How long a message or a dead letter is kept at most.
-const TTL_SECS: i64 = 30 * 24 * 3600;
+const TTL_SECS: i64 = nearcast_core::webhook::KEEP_DAYS * 24 * 3600;
 
 fn shard(user: &Id) -> u64 {
     nearcast_core::holdout::stable_hash(&["hook", user.as_str()]) % SHARDS
@@ -254,20 +253,11 @@ impl DynamoStateStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().delete(delete).build())
             .transact_items(TransactWriteItem::builder().put(put).build())
+            // An SDK retry of a move whose answer was lost is then applied once.
+            .client_request_token(format!("{:032x}", rand::random::<u128>()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(tc))
-                    if tc.cancellation_reasons().first().and_then(|r| r.code())
-                        == Some("ConditionalCheckFailed") =>
-                {
-                    Ok(false)
-                }
-                _ => Err(sdk_err("TransactWriteItems", e)),
-            },
-        }
+        moved(res)
     }
 
     pub(crate) async fn redrive_webhooks_async(

@@ -646,10 +646,15 @@ impl StateStore for InMemoryStateStore {
                     i.policy = Some(p.clone());
                 }
             }
-            // A deleted campaign's results go with it.
+            // A deleted campaign's results go with it, and a campaign created (none under
+            // its id) starts from none, whatever a late commit of a deleted namesake left.
             for c in changes {
-                if let ConfigChange::DeleteCampaign(id) = c {
-                    i.cells.retain(|(c, _, _), _| c != id);
+                match c {
+                    ConfigChange::DeleteCampaign(id) => i.cells.retain(|(c, _, _), _| c != id),
+                    ConfigChange::PutCampaign(cp) if !i.campaigns.contains_key(&cp.id) => {
+                        i.cells.retain(|(c, _, _), _| c != &cp.id);
+                    }
+                    _ => {}
                 }
             }
             i.stores = stores;

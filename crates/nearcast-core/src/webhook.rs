@@ -31,6 +31,10 @@ use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+/// Days a dead letter is kept (DynamoDB: the `ttl` of messages and dead letters; SQLite:
+/// the hourly prune).
+pub const KEEP_DAYS: i64 = 30;
+
 /// The `type` of every presence message.
 pub const PRESENCE_CHANGED: &str = "presence.changed";
 

@@ -485,6 +485,14 @@ impl SqliteStore {
                 [minute],
             )
         })?;
+        // Webhook dead letters not redriven within their keeping period, as on DynamoDB.
+        let dead_before = now - chrono::Duration::days(nearcast_core::webhook::KEEP_DAYS);
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM webhooks WHERE dead = 1 AND next_at < ?1",
+                [dead_before.timestamp_micros()],
+            )
+        })?;
         Ok((
             self.prune_seen(now - retention.idempotency)?,
             self.prune_logs(now - retention.logs)?,
@@ -508,6 +516,7 @@ impl SqliteStore {
             "campaign_sends",
             "results_cells",
             "coupons",
+            "webhooks",
         ]
         .contains(&table)
         {
@@ -1738,7 +1747,18 @@ impl StateStore for SqliteStore {
                         ConfigChange::PutPolicy(_) => tx.execute("INSERT INTO meta (key, value) VALUES ('policy', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [body])?,
                         ConfigChange::DeleteStore(id) => tx.execute("DELETE FROM stores WHERE id = ?1", [id.as_str()])?,
                         ConfigChange::DeleteOffer(id) => tx.execute("DELETE FROM offers WHERE id = ?1", [id.as_str()])?,
-                        ConfigChange::PutCampaign(c) => tx.execute("INSERT INTO campaigns (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body", params![c.id.as_str(), body])?,
+                        ConfigChange::PutCampaign(c) => {
+                            // A campaign created (none under its id) starts from no results,
+                            // whatever cells a late commit of a deleted namesake left.
+                            let exists = tx
+                                .query_row("SELECT 1 FROM campaigns WHERE id = ?1", [c.id.as_str()], |_| Ok(()))
+                                .optional()?
+                                .is_some();
+                            if !exists {
+                                tx.execute("DELETE FROM results_cells WHERE campaign_id = ?1", [c.id.as_str()])?;
+                            }
+                            tx.execute("INSERT INTO campaigns (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body", params![c.id.as_str(), body])?
+                        }
                         ConfigChange::DeleteCampaign(id) => {
                             // Its results go with it: a campaign made again under its id
                             // starts from nothing.
@@ -1941,6 +1961,60 @@ mod tests {
         assert_eq!(
             v, SECURE_DELETE_SINCE,
             "marked, so it is not rewritten again"
+        );
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_pruned_after_their_keeping_period_and_live_messages_stay() {
+        use nearcast_core::webhook::{KEEP_DAYS, WebhookMessage, WebhookOutcome};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("w.db"), Sync::Normal).unwrap();
+        let user = Id::parse("u1").unwrap();
+        let mut commit = Commit::new(user.clone(), 0);
+        for e in ["e1", "e2"] {
+            let event = Id::parse(e).unwrap();
+            commit.webhooks.push(WebhookMessage {
+                id: nearcast_core::webhook::message_id(&user, &event),
+                user_id: user.clone(),
+                event_id: event,
+                at: Utc::now(),
+                changes: Vec::new(),
+            });
+        }
+        store.commit(&commit).await.unwrap();
+        let dead = commit.webhooks[0].id.clone();
+        store
+            .settle_webhook(
+                &user,
+                &dead,
+                WebhookOutcome::Dead {
+                    error: "HTTP 410".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let retention = nearcast_core::ports::Retention::default();
+        store
+            .prune(
+                Utc::now() + chrono::Duration::days(KEEP_DAYS - 1),
+                &retention,
+            )
+            .unwrap();
+        assert_eq!(store.count("webhooks").unwrap(), 2, "kept for its period");
+        store
+            .prune(
+                Utc::now() + chrono::Duration::days(KEEP_DAYS + 1),
+                &retention,
+            )
+            .unwrap();
+        assert_eq!(store.count("webhooks").unwrap(), 1, "the dead letter went");
+        assert!(store.dead_webhooks(10).await.unwrap().is_empty());
+        assert_eq!(
+            store.due_webhooks(Utc::now(), 10).await.unwrap()[0]
+                .message
+                .id,
+            commit.webhooks[1].id,
+            "a message not yet delivered stays"
         );
     }
 
