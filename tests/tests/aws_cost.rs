@@ -88,6 +88,21 @@ const FIX_INTERVAL_S: i64 = 15;
 const STORES: usize = 10;
 /// The batch sizes replayed: fixes per `POST /v1/events`.
 const BATCHES: [usize; 3] = [1, 10, 50];
+/// A webhook signing secret (the Standard Webhooks test vector's).
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A receiver that takes every message (the relay's DynamoDB requests are what is priced).
+struct Takes;
+
+impl nearcast_core::webhook::WebhookSender for Takes {
+    fn post<'a>(
+        &'a self,
+        _: &'a nearcast_core::webhook::WebhookRequest,
+    ) -> nearcast_core::ports::BoxFuture<'a, Result<(), String>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
 /// The seed of the population.
 const SEED: u64 = 0x6e65_6172_6361_7374;
 
@@ -317,6 +332,7 @@ struct Instance {
     walker: Walker,
     table: String,
     app: axum::Router,
+    engine: Arc<Engine>,
 }
 
 /// The cap policy of the template's defaults (2 a day, 6 a week, 60 minutes apart), without
@@ -368,6 +384,7 @@ async fn instance(
     direct: Client,
     proxy: String,
     apps: (Option<String>, Option<String>),
+    webhooks: bool,
 ) -> Instance {
     let table = unique("cost");
     DynamoStateStore::create_table(&direct, &table)
@@ -394,7 +411,7 @@ async fn instance(
         .await
         .expect("catalog");
     // The function's environment as infra/template.yaml sets it, with its defaults.
-    let env: BTreeMap<&str, String> = BTreeMap::from([
+    let mut env: BTreeMap<&str, String> = BTreeMap::from([
         ("NEARCAST_TABLE", table.clone()),
         ("NEARCAST_DEVICE_AUTH", "jwt".into()),
         ("NEARCAST_APNS_ARN", apps.0.unwrap_or_default()),
@@ -406,13 +423,20 @@ async fn instance(
         ("NEARCAST_KEEP_IDEMPOTENCY_DAYS", "7".into()),
         ("NEARCAST_KEEP_LOG_DAYS", "90".into()),
     ]);
+    if webhooks {
+        env.insert(
+            "NEARCAST_WEBHOOK_URL",
+            "https://hooks.example.com/nearcast".into(),
+        );
+        env.insert("NEARCAST_WEBHOOK_SECRET", WEBHOOK_SECRET.into());
+    }
     let config = nearcast_functions::Config::from_lookup(|k| env.get(k).cloned())
         .expect("events-api's environment");
     let aws = moto().sdk_config(Some(&proxy)).await;
     let engine = nearcast_functions::start_with("events-api", &config, &aws)
         .await
         .expect("events-api cold start");
-    let app = nearcast_events_api::app(engine, config.device_auth);
+    let app = nearcast_events_api::app(engine.clone(), config.device_auth);
     // Onboarding, stamped before the first fix of the walk.
     let at = (chrono::Utc::now() - chrono::Duration::minutes(14)).to_rfc3339();
     let user = walker.id.clone();
@@ -451,7 +475,12 @@ async fn instance(
     }
     let (s, v) = post_events(&app, &user, json!({"user_id": user, "events": events})).await;
     assert_eq!(s, StatusCode::OK, "onboarding: {v}");
-    Instance { walker, table, app }
+    Instance {
+        walker,
+        table,
+        app,
+        engine,
+    }
 }
 
 /// What one user's replay gave.
@@ -589,6 +618,7 @@ fn kind(pk: &str, sk: &str) -> &'static str {
         "PENDING" => "pending marker",
         "CONFIG" => "configuration",
         "BUDGET" | "COUPON" | "POOL" => "campaign",
+        "HOOK" | "HOOKDEAD" => "webhook",
         "ERASED" => "erasure",
         _ => "other",
     }
@@ -913,6 +943,80 @@ fn print_bills(bills: &[Bill]) {
 
 // ---------------------------------------------------------------- the test
 
+/// One replay of the population at `batch` fixes a request, on fresh tables behind a fresh
+/// recording proxy: its bill, and with `webhooks` the bill of the relay's pass that posts
+/// the messages (its reads and writes, priced the same way) with the number it delivered.
+async fn run(
+    walkers: &[Walker],
+    direct: &Client,
+    sns: &nearcast_aws::sns::aws_sdk_sns::Client,
+    batch: usize,
+    webhooks: bool,
+) -> (Bill, Option<(Bill, usize, u64)>) {
+    let proxy = Proxy::start(&moto_url()).await;
+    let apps = platform_applications(sns, &format!("cost-b{batch}-{webhooks}")).await;
+    let (url, d) = (proxy.url.clone(), direct.clone());
+    let instances = each(walkers.to_vec(), 4, move |w| {
+        instance(w, d.clone(), url.clone(), apps.clone(), webhooks)
+    })
+    .await;
+    let engines: Vec<Arc<Engine>> = instances.iter().map(|i| i.engine.clone()).collect();
+    // The tables as the replay finds them, then only the replay's requests.
+    let mut shadow = Shadow::new();
+    for i in &instances {
+        shadow.load(direct, &i.table).await;
+    }
+    proxy.reset_counts();
+    let tallies = each(instances, 4, move |i| replay(i, batch)).await;
+    let mut tally = Tally::default();
+    for t in tallies {
+        tally += t;
+    }
+    let bill = Bill::new(batch, tally.clone(), &proxy.requests(), &mut shadow);
+    if !webhooks {
+        return (bill, None);
+    }
+    // The relay (events-queue, after each batch and once a minute): one pass over each
+    // table. Its 8 Queries a pass are paid per pass, not per message (one pass serves every
+    // person of a deployment): counted apart, the rest priced.
+    proxy.reset_counts();
+    let mut delivered = 0;
+    for e in engines {
+        let relay = nearcast_core::webhook::WebhookRelay::new(
+            e.store().clone(),
+            Arc::new(Takes),
+            vec![nearcast_core::webhook::WebhookSecret::parse(WEBHOOK_SECRET).unwrap()],
+            nearcast_core::webhook::RetryPolicy::DEFAULT,
+            Arc::new(nearcast_core::ports::SystemClock),
+        );
+        delivered += relay.run_once(10_000).await.expect("relay").delivered;
+        assert!(
+            e.store()
+                .due_webhooks(chrono::Utc::now() + chrono::Duration::days(1), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "every message delivered"
+        );
+    }
+    let requests = proxy.requests();
+    let queries = requests.iter().filter(|(op, _)| op == "Query").count() as u64;
+    let per_message: Vec<(String, Vec<u8>)> = requests
+        .into_iter()
+        .filter(|(op, _)| op != "Query")
+        .collect();
+    let relay = Bill::new(
+        batch,
+        Tally {
+            fixes: tally.fixes,
+            ..Tally::default()
+        },
+        &per_message,
+        &mut shadow,
+    );
+    (bill, Some((relay, delivered, queries)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cost_per_million_location_fixes() {
     let began = Instant::now();
@@ -921,25 +1025,7 @@ async fn cost_per_million_location_fixes() {
     let sns = moto().sns(None).await;
     let mut bills = Vec::new();
     for batch in BATCHES {
-        let proxy = Proxy::start(&moto_url()).await;
-        let apps = platform_applications(&sns, &format!("cost-b{batch}")).await;
-        let (url, d) = (proxy.url.clone(), direct.clone());
-        let instances = each(walkers.clone(), 4, move |w| {
-            instance(w, d.clone(), url.clone(), apps.clone())
-        })
-        .await;
-        // The tables as the replay finds them, then only the replay's requests.
-        let mut shadow = Shadow::new();
-        for i in &instances {
-            shadow.load(&direct, &i.table).await;
-        }
-        proxy.reset_counts();
-        let tallies = each(instances, 4, move |i| replay(i, batch)).await;
-        let mut tally = Tally::default();
-        for t in tallies {
-            tally += t;
-        }
-        let bill = Bill::new(batch, tally, &proxy.requests(), &mut shadow);
+        let (bill, _) = run(&walkers, &direct, &sns, batch, false).await;
         eprintln!(
             "B = {batch}: {} requests, {} fixes, {:.1} s so far",
             bill.tally.invocations,
@@ -1010,6 +1096,54 @@ async fn cost_per_million_location_fixes() {
     assert!(
         b10 <= B10_GOAL_PER_MILLION,
         "B = 10 costs ${b10:.2} per million fixes, over the goal of ${B10_GOAL_PER_MILLION}"
+    );
+    // Presence webhooks on, at B = 10: the same decisions, one message per fix that
+    // entered or left fences, written in its commit; the relay's lease and delete per
+    // message. What they add per million fixes (docs/aws.md).
+    let (hooks, relay) = run(&walkers, &direct, &sns, 10, true).await;
+    let (relay, delivered, queries) = relay.expect("the relay's bill");
+    let b10 = &bills[1];
+    assert_eq!(
+        (
+            hooks.tally.presence_changes,
+            hooks.tally.candidates,
+            hooks.tally.sent
+        ),
+        (
+            b10.tally.presence_changes,
+            b10.tally.candidates,
+            b10.tally.sent
+        ),
+        "webhooks change what is paid, not what is decided"
+    );
+    assert!(
+        hooks.unpriced.is_empty() && relay.unpriced.is_empty(),
+        "no price for {:?} {:?}",
+        hooks.unpriced,
+        relay.unpriced
+    );
+    let messages = hooks.by_kind.get("webhook").map_or(0, |k| k.writes);
+    assert!(
+        messages > 0 && messages as usize == delivered,
+        "{messages} written, {delivered} posted"
+    );
+    assert!(
+        messages <= hooks.tally.presence_changes,
+        "one message per event at most"
+    );
+    let in_commits = hooks.total() - b10.total();
+    let per_million = 1e6 / relay.fixes();
+    let by_relay = (relay.rru * DYNAMODB_PER_RRU + relay.wru * DYNAMODB_PER_WRU) * per_million;
+    eprintln!(
+        "webhooks at B = 10: {messages} messages for {} fixes; +${in_commits:.3} per million fixes in the commits, +${by_relay:.3} for the relay's leases and deletes ({:.1} WRU a message), and {queries} Queries for {} passes (8 a pass, paid per pass)",
+        hooks.tally.fixes,
+        relay.wru / messages as f64,
+        USERS,
+    );
+    assert!(
+        in_commits + by_relay <= 0.20,
+        "webhooks add ${:.3} per million fixes",
+        in_commits + by_relay
     );
     eprintln!("took {:.1} s", began.elapsed().as_secs_f64());
 }
