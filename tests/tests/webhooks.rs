@@ -347,6 +347,54 @@ async fn with_webhooks_off_nothing_is_written(backend: Backend) {
     );
 }
 
+/// Messages just written are posted from the decisions that wrote them, without reading
+/// the outbox (events-queue after each batch); a pass racing with it posts none twice.
+async fn fresh_messages_are_posted_without_reading_the_outbox(backend: Backend) {
+    use nearcast_core::webhook::WebhookMessage;
+    let h = harness(backend, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    let reports = walk(&h, "fr").await;
+    let fresh: Vec<WebhookMessage> = reports
+        .iter()
+        .filter_map(|r| r.decision.as_ref())
+        .filter_map(WebhookMessage::of)
+        .collect();
+    assert!(fresh.len() >= 3);
+    let to = Receiver::failing(0);
+    let (a, b) = (
+        relay(&h, to.clone(), RetryPolicy::DEFAULT),
+        relay(&h, to.clone(), RetryPolicy::DEFAULT),
+    );
+    let (fa, pb) = tokio::join!(a.deliver_fresh(&fresh), b.run_once(100));
+    let (fa, pb) = (fa.unwrap(), pb.unwrap());
+    assert_eq!(fa.delivered + pb.delivered, fresh.len());
+    let mut ids: Vec<String> = to.got().into_iter().map(|g| g.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), fresh.len(), "each once");
+    assert_eq!(to.got().len(), fresh.len(), "none twice");
+    // Posting them again finds them gone.
+    let again = a.deliver_fresh(&fresh).await.unwrap();
+    assert_eq!((again.delivered, again.skipped), (0, fresh.len()));
+    // A failure waits in the outbox for the next pass.
+    walk(&h, "fs").await;
+    let more: Vec<WebhookMessage> = h
+        .store
+        .due_webhooks(h.clock.now(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.message)
+        .collect();
+    let failing = relay(&h, Receiver::failing(u32::MAX), RetryPolicy::DEFAULT);
+    assert_eq!(
+        failing.deliver_fresh(&more).await.unwrap().retried,
+        more.len()
+    );
+    h.clock.set(h.clock.now() + Duration::minutes(1));
+    assert_eq!(a.run_once(100).await.unwrap().delivered, more.len());
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
@@ -375,6 +423,7 @@ on_every_store!(
     erasure_removes_a_persons_messages_live_and_dead,
     with_webhooks_off_nothing_is_written,
     an_attempt_settled_after_erasure_writes_nothing_back,
+    fresh_messages_are_posted_without_reading_the_outbox,
 );
 
 /// The admin routes: dead letters listed and redriven by an admin only, bad parameters

@@ -364,6 +364,27 @@ impl WebhookRelay {
     /// ends).
     pub async fn run_once(&self, limit: usize) -> Result<RelayReport, StoreError> {
         let due = self.store.due_webhooks(self.clock.now(), limit).await?;
+        self.attempt_all(&due).await
+    }
+
+    /// Posts messages just committed (by this process, from the decisions it answered),
+    /// without reading the outbox: each is leased as a first attempt, so one that another
+    /// relay took meanwhile is skipped. What fails waits in the outbox for the next pass.
+    ///
+    /// # Errors
+    /// As [`WebhookRelay::run_once`].
+    pub async fn deliver_fresh(
+        &self,
+        messages: &[WebhookMessage],
+    ) -> Result<RelayReport, StoreError> {
+        let fresh: Vec<WebhookRecord> = messages
+            .iter()
+            .map(|m| WebhookRecord::new(m.clone(), DateTime::UNIX_EPOCH))
+            .collect();
+        self.attempt_all(&fresh).await
+    }
+
+    async fn attempt_all(&self, due: &[WebhookRecord]) -> Result<RelayReport, StoreError> {
         let mut report = RelayReport::default();
         for chunk in due.chunks(CONCURRENCY) {
             // The lease counts the attempt and holds the message for its length, so another

@@ -33,8 +33,15 @@ pub struct Tally {
 
 /// One record's fate.
 enum Fate {
-    Processed { events: usize },
-    Poison { field: String, reason: String },
+    Processed {
+        events: usize,
+        /// The presence webhook messages its commits wrote (webhooks on).
+        messages: Vec<nearcast_core::webhook::WebhookMessage>,
+    },
+    Poison {
+        field: String,
+        reason: String,
+    },
     Retry(EngineError),
 }
 
@@ -65,6 +72,16 @@ async fn process_record(engine: &Engine, record: &SqsMessage) -> Fate {
     match engine.process_batch(&batch).await {
         Ok(reports) => Fate::Processed {
             events: reports.len(),
+            messages: if engine.webhooks() {
+                reports
+                    .iter()
+                    .filter(|r| r.status == "accepted")
+                    .filter_map(|r| r.decision.as_ref())
+                    .filter_map(nearcast_core::webhook::WebhookMessage::of)
+                    .collect()
+            } else {
+                Vec::new()
+            },
         },
         Err(e @ (EngineError::Store(_) | EngineError::Contention)) => Fate::Retry(e),
         // Validation the engine does itself: as poison as a bad body.
@@ -77,14 +94,29 @@ async fn process_record(engine: &Engine, record: &SqsMessage) -> Fate {
 
 /// Processes every record of `event`; returns the partial batch response and the tally.
 pub async fn process(engine: &Engine, event: SqsEvent) -> (SqsBatchResponse, Tally) {
+    let (response, tally, _) = process_collecting(engine, event).await;
+    (response, tally)
+}
+
+/// As [`process`], also answering the presence webhook messages the batch's commits wrote.
+async fn process_collecting(
+    engine: &Engine,
+    event: SqsEvent,
+) -> (
+    SqsBatchResponse,
+    Tally,
+    Vec<nearcast_core::webhook::WebhookMessage>,
+) {
     let mut response = SqsBatchResponse::default();
     let mut tally = Tally::default();
+    let mut written = Vec::new();
     for record in &event.records {
         let message_id = record.message_id.as_deref().unwrap_or("");
         match process_record(engine, record).await {
-            Fate::Processed { events } => {
+            Fate::Processed { events, messages } => {
                 tracing::debug!(message_id, events, "record processed");
                 tally.processed += 1;
+                written.extend(messages);
             }
             Fate::Poison { field, reason } => {
                 tracing::warn!(message_id, field = %field, reason = %reason, "poison record dropped");
@@ -104,12 +136,37 @@ pub async fn process(engine: &Engine, event: SqsEvent) -> (SqsBatchResponse, Tal
         retry = tally.retry,
         "sqs batch handled"
     );
-    (response, tally)
+    (response, tally, written)
 }
 
 /// The handler: processes every record of `event` and lists the ones to retry.
 pub async fn handle(engine: &Engine, event: SqsEvent) -> SqsBatchResponse {
     process(engine, event).await.0
+}
+
+/// [`handle`], then the presence webhook messages the batch wrote posted by `hooks` at once,
+/// without reading the outbox (a failure waits there for the schedule's pass, and a relay
+/// failure never fails the batch).
+pub async fn handle_delivering(
+    engine: &Engine,
+    event: SqsEvent,
+    hooks: Option<&nearcast_core::webhook::WebhookRelay>,
+) -> SqsBatchResponse {
+    let (response, _, written) = process_collecting(engine, event).await;
+    if let Some(h) = hooks
+        && !written.is_empty()
+    {
+        match h.deliver_fresh(&written).await {
+            Ok(r) => tracing::info!(
+                delivered = r.delivered,
+                retried = r.retried,
+                skipped = r.skipped,
+                "webhooks of the batch posted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "webhooks of the batch wait for the schedule"),
+        }
+    }
+    response
 }
 
 /// What invoked the function: SQS with records, or the outbox relay's schedule.
@@ -144,8 +201,9 @@ pub fn invocation(payload: serde_json::Value) -> Result<Invocation, String> {
 /// Presence webhook messages one run posts at most.
 pub const WEBHOOKS_PER_RUN: usize = 500;
 
-/// Posts the presence webhook messages due (after each SQS batch, whose commits wrote
-/// them, and on the relay's schedule, which takes retries and what events-api wrote).
+/// Posts the presence webhook messages due: the relay's scheduled pass, which takes
+/// retries and what events-api wrote (a batch's own messages are posted by
+/// [`handle_delivering`]).
 ///
 /// # Errors
 /// A store failure (the rest waits for the next run).

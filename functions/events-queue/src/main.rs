@@ -12,16 +12,9 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             match nearcast_events_queue::invocation(event.payload)? {
-                Invocation::Sqs(batch) => {
-                    let answer = nearcast_events_queue::handle(engine, batch).await;
-                    if let Some(h) = hooks
-                        && let Err(e) = nearcast_events_queue::deliver_webhooks(h).await
-                    {
-                        // The batch is done; its messages wait for the next run.
-                        tracing::warn!(error = %e, "webhook relay failed");
-                    }
-                    Ok::<serde_json::Value, Error>(serde_json::to_value(answer)?)
-                }
+                Invocation::Sqs(batch) => Ok::<serde_json::Value, Error>(serde_json::to_value(
+                    nearcast_events_queue::handle_delivering(engine, batch, hooks).await,
+                )?),
                 Invocation::Relay => {
                     let sent = nearcast_events_queue::relay(engine, hooks).await?;
                     Ok(serde_json::json!({ "relayed": sent }))
