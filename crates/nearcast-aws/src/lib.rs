@@ -1531,19 +1531,8 @@ impl DynamoStateStore {
             .transact_items(self.bump_version()?)
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => match e.as_service_error() {
-                // Nothing to delete: nothing written, the version unchanged.
-                Some(TransactWriteItemsError::TransactionCanceledException(tc))
-                    if tc.cancellation_reasons().first().and_then(|r| r.code())
-                        == Some("ConditionalCheckFailed") =>
-                {
-                    Ok(false)
-                }
-                _ => Err(sdk_err("TransactWriteItems", e)),
-            },
-        }
+        // Nothing to delete: nothing written, the version unchanged.
+        moved(res)
     }
 
     /// Configuration changes with their audit entry: one TransactWriteItems of the changes,
