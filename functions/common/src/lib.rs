@@ -675,6 +675,58 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings_come_together_and_are_named_when_wrong() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let with = |pairs: &[(&str, &str)]| {
+            let mut v = vec![("NEARCAST_TABLE", "t")];
+            v.extend_from_slice(pairs);
+            Config::from_lookup(lookup(&v))
+        };
+        assert_eq!(with(&[]).unwrap().webhooks, None);
+        let on = with(&[
+            ("NEARCAST_WEBHOOK_URL", "https://hooks.example.com/n"),
+            ("NEARCAST_WEBHOOK_SECRET", secret),
+        ])
+        .unwrap();
+        let w = on.webhooks.clone().expect("on");
+        assert_eq!(w.secrets.len(), 1);
+        assert!(!format!("{on:?}").contains("MfKQ9r8"), "never printed");
+        assert!(!format!("{on:?}").contains("hooks.example.com"));
+        for (pairs, var) in [
+            (
+                vec![("NEARCAST_WEBHOOK_URL", "https://hooks.example.com/n")],
+                "NEARCAST_WEBHOOK_SECRET",
+            ),
+            (
+                vec![("NEARCAST_WEBHOOK_SECRET", secret)],
+                "NEARCAST_WEBHOOK_URL",
+            ),
+            (
+                vec![
+                    ("NEARCAST_WEBHOOK_URL", "http://hooks.example.com/n"),
+                    ("NEARCAST_WEBHOOK_SECRET", secret),
+                ],
+                "NEARCAST_WEBHOOK_URL",
+            ),
+            (
+                vec![
+                    ("NEARCAST_WEBHOOK_URL", "https://hooks.example.com/n"),
+                    ("NEARCAST_WEBHOOK_SECRET", "not-a-secret"),
+                ],
+                "NEARCAST_WEBHOOK_SECRET",
+            ),
+        ] {
+            match with(&pairs) {
+                Err(InitError::Invalid { var: v, reason }) => {
+                    assert_eq!(v, var, "{reason}");
+                    assert!(!reason.contains("not-a-secret"), "{reason}");
+                }
+                other => panic!("{pairs:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn config_needs_a_table_and_defaults_the_rest() {
         assert!(matches!(
             Config::from_lookup(lookup(&[])),
