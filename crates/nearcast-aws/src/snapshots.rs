@@ -187,7 +187,7 @@ impl CatalogSnapshots {
             }
         };
         let catalog =
-            nearcast_core::snapshot::decode(&bytes).map_err(|e| Skipped::Failed(e.to_string()))?;
+            nearcast_core::snapshot::decode(bytes).map_err(|e| Skipped::Failed(e.to_string()))?;
         if catalog.version.as_deref() != Some(of.as_str()) {
             return Err(Skipped::Failed(format!(
                 "{key} holds version {:?}, the pointer says {of}",

@@ -31,7 +31,7 @@ pub const COMPACT_AFTER: usize = 512;
 /// One store position: the store and what is compiled from it.
 #[derive(Debug)]
 struct Slot {
-    store: Store,
+    store: StoreCell,
     tz: Tz,
     /// The store's category, a position in [`Categories::offers`].
     category: u32,
@@ -40,6 +40,80 @@ struct Slot {
     hours: std::sync::OnceLock<Option<Arc<opening_hours::OpeningHours>>>,
     /// Offers naming the store by id, brand or tag, ascending.
     own: Box<[u32]>,
+}
+
+/// A store as a catalog holds it: decoded, or where the snapshot the catalog was read from
+/// holds it, decoded on first use. A cold start reads 100,000 stores from a snapshot and a
+/// function then decides at a few of them: decoding each store there (its strings, its
+/// fence's geometry) took most of the start's time and memory, and the deciding needs only
+/// what the catalog compiles from them (time zone, category, offers, fence shape).
+pub(crate) struct StoreCell {
+    store: std::sync::OnceLock<Box<Store>>,
+    /// The snapshot and the offset of the store's record in it.
+    at: Option<(Arc<Vec<u8>>, usize)>,
+}
+
+impl StoreCell {
+    fn built(store: Store) -> Self {
+        StoreCell {
+            store: std::sync::OnceLock::from(Box::new(store)),
+            at: None,
+        }
+    }
+
+    /// The store whose record starts at byte `at` of `snapshot` (read and checked once
+    /// already: [`crate::snapshot::decode`]).
+    pub(crate) fn in_snapshot(snapshot: Arc<Vec<u8>>, at: usize) -> Self {
+        StoreCell {
+            store: std::sync::OnceLock::new(),
+            at: Some((snapshot, at)),
+        }
+    }
+
+    fn get(&self) -> &Store {
+        self.store.get_or_init(|| {
+            let (snapshot, at) = self.at.as_ref().expect("a store or its record");
+            Box::new(crate::snapshot::store_at(snapshot, *at))
+        })
+    }
+}
+
+impl std::fmt::Debug for StoreCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.store.get(), &self.at) {
+            (Some(s), _) => s.fmt(f),
+            (None, Some((_, at))) => write!(f, "<store at byte {at} of its snapshot>"),
+            (None, None) => f.write_str("<no store>"),
+        }
+    }
+}
+
+/// What assembling a catalog reads of each store: a decoded [`Store`], or a snapshot's
+/// record of one (its text borrowed from the snapshot).
+pub(crate) trait StoreSource {
+    fn category(&self) -> &str;
+    fn brand(&self) -> Option<&str>;
+    fn tags(&self) -> impl Iterator<Item = &str>;
+    fn opening_hours(&self) -> Option<&str>;
+    fn into_cell(self) -> StoreCell;
+}
+
+impl StoreSource for Store {
+    fn category(&self) -> &str {
+        &self.category
+    }
+    fn brand(&self) -> Option<&str> {
+        self.brand.as_deref()
+    }
+    fn tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(String::as_str)
+    }
+    fn opening_hours(&self) -> Option<&str> {
+        self.opening_hours.as_deref()
+    }
+    fn into_cell(self) -> StoreCell {
+        StoreCell::built(self)
+    }
 }
 
 /// Store positions in shared chunks (`None`: a removed store's hole).
@@ -195,8 +269,8 @@ impl Catalog {
     /// (their fences, in store order) with `offers` and `policy`: the offers checked and
     /// indexed by store. `parse_hours`: parse every store's opening hours now (and refuse
     /// invalid ones); else each is parsed on first use.
-    pub(crate) fn assemble(
-        stores: Vec<Store>,
+    pub(crate) fn assemble<S: StoreSource>(
+        stores: Vec<S>,
         tzs: Vec<Tz>,
         store_pos: HashMap<Id, u32>,
         index: GeofenceIndex,
@@ -210,7 +284,13 @@ impl Catalog {
             .iter()
             .map(|s| {
                 let n = categories.pos.len() as u32;
-                *categories.pos.entry(s.category.clone()).or_insert(n)
+                match categories.pos.get(s.category()) {
+                    Some(&p) => p,
+                    None => {
+                        categories.pos.insert(s.category().to_string(), n);
+                        n
+                    }
+                }
             })
             .collect();
         categories.offers = vec![Vec::new(); categories.pos.len()];
@@ -252,11 +332,11 @@ impl Catalog {
             let mut by_brand: HashMap<&str, Vec<u32>> = HashMap::new();
             let mut by_tag: HashMap<&str, Vec<u32>> = HashMap::new();
             for (p, st) in stores.iter().enumerate() {
-                if let Some(b) = &st.brand {
-                    by_brand.entry(b.as_str()).or_default().push(p as u32);
+                if let Some(b) = st.brand() {
+                    by_brand.entry(b).or_default().push(p as u32);
                 }
-                for t in &st.tags {
-                    by_tag.entry(t.as_str()).or_default().push(p as u32);
+                for t in st.tags() {
+                    by_tag.entry(t).or_default().push(p as u32);
                 }
             }
             for (k, o) in offers.iter().enumerate() {
@@ -279,7 +359,7 @@ impl Catalog {
         {
             let hours = std::sync::OnceLock::new();
             if parse_hours {
-                let parsed = match &store.opening_hours {
+                let parsed = match store.opening_hours() {
                     Some(h) => Some(Arc::new(
                         crate::config::parse_opening_hours(h)
                             .map_err(|e| e.within(&format!("stores[{p}].opening_hours")))?,
@@ -293,7 +373,7 @@ impl Catalog {
                 own.push(k);
             }
             slots.push(Some(Arc::new(Slot {
-                store,
+                store: store.into_cell(),
                 tz,
                 category,
                 hours,
@@ -410,7 +490,7 @@ impl Catalog {
         c.slots.set(
             p,
             Some(Arc::new(Slot {
-                store,
+                store: StoreCell::built(store),
                 tz,
                 category,
                 hours: std::sync::OnceLock::from(hours),
@@ -541,7 +621,7 @@ impl Catalog {
     /// When no store is there: positions come from [`Self::lookup_into`] or
     /// [`Self::store_position`] of the same catalog.
     pub fn store(&self, p: u32) -> &Store {
-        &self.slot(p).store
+        self.slot(p).store.get()
     }
 
     fn slot(&self, p: u32) -> &Slot {
@@ -585,12 +665,12 @@ impl Catalog {
 
     /// The stores, in position order.
     pub fn stores(&self) -> impl Iterator<Item = &Store> {
-        self.slots.iter().map(|(_, s)| &s.store)
+        self.slots.iter().map(|(_, s)| s.store.get())
     }
 
     /// The stores with their positions, in position order.
     pub fn stores_at(&self) -> impl Iterator<Item = (u32, &Store)> {
-        self.slots.iter().map(|(p, s)| (p, &s.store))
+        self.slots.iter().map(|(p, s)| (p, s.store.get()))
     }
 
     /// Number of stores.
@@ -656,7 +736,7 @@ impl Catalog {
             .and_then(|s| {
                 s.hours
                     .get_or_init(|| {
-                        let text = s.store.opening_hours.as_deref()?;
+                        let text = s.store.get().opening_hours.as_deref()?;
                         crate::config::parse_opening_hours(text).ok().map(Arc::new)
                     })
                     .as_ref()
@@ -867,7 +947,7 @@ mod tests {
             let compact = cat.compacted().unwrap();
             prop_assert_eq!(compact.changes(), 0);
             prop_assert_eq!(&seen(&compact), &want, "compacted");
-            let read = crate::snapshot::decode(&crate::snapshot::encode(&cat).unwrap()).unwrap();
+            let read = crate::snapshot::decode(crate::snapshot::encode(&cat).unwrap()).unwrap();
             prop_assert_eq!(&seen(&read), &want, "through a snapshot");
             if let Some(snap) = snapshot {
                 let rebased = cat.rebased(snap.compacted().unwrap(), &snap).expect("same build");

@@ -358,16 +358,57 @@ pub struct GeofenceIndex {
     /// (about 110 × 55 m here) that some small fence may hold a point of, those fences
     /// with their pre-tests, the ones holding all of the square first.
     squares: CellMap<(u32, u32)>,
-    square_fences: Vec<SquareEntry>,
+    square_fences: SquareTable,
     /// Large fences (more than [`MAX_FINE_SQUARES`] squares, or around a pole): H3 cell ->
     /// range in `entries`, looked up from the fix's own cell.
     cells: CellMap<(u32, u32)>,
     entries: Vec<Entry>,
     /// 1° squares near some large fence: only fixes there pay the point-to-cell conversion.
     near_coarse: CellMap<()>,
-    /// Per fence (in fence order), the planar pre-test of [`Self::fence_contains`]. Lookups
-    /// do not read it: each square entry carries its own copy.
-    quick: Vec<Quick>,
+    /// Per fence (in fence order), the planar pre-test of [`Self::fence_contains`], made
+    /// on first use. Lookups do not read it: each square entry carries its own copy.
+    quick: std::sync::OnceLock<Vec<Quick>>,
+}
+
+/// The base index's square entries as they are stored: [`SquareEntry::BYTES`]
+/// little-endian bytes each, in a buffer shared with the snapshot they were read from (a
+/// cold start takes them in place, neither copying nor allocating them: at 100,000 stores
+/// they are most of the snapshot, tens of MB, and fresh memory is what a start pays for
+/// most) or written by the build.
+#[derive(Debug, Clone)]
+struct SquareTable {
+    buf: std::sync::Arc<Vec<u8>>,
+    /// Byte offset of the first entry in `buf`.
+    start: usize,
+    /// Entries.
+    len: usize,
+}
+
+impl SquareTable {
+    fn of(entries: &[SquareEntry]) -> Self {
+        let mut buf = Vec::with_capacity(entries.len() * SquareEntry::BYTES);
+        for e in entries {
+            buf.extend_from_slice(&e.to_bytes());
+        }
+        SquareTable {
+            buf: std::sync::Arc::new(buf),
+            start: 0,
+            len: entries.len(),
+        }
+    }
+
+    /// Entries `from..from + n` (in range: checked when the table was read).
+    #[inline]
+    fn get(&self, from: u32, n: u32) -> &[[u8; SquareEntry::BYTES]] {
+        let a = self.start + from as usize * SquareEntry::BYTES;
+        self.buf[a..a + n as usize * SquareEntry::BYTES]
+            .as_chunks()
+            .0
+    }
+
+    fn all(&self) -> &[[u8; SquareEntry::BYTES]] {
+        self.get(0, self.len as u32)
+    }
 }
 
 /// A small fence's claim on a grid square, with the fence's planar pre-test carried along
@@ -397,6 +438,31 @@ struct SquareEntry {
 const OUT_OVER_IN: f32 = (1.05 / 0.95) * (1.05 / 0.95);
 
 impl SquareEntry {
+    /// Bytes of one entry in a [`SquareTable`] (and in a snapshot).
+    const BYTES: usize = 20;
+
+    fn to_bytes(self) -> [u8; Self::BYTES] {
+        let mut b = [0; Self::BYTES];
+        b[0..4].copy_from_slice(&self.y.to_le_bytes());
+        b[4..8].copy_from_slice(&self.x.to_le_bytes());
+        b[8..12].copy_from_slice(&self.cos_lat.to_le_bytes());
+        b[12..16].copy_from_slice(&self.in2.to_le_bytes());
+        b[16..20].copy_from_slice(&self.entry.0.to_le_bytes());
+        b
+    }
+
+    #[inline(always)]
+    fn from_bytes(b: &[u8; Self::BYTES]) -> Self {
+        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        SquareEntry {
+            y: f32::from_le_bytes(word(0)),
+            x: f32::from_le_bytes(word(4)),
+            cos_lat: f32::from_le_bytes(word(8)),
+            in2: f32::from_le_bytes(word(12)),
+            entry: Entry(u32::from_le_bytes(word(16))),
+        }
+    }
+
     /// `q`'s pre-test relative to square `(a, b)` (`b` as the fence's bounding box gave it,
     /// possibly past ±180°).
     fn new(q: &Quick, a: i64, b: i64, entry: Entry) -> Self {
@@ -703,6 +769,7 @@ impl GeofenceIndex {
         // fence order.
         marked.sort_unstable_by_key(|&(key, e)| (key, !e.entry.full(), e.entry.fence()));
         let mut squares = CellMap::default();
+        squares.reserve(marked.len() / 8);
         let mut square_fences = Vec::with_capacity(marked.len());
         let mut i = 0;
         while i < marked.len() {
@@ -729,11 +796,11 @@ impl GeofenceIndex {
             resolution,
             shapes,
             squares,
-            square_fences,
+            square_fences: SquareTable::of(&square_fences),
             cells,
             entries,
             near_coarse,
-            quick,
+            quick: quick.into(),
         })
     }
 
@@ -750,13 +817,9 @@ impl GeofenceIndex {
             }
         };
         map(w, &self.squares);
-        w.len(self.square_fences.len());
-        for e in &self.square_fences {
-            w.f32(e.y);
-            w.f32(e.x);
-            w.f32(e.cos_lat);
-            w.f32(e.in2);
-            w.u32(e.entry.0);
+        w.len(self.square_fences.len);
+        for e in self.square_fences.all() {
+            w.0.extend_from_slice(e);
         }
         map(w, &self.cells);
         w.len(self.entries.len());
@@ -806,18 +869,14 @@ impl GeofenceIndex {
             }
         };
         let squares = map(r)?;
-        let n = r.len(20)?;
-        let mut square_fences = Vec::with_capacity(n);
-        for _ in 0..n {
-            square_fences.push(SquareEntry {
-                y: r.f32()?,
-                x: r.f32()?,
-                cos_lat: r.f32()?,
-                in2: r.f32()?,
-                entry: entry(r.u32()?, "squares")?,
-            });
+        let n = r.len(SquareEntry::BYTES)?;
+        // In place: the entries stay in the snapshot's buffer.
+        let (buf, start) = r.shared(n * SquareEntry::BYTES)?;
+        let square_fences = SquareTable { buf, start, len: n };
+        for e in square_fences.all() {
+            entry(SquareEntry::from_bytes(e).entry.0, "squares")?;
         }
-        in_range(&squares, square_fences.len(), "squares")?;
+        in_range(&squares, n, "squares")?;
         let cells = map(r)?;
         let n = r.len(4)?;
         let mut entries = Vec::with_capacity(n);
@@ -831,7 +890,6 @@ impl GeofenceIndex {
         for _ in 0..n {
             near_coarse.insert(r.u64()?, ());
         }
-        let quick = shapes.iter().map(Quick::of).collect();
         Ok(GeofenceIndex {
             resolution,
             shapes,
@@ -840,7 +898,7 @@ impl GeofenceIndex {
             cells,
             entries,
             near_coarse,
-            quick,
+            quick: std::sync::OnceLock::new(),
         })
     }
 
@@ -851,7 +909,7 @@ impl GeofenceIndex {
 
     /// Number of (square or cell, fence) entries, a measure of the index's memory.
     pub fn entry_count(&self) -> usize {
-        self.entries.len() + self.square_fences.len()
+        self.entries.len() + self.square_fences.len
     }
 
     /// Fences containing the point, appended to `out` in ascending fence order.
@@ -866,7 +924,10 @@ impl GeofenceIndex {
             // The fix in the square's units, from its corner.
             let (y, x) = ((fy - a) as f32, (fx - b) as f32);
             scan_square(
-                &self.square_fences[start as usize..(start + len) as usize],
+                self.square_fences
+                    .get(start, len)
+                    .iter()
+                    .map(SquareEntry::from_bytes),
                 y,
                 x,
                 |f| self.shapes[f as usize].contains(lat, lon),
@@ -907,7 +968,8 @@ impl GeofenceIndex {
     /// comparing other candidate filters on equal terms.
     #[inline]
     pub fn fence_contains(&self, f: u32, lat: f64, lon: f64) -> bool {
-        self.quick[f as usize]
+        self.quick
+            .get_or_init(|| self.shapes.iter().map(Quick::of).collect())[f as usize]
             .test(lat, lon)
             .unwrap_or_else(|| self.shapes[f as usize].contains(lat, lon))
     }
@@ -933,7 +995,7 @@ impl GeofenceIndex {
 /// pre-test settles inside, and those `exact` accepts.
 #[inline(always)]
 fn scan_square(
-    entries: &[SquareEntry],
+    entries: impl IntoIterator<Item = SquareEntry>,
     y: f32,
     x: f32,
     exact: impl Fn(u32) -> bool,
@@ -1018,7 +1080,7 @@ impl FenceDelta {
         let (a, b) = (fy.floor(), fx.floor());
         if let Some(list) = self.squares.get(&grid_key(a as i64, b as i64, GRID_LON)) {
             scan_square(
-                list,
+                list.iter().copied(),
                 (fy - a) as f32,
                 (fx - b) as f32,
                 |f| self.shapes[&f].0.contains(lat, lon),

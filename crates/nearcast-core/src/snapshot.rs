@@ -5,10 +5,14 @@
 //! configuration version, the offers, cap policy and campaigns as JSON, every store in a
 //! compact binary form, and the geofence index's tables as they are in memory. [`decode`]
 //! reads it back without compiling anything expensive: the index tables are taken as they
-//! are (checked so that no lookup can go out of range), the fences' shapes are rebuilt from
-//! the stores (a circle is three numbers; a polygon is parsed from its GeoJSON), and opening
-//! hours are parsed on first use. The stores and offers were checked when the catalog was
-//! built, before it was written.
+//! are (checked so that no lookup can go out of range; the square entries, most of the
+//! bytes, are used where they lie in the snapshot, which the catalog keeps), the fences'
+//! shapes are rebuilt from the stores (a circle is three numbers; a polygon is parsed from
+//! its GeoJSON), and opening hours are parsed on first use. Every store record is read and
+//! checked, but a [`Store`] is decoded from its record only when first asked for: what
+//! deciding needs (time zone, category, offers, shape) is compiled at once, and a start
+//! that allocated every store's strings spent most of its time and memory on them. The
+//! stores and offers were checked when the catalog was built, before it was written.
 //!
 //! The format is versioned ([`FORMAT`]); a reader refuses any other format, and the host
 //! then builds the catalog from the stored configuration as before. Numbers are
@@ -80,13 +84,19 @@ pub fn encode(catalog: &Catalog) -> Result<Vec<u8>, SnapshotError> {
     Ok(w.0)
 }
 
-/// Reads a snapshot written by [`encode`] (of this [`FORMAT`]).
+/// Reads a snapshot written by [`encode`] (of this [`FORMAT`]). The catalog keeps `bytes`:
+/// the geofence index's square entries are used where they lie in it.
 ///
 /// # Errors
 /// Another format, a truncated or corrupt blob, or a configuration that does not assemble
 /// (an offer naming a store that is not there), described.
-pub fn decode(bytes: &[u8]) -> Result<Catalog, SnapshotError> {
-    let mut r = Reader { b: bytes, at: 0 };
+pub fn decode(bytes: Vec<u8>) -> Result<Catalog, SnapshotError> {
+    let shared = std::sync::Arc::new(bytes);
+    let mut r = Reader {
+        b: &shared,
+        at: 0,
+        shared: &shared,
+    };
     if r.take(8).map_err(SnapshotError)? != MAGIC {
         return Err(SnapshotError("not a catalog snapshot".into()));
     }
@@ -116,16 +126,30 @@ fn read(r: &mut Reader<'_>) -> Result<Catalog, String> {
     let mut tzs = Vec::with_capacity(n);
     let mut store_pos = HashMap::with_capacity(n);
     for i in 0..n {
-        let s = read_store(r).map_err(|e| format!("stores[{i}]: {e}"))?;
-        if store_pos.insert(s.id.clone(), i as u32).is_some() {
-            return Err(format!("stores[{i}]: duplicate id {}", s.id));
-        }
+        // Every record read and checked now, each store decoded from it on first use.
+        let at = r.at;
+        let (id, s) = read_record(r).map_err(|e| format!("stores[{i}]: {e}"))?;
         shapes.push(Shape::from_fence(&s.fence).map_err(|e| format!("stores[{i}].fence: {e}"))?);
         tzs.push(
-            crate::config::parse_tz(&s.time_zone)
+            crate::config::parse_tz(s.time_zone)
                 .map_err(|e| format!("stores[{i}].time_zone: {e}"))?,
         );
-        stores.push(s);
+        match store_pos.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                return Err(format!("stores[{i}]: duplicate id {}", e.key()));
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i as u32);
+            }
+        }
+        stores.push(Record {
+            at,
+            shared: r.shared,
+            category: s.category,
+            brand: s.brand,
+            tags: s.tags,
+            opening_hours: s.opening_hours,
+        });
     }
     let index = GeofenceIndex::read_tables(r, shapes)?;
     if r.take(4)? != END || r.at != r.b.len() {
@@ -143,6 +167,101 @@ fn read(r: &mut Reader<'_>) -> Result<Catalog, String> {
     .and_then(|c| c.with_campaigns(config.campaigns))
     .map(|c| c.at_version(version))
     .map_err(|e| e.to_string())
+}
+
+/// A store's record as a snapshot holds it, its text borrowed.
+struct RecordParts<'a> {
+    time_zone: &'a str,
+    category: &'a str,
+    fence: Fence,
+    brand: Option<&'a str>,
+    tags: Vec<&'a str>,
+    opening_hours: Option<&'a str>,
+}
+
+/// What assembling the catalog reads of a store record, and where the record is.
+struct Record<'a> {
+    at: usize,
+    shared: &'a std::sync::Arc<Vec<u8>>,
+    category: &'a str,
+    brand: Option<&'a str>,
+    tags: Vec<&'a str>,
+    opening_hours: Option<&'a str>,
+}
+
+impl crate::catalog::StoreSource for Record<'_> {
+    fn category(&self) -> &str {
+        self.category
+    }
+    fn brand(&self) -> Option<&str> {
+        self.brand
+    }
+    fn tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().copied()
+    }
+    fn opening_hours(&self) -> Option<&str> {
+        self.opening_hours
+    }
+    fn into_cell(self) -> crate::catalog::StoreCell {
+        crate::catalog::StoreCell::in_snapshot(self.shared.clone(), self.at)
+    }
+}
+
+/// Reads one store record as [`write_store`] wrote it, checking every field a [`Store`]
+/// is decoded from (so that [`store_at`] cannot fail on it), without decoding the text.
+fn read_record<'a>(r: &mut Reader<'a>) -> Result<(Id, RecordParts<'a>), String> {
+    let id = Id::parse(r.str()?).map_err(|e| format!("id: {}", e.reason))?;
+    let _name = r.str()?;
+    let category = r.str()?;
+    let time_zone = r.str()?;
+    let fence = read_fence(r)?;
+    let brand = r.opt()?;
+    let n = r.len(4)?;
+    let mut tags = Vec::with_capacity(n);
+    for _ in 0..n {
+        tags.push(r.str()?);
+    }
+    let _address = r.opt()?;
+    let opening_hours = r.opt()?;
+    Ok((
+        id,
+        RecordParts {
+            time_zone,
+            category,
+            fence,
+            brand,
+            tags,
+            opening_hours,
+        },
+    ))
+}
+
+/// The store whose record starts at byte `at` of `snapshot`, a record
+/// [`read_record`] accepted.
+///
+/// # Panics
+/// When it is not such a record (a catalog only points at the records it read).
+pub(crate) fn store_at(snapshot: &std::sync::Arc<Vec<u8>>, at: usize) -> Store {
+    let mut r = Reader {
+        b: snapshot,
+        at,
+        shared: snapshot,
+    };
+    read_store(&mut r).unwrap_or_else(|e| panic!("store record at byte {at}: {e}"))
+}
+
+fn read_fence(r: &mut Reader<'_>) -> Result<Fence, String> {
+    Ok(match r.u8()? {
+        0 => Fence::Circle {
+            lat: r.f64()?,
+            lon: r.f64()?,
+            radius_m: r.f64()?,
+        },
+        1 => Fence::Polygon {
+            geometry: read_value(r, 0).map_err(|e| format!("fence: {e}"))?,
+        },
+        k => return Err(format!("fence: unknown kind {k}")),
+    })
 }
 
 fn write_store(w: &mut Writer, s: &Store) {
@@ -188,17 +307,7 @@ fn read_store(r: &mut Reader<'_>) -> Result<Store, String> {
     let name = r.str()?.to_string();
     let category = r.str()?.to_string();
     let time_zone = r.str()?.to_string();
-    let fence = match r.u8()? {
-        0 => Fence::Circle {
-            lat: r.f64()?,
-            lon: r.f64()?,
-            radius_m: r.f64()?,
-        },
-        1 => Fence::Polygon {
-            geometry: read_value(r, 0).map_err(|e| format!("fence: {e}"))?,
-        },
-        k => return Err(format!("fence: unknown kind {k}")),
-    };
+    let fence = read_fence(r)?;
     let brand = r.opt()?.map(str::to_string);
     let n = r.len(4)?;
     let mut tags = Vec::with_capacity(n);
@@ -311,9 +420,6 @@ impl Writer {
     pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    pub(crate) fn f32(&mut self, v: f32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
     pub(crate) fn f64(&mut self, v: f64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
@@ -340,6 +446,8 @@ impl Writer {
 pub(crate) struct Reader<'a> {
     b: &'a [u8],
     at: usize,
+    /// The buffer `b` is, for parts used in place.
+    shared: &'a std::sync::Arc<Vec<u8>>,
 }
 
 impl<'a> Reader<'a> {
@@ -353,6 +461,12 @@ impl<'a> Reader<'a> {
         self.at = end;
         Ok(s)
     }
+    /// The next `n` bytes used in place: the buffer and their offset in it.
+    pub(crate) fn shared(&mut self, n: usize) -> Result<(std::sync::Arc<Vec<u8>>, usize), String> {
+        let start = self.at;
+        self.take(n)?;
+        Ok((self.shared.clone(), start))
+    }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
         Ok(self.take(N)?.try_into().expect("N bytes"))
     }
@@ -364,9 +478,6 @@ impl<'a> Reader<'a> {
     }
     pub(crate) fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.array()?))
-    }
-    pub(crate) fn f32(&mut self) -> Result<f32, String> {
-        Ok(f32::from_le_bytes(self.array()?))
     }
     pub(crate) fn f64(&mut self) -> Result<f64, String> {
         Ok(f64::from_le_bytes(self.array()?))
@@ -510,7 +621,7 @@ mod tests {
     fn a_catalog_reads_back_as_it_was_written() {
         let c = catalog();
         let bytes = encode(&c).unwrap();
-        let back = decode(&bytes).unwrap();
+        let back = decode(bytes.clone()).unwrap();
         let (want, got) = (reads(&c), reads(&back));
         assert!(want.iter().filter(|l| !l.ends_with("[]")).count() > 1_000);
         assert_eq!(got.len(), want.len());
@@ -537,31 +648,37 @@ mod tests {
         .unwrap();
         let bytes = encode(&c).unwrap();
         for n in 0..bytes.len() {
-            assert!(decode(&bytes[..n]).is_err(), "prefix of {n} bytes read");
+            assert!(
+                decode(bytes[..n].to_vec()).is_err(),
+                "prefix of {n} bytes read"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(decode(&longer).is_err());
+        assert!(decode(longer).is_err());
         for k in 0..bytes.len() {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut b = bytes.clone();
                 b[k] ^= flip;
-                if let Ok(read) = decode(&b) {
-                    // Whatever reads back serves lookups without going out of range.
+                if let Ok(read) = decode(b) {
+                    // Whatever reads back serves lookups without going out of range, and
+                    // every store decodes from its record (read and checked up front, each
+                    // store is decoded on first use).
                     for a in 0..30 {
                         let _ = read.lookup(60.10 + a as f64 * 0.003, 24.80 + a as f64 * 0.001);
                     }
+                    assert_eq!(read.stores().count(), 40);
                 }
             }
         }
         let mut other = bytes.clone();
         other[8..12].copy_from_slice(&(FORMAT + 1).to_le_bytes());
         assert_eq!(
-            decode(&other).unwrap_err().0,
+            decode(other).unwrap_err().0,
             format!("format {}, this build reads {FORMAT}", FORMAT + 1)
         );
         assert_eq!(
-            decode(b"{\"stores\": []}").unwrap_err().0,
+            decode(b"{\"stores\": []}".to_vec()).unwrap_err().0,
             "not a catalog snapshot"
         );
     }
@@ -580,7 +697,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(changed.changes() > 0);
-        let back = decode(&encode(&changed).unwrap()).unwrap();
+        let back = decode(encode(&changed).unwrap()).unwrap();
         assert_eq!(back.changes(), 0);
         let ids = |c: &Catalog, lat, lon| {
             let mut v: Vec<String> = c

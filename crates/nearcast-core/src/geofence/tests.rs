@@ -334,7 +334,12 @@ fn a_square_claimed_whole_is_inside_its_fence_everywhere() {
     let mut whole = 0;
     for (&key, &(start, len)) in &idx.squares {
         let (a, b) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
-        for e in &idx.square_fences[start as usize..(start + len) as usize] {
+        for e in idx
+            .square_fences
+            .get(start, len)
+            .iter()
+            .map(SquareEntry::from_bytes)
+        {
             if !e.entry.full() {
                 continue;
             }
@@ -378,7 +383,12 @@ fn a_square_entry_pre_test_never_contradicts_the_exact_test() {
     let (mut settled, mut total) = (0u64, 0u64);
     for (&key, &(start, len)) in &idx.squares {
         let (a, b) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
-        for e in &idx.square_fences[start as usize..(start + len) as usize] {
+        for e in idx
+            .square_fences
+            .get(start, len)
+            .iter()
+            .map(SquareEntry::from_bytes)
+        {
             let shape = &idx.shapes()[e.entry.fence() as usize];
             for i in 0..16 {
                 for j in 0..16 {
