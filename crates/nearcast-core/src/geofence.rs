@@ -274,23 +274,25 @@ fn parse_polygon(v: &Value, budget: &mut usize) -> Result<Polygon<f64>, FieldErr
         *budget -= pts.len();
         let mut coords = Vec::with_capacity(pts.len());
         for (pi, p) in pts.iter().enumerate() {
-            let at = format!("[{ri}][{pi}]");
-            let pos = array(p).map_err(|e| e.within(&at))?;
+            // The path only when there is an error to name (a fence has thousands of
+            // positions, and a cold start reads thousands of fences).
+            let at = || format!("[{ri}][{pi}]");
+            let pos = array(p).map_err(|e| e.within(&at()))?;
             if pos.len() < 2 || pos.len() > 3 {
                 return Err(FieldError::new(
-                    at,
+                    at(),
                     "a position is [lon, lat] or [lon, lat, altitude]",
                 ));
             }
             let lon = crate::event::number(&pos[0], -180.0, 180.0)
-                .map_err(|e| e.within(&format!("{at}[0]")))?;
+                .map_err(|e| e.within(&format!("{}[0]", at())))?;
             let lat = crate::event::number(&pos[1], -90.0, 90.0)
-                .map_err(|e| e.within(&format!("{at}[1]")))?;
+                .map_err(|e| e.within(&format!("{}[1]", at())))?;
             if let Some(prev) = coords.last() {
                 let prev: &Coord<f64> = prev;
                 if (prev.x - lon).abs() > 180.0 {
                     return Err(FieldError::new(
-                        at,
+                        at(),
                         "an edge crosses the antimeridian; cut the polygon in two (RFC 7946 §3.1.9)",
                     ));
                 }
