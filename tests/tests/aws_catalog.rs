@@ -165,14 +165,16 @@ async fn instance_with_snapshots(
         table,
     ));
     let store = RefreshingStore::new(dynamo.clone(), Duration::from_millis(300));
-    store.prime().await.expect("catalog version");
+    // As a function starts (nearcast_functions::start_with): the version read points at
+    // the snapshot, fetched while the newest change is checked.
+    let versions = store.prime().await.expect("catalog version");
     let snapshots = Arc::new(CatalogSnapshots::new(
         moto().s3(Some(&proxy.url)).await,
         bucket,
         dynamo,
     ));
     store.use_snapshots(snapshots.clone());
-    let initial = snapshots.load_logged().await;
+    let initial = snapshots.load_logged_at(versions.snapshot, true).await;
     let engine = Arc::new(
         Engine::starting_from(
             store.clone(),
@@ -221,11 +223,14 @@ async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
     assert!(admin.publish_catalog().await.unwrap());
     let first_version = admin.catalog().version.clone().unwrap();
 
-    // A new instance starts from the snapshot: one GetObject, no Scan of the table.
+    // A new instance starts from the snapshot: one GetItem (the versions, which point at
+    // it), one Query (the newest change), one GetObject, no Scan of the table.
     proxy.reset_counts();
     let (b, b_store) = instance_with_snapshots(&proxy, &table, &bucket, false).await;
     let counts = proxy.counts();
     assert_eq!(counts.get("Scan"), None, "{counts:?}");
+    assert_eq!(counts.get("GetItem"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("Query"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("GetObject"), Some(&1), "{counts:?}");
     assert_eq!(config_of(&b.catalog()), config_of(&admin.catalog()));
     let (lat, lon) = nearcast_tests::store_point(0);

@@ -71,17 +71,18 @@ impl RefreshingStore {
     }
 
     /// Reads the current catalog version and model number; call it before the engine loads
-    /// the catalog and the models, so that any change after the load shows as new.
+    /// the catalog and the models, so that any change after the load shows as new. Answers
+    /// what it read (its snapshot pointer is the one to load from).
     ///
     /// # Errors
     /// When DynamoDB fails.
-    pub async fn prime(&self) -> Result<(), StoreError> {
+    pub async fn prime(&self) -> Result<crate::Versions, StoreError> {
         let v = self.inner.versions().await?;
         let mut c = self.check.lock().await;
         c.version = v.catalog;
         c.model = v.model;
         c.last = Some(Instant::now());
-        Ok(())
+        Ok(v)
     }
 
     /// Keeps the attached engine's models current from `rollout` (call it once the engine
@@ -145,7 +146,7 @@ impl RefreshingStore {
                 }
             };
             let from_snapshot = match self.snapshots.get() {
-                Some(s) if !followed => s.load_logged().await,
+                Some(s) if !followed => s.load_logged_at(versions.snapshot.clone(), false).await,
                 _ => None,
             };
             let loaded = match from_snapshot {

@@ -139,24 +139,63 @@ impl CatalogSnapshots {
             .await
             .map_err(|e| Skipped::Failed(e.0))?
             .snapshot;
+        self.load_at(pointer, false).await
+    }
+
+    /// As [`Self::load`], from the snapshot pointer of a [`DynamoStateStore::versions`] just
+    /// read. `early`: fetch the object while the newest change is checked, not after it:
+    /// what a cold start does (it has nothing else to do meanwhile); a running function
+    /// checks first, as right after a change the object is stale until admin-api publishes
+    /// the next, and fetching it would be for nothing.
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub async fn load_at(
+        &self,
+        pointer: Option<(String, String)>,
+        early: bool,
+    ) -> Result<Catalog, Skipped> {
         let Some((key, of)) = pointer else {
             return Err(Skipped::NonePublished);
         };
-        let newest = self
-            .table
-            .audit_log(None, 1)
-            .await
-            .map_err(|e| Skipped::Failed(e.0))?
-            .pop()
-            .map(|e| e.id);
-        if newest.as_deref() != Some(of.as_str()) {
-            return Err(Skipped::Stale);
+        let newest = async {
+            let newest = self
+                .table
+                .audit_log(None, 1)
+                .await
+                .map_err(|e| Skipped::Failed(e.0))?
+                .pop()
+                .map(|e| e.id);
+            if newest.as_deref() == Some(of.as_str()) {
+                Ok(())
+            } else {
+                Err(Skipped::Stale)
+            }
+        };
+        let catalog = if early {
+            let (newest, catalog) = tokio::join!(newest, self.fetch(&key));
+            newest?;
+            catalog?
+        } else {
+            newest.await?;
+            self.fetch(&key).await?
+        };
+        if catalog.version.as_deref() != Some(of.as_str()) {
+            return Err(Skipped::Failed(format!(
+                "{key} holds version {:?}, the pointer says {of}",
+                catalog.version
+            )));
         }
+        Ok(catalog)
+    }
+
+    /// The catalog in object `key`, read as it arrives.
+    async fn fetch(&self, key: &str) -> Result<Catalog, Skipped> {
         let bytes = match self
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(key)
             .send()
             .await
         {
@@ -186,22 +225,28 @@ impl CatalogSnapshots {
                 )));
             }
         };
-        let catalog =
-            nearcast_core::snapshot::decode(bytes).map_err(|e| Skipped::Failed(e.to_string()))?;
-        if catalog.version.as_deref() != Some(of.as_str()) {
-            return Err(Skipped::Failed(format!(
-                "{key} holds version {:?}, the pointer says {of}",
-                catalog.version
-            )));
-        }
-        Ok(catalog)
+        nearcast_core::snapshot::decode(bytes).map_err(|e| Skipped::Failed(e.to_string()))
     }
 
     /// [`Self::load`], logged: the catalog, or `None` (the reason at info level, a failure
     /// at warn level) so the caller builds it from the table.
     pub async fn load_logged(&self) -> Option<Catalog> {
         let started = std::time::Instant::now();
-        match self.load().await {
+        Self::logged(started, self.load().await)
+    }
+
+    /// [`Self::load_at`], logged as [`Self::load_logged`].
+    pub async fn load_logged_at(
+        &self,
+        pointer: Option<(String, String)>,
+        early: bool,
+    ) -> Option<Catalog> {
+        let started = std::time::Instant::now();
+        Self::logged(started, self.load_at(pointer, early).await)
+    }
+
+    fn logged(started: std::time::Instant, loaded: Result<Catalog, Skipped>) -> Option<Catalog> {
+        match loaded {
             Ok(c) => {
                 tracing::info!(
                     stores = c.store_count(),

@@ -565,8 +565,9 @@ pub async fn start_with(
             .with_retention(config.retention),
     );
     let refreshing = RefreshingStore::new(dynamo.clone(), config.catalog_refresh);
-    // The version before the catalog is loaded: a change in between shows as new.
-    refreshing
+    // The version before the catalog is loaded: a change in between shows as new. The same
+    // read points at the newest snapshot.
+    let versions = refreshing
         .prime()
         .await
         .map_err(|e| InitError::Engine(EngineError::Store(e)))?;
@@ -580,7 +581,7 @@ pub async fn start_with(
     let initial = match &snapshots {
         Some(s) => {
             refreshing.use_snapshots(s.clone());
-            s.load_logged().await
+            s.load_logged_at(versions.snapshot, true).await
         }
         None => None,
     };
