@@ -47,43 +47,50 @@ struct Slot {
 /// function then decides at a few of them: decoding each store there (its strings, its
 /// fence's geometry) took most of the start's time and memory, and the deciding needs only
 /// what the catalog compiles from them (time zone, category, offers, fence shape).
-pub(crate) struct StoreCell {
-    store: std::sync::OnceLock<Box<Store>>,
-    /// The snapshot and the offset of the store's record in it.
-    at: Option<(Arc<Vec<u8>>, usize)>,
+pub(crate) enum StoreCell {
+    /// Held as given (a catalog built from stores: the serving host's), inline, so a
+    /// decision reads it without another indirection.
+    Built(Store),
+    /// The snapshot and the offset of the store's record in it, and the store once decoded.
+    InSnapshot {
+        store: std::sync::OnceLock<Box<Store>>,
+        snapshot: Arc<Vec<u8>>,
+        at: usize,
+    },
 }
 
 impl StoreCell {
-    fn built(store: Store) -> Self {
-        StoreCell {
-            store: std::sync::OnceLock::from(Box::new(store)),
-            at: None,
-        }
-    }
-
     /// The store whose record starts at byte `at` of `snapshot` (read and checked once
     /// already: [`crate::snapshot::decode`]).
     pub(crate) fn in_snapshot(snapshot: Arc<Vec<u8>>, at: usize) -> Self {
-        StoreCell {
+        StoreCell::InSnapshot {
             store: std::sync::OnceLock::new(),
-            at: Some((snapshot, at)),
+            snapshot,
+            at,
         }
     }
 
+    #[inline]
     fn get(&self) -> &Store {
-        self.store.get_or_init(|| {
-            let (snapshot, at) = self.at.as_ref().expect("a store or its record");
-            Box::new(crate::snapshot::store_at(snapshot, *at))
-        })
+        match self {
+            StoreCell::Built(s) => s,
+            StoreCell::InSnapshot {
+                store,
+                snapshot,
+                at,
+            } => store.get_or_init(|| Box::new(crate::snapshot::store_at(snapshot, *at))),
+        }
     }
 }
 
 impl std::fmt::Debug for StoreCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.store.get(), &self.at) {
-            (Some(s), _) => s.fmt(f),
-            (None, Some((_, at))) => write!(f, "<store at byte {at} of its snapshot>"),
-            (None, None) => f.write_str("<no store>"),
+        match self {
+            StoreCell::Built(s) => s.fmt(f),
+            StoreCell::InSnapshot { store, at, .. } => match store.get() {
+                Some(s) => s.fmt(f),
+                None => write!(f, "<store at byte {at} of its snapshot>"),
+            },
         }
     }
 }
@@ -112,7 +119,7 @@ impl StoreSource for Store {
         self.opening_hours.as_deref()
     }
     fn into_cell(self) -> StoreCell {
-        StoreCell::built(self)
+        StoreCell::Built(self)
     }
 }
 
@@ -490,7 +497,7 @@ impl Catalog {
         c.slots.set(
             p,
             Some(Arc::new(Slot {
-                store: StoreCell::built(store),
+                store: StoreCell::Built(store),
                 tz,
                 category,
                 hours: std::sync::OnceLock::from(hours),
