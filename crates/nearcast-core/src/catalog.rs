@@ -28,10 +28,9 @@ pub const CHUNK: usize = 256;
 /// background): each change copies the changes gathered so far, so they are kept few.
 pub const COMPACT_AFTER: usize = 512;
 
-/// One store position: the store and what is compiled from it.
+/// What is compiled from the store at one position.
 #[derive(Debug)]
 struct Slot {
-    store: StoreCell,
     tz: Tz,
     /// The store's category, a position in [`Categories::offers`].
     category: u32,
@@ -42,57 +41,91 @@ struct Slot {
     own: Box<[u32]>,
 }
 
-/// A store as a catalog holds it: decoded, or where the snapshot the catalog was read from
-/// holds it, decoded on first use. A cold start reads 100,000 stores from a snapshot and a
-/// function then decides at a few of them: decoding each store there (its strings, its
-/// fence's geometry) took most of the start's time and memory, and the deciding needs only
-/// what the catalog compiles from them (time zone, category, offers, fence shape).
-pub(crate) enum StoreCell {
-    /// Held as given (a catalog built from stores: the serving host's), inline, so a
-    /// decision reads it without another indirection.
-    Built(Store),
-    /// The snapshot and the offset of the store's record in it, and the store once decoded.
-    InSnapshot {
-        store: std::sync::OnceLock<Box<Store>>,
-        snapshot: Arc<Vec<u8>>,
-        at: usize,
-    },
+/// A [`Slot`] with its store, in one allocation.
+#[derive(Debug)]
+struct Held<S> {
+    slot: Slot,
+    store: S,
 }
 
-impl StoreCell {
-    /// The store whose record starts at byte `at` of `snapshot` (read and checked once
-    /// already: [`crate::snapshot::decode`]).
-    pub(crate) fn in_snapshot(snapshot: Arc<Vec<u8>>, at: usize) -> Self {
-        StoreCell::InSnapshot {
-            store: std::sync::OnceLock::new(),
-            snapshot,
-            at,
+/// One store position: the store and what is compiled from it. A catalog built from stores
+/// (the serving host's) holds each store inline, so a decision reads it without another
+/// indirection (a separate allocation per store cost `nearcast serve` 5 %). A catalog read
+/// from a snapshot holds where each store's record is, and decodes the store on first use:
+/// a cold start reads 100,000 stores and a function then decides at a few of them, and
+/// decoding every store there (its strings, its fence's geometry) took most of the start's
+/// time and memory; deciding needs only what the slot compiles (time zone, category,
+/// offers; the fence shape is in the index).
+#[derive(Debug, Clone)]
+enum SlotRef {
+    Built(Arc<Held<Store>>),
+    InSnapshot(Arc<Held<StoreRecord>>),
+}
+
+impl std::ops::Deref for SlotRef {
+    type Target = Slot;
+    #[inline]
+    fn deref(&self) -> &Slot {
+        match self {
+            SlotRef::Built(h) => &h.slot,
+            SlotRef::InSnapshot(h) => &h.slot,
+        }
+    }
+}
+
+impl SlotRef {
+    fn new(slot: Slot, store: Holder) -> Self {
+        match store {
+            Holder::Store(store) => SlotRef::Built(Arc::new(Held { slot, store })),
+            Holder::Record { snapshot, at } => SlotRef::InSnapshot(Arc::new(Held {
+                slot,
+                store: StoreRecord {
+                    store: std::sync::OnceLock::new(),
+                    snapshot,
+                    at,
+                },
+            })),
         }
     }
 
     #[inline]
-    fn get(&self) -> &Store {
+    fn store(&self) -> &Store {
         match self {
-            StoreCell::Built(s) => s,
-            StoreCell::InSnapshot {
-                store,
-                snapshot,
-                at,
-            } => store.get_or_init(|| Box::new(crate::snapshot::store_at(snapshot, *at))),
+            SlotRef::Built(h) => &h.store,
+            SlotRef::InSnapshot(h) => h.store.get(),
         }
     }
 }
 
-impl std::fmt::Debug for StoreCell {
+/// A store where a snapshot holds it, decoded on first use.
+struct StoreRecord {
+    store: std::sync::OnceLock<Box<Store>>,
+    snapshot: Arc<Vec<u8>>,
+    /// The offset of the store's record in `snapshot`.
+    at: usize,
+}
+
+impl StoreRecord {
+    fn get(&self) -> &Store {
+        self.store
+            .get_or_init(|| Box::new(crate::snapshot::store_at(&self.snapshot, self.at)))
+    }
+}
+
+impl std::fmt::Debug for StoreRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreCell::Built(s) => s.fmt(f),
-            StoreCell::InSnapshot { store, at, .. } => match store.get() {
-                Some(s) => s.fmt(f),
-                None => write!(f, "<store at byte {at} of its snapshot>"),
-            },
+        match self.store.get() {
+            Some(s) => s.fmt(f),
+            None => write!(f, "<store at byte {} of its snapshot>", self.at),
         }
     }
+}
+
+/// A store as assembling takes it: decoded, or the record of it in a snapshot (read and
+/// checked once already: [`crate::snapshot::decode`]).
+pub(crate) enum Holder {
+    Store(Store),
+    Record { snapshot: Arc<Vec<u8>>, at: usize },
 }
 
 /// What assembling a catalog reads of each store: a decoded [`Store`], or a snapshot's
@@ -102,7 +135,7 @@ pub(crate) trait StoreSource {
     fn brand(&self) -> Option<&str>;
     fn tags(&self) -> impl Iterator<Item = &str>;
     fn opening_hours(&self) -> Option<&str>;
-    fn into_cell(self) -> StoreCell;
+    fn into_holder(self) -> Holder;
 }
 
 impl StoreSource for Store {
@@ -118,25 +151,25 @@ impl StoreSource for Store {
     fn opening_hours(&self) -> Option<&str> {
         self.opening_hours.as_deref()
     }
-    fn into_cell(self) -> StoreCell {
-        StoreCell::Built(self)
+    fn into_holder(self) -> Holder {
+        Holder::Store(self)
     }
 }
 
 /// Store positions in shared chunks (`None`: a removed store's hole).
 #[derive(Debug, Clone, Default)]
 struct Slots {
-    chunks: Vec<Arc<Vec<Option<Arc<Slot>>>>>,
+    chunks: Vec<Arc<Vec<Option<SlotRef>>>>,
     len: usize,
 }
 
 impl Slots {
-    fn get(&self, p: u32) -> Option<&Slot> {
+    fn get(&self, p: u32) -> Option<&SlotRef> {
         let p = p as usize;
-        self.chunks.get(p / CHUNK)?.get(p % CHUNK)?.as_deref()
+        self.chunks.get(p / CHUNK)?.get(p % CHUNK)?.as_ref()
     }
 
-    fn push(&mut self, slot: Option<Arc<Slot>>) {
+    fn push(&mut self, slot: Option<SlotRef>) {
         if self.len % CHUNK == 0 {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
@@ -145,7 +178,7 @@ impl Slots {
         self.len += 1;
     }
 
-    fn set(&mut self, p: u32, slot: Option<Arc<Slot>>) {
+    fn set(&mut self, p: u32, slot: Option<SlotRef>) {
         let p = p as usize;
         while self.len <= p {
             self.push(None);
@@ -153,12 +186,12 @@ impl Slots {
         Arc::make_mut(&mut self.chunks[p / CHUNK])[p % CHUNK] = slot;
     }
 
-    fn iter(&self) -> impl Iterator<Item = (u32, &Slot)> {
+    fn iter(&self) -> impl Iterator<Item = (u32, &SlotRef)> {
         self.chunks
             .iter()
             .flat_map(|c| c.iter())
             .enumerate()
-            .filter_map(|(p, s)| s.as_deref().map(|s| (p as u32, s)))
+            .filter_map(|(p, s)| s.as_ref().map(|s| (p as u32, s)))
     }
 }
 
@@ -379,13 +412,15 @@ impl Catalog {
             while let Some((_, k)) = named.next_if(|&(q, _)| q == p as u32) {
                 own.push(k);
             }
-            slots.push(Some(Arc::new(Slot {
-                store: store.into_cell(),
-                tz,
-                category,
-                hours,
-                own: own.into_boxed_slice(),
-            })));
+            slots.push(Some(SlotRef::new(
+                Slot {
+                    tz,
+                    category,
+                    hours,
+                    own: own.into_boxed_slice(),
+                },
+                store.into_holder(),
+            )));
         }
         let holdouts = holdouts_of(&offers);
         let offer_campaign = vec![None; offers.len()];
@@ -496,13 +531,15 @@ impl Catalog {
         Arc::make_mut(&mut c.changed).push(store.id.clone());
         c.slots.set(
             p,
-            Some(Arc::new(Slot {
-                store: StoreCell::Built(store),
-                tz,
-                category,
-                hours: std::sync::OnceLock::from(hours),
-                own,
-            })),
+            Some(SlotRef::new(
+                Slot {
+                    tz,
+                    category,
+                    hours: std::sync::OnceLock::from(hours),
+                    own,
+                },
+                Holder::Store(store),
+            )),
         );
         Ok(c)
     }
@@ -628,10 +665,10 @@ impl Catalog {
     /// When no store is there: positions come from [`Self::lookup_into`] or
     /// [`Self::store_position`] of the same catalog.
     pub fn store(&self, p: u32) -> &Store {
-        self.slot(p).store.get()
+        self.slot(p).store()
     }
 
-    fn slot(&self, p: u32) -> &Slot {
+    fn slot(&self, p: u32) -> &SlotRef {
         self.slots
             .get(p)
             .unwrap_or_else(|| panic!("no store at position {p}"))
@@ -672,12 +709,12 @@ impl Catalog {
 
     /// The stores, in position order.
     pub fn stores(&self) -> impl Iterator<Item = &Store> {
-        self.slots.iter().map(|(_, s)| s.store.get())
+        self.slots.iter().map(|(_, s)| s.store())
     }
 
     /// The stores with their positions, in position order.
     pub fn stores_at(&self) -> impl Iterator<Item = (u32, &Store)> {
-        self.slots.iter().map(|(p, s)| (p, s.store.get()))
+        self.slots.iter().map(|(p, s)| (p, s.store()))
     }
 
     /// Number of stores.
@@ -743,7 +780,7 @@ impl Catalog {
             .and_then(|s| {
                 s.hours
                     .get_or_init(|| {
-                        let text = s.store.get().opening_hours.as_deref()?;
+                        let text = s.store().opening_hours.as_deref()?;
                         crate::config::parse_opening_hours(text).ok().map(Arc::new)
                     })
                     .as_ref()

@@ -202,8 +202,11 @@ impl crate::catalog::StoreSource for Record<'_> {
     fn opening_hours(&self) -> Option<&str> {
         self.opening_hours
     }
-    fn into_cell(self) -> crate::catalog::StoreCell {
-        crate::catalog::StoreCell::in_snapshot(self.shared.clone(), self.at)
+    fn into_holder(self) -> crate::catalog::Holder {
+        crate::catalog::Holder::Record {
+            snapshot: self.shared.clone(),
+            at: self.at,
+        }
     }
 }
 
