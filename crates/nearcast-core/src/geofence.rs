@@ -387,18 +387,6 @@ struct SquareTable {
 }
 
 impl SquareTable {
-    fn of(entries: &[SquareEntry]) -> Self {
-        let mut buf = Vec::with_capacity(entries.len() * SquareEntry::BYTES);
-        for e in entries {
-            buf.extend_from_slice(&e.to_bytes());
-        }
-        SquareTable {
-            buf: std::sync::Arc::new(buf),
-            start: 0,
-            len: entries.len(),
-        }
-    }
-
     /// Entries `from..from + n` (in range: checked when the table was read).
     #[inline]
     fn get(&self, from: u32, n: u32) -> &[[u8; SquareEntry::BYTES]] {
@@ -772,16 +760,17 @@ impl GeofenceIndex {
         marked.sort_unstable_by_key(|&(key, e)| (key, !e.entry.full(), e.entry.fence()));
         let mut squares = CellMap::default();
         squares.reserve(marked.len() / 8);
-        let mut square_fences = Vec::with_capacity(marked.len());
+        // The entries written as the table holds them.
+        let mut table = Vec::with_capacity(marked.len() * SquareEntry::BYTES);
         let mut i = 0;
         while i < marked.len() {
             let key = marked[i].0;
-            let start = square_fences.len() as u32;
+            let start = i as u32;
             while i < marked.len() && marked[i].0 == key {
-                square_fences.push(marked[i].1);
+                table.extend_from_slice(&marked[i].1.to_bytes());
                 i += 1;
             }
-            squares.insert(key, (start, square_fences.len() as u32 - start));
+            squares.insert(key, (start, i as u32 - start));
         }
 
         let mut cells = CellMap::default();
@@ -798,7 +787,11 @@ impl GeofenceIndex {
             resolution,
             shapes,
             squares,
-            square_fences: SquareTable::of(&square_fences),
+            square_fences: SquareTable {
+                buf: std::sync::Arc::new(table),
+                start: 0,
+                len: marked.len(),
+            },
             cells,
             entries,
             near_coarse,
