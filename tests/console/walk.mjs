@@ -2,7 +2,8 @@
 // by playwright-core): sign in as a viewer and as an admin, import the Helsinki stores
 // with two bad rows, the fences on the map and the API's validation messages, a campaign
 // with its push preview, the simulator, activation, the demo day replayed, the results,
-// a pause in the audit log, and why a person was not sent an offer.
+// a pause in the audit log, why a person was not sent an offer, and a presence webhook
+// that failed every attempt, sent again.
 //
 // Run by scripts/console-test.sh (which builds the console and the binary and installs
 // chromium when it is missing). Each step saves a screenshot in $CONSOLE_OUT and checks
@@ -258,6 +259,10 @@ try {
   }, viewerKey);
   check(refused === 403, "and the API refuses the viewer's write (403)");
   await shot(page, "viewer");
+  await openTab(page, "webhooks");
+  check((await text(page, "#webhooks-status")).startsWith("Only an admin sees the dead letters"), "the Webhooks screen tells a viewer that dead letters are for admins");
+  const deadForViewer = await page.evaluate(async (k) => (await fetch("/v1/admin/webhooks/dead-letters", { headers: { Authorization: `Bearer ${k}` } })).status, viewerKey);
+  check(deadForViewer === 403, "and the API refuses the viewer the list (403)");
   await page.locator("#sign-out").click();
   await page.locator("#sign-in").waitFor({ state: "visible" });
   // Single sign-on through the provider config.json names (OIDC, code flow with PKCE).
@@ -458,6 +463,19 @@ try {
   const replay = execFileSync(bin, ["replay", "--db", db, "--outbox", outbox, "--weather", path.join(events, "weather.json"), path.join(events, "demo-day.jsonl")]).toString();
   const sentLine = /sent\s+(\d+)/.exec(replay);
   check(sentLine && Number(sentLine[1]) > 0, `the demo day replays through the same file (${sentLine ? sentLine[1] : "?"} sent)`);
+  // A presence message that failed every attempt an hour ago, written as the relay leaves
+  // one (this server has no receiver configured, so its relay never attempts one; dead
+  // letters older than 30 days are pruned): step 9 sends it again from the console.
+  execFileSync("python3", ["-c", `
+import json, sqlite3, sys, time
+db, store = sys.argv[1], sys.argv[2]
+body = json.dumps({"id": "msg_0000walk00000001", "user_id": "walk-user", "event_id": "walk-event-1",
+    "at": "2026-11-20T09:00:00Z", "changes": [{"store_id": store, "transition": "enter", "since": "2026-11-20T09:00:00Z"}]})
+c = sqlite3.connect(db)
+c.execute("INSERT INTO webhooks (id, user_id, body, attempts, next_at, last_error, dead) VALUES (?, ?, ?, 10, ?, ?, 1)",
+    ("msg_0000walk00000001", "walk-user", body, int((time.time() - 3600) * 1e6), "the receiver answered 503"))
+c.commit()
+`, db, cafe.id]);
   // The same address again: the browser keeps its session (per origin).
   server = await serve(new URL(server.base).host);
   await page.goto(`${server.base}/console/#results`);
@@ -523,6 +541,24 @@ try {
   await shot(page, "why");
   const lowAtWhy = await lowContrast(page);
   check(lowAtWhy.checked > 10 && lowAtWhy.problems.length === 0, `and the ${lowAtWhy.checked} on the People screen (${lowAtWhy.problems.join("; ") || "none below"})`);
+
+  // 9. A presence webhook that failed every attempt: listed, and sent again.
+  console.log("9. a dead webhook message, listed and sent again");
+  await openTab(page, "webhooks");
+  await page.locator("#dead-list tbody tr").first().waitFor();
+  const deadRow = await page.locator("#dead-list tbody tr").first().locator("td").allTextContents();
+  check(deadRow[1] === "walk-user" && deadRow[2] === `entered ${cafe.name}` && deadRow[3] === "10" && deadRow[4] === "the receiver answered 503",
+    `the dead letter names the person, the fence by its store's name, the attempts and the last error: ${deadRow.join(" | ")}`);
+  const status = await text(page, "#webhooks-status");
+  check(status.includes("off in this instance") && status.includes("One message failed every attempt"), `and says webhooks are off here: ${status}`);
+  await shot(page, "webhooks");
+  await page.locator("#redrive").click();
+  await page.waitForFunction(() => document.querySelectorAll("#dead-list tbody tr").length === 0);
+  check((await text(page, "#toast")).includes("One message is back in the outbox"), "sent again: back in the outbox, and the list is empty");
+  check((await text(page, "#webhooks-status")).includes("No message failed every attempt"), "the status says none is left");
+  check(await page.locator("#redrive").isHidden(), "with nothing to send again, the button is gone");
+  const lowAtWebhooks = await lowContrast(page);
+  check(lowAtWebhooks.problems.length === 0, `the Webhooks screen's text contrast (${lowAtWebhooks.problems.join("; ") || "none below"})`);
 
   check(pageErrors.length === 0, `no script errors on the page (${pageErrors.join("; ") || "none"})`);
 } finally {

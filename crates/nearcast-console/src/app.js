@@ -132,7 +132,7 @@ function applyRole() {
   }
   for (const b of $$(".admin-only")) {
     b.disabled = !(me && me.can.admin);
-    b.title = b.disabled ? "Only an admin may look up a person" : "";
+    b.title = b.disabled ? "Only an admin may do this: it concerns people" : "";
   }
 }
 
@@ -178,6 +178,7 @@ const onTab = {
   results: () => loadCampaigns(),
   audit: () => loadAudit(true),
   people: () => loadOffers(),
+  webhooks: () => loadDeadLetters(),
 };
 
 // ---------------------------------------------------------------- the map
@@ -1028,6 +1029,53 @@ $("#why-form").addEventListener("submit", async (ev) => {
   } catch (e) {
     showError("#why-error", e);
   }
+});
+
+// ---------------------------------------------------------------- webhooks
+
+const TRANSITIONS = { enter: "entered", exit: "left" };
+
+/** The presence messages the receiver never took (admins only: they name people). */
+async function loadDeadLetters() {
+  showError("#webhooks-error", null);
+  const body = $("#dead-list tbody");
+  if (!(me && me.can.admin)) {
+    $("#webhooks-status").textContent = "Only an admin sees the dead letters: they name people.";
+    body.replaceChildren();
+    $("#redrive").hidden = true;
+    return;
+  }
+  let r;
+  try {
+    r = await api("GET", "/v1/admin/webhooks/dead-letters?limit=1000");
+  } catch (e) {
+    showError("#webhooks-error", e);
+    return;
+  }
+  const dead = r.dead_letters;
+  $("#webhooks-status").textContent = [
+    r.enabled ? "Webhooks are on in this instance." : "Webhooks are off in this instance: messages wait until a receiver is configured.",
+    dead.length
+      ? `${dead.length === 1 ? "One message" : `${dead.length} messages`} failed every attempt${dead.length === 1000 ? " (the oldest 1,000 shown)" : ""}.`
+      : "No message failed every attempt.",
+  ].join(" ");
+  body.replaceChildren(...dead.map((d) => h("tr", {},
+    h("td", {}, when(d.next_at)),
+    h("td", {}, d.message.user_id),
+    h("td", {}, d.message.changes.map((c) => `${TRANSITIONS[c.transition] || c.transition} ${storeName(c.store_id)}`).join("; ")),
+    h("td", {}, String(d.attempts)),
+    h("td", {}, d.last_error || ""))));
+  $("#redrive").hidden = dead.length === 0;
+}
+$("#redrive").addEventListener("click", async () => {
+  showError("#webhooks-error", null);
+  try {
+    const r = await api("POST", "/v1/admin/webhooks/dead-letters/redrive");
+    toast(`${r.redriven === 1 ? "One message is" : `${r.redriven} messages are`} back in the outbox, to be sent again`);
+  } catch (e) {
+    showError("#webhooks-error", e);
+  }
+  await loadDeadLetters();
 });
 
 // ---------------------------------------------------------------- start
