@@ -330,6 +330,31 @@ async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
     let (d, _) = instance_with_snapshots(&proxy, &table, &bucket, false).await;
     assert!(proxy.counts().get("Scan").is_some_and(|n| *n >= 2));
     assert_eq!(config_of(&d.catalog()), config_of(&admin.catalog()));
+
+    // An object that is gone is missing (logged at info level); S3 failing otherwise (here
+    // a bucket that does not exist) is a failure (at warn level). Either way the table.
+    moto()
+        .s3(None)
+        .await
+        .delete_object()
+        .bucket(&bucket)
+        .key(CatalogSnapshots::key_of(&newest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshots.load().await.err(),
+        Some(nearcast_aws::snapshots::Skipped::Missing)
+    );
+    let elsewhere = CatalogSnapshots::new(
+        moto().s3(None).await,
+        unique("nobucket"),
+        Arc::new(DynamoStateStore::new(moto().dynamodb(None).await, &table)),
+    );
+    assert!(matches!(
+        elsewhere.load().await,
+        Err(nearcast_aws::snapshots::Skipped::Failed(e)) if e.contains("S3 GetObject")
+    ));
 }
 
 /// The object keys in `bucket`.

@@ -228,25 +228,15 @@ impl CatalogSnapshots {
         nearcast_core::snapshot::decode(bytes).map_err(|e| Skipped::Failed(e.to_string()))
     }
 
-    /// [`Self::load`], logged: the catalog, or `None` (the reason at info level, a failure
-    /// at warn level) so the caller builds it from the table.
-    pub async fn load_logged(&self) -> Option<Catalog> {
-        let started = std::time::Instant::now();
-        Self::logged(started, self.load().await)
-    }
-
-    /// [`Self::load_at`], logged as [`Self::load_logged`].
+    /// [`Self::load_at`], logged: the catalog, or `None` (the reason at info level, a
+    /// failure at warn level) so the caller builds it from the table.
     pub async fn load_logged_at(
         &self,
         pointer: Option<(String, String)>,
         early: bool,
     ) -> Option<Catalog> {
         let started = std::time::Instant::now();
-        Self::logged(started, self.load_at(pointer, early).await)
-    }
-
-    fn logged(started: std::time::Instant, loaded: Result<Catalog, Skipped>) -> Option<Catalog> {
-        match loaded {
+        match self.load_at(pointer, early).await {
             Ok(c) => {
                 tracing::info!(
                     stores = c.store_count(),
