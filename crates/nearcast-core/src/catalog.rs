@@ -50,7 +50,7 @@ struct Held<S> {
 
 /// One store position: the store and what is compiled from it. A catalog built from stores
 /// (the serving host's) holds each store inline, so a decision reads it without another
-/// indirection (a separate allocation per store cost `nearcast serve` 5 %). A catalog read
+/// indirection. A catalog read
 /// from a snapshot holds where each store's record is, and decodes the store on first use:
 /// a cold start reads 100,000 stores and a function then decides at a few of them, and
 /// decoding every store there (its strings, its fence's geometry) took most of the start's
