@@ -358,7 +358,7 @@ pub struct GeofenceIndex {
     shapes: Vec<Shape>,
     /// Square -> range in `square_fences`: for every square of a 1/1024° lat/lon grid
     /// (about 110 × 55 m here) that some small fence may hold a point of, those fences
-    /// with their pre-tests, the ones holding all of the square first.
+    /// (with their pre-tests when built), the ones holding all of the square first.
     squares: CellMap<(u32, u32)>,
     square_fences: SquareTable,
     /// Large fences (more than [`MAX_FINE_SQUARES`] squares, or around a pole): H3 cell ->
@@ -372,11 +372,19 @@ pub struct GeofenceIndex {
     quick: std::sync::OnceLock<Vec<Quick>>,
 }
 
-/// The base index's square entries as they are stored: [`SquareEntry::BYTES`]
-/// little-endian bytes each, in a buffer shared with the snapshot they were read from (a
-/// cold start takes them in place, neither copying nor allocating them: at 100,000 stores
-/// they are most of the snapshot, tens of MB, and fresh memory is what a start pays for
-/// most) or written by the build.
+/// The base index's square entries as they are stored, in one of two layouts:
+///
+/// - **with pre-tests** (the build's): [`SquareEntry::BYTES`] little-endian bytes each,
+///   the fence entry and its planar pre-test, so that a lookup settles most candidates
+///   from one run of memory (what the serving host's throughput rests on);
+/// - **lean** (a snapshot's): the fence entry alone, 4 bytes, used where it lies in the
+///   snapshot's buffer; a lookup gives every candidate that does not hold the whole square
+///   the exact test. At 100,000 stores the pre-tests were 27 of a snapshot's 53 MB, and a
+///   cold start pays for every byte twice (the transfer, then a fresh page): a function
+///   that decides a few fixes before it is frozen needs the entries, not the shortcut.
+///
+/// Both give the same answers (the pre-test only settles points the exact test settles
+/// the same way).
 #[derive(Debug, Clone)]
 struct SquareTable {
     buf: std::sync::Arc<Vec<u8>>,
@@ -384,10 +392,16 @@ struct SquareTable {
     start: usize,
     /// Entries.
     len: usize,
+    /// Whether entries are fence entries alone (4 bytes) rather than with pre-tests.
+    lean: bool,
 }
 
 impl SquareTable {
-    /// Entries `from..from + n` (in range: checked when the table was read).
+    /// Bytes of one entry of the lean layout.
+    const LEAN_BYTES: usize = 4;
+
+    /// Entries `from..from + n` with pre-tests (in range: checked when the table was
+    /// read; the table is not lean).
     #[inline]
     fn get(&self, from: u32, n: u32) -> &[[u8; SquareEntry::BYTES]] {
         let a = self.start + from as usize * SquareEntry::BYTES;
@@ -396,8 +410,26 @@ impl SquareTable {
             .0
     }
 
-    fn all(&self) -> &[[u8; SquareEntry::BYTES]] {
-        self.get(0, self.len as u32)
+    /// Entries `from..from + n` of a lean table.
+    #[inline]
+    fn get_lean(&self, from: u32, n: u32) -> &[[u8; Self::LEAN_BYTES]] {
+        let a = self.start + from as usize * Self::LEAN_BYTES;
+        self.buf[a..a + n as usize * Self::LEAN_BYTES].as_chunks().0
+    }
+
+    /// Every entry's fence entry, in order, whichever the layout.
+    fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        let width = if self.lean {
+            Self::LEAN_BYTES
+        } else {
+            SquareEntry::BYTES
+        };
+        self.buf[self.start..self.start + self.len * width]
+            .chunks_exact(width)
+            .map(move |c| {
+                let w = if self.lean { &c[0..4] } else { &c[16..20] };
+                Entry(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            })
     }
 }
 
@@ -428,7 +460,7 @@ struct SquareEntry {
 const OUT_OVER_IN: f32 = (1.05 / 0.95) * (1.05 / 0.95);
 
 impl SquareEntry {
-    /// Bytes of one entry in a [`SquareTable`] (and in a snapshot).
+    /// Bytes of one entry in a [`SquareTable`] with pre-tests.
     const BYTES: usize = 20;
 
     fn to_bytes(self) -> [u8; Self::BYTES] {
@@ -791,6 +823,7 @@ impl GeofenceIndex {
                 buf: std::sync::Arc::new(table),
                 start: 0,
                 len: marked.len(),
+                lean: false,
             },
             cells,
             entries,
@@ -812,9 +845,11 @@ impl GeofenceIndex {
             }
         };
         map(w, &self.squares);
+        // Lean: the fence entries without their pre-tests (see `SquareTable`).
         w.len(self.square_fences.len);
-        for e in self.square_fences.all() {
-            w.0.extend_from_slice(e);
+        w.0.reserve(self.square_fences.len * SquareTable::LEAN_BYTES);
+        for e in self.square_fences.entries() {
+            w.u32(e.0);
         }
         map(w, &self.cells);
         w.len(self.entries.len());
@@ -864,12 +899,17 @@ impl GeofenceIndex {
             }
         };
         let squares = map(r)?;
-        let n = r.len(SquareEntry::BYTES)?;
-        // In place: the entries stay in the snapshot's buffer.
-        let (buf, start) = r.shared(n * SquareEntry::BYTES)?;
-        let square_fences = SquareTable { buf, start, len: n };
-        for e in square_fences.all() {
-            entry(SquareEntry::from_bytes(e).entry.0, "squares")?;
+        let n = r.len(SquareTable::LEAN_BYTES)?;
+        // In place: the entries stay in the snapshot's buffer, lean.
+        let (buf, start) = r.shared(n * SquareTable::LEAN_BYTES)?;
+        let square_fences = SquareTable {
+            buf,
+            start,
+            len: n,
+            lean: true,
+        };
+        for e in square_fences.entries() {
+            entry(e.0, "squares")?;
         }
         in_range(&squares, n, "squares")?;
         let cells = map(r)?;
@@ -897,6 +937,21 @@ impl GeofenceIndex {
         })
     }
 
+    /// This index written as a snapshot holds it and read back (lean square entries).
+    #[cfg(test)]
+    pub(crate) fn through_snapshot(&self) -> GeofenceIndex {
+        let mut w = crate::snapshot::Writer(Vec::new());
+        self.write_tables(&mut w);
+        let buf = std::sync::Arc::new(w.0);
+        let idx = GeofenceIndex::read_tables(
+            &mut crate::snapshot::Reader::new(&buf),
+            self.shapes.clone(),
+        )
+        .expect("reads back");
+        assert!(idx.square_fences.lean || idx.square_fences.len == 0);
+        idx
+    }
+
     /// The shapes, in fence order.
     pub fn shapes(&self) -> &[Shape] {
         &self.shapes
@@ -917,17 +972,27 @@ impl GeofenceIndex {
         let key = grid_key(a as i64, b as i64, GRID_LON);
         if let Some(&(start, len)) = self.squares.get(&key) {
             // The fix in the square's units, from its corner.
-            let (y, x) = ((fy - a) as f32, (fx - b) as f32);
-            scan_square(
-                self.square_fences
-                    .get(start, len)
-                    .iter()
-                    .map(SquareEntry::from_bytes),
-                y,
-                x,
-                |f| self.shapes[f as usize].contains(lat, lon),
-                out,
-            );
+            if self.square_fences.lean {
+                for w in self.square_fences.get_lean(start, len) {
+                    let e = Entry(u32::from_le_bytes(*w));
+                    let f = e.fence();
+                    if e.full() || self.shapes[f as usize].contains(lat, lon) {
+                        out.push(f);
+                    }
+                }
+            } else {
+                let (y, x) = ((fy - a) as f32, (fx - b) as f32);
+                scan_square(
+                    self.square_fences
+                        .get(start, len)
+                        .iter()
+                        .map(SquareEntry::from_bytes),
+                    y,
+                    x,
+                    |f| self.shapes[f as usize].contains(lat, lon),
+                    out,
+                );
+            }
         }
         if !self.near_coarse.is_empty()
             && self.near_coarse.contains_key(&grid_key(

@@ -6,7 +6,9 @@
 //! compact binary form, and the geofence index's tables as they are in memory. [`decode`]
 //! reads it back without compiling anything expensive: the index tables are taken as they
 //! are (checked so that no lookup can go out of range; the square entries, most of the
-//! bytes, are used where they lie in the snapshot, which the catalog keeps), the fences'
+//! bytes, are used where they lie in the snapshot, which the catalog keeps, and are written
+//! without the planar pre-tests the build carries: a lookup then tests each candidate
+//! exactly, a few hundred nanoseconds, where a start saves half the bytes), the fences'
 //! shapes are rebuilt from the stores (a circle is three numbers; a polygon is parsed from
 //! its GeoJSON), and opening hours are parsed on first use. Every store record is read and
 //! checked, but a [`Store`] is decoded from its record only when first asked for: what
@@ -24,7 +26,11 @@
 //! | version | `0`, or `1` and the audit entry id of the last change included |
 //! | configuration | JSON `{"offers", "policy", "campaigns"}` as one string |
 //! | stores | count (`u32`), then per store: id, name, category, time zone, fence (`0` and latitude, longitude, radius as `f64`; or `1` and the GeoJSON geometry as a binary JSON value, numbers exact), brand, tags, address, opening hours (an absent optional is `0`, a present one `1` and the string) |
-//! | index | the H3 resolution, the grid squares and their fence entries, the H3 cells of large fences and theirs, the coarse squares near large fences |
+//! | index | the H3 resolution, the grid squares (key, first entry, count) and their fence entries (`u32` each: the fence's position, the top bit set when the fence holds the whole square), the H3 cells of large fences and theirs, the coarse squares near large fences |
+//!
+//! Format 1 (before 2026-12-05) carried each square entry's planar pre-test (20 bytes an
+//! entry); a reader of format 2 refuses it and the host builds the catalog from the table
+//! until the next change writes a snapshot again.
 //! | end | `END!` |
 
 use crate::campaign::Campaign;
@@ -36,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// The snapshot format this build writes and reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"NCCATLOG";
 const END: &[u8; 4] = b"END!";
@@ -92,11 +98,7 @@ pub fn encode(catalog: &Catalog) -> Result<Vec<u8>, SnapshotError> {
 /// (an offer naming a store that is not there), described.
 pub fn decode(bytes: Vec<u8>) -> Result<Catalog, SnapshotError> {
     let shared = std::sync::Arc::new(bytes);
-    let mut r = Reader {
-        b: &shared,
-        at: 0,
-        shared: &shared,
-    };
+    let mut r = Reader::new(&shared);
     if r.take(8).map_err(SnapshotError)? != MAGIC {
         return Err(SnapshotError("not a catalog snapshot".into()));
     }
@@ -454,6 +456,14 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `b`.
+    pub(crate) fn new(b: &'a std::sync::Arc<Vec<u8>>) -> Self {
+        Reader {
+            b,
+            at: 0,
+            shared: b,
+        }
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self
             .at
