@@ -266,6 +266,28 @@ async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
         )]
     );
 
+    // An offer changed and published: not a store change, so the running instance takes
+    // the whole catalog at its next check, from the snapshot (one GetObject), not from the
+    // table (no Scan).
+    let mut offer = admin.catalog().offers[0].clone();
+    let changed_id = offer.id.clone();
+    offer.title = "Changed".into();
+    admin.put_offer(offer, &admin_actor).await.unwrap();
+    assert!(admin.publish_catalog().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    proxy.reset_counts();
+    b_store.refresh_if_due().await;
+    let counts = proxy.counts();
+    assert_eq!(counts.get("Scan"), None, "{counts:?}");
+    assert_eq!(counts.get("GetObject"), Some(&1), "{counts:?}");
+    assert!(
+        b.catalog()
+            .offers
+            .iter()
+            .any(|o| o.id == changed_id && o.title == "Changed")
+    );
+    assert_eq!(config_of(&b.catalog()), config_of(&admin.catalog()));
+
     // A change whose snapshot was never published (the admin instance died after its
     // commit): the pointer is stale, so a new instance reads the table, and so does the
     // running one at its next check. Neither serves the older snapshot.

@@ -1095,3 +1095,86 @@ async fn a_routine_commit_whose_answer_is_lost_is_answered_once() {
     let (_, _, v) = post(&a, far_fix("lr", "n1")).await;
     assert_eq!(v["results"][0]["status"], "duplicate", "{v}");
 }
+
+/// A webhook receiver that records what reaches it and fails as told.
+struct Hook {
+    got: std::sync::Mutex<u32>,
+    fail: bool,
+}
+
+impl nearcast_core::webhook::WebhookSender for Hook {
+    fn post<'a>(
+        &'a self,
+        _: &'a nearcast_core::webhook::WebhookRequest,
+    ) -> nearcast_core::ports::BoxFuture<'a, Result<(), String>> {
+        *self.got.lock().unwrap() += 1;
+        let res = if self.fail {
+            Err("HTTP 503".to_string())
+        } else {
+            Ok(())
+        };
+        Box::pin(std::future::ready(res))
+    }
+}
+
+/// A webhook attempt on DynamoDB tells a lost race (its condition failed: another relay
+/// took the message, or it was erased) from a failed request: the lease's or the retry's
+/// UpdateItem refused for any other reason (here the table is gone) is an error of the
+/// relay's pass, never taken for "someone else has it" (the message would wait, unposted
+/// and unreported, until its lease ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_requests_refused_for_another_reason_than_their_condition_are_errors() {
+    use nearcast_core::webhook::{RetryPolicy, WebhookRelay, WebhookSecret};
+    aws!(
+        a,
+        webhook_requests_refused_for_another_reason_than_their_condition_are_errors,
+        1,
+        5
+    );
+    a.engine.set_webhooks(true);
+    onboard(&a, "wh").await;
+    let (s, _, v) = post(&a, fix("wh", "wh-f1", 0)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let relay = |fail: bool, at: chrono::DateTime<chrono::Utc>| {
+        let hook = Arc::new(Hook {
+            got: std::sync::Mutex::new(0),
+            fail,
+        });
+        let r = WebhookRelay::new(
+            a.engine.store().clone(),
+            hook.clone(),
+            vec![WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
+            RetryPolicy::DEFAULT,
+            Arc::new(ManualClock::new(at)),
+        );
+        (r, hook)
+    };
+    let gone = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}"#;
+    // The lease.
+    let soon = noon() + chrono::Duration::minutes(1);
+    let (r, hook) = relay(false, soon);
+    a.ddb
+        .fault("UpdateItem", 1, Fault::Answer(400, gone.into()));
+    assert!(r.run_once(10).await.is_err(), "a refused lease is an error");
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    assert_eq!(
+        *hook.got.lock().unwrap(),
+        0,
+        "nothing posted without a lease"
+    );
+    // The retry of a failed attempt: leased (UpdateItem 1), posted and refused, its next
+    // attempt written (UpdateItem 2, refused here).
+    let (r, hook) = relay(true, soon);
+    a.ddb
+        .fault("UpdateItem", 2, Fault::Answer(400, gone.into()));
+    assert!(r.run_once(10).await.is_err(), "a refused retry is an error");
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    assert_eq!(*hook.got.lock().unwrap(), 1, "posted once");
+    // With DynamoDB answering again, once the lease has run out, the message is there
+    // to deliver, once.
+    let (r, hook) = relay(false, noon() + chrono::Duration::hours(2));
+    let report = r.run_once(10).await.unwrap();
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert_eq!(*hook.got.lock().unwrap(), 1);
+    assert_eq!(r.run_once(10).await.unwrap().delivered, 0);
+}

@@ -569,36 +569,102 @@ async fn an_attempt_settled_after_erasure_writes_nothing_back(backend: Backend) 
     }
 }
 
-/// On DynamoDB, messages and dead letters expire (TTL) within 30 days, in their person's
-/// partition of the eight.
+/// The TTL attribute of a scanned item, in seconds.
+fn ttl_of(attrs: &std::collections::BTreeMap<String, String>) -> i64 {
+    attrs["ttl"]
+        .trim_start_matches("N(\"")
+        .trim_end_matches("\")")
+        .parse()
+        .unwrap()
+}
+
+/// On DynamoDB, messages, dead letters and redriven messages expire (TTL) 30 days after
+/// they were written, each person's in one partition of the eight, and the persons spread
+/// over several.
 #[tokio::test]
 async fn dynamodb_messages_expire_and_share_their_persons_partition() {
     let h = harness(Backend::Dynamo, 10, policy(3)).await;
     h.engine.set_webhooks(true);
-    walk(&h, "tt").await;
+    let people = ["tt", "uu", "vv", "ww", "xx", "yy"];
+    for p in people {
+        walk(&h, p).await;
+    }
     let table = h.dynamo_table.clone().unwrap();
+    let month = 30 * 24 * 3600;
+    let hooks =
+        |items: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+         prefix: &str| {
+            items
+                .iter()
+                .filter_map(|(k, a)| {
+                    let (pk, sk) = k.split_once(" / ")?;
+                    pk.starts_with(prefix)
+                        .then(|| (pk.to_string(), sk.to_string(), ttl_of(a)))
+                })
+                .collect::<Vec<_>>()
+        };
     let items = nearcast_tests::scan_table(&table).await;
     let now = chrono::Utc::now().timestamp();
-    let hooks: Vec<(&str, &str, &std::collections::BTreeMap<String, String>)> = items
-        .iter()
-        .filter_map(|(k, a)| {
-            let (pk, sk) = k.split_once(" / ")?;
-            pk.starts_with("HOOK#").then_some((pk, sk, a))
-        })
-        .collect();
-    assert!(hooks.len() >= 3, "{:?}", items.keys().collect::<Vec<_>>());
-    let pks: std::collections::BTreeSet<_> = hooks.iter().map(|(pk, _, _)| *pk).collect();
-    assert_eq!(pks.len(), 1, "one partition per person: {pks:?}");
-    for (_, sk, attrs) in &hooks {
-        assert!(sk.starts_with("tt#msg_"), "{sk}");
-        let ttl: i64 = attrs["ttl"]
-            .trim_start_matches("N(\"")
-            .trim_end_matches("\")")
-            .parse()
-            .unwrap();
+    let live = hooks(&items, "HOOK#");
+    assert!(
+        live.len() >= 3 * people.len(),
+        "{:?}",
+        items.keys().collect::<Vec<_>>()
+    );
+    for p in people {
+        let pks: std::collections::BTreeSet<_> = live
+            .iter()
+            .filter(|(_, sk, _)| sk.starts_with(&format!("{p}#msg_")))
+            .map(|(pk, _, _)| pk.clone())
+            .collect();
+        assert_eq!(pks.len(), 1, "one partition per person: {p} {pks:?}");
+    }
+    let all: std::collections::BTreeSet<_> = live.iter().map(|(pk, _, _)| pk.clone()).collect();
+    assert!(all.len() >= 2, "persons spread over partitions: {all:?}");
+    assert!(
+        all.iter()
+            .all(|pk| pk["HOOK#".len()..].parse::<u64>().is_ok_and(|k| k < 8)),
+        "{all:?}"
+    );
+    for (_, sk, ttl) in &live {
+        assert!(sk.contains("#msg_"), "{sk}");
         assert!(
-            (ttl - now - 30 * 24 * 3600).abs() < 600,
+            (ttl - now - month).abs() < 600,
             "expires in 30 days: {ttl} against {now}"
+        );
+    }
+    // Dead-lettered at the first failure: kept 30 days from then.
+    let once = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::DEFAULT
+    };
+    let report = relay(&h, Receiver::failing(u32::MAX), once)
+        .run_once(1000)
+        .await
+        .unwrap();
+    assert_eq!(report.dead, live.len());
+    let items = nearcast_tests::scan_table(&table).await;
+    let now = chrono::Utc::now().timestamp();
+    let dead = hooks(&items, "HOOKDEAD#");
+    assert_eq!(dead.len(), live.len());
+    assert!(hooks(&items, "HOOK#").is_empty());
+    for (_, _, ttl) in &dead {
+        assert!(
+            (ttl - now - month).abs() < 600,
+            "a dead letter expires in 30 days: {ttl} against {now}"
+        );
+    }
+    // Redriven: 30 days from the redrive.
+    let at = chrono::Utc::now() + Duration::days(3);
+    assert_eq!(h.store.redrive_webhooks(at).await.unwrap(), dead.len());
+    let items = nearcast_tests::scan_table(&table).await;
+    let back = hooks(&items, "HOOK#");
+    assert_eq!(back.len(), dead.len());
+    for (_, _, ttl) in &back {
+        assert!(
+            (ttl - at.timestamp() - month).abs() < 600,
+            "a redriven message expires 30 days after the redrive: {ttl} against {}",
+            at.timestamp()
         );
     }
 }

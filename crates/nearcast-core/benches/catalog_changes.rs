@@ -6,7 +6,8 @@
 //! most it carries before the engine folds them into a fresh build); the time includes
 //! dropping the previous copy. Lookups are timed on the hits probe set through the catalog
 //! with no changes and with `COMPACT_AFTER - 1`, beside the bare index, so that the cost
-//! the changes add to every fix shows. The compaction itself (a full build from the
+//! the changes add to every fix shows, and through the same catalog read from its snapshot
+//! (square entries without their pre-tests: every candidate tested exactly). The compaction itself (a full build from the
 //! catalog's stores, off the request path) is timed last, and beside it the same catalog
 //! read from its snapshot (`nearcast_core::snapshot`, what a cold start loads) and written.
 //!
@@ -182,6 +183,19 @@ fn bench(c: &mut Criterion) {
             n,
             &hits,
             |lat, lon, out| changed.lookup_into(lat, lon, out),
+        );
+        // The same catalog as a cold start reads it: lean square entries, every candidate
+        // tested exactly.
+        let read = nearcast_core::snapshot::decode(
+            nearcast_core::snapshot::encode(&built).expect("encoded"),
+        )
+        .expect("read");
+        time(
+            &mut g,
+            "lookup_hits/from_snapshot",
+            n,
+            &hits,
+            |lat, lon, out| read.lookup_into(lat, lon, out),
         );
     }
     g.finish();
