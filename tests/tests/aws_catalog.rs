@@ -194,6 +194,20 @@ async fn instance_with_snapshots(
     (engine, store)
 }
 
+/// Publishes `admin`'s catalog, waits out the refresh interval and lets `running` check:
+/// the requests of that check.
+async fn published_then_refreshed(
+    admin: &Engine,
+    proxy: &Proxy,
+    running: &RefreshingStore,
+) -> BTreeMap<String, u64> {
+    assert!(admin.publish_catalog().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    proxy.reset_counts();
+    running.refresh_if_due().await;
+    proxy.counts()
+}
+
 /// Stores by id with their fences, offers by id, and the policy: what a decision reads.
 fn config_of(c: &nearcast_core::catalog::Catalog) -> String {
     let mut stores: Vec<String> = c.stores().map(|s| format!("{s:?}")).collect();
@@ -249,11 +263,7 @@ async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
     let mut moved = admin.catalog().stores().next().unwrap().clone();
     moved.name = "Moved".into();
     admin.put_store(moved, &admin_actor).await.unwrap();
-    assert!(admin.publish_catalog().await.unwrap());
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    proxy.reset_counts();
-    b_store.refresh_if_due().await;
-    let counts = proxy.counts();
+    let counts = published_then_refreshed(&admin, &proxy, &b_store).await;
     assert_eq!(counts.get("Scan"), None, "{counts:?}");
     assert_eq!(counts.get("GetObject"), None, "{counts:?}");
     assert_eq!(counts.get("Query"), Some(&1), "{counts:?}");
@@ -273,11 +283,7 @@ async fn functions_start_from_the_newest_snapshot_and_never_from_a_stale_one() {
     let changed_id = offer.id.clone();
     offer.title = "Changed".into();
     admin.put_offer(offer, &admin_actor).await.unwrap();
-    assert!(admin.publish_catalog().await.unwrap());
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    proxy.reset_counts();
-    b_store.refresh_if_due().await;
-    let counts = proxy.counts();
+    let counts = published_then_refreshed(&admin, &proxy, &b_store).await;
     assert_eq!(counts.get("Scan"), None, "{counts:?}");
     assert_eq!(counts.get("GetObject"), Some(&1), "{counts:?}");
     assert!(
