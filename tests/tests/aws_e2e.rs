@@ -1178,3 +1178,124 @@ async fn webhook_requests_refused_for_another_reason_than_their_condition_are_er
     assert_eq!(*hook.got.lock().unwrap(), 1);
     assert_eq!(r.run_once(10).await.unwrap().delivered, 0);
 }
+
+/// DynamoDB's answer to a BatchGetItem of `codes` that read none of them and left every
+/// key unprocessed (what DynamoDB does under throttling; moto never does).
+fn all_unprocessed(table: &str, codes: &[&str]) -> String {
+    let keys: Vec<Value> = codes
+        .iter()
+        .map(|c| json!({"pk": {"S": format!("COUPON#{c}")}, "sk": {"S": "CODE"}}))
+        .collect();
+    json!({
+        "Responses": {table: []},
+        "UnprocessedKeys": {table: {"Keys": keys, "ProjectionExpression": "pk", "ConsistentRead": true}},
+    })
+    .to_string()
+}
+
+/// Coupon pools on DynamoDB: each campaign's free codes in its own partition (a pool never
+/// gives out another campaign's code), an upload in transactions of 48 codes (each code and
+/// its free marker, with the count, the audit entry and the version bump in the last), and
+/// the existence check's keys that DynamoDB leaves unprocessed read again with backoff, up
+/// to 8 times, then an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_coupon_pools_are_their_campaigns_own_and_uploads_retry_unprocessed_keys() {
+    use nearcast_core::audit::{Actor, AuditEntry};
+    use nearcast_core::coupon::Upload;
+    let moto = moto();
+    let proxy = Proxy::start(&moto_url()).await;
+    let table = unique("coupon-pools");
+    DynamoStateStore::create_table(&moto.dynamodb(None).await, &table)
+        .await
+        .expect("create table");
+    let store = DynamoStateStore::new(moto.dynamodb(Some(&proxy.url)).await, &table);
+    let audit = |k: i64| {
+        AuditEntry::new(
+            noon() + chrono::Duration::seconds(k),
+            &Actor::system("test"),
+            "coupons.upload",
+        )
+    };
+    let (a, b) = (id("camp-a"), id("camp-b"));
+    // b's codes sort before a's: were the pools one partition, a's would answer b's first.
+    let a_codes: Vec<String> = (0..100).map(|i| format!("Z-A-{i:03}")).collect();
+    let b_codes: Vec<String> = (0..3).map(|i| format!("A-B-{i}")).collect();
+    proxy.reset_counts();
+    assert_eq!(
+        store
+            .add_coupons(&a, &a_codes, Some(&audit(1)))
+            .await
+            .unwrap(),
+        Upload::Added(100)
+    );
+    let counts = proxy.counts();
+    assert_eq!(counts.get("BatchGetItem"), Some(&1), "{counts:?}");
+    assert_eq!(
+        counts.get("TransactWriteItems"),
+        Some(&3),
+        "100 codes in transactions of 48: {counts:?}"
+    );
+    assert_eq!(
+        store
+            .add_coupons(&b, &b_codes, Some(&audit(2)))
+            .await
+            .unwrap(),
+        Upload::Added(3)
+    );
+    let free_a = store.free_coupons(&a, 1000).await.unwrap();
+    assert_eq!(free_a.len(), 100);
+    assert!(free_a.iter().all(|c| c.starts_with("Z-A-")), "{free_a:?}");
+    let free_b = store.free_coupons(&b, 1000).await.unwrap();
+    assert_eq!(free_b, b_codes);
+    assert_eq!(store.coupon_counts(&a).await.unwrap().total, 100);
+    assert_eq!(store.coupon_counts(&b).await.unwrap().total, 3);
+
+    // Every key left unprocessed once: read again, and the existing code is found.
+    let again = ["Z-A-000", "NEW-1"];
+    proxy.fault(
+        "BatchGetItem",
+        1,
+        Fault::Answer(200, all_unprocessed(&table, &again)),
+    );
+    let codes: Vec<String> = again.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        store
+            .add_coupons(&a, &codes, Some(&audit(3)))
+            .await
+            .unwrap(),
+        Upload::Existing(vec!["Z-A-000".into()])
+    );
+    assert_eq!(proxy.faults_left(), 0);
+    // Unprocessed 8 times: the ninth read answers. Unprocessed 9 times: an error, and
+    // nothing written.
+    for _ in 0..8 {
+        proxy.fault(
+            "BatchGetItem",
+            1,
+            Fault::Answer(200, all_unprocessed(&table, &again)),
+        );
+    }
+    assert_eq!(
+        store
+            .add_coupons(&a, &codes, Some(&audit(4)))
+            .await
+            .unwrap(),
+        Upload::Existing(vec!["Z-A-000".into()])
+    );
+    assert_eq!(proxy.faults_left(), 0);
+    let fresh = ["NEW-2"];
+    for _ in 0..9 {
+        proxy.fault(
+            "BatchGetItem",
+            1,
+            Fault::Answer(200, all_unprocessed(&table, &fresh)),
+        );
+    }
+    let err = store
+        .add_coupons(&a, &["NEW-2".to_string()], Some(&audit(5)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unprocessed"), "{err}");
+    assert_eq!(proxy.faults_left(), 0);
+    assert_eq!(store.coupon_counts(&a).await.unwrap().total, 100);
+}

@@ -738,6 +738,30 @@ async fn a_coupon_pool_gives_each_code_once_and_redeems_it_once(backend: Backend
     }
     let sent = h.notifier.sent();
     assert_eq!((sent.len(), exhausted), (5, 3));
+    // On DynamoDB each code given out is linked to its person for as long as the logs are
+    // kept (erasure finds it there), then expires.
+    if let Some(table) = &h.dynamo_table {
+        let now = chrono::Utc::now().timestamp();
+        let links: Vec<i64> = nearcast_tests::scan_table(table)
+            .await
+            .iter()
+            .filter(|(k, _)| k.contains(" / LINK#"))
+            .map(|(_, a)| {
+                a["ttl"]
+                    .trim_start_matches("N(\"")
+                    .trim_end_matches("\")")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(links.len(), 5);
+        for ttl in links {
+            assert!(
+                (ttl - now - nearcast_aws::LOG_TTL_SECS).abs() < 600,
+                "a code's link expires with the logs: {ttl} against {now}"
+            );
+        }
+    }
     let mut codes: Vec<String> = sent.iter().map(|p| p.coupon.clone().unwrap()).collect();
     codes.sort();
     assert_eq!(
