@@ -1179,6 +1179,50 @@ async fn webhook_requests_refused_for_another_reason_than_their_condition_are_er
     assert_eq!(r.run_once(10).await.unwrap().delivered, 0);
 }
 
+/// A webhook lease whose answer is lost (DynamoDB applied it, the connection dropped): the
+/// SDK's retry finds the attempt counted and fails its condition, so the relay takes the
+/// message for another relay's and posts nothing; once the lease has run out the next pass
+/// posts it, once. At least once, and never twice while a lease holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_lease_whose_answer_is_lost_posts_the_message_once_after_the_lease() {
+    use nearcast_core::webhook::{RetryPolicy, WebhookRelay, WebhookSecret};
+    aws!(
+        a,
+        a_webhook_lease_whose_answer_is_lost_posts_the_message_once_after_the_lease,
+        1,
+        5
+    );
+    a.engine.set_webhooks(true);
+    onboard(&a, "wl").await;
+    let (s, _, v) = post(&a, fix("wl", "wl-f1", 0)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let hook = Arc::new(Hook {
+        got: std::sync::Mutex::new(0),
+        fail: false,
+    });
+    let relay_at = |at: chrono::DateTime<chrono::Utc>| {
+        WebhookRelay::new(
+            a.engine.store().clone(),
+            hook.clone(),
+            vec![WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
+            RetryPolicy::DEFAULT,
+            Arc::new(ManualClock::new(at)),
+        )
+    };
+    a.ddb.fault("UpdateItem", 1, Fault::LoseAnswer);
+    let report = relay_at(noon() + chrono::Duration::minutes(1))
+        .run_once(10)
+        .await
+        .unwrap();
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    assert_eq!((report.delivered, report.skipped), (0, 1), "{report:?}");
+    assert_eq!(*hook.got.lock().unwrap(), 0, "nothing posted");
+    let later = relay_at(noon() + chrono::Duration::hours(2));
+    assert_eq!(later.run_once(10).await.unwrap().delivered, 1);
+    assert_eq!(*hook.got.lock().unwrap(), 1, "posted once");
+    assert_eq!(later.run_once(10).await.unwrap().delivered, 0);
+}
+
 /// DynamoDB's answer to a BatchGetItem of `codes` that read none of them and left every
 /// key unprocessed (what DynamoDB does under throttling; moto never does).
 fn all_unprocessed(table: &str, codes: &[&str]) -> String {
