@@ -1117,6 +1117,30 @@ impl nearcast_core::webhook::WebhookSender for Hook {
     }
 }
 
+/// Webhooks on, and `user` onboarded and inside store 0: one message in the outbox.
+async fn one_webhook_message(a: &Aws, user: &str) {
+    a.engine.set_webhooks(true);
+    onboard(a, user).await;
+    let (s, _, v) = post(a, fix(user, &format!("{user}-f1"), 0)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// A relay over `a`'s store (through the DynamoDB proxy) posting to `hook`, its clock at `at`.
+fn hook_relay(
+    a: &Aws,
+    hook: &Arc<Hook>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> nearcast_core::webhook::WebhookRelay {
+    use nearcast_core::webhook::{RetryPolicy, WebhookRelay, WebhookSecret};
+    WebhookRelay::new(
+        a.engine.store().clone(),
+        hook.clone(),
+        vec![WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
+        RetryPolicy::DEFAULT,
+        Arc::new(ManualClock::new(at)),
+    )
+}
+
 /// A webhook attempt on DynamoDB tells a lost race (its condition failed: another relay
 /// took the message, or it was erased) from a failed request: the lease's or the retry's
 /// UpdateItem refused for any other reason (here the table is gone) is an error of the
@@ -1124,30 +1148,19 @@ impl nearcast_core::webhook::WebhookSender for Hook {
 /// and unreported, until its lease ran out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_requests_refused_for_another_reason_than_their_condition_are_errors() {
-    use nearcast_core::webhook::{RetryPolicy, WebhookRelay, WebhookSecret};
     aws!(
         a,
         webhook_requests_refused_for_another_reason_than_their_condition_are_errors,
         1,
         5
     );
-    a.engine.set_webhooks(true);
-    onboard(&a, "wh").await;
-    let (s, _, v) = post(&a, fix("wh", "wh-f1", 0)).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    one_webhook_message(&a, "wh").await;
     let relay = |fail: bool, at: chrono::DateTime<chrono::Utc>| {
         let hook = Arc::new(Hook {
             got: std::sync::Mutex::new(0),
             fail,
         });
-        let r = WebhookRelay::new(
-            a.engine.store().clone(),
-            hook.clone(),
-            vec![WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
-            RetryPolicy::DEFAULT,
-            Arc::new(ManualClock::new(at)),
-        );
-        (r, hook)
+        (hook_relay(&a, &hook, at), hook)
     };
     let gone = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}"#;
     // The lease.
@@ -1185,30 +1198,18 @@ async fn webhook_requests_refused_for_another_reason_than_their_condition_are_er
 /// posts it, once. At least once, and never twice while a lease holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_lease_whose_answer_is_lost_posts_the_message_once_after_the_lease() {
-    use nearcast_core::webhook::{RetryPolicy, WebhookRelay, WebhookSecret};
     aws!(
         a,
         a_webhook_lease_whose_answer_is_lost_posts_the_message_once_after_the_lease,
         1,
         5
     );
-    a.engine.set_webhooks(true);
-    onboard(&a, "wl").await;
-    let (s, _, v) = post(&a, fix("wl", "wl-f1", 0)).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    one_webhook_message(&a, "wl").await;
     let hook = Arc::new(Hook {
         got: std::sync::Mutex::new(0),
         fail: false,
     });
-    let relay_at = |at: chrono::DateTime<chrono::Utc>| {
-        WebhookRelay::new(
-            a.engine.store().clone(),
-            hook.clone(),
-            vec![WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
-            RetryPolicy::DEFAULT,
-            Arc::new(ManualClock::new(at)),
-        )
-    };
+    let relay_at = |at: chrono::DateTime<chrono::Utc>| hook_relay(&a, &hook, at);
     a.ddb.fault("UpdateItem", 1, Fault::LoseAnswer);
     let report = relay_at(noon() + chrono::Duration::minutes(1))
         .run_once(10)
