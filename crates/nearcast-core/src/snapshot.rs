@@ -706,6 +706,32 @@ mod tests {
 
     /// A catalog carrying single store changes (one added, one removed) is written as the
     /// fresh build of its stores.
+    /// The offers' count is held against the lines that follow it, and an offer that does
+    /// not parse is named by its position: either way nothing is read.
+    #[test]
+    fn offers_that_disagree_with_their_count_or_do_not_parse_are_refused() {
+        let c = catalog();
+        let bytes = encode(&c).unwrap();
+        let version = c.version.as_deref().unwrap();
+        // Magic, format, the version (marker, length, text), then the offers' count.
+        let at = 8 + 4 + 1 + 4 + version.len();
+        assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes());
+        for (n, want) in [
+            (5u32, "4 offers where the count says 5"),
+            (3, "4 offers where the count says 3"),
+        ] {
+            let mut b = bytes.clone();
+            b[at..at + 4].copy_from_slice(&n.to_le_bytes());
+            assert_eq!(decode(b).unwrap_err().0, want);
+        }
+        let text_at = at + 8;
+        let second = text_at + bytes[text_at..].iter().position(|&x| x == b'\n').unwrap() + 1;
+        let mut b = bytes.clone();
+        b[second] = b'[';
+        let err = decode(b).unwrap_err().0;
+        assert!(err.starts_with("offers[1]: "), "{err}");
+    }
+
     #[test]
     fn changes_are_folded_in_before_writing() {
         let c = catalog();
