@@ -9,14 +9,24 @@
 //! profile's memory of the last 32 events has forgotten it) decided again as a late fix
 //! that moves no presence: it did nothing the first time and does nothing now. No event
 //! has an effect twice, and caps hold over every push.
+//!
+//! Presence webhooks are on throughout, and a relay runs after every batch against a
+//! receiver that fails one post in five: every event whose first answer changed presence
+//! reaches the back end exactly once under its dedupe id, with the changes that answer
+//! listed, and no other message is ever posted (a resend, however late, adds none).
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use nearcast_core::config::CapPolicy;
 use nearcast_core::decision::{Push, Verdict};
 use nearcast_core::event::{Batch, Event};
-use nearcast_core::ports::Clock;
+use nearcast_core::ports::{BoxFuture, Clock};
+use nearcast_core::webhook::{
+    RetryPolicy, WebhookRelay, WebhookRequest, WebhookSecret, WebhookSender, message_id,
+};
 use nearcast_tests::*;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
@@ -125,7 +135,37 @@ fn assert_caps(p: &CapPolicy, pushes: &[Push]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A back end that fails every fifth post and records the ones it took.
+#[derive(Default)]
+struct Receiver {
+    posts: Mutex<u32>,
+    took: Mutex<Vec<WebhookRequest>>,
+}
+
+impl WebhookSender for Receiver {
+    fn post<'a>(&'a self, r: &'a WebhookRequest) -> BoxFuture<'a, Result<(), String>> {
+        let mut n = self.posts.lock().unwrap();
+        *n += 1;
+        let res = if *n % 5 == 0 {
+            Err("HTTP 503".to_string())
+        } else {
+            self.took.lock().unwrap().push(r.clone());
+            Ok(())
+        };
+        Box::pin(std::future::ready(res))
+    }
+}
+
 async fn run(h: &Harness, policy: &CapPolicy, plan: &[Arrival]) -> Result<(), TestCaseError> {
+    h.engine.set_webhooks(true);
+    let receiver = Arc::new(Receiver::default());
+    let relay = WebhookRelay::new(
+        h.store.clone(),
+        receiver.clone(),
+        vec![WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
+        RetryPolicy::DEFAULT,
+        Arc::new(h.clock.clone()),
+    );
     for e in onboarding("dis", noon()) {
         h.engine.process(&e).await.expect("onboarding");
     }
@@ -211,7 +251,57 @@ async fn run(h: &Harness, policy: &CapPolicy, plan: &[Arrival]) -> Result<(), Te
             }
             sent.push((batch.events[j].clone(), d.clone()));
         }
+        relay.run_once(1000).await.expect("relay");
     }
+    // The retries come due: the clock moves on until nothing is left.
+    for _ in 0..20 {
+        if h.store
+            .due_webhooks(h.clock.now() + Duration::days(1), 10)
+            .await
+            .expect("due")
+            .is_empty()
+        {
+            break;
+        }
+        h.clock.set(h.clock.now() + Duration::hours(1));
+        relay.run_once(1000).await.expect("relay");
+    }
+    prop_assert!(
+        h.store
+            .due_webhooks(h.clock.now() + Duration::days(1), 10)
+            .await
+            .expect("due")
+            .is_empty(),
+        "messages left in the outbox"
+    );
+    prop_assert!(
+        h.store.dead_webhooks(10).await.expect("dead").is_empty(),
+        "dead letters"
+    );
+    // Exactly one message per event whose first answer changed presence, taken once.
+    let expected: BTreeMap<String, &nearcast_core::decision::Decision> = sent
+        .iter()
+        .filter(|(_, d)| !d.presence.is_empty())
+        .map(|(e, d)| (message_id(&id("dis"), &e.event_id), d))
+        .collect();
+    let took = receiver.took.lock().unwrap().clone();
+    let mut taken: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &took {
+        *taken.entry(r.id.clone()).or_default() += 1;
+        let d = expected.get(&r.id);
+        prop_assert!(d.is_some(), "a message no answer announced: {}", r.body);
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        prop_assert_eq!(
+            &body["data"]["changes"],
+            &serde_json::to_value(&d.unwrap().presence).unwrap(),
+            "the changes the first answer listed"
+        );
+    }
+    prop_assert!(taken.values().all(|&n| n == 1), "taken twice: {taken:?}");
+    prop_assert_eq!(
+        taken.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
     let pushes = h.notifier.sent();
     assert_caps(policy, &pushes)?;
     // One push per answer that sent: no event pushed twice.
