@@ -1344,3 +1344,98 @@ async fn dynamodb_coupon_pools_are_their_campaigns_own_and_uploads_retry_unproce
     assert_eq!(proxy.faults_left(), 0);
     assert_eq!(store.coupon_counts(&a).await.unwrap().total, 100);
 }
+
+/// A redemption whose transaction DynamoDB cancels (another redemption or an erasure won
+/// the race between its read and its write) reads the code again and answers from what it
+/// finds; a transaction refused for any other reason is an error at once, not retried as if
+/// it had lost a race, and writes nothing. moto never cancels a transaction between a read
+/// and a write, so the test proxy answers for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_redemption_reads_again_and_other_refusals_are_errors() {
+    use nearcast_aws::aws_sdk_dynamodb::types::AttributeValue;
+    use nearcast_core::coupon::{Redemption, Upload};
+    let moto = moto();
+    let proxy = Proxy::start(&moto_url()).await;
+    let table = unique("coupon-redeem");
+    let direct = moto.dynamodb(None).await;
+    DynamoStateStore::create_table(&direct, &table)
+        .await
+        .expect("create table");
+    let store = DynamoStateStore::new(moto.dynamodb(Some(&proxy.url)).await, &table);
+    let camp = id("camp-r");
+    let codes = vec!["R-1".to_string(), "R-2".to_string()];
+    let upload = nearcast_core::audit::AuditEntry::new(
+        noon(),
+        &nearcast_core::audit::Actor::system("test"),
+        "coupons.upload",
+    );
+    assert_eq!(
+        store
+            .add_coupons(&camp, &codes, Some(&upload))
+            .await
+            .unwrap(),
+        Upload::Added(2)
+    );
+    // Issued, as a send's commit issues them (no link: sent to someone since erased).
+    for c in &codes {
+        direct
+            .update_item()
+            .table_name(&table)
+            .key("pk", AttributeValue::S(format!("COUPON#{c}")))
+            .key("sk", AttributeValue::S("CODE".into()))
+            .update_expression("SET issued = :one, offer_id = :o")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":o", AttributeValue::S("o1".into()))
+            .send()
+            .await
+            .expect("issue");
+    }
+    let at = noon() + chrono::Duration::hours(1);
+    let redeemed = Redemption::Redeemed {
+        campaign_id: camp.clone(),
+        offer_id: Some(id("o1")),
+        delivery_id: None,
+        user_id: None,
+    };
+    let cancelled = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","message":"Transaction cancelled, please refer cancellation reasons for specific reasons [ConditionalCheckFailed, None]","CancellationReasons":[{"Code":"ConditionalCheckFailed","Message":"The conditional request failed"},{"Code":"None"}]}"#;
+    proxy.fault(
+        "TransactWriteItems",
+        1,
+        Fault::Answer(400, cancelled.into()),
+    );
+    proxy.reset_counts();
+    assert_eq!(
+        store
+            .redeem_coupon("R-1", at, Some("order-1"))
+            .await
+            .unwrap(),
+        redeemed,
+        "cancelled once, read again, redeemed"
+    );
+    assert_eq!(proxy.faults_left(), 0, "the fault fired");
+    assert_eq!(proxy.counts().get("TransactWriteItems"), Some(&2));
+
+    let gone = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}"#;
+    proxy.fault("TransactWriteItems", 1, Fault::Answer(400, gone.into()));
+    proxy.reset_counts();
+    let err = store.redeem_coupon("R-2", at, None).await.unwrap_err();
+    assert!(err.to_string().contains("TransactWriteItems"), "{err}");
+    assert_eq!(proxy.faults_left(), 0, "the fault fired");
+    assert_eq!(
+        proxy.counts().get("TransactWriteItems"),
+        Some(&1),
+        "not retried as a lost race"
+    );
+    let counts = store.coupon_counts(&camp).await.unwrap();
+    assert_eq!(counts.redeemed, 1, "{counts:?}");
+    // Nothing was written: the code is still there to redeem, once.
+    assert_eq!(
+        store.redeem_coupon("R-2", at, None).await.unwrap(),
+        redeemed
+    );
+    assert!(matches!(
+        store.redeem_coupon("R-2", at, None).await.unwrap(),
+        Redemption::AlreadyRedeemed { .. }
+    ));
+    assert_eq!(store.coupon_counts(&camp).await.unwrap().redeemed, 2);
+}
