@@ -1131,12 +1131,21 @@ fn hook_relay(
     hook: &Arc<Hook>,
     at: chrono::DateTime<chrono::Utc>,
 ) -> nearcast_core::webhook::WebhookRelay {
-    use nearcast_core::webhook::{RetryPolicy, WebhookRelay, WebhookSecret};
+    hook_relay_with(a, hook, at, nearcast_core::webhook::RetryPolicy::DEFAULT)
+}
+
+fn hook_relay_with(
+    a: &Aws,
+    hook: &Arc<Hook>,
+    at: chrono::DateTime<chrono::Utc>,
+    policy: nearcast_core::webhook::RetryPolicy,
+) -> nearcast_core::webhook::WebhookRelay {
+    use nearcast_core::webhook::{WebhookRelay, WebhookSecret};
     WebhookRelay::new(
         a.engine.store().clone(),
         hook.clone(),
         vec![WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
-        RetryPolicy::DEFAULT,
+        policy,
         Arc::new(ManualClock::new(at)),
     )
 }
@@ -1222,6 +1231,67 @@ async fn a_webhook_lease_whose_answer_is_lost_posts_the_message_once_after_the_l
     assert_eq!(later.run_once(10).await.unwrap().delivered, 1);
     assert_eq!(*hook.got.lock().unwrap(), 1, "posted once");
     assert_eq!(later.run_once(10).await.unwrap().delivered, 0);
+}
+
+/// A dead-letter move and a redrive whose answers are lost (DynamoDB applied the move, the
+/// connection dropped, the SDK retried): the message is dead exactly once, then back in the
+/// outbox exactly once with its attempts reset, and posted once. Each move is one
+/// transaction (delete on condition, put) carrying a ClientRequestToken, so DynamoDB applies
+/// a retried move once and answers it as applied; moto ignores the token and fails the
+/// retry's condition, which the store takes as "moved by someone else": either way nothing
+/// is copied twice or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_moves_whose_answers_are_lost_are_applied_once() {
+    aws!(
+        a,
+        webhook_moves_whose_answers_are_lost_are_applied_once,
+        1,
+        5
+    );
+    one_webhook_message(&a, "wm").await;
+    let store = a.engine.store().clone();
+    let once = nearcast_core::webhook::RetryPolicy {
+        max_attempts: 1,
+        ..nearcast_core::webhook::RetryPolicy::DEFAULT
+    };
+    let failing = Arc::new(Hook {
+        got: std::sync::Mutex::new(0),
+        fail: true,
+    });
+    let soon = noon() + chrono::Duration::minutes(1);
+    a.ddb.fault("TransactWriteItems", 1, Fault::LoseAnswer);
+    let report = hook_relay_with(&a, &failing, soon, once)
+        .run_once(10)
+        .await
+        .unwrap();
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    assert_eq!(report.dead, 1, "{report:?}");
+    assert_eq!(*failing.got.lock().unwrap(), 1);
+    let far = noon() + chrono::Duration::days(2);
+    let dead = store.dead_webhooks(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "dead once: {dead:?}");
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 503"));
+    assert!(store.due_webhooks(far, 10).await.unwrap().is_empty());
+
+    a.ddb.fault("TransactWriteItems", 1, Fault::LoseAnswer);
+    let back = store.redrive_webhooks(soon).await.unwrap();
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    // 1 on DynamoDB (the token), 0 on moto (the retry found the move made).
+    assert!(back <= 1, "{back}");
+    assert!(store.dead_webhooks(10).await.unwrap().is_empty());
+    let due = store.due_webhooks(far, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "back once: {due:?}");
+    assert_eq!(due[0].attempts, 0);
+    assert_eq!(due[0].message.id, dead[0].message.id, "the same dedupe id");
+
+    let hook = Arc::new(Hook {
+        got: std::sync::Mutex::new(0),
+        fail: false,
+    });
+    let relay = hook_relay(&a, &hook, soon + chrono::Duration::minutes(1));
+    assert_eq!(relay.run_once(10).await.unwrap().delivered, 1);
+    assert_eq!(relay.run_once(10).await.unwrap().delivered, 0);
+    assert_eq!(*hook.got.lock().unwrap(), 1, "posted once");
 }
 
 /// DynamoDB's answer to a BatchGetItem of `codes` that read none of them and left every
