@@ -212,8 +212,22 @@ async fn failures_back_off_then_dead_letter_then_redrive(backend: Backend) {
     assert!(dead[0].dead);
     assert_eq!(dead[0].attempts, p.max_attempts);
     assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 503"));
-    // Redriven, it is due now with no attempts, and a receiver that is back takes it.
-    assert_eq!(h.store.redrive_webhooks(h.clock.now()).await.unwrap(), 1);
+    // Redriven, it is due now with no attempts, and a receiver that is back takes it. The
+    // audit log says who redrove it.
+    let ops = nearcast_core::audit::Actor {
+        name: "ops".into(),
+        role: nearcast_core::audit::Role::Admin,
+    };
+    assert_eq!(h.engine.redrive_webhooks(&ops).await.unwrap(), 1);
+    let log = h.store.audit_log(None, 1).await.unwrap();
+    assert_eq!(
+        (log[0].action.as_str(), &log[0].actor, &log[0].after),
+        (
+            "webhooks.redrive",
+            &ops,
+            &Some(serde_json::json!({"redriven": 1}))
+        )
+    );
     assert!(h.store.dead_webhooks(10).await.unwrap().is_empty());
     let due = h.store.due_webhooks(h.clock.now(), 10).await.unwrap();
     assert_eq!(due.len(), 1);
@@ -493,11 +507,31 @@ async fn dead_letters_are_listed_and_redriven_by_admins_only() {
     let (status, v, _) = call("ada", "GET", "/v1/admin/webhooks/dead-letters?page=2").await;
     assert_eq!(status, 400);
     assert!(v.to_string().contains("page"), "{v}");
+    let version = h.engine.catalog().version.clone();
     let (status, v, _) = call("ada", "POST", redrive).await;
     assert_eq!(status, 200);
     assert_eq!(v["redriven"], dead);
     let (_, v, _) = call("ada", "GET", list).await;
     assert!(v["dead_letters"].as_array().unwrap().is_empty());
+    // The audit log says who redrove how many; the catalog moved to that entry's version,
+    // with nothing else changed.
+    let (status, v, _) = call("ada", "GET", "/v1/admin/audit?limit=1").await;
+    assert_eq!(status, 200, "{v}");
+    let e = &v["entries"][0];
+    assert_eq!(e["action"], "webhooks.redrive", "{v}");
+    assert_eq!(e["actor"]["name"], "ada", "{v}");
+    assert_eq!(e["after"]["redriven"], dead, "{v}");
+    assert_eq!(
+        h.engine.catalog().version.as_deref(),
+        e["id"].as_str(),
+        "the entry is the catalog's version (was {version:?})"
+    );
+    // Nothing left to redrive: no entry.
+    let (status, v, _) = call("ada", "POST", redrive).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["redriven"], 0);
+    let (_, v2, _) = call("ada", "GET", "/v1/admin/audit?limit=1").await;
+    assert_eq!(v2["entries"][0]["id"], e["id"]);
     assert_eq!(
         relay(&h, Receiver::failing(0), RetryPolicy::DEFAULT)
             .run_once(100)

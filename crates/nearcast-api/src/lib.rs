@@ -1061,19 +1061,18 @@ async fn webhook_dead_letters(
 }
 
 /// `POST /v1/admin/webhooks/dead-letters/redrive`: every dead letter back into the outbox,
-/// due now, with its attempts reset.
+/// due now, with its attempts reset; the audit log records who did it (`webhooks.redrive`).
 #[utoipa::path(
     post,
     path = "/v1/admin/webhooks/dead-letters/redrive",
     tag = "webhooks",
     responses((status = 200, description = "{redriven: N}", body = serde_json::Value, content_type = "application/json"))
 )]
-async fn redrive_webhooks(State(engine): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let n = engine
-        .store()
-        .redrive_webhooks(engine.now())
-        .await
-        .map_err(nearcast_core::engine::EngineError::from)?;
+async fn redrive_webhooks(
+    State(engine): State<AppState>,
+    Extension(actor): Extension<Actor>,
+) -> Result<Json<Value>, ApiError> {
+    let n = engine.redrive_webhooks(&actor).await?;
     Ok(Json(json!({"redriven": n})))
 }
 

@@ -596,6 +596,8 @@ impl Catalog {
                     let without = c.without_store(&id).ok()?;
                     without.unwrap_or(c)
                 }
+                // Recorded in the log, but no change to the catalog.
+                "webhooks.redrive" => c,
                 _ => return None,
             };
         }
@@ -1047,6 +1049,17 @@ mod tests {
         assert_eq!(seen(&followed), seen(&full));
         // Nothing newer: the same catalog.
         assert_eq!(seen(&cat.following(&[start.clone()]).unwrap()), seen(&cat));
+        // A redrive of webhook dead letters is in the log but changes no store: stepped
+        // over, to its version.
+        let redrive = AuditEntry::new(at, &actor, "webhooks.redrive");
+        let over = cat
+            .following(&[redrive.clone(), put(&added), start.clone()])
+            .expect("a redrive is followed");
+        assert_eq!(over.version.as_deref(), Some(redrive.id.as_str()));
+        assert_eq!(
+            seen(&over),
+            seen(&cat.following(&[put(&added), start.clone()]).unwrap())
+        );
         // An offer change among them, or a log that does not reach the catalog's version.
         let offer = AuditEntry::new(at, &actor, "offer.put");
         assert!(

@@ -1300,6 +1300,30 @@ impl Engine {
         Ok(summary)
     }
 
+    /// Moves every presence webhook dead letter back into the outbox, due now with its
+    /// attempts reset, and answers how many. When any moved, the audit log records who did
+    /// it and how many (`webhooks.redrive`, written after the moves: a failure there leaves
+    /// them moved and answers the error). The entry is a new catalog version that changes
+    /// nothing: instances following the log step over it.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn redrive_webhooks(&self, actor: &Actor) -> Result<usize, EngineError> {
+        let _g = self.admin.lock().await;
+        let now = self.now();
+        let n = self.store.redrive_webhooks(now).await?;
+        if n > 0 {
+            let entry = AuditEntry {
+                after: Some(serde_json::json!({ "redriven": n })),
+                ..AuditEntry::new(now, actor, "webhooks.redrive")
+            };
+            self.store.apply_config(&[], &entry).await?;
+            let c = (*self.catalog()).clone().at_version(Some(entry.id.clone()));
+            self.catalog.store(Arc::new(c));
+        }
+        Ok(n)
+    }
+
     /// The audit log, newest first: at most `limit` entries (capped at
     /// [`MAX_AUDIT_PAGE`](crate::audit::MAX_AUDIT_PAGE)), below the entry id `before`.
     ///
