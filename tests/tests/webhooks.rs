@@ -409,6 +409,87 @@ async fn fresh_messages_are_posted_without_reading_the_outbox(backend: Backend) 
     assert_eq!(a.run_once(100).await.unwrap().delivered, more.len());
 }
 
+/// The outbox answers the first `limit` due messages by (due time, id) and the first dead
+/// letters by when they died, whatever else it holds: messages of eight people across the
+/// partitions, backing off to times spread over a day, some dead; each asked for at several
+/// moments and limits and held against the same records sorted by hand.
+async fn the_outbox_answers_the_first_due_messages_however_many_wait(backend: Backend) {
+    use nearcast_core::webhook::WebhookOutcome;
+    let h = harness(backend, 10, policy(3)).await;
+    h.engine.set_webhooks(true);
+    for k in 0..8 {
+        walk(&h, &format!("q{k}")).await;
+    }
+    let all = h.store.due_webhooks(h.clock.now(), 10_000).await.unwrap();
+    assert!(all.len() >= 24, "{}", all.len());
+    // Every third dead, the others retried at a spread of times (two at one instant).
+    let base = h.clock.now();
+    let mut live: Vec<(chrono::DateTime<chrono::Utc>, String)> = Vec::new();
+    let mut dead = 0;
+    for (i, r) in all.iter().enumerate() {
+        let m = &r.message;
+        if i % 3 == 0 {
+            h.store
+                .settle_webhook(
+                    &m.user_id,
+                    &m.id,
+                    WebhookOutcome::Dead {
+                        error: "HTTP 500".into(),
+                    },
+                )
+                .await
+                .unwrap();
+            dead += 1;
+        } else {
+            let at = base + Duration::minutes(((i * 37) % 1440) as i64 / 2 * 2);
+            h.store
+                .settle_webhook(
+                    &m.user_id,
+                    &m.id,
+                    WebhookOutcome::Retry {
+                        at,
+                        error: "HTTP 503".into(),
+                    },
+                )
+                .await
+                .unwrap();
+            live.push((at, m.id.clone()));
+        }
+    }
+    live.sort();
+    for minutes in [-1i64, 0, 30, 200, 719, 720, 1500] {
+        let now = base + Duration::minutes(minutes);
+        let due: Vec<&(chrono::DateTime<chrono::Utc>, String)> =
+            live.iter().filter(|(at, _)| *at <= now).collect();
+        for limit in [0usize, 1, 2, 5, due.len(), 10_000] {
+            let got: Vec<(chrono::DateTime<chrono::Utc>, String)> = h
+                .store
+                .due_webhooks(now, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.next_at, r.message.id))
+                .collect();
+            let want: Vec<(chrono::DateTime<chrono::Utc>, String)> =
+                due.iter().take(limit).map(|x| (*x).clone()).collect();
+            assert_eq!(got, want, "due by {minutes} min, limit {limit}");
+        }
+    }
+    let dead_all = h.store.dead_webhooks(10_000).await.unwrap();
+    assert_eq!(dead_all.len(), dead);
+    let order: Vec<_> = dead_all
+        .iter()
+        .map(|r| (r.next_at, r.message.id.clone()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "dead letters oldest first");
+    for limit in [0usize, 1, 3] {
+        let got = h.store.dead_webhooks(limit).await.unwrap();
+        assert_eq!(got, dead_all[..limit.min(dead)].to_vec(), "limit {limit}");
+    }
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
@@ -438,6 +519,7 @@ on_every_store!(
     with_webhooks_off_nothing_is_written,
     an_attempt_settled_after_erasure_writes_nothing_back,
     fresh_messages_are_posted_without_reading_the_outbox,
+    the_outbox_answers_the_first_due_messages_however_many_wait,
 );
 
 /// The admin routes: dead letters listed and redriven by an admin only, bad parameters

@@ -10,7 +10,8 @@
 //!   `next_at` the time it died; `ttl` 30 days from then.
 //!
 //! Requests: the relay reads due messages with 8 Queries (the partitions hold only
-//! undelivered messages), leases each with one conditional UpdateItem, and settles it with
+//! undelivered messages; a filter on `next_at` returns only the due ones, and at most the
+//! `limit` first due are kept in memory), leases each with one conditional UpdateItem, and settles it with
 //! a DeleteItem (delivered), an UpdateItem (retry) or a TransactWriteItems (dead: the
 //! message moved to its dead-letter partition). A message costs about 2 WRU in its commit's
 //! transaction, 1 for the lease and 1 for the delete.
@@ -21,6 +22,7 @@ use chrono::{DateTime, Utc};
 use nearcast_core::ids::Id;
 use nearcast_core::ports::StoreError;
 use nearcast_core::webhook::{WebhookMessage, WebhookOutcome, WebhookRecord};
+use std::collections::BinaryHeap;
 
 /// Partitions of each kind.
 pub(crate) const SHARDS: u64 = 8;
@@ -62,6 +64,35 @@ fn record(item: &Item, dead: bool) -> Result<WebhookRecord, StoreError> {
     })
 }
 
+/// A record ordered by when it is due, then by message id (the relay's order).
+struct ByDue(WebhookRecord);
+
+impl ByDue {
+    fn key(&self) -> (DateTime<Utc>, &str) {
+        (self.0.next_at, self.0.message.id.as_str())
+    }
+}
+
+impl PartialEq for ByDue {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ByDue {}
+
+impl PartialOrd for ByDue {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByDue {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
 impl DynamoStateStore {
     /// The Put of a new message, for the commit's transaction.
     pub(crate) fn webhook_put(
@@ -77,15 +108,57 @@ impl DynamoStateStore {
         self.put(item).build()
     }
 
-    /// Records of every partition named `prefix#0..7`.
-    async fn hook_partitions(&self, prefix: &str) -> Result<Vec<WebhookRecord>, StoreError> {
-        let mut v = Vec::new();
+    /// The first `limit` records by (`next_at`, id) of the partitions `prefix#0..7`, those
+    /// due by `due_by` when given, read page by page and kept in a bounded heap: the memory
+    /// of `limit` records and one page, however many the partitions hold (a receiver down
+    /// for hours leaves thousands backing off, a month of dead letters more). The filter
+    /// on `next_at` saves the transfer and the parsing of messages that are not due; the
+    /// read itself is still paid per item, see docs/aws.md.
+    async fn first_records(
+        &self,
+        prefix: &str,
+        due_by: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        let dead = prefix == "HOOKDEAD";
+        let mut heap: BinaryHeap<ByDue> = BinaryHeap::with_capacity(limit.min(4096) + 1);
         for k in 0..SHARDS {
-            for item in self.partition(&format!("{prefix}#{k}"), None).await? {
-                v.push(record(&item, prefix == "HOOKDEAD")?);
+            let mut start: Option<Item> = None;
+            loop {
+                let mut query = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(format!("{prefix}#{k}")));
+                if let Some(t) = due_by {
+                    query = query
+                        .filter_expression("next_at <= :due")
+                        .expression_attribute_values(":due", n(t.timestamp_micros()));
+                }
+                let out = query
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("Query", e))?;
+                for item in out.items() {
+                    let r = record(item, dead)?;
+                    if due_by.is_some_and(|t| r.next_at > t) {
+                        continue;
+                    }
+                    heap.push(ByDue(r));
+                    if heap.len() > limit {
+                        heap.pop();
+                    }
+                }
+                match out.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => start = Some(k.clone()),
+                    _ => break,
+                }
             }
         }
-        Ok(v)
+        Ok(heap.into_sorted_vec().into_iter().map(|b| b.0).collect())
     }
 
     pub(crate) async fn due_webhooks_async(
@@ -93,25 +166,14 @@ impl DynamoStateStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WebhookRecord>, StoreError> {
-        let mut v: Vec<_> = self
-            .hook_partitions("HOOK")
-            .await?
-            .into_iter()
-            .filter(|r| r.next_at <= now)
-            .collect();
-        v.sort_by(|a, b| (a.next_at, &a.message.id).cmp(&(b.next_at, &b.message.id)));
-        v.truncate(limit);
-        Ok(v)
+        self.first_records("HOOK", Some(now), limit).await
     }
 
     pub(crate) async fn dead_webhooks_async(
         &self,
         limit: usize,
     ) -> Result<Vec<WebhookRecord>, StoreError> {
-        let mut v = self.hook_partitions("HOOKDEAD").await?;
-        v.sort_by(|a, b| (a.next_at, &a.message.id).cmp(&(b.next_at, &b.message.id)));
-        v.truncate(limit);
-        Ok(v)
+        self.first_records("HOOKDEAD", None, limit).await
     }
 
     /// `user`'s messages, live then dead (subject access).
