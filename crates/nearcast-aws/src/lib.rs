@@ -198,6 +198,21 @@ fn user_pk(user: &Id) -> String {
     format!("USER#{user}")
 }
 
+/// The first of `count` sequence numbers, none of them handed out before from `last` (one
+/// past the last handed out), from `now` on (nanoseconds: the clock's microseconds times
+/// 1000, so several calls in one microsecond still get numbers of their own).
+fn seq_range(last: &AtomicI64, now: i64, count: usize) -> i64 {
+    let count = count as i64;
+    let mut prev = last.load(Ordering::Relaxed);
+    loop {
+        let start = now.max(prev + 1);
+        match last.compare_exchange(prev, start + count, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return start,
+            Err(p) => prev = p,
+        }
+    }
+}
+
 fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
@@ -468,20 +483,7 @@ impl DynamoStateStore {
     /// A sequence number later than any this store handed out before.
     fn next_seq(&self, count: usize) -> i64 {
         let now = chrono::Utc::now().timestamp_micros().saturating_mul(1000);
-        let count = count as i64;
-        let mut prev = self.last_seq.load(Ordering::Relaxed);
-        loop {
-            let start = now.max(prev + 1);
-            match self.last_seq.compare_exchange(
-                prev,
-                start + count,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return start,
-                Err(p) => prev = p,
-            }
-        }
+        seq_range(&self.last_seq, now, count)
     }
 
     fn put(&self, item: Item) -> PutBuilderExt {
@@ -2063,5 +2065,45 @@ impl StateStore for DynamoStateStore {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ranges handed out at one instant, from several threads, never overlap, and each
+    /// starts at the clock or after the last.
+    #[test]
+    fn sequence_ranges_never_overlap() {
+        let last = AtomicI64::new(0);
+        assert_eq!(seq_range(&last, 5_000, 3), 5_000);
+        assert_eq!(seq_range(&last, 5_000, 2), 5_004);
+        assert_eq!(seq_range(&last, 5_000, 0), 5_007);
+        assert_eq!(seq_range(&last, 9_000, 1), 9_000, "the clock moved on");
+        assert_eq!(seq_range(&last, 8_000, 1), 9_002, "and never back");
+        let last = std::sync::Arc::new(AtomicI64::new(0));
+        let ranges: Vec<(i64, i64)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|t| {
+                    let last = last.clone();
+                    s.spawn(move || {
+                        (0..2_000)
+                            .map(|i| {
+                                let n = 1 + (i + t) % 5;
+                                let start = seq_range(&last, 1_000_000, n);
+                                (start, start + n as i64)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = ranges.clone();
+        sorted.sort();
+        for w in sorted.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{:?} overlaps {:?}", w[0], w[1]);
+        }
     }
 }
