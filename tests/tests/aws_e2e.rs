@@ -982,6 +982,72 @@ async fn campaign_results_are_one_query_of_the_cells() {
         // One Query of the cells' partition; the campaign comes from the catalog.
         assert_eq!(used, BTreeMap::from([("Query".to_string(), 1)]), "by {by}");
     }
+    // By store over ranges with ragged ends (the events are on 2026-11-20): whole months
+    // in one Query, and each end's days (read as days, or as their month less the days
+    // outside) in at most one more; the same answer as the whole campaign's.
+    let (_, _, whole) = call(
+        &a.engine,
+        "GET",
+        "/v1/admin/campaigns/c1/results?by=store",
+        None,
+    )
+    .await;
+    assert_eq!(
+        whole["results"]["rows"].as_array().map(Vec::len),
+        Some(3),
+        "a row per store: {whole}"
+    );
+    for range in [
+        "from=2026-10-20&to=2026-11-25",
+        "from=2026-10-05&to=2026-11-21",
+        "from=2026-11-10&to=2026-11-22",
+        "from=2026-09-17&to=2026-12-03",
+        "to=2026-11-25",
+        "from=2026-10-20",
+        "from=2026-11-01&to=2026-11-30",
+    ] {
+        let before = a.ddb.counts();
+        let (s, _, v) = call(
+            &a.engine,
+            "GET",
+            &format!("/v1/admin/campaigns/c1/results?by=store&{range}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let after = a.ddb.counts();
+        let used: BTreeMap<_, _> = after
+            .iter()
+            .filter_map(|(op, n)| {
+                let d = n - before.get(op).copied().unwrap_or(0);
+                (d > 0).then(|| (op.clone(), d))
+            })
+            .collect();
+        assert_eq!(
+            used.keys().collect::<Vec<_>>(),
+            ["Query"],
+            "{range}: {used:?}"
+        );
+        assert!(used["Query"] <= 3, "{range}: {used:?}");
+        assert_eq!(
+            v["results"]["funnel"], whole["results"]["funnel"],
+            "{range}"
+        );
+        assert_eq!(v["results"]["rows"], whole["results"]["rows"], "{range}");
+    }
+    // A ragged range that misses the day of the events: nothing, in as few Queries.
+    let before = a.ddb.counts().get("Query").copied().unwrap_or(0);
+    let (s, _, v) = call(
+        &a.engine,
+        "GET",
+        "/v1/admin/campaigns/c1/results?by=store&from=2026-11-21&to=2027-01-12",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(a.ddb.counts()["Query"] - before <= 3);
+    assert_eq!(v["results"]["funnel"]["sent"], 0, "{v}");
+    assert_eq!(v["results"]["funnel"]["held_out"], 0, "{v}");
 }
 
 /// A routine fix (no fence entered or left, no candidate) keeps no idempotency key on
