@@ -332,7 +332,7 @@ mod tests {
         let c = catalog();
         let mut s = UserState::default();
         assert!(feed(&c, &mut s, 300.0, 10.0, 0).is_empty());
-        // Walking in, a fix every 2 s: the track follows, the enter waits for 20 s inside.
+        // Walking in, a fix every 2 s: the track follows, the enter waits for its confirmation inside.
         let mut entered_at = None;
         for k in 1..200 {
             let north = (300.0 - 3.0 * k as f64).max(0.0);

@@ -76,8 +76,8 @@ impl Params {
     pub const DEFAULT: Params = Params {
         max_enter_accuracy_m: MAX_ENTER_ACCURACY_M,
         enter_depth_m: 0.0,
-        enter_depth_per_accuracy: 0.6,
-        enter_confirm: Duration::seconds(20),
+        enter_depth_per_accuracy: 0.3,
+        enter_confirm: Duration::seconds(10),
         alone_after: Duration::seconds(30),
         exit_margin_m: EXIT_MARGIN_M,
         exit_confirm: Duration::seconds(60),
@@ -85,7 +85,7 @@ impl Params {
         max_speed_mps: 50.0,
         gate_sigmas: 3.0,
         accuracy_floor_m: 10.0,
-        walk_mps: 0.7,
+        walk_mps: 2.0,
         reset_after: Duration::seconds(30),
         track_ttl: Duration::minutes(5),
     };
@@ -365,15 +365,15 @@ mod tests {
             step(&p, None, None, &lone(5.0)).transition,
             Transition::Enter
         );
-        // The defaults: 0.6 of the recent accuracy, for fixes on the track...
-        assert_eq!(P.enter_depth_per_accuracy, 0.6);
+        // The defaults: 0.3 of the recent accuracy, for fixes on the track...
+        assert_eq!(P.enter_depth_per_accuracy, 0.3);
         let c = P.enter_confirm.num_seconds();
         assert_eq!(
-            run(None, Some(t(0)), ev(-5.9, 10.0, c)).transition,
+            run(None, Some(t(0)), ev(-2.9, 10.0, c)).transition,
             Transition::Outside
         );
         assert_eq!(
-            run(None, Some(t(0)), ev(-6.0, 10.0, c)).transition,
+            run(None, Some(t(0)), ev(-3.0, 10.0, c)).transition,
             Transition::Enter
         );
         // ...while a lone fix needs only to be inside.
