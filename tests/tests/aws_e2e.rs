@@ -593,6 +593,120 @@ async fn a_claim_whose_sender_died_is_settled_once_and_never_sent() {
     );
 }
 
+/// Finishing a claimed delivery tells "already finished" (its condition failed) from a
+/// failed request: an UpdateItem refused for another reason (here the table is gone) is an
+/// error the sender retries, never taken for a finish someone else made (the delivery would
+/// stay `sending` until the lease settles it as unconfirmed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finish_refused_for_another_reason_than_its_condition_is_an_error() {
+    aws!(
+        a,
+        a_finish_refused_for_another_reason_than_its_condition_is_an_error,
+        1,
+        5
+    );
+    let user = "fin";
+    onboard(&a, user).await;
+    a.ddb.fail_after(2);
+    let (s, h, v) = post(&a, fix(user, "f1", 0)).await;
+    a.ddb.restore();
+    assert_retryable(s, &h, &v);
+    let pending = a
+        .direct
+        .pending_deliveries(noon() + chrono::Duration::days(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "committed, unclaimed");
+    let uid = id(user);
+    let delivery = pending[0].delivery_id.clone();
+    assert!(
+        a.direct
+            .claim_delivery(&uid, &delivery, "me")
+            .await
+            .unwrap()
+    );
+    let gone = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}"#;
+    a.ddb
+        .fault("UpdateItem", 1, Fault::Answer(400, gone.into()));
+    let proxied = a.engine.store().clone();
+    let err = proxied
+        .finish_delivery(&uid, &delivery, DeliveryStatus::Sent)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("UpdateItem"), "{err}");
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    // The retry finishes it, once.
+    assert!(
+        proxied
+            .finish_delivery(&uid, &delivery, DeliveryStatus::Sent)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !proxied
+            .finish_delivery(&uid, &delivery, DeliveryStatus::Sent)
+            .await
+            .unwrap()
+    );
+}
+
+/// A resent event whose transaction DynamoDB cancels on its idempotency key answers with the
+/// first result from the key's item that the cancellation returns (one request, no read
+/// after it). moto returns no item with a cancellation, so the test proxy answers as
+/// DynamoDB does, with the key's item, and the result it carries is the one answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_is_answered_from_the_item_its_cancellation_returns() {
+    use nearcast_core::ports::{Commit, CommitOutcome, EventResult};
+    aws!(
+        a,
+        a_duplicate_is_answered_from_the_item_its_cancellation_returns,
+        1,
+        5
+    );
+    let store = a.engine.store().clone();
+    let first = EventResult {
+        kind: "consent".into(),
+        decision: None,
+    };
+    let mut c = Commit::new(id("dup"), 0);
+    c.events = vec![(id("d1"), first.clone())];
+    assert_eq!(store.commit(&c).await.unwrap(), CommitOutcome::Applied);
+    // What DynamoDB answers a resend: the Put's condition failed, with the item as it is.
+    let stored = serde_json::to_string(&EventResult {
+        kind: "from-the-item".into(),
+        decision: None,
+    })
+    .unwrap();
+    let cancelled = json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "message": "Transaction cancelled, please refer cancellation reasons for specific reasons [ConditionalCheckFailed]",
+        "CancellationReasons": [{
+            "Code": "ConditionalCheckFailed",
+            "Message": "The conditional request failed",
+            "Item": {"pk": {"S": "USER#dup"}, "sk": {"S": "EVENT#d1"}, "result": {"S": stored}}
+        }]
+    });
+    a.ddb.fault(
+        "TransactWriteItems",
+        1,
+        Fault::Answer(400, cancelled.to_string()),
+    );
+    a.ddb.reset_counts();
+    let mut again = c.clone();
+    again.events.push((id("d2"), first.clone()));
+    match store.commit(&again).await.unwrap() {
+        CommitOutcome::Duplicates(d) => {
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert_eq!(d[0].0, id("d1"));
+            assert_eq!(d[0].1.kind, "from-the-item", "answered from the item");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    let counts = a.ddb.counts();
+    assert_eq!(counts.get("GetItem"), None, "no read after it: {counts:?}");
+}
+
 /// Invariant 4 on the wire: at each request of the send path, the request reaches moto and
 /// is applied, then its answer is lost (the connection closes with no reply). The SDK's
 /// retries, the engine's, the client's and the relay's together push exactly once, and

@@ -1138,6 +1138,37 @@ async fn a_send_rate_holds_per_minute_under_concurrency(backend: Backend) {
         (status, v["error"]["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("max_per_minute"))
     );
+    // On DynamoDB a minute's count expires a day after its last send (the budget's count,
+    // which must last, has no expiry).
+    if let Some(table) = &h.dynamo_table {
+        let now = chrono::Utc::now().timestamp();
+        let counts = nearcast_tests::scan_table(table).await;
+        let ttl = |a: &std::collections::BTreeMap<String, String>| -> Option<i64> {
+            a.get("ttl").map(|t| {
+                t.trim_start_matches("N(\"")
+                    .trim_end_matches("\")")
+                    .parse()
+                    .unwrap()
+            })
+        };
+        let rates: Vec<i64> = counts
+            .iter()
+            .filter(|(k, _)| k.starts_with("BUDGET#") && k.contains(".rate."))
+            .map(|(k, a)| ttl(a).unwrap_or_else(|| panic!("{k} has no ttl")))
+            .collect();
+        assert_eq!(rates.len(), 2, "one count per minute: {:?}", counts.keys());
+        for t in rates {
+            assert!(
+                (t - now - 24 * 3600).abs() < 600,
+                "a minute's count expires a day on: {t} against {now}"
+            );
+        }
+        let budget = counts
+            .iter()
+            .find(|(k, _)| k.as_str() == "BUDGET#c1 / SENDS")
+            .expect("the budget's count");
+        assert_eq!(ttl(budget.1), None, "{budget:?}");
+    }
     // The embedded host forgets a minute's count ten minutes on.
     if let Some(db) = &h.sqlite {
         let before = db.count("campaign_sends").unwrap();

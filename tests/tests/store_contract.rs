@@ -98,6 +98,7 @@ contract!(
     campaigns_round_trip_with_their_audit_entries,
     coupon_codes_are_given_once_under_concurrency_redeemed_once_and_unlinked_by_erasure,
     results_by_store_read_from_months_and_end_days_equal_the_sum_of_the_days,
+    a_profile_with_only_cells_or_only_a_webhook_message_writes_both,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -684,6 +685,75 @@ async fn config_changes_and_their_audit_entry_apply_together(store: Arc<dyn Stat
     assert_eq!(store.audit_log(None, 10).await.unwrap().len(), 3);
 }
 
+/// `n` result cells (with their roll-ups) of campaign `c` for one triggered decision each.
+fn some_cells(c: &str, n: usize) -> nearcast_core::campaign_results::LevelDeltas {
+    use nearcast_core::campaign_results::{Cell, CellDeltas, CellKey, with_rollups};
+    let mut deltas = CellDeltas::new();
+    for k in 0..n {
+        let key = CellKey {
+            day: "2026-11-20".parse().unwrap(),
+            store: format!("s{k}"),
+            variant: "a".into(),
+        };
+        deltas.entry((id(c), key)).or_default().add(&Cell {
+            triggered: 1,
+            ..Cell::default()
+        });
+    }
+    with_rollups(deltas)
+}
+
+/// A presence webhook message of `user` for `event`.
+fn hook_message(user: &str, event: &str) -> nearcast_core::webhook::WebhookMessage {
+    nearcast_core::webhook::WebhookMessage {
+        id: nearcast_core::webhook::message_id(&id(user), &id(event)),
+        user_id: id(user),
+        event_id: id(event),
+        at: noon(),
+        changes: Vec::new(),
+    }
+}
+
+/// A commit of the profile and one kind of item alone (no idempotency key, decision or
+/// delivery beside them) writes both: the profile alone is a store's cheapest write, and
+/// nothing else may be taken for it.
+async fn a_profile_with_only_cells_or_only_a_webhook_message_writes_both(
+    store: Arc<dyn StateStore>,
+) {
+    use nearcast_core::campaign_results::CellLevel;
+    let mut c = commit("cel", 0, Some(state("a")), &[]);
+    c.cells = some_cells("c-alone", 1);
+    apply(&*store, &c).await;
+    assert_eq!(load(&*store, "cel").await.version, 1);
+    let cells = store
+        .campaign_cells(&id("c-alone"), CellLevel::StoreDays, None, None)
+        .await
+        .unwrap();
+    assert_eq!(cells.len(), 1, "{cells:?}");
+
+    // The profile alone, at a version that moved: a conflict, not an error, and nothing
+    // written.
+    let stale = commit("cel", 0, Some(state("b")), &[]);
+    assert_eq!(store.commit(&stale).await.unwrap(), CommitOutcome::Conflict);
+    assert_eq!(load(&*store, "cel").await.state, state("a"));
+    apply(&*store, &commit("cel", 1, Some(state("b")), &[])).await;
+    let stale = commit("cel", 1, Some(state("c")), &[]);
+    assert_eq!(store.commit(&stale).await.unwrap(), CommitOutcome::Conflict);
+    let now = load(&*store, "cel").await;
+    assert_eq!((now.version, now.state), (2, state("b")));
+
+    let mut c = commit("hoo", 0, Some(state("a")), &[]);
+    c.webhooks.push(hook_message("hoo", "h1"));
+    apply(&*store, &c).await;
+    assert_eq!(load(&*store, "hoo").await.version, 1);
+    let due = store
+        .due_webhooks(noon() + chrono::Duration::days(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].message, hook_message("hoo", "h1"));
+}
+
 // ---------------------------------------------------------------- DynamoDB only
 
 /// DynamoDB takes at most 100 items per transaction; a larger commit is refused whole
@@ -707,6 +777,72 @@ async fn dynamodb_refuses_a_commit_over_100_items_and_writes_nothing() {
     assert_eq!(s.store.deliveries().await.unwrap().len(), 24);
     assert_eq!(s.store.decisions().await.unwrap().len(), 24);
     assert!(is_recorded(&*s.store, "ann", "e26").await);
+}
+
+/// Every kind of item counts against DynamoDB's 100 per transaction: a commit of a profile,
+/// sent events (key, decision, delivery, pointer), a campaign's budget, a coupon (code,
+/// free entry, link), result cells and a webhook message that makes exactly 100 is written
+/// whole; one webhook message more is refused before it is sent, naming 101, and writes
+/// nothing.
+#[tokio::test]
+async fn dynamodb_counts_every_kind_of_item_against_the_limit_of_100() {
+    use nearcast_core::coupon::CouponIssue;
+    let s = on_dynamodb("every_kind").await;
+    let store = &*s.store;
+    let camp = id("c-full");
+    let upload = AuditEntry::new(noon(), &Actor::system("test"), "coupons.upload");
+    store
+        .add_coupons(&camp, &["FULL-1".to_string()], Some(&upload))
+        .await
+        .unwrap();
+    let build = |user: &str, webhooks: usize| {
+        let events: Vec<String> = (0..20).map(|i| format!("{user}-e{i}")).collect();
+        let events: Vec<&str> = events.iter().map(String::as_str).collect();
+        let mut c = sent(user, 0, Some(state("a")), &events);
+        c.budgets.push((camp.clone(), 1000));
+        c.coupons.push(CouponIssue {
+            campaign_id: camp.clone(),
+            code: "FULL-1".into(),
+            delivery_id: c.pushes[0].delivery_id.clone(),
+            offer_id: id("o1"),
+        });
+        c.cells = some_cells("c-full", 2);
+        for k in 0..webhooks {
+            c.webhooks.push(hook_message(user, &format!("{user}-e{k}")));
+        }
+        // Fill up with idempotency keys of events that decided nothing.
+        let so_far = 1 + 20 * 4 + 1 + 3 + c.cells.len() + webhooks;
+        assert!(so_far <= 100, "{so_far}");
+        for k in 0..(100 - so_far) {
+            let e = format!("{user}-quiet{k}");
+            c.events.push((id(&e), result(&e)));
+        }
+        c
+    };
+    let mut over = build("over", 1);
+    over.webhooks.push(hook_message("over", "over-e19"));
+    let e = store.commit(&over).await.unwrap_err();
+    assert!(e.0.contains("101 items, the limit is 100"), "{e}");
+    assert_eq!(load(store, "over").await.version, 0);
+    assert!(store.deliveries().await.unwrap().is_empty());
+    assert_eq!(store.campaign_sends(&camp).await.unwrap(), 0);
+
+    let fits = build("fits", 1);
+    assert_eq!(store.commit(&fits).await.unwrap(), CommitOutcome::Applied);
+    assert_eq!(load(store, "fits").await.version, 1);
+    assert_eq!(store.deliveries().await.unwrap().len(), 20);
+    assert_eq!(store.decisions().await.unwrap().len(), 20);
+    assert_eq!(store.campaign_sends(&camp).await.unwrap(), 1);
+    assert!(store.free_coupons(&camp, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .due_webhooks(noon() + chrono::Duration::days(1), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(is_recorded(store, "fits", fits.events.last().unwrap().0.as_str()).await);
 }
 
 /// DynamoDB caps a transaction at 100 items; the engine commits a batch of 100 events, most
