@@ -707,6 +707,78 @@ async fn a_duplicate_is_answered_from_the_item_its_cancellation_returns() {
     assert_eq!(counts.get("GetItem"), None, "no read after it: {counts:?}");
 }
 
+/// A delivery marker left behind by a delivery that finished (its delete failed, or a late
+/// write put it back) is not relayed: the relay sends only deliveries still `pending`, and
+/// removes the stale marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_marker_left_by_a_finished_delivery_is_not_relayed_and_is_removed() {
+    use nearcast_aws::aws_sdk_dynamodb::types::AttributeValue;
+    aws!(
+        a,
+        a_marker_left_by_a_finished_delivery_is_not_relayed_and_is_removed,
+        1,
+        5
+    );
+    let user = "left";
+    let endpoint = onboard(&a, user).await;
+    // Committed, then every later request fails: the delivery waits, with its marker.
+    a.ddb.fail_after(2);
+    let (s, h, v) = post(&a, fix(user, "f1", 0)).await;
+    a.ddb.restore();
+    assert_retryable(s, &h, &v);
+    let (marker_key, marker) = table(&a)
+        .await
+        .into_iter()
+        .find(|(k, _)| k.starts_with("PENDING#"))
+        .expect("the marker");
+    // The relay sends it; the marker goes.
+    a.engine
+        .relay_pending(chrono::Duration::zero(), 100)
+        .await
+        .unwrap();
+    assert_eq!(messages_to(&endpoint).len(), 1, "sent");
+    assert!(!table(&a).await.contains_key(&marker_key));
+    // The marker, back as the commit wrote it (unclaimed): a delete that failed, or a
+    // late write.
+    let (pk, sk) = marker_key.split_once(" / ").unwrap();
+    let num = |v: &str| {
+        v.trim_start_matches("N(\"")
+            .trim_end_matches("\")")
+            .to_string()
+    };
+    let user_attr = marker["user"]
+        .trim_start_matches("S(\"")
+        .trim_end_matches("\")")
+        .to_string();
+    nearcast_aws::moto::shared()
+        .dynamodb(None)
+        .await
+        .put_item()
+        .table_name(a.direct.table())
+        .item("pk", AttributeValue::S(pk.into()))
+        .item("sk", AttributeValue::S(sk.into()))
+        .item("user", AttributeValue::S(user_attr))
+        .item("at", AttributeValue::N(num(&marker["at"])))
+        .send()
+        .await
+        .unwrap();
+    let pending = a
+        .direct
+        .pending_deliveries(noon() + chrono::Duration::days(1), 10)
+        .await
+        .unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
+    assert!(
+        !table(&a).await.contains_key(&marker_key),
+        "the stale marker is removed"
+    );
+    a.engine
+        .relay_pending(chrono::Duration::zero(), 100)
+        .await
+        .unwrap();
+    assert_eq!(messages_to(&endpoint).len(), 1, "never sent twice");
+}
+
 /// Invariant 4 on the wire: at each request of the send path, the request reaches moto and
 /// is applied, then its answer is lost (the connection closes with no reply). The SDK's
 /// retries, the engine's, the client's and the relay's together push exactly once, and
@@ -1040,7 +1112,18 @@ async fn an_erasure_cut_halfway_is_completed_by_the_relay() {
         left.keys().any(|k| k.ends_with("/ PROFILE")),
         "the profile goes last"
     );
-    assert!(table(&a).await.contains_key(&format!("ERASURE / {user}")));
+    let marker = table(&a).await[&format!("ERASURE / {user}")].clone();
+    // The marker expires with the logs, should nothing ever complete it.
+    let ttl: i64 = marker["ttl"]
+        .trim_start_matches("N(\"")
+        .trim_end_matches("\")")
+        .parse()
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        (ttl - now - nearcast_aws::LOG_TTL_SECS).abs() < 600,
+        "{ttl} against {now}"
+    );
     // The engine's clock stands at the test's noon, DynamoDB stamps the marker with the
     // wall clock: a grace reaching back past both takes it.
     let any_age = -chrono::Duration::days(3650);
