@@ -635,19 +635,34 @@ async fn a_finish_refused_for_another_reason_than_its_condition_is_an_error() {
         .unwrap_err();
     assert!(err.to_string().contains("UpdateItem"), "{err}");
     assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
-    // The retry finishes it, once.
+    // The retry moves it, but the marker's delete is refused: an error too, not "done".
+    a.ddb
+        .fault("DeleteItem", 1, Fault::Answer(400, gone.into()));
+    let err = proxied
+        .finish_delivery(&uid, &delivery, DeliveryStatus::Sent)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("DeleteItem"), "{err}");
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
     assert!(
-        proxied
-            .finish_delivery(&uid, &delivery, DeliveryStatus::Sent)
-            .await
-            .unwrap()
+        table(&a).await.keys().any(|k| k.starts_with("PENDING#")),
+        "the marker is still there"
     );
+    // The caller's retry finds it finished and removes the marker.
     assert!(
         !proxied
             .finish_delivery(&uid, &delivery, DeliveryStatus::Sent)
             .await
             .unwrap()
     );
+    assert!(!table(&a).await.keys().any(|k| k.starts_with("PENDING#")));
+    let status = partition(&a, user)
+        .await
+        .into_iter()
+        .find(|(k, _)| k.contains("/ DELIVERY#"))
+        .map(|(_, i)| i["status"].clone())
+        .unwrap();
+    assert!(status.contains("sent"), "{status}");
 }
 
 /// A resent event whose transaction DynamoDB cancels on its idempotency key answers with the
