@@ -665,6 +665,55 @@ async fn a_finish_refused_for_another_reason_than_its_condition_is_an_error() {
     assert!(status.contains("sent"), "{status}");
 }
 
+/// Settling a stale claim tells "its sender finished meanwhile" (the UpdateItem's condition
+/// failed: nothing to settle, no error) from a failed request (any other refusal: an error,
+/// the marker kept for the next pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settling_a_claim_tells_a_finished_sender_from_a_failed_request() {
+    aws!(
+        a,
+        settling_a_claim_tells_a_finished_sender_from_a_failed_request,
+        1,
+        5
+    );
+    let user = "stl";
+    onboard(&a, user).await;
+    a.ddb.fail_after(2);
+    let (s, h, v) = post(&a, fix(user, "f1", 0)).await;
+    a.ddb.restore();
+    assert_retryable(s, &h, &v);
+    let pending = a
+        .direct
+        .pending_deliveries(noon() + chrono::Duration::days(1), 10)
+        .await
+        .unwrap();
+    let uid = id(user);
+    let delivery = pending[0].delivery_id.clone();
+    assert!(
+        a.direct
+            .claim_delivery(&uid, &delivery, "gone")
+            .await
+            .unwrap()
+    );
+    let lease_over = chrono::Duration::zero();
+    let gone = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}"#;
+    a.ddb
+        .fault("UpdateItem", 1, Fault::Answer(400, gone.into()));
+    let err = a.engine.settle_stale_claims(lease_over).await.unwrap_err();
+    assert!(err.to_string().contains("UpdateItem"), "{err}");
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+    assert!(
+        table(&a).await.keys().any(|k| k.starts_with("PENDING#")),
+        "the marker stays for the next pass"
+    );
+    // The sender finished between the read and the update: the condition fails.
+    let finished = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed"}"#;
+    a.ddb
+        .fault("UpdateItem", 1, Fault::Answer(400, finished.into()));
+    assert_eq!(a.engine.settle_stale_claims(lease_over).await.unwrap(), 0);
+    assert_eq!(a.ddb.faults_left(), 0, "the fault fired");
+}
+
 /// A resent event whose transaction DynamoDB cancels on its idempotency key answers with the
 /// first result from the key's item that the cancellation returns (one request, no read
 /// after it). moto returns no item with a cancellation, so the test proxy answers as
