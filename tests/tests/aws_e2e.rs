@@ -507,6 +507,23 @@ async fn a_failure_at_each_request_of_the_send_path_never_half_writes_or_sends_t
     );
 }
 
+/// `user` onboarded and a fix of theirs committed with a push, then every later request
+/// failed: the delivery waits, unclaimed, with its marker. Answers its id.
+async fn committed_unclaimed(a: &Aws, user: &str) -> String {
+    onboard(a, user).await;
+    a.ddb.fail_after(2);
+    let (s, h, v) = post(a, fix(user, "f1", 0)).await;
+    a.ddb.restore();
+    assert_retryable(s, &h, &v);
+    let pending = a
+        .direct
+        .pending_deliveries(noon() + chrono::Duration::days(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "committed, unclaimed");
+    pending[0].delivery_id.clone()
+}
+
 /// A sender that claims a push and dies before it publishes (a Lambda timeout, a crash):
 /// its delivery is not left `sending` for ever. Within the lease nothing touches it (a
 /// live sender may still be at work); after it the claim is settled as `unconfirmed`,
@@ -606,19 +623,8 @@ async fn a_finish_refused_for_another_reason_than_its_condition_is_an_error() {
         5
     );
     let user = "fin";
-    onboard(&a, user).await;
-    a.ddb.fail_after(2);
-    let (s, h, v) = post(&a, fix(user, "f1", 0)).await;
-    a.ddb.restore();
-    assert_retryable(s, &h, &v);
-    let pending = a
-        .direct
-        .pending_deliveries(noon() + chrono::Duration::days(1), 10)
-        .await
-        .unwrap();
-    assert_eq!(pending.len(), 1, "committed, unclaimed");
+    let delivery = committed_unclaimed(&a, user).await;
     let uid = id(user);
-    let delivery = pending[0].delivery_id.clone();
     assert!(
         a.direct
             .claim_delivery(&uid, &delivery, "me")
@@ -677,18 +683,8 @@ async fn settling_a_claim_tells_a_finished_sender_from_a_failed_request() {
         5
     );
     let user = "stl";
-    onboard(&a, user).await;
-    a.ddb.fail_after(2);
-    let (s, h, v) = post(&a, fix(user, "f1", 0)).await;
-    a.ddb.restore();
-    assert_retryable(s, &h, &v);
-    let pending = a
-        .direct
-        .pending_deliveries(noon() + chrono::Duration::days(1), 10)
-        .await
-        .unwrap();
+    let delivery = committed_unclaimed(&a, user).await;
     let uid = id(user);
-    let delivery = pending[0].delivery_id.clone();
     assert!(
         a.direct
             .claim_delivery(&uid, &delivery, "gone")
