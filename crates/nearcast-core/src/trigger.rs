@@ -76,7 +76,7 @@ impl Params {
     pub const DEFAULT: Params = Params {
         max_enter_accuracy_m: MAX_ENTER_ACCURACY_M,
         enter_depth_m: 0.0,
-        enter_depth_per_accuracy: 0.3,
+        enter_depth_per_accuracy: 0.2,
         enter_confirm: Duration::seconds(10),
         alone_after: Duration::seconds(30),
         exit_margin_m: EXIT_MARGIN_M,
@@ -365,15 +365,15 @@ mod tests {
             step(&p, None, None, &lone(5.0)).transition,
             Transition::Enter
         );
-        // The defaults: 0.3 of the recent accuracy, for fixes on the track...
-        assert_eq!(P.enter_depth_per_accuracy, 0.3);
+        // The defaults: 0.2 of the recent accuracy, for fixes on the track...
+        assert_eq!(P.enter_depth_per_accuracy, 0.2);
         let c = P.enter_confirm.num_seconds();
         assert_eq!(
-            run(None, Some(t(0)), ev(-2.9, 10.0, c)).transition,
+            run(None, Some(t(0)), ev(-1.9, 10.0, c)).transition,
             Transition::Outside
         );
         assert_eq!(
-            run(None, Some(t(0)), ev(-3.0, 10.0, c)).transition,
+            run(None, Some(t(0)), ev(-2.0, 10.0, c)).transition,
             Transition::Enter
         );
         // ...while a lone fix needs only to be inside.
