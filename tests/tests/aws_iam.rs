@@ -77,6 +77,27 @@ const NOT_CALLED_BY_THE_CODE: &[(&str, &str, &str)] = &[
         "sqs:ChangeMessageVisibility",
         "the event source mapping hands failed records back to the queue",
     ),
+    (
+        "events-queue",
+        "dynamodb:DescribeStream",
+        "the table stream's event source mapping (the Lambda service, with the function's \
+         role) finds the stream's shards; the handler only receives the records",
+    ),
+    (
+        "events-queue",
+        "dynamodb:GetShardIterator",
+        "the table stream's event source mapping starts reading each shard",
+    ),
+    (
+        "events-queue",
+        "dynamodb:GetRecords",
+        "the table stream's event source mapping reads the records it hands the function",
+    ),
+    (
+        "events-queue",
+        "dynamodb:ListStreams",
+        "the table stream's event source mapping lists the table's streams",
+    ),
 ];
 
 // ---------------------------------------------------------------- the template
@@ -90,6 +111,8 @@ struct Function {
     allowed: BTreeSet<String>,
     routes: Vec<(String, String)>,
     sqs: bool,
+    /// Invoked by the table's DynamoDB stream.
+    stream: bool,
     /// Invoked on an EventBridge schedule.
     scheduled: bool,
 }
@@ -123,6 +146,7 @@ fn function(t: &Yaml, binary: &str) -> Function {
         .collect();
     let mut routes = Vec::new();
     let mut sqs = false;
+    let mut stream = false;
     let mut scheduled = false;
     if let Some(events) = prop(f, &["Events"]).and_then(Yaml::as_mapping) {
         for e in events.values() {
@@ -138,6 +162,7 @@ fn function(t: &Yaml, binary: &str) -> Function {
                     routes.push((p("Method"), p("Path")));
                 }
                 Some("SQS") => sqs = true,
+                Some("DynamoDB") => stream = true,
                 Some("Schedule" | "ScheduleV2") => scheduled = true,
                 _ => {}
             }
@@ -149,6 +174,7 @@ fn function(t: &Yaml, binary: &str) -> Function {
         allowed,
         routes,
         sqs,
+        stream,
         scheduled,
     }
 }
@@ -923,6 +949,81 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         "eli's endpoint marked disabled"
     );
 
+    // ---- events-queue on the table's stream: the webhook messages events-api's commits
+    // left in the outbox (the queue's batches posted theirs), each as the INSERT record the
+    // stream hands over, one of them twice (a stream delivers at least once), beside records
+    // the mapping's filter keeps out (a lease's MODIFY, a dead letter's INSERT).
+    assert!(
+        queue.template.stream,
+        "events-queue reads the table's stream"
+    );
+    let dynamodb = moto.dynamodb(None).await;
+    let mut outbox = Vec::new();
+    for k in 0..8 {
+        let out = dynamodb
+            .query()
+            .table_name(&table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("HOOK#{k}")))
+            .send()
+            .await
+            .unwrap();
+        outbox.extend(out.items().iter().cloned());
+    }
+    assert!(
+        !outbox.is_empty(),
+        "events-api's presence changes wait in the outbox"
+    );
+    let stream_record = |name: &str, item: &std::collections::HashMap<String, AttributeValue>| {
+        let image: serde_json::Map<String, Value> = item
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    AttributeValue::S(s) => json!({"S": s}),
+                    AttributeValue::N(n) => json!({"N": n}),
+                    other => panic!("{k}: {other:?} in an outbox item"),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        json!({"eventID": unique("ev"), "eventName": name, "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+            "dynamodb": {"Keys": {"pk": image["pk"], "sk": image["sk"]}, "NewImage": image,
+                "SequenceNumber": "1", "SizeBytes": 200, "StreamViewType": "NEW_IMAGE"},
+            "eventSourceARN": format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-12-05T00:00:00.000")})
+    };
+    let mut records: Vec<Value> = outbox.iter().map(|i| stream_record("INSERT", i)).collect();
+    records.push(stream_record("INSERT", &outbox[0]));
+    records.push(stream_record("MODIFY", &outbox[0]));
+    let mut dead = outbox[0].clone();
+    dead.insert("pk".into(), AttributeValue::S("HOOKDEAD#0".into()));
+    records.push(stream_record("INSERT", &dead));
+    let nearcast_events_queue::Invocation::Outbox { messages, skipped } =
+        nearcast_events_queue::invocation(json!({"Records": records})).expect("a stream event")
+    else {
+        panic!("stream records are the outbox's")
+    };
+    assert_eq!((messages.len(), skipped), (outbox.len() + 1, 2));
+    let before = posted.load(std::sync::atomic::Ordering::SeqCst);
+    let r = nearcast_events_queue::deliver_inserted(Some(&hooks), &messages, skipped).await;
+    assert_eq!(
+        (r.delivered, r.skipped, r.retried),
+        (outbox.len(), 1, 0),
+        "each message posted once, the repeated record skipped"
+    );
+    assert_eq!(
+        posted.load(std::sync::atomic::Ordering::SeqCst) - before,
+        outbox.len()
+    );
+    assert!(
+        direct
+            .due_webhooks(chrono::Utc::now() + chrono::Duration::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left for the schedule"
+    );
+
     // ---- events-queue on its schedule: the outbox relay, with a push nobody claimed and
     // an erasure that stopped halfway (both made directly, as a dead instance leaves them).
     assert!(queue.template.scheduled, "events-queue has a schedule");
@@ -999,8 +1100,8 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
     else {
         panic!("a scheduled event runs the relay");
     };
-    // Presence webhooks: the queue's batches posted their own messages at once; the
-    // scheduled pass takes whatever is left (events-api's, retries).
+    // Presence webhooks: the queue's batches and the stream posted every message at once;
+    // the scheduled pass takes whatever is left (retries; none here).
     assert!(
         posted.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "the batches' presence changes were posted"

@@ -156,11 +156,18 @@ fn function_problems(
 // ------------------------------------------------------------------ IAM
 
 /// Actions AWS authorizes only against `Resource: "*"`, each with the reason.
-const ONLY_STAR: &[(&str, &str)] = &[(
-    "sns:CreatePlatformApplication",
-    "creates the platform application: SNS defines no resource type for it, so the ARN to \
-     be created cannot be named in the policy",
-)];
+const ONLY_STAR: &[(&str, &str)] = &[
+    (
+        "sns:CreatePlatformApplication",
+        "creates the platform application: SNS defines no resource type for it, so the ARN to \
+         be created cannot be named in the policy",
+    ),
+    (
+        "dynamodb:ListStreams",
+        "the table stream's event source mapping lists the table's streams with events-queue's \
+         role: DynamoDB defines no resource type for ListStreams",
+    ),
+];
 
 /// A resource that names no particular resource: `*`, or an ARN whose resource part is `*`.
 fn wildcard_resource(r: &Value) -> bool {

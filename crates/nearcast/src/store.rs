@@ -226,6 +226,10 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// How long a checkpoint that truncates the WAL (after an erasure or a prune) is tried
+/// again while something else holds it up.
+const CHECKPOINT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The `user_version` of a file written with `secure_delete` on since it was last vacuumed.
 const SECURE_DELETE_SINCE: i64 = 1;
 
@@ -398,8 +402,29 @@ impl SqliteStore {
 
     /// Copies the write-ahead log into the database file and truncates it to zero bytes, so
     /// that the frames holding deleted rows (an erasure, a prune) are gone from the WAL too.
+    ///
+    /// The pragma does not fail when it cannot finish: it answers `busy` = 1, and the WAL
+    /// keeps its frames. That happens when the checkpointer thread's own (passive)
+    /// checkpoint holds the checkpoint lock at that moment (SQLite then gives up at once,
+    /// without waiting), or a reader outlasts the busy timeout. So it is tried again until
+    /// it finishes, for up to [`CHECKPOINT_PATIENCE`]; after that the caller fails (an
+    /// erasure answers an error and is retried; it is idempotent) rather than answering
+    /// while deleted rows can still be read from the log.
     fn checkpoint(c: &Connection) -> rusqlite::Result<()> {
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        let began = std::time::Instant::now();
+        loop {
+            let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if began.elapsed() >= CHECKPOINT_PATIENCE {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    Some("the write-ahead log could not be checkpointed and truncated".into()),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// SQLite's `synchronous` setting in force: 1 (NORMAL) or 2 (FULL).

@@ -169,22 +169,45 @@ pub async fn handle_delivering(
     response
 }
 
-/// What invoked the function: SQS with records, or the outbox relay's schedule.
+/// What invoked the function: SQS with records, the table's stream with new presence
+/// webhook messages, or the outbox relay's schedule.
 #[derive(Debug)]
 pub enum Invocation {
     /// An SQS batch.
     Sqs(SqsEvent),
+    /// Records of the table's DynamoDB stream (`eventSource: aws:dynamodb`): the presence
+    /// webhook messages just inserted in the outbox (by events-api's and events-queue's
+    /// commits, or a redrive), posted at once by [`deliver_inserted`]. The event source
+    /// mapping filters the stream to those inserts; `skipped` counts records that are not
+    /// one anyway.
+    Outbox {
+        /// The messages, in stream order.
+        messages: Vec<nearcast_core::webhook::WebhookMessage>,
+        /// Records that were not the insert of a readable outbox message.
+        skipped: usize,
+    },
     /// The EventBridge schedule (`detail-type: Scheduled Event`): run the outbox relay.
     Relay,
 }
 
-/// Reads an invocation payload: an object with `Records` is an SQS batch, an EventBridge
-/// scheduled event runs the relay.
+/// Reads an invocation payload: an object with `Records` is an SQS batch or, when its
+/// records come from `aws:dynamodb`, the table's stream; an EventBridge scheduled event runs
+/// the relay.
 ///
 /// # Errors
 /// Anything else, naming what is wrong.
 pub fn invocation(payload: serde_json::Value) -> Result<Invocation, String> {
-    if payload.get("Records").is_some() {
+    if let Some(records) = payload.get("Records") {
+        let from_stream = records
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|r| r.get("eventSource"))
+            .and_then(serde_json::Value::as_str)
+            == Some("aws:dynamodb");
+        if from_stream {
+            let (messages, skipped) = outbox_inserts(records);
+            return Ok(Invocation::Outbox { messages, skipped });
+        }
         return serde_json::from_value(payload)
             .map(Invocation::Sqs)
             .map_err(|e| format!("not an SQS event: {e}"));
@@ -195,6 +218,75 @@ pub fn invocation(payload: serde_json::Value) -> Result<Invocation, String> {
     {
         Some("Scheduled Event") => Ok(Invocation::Relay),
         _ => Err("neither an SQS event (Records) nor a scheduled event (detail-type)".into()),
+    }
+}
+
+/// The sort of an outbox item's partition key: `HOOK#<0-7>` (dead letters are `HOOKDEAD#`).
+const OUTBOX_PK_PREFIX: &str = "HOOK#";
+
+/// The webhook messages of the stream records that insert an outbox item, and how many
+/// records were something else. Only the item's `body` is read (the message as the commit
+/// wrote it); the record's keys, times and sizes are not needed.
+fn outbox_inserts(
+    records: &serde_json::Value,
+) -> (Vec<nearcast_core::webhook::WebhookMessage>, usize) {
+    let mut messages = Vec::new();
+    let mut skipped = 0;
+    for r in records.as_array().into_iter().flatten() {
+        let image = r.pointer("/dynamodb/NewImage");
+        let string = |attr: &str| {
+            image
+                .and_then(|i| i.get(attr))
+                .and_then(|a| a.get("S"))
+                .and_then(serde_json::Value::as_str)
+        };
+        let message = (r.get("eventName").and_then(serde_json::Value::as_str) == Some("INSERT"))
+            .then_some(())
+            .filter(|()| string("pk").is_some_and(|pk| pk.starts_with(OUTBOX_PK_PREFIX)))
+            .and_then(|()| string("body"))
+            .and_then(|b| serde_json::from_str(b).ok());
+        match message {
+            Some(m) => messages.push(m),
+            None => skipped += 1,
+        }
+    }
+    (messages, skipped)
+}
+
+/// Posts the presence webhook messages the table's stream announced, at once (a message
+/// written by events-api, whose sender answers the device first, waits no longer than the
+/// stream's delivery, about a second, instead of the schedule's minute). Each is leased as
+/// a first attempt, so one that events-queue's own batch or another invocation already
+/// took is skipped. Never fails: what is not delivered waits in the outbox for the
+/// schedule's pass (failing would make Lambda retry the stream's batch, and hold its shard).
+pub async fn deliver_inserted(
+    hooks: Option<&nearcast_core::webhook::WebhookRelay>,
+    messages: &[nearcast_core::webhook::WebhookMessage],
+    skipped: usize,
+) -> nearcast_core::webhook::RelayReport {
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "stream records that are not a new outbox message (check the event source mapping's filter)"
+        );
+    }
+    let Some(hooks) = hooks.filter(|_| !messages.is_empty()) else {
+        return nearcast_core::webhook::RelayReport::default();
+    };
+    match hooks.deliver_fresh(messages).await {
+        Ok(r) => {
+            tracing::info!(
+                delivered = r.delivered,
+                retried = r.retried,
+                skipped = r.skipped,
+                "webhooks from the stream posted"
+            );
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "webhooks from the stream wait for the schedule");
+            nearcast_core::webhook::RelayReport::default()
+        }
     }
 }
 
@@ -255,4 +347,86 @@ pub async fn relay(
         deliver_webhooks(hooks).await?;
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A stream record as Lambda delivers it from a DynamoDB stream (NEW_IMAGE view).
+    fn record(name: &str, pk: &str, body: &str) -> serde_json::Value {
+        json!({
+            "eventID": "c4ca4238a0b923820dcc509a6f75849b",
+            "eventName": name,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "eu-north-1",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1_795_168_790,
+                "Keys": {"pk": {"S": pk}, "sk": {"S": "ana#msg_0123456789abcdef"}},
+                "NewImage": {
+                    "pk": {"S": pk}, "sk": {"S": "ana#msg_0123456789abcdef"},
+                    "body": {"S": body}, "attempts": {"N": "0"}, "next_at": {"N": "0"},
+                    "ttl": {"N": "1797760790"}
+                },
+                "SequenceNumber": "111",
+                "SizeBytes": 260,
+                "StreamViewType": "NEW_IMAGE"
+            },
+            "eventSourceARN": "arn:aws:dynamodb:eu-north-1:123456789012:table/nearcast-prod/stream/2026-12-05T00:00:00.000"
+        })
+    }
+
+    fn message(event: &str) -> String {
+        json!({"id": "msg_0123456789abcdef", "user_id": "ana", "event_id": event,
+            "at": "2026-12-05T10:00:00Z",
+            "changes": [{"store_id": "s1", "transition": "enter", "since": "2026-12-05T10:00:00Z"}]})
+        .to_string()
+    }
+
+    #[test]
+    fn the_streams_new_outbox_messages_are_read_and_everything_else_is_counted() {
+        let good = message("e1");
+        assert!(
+            serde_json::from_str::<nearcast_core::webhook::WebhookMessage>(&good).is_ok(),
+            "the test's message is one the commit writes"
+        );
+        let payload = json!({"Records": [
+            record("INSERT", "HOOK#3", &good),
+            record("MODIFY", "HOOK#3", &good),       // a lease or a retry
+            record("REMOVE", "HOOK#3", &good),       // delivered
+            record("INSERT", "HOOKDEAD#3", &good),   // dead-lettered
+            record("INSERT", "USER#ana", &good),     // not the outbox
+            record("INSERT", "HOOK#5", "{\"id\": "), // not a message
+            record("INSERT", "HOOK#5", &message("e2")),
+        ]});
+        let Ok(Invocation::Outbox { messages, skipped }) = invocation(payload) else {
+            panic!("a stream event")
+        };
+        let events: Vec<&str> = messages.iter().map(|m| m.event_id.as_str()).collect();
+        assert_eq!(events, ["e1", "e2"]);
+        assert_eq!(skipped, 5);
+    }
+
+    #[test]
+    fn sqs_batches_and_schedules_are_told_from_the_stream() {
+        let sqs = json!({"Records": [{"messageId": "m1", "body": "{}", "eventSource": "aws:sqs"}]});
+        assert!(matches!(invocation(sqs), Ok(Invocation::Sqs(e)) if e.records.len() == 1));
+        assert!(matches!(
+            invocation(json!({"Records": []})),
+            Ok(Invocation::Sqs(e)) if e.records.is_empty()
+        ));
+        assert!(matches!(
+            invocation(json!({"detail-type": "Scheduled Event"})),
+            Ok(Invocation::Relay)
+        ));
+        assert!(invocation(json!({"hello": 1})).is_err());
+    }
+
+    #[tokio::test]
+    async fn without_webhooks_or_messages_nothing_is_posted() {
+        let r = deliver_inserted(None, &[], 3).await;
+        assert_eq!(r, nearcast_core::webhook::RelayReport::default());
+    }
 }

@@ -1,5 +1,6 @@
-//! The `events-queue` Lambda function: SQS event batches with partial batch failures, and
-//! the outbox relay on an EventBridge schedule. See [`nearcast_events_queue`].
+//! The `events-queue` Lambda function: SQS event batches with partial batch failures, new
+//! presence webhook messages from the table's stream, and the outbox relay on an
+//! EventBridge schedule. See [`nearcast_events_queue`].
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use nearcast_events_queue::Invocation;
@@ -15,6 +16,13 @@ async fn main() -> Result<(), Error> {
                 Invocation::Sqs(batch) => Ok::<serde_json::Value, Error>(serde_json::to_value(
                     nearcast_events_queue::handle_delivering(engine, batch, hooks).await,
                 )?),
+                Invocation::Outbox { messages, skipped } => {
+                    let r =
+                        nearcast_events_queue::deliver_inserted(hooks, &messages, skipped).await;
+                    Ok(serde_json::json!({
+                        "delivered": r.delivered, "retried": r.retried, "skipped": r.skipped
+                    }))
+                }
                 Invocation::Relay => {
                     let sent = nearcast_events_queue::relay(engine, hooks).await?;
                     Ok(serde_json::json!({ "relayed": sent }))
