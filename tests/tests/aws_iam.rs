@@ -957,6 +957,15 @@ async fn each_functions_role_allows_exactly_what_its_code_calls() {
         queue.template.stream,
         "events-queue reads the table's stream"
     );
+    // A visit through events-api (its messages so far were erased with ana and ben).
+    post("hal", onboarding("hal", "fcm")).await;
+    let v = post("hal", fix("hal", "hal-f1", 0)).await;
+    assert!(
+        v["results"][0]["decision"]["presence"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "hal entered store 0: {v}"
+    );
     let dynamodb = moto.dynamodb(None).await;
     let mut outbox = Vec::new();
     for k in 0..8 {

@@ -1953,6 +1953,50 @@ impl StateStore for SqliteStore {
 mod tests {
     use super::*;
 
+    /// The erasure's checkpoint waits out whatever holds it up: here a reader whose
+    /// snapshot outlasts the busy timeout (the checkpoint pragma then answers `busy`
+    /// rather than failing, and the WAL would keep the erased rows' frames).
+    #[test]
+    fn an_erasure_answers_only_once_the_log_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.db");
+        let store = SqliteStore::open(&path, Sync::Normal).unwrap();
+        store
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO users (user_id, version, state) VALUES ('person-kq27', 1, '{}')",
+                    [],
+                )
+                .map(|_| ())
+            })
+            .unwrap();
+        let wal = dir.path().join("n.db-wal");
+        // A reader that holds a snapshot with the row for longer than the busy timeout.
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(6));
+            reader.execute_batch("COMMIT").unwrap();
+        });
+        let erased = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(store.erase_user(&Id::parse("person-kq27").unwrap()))
+            .unwrap();
+        assert!(erased.records >= 1);
+        let log = std::fs::read(&wal).unwrap_or_default();
+        assert!(
+            log.is_empty(),
+            "the erasure answered with {} bytes of log left",
+            log.len()
+        );
+        release.join().unwrap();
+    }
+
     #[test]
     fn a_file_written_without_secure_delete_is_rewritten_once_on_open() {
         let dir = tempfile::tempdir().unwrap();
