@@ -5,8 +5,9 @@
 #
 #   bash scripts/build-lambdas.sh
 #
-# Creates (once) the project-local virtualenv .venv-lambda with cargo-lambda, ziglang and the
-# AWS SAM CLI, every package pinned in scripts/requirements-lambda.txt, and adds rustup's
+# Creates (once) a virtualenv with cargo-lambda, ziglang and the AWS SAM CLI, every package
+# pinned in scripts/requirements-lambda.txt, reached from the clone as .venv-lambda (a link),
+# and adds rustup's
 # aarch64-unknown-linux-gnu target if it is missing. Those two steps need PyPI and the Rust
 # toolchain server, and the first build needs crates.io for crates not yet in ~/.cargo; after
 # that a run needs no network.
@@ -21,17 +22,28 @@
 #       --template-file ~/.cache/nearcast-lambda-target/sam/build/template.yaml
 #
 # Each function is built on its own, as sam build builds it (`cargo lambda build --bin ...` in
-# its crate): building the three at once would unify their dependencies' features
-# (events-queue uses other features of aws_lambda_events, serde and bytes than the two HTTP
-# functions), and sam build would then compile the whole tree again. Built this way, sam build
-# finds every function up to date and only copies it. A first run compiles the dependency tree
-# twice (once for the two HTTP functions, once for events-queue); a run with nothing changed
-# compiles nothing and zips nothing. The compiles run at `nice -n 10`.
+# its crate): building the three at once would unify their dependencies' features, and
+# should one function ever use other features than the others, sam build would then compile
+# the whole tree again. Built this way, sam build finds every function up to date and only
+# copies it. Today the three resolve the same features (`cargo tree -e normal -f '{p} {f}'`),
+# so a first run compiles the dependency tree once; a fresh clone compiles only the
+# workspace's own crates; a run with nothing changed compiles nothing and zips nothing. The
+# compiles run at `nice -n 10`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
-VENV=.venv-lambda
+OUT="${NEARCAST_LAMBDA_TARGET_DIR:-$HOME/.cache/nearcast-lambda-target}"
+SAM_DIR="$OUT/sam"
+# The tools' virtualenv lives beside the builds, at a path that does not depend on the clone,
+# and the clone links to it: cargo-lambda writes the path of its own executable into the
+# linker and C compiler wrappers it hands to cargo, and cargo rebuilds every crate whose
+# linker or compiler changed. With the venv inside each fresh clone, every CI run compiled
+# the whole dependency tree for arm64 again (17 minutes for the first function).
+VENV="$OUT/venv"
+mkdir -p "$OUT"
+if [ -d .venv-lambda ] && [ ! -L .venv-lambda ]; then rm -rf .venv-lambda; fi
+ln -sfn "$VENV" .venv-lambda
 REQUIREMENTS=scripts/requirements-lambda.txt
 STAMP="$VENV/.lambda-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
 RUST_TARGET=aarch64-unknown-linux-gnu
@@ -39,8 +51,6 @@ RUST_TARGET=aarch64-unknown-linux-gnu
 FUNCTIONS=(events-api admin-api events-queue)
 declare -A RESOURCE=([events-api]=EventsApiFunction [admin-api]=AdminApiFunction
                      [events-queue]=EventsQueueFunction)
-OUT="${NEARCAST_LAMBDA_TARGET_DIR:-$HOME/.cache/nearcast-lambda-target}"
-SAM_DIR="$OUT/sam"
 
 say() { echo "build-lambdas.sh: $*" >&2; }
 
@@ -72,7 +82,7 @@ fi
 
 # cargo-lambda, sam and python3 from the venv. cargo-lambda's cargo-zigbuild looks for `zig`
 # on PATH and then runs `python3 -m ziglang`: the venv's python3, which has ziglang.
-export PATH="$ROOT/$VENV/bin:$PATH"
+export PATH="$VENV/bin:$PATH"
 export CARGO_TARGET_DIR="$OUT"
 # Nothing to the internet: no SAM telemetry, no SAM version check (it asks pypi.org once a
 # week, recorded in its app directory, here one of our own with the check marked as done),
@@ -208,4 +218,4 @@ echo
 echo "zips:        $OUT/lambda/nearcast-{events-api,admin-api,events-queue}/bootstrap.zip"
 echo "sam build:   $SAM_DIR/build/template.yaml"
 echo "deploy (from infra/; without --guided once infra/samconfig.toml exists):"
-echo "  ../$VENV/bin/sam deploy --guided --config-file \"\$PWD/samconfig.toml\" --template-file $SAM_DIR/build/template.yaml"
+echo "  ../.venv-lambda/bin/sam deploy --guided --config-file \"\$PWD/samconfig.toml\" --template-file $SAM_DIR/build/template.yaml"

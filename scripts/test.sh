@@ -2,8 +2,9 @@
 # Runs every test of the workspace: unit and property tests, the invariants, the API's
 # handling of bad input, the demo, the kill -9 durability test, and the AWS adapters
 # against moto's server on loopback; then the API against its OpenAPI document, the
-# marketer console in a headless browser, and builds the Lambda zips and runs sam build.
-# One profile (release) for tests, the demo and the benchmarks, so dependencies build once.
+# marketer console in a headless browser; beside those, builds the Lambda zips and runs sam
+# build. One profile (release) for tests, the demo and the benchmarks, so dependencies build
+# once (the test-only crate tests/ at opt-level 1, see Cargo.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/nearcast-target}"
@@ -14,26 +15,48 @@ trap 'rm -f "$log"' EXIT
 # no binary waits on state the others left behind (one server shared by the whole run grew
 # to gigabytes, and reading its record of SNS messages took minutes).
 bash scripts/moto.sh --python >/dev/null
+# Each phase says how long it took (docs/testing.md keeps CI's budget).
+phase_start=$SECONDS
+phase() { echo "test.sh: $1 took $((SECONDS - phase_start)) s" >&2; phase_start=$SECONDS; }
 status=0
+# Everything compiled first (a compile error stops here), so that the Lambda build below
+# never competes with this one.
+cargo test --workspace --release --locked --no-run "$@" 2>&1 | tee "$log" || exit 1
+phase "compiling the tests"
+# What AWS runs: the three functions built as arm64 Lambda zips with cargo-lambda, and
+# infra/template.yaml through `sam validate --lint` and `sam build` (pinned tools in
+# .venv-lambda, builds cached in ~/.cache/nearcast-lambda-target; see the script). It runs
+# beside the tests, at the lowest priority: the tests mostly wait on moto's server (one
+# Python process), so the cross-build takes the core they leave, and CI's time is the
+# longer of the two instead of their sum. Its output is shown once it ends.
+# NEARCAST_SKIP_LAMBDA_BUILD=1 leaves it out of a quick local run; CI never sets it.
+lambda_status=skipped
+lambda_pid=
+lambda_log="$(mktemp -t nearcast-lambda.XXXXXX)"
+trap 'rm -f "$log" "$lambda_log"; [ -z "$lambda_pid" ] || kill "$lambda_pid" 2>/dev/null || true' EXIT
+if [ "${NEARCAST_SKIP_LAMBDA_BUILD:-0}" != 1 ]; then
+    lambda_status=ok
+    nice -n 19 bash scripts/build-lambdas.sh >"$lambda_log" 2>&1 &
+    lambda_pid=$!
+fi
 cargo test --workspace --release --locked "$@" 2>&1 | tee "$log" || status=$?
+phase "running the tests"
 # The running server against its own OpenAPI document: schemathesis (pinned, in
 # .venv-schemathesis), deterministic, every operation; no 5xx, nothing outside the document.
 api_status=ok
 bash scripts/schemathesis.sh || { api_status=FAILED; status=1; }
+phase "schemathesis"
 # The marketer console in a real browser: Debian's chromium (installed when missing)
 # driven by playwright-core (pinned in crates/nearcast-console's lockfile) through the
 # marketer's scenario; screenshots in $CARGO_TARGET_DIR/console-test.
 console_status=ok
 bash scripts/console-test.sh || { console_status=FAILED; status=1; }
-# What AWS runs: the three functions built as arm64 Lambda zips with cargo-lambda, and
-# infra/template.yaml through `sam validate --lint` and `sam build` (pinned tools in
-# .venv-lambda, builds cached in ~/.cache/nearcast-lambda-target; see the script). After the
-# tests, not beside them: both compile, and the machine has two cores.
-# NEARCAST_SKIP_LAMBDA_BUILD=1 leaves it out of a quick local run; CI never sets it.
-lambda_status=skipped
-if [ "${NEARCAST_SKIP_LAMBDA_BUILD:-0}" != 1 ]; then
-    lambda_status=ok
-    bash scripts/build-lambdas.sh || { lambda_status=FAILED; status=1; }
+phase "the console in chromium"
+if [ -n "$lambda_pid" ]; then
+    wait "$lambda_pid" || { lambda_status=FAILED; status=1; }
+    lambda_pid=
+    cat "$lambda_log"
+    phase "waiting for the Lambda build"
 fi
 # One closing line for the whole run (cargo prints one per test binary).
 awk -v lambda="$lambda_status" -v api="$api_status" -v console="$console_status" '/^test result:/ { p += $4; f += $6; s += $8 }
