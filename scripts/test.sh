@@ -33,10 +33,11 @@ phase "compiling the tests"
 lambda_status=skipped
 lambda_pid=
 lambda_log="$(mktemp -t nearcast-lambda.XXXXXX)"
-trap 'rm -f "$log" "$lambda_log"; [ -z "$lambda_pid" ] || kill "$lambda_pid" 2>/dev/null || true' EXIT
+# Its own process group (setsid), so that leaving early stops cargo and zig with it.
+trap 'rm -f "$log" "$lambda_log"; [ -z "$lambda_pid" ] || kill -- "-$lambda_pid" 2>/dev/null || true' EXIT
 if [ "${NEARCAST_SKIP_LAMBDA_BUILD:-0}" != 1 ]; then
     lambda_status=ok
-    nice -n 19 bash scripts/build-lambdas.sh >"$lambda_log" 2>&1 &
+    setsid nice -n 19 bash scripts/build-lambdas.sh >"$lambda_log" 2>&1 &
     lambda_pid=$!
 fi
 cargo test --workspace --release --locked "$@" 2>&1 | tee "$log" || status=$?
