@@ -1503,6 +1503,110 @@ mod tests {
         );
     }
 
+    /// Each bound of `eligible` at its edge: a temperature equal to the rule's minimum or
+    /// maximum is inside it, an affinity equal to the minimum is enough, `new_to_category:
+    /// false` asks nothing of past purchases, and an offer is eligible again exactly when
+    /// its window has passed, the wait before that counted in whole hours left.
+    #[test]
+    fn eligibility_bounds_hold_at_their_edges() {
+        let t = at(FRIDAY_MORNING);
+        let c = ctx(FRIDAY_MORNING, None);
+        let s = UserState::default();
+        let band = Offer {
+            weather: Some(WeatherRule {
+                conditions: vec![],
+                min_temp_c: Some(5.0),
+                max_temp_c: Some(20.0),
+            }),
+            ..offer()
+        };
+        for (temp_c, expected) in [
+            (4.9, "temperature"),
+            (5.0, "ok"),
+            (12.0, "ok"),
+            (20.0, "ok"),
+            (20.1, "temperature"),
+        ] {
+            let w = Weather {
+                condition: Condition::Clear,
+                temp_c,
+            };
+            let c = ctx(FRIDAY_MORNING, Some(w));
+            assert_eq!(
+                code(eligible(&band, &c, &s, true, t)),
+                expected,
+                "{temp_c} °C"
+            );
+        }
+
+        let mut s = UserState::default();
+        let fan = Offer {
+            audience: Some(Audience {
+                min_affinity: Some(0.5),
+                new_to_category: false,
+            }),
+            product_id: None,
+            ..offer()
+        };
+        s.learn("coffee", 0.5);
+        let got = s.affinities.get("coffee").copied().unwrap();
+        assert!(got >= 0.5, "learnt {got}");
+        let exactly = Offer {
+            audience: Some(Audience {
+                min_affinity: Some(got),
+                new_to_category: false,
+            }),
+            ..fan.clone()
+        };
+        assert_eq!(code(eligible(&exactly, &c, &s, true, t)), "ok");
+        s.add_purchase(crate::state::Purchase {
+            product_id: None,
+            category: Some("coffee".into()),
+            at: t,
+        });
+        assert_eq!(
+            code(eligible(&exactly, &c, &s, true, t)),
+            "ok",
+            "new_to_category false: a buyer of the category is welcome"
+        );
+
+        let window = i64::from(offer().reeligible_after_hours);
+        assert!(window >= 3, "the default window is {window} h");
+        let mut s = UserState::default();
+        s.sends.push(SendRecord {
+            at: t,
+            offer_id: Id::parse("o").unwrap(),
+            delivery_id: "d".into(),
+            held_out: false,
+            campaign_id: None,
+            store_id: None,
+        });
+        assert_eq!(
+            eligible(&offer(), &c, &s, true, t + Duration::hours(2)),
+            Err(Reason::NotYetReeligible { hours: window - 2 })
+        );
+        assert_eq!(
+            code(eligible(
+                &offer(),
+                &c,
+                &s,
+                true,
+                t + Duration::hours(window) - Duration::seconds(1)
+            )),
+            "not_yet_reeligible"
+        );
+        assert_eq!(
+            code(eligible(
+                &offer(),
+                &c,
+                &s,
+                true,
+                t + Duration::hours(window)
+            )),
+            "ok"
+        );
+    }
+
     #[test]
     fn decisions_logged_before_the_training_fields_still_read() {
         let old = r#"{"event_id":"e1","user_id":"u1","at":"2026-11-20T12:00:00Z",
