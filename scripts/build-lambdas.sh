@@ -31,7 +31,6 @@
 # compiles run at `nice -n 10`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT="$PWD"
 
 OUT="${NEARCAST_LAMBDA_TARGET_DIR:-$HOME/.cache/nearcast-lambda-target}"
 SAM_DIR="$OUT/sam"

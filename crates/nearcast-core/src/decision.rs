@@ -1585,26 +1585,16 @@ mod tests {
             eligible(&offer(), &c, &s, true, t + Duration::hours(2)),
             Err(Reason::NotYetReeligible { hours: window - 2 })
         );
-        assert_eq!(
-            code(eligible(
-                &offer(),
-                &c,
-                &s,
-                true,
-                t + Duration::hours(window) - Duration::seconds(1)
-            )),
-            "not_yet_reeligible"
-        );
-        assert_eq!(
-            code(eligible(
-                &offer(),
-                &c,
-                &s,
-                true,
-                t + Duration::hours(window)
-            )),
-            "ok"
-        );
+        for (after, expected) in [
+            (
+                Duration::hours(window) - Duration::seconds(1),
+                "not_yet_reeligible",
+            ),
+            (Duration::hours(window), "ok"),
+        ] {
+            let got = code(eligible(&offer(), &c, &s, true, t + after));
+            assert_eq!(got, expected, "{after} after the send");
+        }
     }
 
     #[test]
