@@ -27,8 +27,9 @@
 # the whole tree again. Built this way, sam build finds every function up to date and only
 # copies it. Today the three resolve the same features (`cargo tree -e normal -f '{p} {f}'`),
 # so a first run compiles the dependency tree once; a fresh clone compiles only the
-# workspace's own crates; a run with nothing changed compiles nothing and zips nothing. The
-# compiles run at `nice -n 10`.
+# workspace's own crates, and nothing at all when a build of the very same inputs has
+# already passed every check here (see "already built and checked?" below); a run with
+# nothing changed compiles nothing and zips nothing. The compiles run at `nice -n 10`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -110,6 +111,43 @@ if command -v flock >/dev/null; then flock 8; fi
 say "cargo-lambda $(cargo-lambda lambda --version | cut -d' ' -f2), zig $(python3 -m ziglang version), $(sam --version)"
 say "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 
+# ---------------------------------------------------------------- already built and checked?
+# A build is keyed by everything that goes into it: the toolchain, the tools' pins, this
+# script, and every file of the clone (committed or not, untracked too) except those no
+# function can read (docs, the tests' and benchmarks' crates, the other scripts, Markdown).
+# Once a build of those inputs has passed every check below, the record
+# $OUT/checked/<key> holds the SHA-256 of each zip and of each of sam build's outputs; a later
+# run with the same inputs whose outputs still hash the same (no other build has replaced
+# them since) has nothing to build. A fresh clone of an unchanged tree is such a run: cargo
+# would recompile the workspace's crates only because the clone's files are newer.
+# NEARCAST_LAMBDA_REBUILD=1 builds anyway.
+CHECKED="$OUT/checked"
+inputs_key() {
+    git rev-parse --is-inside-work-tree >/dev/null 2>&1 || return 0
+    {
+        rustc -vV
+        cargo -V
+        echo "$RUST_TARGET ${FUNCTIONS[*]}"
+        sha256sum scripts/build-lambdas.sh "$REQUIREMENTS"
+        { git ls-files -z --cached --others --exclude-standard -- . ':!docs' ':!tests' \
+              ':!bench' ':!.ci' ':!scripts' ':!*.md'
+          git ls-files -z --cached --others --exclude-standard -- scripts/build-lambdas.sh "$REQUIREMENTS"
+        } | LC_ALL=C sort -z | xargs -0 sha256sum 2>/dev/null || true
+    } | sha256sum | cut -c1-32
+}
+key="$(inputs_key)"
+outputs=()
+for f in "${FUNCTIONS[@]}"; do
+    outputs+=("$OUT/lambda/nearcast-$f/bootstrap.zip" "$SAM_DIR/build/${RESOURCE[$f]}/bootstrap")
+done
+outputs+=("$SAM_DIR/build/template.yaml")
+up_to_date=false
+if [ -n "$key" ] && [ "${NEARCAST_LAMBDA_REBUILD:-0}" != 1 ] && [ -f "$CHECKED/$key" ] \
+    && sha256sum --quiet --check "$CHECKED/$key" >/dev/null 2>&1; then
+    up_to_date=true
+    say "inputs $key: built and checked on $(date -u -r "$CHECKED/$key" '+%Y-%m-%d %H:%M UTC'), and the zips and sam build's outputs are those: nothing to build (NEARCAST_LAMBDA_REBUILD=1 builds anyway)"
+fi
+
 # ---------------------------------------------------------------- cargo lambda build
 # Whether a zip holds this very bootstrap (same size and CRC-32).
 zip_holds() {
@@ -129,6 +167,7 @@ EOF
 }
 
 for f in "${FUNCTIONS[@]}"; do
+    $up_to_date && break
     dir="$OUT/lambda/nearcast-$f"
     build=(cargo lambda build --release --arm64 --locked --lambda-dir "$OUT/lambda" -p "nearcast-$f")
     say "${build[*]}"
@@ -191,10 +230,12 @@ sam validate --lint --template infra/template.yaml
 # function's crate with the CARGO_TARGET_DIR above (aws-lambda-builders keeps an explicit one),
 # so it finds the functions just built. Not --cached: SAM would hash only each function's
 # CodeUri, not the workspace crates it depends on, and could keep a stale function.
-say "sam build --beta-features"
-start=$SECONDS
-(cd infra && nice -n 10 sam build --beta-features --template template.yaml --build-dir "$SAM_DIR/build")
-say "sam build took $((SECONDS - start)) s"
+if ! $up_to_date; then
+    say "sam build --beta-features"
+    start=$SECONDS
+    (cd infra && nice -n 10 sam build --beta-features --template template.yaml --build-dir "$SAM_DIR/build")
+    say "sam build took $((SECONDS - start)) s"
+fi
 
 # sam build packages the very binaries checked above, unless a source changed meanwhile.
 for f in "${FUNCTIONS[@]}"; do
@@ -212,6 +253,14 @@ EOF
         exit 1
     fi
 done
+
+# Every check passed: record these inputs' outputs (the newest 20 records are kept).
+if [ -n "$key" ] && ! $up_to_date; then
+    mkdir -p "$CHECKED"
+    sha256sum "${outputs[@]}" >"$CHECKED/$key.tmp" && mv "$CHECKED/$key.tmp" "$CHECKED/$key"
+    ls -t "$CHECKED" | tail -n +21 | while read -r old; do rm -f "$CHECKED/$old"; done
+    say "inputs $key: recorded as built and checked"
+fi
 
 echo
 echo "zips:        $OUT/lambda/nearcast-{events-api,admin-api,events-queue}/bootstrap.zip"

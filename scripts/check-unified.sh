@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Whether the demo's build (`cargo run --release -p nearcast`) and the tests' build
-# (`cargo test --workspace --release`) turn on the same features in every crate they share.
-# When they do, cargo compiles nearcast-core, -api, -aws and nearcast once for both; when a
-# crate's features differ, everything above it is compiled twice (minutes of CI). The fix is
-# printed: the crate and the features to list in crates/nearcast/Cargo.toml's unification
-# block. Needs no network and builds nothing (`cargo tree` on the lock file).
+# Whether the builds CI makes turn on the same features in every crate they share:
+#   - the demo's (`cargo run --release -p nearcast`),
+#   - the two halves scripts/test.sh runs side by side (`cargo test -p nearcast-tests
+#     --test <name>` and `cargo test --workspace --exclude nearcast-tests`),
+# each against the build that compiled everything first (`cargo test --workspace --release
+# --no-run`). When they do, cargo compiles nearcast-core, -api, -aws and nearcast once for
+# all of them; when a crate's features differ, everything above it is compiled again
+# (minutes of CI). The fix is printed: the crate and the features to list (for the demo, in
+# crates/nearcast/Cargo.toml's unification block). Needs no network and builds nothing
+# (`cargo tree` on the lock file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tree() { cargo tree -q --locked --offline "$@" -f '{p} [{f}]' --prefix none | sed 's/ (\*)//; s/ (proc-macro)//' | sort -u; }
-python3 - <(tree -p nearcast -e normal,build) <(tree --workspace -e normal,build,dev) <<'PY'
+python3 - <(tree --workspace -e normal,build,dev) \
+    "the demo (-p nearcast)" <(tree -p nearcast -e normal,build) \
+    "the tests/ binaries (-p nearcast-tests)" <(tree -p nearcast-tests -e normal,build,dev) \
+    "the rest (--workspace --exclude nearcast-tests)" <(tree --workspace --exclude nearcast-tests -e normal,build,dev) <<'PY'
 import sys
 def load(path):
     crates = {}
@@ -19,12 +26,16 @@ def load(path):
         name, _, feats = line.rpartition(" [")
         crates.setdefault(name, set()).update(f for f in feats.rstrip("]").split(",") if f)
     return crates
-demo, tests = load(sys.argv[1]), load(sys.argv[2])
-stale = [(name, sorted(tests[name] - demo[name])) for name in sorted(demo)
-         if name in tests and tests[name] != demo[name]]
-for name, more in stale:
-    print(f"check-unified.sh: the tests build {name} with {more} too: add them to crates/nearcast/Cargo.toml")
-if stale:
-    sys.exit(1)
-print(f"check-unified.sh: the demo's {len(demo)} crates have the tests' features")
+everything = load(sys.argv[1])
+failed = False
+for label, path in zip(sys.argv[2::2], sys.argv[3::2]):
+    part = load(path)
+    stale = [(name, sorted(everything[name] - part[name])) for name in sorted(part)
+             if name in everything and everything[name] != part[name]]
+    for name, more in stale:
+        print(f"check-unified.sh: {label} builds {name} without {more}, which `cargo test --workspace` turns on: add them")
+    failed |= bool(stale)
+    if not stale:
+        print(f"check-unified.sh: {label}: {len(part)} crates, each with the features of `cargo test --workspace`")
+sys.exit(1 if failed else 0)
 PY

@@ -34,13 +34,55 @@ lambda_status=skipped
 lambda_pid=
 lambda_log="$(mktemp -t nearcast-lambda.XXXXXX)"
 # Its own process group (setsid), so that leaving early stops cargo and zig with it.
-trap 'rm -f "$log" "$lambda_log"; [ -z "$lambda_pid" ] || kill -- "-$lambda_pid" 2>/dev/null || true' EXIT
+LANES=
+trap 'rm -rf "$log" "$lambda_log" $LANES; [ -z "$lambda_pid" ] || kill -- "-$lambda_pid" 2>/dev/null || true' EXIT
 if [ "${NEARCAST_SKIP_LAMBDA_BUILD:-0}" != 1 ]; then
     lambda_status=ok
     setsid nice -n 19 bash scripts/build-lambdas.sh >"$lambda_log" 2>&1 &
     lambda_pid=$!
 fi
-cargo test --workspace --release --locked "$@" 2>&1 | tee "$log" || status=$?
+# The tests, two test binaries at a time: most of the time goes to tests/'s binaries that
+# drive moto (a Python process each, so one core each at most), and one at a time left a core
+# idle. The longest first (times of CI's runs; binaries not listed go after), so neither half
+# waits long on the other at the end; the rest of the workspace (its crates' unit, property
+# and integration tests, doc tests) is one item. Each binary's output is printed whole when
+# it ends. Any arguments (`scripts/test.sh -- some_filter`) mean one plain `cargo test
+# --workspace` instead.
+LONGEST_FIRST=(aws_e2e disorder campaigns store_import invariants @rest aws_cost store_contract privacy)
+run_item() {
+    local item=$1 out="$LANES/$1.log" rc=0 start=$SECONDS
+    if [ "$item" = @rest ]; then
+        { cargo test --workspace --exclude nearcast-tests --release --locked --no-fail-fast || rc=$?
+          cargo test -p nearcast-tests --lib --release --locked || rc=$?
+          cargo test -p nearcast-tests --doc --release --locked || rc=$?; } >"$out" 2>&1
+    else
+        cargo test -p nearcast-tests --test "$item" --release --locked >"$out" 2>&1 || rc=$?
+    fi
+    {
+        flock 9
+        cat "$out"
+        echo "test.sh: $item took $((SECONDS - start)) s$([ "$rc" = 0 ] || echo ", FAILED")" >&2
+    } 9>"$LANES/.print"
+    # xargs stops at an exit status of 255; any failure is 1 here.
+    [ "$rc" = 0 ]
+}
+if [ $# -gt 0 ] || ! command -v flock >/dev/null; then
+    cargo test --workspace --release --locked "$@" 2>&1 | tee -a "$log" || status=$?
+else
+    LANES="$(mktemp -d -t nearcast-lanes.XXXXXX)"
+    export LANES
+    export -f run_item
+    items=()
+    for t in "${LONGEST_FIRST[@]}"; do
+        [ "$t" = @rest ] || [ -f "tests/tests/$t.rs" ] && items+=("$t")
+    done
+    for f in tests/tests/*.rs; do
+        t="$(basename "$f" .rs)"
+        [[ " ${items[*]} " == *" $t "* ]] || items+=("$t")
+    done
+    printf '%s\n' "${items[@]}" | xargs -P 2 -I{} bash -c 'run_item "$1"' _ {} || status=1
+    cat "$LANES"/*.log >>"$log"
+fi
 phase "running the tests"
 # The running server against its own OpenAPI document: schemathesis (pinned, in
 # .venv-schemathesis), deterministic, every operation; no 5xx, nothing outside the document.
