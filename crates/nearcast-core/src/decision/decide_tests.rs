@@ -909,3 +909,115 @@ fn a_push_sent_at_once_is_not_deferred_and_keeps_the_default_priority() {
         "{v}"
     );
 }
+
+/// `campaign_rules` on its own, one rule at a time: each blocks exactly when its limit is
+/// reached (one below passes), only for its own campaign, and the daily cap counts the
+/// store's local day, not UTC's.
+#[test]
+fn campaign_rules_block_on_each_rule_at_its_limit_and_no_sooner() {
+    let tz = chrono_tz::Europe::Helsinki;
+    let id = Id::parse("c").unwrap();
+    let with = |extra: Value| {
+        let mut c = json!({"id": "c", "name": "C", "status": "active"});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                c[k] = v;
+            }
+        }
+        catalog(vec![offer("o", "s", json!({}))])
+            .with_campaigns(vec![parse_json(&c).unwrap()])
+            .unwrap()
+    };
+    let rule = |cat: &Catalog, state: &UserState| {
+        campaign_rules(cat, 0, state, now(), tz)
+            .err()
+            .map(|r| r.code())
+    };
+    let fresh = UserState::default();
+
+    // No defined campaign: nothing to check.
+    assert_eq!(
+        rule(&catalog(vec![offer("o", "s", json!({}))]), &fresh),
+        None
+    );
+    // Status and schedule.
+    assert_eq!(rule(&with(json!({})), &fresh), None);
+    assert_eq!(
+        rule(&with(json!({"status": "paused"})), &fresh),
+        Some("campaign_not_active")
+    );
+    assert_eq!(
+        rule(&with(json!({"starts_at": "2026-11-20T10:00:01Z"})), &fresh),
+        Some("outside_schedule")
+    );
+    assert_eq!(
+        rule(&with(json!({"ends_at": "2026-11-20T10:00:00Z"})), &fresh),
+        Some("outside_schedule")
+    );
+
+    // A budget, a send rate and a coupon pool block only once found spent or empty.
+    let cat = with(json!({"budget": 10, "max_per_minute": 5, "coupon_pool": true}));
+    assert_eq!(rule(&cat, &fresh), None);
+    cat.mark_spent(&crate::campaign::rate_key(
+        &id,
+        now() - Duration::minutes(1),
+    ));
+    assert_eq!(
+        rule(&cat, &fresh),
+        None,
+        "last minute's rate is not this one's"
+    );
+    cat.mark_spent(&crate::campaign::rate_key(&id, now()));
+    assert_eq!(rule(&cat, &fresh), Some("rate_limited"));
+    let cat = with(json!({"budget": 10, "coupon_pool": true}));
+    cat.mark_spent(&crate::campaign::rate_key(&id, now()));
+    assert_eq!(
+        rule(&cat, &fresh),
+        None,
+        "no send rate set: its key means nothing"
+    );
+    cat.mark_coupons_out(&id);
+    assert_eq!(rule(&cat, &fresh), Some("coupons_exhausted"));
+    cat.mark_spent(&id);
+    assert_eq!(rule(&cat, &fresh), Some("budget_spent"));
+    let cat = with(json!({}));
+    cat.mark_spent(&id);
+    cat.mark_coupons_out(&id);
+    assert_eq!(
+        rule(&cat, &fresh),
+        None,
+        "no budget and no pool: those marks mean nothing"
+    );
+
+    // Sends per user, ever: `total` is reached at `total`, not before.
+    let cat = with(json!({"per_user": {"total": 3}}));
+    let mut state = UserState::default();
+    state.campaign_sends.insert(id.clone(), 2);
+    assert_eq!(rule(&cat, &state), None);
+    state.campaign_sends.insert(id.clone(), 3);
+    assert_eq!(rule(&cat, &state), Some("campaign_capped"));
+    state.campaign_sends.clear();
+    state.campaign_sends.insert(Id::parse("other").unwrap(), 9);
+    assert_eq!(rule(&cat, &state), None, "another campaign's sends");
+
+    // Sends per user per local day (NOW is 12:00 in Helsinki, UTC+2).
+    let cat = with(json!({"per_user": {"per_day": 2}}));
+    let send = |at: &str, campaign: &str| SendRecord {
+        at: at.parse().unwrap(),
+        offer_id: Id::parse("o").unwrap(),
+        delivery_id: format!("d-{at}-{campaign}"),
+        held_out: false,
+        campaign_id: Some(Id::parse(campaign).unwrap()),
+        store_id: None,
+    };
+    let mut state = UserState::default();
+    // 00:30 local today (22:30 UTC the day before): counts.
+    state.sends.push(send("2026-11-19T22:30:00Z", "c"));
+    // 23:30 local yesterday (21:30 UTC): does not, nor another campaign's send today.
+    state.sends.push(send("2026-11-19T21:30:00Z", "c"));
+    state.sends.push(send("2026-11-20T08:00:00Z", "other"));
+    state.sends.push(send("2026-11-20T08:30:00Z", "other"));
+    assert_eq!(rule(&cat, &state), None, "one of two sent today");
+    state.sends.push(send("2026-11-20T09:00:00Z", "c"));
+    assert_eq!(rule(&cat, &state), Some("campaign_capped"));
+}
