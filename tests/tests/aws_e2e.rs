@@ -1198,6 +1198,52 @@ async fn an_erasure_cut_halfway_is_completed_by_the_relay() {
     assert_eq!(a.engine.resume_erasures(any_age).await.unwrap(), 0);
 }
 
+/// An erasure's writes that DynamoDB leaves unprocessed (it throttles; moto never does) are
+/// written again with backoff, at most 8 times: left unprocessed 8 times, the ninth write
+/// takes them; 9 times, the erasure fails as retryable, having deleted nothing, and its
+/// marker stays until the relay completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_writes_again_what_dynamodb_left_unprocessed_up_to_eight_times() {
+    aws!(
+        a,
+        an_erasure_writes_again_what_dynamodb_left_unprocessed_up_to_eight_times,
+        1,
+        5
+    );
+    for (user, throttled) in [("thr-8", 8), ("thr-9", 9)] {
+        onboard(&a, user).await;
+        let before = partition(&a, user).await.len();
+        assert!(before > 1, "a profile and its events' keys");
+        a.ddb.reset_counts();
+        for _ in 0..throttled {
+            a.ddb.fault("BatchWriteItem", 1, Fault::Unprocessed);
+        }
+        let (s, h, v) = call(&a.engine, "DELETE", &format!("/v1/users/{user}"), None).await;
+        assert_eq!(a.ddb.faults_left(), 0, "every unprocessed answer given");
+        let writes = a.ddb.counts().get("BatchWriteItem").copied();
+        let marker = format!("ERASURE / {user}");
+        if throttled == 8 {
+            assert_eq!(s, StatusCode::OK, "{v}");
+            assert_eq!(writes, Some(9), "written 8 times again");
+            assert!(partition(&a, user).await.is_empty());
+            assert!(!table(&a).await.contains_key(&marker));
+        } else {
+            assert_retryable(s, &h, &v);
+            assert_eq!(
+                writes,
+                Some(9),
+                "the first write and 8 again, then it gives up"
+            );
+            assert_eq!(partition(&a, user).await.len(), before, "nothing deleted");
+            assert!(table(&a).await.contains_key(&marker), "the marker stays");
+            let any_age = -chrono::Duration::days(3650);
+            assert_eq!(a.engine.resume_erasures(any_age).await.unwrap(), 1);
+            assert!(partition(&a, user).await.is_empty());
+            assert!(!table(&a).await.contains_key(&marker));
+        }
+    }
+}
+
 /// A campaign's results on DynamoDB are one Query of its cells' partition per answer (the
 /// days' roll-ups, or the cells for a breakdown by store), never a Scan of the logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -59,6 +59,16 @@ struct ProxyState {
     faults: Mutex<Vec<Armed>>,
 }
 
+/// An HTTP answer as DynamoDB's JSON protocol gives it, closing the connection.
+fn service_answer(status: u16, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} Fault\r\ncontent-type: application/x-amz-json-1.0\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// What the proxy does to one request instead of passing its answer on.
 #[derive(Debug, Clone)]
 pub enum Fault {
@@ -68,6 +78,9 @@ pub enum Fault {
     /// The request never reaches moto; the client gets this answer (HTTP status, body) as if
     /// from the service.
     Answer(u16, String),
+    /// A BatchWriteItem never reaches moto; the client is told that every one of its items
+    /// was left unprocessed, as DynamoDB answers when it throttles (moto never does).
+    Unprocessed,
 }
 
 struct Armed {
@@ -509,14 +522,16 @@ async fn connection(s: Arc<ProxyState>, client: TcpStream, server: TcpStream, up
                     return;
                 }
                 Some(Fault::Answer(status, body)) => {
-                    answer = Some(
-                        format!(
-                            "HTTP/1.1 {status} Fault\r\ncontent-type: application/x-amz-json-1.0\r\n\
-                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                        .into_bytes(),
-                    );
+                    answer = Some(service_answer(status, &body));
+                    return;
+                }
+                Some(Fault::Unprocessed) => {
+                    let items = serde_json::from_slice::<serde_json::Value>(&req.body)
+                        .ok()
+                        .and_then(|v| v.get("RequestItems").cloned())
+                        .unwrap_or_default();
+                    let body = serde_json::json!({"UnprocessedItems": items}).to_string();
+                    answer = Some(service_answer(200, &body));
                     return;
                 }
             }

@@ -1021,3 +1021,64 @@ fn campaign_rules_block_on_each_rule_at_its_limit_and_no_sooner() {
     state.sends.push(send("2026-11-20T09:00:00Z", "c"));
     assert_eq!(rule(&cat, &state), Some("campaign_capped"));
 }
+
+/// A campaign's sends per user, ever (`per_user.total`), are counted in the state one per
+/// send, and the count stops the campaign at its total, in whichever store.
+#[test]
+fn a_campaigns_sends_per_user_are_counted_and_stop_it_at_its_total() {
+    let mut w = World::new(vec![
+        offer("o1", "s", json!({})),
+        offer("o2", "m", json!({})),
+        offer("o3", "b", json!({})),
+    ]);
+    let campaign = json!({"id": "c", "name": "C", "status": "active", "per_user": {"total": 2}});
+    w.catalog = w
+        .catalog
+        .with_campaigns(vec![parse_json(&campaign).unwrap()])
+        .unwrap();
+    let c = Id::parse("c").unwrap();
+    w.onboard();
+    assert_eq!(w.fix(STORE).verdict, Verdict::Sent);
+    assert_eq!(w.state.campaign_sends.get(&c), Some(&1));
+    w.now += Duration::minutes(5);
+    assert_eq!(w.fix(MALL).verdict, Verdict::Sent);
+    assert_eq!(w.state.campaign_sends.get(&c), Some(&2));
+    // 19:00 in Helsinki: the bar is open, the campaign has sent its two.
+    w.now += Duration::hours(7);
+    let d = w.fix(BAR);
+    assert_ne!(d.verdict, Verdict::Sent);
+    assert_eq!(code(&d), "campaign_capped", "{d:?}");
+    assert_eq!(w.state.campaign_sends.get(&c), Some(&2));
+}
+
+/// The global control group (`policy.global_control`) holds a person out of every offer,
+/// whatever the campaign's own holdout.
+#[test]
+fn the_global_control_group_holds_out_of_every_offer() {
+    let mut w = World::new(vec![offer("o", "s", json!({}))]);
+    w.catalog.policy.global_control = 1.0;
+    w.onboard();
+    let d = w.fix(STORE);
+    assert_ne!(d.verdict, Verdict::Sent);
+    assert_eq!(code(&d), "global_control", "{d:?}");
+}
+
+/// A push carries the offer's shared coupon code, unless its campaign gives each push a
+/// code of its pool: that code is chosen in the send's commit, so the push leaves
+/// `decide` without one.
+#[test]
+fn a_pooled_campaigns_push_leaves_decide_without_the_shared_code() {
+    for (pooled, expected) in [(false, Some("SHARED")), (true, None)] {
+        let mut w = World::new(vec![offer("o", "s", json!({"coupon": "SHARED"}))]);
+        let campaign = json!({"id": "c", "name": "C", "status": "active", "coupon_pool": pooled});
+        w.catalog = w
+            .catalog
+            .with_campaigns(vec![parse_json(&campaign).unwrap()])
+            .unwrap();
+        w.onboard();
+        let out =
+            w.feed(json!({"type": "location", "lat": STORE.0, "lon": STORE.1, "accuracy_m": 5}));
+        let push = out.push.expect("sent");
+        assert_eq!(push.coupon.as_deref(), expected, "pooled: {pooled}");
+    }
+}
