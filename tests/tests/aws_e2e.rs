@@ -1663,6 +1663,26 @@ async fn webhook_moves_whose_answers_are_lost_are_applied_once() {
     assert_eq!(*hook.got.lock().unwrap(), 1, "posted once");
 }
 
+/// Creating the table waits while DynamoDB describes it as CREATING (moto makes a table
+/// ACTIVE at once, so only the test proxy shows the wait), then turns on its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_the_table_waits_until_dynamodb_describes_it_active() {
+    let moto = moto();
+    let proxy = Proxy::start(&moto_url()).await;
+    let table = unique("creating");
+    let creating = json!({"Table": {"TableName": table, "TableStatus": "CREATING"}}).to_string();
+    for _ in 0..2 {
+        proxy.fault("DescribeTable", 1, Fault::Answer(200, creating.clone()));
+    }
+    DynamoStateStore::create_table(&moto.dynamodb(Some(&proxy.url)).await, &table)
+        .await
+        .expect("created, once active");
+    assert_eq!(proxy.faults_left(), 0, "described as creating twice");
+    let counts = proxy.counts();
+    assert_eq!(counts.get("DescribeTable"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("UpdateTimeToLive"), Some(&1), "{counts:?}");
+}
+
 /// DynamoDB's answer to a BatchGetItem of `codes` that read none of them and left every
 /// key unprocessed (what DynamoDB does under throttling; moto never does).
 fn all_unprocessed(table: &str, codes: &[&str]) -> String {
