@@ -112,30 +112,16 @@ say "cargo-lambda $(cargo-lambda lambda --version | cut -d' ' -f2), zig $(python
 say "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 
 # ---------------------------------------------------------------- already built and checked?
-# A build is keyed by everything that goes into it: the toolchain, the tools' pins, this
-# script, and every file of the clone (committed or not, untracked too) except those no
-# function can read (docs, the tests' and benchmarks' crates, the other scripts, Markdown).
-# Once a build of those inputs has passed every check below, the record
-# $OUT/checked/<key> holds the SHA-256 of each zip and of each of sam build's outputs; a later
-# run with the same inputs whose outputs still hash the same (no other build has replaced
-# them since) has nothing to build. A fresh clone of an unchanged tree is such a run: cargo
-# would recompile the workspace's crates only because the clone's files are newer.
-# NEARCAST_LAMBDA_REBUILD=1 builds anyway.
+# A build is keyed by everything that goes into it (scripts/lambda-inputs-key.sh: the
+# toolchain, cargo's settings from the environment, this script, the tools' pins, and every
+# file of the clone a function can read). Once a build of those inputs has passed every
+# check below, the record $OUT/checked/<key> holds the SHA-256 of each zip and of each of
+# sam build's outputs; a later run with the same inputs whose outputs still hash the same
+# (no other build has replaced them since) has nothing to build. A fresh clone of an
+# unchanged tree is such a run: cargo would recompile the workspace's crates only because
+# the clone's files are newer. NEARCAST_LAMBDA_REBUILD=1 builds anyway.
 CHECKED="$OUT/checked"
-inputs_key() {
-    git rev-parse --is-inside-work-tree >/dev/null 2>&1 || return 0
-    {
-        rustc -vV
-        cargo -V
-        echo "$RUST_TARGET ${FUNCTIONS[*]}"
-        sha256sum scripts/build-lambdas.sh "$REQUIREMENTS"
-        { git ls-files -z --cached --others --exclude-standard -- . ':!docs' ':!tests' \
-              ':!bench' ':!.ci' ':!scripts' ':!*.md'
-          git ls-files -z --cached --others --exclude-standard -- scripts/build-lambdas.sh "$REQUIREMENTS"
-        } | LC_ALL=C sort -z | xargs -0 sha256sum 2>/dev/null || true
-    } | sha256sum | cut -c1-32
-}
-key="$(inputs_key)"
+key="$(bash scripts/lambda-inputs-key.sh)"
 outputs=()
 for f in "${FUNCTIONS[@]}"; do
     outputs+=("$OUT/lambda/nearcast-$f/bootstrap.zip" "$SAM_DIR/build/${RESOURCE[$f]}/bootstrap")

@@ -63,6 +63,7 @@ run_item() {
         cat "$out"
         echo "test.sh: $item took $((SECONDS - start)) s$([ "$rc" = 0 ] || echo ", FAILED")" >&2
     } 9>"$LANES/.print"
+    touch "$LANES/$item.done"
     # xargs stops at an exit status of 255; any failure is 1 here.
     [ "$rc" = 0 ]
 }
@@ -72,15 +73,27 @@ else
     LANES="$(mktemp -d -t nearcast-lanes.XXXXXX)"
     export LANES
     export -f run_item
+    # tests/'s test targets as cargo knows them (not a glob of files, so that none declared
+    # another way is left out), the listed ones first in their order.
+    mapfile -t targets < <(cargo metadata --no-deps --format-version 1 --locked --offline |
+        python3 -c 'import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "nearcast-tests":
+        print("\n".join(sorted(t["name"] for t in p["targets"] if "test" in t["kind"])))')
+    [ "${#targets[@]}" -gt 0 ] || { echo "test.sh: no test target found in tests/" >&2; exit 1; }
     items=()
     for t in "${LONGEST_FIRST[@]}"; do
-        [ "$t" = @rest ] || [ -f "tests/tests/$t.rs" ] && items+=("$t")
+        [ "$t" = @rest ] || [[ " ${targets[*]} " == *" $t "* ]] && items+=("$t")
     done
-    for f in tests/tests/*.rs; do
-        t="$(basename "$f" .rs)"
+    for t in "${targets[@]}"; do
         [[ " ${items[*]} " == *" $t "* ]] || items+=("$t")
     done
     printf '%s\n' "${items[@]}" | xargs -P 2 -I{} bash -c 'run_item "$1"' _ {} || status=1
+    # Every item ran to its end and printed its time (xargs gives up on none, but a lane
+    # killed from outside would leave its item's log without the time line).
+    for t in "${items[@]}"; do
+        [ -f "$LANES/$t.done" ] || { echo "test.sh: $t never finished" >&2; status=1; }
+    done
     cat "$LANES"/*.log >>"$log"
 fi
 phase "running the tests"

@@ -1028,3 +1028,138 @@ fn the_functions_start_on_the_templates_environment() {
         }
     }
 }
+
+// ------------------------------------------------------------------ the Lambda build's key
+
+/// `scripts/lambda-inputs-key.sh` in `dir` with `env` added: the key a Lambda build is
+/// recorded under (empty outside a git checkout).
+fn lambda_key(dir: &Path, env: &[(&str, &str)]) -> String {
+    let script = root().join("scripts/lambda-inputs-key.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .current_dir(dir)
+        .env_remove("RUSTFLAGS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A checked Lambda build is reused only while its key stays the same, so the key must move
+/// with every file a function is built from (committed, changed or untracked), with the
+/// build script, its tools' pins and cargo's settings, and must not move with docs, the
+/// cross-crate tests, benchmarks, CI or other scripts (CI would rebuild the zips for each).
+#[test]
+fn the_lambda_builds_key_follows_what_the_functions_are_built_from_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(lambda_key(d, &[]), "", "no key outside a git checkout");
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("git runs")
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    let write = |path: &str, text: &str| {
+        let p = d.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "crates/core/src/lib.rs",
+        "functions/api/src/main.rs",
+        "infra/template.yaml",
+        "models/ranker.json",
+        "scripts/build-lambdas.sh",
+        "scripts/requirements-lambda.txt",
+        "scripts/test.sh",
+        "docs/guide.md",
+        "docs/flow.svg",
+        "tests/tests/e2e.rs",
+        "bench/load.sh",
+        ".ci/run",
+        "README.md",
+    ] {
+        write(path, "v1\n");
+    }
+    write(".gitignore", "/target\n");
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "v1"]);
+    let base = lambda_key(d, &[]);
+    assert_eq!(base.len(), 32, "{base}");
+    assert_eq!(lambda_key(d, &[]), base, "the same tree, the same key");
+
+    // Each of these changes what a function is built from: a new key, and the old one back
+    // once undone.
+    for path in [
+        "Cargo.lock",
+        "crates/core/src/lib.rs",
+        "functions/api/src/main.rs",
+        "infra/template.yaml",
+        "models/ranker.json",
+        "scripts/build-lambdas.sh",
+        "scripts/requirements-lambda.txt",
+        "crates/core/src/new.rs",
+        ".cargo/config.toml",
+    ] {
+        let before = std::fs::read_to_string(d.join(path)).ok();
+        write(path, "v2\n");
+        assert_ne!(lambda_key(d, &[]), base, "{path} changed, uncommitted");
+        match before {
+            Some(text) => write(path, &text),
+            None => std::fs::remove_file(d.join(path)).unwrap(),
+        }
+        assert_eq!(lambda_key(d, &[]), base, "{path} as it was");
+    }
+    assert_ne!(lambda_key(d, &[("RUSTFLAGS", "-Ctarget-cpu=native")]), base);
+    assert_ne!(
+        lambda_key(d, &[("CARGO_PROFILE_RELEASE_LTO", "false")]),
+        base
+    );
+
+    // These do not: the same key.
+    for path in [
+        "scripts/test.sh",
+        "docs/guide.md",
+        "docs/flow.svg",
+        "tests/tests/e2e.rs",
+        "bench/load.sh",
+        ".ci/run",
+        "README.md",
+        "crates/core/NOTES.md",
+        "target/release/junk",
+    ] {
+        write(path, "v2\n");
+    }
+    assert_eq!(
+        lambda_key(d, &[]),
+        base,
+        "docs, tests, benchmarks, CI, ignored files"
+    );
+    // Committing a change to a source moves the key as the uncommitted change did.
+    write("crates/core/src/lib.rs", "v2\n");
+    let changed = lambda_key(d, &[]);
+    git(&["commit", "-q", "-am", "v2"]);
+    assert_eq!(lambda_key(d, &[]), changed);
+    assert_ne!(changed, base);
+}

@@ -54,14 +54,30 @@ fn catalog(offers: Vec<Value>) -> Catalog {
 }
 
 fn offer(id: &str, store: &str, extra: Value) -> Value {
-    let mut o = json!({"id": id, "campaign_id": "c", "title": "T", "body": "B", "category": "coffee",
-        "store_ids": [store], "trigger": {"type": "enter"}, "threshold": 0.0});
+    merged(
+        json!({"id": id, "campaign_id": "c", "title": "T", "body": "B", "category": "coffee",
+        "store_ids": [store], "trigger": {"type": "enter"}, "threshold": 0.0}),
+        extra,
+    )
+}
+
+/// `base` with the fields of `extra` set on it.
+fn merged(mut base: Value, extra: Value) -> Value {
     if let Value::Object(m) = extra {
         for (k, v) in m {
-            o[k] = v;
+            base[k] = v;
         }
     }
-    o
+    base
+}
+
+/// An active campaign `c` (the one `offer` names) with the fields of `extra`.
+fn campaign(extra: Value) -> crate::campaign::Campaign {
+    parse_json(&merged(
+        json!({"id": "c", "name": "C", "status": "active"}),
+        extra,
+    ))
+    .unwrap()
 }
 
 fn ranker() -> std::sync::Arc<dyn Ranker> {
@@ -918,14 +934,8 @@ fn campaign_rules_block_on_each_rule_at_its_limit_and_no_sooner() {
     let tz = chrono_tz::Europe::Helsinki;
     let id = Id::parse("c").unwrap();
     let with = |extra: Value| {
-        let mut c = json!({"id": "c", "name": "C", "status": "active"});
-        if let Value::Object(m) = extra {
-            for (k, v) in m {
-                c[k] = v;
-            }
-        }
         catalog(vec![offer("o", "s", json!({}))])
-            .with_campaigns(vec![parse_json(&c).unwrap()])
+            .with_campaigns(vec![campaign(extra)])
             .unwrap()
     };
     let rule = |cat: &Catalog, state: &UserState| {
@@ -1031,10 +1041,9 @@ fn a_campaigns_sends_per_user_are_counted_and_stop_it_at_its_total() {
         offer("o2", "m", json!({})),
         offer("o3", "b", json!({})),
     ]);
-    let campaign = json!({"id": "c", "name": "C", "status": "active", "per_user": {"total": 2}});
     w.catalog = w
         .catalog
-        .with_campaigns(vec![parse_json(&campaign).unwrap()])
+        .with_campaigns(vec![campaign(json!({"per_user": {"total": 2}}))])
         .unwrap();
     let c = Id::parse("c").unwrap();
     w.onboard();
@@ -1070,10 +1079,9 @@ fn the_global_control_group_holds_out_of_every_offer() {
 fn a_pooled_campaigns_push_leaves_decide_without_the_shared_code() {
     for (pooled, expected) in [(false, Some("SHARED")), (true, None)] {
         let mut w = World::new(vec![offer("o", "s", json!({"coupon": "SHARED"}))]);
-        let campaign = json!({"id": "c", "name": "C", "status": "active", "coupon_pool": pooled});
         w.catalog = w
             .catalog
-            .with_campaigns(vec![parse_json(&campaign).unwrap()])
+            .with_campaigns(vec![campaign(json!({"coupon_pool": pooled}))])
             .unwrap();
         w.onboard();
         let out =
